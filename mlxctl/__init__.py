@@ -1,0 +1,1 @@
+"""mlxctl: supervise a local MLX model server for coding agents."""

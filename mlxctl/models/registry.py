@@ -1,0 +1,127 @@
+"""Installed models under the mlxctl home, and resolving a model name to something mlx-lm loads."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from mlxctl import paths
+from mlxctl.errors import ModelError
+from mlxctl.models.gguf_import import import_gguf  # mlx is imported inside, on use
+
+DEMO_MODEL = "demo"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_HF_REPO_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass
+class ModelInfo:
+    name: str
+    path: str
+    size_bytes: int
+    architecture: str
+    quantization: str
+    context_length: int | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def validate_name(name: str) -> str:
+    if not _NAME_RE.match(name):
+        raise ModelError(
+            f"invalid model name {name!r}",
+            hint="use letters, digits, '.', '_' or '-' (at most 64 characters)",
+        )
+    return name
+
+
+def model_dir(name: str) -> Path:
+    return paths.models_dir() / validate_name(name)
+
+
+def is_model_dir(path: Path) -> bool:
+    return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
+
+
+def describe(path: Path, name: str | None = None) -> ModelInfo:
+    """Read a model directory's config (no mlx import) into a ModelInfo."""
+    config = json.loads((path / "config.json").read_text())
+    quant = config.get("quantization") or {}
+    label = (config.get("mlxctl") or {}).get("quantization")
+    if not label:
+        label = f"{quant['bits']}-bit" if quant.get("bits") else "none"
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return ModelInfo(
+        name=name or path.name,
+        path=str(path),
+        size_bytes=size,
+        architecture=config.get("model_type", "unknown"),
+        quantization=label,
+        context_length=config.get("max_position_embeddings"),
+    )
+
+
+def installed() -> list[ModelInfo]:
+    root = paths.models_dir()
+    if not root.is_dir():
+        return []
+    # Staging folders start with '.', so a half-imported model is never listed.
+    return [
+        describe(child)
+        for child in sorted(root.iterdir())
+        if not child.name.startswith(".") and is_model_dir(child)
+    ]
+
+
+def remove(name: str) -> ModelInfo:
+    path = model_dir(name)
+    if not is_model_dir(path):
+        raise ModelError(f"no installed model named {name!r}", hint="see `mlxctl model ls`")
+    info = describe(path)
+    # Rename first so a crash mid-delete never leaves a half model that still looks installed.
+    doomed = path.with_name(f".rm-{path.name}")
+    shutil.rmtree(doomed, ignore_errors=True)
+    path.rename(doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+    return info
+
+
+def resolve(model: str) -> str:
+    """What to hand mlx-lm for `model`: an installed name, a local MLX directory or a HF repo id.
+
+    Raises ModelError with a hint when it is none of those.
+    """
+    local = Path(model).expanduser()
+    if is_model_dir(local):
+        return str(local.resolve())
+    if _NAME_RE.match(model):
+        candidate = paths.models_dir() / model
+        if is_model_dir(candidate):
+            return str(candidate)
+        hint = "run `mlxctl model pull demo`" if model == DEMO_MODEL else "see `mlxctl model ls`"
+        raise ModelError(f"model {model!r} is not installed", hint=hint)
+    if local.exists():
+        raise ModelError(
+            f"{model} is not an MLX model directory (config.json and *.safetensors expected)",
+            hint="import a GGUF file with `mlxctl model import PATH.gguf`",
+        )
+    if _HF_REPO_RE.match(model):
+        return model
+    raise ModelError(f"cannot resolve model {model!r}", hint="see `mlxctl model ls`")
+
+
+def import_file(gguf: Path, name: str | None = None) -> ModelInfo:
+    """Import a local GGUF file as `name` (default: the file's stem)."""
+    if not gguf.is_file():
+        raise ModelError(f"no such file: {gguf}")
+    name = validate_name(name or gguf.stem)
+    destination = model_dir(name)
+    if destination.exists():
+        raise ModelError(f"a model named {name!r} already exists",
+                         hint=f"pick another --name or `mlxctl model rm {name}`")
+    import_gguf(gguf, destination)
+    return describe(destination)

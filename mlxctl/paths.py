@@ -1,0 +1,26 @@
+"""Where mlxctl keeps its files. Everything lives under one home so tests can point it elsewhere."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def home() -> Path:
+    """The mlxctl home: `MLXCTL_HOME`, or `~/.mlxctl`."""
+    override = os.environ.get("MLXCTL_HOME")
+    return Path(override).expanduser() if override else Path.home() / ".mlxctl"
+
+
+def models_dir() -> Path:
+    return home() / "models"
+
+
+def downloads_dir() -> Path:
+    return home() / "downloads"
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create `path` (and parents) readable by the owner only."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path

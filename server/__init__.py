@@ -1,0 +1,1 @@
+"""The inference worker: OpenAI and Anthropic APIs over mlx-lm."""

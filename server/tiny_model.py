@@ -1,0 +1,160 @@
+"""Tiny random-weight models of a real mlx-lm architecture, for tests and benchmarks.
+
+The model is a real `qwen2` network (so mlx-lm loads, caches and generates with it like any other)
+with a real byte-level BPE tokenizer trained on Python's own sources and a Hermes/Qwen-style chat
+template that renders tools and `<tool_call>` blocks. Same arguments, same files.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sysconfig
+import tempfile
+from pathlib import Path
+
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+# Not special: they must survive decoding so the tool parser can see them.
+TOOL_TOKENS = ["<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>"]
+# Fixed corpus: stdlib modules with plenty of English docstrings, JSON-ish text and code.
+_CORPUS_MODULES = [
+    "json/__init__.py", "json/decoder.py", "argparse.py", "textwrap.py", "pathlib.py",
+    "subprocess.py", "http/server.py", "shutil.py", "tempfile.py", "logging/__init__.py",
+    "difflib.py", "string.py", "csv.py", "inspect.py", "typing.py",
+]
+
+CHAT_TEMPLATE = """\
+{%- if tools %}
+{{- '<|im_start|>system\\n' }}
+{%- if messages[0].role == 'system' %}{{- messages[0].content }}{%- else %}\
+{{- 'You are a helpful assistant.' }}{%- endif %}
+{{- '\\n\\n# Tools\\n\\nYou may call one or more functions to assist with the user query.\\n\\n\
+You are provided with function signatures within <tools></tools> XML tags:\\n<tools>' }}
+{%- for tool in tools %}{{- '\\n' }}{{- tool | tojson }}{%- endfor %}
+{{- '\\n</tools>\\n\\nFor each function call, return a json object with function name and \
+arguments within <tool_call></tool_call> XML tags:\\n<tool_call>\\n{"name": <function-name>, \
+"arguments": <args-json-object>}\\n</tool_call><|im_end|>\\n' }}
+{%- elif messages[0].role == 'system' %}
+{{- '<|im_start|>system\\n' + messages[0].content + '<|im_end|>\\n' }}
+{%- endif %}
+{%- for message in messages %}
+{%- if message.role == 'user' or (message.role == 'system' and not loop.first) %}
+{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}
+{%- elif message.role == 'assistant' %}
+{{- '<|im_start|>assistant' }}
+{%- if message.content %}{{- '\\n' + message.content }}{%- endif %}
+{%- for tool_call in message.tool_calls or [] %}
+{%- if tool_call.function is defined %}{%- set tool_call = tool_call.function %}{%- endif %}
+{{- '\\n<tool_call>\\n{"name": "' }}{{- tool_call.name }}{{- '", "arguments": ' }}\
+{{- tool_call.arguments | tojson }}{{- '}\\n</tool_call>' }}
+{%- endfor %}
+{{- '<|im_end|>\\n' }}
+{%- elif message.role == 'tool' %}
+{%- if loop.first or messages[loop.index0 - 1].role != 'tool' %}{{- '<|im_start|>user' }}{%- endif %}
+{{- '\\n<tool_response>\\n' + message.content + '\\n</tool_response>' }}
+{%- if loop.last or messages[loop.index0 + 1].role != 'tool' %}{{- '<|im_end|>\\n' }}{%- endif %}
+{%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}
+"""
+
+
+def _corpus() -> list[str]:
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    texts = []
+    for name in _CORPUS_MODULES:
+        path = stdlib / name
+        if path.exists():
+            texts.append(path.read_text(encoding="utf-8", errors="replace"))
+    return texts
+
+
+def train_tokenizer(vocab_size: int = 8192):
+    """A byte-level BPE tokenizer (`tokenizers.Tokenizer`) trained on a fixed stdlib corpus."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS + TOOL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(_corpus(), trainer=trainer)
+    return tokenizer
+
+
+def _model_config(vocab_size: int, layers: int, hidden: int, context: int, eos_id: int) -> dict:
+    heads = max(1, hidden // 16)
+    return {
+        "model_type": "qwen2",
+        "architectures": ["Qwen2ForCausalLM"],
+        "hidden_size": hidden,
+        "num_hidden_layers": layers,
+        "intermediate_size": hidden * 2,
+        "num_attention_heads": heads,
+        "num_key_value_heads": max(1, heads // 2),
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 1000000.0,
+        "max_position_embeddings": context,
+        "vocab_size": vocab_size,
+        "tie_word_embeddings": True,
+        "eos_token_id": eos_id,
+    }
+
+
+def build_tiny_model(
+    destination: Path,
+    *,
+    layers: int = 2,
+    hidden: int = 64,
+    context: int = 32768,
+    vocab_size: int = 8192,
+    seed: int = 0,
+) -> Path:
+    """Write a tiny random-weight qwen2 model directory at `destination` and return it.
+
+    Weights come from `mx.random.seed(seed)`; the tokenizer from a fixed corpus; so equal
+    arguments give the same model. Written to a staging folder and renamed into place.
+    """
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+    from mlx_lm.utils import _get_classes
+
+    destination = Path(destination)
+    if (destination / "config.json").exists():
+        return destination
+    tokenizer = train_tokenizer(vocab_size)
+    eos_id = tokenizer.token_to_id("<|im_end|>")
+    config = _model_config(tokenizer.get_vocab_size(), layers, hidden, context, eos_id)
+    model_class, args_class = _get_classes(config)
+    mx.random.seed(seed)
+    model = model_class(args_class.from_dict(config))
+    weights = dict(tree_flatten(model.parameters()))
+    mx.eval(weights)
+
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
+    try:
+        mx.save_safetensors(str(staging / "model.safetensors"), weights, metadata={"format": "mlx"})
+        (staging / "config.json").write_text(json.dumps(config, indent=2))
+        tokenizer.save(str(staging / "tokenizer.json"))
+        (staging / "tokenizer_config.json").write_text(json.dumps({
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "bos_token": None,
+            "eos_token": "<|im_end|>",
+            "pad_token": "<|endoftext|>",
+            "unk_token": None,
+            "add_bos_token": False,
+            "clean_up_tokenization_spaces": False,
+            "model_max_length": context,
+            "chat_template": CHAT_TEMPLATE,
+        }, indent=2))
+        shutil.rmtree(destination, ignore_errors=True)
+        staging.rename(destination)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return destination

@@ -1,0 +1,70 @@
+"""Shared fixtures: test models (built or pulled once, cached across runs) and a private home."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["tests.fixtures_worker", "tests.fixtures_supervisor"]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = REPO_ROOT.parent / "shared" / "fixtures" / "claude-code-2.1.328" / "fix-notes-session"
+
+
+def test_cache_dir() -> Path:
+    """Where built and pulled test models persist between runs (not the user's mlxctl home)."""
+    root = Path(os.environ.get("MLXCTL_TEST_CACHE", Path.home() / ".cache" / "mlxctl-tests"))
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def tiny_model(**kwargs) -> Path:
+    """A cached tiny random-weight model; the arguments go to `build_tiny_model`."""
+    from server.tiny_model import build_tiny_model
+
+    key = "-".join(f"{k}{v}" for k, v in sorted(kwargs.items())) or "default"
+    return build_tiny_model(test_cache_dir() / f"tiny-{key}", **kwargs)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path() -> Path:
+    """2 layers, hidden 64, 32K context, tool-capable chat template."""
+    return tiny_model()
+
+
+@pytest.fixture(scope="session")
+def demo_model_path() -> Path:
+    """The real demo model (SmolLM2-135M-Instruct), pulled once into the test cache."""
+    from mlxctl.models.pull import pull
+
+    previous = os.environ.get("MLXCTL_HOME")
+    os.environ["MLXCTL_HOME"] = str(test_cache_dir() / "home")
+    try:
+        info, _ = pull("demo")
+    finally:
+        if previous is None:
+            os.environ.pop("MLXCTL_HOME", None)
+        else:
+            os.environ["MLXCTL_HOME"] = previous
+    return Path(info.path)
+
+
+@pytest.fixture
+def mlxctl_home(tmp_path, monkeypatch) -> Path:
+    """A fresh, private MLXCTL_HOME for one test."""
+    home = tmp_path / "mlxctl-home"
+    home.mkdir()
+    monkeypatch.setenv("MLXCTL_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="session")
+def claude_code_requests() -> list[dict]:
+    """The captured Claude Code session requests, in order (skips when shared/ is absent)."""
+    import json
+
+    if not FIXTURES.is_dir():
+        pytest.skip(f"fixtures not found at {FIXTURES}")
+    return [json.loads(p.read_text()) for p in sorted(FIXTURES.glob("*.json"))]

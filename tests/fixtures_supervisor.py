@@ -1,0 +1,1 @@
+"""Fixtures for tests of the supervisor (owned by the supervisor work)."""

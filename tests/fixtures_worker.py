@@ -1,0 +1,1 @@
+"""Fixtures for tests of the worker (owned by the worker work)."""
