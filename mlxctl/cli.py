@@ -20,6 +20,10 @@ app = typer.Typer(
 # Each module exposes `register(app)`; kept as names so `mlxctl --help` imports no mlx.
 COMMAND_MODULES = [
     "mlxctl.commands.model",
+    "mlxctl.commands.service",
+    "mlxctl.commands.logs",
+    "mlxctl.commands.config",
+    "mlxctl.commands.doctor",
 ]
 
 for module_name in COMMAND_MODULES:

@@ -19,3 +19,22 @@ class ModelError(MlxctlError):
 
 class UnsupportedModelError(ModelError):
     """The model file uses an architecture or tensor type mlxctl cannot convert."""
+
+
+class ConfigError(MlxctlError):
+    """The config file or a value given for one of its keys is invalid."""
+
+
+class SupervisorError(MlxctlError):
+    """The supervisor or its worker could not be started, stopped or reached."""
+
+
+class PortInUseError(SupervisorError):
+    """Another program already listens on the configured port."""
+
+
+class StartFailedError(SupervisorError):
+    """The worker died or became FATAL before it answered /health."""
+
+    worker_exit_code: int | None = None
+    log_tail: list[str] = []  # noqa: RUF012 (read-only default)

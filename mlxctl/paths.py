@@ -24,3 +24,34 @@ def ensure_private_dir(path: Path) -> Path:
     """Create `path` (and parents) readable by the owner only."""
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     return path
+
+
+def run_dir() -> Path:
+    """Supervisor state: the state file, its locks and control files."""
+    return home() / "run"
+
+
+def state_file() -> Path:
+    return run_dir() / "state.json"
+
+
+def supervisor_lock() -> Path:
+    """Held by the running supervisor for its whole life."""
+    return run_dir() / "supervisor.lock"
+
+
+def start_lock() -> Path:
+    """Serialises concurrent `mlxctl start`/`stop` so exactly one supervisor is spawned."""
+    return run_dir() / "start.lock"
+
+
+def logs_dir() -> Path:
+    return home() / "logs"
+
+
+def worker_log() -> Path:
+    return logs_dir() / "worker.log"
+
+
+def supervisor_log() -> Path:
+    return logs_dir() / "supervisor.log"

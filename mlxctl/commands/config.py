@@ -1,0 +1,74 @@
+"""`mlxctl config show | get | set | edit | path`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+
+import typer
+
+from mlxctl import config
+from mlxctl.console import out
+from mlxctl.errors import ConfigError
+
+config_app = typer.Typer(
+    help="Show and change the config file (comments and order survive `set`).",
+    no_args_is_help=True,
+)
+
+
+@config_app.command("show")
+def show(as_json: bool = typer.Option(False, "--json", help="Effective values as JSON.")) -> None:
+    """Print every key's effective value (the file's, or the default)."""
+    values = config.load()
+    if as_json:
+        print(json.dumps(values, indent=2))
+        return
+    for key in config.SCHEMA:
+        value = values[key.path]
+        shown = "***" if key.path == "api_key" and value else json.dumps(value)
+        marker = "" if value != key.default else "  [dim](default)[/]"
+        out.print(f"{key.path} = {shown}{marker}", highlight=False)
+
+
+@config_app.command("get")
+def get(key: str = typer.Argument(..., help="Key path, e.g. port or restart.backoff_max.")) -> None:
+    """Print one key's effective value."""
+    value = config.get(key)
+    print(value if isinstance(value, str) else json.dumps(value))
+
+
+@config_app.command("set")
+def set_(
+    key: str = typer.Argument(..., help="Key path, e.g. port or restart.backoff_max."),
+    value: str = typer.Argument(..., help="New value; checked against the key's type."),
+) -> None:
+    """Set one key in the config file, keeping its comments and order."""
+    new = config.set_value(key, value)
+    out.print(f"{key} = {json.dumps(new)}", highlight=False)
+
+
+@config_app.command("edit")
+def edit() -> None:
+    """Open the config file in $VISUAL / $EDITOR, then check it."""
+    path = config.ensure_file()
+    editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
+    subprocess.run([*shlex.split(editor), str(path)], check=False)
+    try:
+        config.load()
+    except ConfigError as exc:
+        exc.hint = f"the file was saved as is; fix it with `mlxctl config edit` ({exc.hint})"
+        raise
+    out.print(f"[green]ok[/] {path}")
+
+
+@config_app.command("path")
+def path() -> None:
+    """Print where the config file lives (it may not exist yet)."""
+    print(config.config_path())
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(config_app, name="config")

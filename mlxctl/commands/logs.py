@@ -1,0 +1,42 @@
+"""`mlxctl logs`: print or follow the worker's (or the supervisor's) log."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from mlxctl import paths
+from mlxctl.logs import follow, tail
+
+
+def logs(
+    follow_: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines."),
+    lines: int = typer.Option(50, "--lines", "-n", help="How many of the last lines to print."),
+    supervisor: bool = typer.Option(
+        False, "--supervisor", help="The supervisor's log instead of the worker's."
+    ),
+) -> None:
+    """Print the last lines of the worker's log; -f follows it across rotations (Ctrl-C ends)."""
+    path = paths.supervisor_log() if supervisor else paths.worker_log()
+    # Plain writes, not Rich: log lines are printed verbatim and must not be re-wrapped.
+    write = sys.stdout.write
+    try:
+        for line in tail(path, lines):
+            write(line + "\n")
+        sys.stdout.flush()
+        if not follow_:
+            if not path.exists():
+                print(f"no log yet at {path}", file=sys.stderr)
+            return
+        for line in follow(path):
+            write(line + "\n")
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    except BrokenPipeError:  # `mlxctl logs | head`
+        raise typer.Exit(0) from None
+
+
+def register(app: typer.Typer) -> None:
+    app.command("logs")(logs)

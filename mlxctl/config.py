@@ -1,0 +1,197 @@
+"""The mlxctl config: one TOML file under the home, edited with tomlkit so comments survive.
+
+Every key has a type and a default in `SCHEMA`; errors name the key path and the expected type.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tomlkit
+
+from mlxctl import paths
+from mlxctl.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Key:
+    path: str
+    type: type
+    default: Any
+    help: str
+    minimum: float | None = None
+
+
+SCHEMA: list[Key] = [
+    Key("model", str, "", "installed model name, local MLX directory or HF id ('' = demo)"),
+    Key("host", str, "127.0.0.1", "address the worker binds (non-loopback needs api_key)"),
+    Key("port", int, 8080, "port the worker listens on", 1),
+    Key("api_key", str, "", "key clients must send ('' = none; loopback only)"),
+    Key("restart.backoff_initial", float, 1.0, "seconds before the first restart", 0),
+    Key("restart.backoff_factor", float, 2.0, "each fast failure multiplies the delay", 1),
+    Key("restart.backoff_max", float, 60.0, "cap on the restart delay in seconds", 0),
+    Key("restart.stable_after", float, 60.0, "uptime in seconds that resets the backoff", 0),
+    Key("restart.max_fast_failures", int, 5, "fast failures in a row before FATAL", 0),
+    Key("restart.health_interval", float, 2.0, "seconds between /health probes", 0.05),
+    Key("restart.liveness_timeout", float, 30.0, "no /health answer this long -> restart", 0.1),
+    Key(
+        "restart.startup_timeout", float, 0.0, "seconds to load before giving up (0 = no limit)", 0
+    ),
+    Key("restart.stop_timeout", float, 15.0, "grace between SIGTERM and SIGKILL", 0),
+    Key("cache.ram_bytes", int, 8 * 1024**3, "RAM budget of the prefix KV cache", 0),
+    Key("cache.disk_bytes", int, 32 * 1024**3, "disk budget of the prefix KV cache", 0),
+    Key("logs.max_bytes", int, 10 * 1024**2, "a log rotates when it reaches this size", 1024),
+    Key("logs.backups", int, 3, "rotated logs kept per log", 0),
+]
+KEYS = {key.path: key for key in SCHEMA}
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+
+
+def config_path() -> Path:
+    return paths.home() / "config.toml"
+
+
+def _key(path: str) -> Key:
+    if path not in KEYS:
+        raise ConfigError(f"unknown config key {path!r}", hint=f"known keys: {', '.join(KEYS)}")
+    return KEYS[path]
+
+
+def _check(key: Key, value: Any) -> Any:
+    """`value` as the key's type, or ConfigError naming the key path and the expected type."""
+    ok = isinstance(value, key.type) and not (key.type is not bool and isinstance(value, bool))
+    if key.type is float and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True
+    if not ok:
+        raise ConfigError(
+            f"config key {key.path!r} expects {_TYPE_NAMES[key.type]}, got {value!r}",
+            hint=f"{key.path}: {key.help}",
+        )
+    if key.minimum is not None and value < key.minimum:
+        raise ConfigError(
+            f"config key {key.path!r} must be at least {key.minimum:g}, got {value!r}",
+            hint=f"{key.path}: {key.help}",
+        )
+    return value
+
+
+def parse_value(path: str, text: str) -> Any:
+    """Turn the text of `mlxctl config set KEY VALUE` into the key's type."""
+    key = _key(path)
+    try:
+        if key.type is int:
+            value: Any = int(text.replace("_", ""))
+        elif key.type is float:
+            value = float(text)
+        elif key.type is bool:
+            value = {"true": True, "false": False}[text.lower()]
+        else:
+            value = text
+    except (ValueError, KeyError):
+        raise ConfigError(
+            f"config key {path!r} expects {_TYPE_NAMES[key.type]}, got {text!r}",
+            hint=f"{path}: {key.help}",
+        ) from None
+    return _check(key, value)
+
+
+def default_document() -> tomlkit.TOMLDocument:
+    doc = tomlkit.document()
+    doc.add(tomlkit.comment("mlxctl configuration; `mlxctl config set KEY VALUE` keeps comments."))
+    tables: dict[str, Any] = {}
+    for key in SCHEMA:
+        if "." in key.path:
+            table_name, name = key.path.split(".", 1)
+            if table_name not in tables:
+                tables[table_name] = tomlkit.table()
+                doc.add(tomlkit.nl())
+                doc.add(table_name, tables[table_name])
+            container = tables[table_name]
+        else:
+            container, name = doc, key.path
+        container.add(name, key.default)
+        container[name].comment(key.help)
+    return doc
+
+
+def load_document() -> tomlkit.TOMLDocument:
+    path = config_path()
+    if not path.exists():
+        return tomlkit.document()
+    try:
+        return tomlkit.parse(path.read_text())
+    except tomlkit.exceptions.ParseError as exc:
+        raise ConfigError(
+            f"{path} is not valid TOML: {exc}", hint="fix it: `mlxctl config edit`"
+        ) from None
+
+
+def _lookup(doc: Any, path: str) -> Any:
+    node = doc
+    for part in path.split("."):
+        if not hasattr(node, "get") or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _plain(value: Any) -> Any:
+    return value.unwrap() if hasattr(value, "unwrap") else value
+
+
+def load() -> dict[str, Any]:
+    """Every key's effective value (file over defaults), validated, by key path."""
+    doc = load_document()
+    values = {}
+    for key in SCHEMA:
+        raw = _lookup(doc, key.path)
+        values[key.path] = key.default if raw is None else _check(key, _plain(raw))
+    for name, value in doc.items():
+        inner = [f"{name}.{sub}" for sub in value] if isinstance(value, dict) else [name]
+        for path in inner:
+            if path not in KEYS:
+                raise ConfigError(
+                    f"unknown config key {path!r} in {config_path()}",
+                    hint=f"known keys: {', '.join(KEYS)}",
+                )
+    return values
+
+
+def get(path: str) -> Any:
+    _key(path)
+    return load()[path]
+
+
+def set_value(path: str, text: str) -> Any:
+    """Set one key in the file, keeping the user's comments and order; returns the new value."""
+    value = parse_value(path, text)
+    load()  # refuse to write on top of a file that is already invalid
+    doc = load_document()
+    if not config_path().exists():
+        doc = default_document()
+    if "." in path:
+        table_name, name = path.split(".", 1)
+        if table_name not in doc:
+            doc.add(table_name, tomlkit.table())
+        doc[table_name][name] = value
+    else:
+        doc[path] = value
+    write_document(doc)
+    return value
+
+
+def write_document(doc: tomlkit.TOMLDocument) -> None:
+    from mlxctl.supervisor.statefile import write_text
+
+    paths.ensure_private_dir(config_path().parent)
+    write_text(config_path(), tomlkit.dumps(doc))
+
+
+def ensure_file() -> Path:
+    """Create the file with every key, its default and a comment, when it does not exist."""
+    path = config_path()
+    if not path.exists():
+        write_document(default_document())
+    return path

@@ -1,0 +1,229 @@
+"""The supervision loop as a state machine over a seam: spawn, probe, restart, stop.
+
+`tick()` does one step and never blocks for long, so the daemon calls it in a loop and tests
+call it against a fake clock. Every state change goes through `states.transition`.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mlxctl.supervisor.policy import RestartPolicy, RestartTracker
+from mlxctl.supervisor.seam import Handle, Seam, WorkerSpec
+from mlxctl.supervisor.states import State, transition
+
+
+def describe_exit(code: int | None) -> str:
+    """`code 1` or `killed by SIGKILL` (Popen reports death by signal N as -N)."""
+    if code is not None and code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"code {code}"
+
+
+@dataclass(frozen=True)
+class Timing:
+    health_interval: float = 2.0  # seconds between /health probes of a RUNNING worker
+    liveness_timeout: float = 30.0  # no /health answer for this long -> kill and restart
+    startup_timeout: float = 0.0  # 0: loading may take as long as it takes
+    stop_timeout: float = 15.0  # grace between SIGTERM and SIGKILL
+
+    @property
+    def probe_timeout(self) -> float:
+        return max(0.2, min(2.0, self.liveness_timeout / 3))
+
+
+@dataclass
+class ExitInfo:
+    code: int | None
+    reason: str
+    at: float  # seam clock
+
+
+class Supervisor:
+    def __init__(
+        self,
+        seam: Seam,
+        make_spec: Callable[[], WorkerSpec],
+        policy: RestartPolicy | None = None,
+        timing: Timing | None = None,
+        log: Callable[[str], None] = lambda line: None,
+        on_change: Callable[[Supervisor], None] = lambda sup: None,
+    ):
+        self.seam = seam
+        self.make_spec = make_spec
+        self.tracker = RestartTracker(policy or RestartPolicy())
+        self.timing = timing or Timing()
+        self.log = log
+        self.on_change = on_change
+        self.state = State.STOPPED
+        self.handle: Handle | None = None
+        self.spec: WorkerSpec | None = None
+        self.restarts = 0
+        self.ever_healthy = False
+        self.last_exit: ExitInfo | None = None
+        self.fatal_reason: str | None = None
+        self.spawned_at = 0.0
+        self.running_since: float | None = None
+        self.last_answer = 0.0
+        self.next_probe = 0.0
+        self.backoff_until = 0.0
+        self.stop_requested = False
+        self.stop_deadline = 0.0
+        self.killed = False
+
+    # -- transitions -------------------------------------------------------------------------
+
+    def _enter(self, new: State, detail: str = "") -> None:
+        self.state = transition(self.state, new)
+        pid = f" (pid {self.handle.pid})" if self.handle is not None else ""
+        self.log(f"worker entered {new.value}{pid}{': ' + detail if detail else ''}")
+        self.on_change(self)
+
+    @property
+    def done(self) -> bool:
+        """The daemon exits when the worker is stopped for good or FATAL."""
+        return self.state in (State.STOPPED, State.FATAL) and (
+            self.stop_requested or self.state is State.FATAL
+        )
+
+    # -- commands ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """STOPPED/FATAL -> STARTING; `mlxctl start` also forgets earlier fast failures."""
+        self.tracker.reset()
+        self.fatal_reason = None
+        self.stop_requested = False
+        self._spawn()
+
+    def request_stop(self, timeout: float | None = None) -> None:
+        self.stop_requested = True
+        if timeout is not None:
+            self.timing = Timing(
+                self.timing.health_interval,
+                self.timing.liveness_timeout,
+                self.timing.startup_timeout,
+                timeout,
+            )
+
+    # -- one step ----------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        now = self.seam.now()
+        state = self.state
+        if self.stop_requested and state in (State.STARTING, State.RUNNING):
+            # STARTING/RUNNING -> STOPPING: SIGTERM to the whole group, then wait out the grace.
+            self.seam.signal_group(self.handle, signal.SIGTERM)
+            self.stop_deadline = now + self.timing.stop_timeout
+            self.killed = False
+            self._enter(State.STOPPING, f"SIGTERM, {self.timing.stop_timeout:g}s grace")
+        elif self.stop_requested and state is State.BACKOFF:
+            # BACKOFF -> STOPPED: nothing is running, just cancel the pending restart.
+            self._enter(State.STOPPED, "restart cancelled")
+        elif self.stop_requested and state is State.FATAL:
+            pass  # FATAL stays FATAL: `status` must still show why
+        elif state is State.STOPPING:
+            self._tick_stopping(now)
+        elif state is State.STARTING:
+            self._tick_starting(now)
+        elif state is State.RUNNING:
+            self._tick_running(now)
+        elif state is State.BACKOFF and now >= self.backoff_until:
+            # BACKOFF -> STARTING: the delay is over.
+            self.restarts += 1
+            self._spawn()
+
+    def _tick_stopping(self, now: float) -> None:
+        code = self.handle.poll()
+        if code is not None:
+            # STOPPING -> STOPPED: gone; kill and reap whatever it left behind.
+            self.seam.cleanup(self.handle)
+            self.last_exit = ExitInfo(code, "stopped", now)
+            self._enter(State.STOPPED, f"exit code {code}")
+            self.handle = None
+            self.running_since = None
+        elif now >= self.stop_deadline and not self.killed:
+            # Grace period over: SIGKILL the group; the next ticks see it gone.
+            self.log(f"worker ignored SIGTERM for {self.timing.stop_timeout:g}s, sending SIGKILL")
+            self.seam.signal_group(self.handle, signal.SIGKILL)
+            self.killed = True
+
+    def _tick_starting(self, now: float) -> None:
+        code = self.handle.poll()
+        if code is not None:
+            self._exited(now, code, f"exited while loading ({describe_exit(code)})")
+            return
+        status = self.seam.probe(self.spec.url, self.timing.probe_timeout)
+        if status == 200:
+            # STARTING -> RUNNING: healthy, not merely forked.
+            self.ever_healthy = True
+            self.running_since = now
+            self.last_answer = now
+            self.next_probe = now + self.timing.health_interval
+            self._enter(State.RUNNING)
+        elif self.timing.startup_timeout and now - self.spawned_at > self.timing.startup_timeout:
+            # STARTING -> EXITED: never became healthy; kill the group and let the policy decide.
+            self._kill_and_wait(now)
+            self._exited(
+                now, self.handle.poll(), f"not healthy after {self.timing.startup_timeout:g}s"
+            )
+        # A 503 or a refused connection means still loading: not a hang, keep waiting.
+
+    def _tick_running(self, now: float) -> None:
+        code = self.handle.poll()
+        if code is not None:
+            self._exited(now, code, f"exited unexpectedly ({describe_exit(code)})")
+            return
+        if now < self.next_probe:
+            return
+        status = self.seam.probe(self.spec.url, self.timing.probe_timeout)
+        now = self.seam.now()
+        self.next_probe = now + self.timing.health_interval
+        if status is not None:
+            self.last_answer = now  # any answer (even 503 under load) means it is alive
+            return
+        silent = now - self.last_answer
+        if silent >= self.timing.liveness_timeout:
+            # RUNNING -> EXITED: wedged (e.g. SIGSTOPped); SIGKILL the whole group.
+            self.log(f"worker did not answer /health for {silent:.1f}s, killing its group")
+            self._kill_and_wait(now)
+            self._exited(now, self.handle.poll(), f"no /health answer for {silent:.0f}s")
+
+    def _kill_and_wait(self, now: float) -> None:
+        self.seam.signal_group(self.handle, signal.SIGKILL)
+        deadline = now + 5.0
+        while self.handle.poll() is None and self.seam.now() < deadline:
+            self.seam.sleep(0.02)
+
+    def _exited(self, now: float, code: int | None, reason: str) -> None:
+        uptime = now - self.spawned_at
+        self.seam.cleanup(self.handle)
+        self.last_exit = ExitInfo(code, reason, now)
+        self._enter(State.EXITED, reason)
+        self.handle = None
+        self.running_since = None
+        if self.stop_requested:
+            # EXITED -> STOPPED: it died on its own while we were asked to stop anyway.
+            self._enter(State.STOPPED)
+            return
+        decision = self.tracker.on_exit(uptime, self.ever_healthy)
+        if decision.delay is None:
+            # EXITED -> FATAL: no more spawns until `mlxctl start`.
+            self.fatal_reason = f"{decision.reason} (last: {reason})"
+            self._enter(State.FATAL, self.fatal_reason)
+        else:
+            # EXITED -> BACKOFF: restart after the capped exponential delay.
+            self.backoff_until = now + decision.delay
+            self._enter(State.BACKOFF, f"restarting in {decision.delay:g}s")
+
+    def _spawn(self) -> None:
+        self.spec = self.make_spec()
+        self.handle = self.seam.spawn(self.spec)
+        self.spawned_at = self.seam.now()
+        self.running_since = None
+        # STOPPED/BACKOFF/FATAL -> STARTING.
+        self._enter(State.STARTING)

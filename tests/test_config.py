@@ -1,0 +1,116 @@
+"""`mlxctl config`: tomlkit keeps comments, values are typed, errors name the key path."""
+
+from __future__ import annotations
+
+import pytest
+import tomlkit
+from typer.testing import CliRunner
+
+from mlxctl import config
+from mlxctl.cli import app
+from mlxctl.errors import ConfigError
+
+USER_FILE = """\
+# my settings, do not lose this
+port = 9000  # the port I like
+
+[restart]
+# be patient with my slow disk
+backoff_max = 30.0
+"""
+
+
+def test_defaults_without_a_file(mlxctl_home):
+    values = config.load()
+    assert values["port"] == 8080
+    assert values["host"] == "127.0.0.1"
+    assert values["restart.backoff_max"] == 60.0
+    assert not config.config_path().exists()
+
+
+def test_set_keeps_comments_and_order(mlxctl_home):
+    config.config_path().write_text(USER_FILE)
+    assert config.set_value("port", "9100") == 9100
+    assert config.set_value("restart.backoff_max", "12") == 12.0
+    assert config.set_value("logs.backups", "5") == 5
+    text = config.config_path().read_text()
+    assert "# my settings, do not lose this" in text
+    assert "# be patient with my slow disk" in text
+    assert text.index("port") < text.index("[restart]")
+    assert config.load()["port"] == 9100
+    assert config.load()["restart.backoff_max"] == 12.0
+    assert tomlkit.parse(text)["logs"]["backups"] == 5
+
+
+def test_set_creates_a_commented_file(mlxctl_home):
+    config.set_value("model", "demo")
+    text = config.config_path().read_text()
+    assert 'model = "demo"' in text
+    assert "# RAM budget of the prefix KV cache" in text
+    assert config.load()["cache.ram_bytes"] == 8 * 1024**3
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("port", "eighty", "an integer"),
+        ("restart.backoff_max", "soon", "a number"),
+        ("port", "0", "at least 1"),
+    ],
+)
+def test_bad_values_name_the_key_and_type(mlxctl_home, key, value, expected):
+    with pytest.raises(ConfigError) as info:
+        config.set_value(key, value)
+    assert repr(key) in str(info.value)
+    assert expected in str(info.value)
+
+
+def test_bad_type_in_the_file_names_the_key_path(mlxctl_home):
+    config.config_path().write_text('[restart]\nliveness_timeout = "long"\n')
+    with pytest.raises(ConfigError, match=r"'restart.liveness_timeout' expects a number"):
+        config.load()
+
+
+def test_unknown_keys_are_rejected(mlxctl_home):
+    with pytest.raises(ConfigError, match="unknown config key 'prot'"):
+        config.set_value("prot", "1")
+    config.config_path().write_text("colour = 'blue'\n")
+    with pytest.raises(ConfigError, match="unknown config key 'colour'"):
+        config.load()
+
+
+def test_cli_roundtrip(mlxctl_home):
+    runner = CliRunner()
+    config.config_path().write_text(USER_FILE)
+    result = runner.invoke(app, ["config", "set", "port", "9200"])
+    assert result.exit_code == 0, result.output
+    assert runner.invoke(app, ["config", "get", "port"]).output.strip() == "9200"
+    assert "# the port I like" in config.config_path().read_text()
+    path = runner.invoke(app, ["config", "path"]).output.strip()
+    assert path == str(mlxctl_home / "config.toml")
+    shown = runner.invoke(app, ["config", "show"]).output
+    assert "restart.backoff_max = 30.0" in shown
+    bad = runner.invoke(app, ["config", "set", "port", "x"])
+    assert bad.exit_code != 0
+
+
+def test_edit_runs_the_editor_and_validates(mlxctl_home, monkeypatch, tmp_path):
+    editor = tmp_path / "editor.sh"
+    editor.write_text("#!/bin/sh\nsed -i 's/^port = 8080/port = 7000/' \"$1\"\n")
+    editor.chmod(0o755)
+    monkeypatch.setenv("EDITOR", str(editor))
+    monkeypatch.delenv("VISUAL", raising=False)
+    result = CliRunner().invoke(app, ["config", "edit"])
+    assert result.exit_code == 0, result.output
+    assert config.load()["port"] == 7000
+
+
+def test_edit_reports_an_invalid_result(mlxctl_home, monkeypatch, tmp_path):
+    editor = tmp_path / "editor.sh"
+    editor.write_text('#!/bin/sh\nsed -i \'s/^backups = 3/backups = "many"/\' "$1"\n')
+    editor.chmod(0o755)
+    monkeypatch.setenv("EDITOR", str(editor))
+    monkeypatch.delenv("VISUAL", raising=False)
+    result = CliRunner().invoke(app, ["config", "edit"])
+    assert result.exit_code != 0
+    assert "logs.backups" in str(result.exception)

@@ -1,0 +1,58 @@
+"""Log rotation, tail and follow (unit level; `mlxctl logs -f` end to end is in the e2e tests)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from mlxctl.logs import RotatingWriter, follow, last_line, tail
+
+
+def test_rotation_keeps_a_bounded_number_of_backups(tmp_path):
+    path = tmp_path / "worker.log"
+    writer = RotatingWriter(path, max_bytes=1000, backups=2)
+    for index in range(205):
+        writer.write_line(f"line {index:04d} " + "x" * 40)
+    writer.close()
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["worker.log", "worker.log.1", "worker.log.2"]
+    assert all(p.stat().st_size <= 1100 for p in tmp_path.iterdir())
+    assert tail(path, 1)[0].startswith("line 0204")
+    assert last_line(path).startswith("line 0204")
+    # The newest backup holds the lines right before the current file's.
+    assert int(tail(tmp_path / "worker.log.1", 1)[0].split()[1]) < 204
+
+
+def test_tail_of_missing_and_short_files(tmp_path):
+    assert tail(tmp_path / "nope.log", 5) == []
+    path = tmp_path / "a.log"
+    path.write_text("one\ntwo\n")
+    assert tail(path, 5) == ["one", "two"]
+    assert tail(path, 1) == ["two"]
+    assert tail(path, 0) == []
+
+
+def test_follow_continues_across_a_rotation(tmp_path):
+    path = tmp_path / "worker.log"
+    writer = RotatingWriter(path, max_bytes=300, backups=1)
+    writer.write_line("before follow")
+    seen: list[str] = []
+
+    def reader():
+        for line in follow(path, poll=0.02):
+            seen.append(line)
+            if line == "last":
+                return
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    time.sleep(0.2)
+    for index in range(30):  # several rotations
+        writer.write_line(f"n{index:02d} " + "y" * 30)
+        time.sleep(0.01)
+    writer.write_line("last")
+    thread.join(10)
+    assert not thread.is_alive()
+    assert "before follow" not in seen  # follow starts at the end
+    numbered = [line for line in seen if line.startswith("n")]
+    assert numbered == [f"n{i:02d} " + "y" * 30 for i in range(30)]
