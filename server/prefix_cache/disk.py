@@ -1,0 +1,279 @@
+"""Disk tier: KV caches as checksummed safetensors files, one folder per model fingerprint.
+
+A file is loaded only when its size and sha256 match the index and its own metadata names this
+model, tokenizer, format and mlx/mlx-lm versions; anything else is skipped with a log line.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import disk_index as di
+from .trie import TokenTrie, as_tokens
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Compat:
+    """What a KV file must have been made with to be loaded here."""
+
+    model: str
+    tokenizer: str
+    mlx: str
+    mlx_lm: str
+    format: int = di.FORMAT_VERSION
+
+    @classmethod
+    def current(cls, model: str, tokenizer: str) -> Compat:
+        import mlx.core as mx
+        import mlx_lm
+
+        return cls(model, tokenizer, mx.__version__, mlx_lm.__version__)
+
+    def mismatch(self, meta: dict) -> str | None:
+        """Why `meta` (file metadata or index entry) is incompatible, or None."""
+        for field, want in (
+            ("format", str(self.format)),
+            ("model", self.model),
+            ("tokenizer", self.tokenizer),
+            ("mlx", self.mlx),
+            ("mlx_lm", self.mlx_lm),
+        ):
+            got = str(meta.get(field, ""))
+            if got != want:
+                return f"{field} {got or '(none)'} != {want}"
+        return None
+
+
+def tokens_key(tokens: np.ndarray) -> str:
+    """Stable id of a token sequence (file name and RAM key)."""
+    return hashlib.sha256(as_tokens(tokens).astype("<i4").tobytes()).hexdigest()[:24]
+
+
+def encode_tokens(tokens: np.ndarray) -> str:
+    return base64.b64encode(as_tokens(tokens).astype("<i4").tobytes()).decode()
+
+
+def decode_tokens(text: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), dtype="<i4").astype(np.int64)
+
+
+class DiskTier:
+    """One model's folder of KV files with an LRU byte budget. Thread-safe."""
+
+    def __init__(self, folder: str | os.PathLike, compat: Compat, max_bytes: int):
+        self.folder = di.ensure_dir(folder)
+        self.compat = compat
+        self.max_bytes = max_bytes
+        self._lock = threading.RLock()
+        self._trie = TokenTrie()  # compatible entries only: tokens -> key
+        self._tokens: dict[str, np.ndarray] = {}  # key -> tokens, for removal from the trie
+        self.bytes_written = 0  # this process
+        self._open()
+
+    # public
+
+    def search(self, tokens):
+        with self._lock:
+            return self._trie.search(tokens)
+
+    def entries(self) -> dict[str, dict]:
+        with self._lock:
+            return di.read_index(self.folder)["entries"]
+
+    def total_bytes(self) -> int:
+        return sum(e.get("bytes", 0) for e in self.entries().values())
+
+    def has(self, key: str) -> bool:
+        return key in self.entries()
+
+    def load(self, key: str) -> tuple[np.ndarray, list[Any]] | None:
+        """(tokens, cache) of entry `key`, or None when it is missing, corrupt or incompatible."""
+        from mlx_lm.models.cache import load_prompt_cache
+
+        with self._lock:
+            entry = di.read_index(self.folder)["entries"].get(key)
+            if entry is None:
+                self._forget(key)
+                return None
+            path = self.folder / entry["file"]
+            problem, incompatible = self._verify(path, entry)
+            if problem is not None:
+                log.warning("kv cache file %s skipped: %s", path.name, problem)
+                self._drop(key, incompatible=incompatible)
+                return None
+            try:
+                cache, meta = load_prompt_cache(str(path), return_metadata=True)
+                tokens = decode_tokens(meta["tokens"])
+            except Exception as e:  # a bad file must never take the worker down
+                log.warning("kv cache file %s skipped: unreadable (%s)", path.name, e)
+                self._drop(key)
+                return None
+            if len(tokens) != int(meta.get("token_count", -1)) or any(
+                c.size() != len(tokens) for c in cache if hasattr(c, "size") and c.size()
+            ):
+                log.warning("kv cache file %s skipped: token count mismatch", path.name)
+                self._drop(key)
+                return None
+            self.touch(key)
+            return tokens, cache
+
+    def save(self, tokens, cache: list[Any], nbytes: int, last_used: float | None = None) -> bool:
+        """Write one entry unless present; False when it does not fit the budget."""
+        from mlx_lm.models.cache import save_prompt_cache
+
+        tokens = as_tokens(tokens)
+        key = tokens_key(tokens)
+        last_used = time.time() if last_used is None else last_used
+        with self._lock:
+            if self.has(key):
+                self.touch(key, last_used)
+                return True
+            if not self._make_room(nbytes, last_used):
+                return False
+            meta = {
+                "format": str(self.compat.format),
+                "model": self.compat.model,
+                "tokenizer": self.compat.tokenizer,
+                "mlx": self.compat.mlx,
+                "mlx_lm": self.compat.mlx_lm,
+                "token_count": str(len(tokens)),
+                "tokens": encode_tokens(tokens),
+                "created": str(time.time()),
+            }
+            name = f"{key}{di.SUFFIX}"
+            tmp = self.folder / f"{di.TMP_PREFIX}{key}-{os.getpid()}{di.SUFFIX}"
+            try:
+                save_prompt_cache(str(tmp), cache, meta)
+                with open(tmp, "rb+") as f:
+                    os.fsync(f.fileno())
+                digest, size = di.sha256_file(tmp), tmp.stat().st_size
+                os.replace(tmp, self.folder / name)
+                di.fsync_dir(self.folder)
+            except OSError as e:
+                log.warning("kv cache: could not write %s (%s)", name, e)
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                return False
+            with di.locked(self.folder):
+                index = di.read_index(self.folder)
+                index["entries"][key] = {
+                    "file": name,
+                    "tokens": len(tokens),
+                    "bytes": size,
+                    "sha256": digest,
+                    "created": float(meta["created"]),
+                    "last_used": last_used,
+                    "tokens_b64": meta["tokens"],
+                    **{k: meta[k] for k in ("format", "model", "tokenizer", "mlx", "mlx_lm")},
+                }
+                index["bytes_written"] = index.get("bytes_written", 0) + size
+                di.write_index(self.folder, index)
+            self.bytes_written += size
+            self._remember(tokens, key)
+            # An entry this one extends is redundant: a trimmed copy of this one replaces it.
+            ancestors = [k for _, k in self._trie.prefixes_of(tokens)]
+            if ancestors:
+                self.remove(ancestors)
+            return True
+
+    def touch(self, key: str, when: float | None = None) -> None:
+        with self._lock, di.locked(self.folder):
+            index = di.read_index(self.folder)
+            if key in index["entries"]:
+                index["entries"][key]["last_used"] = time.time() if when is None else when
+                di.write_index(self.folder, index)
+
+    def remove(self, keys: list[str]) -> int:
+        with self._lock:
+            for key in keys:
+                self._forget(key)
+            return di.remove_entries(self.folder, keys)
+
+    def clear(self) -> int:
+        return self.remove(list(self.entries()))
+
+    def prune(self, older_than_seconds: float, now: float | None = None) -> int:
+        cutoff = (time.time() if now is None else now) - older_than_seconds
+        old = [k for k, e in self.entries().items() if e.get("last_used", 0.0) < cutoff]
+        return self.remove(old)
+
+    def recent_keys(self) -> list[str]:
+        """Compatible entries, most recently used first (restore order)."""
+        with self._lock:
+            entries = di.read_index(self.folder)["entries"]
+            live = self._tokens.keys() & entries.keys()
+            return sorted(live, key=lambda k: entries[k]["last_used"], reverse=True)
+
+    # internals
+
+    def _open(self) -> None:
+        with self._lock, di.locked(self.folder):
+            index = di.reconcile(self.folder, di.read_index(self.folder))
+            di.write_index(self.folder, index)
+            for key, entry in index["entries"].items():
+                problem = self.compat.mismatch(entry)
+                if problem is not None:
+                    log.info("kv cache entry %s not usable here: %s", entry["file"], problem)
+                    continue
+                try:
+                    self._remember(decode_tokens(entry["tokens_b64"]), key)
+                except (KeyError, ValueError) as e:
+                    log.warning("kv cache entry %s: bad token list (%s)", entry["file"], e)
+
+    def _verify(self, path: Path, entry: dict) -> tuple[str | None, bool]:
+        """(problem or None, whether the file is sound but made for something else)."""
+        try:
+            if path.stat().st_size != entry.get("bytes"):
+                return "truncated or resized", False
+            if di.sha256_file(path) != entry.get("sha256"):
+                return "checksum mismatch", False
+            meta = di.cache_file_metadata(path)
+        except (OSError, ValueError) as e:
+            return f"unreadable ({e})", False
+        problem = self.compat.mismatch(meta)
+        return problem, problem is not None
+
+    def _drop(self, key: str, incompatible: bool = False) -> None:
+        """Stop offering `key`; delete it unless merely incompatible (a rollback may want it)."""
+        self._forget(key)
+        if not incompatible:
+            di.remove_entries(self.folder, [key])
+
+    def _remember(self, tokens: np.ndarray, key: str) -> None:
+        self._tokens[key] = tokens
+        self._trie.insert(tokens, key)
+
+    def _forget(self, key: str) -> None:
+        tokens = self._tokens.pop(key, None)
+        if tokens is not None:
+            self._trie.remove(tokens)
+
+    def _make_room(self, nbytes: int, last_used: float) -> bool:
+        """Evict entries used before `last_used` until `nbytes` more fit."""
+        entries = di.read_index(self.folder)["entries"]
+        total = sum(e.get("bytes", 0) for e in entries.values())
+        if total + nbytes <= self.max_bytes:
+            return True
+        victims = []
+        for key in sorted(entries, key=lambda k: entries[k].get("last_used", 0.0)):
+            if total + nbytes <= self.max_bytes or entries[key]["last_used"] >= last_used:
+                break
+            victims.append(key)
+            total -= entries[key].get("bytes", 0)
+        if total + nbytes > self.max_bytes:
+            return False
+        self.remove(victims)
+        return True

@@ -1,0 +1,253 @@
+"""The disk tier's folder layout and index, usable without MLX (the supervisor CLI imports this).
+
+    <root>/<model-fingerprint>/index.json        entries: tokens, bytes, sha256, times, versions
+    <root>/<model-fingerprint>/<id>.safetensors  one KV cache each (written by `disk.DiskTier`)
+    <root>/<model-fingerprint>/.lock             flock held while the index changes
+
+The index is the source of truth: a file it does not name (a crash between rename and index
+write) is an orphan and is deleted; an entry whose file is gone is dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import struct
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+INDEX_NAME = "index.json"
+SUFFIX = ".safetensors"
+TMP_PREFIX = ".tmp-"
+
+
+def ensure_dir(path: str | os.PathLike) -> Path:
+    """Create `path` (and parents) private to the user: KV caches hold the prompts' content."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
+    return path
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Temp file in the same folder, fsync, rename, fsync the folder."""
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_safetensors_metadata(path: Path) -> dict[str, str]:
+    """The `__metadata__` of a safetensors file from its JSON header; raises ValueError if bad."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) != 8:
+            raise ValueError("truncated header")
+        (n,) = struct.unpack("<Q", head)
+        if n > 100 << 20:
+            raise ValueError("header too large")
+        raw = f.read(n)
+    if len(raw) != n:
+        raise ValueError("truncated header")
+    try:
+        return dict(json.loads(raw).get("__metadata__") or {})
+    except (json.JSONDecodeError, AttributeError) as e:
+        raise ValueError(f"bad header: {e}") from e
+
+
+def cache_file_metadata(path: Path) -> dict[str, str]:
+    """Our metadata of a KV file (mlx-lm's `save_prompt_cache` nests it under "0.")."""
+    meta = read_safetensors_metadata(path)
+    return {k[2:]: v for k, v in meta.items() if k.startswith("0.")}
+
+
+@contextlib.contextmanager
+def locked(folder: Path) -> Iterator[None]:
+    """Exclusive lock on one model's folder (worker and CLI may both touch it)."""
+    ensure_dir(folder)
+    with open(folder / ".lock", "a+") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def empty_index() -> dict:
+    return {"format": FORMAT_VERSION, "bytes_written": 0, "entries": {}}
+
+
+def read_index(folder: Path) -> dict:
+    """The folder's index; a missing, corrupt or other-format index reads as empty (logged)."""
+    path = Path(folder) / INDEX_NAME
+    try:
+        index = json.loads(path.read_text())
+    except FileNotFoundError:
+        return empty_index()
+    except (OSError, ValueError) as e:
+        log.warning("kv cache index %s unreadable (%s); starting empty", path, e)
+        return empty_index()
+    if not isinstance(index, dict) or index.get("format") != FORMAT_VERSION:
+        log.warning("kv cache index %s has another format; starting empty", path)
+        return empty_index()
+    index.setdefault("bytes_written", 0)
+    index.setdefault("entries", {})
+    return index
+
+
+def write_index(folder: Path, index: dict) -> None:
+    atomic_write_bytes(Path(folder) / INDEX_NAME, json.dumps(index, indent=1).encode())
+
+
+def reconcile(folder: Path, index: dict) -> dict:
+    """Drop entries whose file is gone or has the wrong size; delete orphan and temp files."""
+    folder = Path(folder)
+    entries = index["entries"]
+    for key, entry in list(entries.items()):
+        path = folder / entry.get("file", "")
+        try:
+            ok = path.is_file() and path.stat().st_size == entry.get("bytes")
+        except OSError:
+            ok = False
+        if not ok:
+            log.warning("kv cache entry %s: file missing or wrong size; dropped", path.name)
+            del entries[key]
+    named = {e["file"] for e in entries.values()}
+    for path in folder.iterdir():
+        orphan = path.suffix == SUFFIX and path.name not in named
+        if orphan or path.name.startswith(TMP_PREFIX):
+            log.warning("kv cache: removing unindexed file %s", path.name)
+            with contextlib.suppress(OSError):
+                path.unlink()
+    return index
+
+
+def model_folders(root: str | os.PathLike) -> list[Path]:
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and (p / INDEX_NAME).exists())
+
+
+def list_entries(root: str | os.PathLike) -> list[dict]:
+    """Every disk entry under `root`, most recently used first.
+
+    Each: tier="disk", model, id, tokens, bytes, created, last_used, path.
+    """
+    rows = []
+    for folder in model_folders(root):
+        for key, e in read_index(folder)["entries"].items():
+            rows.append(
+                {
+                    "tier": "disk",
+                    "model": folder.name,
+                    "id": key,
+                    "tokens": e.get("tokens", 0),
+                    "bytes": e.get("bytes", 0),
+                    "created": e.get("created", 0.0),
+                    "last_used": e.get("last_used", 0.0),
+                    "path": str(folder / e.get("file", "")),
+                }
+            )
+    rows.sort(key=lambda r: r["last_used"], reverse=True)
+    return rows
+
+
+def disk_stats(root: str | os.PathLike) -> dict:
+    """Totals per model folder: entries, bytes, bytes_written (lifetime)."""
+    out = {}
+    for folder in model_folders(root):
+        index = read_index(folder)
+        out[folder.name] = {
+            "entries": len(index["entries"]),
+            "bytes": sum(e.get("bytes", 0) for e in index["entries"].values()),
+            "bytes_written": index.get("bytes_written", 0),
+        }
+    return out
+
+
+def remove_entries(folder: Path, keys: list[str]) -> int:
+    """Remove entries from index and disk (index first, so a crash leaves only orphans)."""
+    freed = 0
+    with locked(folder):
+        index = read_index(folder)
+        files = []
+        for key in keys:
+            entry = index["entries"].pop(key, None)
+            if entry is not None:
+                freed += entry.get("bytes", 0)
+                files.append(folder / entry["file"])
+        write_index(folder, index)
+        for path in files:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+    return freed
+
+
+def _select(root, model: str | None, keep) -> list[tuple[Path, list[str], int]]:
+    plan = []
+    for folder in model_folders(root):
+        if model is not None and folder.name != model:
+            continue
+        entries = read_index(folder)["entries"]
+        keys = [k for k, e in entries.items() if not keep(e)]
+        if keys:
+            plan.append((folder, keys, sum(entries[k].get("bytes", 0) for k in keys)))
+    return plan
+
+
+def clear(root: str | os.PathLike, *, model: str | None = None, dry_run: bool = False) -> int:
+    """Delete every disk entry (of one model folder when `model` is given); returns bytes freed."""
+    plan = _select(root, model, keep=lambda e: False)
+    if dry_run:
+        return sum(b for _, _, b in plan)
+    return sum(remove_entries(folder, keys) for folder, keys, _ in plan)
+
+
+def prune(
+    root: str | os.PathLike,
+    older_than_seconds: float,
+    *,
+    model: str | None = None,
+    dry_run: bool = False,
+    now: float | None = None,
+) -> int:
+    """Delete disk entries not used for `older_than_seconds`; returns bytes freed."""
+    cutoff = (time.time() if now is None else now) - older_than_seconds
+    plan = _select(root, model, keep=lambda e: e.get("last_used", 0.0) >= cutoff)
+    if dry_run:
+        return sum(b for _, _, b in plan)
+    return sum(remove_entries(folder, keys) for folder, keys, _ in plan)

@@ -1,0 +1,408 @@
+"""The prefix KV cache: a RAM tier (LRU under a byte budget) over an optional disk tier.
+
+Used from the worker's single generation thread (lookup, store, flush, restore); stats,
+listing, clear and prune may come from HTTP threads, so all RAM state sits behind one lock.
+Handed-out caches are fresh objects whose arrays are slices of the stored ones: MLX arrays are
+values, so extending them (concatenate, slice assignment) never changes the stored entry.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .disk import Compat, DiskTier, tokens_key
+from .fingerprint import model_fingerprint, tokenizer_fingerprint
+from .trie import TokenTrie, as_tokens
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RAM_FRACTION = 0.10
+DEFAULT_DISK_BYTES = 20 << 30
+
+
+def default_ram_bytes(fraction: float = DEFAULT_RAM_FRACTION) -> int:
+    import psutil
+
+    return int(psutil.virtual_memory().total * fraction)
+
+
+@dataclass
+class Lookup:
+    """What `PrefixCache.lookup` hands the generation.
+
+    `cache` is a per-layer cache list holding the KV of `tokens[:cached_tokens]` (a fresh, empty
+    one on a miss); prefill `tokens[cached_tokens:]` into it. `cached_tokens < len(tokens)`
+    always, so at least one token is left to compute the next-token logits from.
+    """
+
+    cache: list[Any]
+    cached_tokens: int
+    source: str  # "ram", "disk" or "miss"
+
+
+@dataclass
+class _Entry:
+    tokens: np.ndarray
+    cache: list[Any]
+    nbytes: int
+    created: float = field(default_factory=time.time)
+    last_used: float = field(default_factory=time.time)
+    on_disk: bool = False
+
+
+def cache_nbytes(cache: list[Any]) -> int:
+    return sum(c.nbytes for c in cache)
+
+
+def cache_len(cache: list[Any]) -> int:
+    """Tokens held by a cache list (the first layer that knows its size)."""
+    for c in cache:
+        if hasattr(c, "offset"):
+            return int(c.offset)
+    return max((c.size() for c in cache), default=0)
+
+
+def snapshot(cache: list[Any], n: int) -> list[Any] | None:
+    """A new cache list holding the first `n` tokens of `cache`, or None if it cannot trim.
+
+    Plain KVCache layers become slices (no copy; the new arrays are exactly `n` long, so the
+    first extension concatenates into a new buffer); other kinds are deep-copied and trimmed.
+    """
+    from mlx_lm.models.cache import KVCache
+
+    out = []
+    for c in cache:
+        if type(c) is KVCache and c.keys is not None:
+            if n > c.offset:
+                return None
+            k = KVCache()
+            k.keys, k.values, k.offset = c.keys[..., :n, :], c.values[..., :n, :], n
+            out.append(k)
+            continue
+        size = c.offset if hasattr(c, "offset") else c.size()
+        if n != size and not (c.is_trimmable() and n < size):
+            return None
+        c = copy.deepcopy(c)
+        if n < size:
+            c.trim(size - n)
+        out.append(c)
+    return out
+
+
+class PrefixCache:
+    """Longest-shared-prefix KV cache for one model. See `lookup` and `store` for the contract."""
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        model_id: str,
+        tokenizer_id: str,
+        ram_bytes: int | None = None,
+        disk_root: str | os.PathLike | None = None,
+        disk_bytes: int = DEFAULT_DISK_BYTES,
+        lazy_disk: bool = True,
+        min_disk_gain: int = 1,
+    ):
+        self.model = model
+        self.model_id = model_id
+        self.ram_budget = default_ram_bytes() if ram_bytes is None else int(ram_bytes)
+        self.lazy_disk = lazy_disk
+        self.min_disk_gain = min_disk_gain  # load from disk only when it beats RAM by this much
+        self._lock = threading.RLock()
+        self._trie = TokenTrie()  # tokens -> key
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()  # LRU order, oldest first
+        self._ram_bytes = 0
+        self.disk: DiskTier | None = None
+        if disk_root is not None:
+            compat = Compat.current(model_id, tokenizer_id)
+            self.disk = DiskTier(Path(disk_root) / model_id, compat, disk_bytes)
+        self._counters = dict.fromkeys(
+            ("hits", "ram_hits", "disk_hits", "misses", "lookup_tokens", "tokens_reused"), 0
+        )
+        self._prefill_tokens = 0
+        self._prefill_seconds = 0.0
+
+    @classmethod
+    def for_model(
+        cls,
+        model: Any,
+        model_dir: str | os.PathLike,
+        *,
+        chat_template: str | None = None,
+        variant: str = "",
+        **kwargs,
+    ) -> PrefixCache:
+        """Fingerprints from the model folder; `disk_root` is e.g. `$MLXCTL_HOME/cache/kv`."""
+        return cls(
+            model,
+            model_id=model_fingerprint(model_dir, variant),
+            tokenizer_id=tokenizer_fingerprint(model_dir, chat_template),
+            **kwargs,
+        )
+
+    # the generation path
+
+    def lookup(self, tokens) -> Lookup:
+        """The cached state sharing the longest prefix with `tokens` (RAM, then disk)."""
+        tokens = as_tokens(tokens)
+        limit = len(tokens) - 1  # keep one token to prefill: generation needs its logits
+        with self._lock:
+            key, usable = self._best(self._trie.search(tokens), limit)
+        source = "ram"
+        if self.disk is not None and self.lazy_disk and limit > 0:
+            # Only the index is searched here; a file is read when it beats RAM.
+            disk_key, disk_usable = self._best(self.disk.search(tokens), limit)
+            if disk_key is not None and disk_usable >= usable + self.min_disk_gain:
+                ram_key = self._load_from_disk(disk_key)
+                if ram_key is not None:
+                    key, usable, source = ram_key, disk_usable, "disk"
+        with self._lock:
+            entry = self._entries.get(key) if key is not None and usable > 0 else None
+            cache = snapshot(entry.cache, usable) if entry is not None else None
+            self._counters["lookup_tokens"] += len(tokens)
+            if cache is None:
+                self._counters["misses"] += 1
+                return Lookup(self._fresh_cache(), 0, "miss")
+            entry.last_used = time.time()
+            self._entries.move_to_end(key)
+            self._counters["hits"] += 1
+            self._counters[f"{source}_hits"] += 1
+            self._counters["tokens_reused"] += usable
+            return Lookup(cache, usable, source)
+
+    def store(self, tokens, cache: list[Any]) -> bool:
+        """Keep the state of `cache` for `tokens` (the ids whose KV it holds, e.g. prompt +
+        generated). Extra trailing ids beyond the cache's length are ignored. Cheap: slices,
+        no copy; the caller may go on using `cache`. False when it was not kept."""
+        tokens = as_tokens(tokens)
+        n = cache_len(cache)
+        if n > len(tokens) or n == 0:
+            log.warning("kv cache: not storing %d cached tokens for %d ids", n, len(tokens))
+            return False
+        tokens = tokens[:n].copy()
+        kept = snapshot(cache, n)
+        if kept is None:
+            return False
+        nbytes = cache_nbytes(kept)
+        if nbytes > self.ram_budget:
+            return False
+        with self._lock:
+            return self._insert(tokens, kept, nbytes, on_disk=False)
+
+    def record_prefill(self, tokens: int, seconds: float) -> None:
+        """The worker's measured prefill speed, to estimate the seconds the cache saved."""
+        with self._lock:
+            self._prefill_tokens += tokens
+            self._prefill_seconds += seconds
+
+    # persistence
+
+    def flush(self) -> int:
+        """Write RAM entries missing from disk, most recent first (graceful stop). Returns count."""
+        if self.disk is None:
+            return 0
+        with self._lock:
+            todo = [e for e in reversed(self._entries.values()) if not e.on_disk]
+        written = 0
+        for entry in todo:
+            if self.disk.save(entry.tokens, entry.cache, entry.nbytes, entry.last_used):
+                entry.on_disk = True
+                written += 1
+        log.info("kv cache: flushed %d of %d entries to disk", written, len(todo))
+        return written
+
+    def restore(self, max_bytes: int | None = None) -> int:
+        """Load disk entries into RAM, most recent first, while they fit. Returns count."""
+        if self.disk is None:
+            return 0
+        budget = self.ram_budget if max_bytes is None else min(max_bytes, self.ram_budget)
+        loaded = 0
+        for key in self.disk.recent_keys():
+            size = self.disk.entries().get(key, {}).get("bytes", 0)
+            with self._lock:
+                if key in self._entries:
+                    continue
+                if self._ram_bytes + size > budget:
+                    break
+            if self._load_from_disk(key) is not None:
+                loaded += 1
+        log.info("kv cache: restored %d entries from disk", loaded)
+        return loaded
+
+    # management (any thread)
+
+    def stats(self) -> dict:
+        with self._lock:
+            c = dict(self._counters)
+            lookups = c["hits"] + c["misses"]
+            tps = self._prefill_tokens / self._prefill_seconds if self._prefill_seconds else None
+            out = {
+                "ram": {
+                    "entries": len(self._entries),
+                    "bytes": self._ram_bytes,
+                    "budget_bytes": self.ram_budget,
+                },
+                **c,
+                "hit_rate": c["hits"] / lookups if lookups else 0.0,
+                "token_reuse_rate": c["tokens_reused"] / c["lookup_tokens"]
+                if c["lookup_tokens"]
+                else 0.0,
+                "prefill_tokens_per_second": tps,
+                "prefill_seconds_saved": c["tokens_reused"] / tps if tps else None,
+            }
+        if self.disk is not None:
+            entries = self.disk.entries()
+            out["disk"] = {
+                "entries": len(entries),
+                "bytes": sum(e.get("bytes", 0) for e in entries.values()),
+                "budget_bytes": self.disk.max_bytes,
+                "bytes_written": self.disk.bytes_written,
+                "folder": str(self.disk.folder),
+            }
+        else:
+            out["disk"] = None
+        return out
+
+    def list_entries(self) -> list[dict]:
+        """RAM and disk entries, most recently used first: tier, id, tokens, bytes, times, model."""
+        with self._lock:
+            rows = [
+                {
+                    "tier": "ram",
+                    "id": k,
+                    "tokens": len(e.tokens),
+                    "bytes": e.nbytes,
+                    "created": e.created,
+                    "last_used": e.last_used,
+                    "model": self.model_id,
+                }
+                for k, e in self._entries.items()
+            ]
+        if self.disk is not None:
+            rows += [
+                {
+                    "tier": "disk",
+                    "id": k,
+                    "tokens": e.get("tokens", 0),
+                    "bytes": e.get("bytes", 0),
+                    "created": e.get("created", 0.0),
+                    "last_used": e.get("last_used", 0.0),
+                    "model": e.get("model", ""),
+                }
+                for k, e in self.disk.entries().items()
+            ]
+        rows.sort(key=lambda r: r["last_used"], reverse=True)
+        return rows
+
+    def clear(self, tier: str = "both") -> int:
+        """Drop entries of `tier` ("ram", "disk" or "both"); returns bytes freed."""
+        if tier not in ("ram", "disk", "both"):
+            raise ValueError(f"tier must be ram, disk or both, not {tier!r}")
+        freed = 0
+        if tier in ("ram", "both"):
+            with self._lock:
+                freed += self._ram_bytes
+                self._entries.clear()
+                self._trie = TokenTrie()
+                self._ram_bytes = 0
+        if tier in ("disk", "both") and self.disk is not None:
+            freed += self.disk.clear()
+            with self._lock:
+                for e in self._entries.values():
+                    e.on_disk = False
+        return freed
+
+    def prune(self, older_than_seconds: float, tier: str = "both") -> int:
+        """Drop entries not used for `older_than_seconds`; returns bytes freed."""
+        cutoff = time.time() - older_than_seconds
+        freed = 0
+        if tier in ("ram", "both"):
+            with self._lock:
+                for key in [k for k, e in self._entries.items() if e.last_used < cutoff]:
+                    freed += self._remove(key)
+        if tier in ("disk", "both") and self.disk is not None:
+            freed += self.disk.prune(older_than_seconds)
+        return freed
+
+    # internals (callers hold the lock unless noted)
+
+    def _fresh_cache(self) -> list[Any]:
+        from mlx_lm.models.cache import make_prompt_cache
+
+        return make_prompt_cache(self.model)
+
+    @staticmethod
+    def _best(match, limit: int) -> tuple[str | None, int]:
+        """(key, usable tokens) of the better of the match's prefix and extension entries."""
+        key, usable = None, 0
+        if match.prefix_value is not None:
+            key, usable = match.prefix_value, min(match.prefix_len, limit)
+        if match.extension_value is not None and min(match.shared, limit) > usable:
+            key, usable = match.extension_value, min(match.shared, limit)
+        return key, usable
+
+    def _insert(self, tokens: np.ndarray, cache: list[Any], nbytes: int, on_disk: bool) -> bool:
+        key = tokens_key(tokens)
+        if key in self._entries:
+            self._entries[key].last_used = time.time()
+            self._entries.move_to_end(key)
+            return True
+        # A stored entry that extends this one already serves it (after trimming).
+        longer = self._trie.search(tokens)
+        if longer.extension_value is not None and longer.shared == len(tokens):
+            ext = self._entries[longer.extension_value]
+            if all(c.is_trimmable() for c in ext.cache):
+                ext.last_used = time.time()
+                self._entries.move_to_end(longer.extension_value)
+                return True
+        entry = _Entry(tokens, cache, nbytes, on_disk=on_disk)
+        self._entries[key] = entry
+        self._trie.insert(tokens, key)
+        self._ram_bytes += nbytes
+        # Entries this one extends are now redundant: replace the shorter ancestors.
+        if all(c.is_trimmable() for c in cache):
+            for _, old in self._trie.prefixes_of(tokens):
+                self._remove(old)
+        while self._ram_bytes > self.ram_budget and len(self._entries) > 1:
+            self._remove(next(iter(self._entries)))
+        return True
+
+    def _remove(self, key: str) -> int:
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return 0
+        self._trie.remove(entry.tokens)
+        self._ram_bytes -= entry.nbytes
+        return entry.nbytes
+
+    def _load_from_disk(self, key: str) -> str | None:
+        """Bring disk entry `key` into RAM (no lock held during the read); its RAM key or None."""
+        t0 = time.perf_counter()
+        loaded = self.disk.load(key)
+        if loaded is None:
+            return None
+        tokens, cache = loaded
+        nbytes = cache_nbytes(cache)
+        with self._lock:
+            if nbytes > self.ram_budget:
+                return None
+            self._insert(tokens, cache, nbytes, on_disk=True)
+            ram_key = tokens_key(tokens)
+            if ram_key not in self._entries:
+                # Served by a longer RAM entry after all (inserted since the search).
+                return None
+        log.info(
+            "kv cache: loaded %d tokens from disk in %.3fs", len(tokens), time.perf_counter() - t0
+        )
+        return ram_key
