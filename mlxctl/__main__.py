@@ -1,0 +1,3 @@
+from mlxctl.cli import main
+
+main()
