@@ -38,3 +38,7 @@ class StartFailedError(SupervisorError):
 
     worker_exit_code: int | None = None
     log_tail: list[str] = []  # noqa: RUF012 (read-only default)
+
+
+class ReleaseError(MlxctlError):
+    """A release cannot be found, created, or switched to."""

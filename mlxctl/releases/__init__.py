@@ -1,0 +1,1 @@
+"""Releases: immutable records of server versions, the current pointer, migrations."""

@@ -1,0 +1,94 @@
+"""A release: an immutable record of what the supervisor runs (worker, model, args, environment)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+BUILTIN = "builtin"
+COMMAND = "command"
+KINDS = (BUILTIN, COMMAND)
+# What a worker can claim; migration smoke tests check exactly the claimed features.
+FEATURES = ("openai", "anthropic", "tools", "stream", "cache")
+BUILTIN_FEATURES = list(FEATURES)
+
+
+def new_release_id() -> str:
+    return time.strftime("r%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+
+
+@dataclass(frozen=True)
+class Release:
+    id: str
+    kind: str
+    model: str
+    created: float = field(default_factory=time.time)
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    note: str = ""
+    # builtin: the snapshot folder (relative to the release folder) and the versions it ran with.
+    source: str | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+    # command: a command line with {model}, {host}, {port} (and {python}) placeholders.
+    command: str | None = None
+    health_path: str = "/health"
+    features: list[str] = field(default_factory=lambda: list(BUILTIN_FEATURES))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Release:
+        known = {name for name in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def claims(self, feature: str) -> bool:
+        return feature in self.features
+
+    def describe(self) -> str:
+        if self.kind == COMMAND:
+            return self.command or ""
+        return (
+            f"server {self.versions.get('mlxctl', '?')} (mlx-lm {self.versions.get('mlx-lm', '?')})"
+        )
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How to run a release: argv, environment additions and the health URL path."""
+
+    argv: list[str]
+    env: dict[str, str]
+    health_path: str
+
+
+def launch(release: Release, release_dir: Path | None, host: str, port: int) -> Launch:
+    """The command line and environment that run `release` on host:port."""
+    env = dict(release.env)
+    if release.kind == COMMAND:
+        fields = {"python": sys.executable, "model": release.model, "host": host, "port": port}
+        argv = [part.format(**fields) for part in shlex.split(release.command or "")]
+        return Launch(argv + list(release.args), env, release.health_path)
+    argv = [
+        sys.executable,
+        "-m",
+        "server",
+        "--model",
+        release.model,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        *release.args,
+    ]
+    if release.source and release_dir is not None:
+        # The snapshot comes first on the path, so its `server` (and `mlxctl`) shadow the
+        # installed ones: an archived release keeps running after the package changes.
+        src = str(release_dir / release.source)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
+    return Launch(argv, env, release.health_path)

@@ -1,0 +1,142 @@
+"""Release records, the current pointer, the journal and the rollback history (no processes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pytest
+
+from mlxctl.errors import ReleaseError
+from mlxctl.releases.record import BUILTIN, COMMAND, Release, launch, new_release_id
+from mlxctl.releases.store import ReleaseStore
+
+
+def make(store: ReleaseStore, kind: str = COMMAND, **fields) -> Release:
+    release = Release(
+        id=new_release_id() + fields.pop("suffix", ""),
+        kind=kind,
+        model="demo",
+        command="mlx_lm.server --model {model} --host {host} --port {port}",
+        **fields,
+    )
+    return store.create(release)
+
+
+def test_create_get_list_and_immutable_ids(mlxctl_home):
+    store = ReleaseStore()
+    first = make(store, note="one", suffix="a")
+    second = make(store, note="two", suffix="b")
+    assert [r.id for r in store.list()] == [first.id, second.id]
+    assert store.get(first.id) == first
+    with pytest.raises(ReleaseError, match="already exists"):
+        store.create(first)
+    with pytest.raises(ReleaseError, match="no release"):
+        store.get("r-nope")
+    with pytest.raises(ReleaseError, match="invalid release id"):
+        store.get("../etc")
+
+
+def test_a_failed_populate_leaves_no_release(mlxctl_home):
+    store = ReleaseStore()
+    release = Release(id=new_release_id(), kind=BUILTIN, model="demo", source="src")
+
+    def populate(folder):
+        (folder / "src").mkdir()
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        store.create(release, populate)
+    assert store.list() == []
+    assert [p.name for p in store.root.iterdir()] == []
+
+
+def test_current_pointer_only_names_complete_releases(mlxctl_home):
+    store = ReleaseStore()
+    assert store.current() is None
+    release = make(store)
+    store.set_current(release.id)
+    assert store.current() == release
+    with pytest.raises(ReleaseError):
+        store.set_current("r-missing")
+    assert store.current_id() == release.id
+    # A pointer at a folder without its record (e.g. hand-deleted) reads as no current release.
+    (store.root / "current").write_text("r-gone\n")
+    assert store.current_id() is None
+
+
+def test_history_is_a_stack_and_rollback_is_idempotent(mlxctl_home):
+    store = ReleaseStore()
+    a, b, c = (make(store, suffix=s) for s in "abc")
+    store.set_current(a.id)
+    assert store.previous_id() is None
+    store.set_current(b.id, "migrate")
+    store.record("migrate", outcome="failed", **{"from": b.id, "to": c.id})
+    assert store.previous_id() == a.id
+    store.set_current(c.id, "migrate")
+    assert store.history() == [a.id, b.id, c.id]
+    assert store.previous_id() == b.id
+    store.set_current(b.id, "rollback")
+    assert store.previous_id() == a.id
+    store.set_current(a.id, "rollback")
+    assert store.previous_id() is None, "rolling back past the oldest release must be a no-op"
+    store.set_current(c.id, "migrate")
+    store.set_current(a.id, "rollback")  # a named rollback pops everything above its target
+    assert store.history() == [a.id]
+
+
+def test_history_survives_a_kill_between_pointer_and_journal(mlxctl_home):
+    store = ReleaseStore()
+    a, b = make(store, suffix="a"), make(store, suffix="b")
+    store.set_current(a.id)
+    # Killed between writing the pointer and journaling the move:
+    (store.root / "current").write_text(b.id + "\n")
+    with (store.root / "journal.jsonl").open("a") as handle:
+        handle.write('{"torn": ')  # and a torn line for good measure
+    assert store.previous_id() == a.id
+
+
+def test_launch_fills_placeholders_and_puts_snapshots_first(mlxctl_home, tmp_path):
+    command = Release(
+        id="r1",
+        kind=COMMAND,
+        model="m",
+        args=["--x"],
+        env={"A": "1"},
+        command="{python} -m mlx_lm server --model {model} --port {port}",
+        health_path="/healthz",
+    )
+    spec = launch(command, None, "127.0.0.1", 9000)
+    assert spec.argv == [
+        sys.executable,
+        "-m",
+        "mlx_lm",
+        "server",
+        "--model",
+        "m",
+        "--port",
+        "9000",
+        "--x",
+    ]
+    assert (spec.env, spec.health_path) == ({"A": "1"}, "/healthz")
+    builtin = Release(id="r2", kind=BUILTIN, model="demo", source="src")
+    spec = launch(builtin, tmp_path, "127.0.0.1", 9001)
+    assert spec.argv[1:] == [
+        "-m",
+        "server",
+        "--model",
+        "demo",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "9001",
+    ]
+    assert spec.env["PYTHONPATH"].split(os.pathsep)[0] == str(tmp_path / "src")
+
+
+def test_records_round_trip_through_json(mlxctl_home):
+    store = ReleaseStore()
+    release = make(store, env={"K": "v"}, features=["openai"])
+    data = json.loads((store.folder(release.id) / "release.json").read_text())
+    assert Release.from_dict({**data, "added_later": 1}) == release
