@@ -14,7 +14,8 @@ import pytest
 
 from server.prefix_cache import PrefixCache, disk_index, normalize_anthropic_request
 from server.prefix_cache.chat_inputs import anthropic_to_template_inputs, render_tokens
-from server.prefix_cache.trie import TokenTrie, common_prefix_len
+from server.prefix_cache.disk import tokens_key
+from server.prefix_cache.trie import TokenTrie, as_tokens, common_prefix_len
 
 mx = pytest.importorskip("mlx.core")
 
@@ -291,6 +292,25 @@ def test_lazy_load_from_disk_on_ram_miss(model, base, tmp_path):
     assert_close(warm_logits(model, hit, other), cold(model, other)[1])
     assert restarted.stats()["disk_hits"] == 1
     assert restarted.lookup(other).source == "ram"  # now resident
+
+
+def test_restore_loads_most_recent_first_within_ram_budget(model, tmp_path):
+    prompts = [rand_tokens(150, 90 + i) for i in range(4)]
+    caches = [cold(model, p)[0] for p in prompts]
+    pc = make(model, tmp_path)
+    for p, c in zip(prompts[:3], caches, strict=False):
+        pc.store(p, c)
+        time.sleep(0.01)  # distinct last-used times
+    one = pc.stats()["ram"]["bytes"] // 3
+    pc.flush()
+    restarted = make(model, tmp_path, ram_bytes=int(one * 2.5))
+    assert restarted.restore() == 2
+    resident = {e["id"] for e in restarted.list_entries() if e["tier"] == "ram"}
+    assert resident == {tokens_key(as_tokens(p)) for p in prompts[1:3]}
+    restarted.store(prompts[3], caches[3])  # evicts the least recently used: prompts[1]
+    assert restarted.lookup(prompts[2]).source == "ram"
+    assert restarted.lookup(prompts[1]).source == "disk"  # back on demand
+    assert restarted.stats()["ram"]["entries"] == 2
 
 
 def test_disk_budget_evicts_least_recently_used(model, tmp_path):

@@ -99,7 +99,7 @@ class DiskTier:
     def has(self, key: str) -> bool:
         return key in self.entries()
 
-    def load(self, key: str) -> tuple[np.ndarray, list[Any]] | None:
+    def load(self, key: str, touch: bool = True) -> tuple[np.ndarray, list[Any]] | None:
         """(tokens, cache) of entry `key`, or None when it is missing, corrupt or incompatible."""
         from mlx_lm.models.cache import load_prompt_cache
 
@@ -127,7 +127,8 @@ class DiskTier:
                 log.warning("kv cache file %s skipped: token count mismatch", path.name)
                 self._drop(key)
                 return None
-            self.touch(key)
+            if touch:
+                self.touch(key)
             return tokens, cache
 
     def save(self, tokens, cache: list[Any], nbytes: int, last_used: float | None = None) -> bool:
@@ -176,7 +177,6 @@ class DiskTier:
                     "sha256": digest,
                     "created": float(meta["created"]),
                     "last_used": last_used,
-                    "tokens_b64": meta["tokens"],
                     **{k: meta[k] for k in ("format", "model", "tokenizer", "mlx", "mlx_lm")},
                 }
                 index["bytes_written"] = index.get("bytes_written", 0) + size
@@ -228,10 +228,13 @@ class DiskTier:
                 if problem is not None:
                     log.info("kv cache entry %s not usable here: %s", entry["file"], problem)
                     continue
+                # Token ids live in each file's header (read without the tensors), so the
+                # index stays small enough to rewrite on every touch.
                 try:
-                    self._remember(decode_tokens(entry["tokens_b64"]), key)
-                except (KeyError, ValueError) as e:
-                    log.warning("kv cache entry %s: bad token list (%s)", entry["file"], e)
+                    meta = di.cache_file_metadata(self.folder / entry["file"])
+                    self._remember(decode_tokens(meta["tokens"]), key)
+                except (OSError, KeyError, ValueError) as e:
+                    log.warning("kv cache file %s skipped: bad header (%s)", entry["file"], e)
 
     def _verify(self, path: Path, entry: dict) -> tuple[str | None, bool]:
         """(problem or None, whether the file is sound but made for something else)."""

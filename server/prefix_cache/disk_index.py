@@ -1,6 +1,7 @@
 """The disk tier's folder layout and index, usable without MLX (the supervisor CLI imports this).
 
-    <root>/<model-fingerprint>/index.json        entries: tokens, bytes, sha256, times, versions
+    <root>/<model-fingerprint>/index.json        per entry: token count, bytes, sha256, times,
+                                                 versions (the token ids are in the file header)
     <root>/<model-fingerprint>/<id>.safetensors  one KV cache each (written by `disk.DiskTier`)
     <root>/<model-fingerprint>/.lock             flock held while the index changes
 

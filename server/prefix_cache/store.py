@@ -228,15 +228,19 @@ class PrefixCache:
             return 0
         budget = self.ram_budget if max_bytes is None else min(max_bytes, self.ram_budget)
         loaded = 0
+        entries = self.disk.entries()
         for key in self.disk.recent_keys():
-            size = self.disk.entries().get(key, {}).get("bytes", 0)
             with self._lock:
                 if key in self._entries:
                     continue
-                if self._ram_bytes + size > budget:
+                if self._ram_bytes + entries[key].get("bytes", 0) > budget:
                     break
-            if self._load_from_disk(key) is not None:
+            # Keep the recorded use times, so LRU order survives the restart.
+            if self._load_from_disk(key, last_used=entries[key].get("last_used")) is not None:
                 loaded += 1
+        with self._lock:
+            ordered = sorted(self._entries.items(), key=lambda kv: kv[1].last_used)
+            self._entries = OrderedDict(ordered)
         log.info("kv cache: restored %d entries from disk", loaded)
         return loaded
 
@@ -386,10 +390,12 @@ class PrefixCache:
         self._ram_bytes -= entry.nbytes
         return entry.nbytes
 
-    def _load_from_disk(self, key: str) -> str | None:
-        """Bring disk entry `key` into RAM (no lock held during the read); its RAM key or None."""
+    def _load_from_disk(self, key: str, last_used: float | None = None) -> str | None:
+        """Bring disk entry `key` into RAM (no lock held during the read); its RAM key or None.
+
+        `last_used` given (a restore): keep that time rather than marking the entry used now."""
         t0 = time.perf_counter()
-        loaded = self.disk.load(key)
+        loaded = self.disk.load(key, touch=last_used is None)
         if loaded is None:
             return None
         tokens, cache = loaded
@@ -402,6 +408,8 @@ class PrefixCache:
             if ram_key not in self._entries:
                 # Served by a longer RAM entry after all (inserted since the search).
                 return None
+            if last_used is not None:
+                self._entries[ram_key].last_used = last_used
         log.info(
             "kv cache: loaded %d tokens from disk in %.3fs", len(tokens), time.perf_counter() - t0
         )
