@@ -89,9 +89,12 @@ class DiskTier:
         with self._lock:
             return self._trie.search(tokens)
 
-    def entries(self) -> dict[str, dict]:
+    def index(self) -> dict:
         with self._lock:
-            return di.read_index(self.folder)["entries"]
+            return di.read_index(self.folder)
+
+    def entries(self) -> dict[str, dict]:
+        return self.index()["entries"]
 
     def total_bytes(self) -> int:
         return sum(e.get("bytes", 0) for e in self.entries().values())

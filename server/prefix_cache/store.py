@@ -112,13 +112,15 @@ class PrefixCache:
         disk_root: str | os.PathLike | None = None,
         disk_bytes: int = DEFAULT_DISK_BYTES,
         lazy_disk: bool = True,
-        min_disk_gain: int = 1,
+        min_disk_gain: int = 256,
     ):
         self.model = model
         self.model_id = model_id
         self.ram_budget = default_ram_bytes() if ram_bytes is None else int(ram_bytes)
         self.lazy_disk = lazy_disk
-        self.min_disk_gain = min_disk_gain  # load from disk only when it beats RAM by this much
+        # Read a file only when it beats RAM by this many tokens: a load costs about as much
+        # as prefilling a few hundred tokens on a large model.
+        self.min_disk_gain = min_disk_gain
         self._lock = threading.RLock()
         self._trie = TokenTrie()  # tokens -> key
         self._entries: OrderedDict[str, _Entry] = OrderedDict()  # LRU order, oldest first
@@ -266,12 +268,14 @@ class PrefixCache:
                 "prefill_seconds_saved": c["tokens_reused"] / tps if tps else None,
             }
         if self.disk is not None:
-            entries = self.disk.entries()
+            index = self.disk.index()
+            entries = index["entries"]
             out["disk"] = {
                 "entries": len(entries),
                 "bytes": sum(e.get("bytes", 0) for e in entries.values()),
                 "budget_bytes": self.disk.max_bytes,
-                "bytes_written": self.disk.bytes_written,
+                "bytes_written": self.disk.bytes_written,  # by this process
+                "bytes_written_total": index.get("bytes_written", 0),  # by this folder's life
                 "folder": str(self.disk.folder),
             }
         else:
