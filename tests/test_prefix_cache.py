@@ -8,6 +8,7 @@ import shutil
 import struct
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -345,6 +346,25 @@ def test_disk_budget_evicts_least_recently_used(model, tmp_path):
     restarted = make(model, tmp_path, disk_bytes=int(one * 2.5))
     assert restarted.lookup(prompts[0]).source == "miss"
     assert restarted.lookup(prompts[2]).source == "disk"
+
+
+def test_failed_write_is_logged_and_leaves_nothing_behind(
+    model, base, tmp_path, monkeypatch, caplog
+):
+    import mlx_lm.models.cache as mlx_cache
+
+    def disk_full(path, *args, **kwargs):
+        Path(path).write_bytes(b"partial")
+        raise OSError(28, "No space left on device")
+
+    tokens, cache, _ = base
+    pc = make(model, tmp_path)
+    pc.store(tokens, cache)
+    monkeypatch.setattr(mlx_cache, "save_prompt_cache", disk_full)
+    assert pc.flush() == 0
+    assert "No space left" in caplog.text
+    assert [p.name for p in (tmp_path / "kv" / "m1").iterdir() if p.suffix == ".safetensors"] == []
+    assert pc.lookup(tokens).source == "ram"  # RAM tier unaffected
 
 
 def test_clear_and_prune_report_freed_bytes(model, base, tmp_path):

@@ -164,26 +164,28 @@ class DiskTier:
                 with open(tmp, "rb+") as f:
                     os.fsync(f.fileno())
                 digest, size = di.sha256_file(tmp), tmp.stat().st_size
-                os.replace(tmp, self.folder / name)
-                di.fsync_dir(self.folder)
-            except OSError as e:
+                # Rename and index together under the lock: another process opening this
+                # folder never sees a named file the index does not know yet.
+                with di.locked(self.folder):
+                    os.replace(tmp, self.folder / name)
+                    di.fsync_dir(self.folder)
+                    index = di.read_index(self.folder)
+                    index["entries"][key] = {
+                        "file": name,
+                        "tokens": len(tokens),
+                        "bytes": size,
+                        "sha256": digest,
+                        "created": float(meta["created"]),
+                        "last_used": last_used,
+                        **{k: meta[k] for k in ("format", "model", "tokenizer", "mlx", "mlx_lm")},
+                    }
+                    index["bytes_written"] = index.get("bytes_written", 0) + size
+                    di.write_index(self.folder, index)
+            except Exception as e:  # disk full, read-only home...: the cache is optional
                 log.warning("kv cache: could not write %s (%s)", name, e)
                 with contextlib.suppress(OSError):
                     tmp.unlink()
                 return False
-            with di.locked(self.folder):
-                index = di.read_index(self.folder)
-                index["entries"][key] = {
-                    "file": name,
-                    "tokens": len(tokens),
-                    "bytes": size,
-                    "sha256": digest,
-                    "created": float(meta["created"]),
-                    "last_used": last_used,
-                    **{k: meta[k] for k in ("format", "model", "tokenizer", "mlx", "mlx_lm")},
-                }
-                index["bytes_written"] = index.get("bytes_written", 0) + size
-                di.write_index(self.folder, index)
             self.bytes_written += size
             self._remember(tokens, key)
             # An entry this one extends is redundant: a trimmed copy of this one replaces it.

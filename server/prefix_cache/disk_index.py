@@ -133,8 +133,16 @@ def write_index(folder: Path, index: dict) -> None:
     atomic_write_bytes(Path(folder) / INDEX_NAME, json.dumps(index, indent=1).encode())
 
 
-def reconcile(folder: Path, index: dict) -> dict:
-    """Drop entries whose file is gone or has the wrong size; delete orphan and temp files."""
+def _age(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def reconcile(folder: Path, index: dict, grace_seconds: float = 600.0) -> dict:
+    """Drop entries whose file is gone or has the wrong size; delete orphan files and temp
+    files older than `grace_seconds` (younger ones may be another process's write)."""
     folder = Path(folder)
     entries = index["entries"]
     for key, entry in list(entries.items()):
@@ -148,8 +156,11 @@ def reconcile(folder: Path, index: dict) -> dict:
             del entries[key]
     named = {e["file"] for e in entries.values()}
     for path in folder.iterdir():
-        orphan = path.suffix == SUFFIX and path.name not in named
-        if orphan or path.name.startswith(TMP_PREFIX):
+        if path.name.startswith(TMP_PREFIX):
+            stale = _age(path) >= grace_seconds
+        else:
+            stale = path.suffix == SUFFIX and path.name not in named
+        if stale:
             log.warning("kv cache: removing unindexed file %s", path.name)
             with contextlib.suppress(OSError):
                 path.unlink()
