@@ -96,14 +96,13 @@ class DiskTier:
     def entries(self) -> dict[str, dict]:
         return self.index()["entries"]
 
-    def total_bytes(self) -> int:
-        return sum(e.get("bytes", 0) for e in self.entries().values())
-
     def has(self, key: str) -> bool:
         return key in self.entries()
 
     def load(self, key: str, touch: bool = True) -> tuple[np.ndarray, list[Any]] | None:
         """(tokens, cache) of entry `key`, or None when it is missing, corrupt or incompatible."""
+        import mlx.core as mx
+        from mlx.utils import tree_flatten
         from mlx_lm.models.cache import load_prompt_cache
 
         with self._lock:
@@ -119,6 +118,14 @@ class DiskTier:
                 return None
             try:
                 cache, meta = load_prompt_cache(str(path), return_metadata=True)
+                # Read now, not at first use: the file was verified a moment ago.
+                mx.eval(
+                    [
+                        a
+                        for _, a in tree_flatten([c.state for c in cache])
+                        if isinstance(a, mx.array)
+                    ]
+                )
                 tokens = decode_tokens(meta["tokens"])
             except Exception as e:  # a bad file must never take the worker down
                 log.warning("kv cache file %s skipped: unreadable (%s)", path.name, e)
