@@ -240,6 +240,7 @@ def start(
         if _supervisor_alive():
             already = True
         else:
+            _stop_orphan(settings["restart.stop_timeout"])
             model_path = resolve_model(name, pull_progress)
             if not port_is_free(host, port):
                 raise PortInUseError(
@@ -276,7 +277,7 @@ def wait_until_ready(
 def _start_failure(state: dict) -> StartFailedError:
     exit_info = state.get("last_exit") or {}
     reason = state.get("error") or exit_info.get("reason") or state.get("fatal_reason")
-    if state.get("error", "").startswith("port "):
+    if (state.get("error") or "").startswith("port "):
         return PortInUseError(state["error"], hint="pick another with `--port N`")
     error = StartFailedError(
         f"the worker did not start: {reason or 'the supervisor exited'}",
@@ -312,6 +313,29 @@ def _kill_group_of(proc: psutil.Process, grace: float) -> bool:
         except psutil.TimeoutExpired:
             continue
     return True
+
+
+def _stop_orphan(grace: float) -> int | None:
+    """Stop a worker whose supervisor was SIGKILLed (identity-checked); its pid, if any."""
+    try:
+        state = read_state() or {}
+    except statefile.CorruptState:
+        return None
+    worker = identity.process_of(identity.Identity.from_dict(state.get("worker")))
+    if worker is None:
+        return None
+    _note(f"stopping the worker left by a dead supervisor (pid {worker.pid})")
+    _kill_group_of(worker, grace)
+    return worker.pid
+
+
+def _note(message: str) -> None:
+    """A line in the supervisor's log from the CLI side (no supervisor is there to write it)."""
+    from datetime import datetime
+
+    paths.ensure_private_dir(paths.logs_dir())
+    with open(paths.supervisor_log(), "a") as log:
+        log.write(f"{datetime.now().isoformat(timespec='milliseconds')} {message}\n")
 
 
 def stop(timeout: float | None = None) -> StopOutcome:

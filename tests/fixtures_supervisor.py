@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# The installed console script, exactly what users run.
+MLXCTL = str(Path(sys.executable).with_name("mlxctl"))
 FAKE_WORKER = "{{python}} {script} --model {{model}} --port {{port}}"
 REAL_WORKER = "{python} -m server --model {model} --host {host} --port {port}"
 
@@ -60,7 +62,7 @@ class Mlxctl:
 
     def run(self, *args: str, timeout: float = 120, check: bool = False):
         result = subprocess.run(
-            [sys.executable, "-m", "mlxctl.cli", *args],
+            [MLXCTL, *args],
             env=self.env,
             capture_output=True,
             text=True,
@@ -76,7 +78,7 @@ class Mlxctl:
 
     def popen(self, *args: str, **kwargs) -> subprocess.Popen:
         return subprocess.Popen(
-            [sys.executable, "-m", "mlxctl.cli", *args],
+            [MLXCTL, *args],
             env=self.env,
             cwd=REPO_ROOT,
             stdin=subprocess.DEVNULL,

@@ -40,13 +40,12 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
-def worker_argv(model: str, host: str, port: int, api_key: str) -> list[str]:
+def worker_argv(model: str, host: str, port: int) -> list[str]:
     template = os.environ.get(WORKER_COMMAND_ENV)
     if template:
         fields = {"python": sys.executable, "model": model, "host": host, "port": port}
         return [part.format(**fields) for part in shlex.split(template)]
-    argv = [sys.executable, "-m", "server", "--model", model, "--host", host, "--port", str(port)]
-    return argv + (["--api-key", api_key] if api_key else [])
+    return [sys.executable, "-m", "server", "--model", model, "--host", host, "--port", str(port)]
 
 
 class Daemon:
@@ -54,7 +53,8 @@ class Daemon:
         self.args = args
         self.foreground = foreground
         self.settings = config.load()
-        self.nonce = os.environ.get(identity.NONCE_ENV) or identity.new_nonce()
+        # Detached: `start` put a nonce in our environment. Foreground: none (pid + time only).
+        self.nonce = os.environ.get(identity.NONCE_ENV, "")
         self.me = identity.current(self.nonce)
         self.started_wall = time.time()
         self.error: str | None = None
@@ -93,9 +93,9 @@ class Daemon:
         env["PYTHONUNBUFFERED"] = "1"
         env["MLXCTL_CACHE_RAM_BYTES"] = str(self.settings["cache.ram_bytes"])
         env["MLXCTL_CACHE_DISK_BYTES"] = str(self.settings["cache.disk_bytes"])
-        argv = worker_argv(
-            self.args.model, self.args.host, self.args.port, self.settings["api_key"]
-        )
+        if self.settings["api_key"]:
+            env["MLXCTL_API_KEY"] = self.settings["api_key"]  # not argv: others can read that
+        argv = worker_argv(self.args.model, self.args.host, self.args.port)
         return WorkerSpec(argv, env, nonce, f"{self.url}/health")
 
     # -- state file ----------------------------------------------------------------------------
@@ -150,7 +150,8 @@ class Daemon:
         if orphan is None:
             return  # gone, or the pid now belongs to another process: never signal it
         self.log(f"stopping the worker left by a dead supervisor (pid {orphan.pid})")
-        for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        grace = self.settings["restart.stop_timeout"]
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
             try:
                 os.killpg(orphan.pid, sig)
             except (ProcessLookupError, PermissionError):

@@ -57,11 +57,10 @@ def process_of(ident: Identity | None) -> psutil.Process | None:
             return None
         if ident.nonce:
             try:
-                env_nonce = proc.environ().get(NONCE_ENV)
-            except psutil.Error:
-                env_nonce = None  # environ unreadable (e.g. macOS): create time must do
-            if env_nonce is not None and env_nonce != ident.nonce:
-                return None
+                if proc.environ().get(NONCE_ENV) != ident.nonce:
+                    return None  # a readable environment without our nonce: not ours
+            except psutil.AccessDenied:
+                pass  # environ unreadable (e.g. macOS): the create time must do
         return proc
     except psutil.Error:
         return None
