@@ -273,6 +273,20 @@ def test_warm_follow_up_is_much_faster_than_cold(model):
     assert cold_s / (time.perf_counter() - t0) >= 3
 
 
+def test_seam_adapter_restores_looks_up_and_flushes_on_close(model, base, tmp_path):
+    from server.prefix_cache.adapter import SeamAdapter
+
+    tokens, cache, logits = base
+    first = SeamAdapter(make(model, tmp_path))
+    assert first.lookup(tokens)[1] == 0
+    first.store(tokens, cache)
+    first.close()  # graceful stop: flushed
+    second = SeamAdapter(make(model, tmp_path))  # start: restored before serving
+    prompt_cache, n_cached = second.lookup(tokens)
+    assert n_cached == len(tokens) - 1 and second.stats()["ram_hits"] == 1
+    assert_close(prefill(model, prompt_cache, tokens[n_cached:]), logits)
+
+
 # disk tier
 
 

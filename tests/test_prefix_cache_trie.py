@@ -187,3 +187,26 @@ def test_read_safetensors_metadata_rejects_bad_headers(tmp_path, damage):
     path.write_bytes(damage)
     with pytest.raises(ValueError):
         disk_index.read_safetensors_metadata(path)
+
+
+# fingerprints
+
+
+def test_fingerprints_follow_content_not_location(tmp_path):
+    from server.prefix_cache.fingerprint import model_fingerprint, tokenizer_fingerprint
+
+    a = tmp_path / "a"
+    a.mkdir()
+    (a / "config.json").write_text('{"hidden_size": 64}')
+    (a / "model.safetensors").write_bytes(b"w" * 5000)
+    (a / "tokenizer.json").write_text("{}")
+    b = tmp_path / "b"
+    b.mkdir()
+    for p in a.iterdir():
+        (b / p.name).write_bytes(p.read_bytes())
+    assert model_fingerprint(a) == model_fingerprint(b)  # a copied model keeps its caches
+    assert model_fingerprint(a) != model_fingerprint(a, variant="cpu-float32")
+    (b / "model.safetensors").write_bytes(b"v" * 5000)
+    assert model_fingerprint(a) != model_fingerprint(b)
+    assert tokenizer_fingerprint(a) == tokenizer_fingerprint(b)
+    assert tokenizer_fingerprint(a, "{{ x }}") != tokenizer_fingerprint(a, "{{ y }}")
