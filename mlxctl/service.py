@@ -128,6 +128,11 @@ def status(probe: bool = True) -> tuple[dict, int]:
             result["cache"] = report.get("cache")
             result["queue_depth"] = report.get("queue_depth")
             result["requests"] = report.get("requests")
+            requests = report.get("requests") or {}
+            prompt, cached = requests.get("prompt_tokens"), requests.get("cached_tokens")
+            if isinstance(cached, int):
+                result["tokens_reused"] = cached
+                result["cache_hit_rate"] = round(cached / prompt, 4) if prompt else None
     return result, EXIT_RUNNING if result["state"] == "RUNNING" else EXIT_NOT_RUNNING
 
 

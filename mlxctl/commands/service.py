@@ -139,12 +139,28 @@ def _table(st: dict) -> Table:
         "system ram",
         f"{human_bytes(sysmem['used_bytes'])} / {human_bytes(sysmem['total_bytes'])}",
     )
+    if st.get("tokens_reused") is not None:
+        rate = st.get("cache_hit_rate")
+        shown = f"{rate:.0%} of prompt tokens" if rate is not None else "-"
+        table.add_row("cache hits", f"{shown}, {st['tokens_reused']} tokens reused")
     cache = st.get("cache")
     if isinstance(cache, dict):
-        for key, value in cache.items():
+        for key, value in _flatten(cache):
             shown = human_bytes(value) if key.endswith("bytes") else value
-            table.add_row(f"cache {key.replace('_', ' ')}", str(shown))
+            table.add_row(f"cache {key}", str(shown))
     return table
+
+
+def _flatten(data: dict, prefix: str = "") -> list[tuple[str, object]]:
+    """{'ram': {'entries': 3}} -> [('ram entries', 3)]: whatever shape the worker reports."""
+    rows: list[tuple[str, object]] = []
+    for key, value in data.items():
+        name = f"{prefix}{key.replace('_', ' ')}"
+        if isinstance(value, dict):
+            rows += _flatten(value, f"{name} ")
+        else:
+            rows.append((name, value))
+    return rows
 
 
 def status(

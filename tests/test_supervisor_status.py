@@ -1,0 +1,68 @@
+"""`mlxctl status` rendering and `--watch` (no worker needed)."""
+
+from __future__ import annotations
+
+import os
+
+import pexpect
+from rich.console import Console
+
+from mlxctl import service
+from mlxctl.commands.service import _table
+from tests.fixtures_supervisor import MLXCTL
+
+
+def render(st: dict) -> str:
+    console = Console(width=120, record=True)
+    console.print(_table(st))
+    return console.export_text()
+
+
+def test_table_shows_what_the_worker_reports(mlxctl_home):
+    st, code = service.status()
+    assert code == service.EXIT_NOT_RUNNING
+    st.update(
+        state="RUNNING",
+        worker_pid=12,
+        supervisor_pid=11,
+        uptime_seconds=3700,
+        restarts=2,
+        last_exit={"code": -9, "reason": "exited unexpectedly (killed by SIGKILL)"},
+        url="http://127.0.0.1:8080",
+        model="demo",
+        health="ok",
+        worker_rss_bytes=300 * 1024**2,
+        memory={"active_bytes": 2 * 1024**3, "peak_bytes": 3 * 1024**3},
+        cache={"ram": {"entries": 4, "bytes": 5 * 1024**2}, "disk": {"bytes": 1024}},
+        tokens_reused=9000,
+        cache_hit_rate=0.9,
+    )
+    text = render(st)
+    for expected in (
+        "RUNNING",
+        "1h 1m",
+        "killed by SIGKILL",
+        "active 2.0 GiB, peak 3.0 GiB",
+        "cache ram entries",
+        "5.0 MiB",
+        "cache disk bytes",
+        "90% of prompt tokens, 9000 tokens reused",
+        "300.0 MiB",
+    ):
+        assert expected in text, expected
+
+
+def test_watch_refreshes_until_ctrl_c(mlxctl_home):
+    env = dict(os.environ, MLXCTL_HOME=str(mlxctl_home))
+    child = pexpect.spawn(
+        MLXCTL, ["status", "--watch", "--interval", "0.2"], env=env, timeout=20, encoding="utf-8"
+    )
+    try:
+        child.expect("STOPPED")
+        child.expect("STOPPED")  # refreshed at least once
+        child.sendintr()
+        child.expect(pexpect.EOF)
+        child.close()
+        assert child.exitstatus == 130
+    finally:
+        child.close(force=True)
