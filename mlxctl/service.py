@@ -210,16 +210,19 @@ def _spawn_daemon(
     return process, start_id
 
 
-def _await_handshake(process: subprocess.Popen, start_id: str, timeout: float = 30.0) -> None:
-    """Wait until our daemon owns the state file (or exits: another one won the lock)."""
+def _await_handshake(process: subprocess.Popen, start_id: str, timeout: float = 30.0) -> bool:
+    """Wait until our daemon owns the state file: True; False when another one won the lock."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             state = read_state() or {}
         except statefile.CorruptState:
             state = {}
-        if state.get("start_id") == start_id or process.poll() is not None:
-            return
+        if state.get("start_id") == start_id:
+            return True
+        if process.poll() is not None:
+            # It exited: either it failed (its state says so) or another supervisor runs.
+            return state.get("start_id") == start_id or not _supervisor_alive()
         time.sleep(0.05)
     raise SupervisorError(
         "the supervisor did not come up within 30s", hint="see `mlxctl logs --supervisor`"
@@ -253,9 +256,15 @@ def start(
                     hint="pick another with `--port N` or `mlxctl config set port N`",
                 )
             process, start_id = _spawn_daemon(model_path, name, host, port)
-            _await_handshake(process, start_id)
+            if not _await_handshake(process, start_id):
+                already, start_id = True, None
     outcome = wait_until_ready(on_wait, start_id)
     outcome.already_running = already
+    running = outcome.status.get("model")
+    if already and model and running and model != running:
+        outcome.notes.append(
+            f"it serves {running}, not {model}: `mlxctl restart --model {model}` to switch"
+        )
     return outcome
 
 

@@ -107,6 +107,8 @@ def test_start_status_stop(fake_ctl):
     # Already running: says so, exit 0, nothing new spawned.
     again = start(ctl)
     assert "already running" in again.stdout
+    other = start(ctl, "--model", "some-other-model")
+    assert "restart --model some-other-model" in other.stdout
     assert processes_of(ctl) == {"supervisor": [st["supervisor_pid"]], "worker": [st["worker_pid"]]}
     # A human table too.
     table = ctl.run("status")
@@ -315,6 +317,7 @@ def test_foreground_runs_until_ctrl_c(fake_ctl):
     try:
         child.expect(r"worker entered RUNNING \(pid (\d+)\)")
         worker_pid = int(child.match.group(1))
+        child.expect(f"export OPENAI_BASE_URL={ctl.url}/v1")
         assert ctl.status()[1] == 0
         child.sendintr()
         child.expect("worker entered STOPPED")

@@ -21,12 +21,31 @@ def _print_started(outcome: service.StartOutcome) -> None:
         out.print(f"[yellow]already running[/] at {st['url']}")
     else:
         out.print(f"[green]started[/] {st['url']}")
+    for note in outcome.notes:
+        out.print(f"[yellow]note:[/] {note}")
     out.print(f"  model       {st['model']}")
     out.print(f"  supervisor  pid {st['supervisor_pid']}")
     out.print(f"  worker      pid {st['worker_pid']}")
     out.print("\nPoint your clients at it:")
     out.print(f"  export ANTHROPIC_BASE_URL={st['url']}", soft_wrap=True)
     out.print(f"  export OPENAI_BASE_URL={st['url']}/v1", soft_wrap=True)
+
+
+class _SpinnerPull:
+    """Shows the demo model's pull stages in the start spinner."""
+
+    def __init__(self, spinner):
+        self.spinner = spinner
+        self.name = ""
+        self.total: int | None = None
+
+    def stage(self, name: str, total: int | None = None) -> None:
+        self.name, self.total = name, total
+        self.spinner.update(f"pulling the demo model: {name}")
+
+    def advance(self, done: int) -> None:
+        of = f" of {human_bytes(self.total)}" if self.total else ""
+        self.spinner.update(f"pulling the demo model: {self.name} {human_bytes(done)}{of}")
 
 
 def _run_start(model: str | None, port: int | None) -> None:
@@ -37,7 +56,14 @@ def _run_start(model: str | None, port: int | None) -> None:
             spinner.update(f"starting the worker [dim]{elapsed:4.0f}s[/]  {line[-100:]}")
 
         try:
-            outcome = service.start(model, port, on_wait=on_wait)
+            outcome = service.start(
+                model, port, on_wait=on_wait, pull_progress=_SpinnerPull(spinner)
+            )
+        except KeyboardInterrupt:
+            spinner.stop()
+            err.print("interrupted: the supervisor keeps starting in the background")
+            err.print("[dim]hint:[/] `mlxctl status` to watch it, `mlxctl stop` to stop it")
+            raise typer.Exit(130) from None
         except StartFailedError as exc:
             spinner.stop()
             if exc.worker_exit_code is not None:

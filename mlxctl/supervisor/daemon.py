@@ -58,6 +58,7 @@ class Daemon:
         self.me = identity.current(self.nonce)
         self.started_wall = time.time()
         self.error: str | None = None
+        self.announced = False
         logs = paths.ensure_private_dir(paths.logs_dir())
         limits = (self.settings["logs.max_bytes"], self.settings["logs.backups"])
         rotate = None if foreground else self._point_stdio_at
@@ -138,6 +139,12 @@ class Daemon:
 
     def write_state(self, sup: Supervisor | None) -> None:
         statefile.write_json(paths.state_file(), self.snapshot(sup))
+        running = sup is not None and sup.state is State.RUNNING
+        if self.foreground and running and not self.announced:
+            self.announced = True  # the lines `mlxctl start` prints, once
+            print(f"serving {self.args.model_name} at {self.url}", file=sys.stderr)
+            print(f"  export ANTHROPIC_BASE_URL={self.url}", file=sys.stderr)
+            print(f"  export OPENAI_BASE_URL={self.url}/v1", file=sys.stderr, flush=True)
 
     # -- orphans from a supervisor that was SIGKILLed -------------------------------------------
 
