@@ -24,6 +24,8 @@ COMMAND_MODULES = [
     "mlxctl.commands.logs",
     "mlxctl.commands.config",
     "mlxctl.commands.doctor",
+    "mlxctl.commands.cache",
+    "mlxctl.commands.bench",
 ]
 
 for module_name in COMMAND_MODULES:

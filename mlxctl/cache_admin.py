@@ -1,0 +1,288 @@
+"""The core of `mlxctl cache ls/stats/clear/prune`: no Typer, no Rich, no mlx.
+
+With a running worker it goes through the worker's admin endpoints (the worker owns its RAM tier
+and writes the disk tier); without one it reads and edits the disk tier's index directly.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlxctl import config, paths
+from mlxctl.errors import MlxctlError
+from server.prefix_cache import disk_index
+
+TIERS = ("ram", "disk", "both")
+NO_WORKER_NOTE = "no worker runs, so the RAM tier is empty; showing the disk tier"
+
+
+class CacheAdminError(MlxctlError):
+    """The worker refused or failed a cache request."""
+
+
+def kv_root() -> Path:
+    """The disk tier, shared by every model (one folder per model fingerprint)."""
+    return paths.home() / "cache" / "kv"
+
+
+# -- where the cache lives right now ----------------------------------------------------------
+
+
+@dataclass
+class Target:
+    """A running worker (`url` set) or the disk tier alone (`url` None)."""
+
+    url: str | None
+    model: str | None = None
+    release: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def target() -> Target:
+    """The worker when the supervisor reports it RUNNING, else the disk tier."""
+    from mlxctl import service
+
+    try:
+        result, code = service.status(probe=False)
+    except Exception:
+        return Target(None)
+    if code != service.EXIT_RUNNING or not result.get("url"):
+        return Target(None)
+    return Target(result["url"], result.get("model"), result.get("release"))
+
+
+def _client(timeout: float = 10.0):
+    import httpx
+
+    headers = {}
+    key = config.load().get("api_key") or ""
+    if key:
+        headers = {"authorization": f"Bearer {key}", "x-api-key": key}
+    return httpx.Client(trust_env=False, timeout=timeout, headers=headers)
+
+
+class _Missing(Exception):
+    """The worker lacks this endpoint (an older worker): fall back to the disk index."""
+
+
+def _request(method: str, url: str, **kwargs):
+    import httpx
+
+    try:
+        with _client() as client:
+            response = client.request(method, url, **kwargs)
+    except httpx.HTTPError as exc:
+        raise _Missing(f"the worker did not answer ({exc.__class__.__name__})") from exc
+    if response.status_code in (404, 405):
+        raise _Missing(f"the worker has no {method} {url.split('//', 1)[-1].split('/', 1)[-1]}")
+    if response.status_code in (401, 403):
+        raise CacheAdminError(
+            f"the worker refused the cache request (HTTP {response.status_code})",
+            hint="set the worker's key with `mlxctl config set api_key KEY`",
+        )
+    if response.status_code >= 400:
+        raise CacheAdminError(f"the worker answered HTTP {response.status_code}: {response.text}")
+    try:
+        return response.json()
+    except ValueError:
+        return {}
+
+
+def _fallback_note(reason: str) -> str:
+    return f"{reason}; showing the disk tier from its index (RAM entries unknown)"
+
+
+# -- ls ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Listing:
+    source: str  # "worker" or "disk"
+    entries: list[dict]
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "entries": self.entries, "notes": self.notes}
+
+
+def _worker_entries(body) -> list[dict]:
+    rows = body.get("entries", []) if isinstance(body, dict) else body
+    return [r for r in rows or [] if isinstance(r, dict)]
+
+
+def list_entries(where: Target | None = None) -> Listing:
+    """Every entry, most recently used first: tier, id, tokens, bytes, created, last_used, model."""
+    where = where or target()
+    if where.url:
+        try:
+            rows = _worker_entries(_request("GET", f"{where.url}/v1/cache"))
+            for row in rows:
+                row.setdefault("release", where.release)
+                row.setdefault("model_name", where.model)
+            rows.sort(key=lambda r: r.get("last_used") or 0, reverse=True)
+            return Listing("worker", rows)
+        except _Missing as exc:
+            return Listing("disk", _disk_rows(), [_fallback_note(str(exc))])
+    return Listing("disk", _disk_rows(), [NO_WORKER_NOTE])
+
+
+def _disk_rows() -> list[dict]:
+    return disk_index.list_entries(kv_root())
+
+
+# -- stats -------------------------------------------------------------------------------------
+
+
+def _budget(key: str) -> int | None:
+    try:
+        return int(config.load()[key])
+    except Exception:
+        return None
+
+
+def _empty_ram() -> dict:
+    return {"entries": 0, "bytes": 0, "budget_bytes": _budget("cache.ram_bytes")}
+
+
+def _disk_totals() -> dict:
+    per_model = disk_index.disk_stats(kv_root())
+    return {
+        "entries": sum(m["entries"] for m in per_model.values()),
+        "bytes": sum(m["bytes"] for m in per_model.values()),
+        "budget_bytes": _budget("cache.disk_bytes"),
+        "bytes_written_total": sum(m["bytes_written"] for m in per_model.values()),
+        "models": per_model,
+        "folder": str(kv_root()),
+    }
+
+
+def stats(where: Target | None = None) -> dict:
+    """{"source", "ram", "disk", "notes", ...counters}: the worker's cache stats when it runs."""
+    where = where or target()
+    if where.url:
+        try:
+            body = _request("GET", f"{where.url}/v1/status")
+            cache = body.get("cache") if isinstance(body, dict) else None
+            if isinstance(cache, dict):
+                out = {"source": "worker", **cache, "notes": []}
+                out["ram"] = cache.get("ram") or _empty_ram()
+                out["disk"] = cache.get("disk") or _disk_totals()
+                return out
+            reason = "the worker reports no prefix cache in /v1/status"
+        except _Missing as exc:
+            reason = str(exc)
+        return {
+            "source": "disk",
+            "ram": None,
+            "disk": _disk_totals(),
+            "notes": [_fallback_note(reason)],
+        }
+    return {
+        "source": "disk",
+        "ram": _empty_ram(),
+        "disk": _disk_totals(),
+        "notes": [NO_WORKER_NOTE],
+    }
+
+
+# -- clear / prune: plan, then act -------------------------------------------------------------
+
+
+@dataclass
+class Plan:
+    """What a clear or prune would remove; `act` carries it out and returns bytes freed."""
+
+    action: str  # "clear" or "prune"
+    tier: str
+    source: str  # "worker" or "disk"
+    entries: list[dict]
+    notes: list[str] = field(default_factory=list)
+    older_than_seconds: float | None = None
+    url: str | None = None
+
+    @property
+    def bytes(self) -> int:
+        return sum(int(e.get("bytes") or 0) for e in self.entries)
+
+    def to_dict(self) -> dict:
+        return {
+            "action": self.action,
+            "tier": self.tier,
+            "source": self.source,
+            "entries": len(self.entries),
+            "bytes": self.bytes,
+            "older_than_seconds": self.older_than_seconds,
+            "notes": self.notes,
+        }
+
+
+def _tiers(tier: str) -> tuple[str, ...]:
+    if tier not in TIERS:
+        raise MlxctlError(f"unknown cache tier {tier!r}", hint="one of: ram, disk, both")
+    return ("ram", "disk") if tier == "both" else (tier,)
+
+
+def plan_clear(tier: str = "both", where: Target | None = None) -> Plan:
+    """Entries of `tier` that a clear would remove (from the worker's list when it runs)."""
+    tiers = _tiers(tier)
+    where = where or target()
+    listing = list_entries(where)
+    entries = [e for e in listing.entries if e.get("tier") in tiers]
+    notes = list(listing.notes)
+    url = where.url if listing.source == "worker" else None
+    if listing.source == "disk" and "ram" in tiers and where.url:
+        notes.append("the RAM tier cannot be cleared without the worker's /v1/cache endpoint")
+    return Plan("clear", tier, listing.source, entries, notes, url=url)
+
+
+def plan_prune(older_than_seconds: float, where: Target | None = None) -> Plan:
+    """Disk entries not used for `older_than_seconds` (the worker keeps its RAM tier by LRU)."""
+    where = where or target()
+    cutoff = time.time() - older_than_seconds
+    entries = [e for e in _disk_rows() if (e.get("last_used") or 0) < cutoff]
+    notes = [] if where.url is None else ["the running worker's RAM tier is not pruned"]
+    return Plan("prune", "disk", "disk", entries, notes, older_than_seconds=older_than_seconds)
+
+
+def act(plan: Plan) -> int:
+    """Carry out `plan`; returns the bytes actually freed."""
+    if plan.action == "prune":
+        return disk_index.prune(kv_root(), plan.older_than_seconds)
+    if plan.url:
+        body = _request("DELETE", f"{plan.url}/v1/cache", params={"tier": plan.tier})
+        return _freed(body, plan)
+    if plan.tier == "ram":
+        return 0
+    return disk_index.clear(kv_root())
+
+
+def _freed(body, plan: Plan) -> int:
+    """The freed-bytes number from the worker's answer, whatever it names it."""
+    if isinstance(body, int):
+        return body
+    if isinstance(body, dict):
+        for key in ("freed_bytes", "bytes_freed", "freed", "bytes"):
+            if isinstance(body.get(key), int):
+                return body[key]
+    return plan.bytes
+
+
+# -- durations ---------------------------------------------------------------------------------
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> float:
+    """'7d', '12h', '1d12h', '90m', '30s' or plain seconds -> seconds."""
+    text = text.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    parts = re.findall(r"(\d+(?:\.\d+)?)([smhdw])", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise MlxctlError(
+            f"cannot read {text!r} as a duration", hint="e.g. 7d, 12h, 1d12h, 90m, 30s"
+        )
+    return sum(float(n) * _UNITS[u] for n, u in parts)

@@ -1,0 +1,183 @@
+"""`mlxctl cache ...`: list, summarise, clear and prune the prefix KV cache."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import typer
+from rich.table import Table
+
+from mlxctl.console import err, out
+from mlxctl.errors import MlxctlError
+from mlxctl.format import human_bytes, human_duration
+
+cache_app = typer.Typer(
+    help="See and manage the prefix KV cache (RAM and disk tiers). With a running worker the "
+    "commands go through it; without one they work on the disk tier alone.",
+    no_args_is_help=True,
+)
+
+
+def _notes(notes: list[str]) -> None:
+    for note in notes:
+        err.print(f"[dim]note:[/] {note}")
+
+
+def _ago(timestamp: float | None) -> str:
+    return f"{human_duration(time.time() - timestamp)} ago" if timestamp else "-"
+
+
+@cache_app.command("ls")
+def ls_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List cache entries, most recently used first: tier, tokens, bytes, last used, model."""
+    from mlxctl import cache_admin
+
+    listing = cache_admin.list_entries()
+    if as_json:
+        out.print_json(json.dumps(listing.to_dict()))
+        return
+    _notes(listing.notes)
+    if not listing.entries:
+        out.print("the cache is empty")
+        return
+    table = Table("tier", "tokens", "bytes", "last used", "model / release", "id")
+    for e in listing.entries:
+        model = e.get("model_name") or e.get("model") or "-"
+        if e.get("model_name") and e.get("model"):
+            model = f"{e['model_name']} ({e['model']})"
+        if e.get("release"):
+            model += f" / {e['release']}"
+        table.add_row(
+            e.get("tier", "?"),
+            str(e.get("tokens", "-")),
+            human_bytes(e.get("bytes")),
+            _ago(e.get("last_used")),
+            model,
+            str(e.get("id", ""))[:12],
+        )
+    out.print(table)
+    total = sum(int(e.get("bytes") or 0) for e in listing.entries)
+    out.print(f"{len(listing.entries)} entries, {human_bytes(total)}")
+
+
+@cache_app.command("stats")
+def stats_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Entries and bytes per tier, hit rate, tokens reused, disk bytes written."""
+    from mlxctl import cache_admin
+
+    stats = cache_admin.stats()
+    if as_json:
+        out.print_json(json.dumps(stats))
+        return
+    _notes(stats["notes"])
+    table = Table("tier", "entries", "bytes", "budget", show_header=True)
+    for tier in ("ram", "disk"):
+        t = stats.get(tier)
+        if t is None:
+            table.add_row(tier, "?", "?", "-")
+            continue
+        budget = t.get("budget_bytes")
+        table.add_row(
+            tier, str(t.get("entries", 0)), human_bytes(t.get("bytes", 0)), human_bytes(budget)
+        )
+    out.print(table)
+    disk = stats.get("disk") or {}
+    written = disk.get("bytes_written_total")
+    if written is not None:
+        out.print(f"disk bytes written (lifetime): {human_bytes(written)}")
+    if stats["source"] == "worker":
+        hit_rate = stats.get("hit_rate")
+        reuse = stats.get("token_reuse_rate")
+        out.print(
+            f"lookups: {stats.get('hits', 0)} hits, {stats.get('misses', 0)} misses"
+            + (f" (hit rate {hit_rate:.0%})" if isinstance(hit_rate, float) else "")
+        )
+        out.print(
+            f"tokens reused: {stats.get('tokens_reused', 0)}"
+            + (f" ({reuse:.0%} of prompt tokens)" if isinstance(reuse, float) else "")
+        )
+        saved = stats.get("prefill_seconds_saved")
+        if isinstance(saved, int | float):
+            out.print(f"prefill time saved: {human_duration(saved)}")
+
+
+def _confirm_or_refuse(question: str, yes: bool) -> None:
+    """Ask on a terminal; without one (scripts, CI) refuse unless --yes was given."""
+    if yes:
+        return
+    if not sys.stdin or not sys.stdin.isatty():
+        raise MlxctlError(
+            "refusing to delete cache entries without confirmation (stdin is not a terminal)",
+            hint="pass --yes to confirm, or --dry-run to see what would be freed",
+        )
+    if not typer.confirm(question, default=False):
+        out.print("nothing deleted")
+        raise typer.Exit(1)
+
+
+def _run(plan, dry_run: bool, yes: bool, as_json: bool) -> None:
+    """Preview the plan, then (unless --dry-run) confirm, act and report the bytes freed."""
+    from mlxctl import cache_admin
+
+    tier_word = "" if plan.tier == "both" else f"{plan.tier} "
+    what = f"{len(plan.entries)} {tier_word}entries"
+    if not as_json:
+        _notes(plan.notes)
+    if dry_run:
+        if as_json:
+            out.print_json(json.dumps({**plan.to_dict(), "dry_run": True, "freed_bytes": 0}))
+        else:
+            out.print(f"would free {human_bytes(plan.bytes)} ({what}); nothing deleted (dry run)")
+        return
+    if not plan.entries:
+        if as_json:
+            out.print_json(json.dumps({**plan.to_dict(), "dry_run": False, "freed_bytes": 0}))
+        else:
+            out.print("nothing to delete")
+        return
+    _confirm_or_refuse(f"delete {what} ({human_bytes(plan.bytes)})?", yes)
+    freed = cache_admin.act(plan)
+    if as_json:
+        out.print_json(json.dumps({**plan.to_dict(), "dry_run": False, "freed_bytes": freed}))
+    else:
+        out.print(f"freed {human_bytes(freed)} ({freed} bytes, {what})")
+
+
+@cache_app.command("clear")
+def clear_command(
+    ram: bool = typer.Option(False, "--ram", help="Only the RAM tier (needs a running worker)."),
+    disk: bool = typer.Option(False, "--disk", help="Only the disk tier."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Show what would be freed; delete nothing."
+    ),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask; required without a terminal."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Delete cache entries (both tiers unless --ram or --disk) and report the bytes freed."""
+    from mlxctl import cache_admin
+
+    tier = "ram" if ram and not disk else "disk" if disk and not ram else "both"
+    _run(cache_admin.plan_clear(tier), dry_run, yes, as_json)
+
+
+@cache_app.command("prune")
+def prune_command(
+    older_than: str = typer.Option(
+        ..., "--older-than", help="Age since last use: 7d, 12h, 1d12h, 90m, 30s."
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Show what would be freed; delete nothing."
+    ),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask; required without a terminal."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Delete disk entries not used for longer than --older-than; report the bytes freed."""
+    from mlxctl import cache_admin
+
+    _run(cache_admin.plan_prune(cache_admin.parse_duration(older_than)), dry_run, yes, as_json)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(cache_app, name="cache")
