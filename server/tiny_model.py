@@ -18,9 +18,21 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 TOOL_TOKENS = ["<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>"]
 # Fixed corpus: stdlib modules with plenty of English docstrings, JSON-ish text and code.
 _CORPUS_MODULES = [
-    "json/__init__.py", "json/decoder.py", "argparse.py", "textwrap.py", "pathlib.py",
-    "subprocess.py", "http/server.py", "shutil.py", "tempfile.py", "logging/__init__.py",
-    "difflib.py", "string.py", "csv.py", "inspect.py", "typing.py",
+    "json/__init__.py",
+    "json/decoder.py",
+    "argparse.py",
+    "textwrap.py",
+    "pathlib.py",
+    "subprocess.py",
+    "http/server.py",
+    "shutil.py",
+    "tempfile.py",
+    "logging/__init__.py",
+    "difflib.py",
+    "string.py",
+    "csv.py",
+    "inspect.py",
+    "typing.py",
 ]
 
 CHAT_TEMPLATE = """\
@@ -113,11 +125,14 @@ def build_tiny_model(
     context: int = 32768,
     vocab_size: int = 8192,
     seed: int = 0,
+    scripted: bool = False,
 ) -> Path:
     """Write a tiny random-weight qwen2 model directory at `destination` and return it.
 
     Weights come from `mx.random.seed(seed)`; the tokenizer from a fixed corpus; so equal
     arguments give the same model. Written to a staging folder and renamed into place.
+    `scripted=True` then overfits it on SCRIPT, so greedy decoding of those prompts gives
+    those exact replies (real tool-call text from a real model, for end-to-end tests).
     """
     import mlx.core as mx
     from mlx.utils import tree_flatten
@@ -141,20 +156,137 @@ def build_tiny_model(
         mx.save_safetensors(str(staging / "model.safetensors"), weights, metadata={"format": "mlx"})
         (staging / "config.json").write_text(json.dumps(config, indent=2))
         tokenizer.save(str(staging / "tokenizer.json"))
-        (staging / "tokenizer_config.json").write_text(json.dumps({
-            "tokenizer_class": "PreTrainedTokenizerFast",
-            "bos_token": None,
-            "eos_token": "<|im_end|>",
-            "pad_token": "<|endoftext|>",
-            "unk_token": None,
-            "add_bos_token": False,
-            "clean_up_tokenization_spaces": False,
-            "model_max_length": context,
-            "chat_template": CHAT_TEMPLATE,
-        }, indent=2))
+        (staging / "tokenizer_config.json").write_text(
+            json.dumps(
+                {
+                    "tokenizer_class": "PreTrainedTokenizerFast",
+                    "bos_token": None,
+                    "eos_token": "<|im_end|>",
+                    "pad_token": "<|endoftext|>",
+                    "unk_token": None,
+                    "add_bos_token": False,
+                    "clean_up_tokenization_spaces": False,
+                    "model_max_length": context,
+                    "chat_template": CHAT_TEMPLATE,
+                },
+                indent=2,
+            )
+        )
+        if scripted:
+            train_on_script(model, staging)
+            weights = dict(tree_flatten(model.parameters()))
+            mx.save_safetensors(
+                str(staging / "model.safetensors"), weights, metadata={"format": "mlx"}
+            )
         shutil.rmtree(destination, ignore_errors=True)
         staging.rename(destination)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return destination
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather for a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "description": "City name"}},
+            "required": ["city"],
+        },
+    },
+}
+
+
+def _call(name: str, arguments: dict) -> str:
+    return f'<tool_call>\n{{"name": "{name}", "arguments": {json.dumps(arguments)}}}\n</tool_call>'
+
+
+# (messages, tools, reply): what the scripted tiny model answers under greedy decoding.
+SCRIPT = [
+    ([{"role": "user", "content": "Say hello."}], None, "Hello! How can I help you today?"),
+    ([{"role": "user", "content": "Say hello."}], [WEATHER_TOOL], "Hello there, weather fan."),
+    (
+        [{"role": "user", "content": "What is the weather in Paris?"}],
+        [WEATHER_TOOL],
+        _call("get_weather", {"city": "Paris"}),
+    ),
+    (
+        [{"role": "user", "content": "Weather in Paris and Tokyo?"}],
+        [WEATHER_TOOL],
+        "Checking both cities.\n"
+        + _call("get_weather", {"city": "Paris"})
+        + "\n"
+        + _call("get_weather", {"city": "Tokyo"}),
+    ),
+    (
+        [
+            {"role": "user", "content": "What is the weather in Paris?"},
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": {"city": "Paris"}},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_1", "content": "sunny, 21 C"},
+        ],
+        [WEATHER_TOOL],
+        "It is sunny and 21 C in Paris.",
+    ),
+]
+
+
+def train_on_script(model, model_dir: Path, steps: int = 600, learning_rate: float = 3e-3) -> float:
+    """Overfit `model` on SCRIPT (loss on the reply tokens only); returns the final loss."""
+    import mlx.core as mx
+    import mlx.nn as nn
+    import mlx.optimizers as optim
+    from mlx_lm.utils import load_tokenizer
+
+    tokenizer = load_tokenizer(model_dir)
+    rows = []
+    for messages, tools, reply in SCRIPT:
+        kwargs = {"tools": tools} if tools else {}
+        prompt = tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True, **kwargs
+        )
+        ids = tokenizer.encode(prompt, add_special_tokens=False)
+        out = tokenizer.encode(reply, add_special_tokens=False) + [tokenizer.eos_token_id]
+        rows.append((ids + out, len(ids)))
+    width = max(len(r) for r, _ in rows)
+    tokens = mx.array([r + [0] * (width - len(r)) for r, _ in rows])
+    # Only reply positions need logits: gather them before the (large) vocabulary projection.
+    span = max(len(r) - start for r, start in rows)
+    positions = [[min(start - 1 + i, width - 2) for i in range(span)] for r, start in rows]
+    where = mx.array(positions)
+    targets = mx.take_along_axis(tokens, where + 1, axis=1)
+    mask = mx.array(
+        [[1.0 if start + i < len(r) else 0.0 for i in range(span)] for r, start in rows]
+    )
+
+    def loss_fn(model):
+        hidden = model.model(tokens[:, :-1])
+        hidden = mx.take_along_axis(hidden, where[..., None], axis=1)
+        logits = model.model.embed_tokens.as_linear(hidden)
+        losses = nn.losses.cross_entropy(logits, targets, reduction="none")
+        return (losses * mask).sum() / mask.sum(), logits
+
+    optimizer = optim.Adam(learning_rate=learning_rate)
+    step = nn.value_and_grad(model, loss_fn)
+    loss = None
+    for _ in range(steps):
+        (loss, logits), grads = step(model)
+        optimizer.update(model, grads)
+        # Done once every reply token is the argmax: greedy decoding then replays the script.
+        wrong = ((logits.argmax(-1) != targets) * mask).sum()
+        mx.eval(model.parameters(), optimizer.state, loss, wrong)
+        if wrong.item() == 0:
+            break
+    return float(loss)

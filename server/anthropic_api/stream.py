@@ -1,0 +1,143 @@
+"""Anthropic SSE encoder: message_start, contiguous content blocks, message_delta, message_stop.
+
+After the 200 has gone out a failure ends the stream with `event: error`; it never just stops.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+from server.anthropic_api.protocol import STOP_REASONS, error_body
+from server.errors import InternalError, WorkerError
+from server.jobs import Heartbeat
+from server.request import Failed, Finished, Progress, Started, TextDelta, ToolCallDelta, Usage
+
+
+def sse(event: str, data: dict) -> str:
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n"
+
+
+def usage_dict(usage: Usage) -> dict:
+    # Anthropic's input_tokens excludes the tokens read from the cache.
+    return {
+        "input_tokens": usage.prompt_tokens - usage.cached_tokens,
+        "output_tokens": usage.completion_tokens,
+        "cache_read_input_tokens": usage.cached_tokens,
+        "cache_creation_input_tokens": 0,
+    }
+
+
+def tool_use_id(call_id: str) -> str:
+    return "toolu_" + call_id.removeprefix("call_")
+
+
+async def encode(
+    events: AsyncIterator, *, message_id: str, model: str, on_finish
+) -> AsyncIterator[str]:
+    index = -1
+    open_kind: str | None = None
+    started = False
+
+    def close_block():
+        nonlocal open_kind
+        open_kind = None
+        return sse("content_block_stop", {"type": "content_block_stop", "index": index})
+
+    async for event in events:
+        if isinstance(event, Started):
+            started = True
+            usage = usage_dict(Usage(event.prompt_tokens, event.cached_tokens, 0))
+            yield sse(
+                "message_start",
+                {
+                    "type": "message_start",
+                    "message": {
+                        "id": message_id,
+                        "type": "message",
+                        "role": "assistant",
+                        "model": model,
+                        "content": [],
+                        "stop_reason": None,
+                        "stop_sequence": None,
+                        "usage": usage,
+                    },
+                },
+            )
+            yield sse("ping", {"type": "ping"})
+        elif isinstance(event, Heartbeat | Progress):
+            if started:  # nothing may come before message_start
+                yield sse("ping", {"type": "ping"})
+        elif isinstance(event, TextDelta):
+            if open_kind != "text":
+                if open_kind:
+                    yield close_block()
+                index += 1
+                open_kind = "text"
+                yield sse(
+                    "content_block_start",
+                    {
+                        "type": "content_block_start",
+                        "index": index,
+                        "content_block": {"type": "text", "text": ""},
+                    },
+                )
+            yield sse(
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": index,
+                    "delta": {"type": "text_delta", "text": event.text},
+                },
+            )
+        elif isinstance(event, ToolCallDelta):
+            if open_kind:
+                yield close_block()
+            index += 1
+            call = event.call
+            yield sse(
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": index,
+                    "content_block": {
+                        "type": "tool_use",
+                        "id": tool_use_id(call.id),
+                        "name": call.name,
+                        "input": {},
+                    },
+                },
+            )
+            yield sse(
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": index,
+                    "delta": {
+                        "type": "input_json_delta",
+                        "partial_json": json.dumps(call.arguments),
+                    },
+                },
+            )
+            open_kind = "tool_use"
+            yield close_block()
+        elif isinstance(event, Finished):
+            on_finish(event)
+            if open_kind:
+                yield close_block()
+            yield sse(
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {
+                        "stop_reason": STOP_REASONS.get(event.reason, "end_turn"),
+                        "stop_sequence": event.stop_sequence,
+                    },
+                    "usage": usage_dict(event.usage),
+                },
+            )
+            yield sse("message_stop", {"type": "message_stop"})
+        elif isinstance(event, Failed):
+            on_finish(None)
+            error = event.error if isinstance(event.error, WorkerError) else InternalError()
+            yield sse("error", error_body(error)[1])

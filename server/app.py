@@ -1,0 +1,239 @@
+"""The FastAPI application: middleware (auth, body limit, one log line), admin routes, errors."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+import time
+import uuid
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from server import anthropic_api, openai_api
+from server.engine import Engine
+from server.errors import (
+    BadRequest,
+    InternalError,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+    WorkerError,
+)
+from server.metrics import prometheus_text
+from server.settings import Settings
+
+log = logging.getLogger("server.access")
+OPEN_PATHS = {"/health"}
+
+
+def error_response(path: str, exc: WorkerError) -> JSONResponse:
+    """An error in the shape of the protocol the path belongs to."""
+    module = anthropic_api if path.startswith("/v1/messages") else openai_api
+    status, body = module.error_body(exc)
+    return JSONResponse(body, status_code=status, headers=exc.headers)
+
+
+class WorkerMiddleware:
+    """Pure ASGI so it sees streamed responses through to their last byte (for the log line)."""
+
+    def __init__(self, app, settings: Settings, engine: Engine):
+        self.app = app
+        self.settings = settings
+        self.engine = engine
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        path = scope["path"]
+        state = scope.setdefault("state", {})
+        state["request_id"] = uuid.uuid4().hex[:12]
+        status_box = [500]
+
+        async def send_wrapper(message):
+            if message["type"] == "http.response.start":
+                status_box[0] = message["status"]
+                message.setdefault("headers", []).append(
+                    (b"x-request-id", state["request_id"].encode())
+                )
+            await send(message)
+
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        try:
+            error = self._check(path, headers)
+            if error is not None:
+                await error_response(path, error)(scope, receive, send_wrapper)
+            else:
+                receive = await self._limit_body(headers, receive)
+                await self.app(scope, receive, send_wrapper)
+        except PayloadTooLarge as exc:
+            await error_response(path, exc)(scope, receive, send_wrapper)
+        finally:
+            self._log(scope, state, status_box[0], time.perf_counter() - started)
+
+    def _check(self, path: str, headers: dict[str, str]) -> WorkerError | None:
+        key = self.settings.api_key
+        if key and path not in OPEN_PATHS:
+            given = headers.get("x-api-key") or ""
+            auth = headers.get("authorization", "")
+            if not given and auth.lower().startswith("bearer "):
+                given = auth[7:].strip()
+            if not hmac.compare_digest(given.encode(), key.encode()):
+                return Unauthorized(
+                    "invalid or missing API key (x-api-key or Authorization: Bearer)"
+                )
+        length = headers.get("content-length")
+        if length and length.isdigit() and int(length) > self.settings.max_body_bytes:
+            return PayloadTooLarge(
+                f"request body of {length} bytes exceeds the limit of "
+                f"{self.settings.max_body_bytes} bytes"
+            )
+        return None
+
+    async def _limit_body(self, headers: dict[str, str], receive):
+        """Bodies without a content-length are read here so the limit holds for them too."""
+        if "content-length" in headers or "transfer-encoding" not in headers:
+            return receive
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.settings.max_body_bytes:
+                raise PayloadTooLarge(
+                    f"request body exceeds the limit of {self.settings.max_body_bytes} bytes"
+                )
+            if not message.get("more_body"):
+                break
+        body, sent = b"".join(chunks), [False]
+
+        async def replay():
+            if not sent[0]:
+                sent[0] = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return replay
+
+    def _log(self, scope, state: dict, status: int, seconds: float) -> None:
+        route = scope.get("route")
+        endpoint = getattr(route, "path", None) or "unmatched"
+        self.engine.metrics.request_done(endpoint, status)
+        gen = state.get("gen") or {}
+        extra = " ".join(f"{k}={v}" for k, v in gen.items())
+        log.info(
+            "%s %s %s %d %.3fs %s",
+            state["request_id"],
+            scope["method"],
+            scope["path"],
+            status,
+            seconds,
+            extra,
+        )
+
+
+def _memory() -> dict:
+    import mlx.core as mx
+    import psutil
+
+    return {
+        "active_bytes": int(mx.get_active_memory()),
+        "peak_bytes": int(mx.get_peak_memory()),
+        "cache_bytes": int(mx.get_cache_memory()),
+        "rss_bytes": psutil.Process().memory_info().rss,
+    }
+
+
+def create_app(settings: Settings, engine: Engine) -> FastAPI:
+    app = FastAPI(title="mlxctl worker", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.settings = settings
+    app.state.engine = engine
+
+    @app.exception_handler(WorkerError)
+    async def worker_error(request: Request, exc: WorkerError):
+        return error_response(request.url.path, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        return error_response(request.url.path, BadRequest(_describe_validation(exc)))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 404:
+            error = NotFound(f"no such endpoint: {request.method} {request.url.path}")
+        elif exc.status_code == 405:
+            error = NotFound(f"method {request.method} not allowed on {request.url.path}")
+            error.status = 405
+        else:
+            error = BadRequest(str(exc.detail))
+            error.status = exc.status_code
+        return error_response(request.url.path, error)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        logging.getLogger("server").exception("unhandled error on %s", request.url.path)
+        return error_response(request.url.path, InternalError())
+
+    @app.get("/health")
+    async def health():
+        if engine.load_error:
+            return JSONResponse({"status": "error", "error": "model failed to load"}, 503)
+        if not engine.ready:
+            return JSONResponse({"status": "loading"}, 503)
+        return {"status": "ok"}
+
+    @app.get("/v1/status")
+    async def status():
+        loaded = engine.loaded
+        return {
+            "model": settings.model,
+            "model_path": settings.model_path,
+            "state": "ready" if engine.ready else ("failed" if engine.load_error else "loading"),
+            "uptime_seconds": round(time.time() - engine.started_at, 3),
+            "pid": os.getpid(),
+            "backend": getattr(loaded, "backend", None),
+            "context_length": engine.renderer.context_length if engine.renderer else None,
+            "memory": _memory(),
+            "queue_depth": engine.queue_depth,
+            "max_queue": settings.max_queue,
+            "requests": engine.metrics.snapshot(),
+            "cache": engine.cache.stats(),
+        }
+
+    @app.get("/metrics")
+    async def metrics():
+        mem = _memory()
+        gauges = {
+            "queue_depth": engine.queue_depth,
+            "ready": int(engine.ready),
+            "uptime_seconds": round(time.time() - engine.started_at, 3),
+            "memory_active_bytes": mem["active_bytes"],
+            "memory_peak_bytes": mem["peak_bytes"],
+            "memory_rss_bytes": mem["rss_bytes"],
+        }
+        text = prometheus_text(engine.metrics.snapshot(), gauges, engine.cache.stats())
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+
+    app.include_router(openai_api.router)
+    app.include_router(anthropic_api.router)
+    return WorkerMiddleware(app, settings, engine)
+
+
+def _describe_validation(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        if err.get("type") == "json_invalid":
+            return "request body is not valid JSON"
+        parts.append(f"{loc or 'body'}: {err.get('msg')}")
+    return "invalid request: " + "; ".join(parts) if parts else "invalid request"
+
+
+__all__ = ["create_app", "error_response", "json"]

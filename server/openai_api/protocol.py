@@ -1,0 +1,172 @@
+"""OpenAI request models (unknown fields accepted), conversion to ChatRequest, and error shapes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from server.errors import BadRequest, WorkerError
+from server.request import ChatRequest, Sampling
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class FunctionDef(_Open):
+    name: str = Field(min_length=1)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class Tool(_Open):
+    type: Literal["function"] = "function"
+    function: FunctionDef
+
+
+class CallFunction(_Open):
+    name: str
+    arguments: str | dict[str, Any] = "{}"
+
+
+class MessageToolCall(_Open):
+    id: str | None = None
+    type: str = "function"
+    function: CallFunction
+
+
+class Message(_Open):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+    tool_calls: list[MessageToolCall] | None = None
+    tool_call_id: str | None = None
+
+
+class StreamOptions(_Open):
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(_Open):
+    model: str
+    messages: list[Message] = Field(min_length=1)
+    tools: list[Tool] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    temperature: float = Field(default=1.0, ge=0.0, le=2.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    n: int = Field(default=1, ge=1)
+
+
+def _text(content: str | list[dict[str, Any]] | None, where: str) -> str:
+    if content is None or isinstance(content, str):
+        return content or ""
+    parts = []
+    for part in content:
+        kind = part.get("type")
+        if kind == "text":
+            parts.append(str(part.get("text", "")))
+        elif kind in ("image_url", "input_image", "input_audio", "file"):
+            raise BadRequest(
+                f"{where}: this model has no vision or audio input ({kind} given)", param="messages"
+            )
+        else:
+            raise BadRequest(f"{where}: unsupported content part type {kind!r}", param="messages")
+    return "".join(parts)
+
+
+def _arguments(raw: str | dict[str, Any], where: str) -> dict[str, Any]:
+    if isinstance(raw, dict):
+        return raw
+    try:
+        value = json.loads(raw) if raw.strip() else {}
+    except json.JSONDecodeError:
+        raise BadRequest(
+            f"{where}: function.arguments is not valid JSON", param="messages"
+        ) from None
+    if not isinstance(value, dict):
+        raise BadRequest(f"{where}: function.arguments must be a JSON object", param="messages")
+    return value
+
+
+def _tool_choice(choice: str | dict[str, Any] | None) -> str | None:
+    if choice is None or choice in ("auto", "none", "required"):
+        return choice
+    if isinstance(choice, dict) and isinstance((choice.get("function") or {}).get("name"), str):
+        return choice["function"]["name"]
+    raise BadRequest(
+        "tool_choice must be auto, none, required or a named function", param="tool_choice"
+    )
+
+
+def to_chat_request(body: ChatCompletionRequest) -> ChatRequest:
+    if body.n != 1:
+        raise BadRequest("only n=1 is supported", param="n")
+    messages = []
+    for i, m in enumerate(body.messages):
+        where = f"messages[{i}]"
+        role = "system" if m.role == "developer" else m.role
+        out: dict[str, Any] = {"role": role, "content": _text(m.content, where)}
+        if m.role == "assistant" and m.tool_calls:
+            out["tool_calls"] = [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {
+                        "name": c.function.name,
+                        "arguments": _arguments(c.function.arguments, where),
+                    },
+                }
+                for c in m.tool_calls
+            ]
+        if m.role == "tool":
+            out["tool_call_id"] = m.tool_call_id
+        messages.append(out)
+    stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+    return ChatRequest(
+        messages=messages,
+        tools=[t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None,
+        tool_choice=_tool_choice(body.tool_choice),
+        max_tokens=body.max_completion_tokens or body.max_tokens,
+        stop=stop,
+        sampling=Sampling(temperature=body.temperature, top_p=body.top_p, seed=body.seed),
+    )
+
+
+FINISH_REASONS = {
+    "stop": "stop",
+    "stop_sequence": "stop",
+    "length": "length",
+    "tool_calls": "tool_calls",
+    "cancelled": "stop",
+}
+
+_TYPES = {
+    "bad_request": "invalid_request_error",
+    "unauthorized": "authentication_error",
+    "not_found": "not_found_error",
+    "too_large": "invalid_request_error",
+    "overloaded": "rate_limit_error",
+    "internal": "server_error",
+}
+
+
+def error_body(exc: WorkerError) -> tuple[int, dict]:
+    kind = _TYPES.get(exc.kind, "server_error")
+    code = exc.code or {
+        "too_large": "request_too_large",
+        "unauthorized": "invalid_api_key",
+        "overloaded": "rate_limit_exceeded",
+    }.get(exc.kind)
+    if exc.status == 503:  # loading or shutting down, not the client's rate
+        kind, code = "server_error", "service_unavailable"
+    return exc.status, {
+        "error": {"message": exc.message, "type": kind, "param": exc.param, "code": code}
+    }

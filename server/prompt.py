@@ -1,0 +1,92 @@
+"""Render an internal ChatRequest with the model's chat template into prompt token ids."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from server.errors import BadRequest, ContextLengthExceeded
+from server.request import ChatRequest
+
+
+@dataclass
+class Rendered:
+    tokens: list[int]
+    # Text forced at the start of the reply (tool_choice); the output parser is primed with it.
+    primed: str
+    tools: list[dict] | None
+    parse_tools: bool
+
+
+def context_length(config: dict, tokenizer: Any) -> int | None:
+    """The model's context window from its config (text_config for multimodal wrappers)."""
+    for source in (config, config.get("text_config") or {}):
+        for key in ("max_position_embeddings", "max_seq_len", "n_positions", "seq_length"):
+            value = source.get(key)
+            if isinstance(value, int) and value > 0:
+                return value
+    limit = getattr(tokenizer, "model_max_length", None)
+    return limit if isinstance(limit, int) and 0 < limit < 10**8 else None
+
+
+def canonical_tools(tools: list[dict] | None) -> list[dict] | None:
+    """Tools sorted by name with a fixed key order, so equal tool sets render to equal tokens."""
+    if not tools:
+        return None
+    out = []
+    for tool in sorted(tools, key=lambda t: t["function"]["name"]):
+        fn = tool["function"]
+        entry = {"name": fn["name"]}
+        if fn.get("description"):
+            entry["description"] = fn["description"]
+        entry["parameters"] = fn.get("parameters") or {"type": "object", "properties": {}}
+        out.append({"type": "function", "function": entry})
+    return out
+
+
+class PromptRenderer:
+    def __init__(self, tokenizer: Any, config: dict):
+        self.tokenizer = tokenizer
+        self.context_length = context_length(config, tokenizer)
+        self.has_tools = bool(getattr(tokenizer, "has_tool_calling", False))
+
+    def _forced_opening(self, choice: str | None, tools: list[dict] | None) -> str:
+        """Prompt text that makes the model call a tool when tool_choice demands one."""
+        if not (tools and self.has_tools) or choice in (None, "auto", "none"):
+            return ""
+        start = self.tokenizer.tool_call_start
+        if choice == "required":
+            return start
+        if choice not in {t["function"]["name"] for t in tools}:
+            raise BadRequest(f"tool_choice names an unknown tool: {choice!r}", param="tool_choice")
+        module = getattr(self.tokenizer.tool_parser, "__module__", "")
+        if module.endswith("qwen3_coder"):
+            return f"{start}\n<function={choice}>\n"
+        if module.endswith("json_tools"):
+            return f'{start}\n{{"name": {json.dumps(choice)}, "arguments": '
+        return start
+
+    def render(self, request: ChatRequest, *, check_context: bool = True) -> Rendered:
+        if not request.messages:
+            raise BadRequest("messages must not be empty", param="messages")
+        tools = None if request.tool_choice == "none" else canonical_tools(request.tools)
+        messages = request.messages
+        continue_final = messages[-1]["role"] == "assistant" and bool(messages[-1].get("content"))
+        kwargs: dict[str, Any] = {"tools": tools} if tools else {}
+        try:
+            text = self.tokenizer.apply_chat_template(
+                messages,
+                tokenize=False,
+                add_generation_prompt=not continue_final,
+                continue_final_message=continue_final,
+                **kwargs,
+            )
+        except Exception as exc:
+            # Templates raise on shapes they do not support (e.g. roles out of order).
+            raise BadRequest(f"the chat template rejected these messages: {exc}") from exc
+        primed = self._forced_opening(request.tool_choice, tools)
+        tokens = self.tokenizer.encode(text + primed, add_special_tokens=False)
+        if check_context and self.context_length and len(tokens) >= self.context_length:
+            raise ContextLengthExceeded(len(tokens), self.context_length)
+        return Rendered(tokens, primed, tools, parse_tools=bool(tools) and self.has_tools)

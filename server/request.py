@@ -1,0 +1,87 @@
+"""The one internal request type both protocol layers translate into, and the events coming back."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class ToolCall:
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+@dataclass
+class Sampling:
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = None
+
+
+@dataclass
+class ChatRequest:
+    """Messages are chat-template dicts (role, content, tool_calls with object arguments)."""
+
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]] | None = None  # OpenAI function shape, in the client's order
+    tool_choice: str | None = None  # "auto", "none", "required", or a tool name
+    max_tokens: int | None = None
+    stop: list[str] = field(default_factory=list)
+    sampling: Sampling = field(default_factory=Sampling)
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:24])
+
+
+# Events the generation thread sends to a request's HTTP handler, in this order:
+# Started, then any of Progress / TextDelta / ToolCallDelta, then exactly one Finished or Failed.
+
+
+@dataclass
+class Started:
+    prompt_tokens: int
+    cached_tokens: int
+
+
+@dataclass
+class Progress:
+    processed: int
+    total: int
+
+
+@dataclass
+class TextDelta:
+    text: str
+
+
+@dataclass
+class ToolCallDelta:
+    call: ToolCall
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass
+class Finished:
+    # "stop" (end of turn), "length", "stop_sequence", "tool_calls", "cancelled"
+    reason: str
+    usage: Usage
+    stop_sequence: str | None = None
+    ttft_s: float = 0.0
+    decode_tps: float = 0.0
+
+
+@dataclass
+class Failed:
+    error: Exception
+
+
+def new_call_id(prefix: str = "call_") -> str:
+    return prefix + uuid.uuid4().hex[:24]

@@ -1,0 +1,59 @@
+"""Run the worker: the generation thread, uvicorn, and graceful shutdown in one place."""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+
+from server.app import create_app
+from server.engine import Engine
+from server.settings import Settings
+
+log = logging.getLogger("server")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, plus: on SIGTERM/SIGINT, stop taking jobs and give the running one a grace."""
+
+    def __init__(self, config: uvicorn.Config, engine: Engine, grace_s: float):
+        super().__init__(config)
+        self.engine = engine
+        self.grace_s = grace_s
+
+    def handle_exit(self, sig, frame) -> None:
+        if not self.should_exit:
+            log.info("signal %s: shutting down (in-flight requests get %.0fs)", sig, self.grace_s)
+            self.engine.begin_shutdown(self.grace_s)
+        super().handle_exit(sig, frame)
+
+
+def build_engine(settings: Settings) -> Engine:
+    return Engine(
+        settings.model_path,
+        max_queue=settings.max_queue,
+        max_output_tokens=settings.max_output_tokens,
+        prefill_step_size=settings.prefill_step_size,
+    )
+
+
+def serve(settings: Settings, engine: Engine | None = None) -> int:
+    engine = engine or build_engine(settings)
+    # The HTTP server comes up first (503 on /health) while the model loads on its own thread.
+    engine.start()
+    config = uvicorn.Config(
+        create_app(settings, engine),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s + 5),
+        lifespan="off",
+    )
+    server = _Server(config, engine, settings.shutdown_grace_s)
+    log.info("worker for %s on http://%s:%d", settings.model, settings.host, settings.port)
+    server.run()
+    engine.stop()
+    log.info("worker stopped")
+    return 0 if server.started else 1
