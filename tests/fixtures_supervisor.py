@@ -187,7 +187,9 @@ began = time.monotonic()
 print(f"fake worker loading {args.model} (pid {os.getpid()})", flush=True)
 if os.environ.get("FAKE_WORKER_CHILD"):
     # A grandchild that would outlive a careless stop.
-    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    sleeper = [sys.executable, "-c", "import time; time.sleep(300)"]
+    subprocess.Popen(sleeper)
+    subprocess.Popen(sleeper, start_new_session=True)  # escapes the group: only reaping finds it
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"

@@ -72,8 +72,9 @@ def running_status(ctl, **expect):
     return ctl.wait_for(check, timeout=30, what=f"RUNNING with {expect}")
 
 
-def test_start_status_stop(fake_ctl):
-    ctl = fake_ctl
+def test_start_status_stop(make_ctl):
+    # Loading takes longer than the liveness timeout: still not a hang.
+    ctl = make_ctl(env={"FAKE_WORKER_LOAD_SECONDS": "2.5"})
     st, code = ctl.status()
     assert (st["state"], code) == ("STOPPED", 3)
     result = start(ctl)
@@ -104,6 +105,7 @@ def test_start_status_stop(fake_ctl):
     assert st["health"] == "ok"
     assert httpx.get(f"{ctl.url}/health", trust_env=False).status_code == 200
     assert "worker entered RUNNING (pid" in ctl.supervisor_log()
+    assert "EXITED" not in ctl.supervisor_log()
     # Already running: says so, exit 0, nothing new spawned.
     again = start(ctl)
     assert "already running" in again.stdout
@@ -133,7 +135,7 @@ def test_stop_leaves_no_descendants(make_ctl):
     start(ctl)
     worker = psutil.Process(ctl.status()[0]["worker_pid"])
     tree = [worker.pid] + [p.pid for p in worker.children(recursive=True)]
-    assert len(tree) == 2
+    assert len(tree) == 3
     began = time.monotonic()
     result = ctl.run("stop", "--timeout", "1", check=True)
     assert time.monotonic() - began < 10

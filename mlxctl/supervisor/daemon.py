@@ -214,14 +214,22 @@ class Daemon:
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        sup.start()
-        last_write = time.monotonic()
-        while not sup.done:
-            sup.tick()
-            if time.monotonic() - last_write > 5:
-                self.write_state(sup)  # keeps `updated_at` fresh for `status`
-                last_write = time.monotonic()
-            time.sleep(TICK_SECONDS)
+        try:
+            sup.start()
+            last_write = time.monotonic()
+            while not sup.done:
+                sup.tick()
+                if time.monotonic() - last_write > 5:
+                    self.write_state(sup)  # keeps `updated_at` fresh for `status`
+                    last_write = time.monotonic()
+                time.sleep(TICK_SECONDS)
+        except BaseException as exc:
+            # A bug must not leave a worker nobody supervises: take it down, then re-raise.
+            self.log(f"supervisor failed: {exc!r}; killing the worker")
+            if sup.handle is not None:
+                seam.signal_group(sup.handle, signal.SIGKILL)
+                seam.cleanup(sup.handle)
+            raise
         self.write_state(sup)
         self.log(f"supervisor exiting ({sup.state.value})")
         return 0 if sup.state is State.STOPPED else 1
