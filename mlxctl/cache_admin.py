@@ -252,8 +252,12 @@ def act(plan: Plan) -> int:
     if plan.action == "prune":
         return disk_index.prune(kv_root(), plan.older_than_seconds)
     if plan.url:
-        body = _request("DELETE", f"{plan.url}/v1/cache", params={"tier": plan.tier})
-        return _freed(body, plan)
+        try:
+            body = _request("DELETE", f"{plan.url}/v1/cache", params={"tier": plan.tier})
+            return _freed(body, plan)
+        except _Missing as exc:
+            # It went away between plan and act (a restart): the disk part still can be done.
+            plan.notes.append(_fallback_note(str(exc)))
     if plan.tier == "ram":
         return 0
     return disk_index.clear(kv_root())

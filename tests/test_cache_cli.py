@@ -220,6 +220,16 @@ def test_worker_without_cache_endpoint_falls_back_to_disk_with_a_note(fake_worke
     assert plan.url is None and any("RAM tier cannot be cleared" in n for n in plan.notes)
 
 
+def test_worker_gone_between_plan_and_act_clears_the_disk_tier(fake_worker):
+    from mlxctl import cache_admin
+
+    plan = cache_admin.plan_clear("both", cache_admin.Target(fake_worker))
+    assert plan.url == fake_worker
+    FakeWorker.has_cache_endpoint = False
+    assert cache_admin.act(plan) == 0  # the (empty) disk tier, cleared from its index
+    assert any("disk tier" in n for n in plan.notes)
+
+
 def test_parse_duration():
     from mlxctl.cache_admin import parse_duration
 

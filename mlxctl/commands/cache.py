@@ -138,7 +138,10 @@ def _run(plan, dry_run: bool, yes: bool, as_json: bool) -> None:
             out.print("nothing to delete")
         return
     _confirm_or_refuse(f"delete {what} ({human_bytes(plan.bytes)})?", yes)
+    shown = len(plan.notes)
     freed = cache_admin.act(plan)
+    if not as_json:
+        _notes(plan.notes[shown:])
     if as_json:
         out.print_json(json.dumps({**plan.to_dict(), "dry_run": False, "freed_bytes": freed}))
     else:
