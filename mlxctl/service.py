@@ -7,6 +7,7 @@ running?) and signals (stop); every process it touches is checked by identity fi
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -18,11 +19,10 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from mlxctl import config, paths
+from mlxctl import paths
 from mlxctl.errors import PortInUseError, StartFailedError, SupervisorError
 from mlxctl.logs import last_line, tail
 from mlxctl.supervisor import identity, statefile
-from mlxctl.supervisor.daemon import STOP_REQUEST, port_is_free
 from mlxctl.supervisor.lock import FileLock
 
 # `mlxctl status` exit codes (LSB-style).
@@ -41,31 +41,43 @@ def read_state() -> dict | None:
 
 
 def _auth_headers() -> dict[str, str]:
-    try:
-        key = config.load()["api_key"]
-    except Exception:
-        key = ""
+    from mlxctl import config  # tomlkit: only when the worker asks for a key
+
+    key = config.load()["api_key"]
     return {"authorization": f"Bearer {key}", "x-api-key": key} if key else {}
+
+
+def _get(url: str, path: str, timeout: float, headers: dict) -> tuple[int, bytes]:
+    # http.client, not httpx: `status` must answer fast and httpx alone costs ~0.1 s to import.
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers=headers)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
 
 
 def _worker_report(url: str, timeout: float = 0.5) -> tuple[str, dict | None]:
     """(health, /v1/status body) from a live worker; quick, so `status` stays fast."""
-    import httpx
-
     try:
-        with httpx.Client(trust_env=False, timeout=timeout, headers=_auth_headers()) as client:
-            health = client.get(f"{url}/health")
-            if health.status_code != 200:
-                return (
-                    "loading" if health.status_code == 503 else f"http {health.status_code}"
-                ), None
-            try:
-                body = client.get(f"{url}/v1/status").json()
-            except Exception:
-                body = None
-            return "ok", body if isinstance(body, dict) else None
+        code, _ = _get(url, "/health", timeout, {})
+        if code != 200:
+            return ("loading" if code == 503 else f"http {code}"), None
+        code, body = _get(url, "/v1/status", timeout, {})
+        if code == 401:
+            code, body = _get(url, "/v1/status", timeout, _auth_headers())
     except Exception:
         return "unreachable", None
+    try:
+        report = json.loads(body) if code == 200 else None
+    except ValueError:
+        report = None
+    return "ok", report if isinstance(report, dict) else None
 
 
 def status(probe: bool = True) -> tuple[dict, int]:
@@ -237,6 +249,9 @@ def start(
     pull_progress: object | None = None,
 ) -> StartOutcome:
     """Start the supervisor unless one runs; return once the worker answers /health 200."""
+    from mlxctl import config
+    from mlxctl.supervisor.daemon import port_is_free
+
     settings = config.load()
     name = model or settings["model"] or "demo"
     port = port or settings["port"]
@@ -354,6 +369,9 @@ def _note(message: str) -> None:
 
 def stop(timeout: float | None = None) -> StopOutcome:
     """Stop the worker (SIGTERM, grace, SIGKILL) and its supervisor; idempotent."""
+    from mlxctl import config
+    from mlxctl.supervisor.daemon import STOP_REQUEST
+
     grace = timeout if timeout is not None else config.load()["restart.stop_timeout"]
     with FileLock(paths.start_lock()):
         try:
@@ -386,6 +404,7 @@ def stop(timeout: float | None = None) -> StopOutcome:
 
 def run_foreground(model: str | None = None, port: int | None = None) -> int:
     """Run the supervisor in this process (logs on stderr); Ctrl-C stops the worker cleanly."""
+    from mlxctl import config
     from mlxctl.supervisor import daemon
 
     settings = config.load()
@@ -398,7 +417,7 @@ def run_foreground(model: str | None = None, port: int | None = None) -> int:
                 "the supervisor is already running", hint="`mlxctl stop` first, or `mlxctl status`"
             )
         model_path = resolve_model(name)
-        if not port_is_free(host, port):
+        if not daemon.port_is_free(host, port):
             raise PortInUseError(
                 f"port {port} is already in use by another program",
                 hint="pick another with `--port N`",

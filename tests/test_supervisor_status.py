@@ -66,3 +66,23 @@ def test_watch_refreshes_until_ctrl_c(mlxctl_home):
         assert child.exitstatus == 130
     finally:
         child.close(force=True)
+
+
+def test_status_never_imports_mlx(mlxctl_home):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from mlxctl.cli import main\n"
+        "sys.argv = ['mlxctl', 'status', '--json']\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = [m for m in ('mlx', 'mlx_lm', 'httpx', 'tomlkit') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    env = dict(os.environ, MLXCTL_HOME=str(mlxctl_home))
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert "HEAVY []" in result.stdout, result.stdout + result.stderr

@@ -9,7 +9,6 @@ import subprocess
 
 import typer
 
-from mlxctl import config
 from mlxctl.console import out
 from mlxctl.errors import ConfigError
 
@@ -22,6 +21,8 @@ config_app = typer.Typer(
 @config_app.command("show")
 def show(as_json: bool = typer.Option(False, "--json", help="Effective values as JSON.")) -> None:
     """Print every key's effective value (the file's, or the default)."""
+    from mlxctl import config  # tomlkit only for config commands: keeps `status` fast
+
     values = config.load()
     if as_json:
         print(json.dumps(values, indent=2))
@@ -36,6 +37,8 @@ def show(as_json: bool = typer.Option(False, "--json", help="Effective values as
 @config_app.command("get")
 def get(key: str = typer.Argument(..., help="Key path, e.g. port or restart.backoff_max.")) -> None:
     """Print one key's effective value."""
+    from mlxctl import config
+
     value = config.get(key)
     print(value if isinstance(value, str) else json.dumps(value))
 
@@ -46,6 +49,8 @@ def set_(
     value: str = typer.Argument(..., help="New value; checked against the key's type."),
 ) -> None:
     """Set one key in the config file, keeping its comments and order."""
+    from mlxctl import config
+
     new = config.set_value(key, value)
     out.print(f"{key} = {json.dumps(new)}", highlight=False)
 
@@ -53,6 +58,8 @@ def set_(
 @config_app.command("edit")
 def edit() -> None:
     """Open the config file in $VISUAL / $EDITOR, then check it."""
+    from mlxctl import config
+
     path = config.ensure_file()
     editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
     subprocess.run([*shlex.split(editor), str(path)], check=False)
@@ -67,6 +74,8 @@ def edit() -> None:
 @config_app.command("path")
 def path() -> None:
     """Print where the config file lives (it may not exist yet)."""
+    from mlxctl import config
+
     print(config.config_path())
 
 

@@ -8,9 +8,8 @@ import typer
 from rich.table import Table
 
 from mlxctl.console import out
-from mlxctl.doctor import FAIL, PASS, run_checks
 
-_STYLE = {PASS: "green", "warn": "yellow", FAIL: "red"}
+_STYLE = {"pass": "green", "warn": "yellow", "fail": "red"}
 
 
 def doctor(
@@ -19,6 +18,8 @@ def doctor(
     as_json: bool = typer.Option(False, "--json", help="Print the checks as JSON."),
 ) -> None:
     """Check Python, mlx and its backend, OpenBLAS, disk, model, port and RAM. Exit 1 on a fail."""
+    from mlxctl.doctor import FAIL, run_checks
+
     with out.status("checking"):
         checks = run_checks(model, port)
     if as_json:
