@@ -143,7 +143,7 @@ class Supervisor:
             # STOPPING -> STOPPED: gone; kill and reap whatever it left behind.
             self.seam.cleanup(self.handle)
             self.last_exit = ExitInfo(code, "stopped", now)
-            self._enter(State.STOPPED, f"exit code {code}")
+            self._enter(State.STOPPED, describe_exit(code))
             self.handle = None
             self.running_since = None
         elif now >= self.stop_deadline and not self.killed:
