@@ -113,7 +113,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     from server.serve import serve
 
-    return serve(settings)
+    code = serve(settings)
+    # The generation thread has finished (cache flushed); skip interpreter teardown, where
+    # MLX's CPU stream threads can abort in static destructors and turn a clean stop into 134.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -6,9 +6,8 @@ HTTP handlers submit a Job and read its events from an asyncio queue; they never
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import collections
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -61,6 +60,45 @@ class Job:
         return self.cancel_event.is_set()
 
 
+class JobQueue:
+    """A bounded FIFO where a job whose client left stops counting against the bound at once."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._jobs: collections.deque[Job] = collections.deque()
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def __len__(self) -> int:
+        with self._cond:
+            return sum(1 for job in self._jobs if not job.cancelled)
+
+    def put(self, job: Job) -> bool:
+        with self._cond:
+            if self._closed or sum(1 for j in self._jobs if not j.cancelled) >= self.limit:
+                return False
+            self._jobs.append(job)
+            self._cond.notify()
+            return True
+
+    def get(self) -> Job | None:
+        """The next job, or None once closed."""
+        with self._cond:
+            while not self._jobs and not self._closed:
+                self._cond.wait()
+            return self._jobs.popleft() if self._jobs else None
+
+    def drain(self) -> list[Job]:
+        with self._cond:
+            jobs, self._jobs = list(self._jobs), collections.deque()
+            return jobs
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
 class Engine:
     def __init__(
         self,
@@ -79,10 +117,11 @@ class Engine:
         self.metrics = metrics or Metrics()
         self._load_fn = load_fn
         self._cache_factory = cache_factory
-        self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=max_queue)
+        self._queue = JobQueue(max_queue)
         self._thread = threading.Thread(target=self._main, name="generation", daemon=True)
         self._ready = threading.Event()
         self._accepting = True
+        self._abort_timer: threading.Timer | None = None
         self.current: Job | None = None
         self.loaded: Any = None
         self.renderer: PromptRenderer | None = None
@@ -101,28 +140,21 @@ class Engine:
 
     @property
     def queue_depth(self) -> int:
-        return self._queue.qsize() + (1 if self.current is not None else 0)
+        return len(self._queue) + (1 if self.current is not None else 0)
 
     def submit(self, job: Job) -> None:
         if not self._accepting:
             raise Overloaded("the server is shutting down", retry_after=5, status=503)
         if not self.ready:
             raise Overloaded("the model is still loading", retry_after=2, status=503)
-        try:
-            self._queue.put_nowait(job)
-        except queue.Full:
-            raise Overloaded("too many requests are waiting; retry shortly") from None
+        if not self._queue.put(job):
+            raise Overloaded("too many requests are waiting; retry shortly")
 
     def begin_shutdown(self, grace_s: float) -> None:
         """Stop accepting; fail queued jobs now; give the running one `grace_s` to finish."""
         self._accepting = False
-        while True:
-            try:
-                job = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if job is not None:
-                job.emit(Failed(Overloaded("the server is shutting down", status=503)))
+        for job in self._queue.drain():
+            job.emit(Failed(Overloaded("the server is shutting down", status=503)))
         running = self.current
 
         def abort_later():
@@ -130,16 +162,21 @@ class Engine:
                 running.cancel("the server is shutting down")
 
         if running is not None:
-            threading.Timer(grace_s, abort_later).start()
+            self._abort_timer = threading.Timer(grace_s, abort_later)
+            self._abort_timer.daemon = True  # must not hold the process open after a clean stop
+            self._abort_timer.start()
 
     def stop(self, timeout: float = 30.0) -> None:
         self._accepting = False
+        if self._abort_timer is not None:
+            self._abort_timer.cancel()
         if self._thread.is_alive():
             if self.current is not None:
                 self.current.cancel("the server is shutting down")
-            with contextlib.suppress(queue.Full):
-                self._queue.put(None, timeout=timeout)
+            self._queue.close()
             self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("generation thread still busy after %.0fs", timeout)
 
     # -- the generation thread ----------------------------------------------------------------
 
@@ -164,12 +201,23 @@ class Engine:
                 job.emit(Failed(InternalError()))
                 del exc
             finally:
+                self._settle()
                 job.done = True
                 self.current = None
         try:
             self.cache.close()
         except Exception:
             log.exception("prefix cache close failed")
+
+    @staticmethod
+    def _settle() -> None:
+        """Wait for work still queued on the device (a generation stopped mid-step leaves some)."""
+        import mlx.core as mx
+
+        try:
+            mx.synchronize()
+        except Exception:
+            log.exception("synchronize failed")
 
     def _load(self) -> None:
         from server.model_loading import load_model

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 
 import uvicorn
 
@@ -22,10 +23,14 @@ class _Server(uvicorn.Server):
         self.grace_s = grace_s
 
     def handle_exit(self, sig, frame) -> None:
+        # Like uvicorn's, minus re-raising the signal at exit: a graceful stop exits 0.
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+            return
         if not self.should_exit:
             log.info("signal %s: shutting down (in-flight requests get %.0fs)", sig, self.grace_s)
             self.engine.begin_shutdown(self.grace_s)
-        super().handle_exit(sig, frame)
+        self.should_exit = True
 
 
 def build_engine(settings: Settings) -> Engine:
