@@ -21,7 +21,7 @@ import psutil
 
 from mlxctl import paths
 from mlxctl.errors import PortInUseError, StartFailedError, SupervisorError
-from mlxctl.logs import last_line, tail
+from mlxctl.logs import tail
 from mlxctl.supervisor import identity, statefile
 from mlxctl.supervisor.lock import FileLock
 
@@ -233,11 +233,18 @@ def _await_handshake(process: subprocess.Popen, start_id: str, timeout: float = 
         if state.get("start_id") == start_id:
             return True
         if process.poll() is not None:
-            # It exited: either it failed (its state says so) or another supervisor runs.
-            return state.get("start_id") == start_id or not _supervisor_alive()
+            if _supervisor_alive():
+                return False  # another supervisor won the lock: use that one
+            lines = tail(paths.supervisor_log(), 5)
+            raise SupervisorError(
+                f"the supervisor exited with code {process.returncode} before it started"
+                + (f": {lines[-1]}" if lines else ""),
+                hint="see `mlxctl logs --supervisor`",
+            )
         time.sleep(0.05)
     raise SupervisorError(
-        "the supervisor did not come up within 30s", hint="see `mlxctl logs --supervisor`"
+        f"the supervisor did not come up within {timeout:g}s",
+        hint="see `mlxctl logs --supervisor`",
     )
 
 
@@ -258,7 +265,6 @@ def start(
     host = host or settings["host"]
     paths.ensure_private_dir(paths.run_dir())
     already = False
-    start_id = None
     with FileLock(paths.start_lock()):
         if _supervisor_alive():
             already = True
@@ -271,9 +277,8 @@ def start(
                     hint="pick another with `--port N` or `mlxctl config set port N`",
                 )
             process, start_id = _spawn_daemon(model_path, name, host, port)
-            if not _await_handshake(process, start_id):
-                already, start_id = True, None
-    outcome = wait_until_ready(on_wait, start_id)
+            already = not _await_handshake(process, start_id)
+    outcome = wait_until_ready(on_wait)
     outcome.already_running = already
     running = outcome.status.get("model")
     if already and model and running and model != running:
@@ -283,27 +288,33 @@ def start(
     return outcome
 
 
-def wait_until_ready(
-    on_wait: Callable[[float, str], None] | None = None, start_id: str | None = None
-) -> StartOutcome:
+def wait_until_ready(on_wait: Callable[[float, str], None] | None = None) -> StartOutcome:
+    """Poll the state file until the worker is RUNNING (healthy) or the supervisor gave up."""
     began = time.monotonic()
     while True:
         current, code = status(probe=False)
-        try:
-            state = read_state() or {}
-        except statefile.CorruptState:
-            state = {}
-        mine = start_id is None or state.get("start_id") == start_id
-        if code == EXIT_RUNNING and mine:
+        if code == EXIT_RUNNING:
             return StartOutcome(False, status()[0])
-        if current["supervisor_pid"] is None and (mine or start_id is None):
+        if current["supervisor_pid"] is None:
+            try:
+                state = read_state() or {}
+            except statefile.CorruptState:
+                state = {}
             raise _start_failure(state)
         if on_wait:
-            on_wait(time.monotonic() - began, last_line(paths.worker_log()))
+            on_wait(time.monotonic() - began, _progress_line())
         time.sleep(POLL_SECONDS)
 
 
-def _start_failure(state: dict) -> StartFailedError:
+def _progress_line() -> str:
+    """The worker's latest log line that says something (our own /health probes do not)."""
+    for line in reversed(tail(paths.worker_log(), 30)):
+        if line.strip() and "/health" not in line:
+            return line
+    return ""
+
+
+def _start_failure(state: dict) -> SupervisorError:
     exit_info = state.get("last_exit") or {}
     reason = state.get("error") or exit_info.get("reason") or state.get("fatal_reason")
     if (state.get("error") or "").startswith("port "):
