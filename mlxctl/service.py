@@ -309,6 +309,8 @@ def wait_until_ready(on_wait: Callable[[float, str], None] | None = None) -> Sta
 def _progress_line() -> str:
     """The worker's latest log line that says something (our own /health probes do not)."""
     for line in reversed(tail(paths.worker_log(), 30)):
+        if line.startswith("--- mlxctl:"):
+            break  # the lines before belong to an earlier run
         if line.strip() and "/health" not in line:
             return line
     return ""

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import typer
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from mlxctl import service
@@ -31,6 +33,10 @@ def _print_started(outcome: service.StartOutcome) -> None:
     out.print(f"  export OPENAI_BASE_URL={st['url']}/v1", soft_wrap=True)
 
 
+# The worker's log lines start with a timestamp; the spinner already shows the elapsed time.
+_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\d[ T][\d:.,]+\s+")
+
+
 class _SpinnerPull:
     """Shows the demo model's pull stages in the start spinner."""
 
@@ -53,7 +59,9 @@ def _run_start(model: str | None, port: int | None) -> None:
     with err.status("starting the worker") as spinner:
 
         def on_wait(elapsed: float, line: str) -> None:
-            spinner.update(f"starting the worker [dim]{elapsed:4.0f}s[/]  {line[-100:]}")
+            line = escape(_TIMESTAMP.sub("", line))
+            line = line if len(line) <= 90 else line[:89] + "…"
+            spinner.update(f"starting the worker [dim]{elapsed:4.0f}s[/]  [dim]{line}[/]")
 
         try:
             outcome = service.start(

@@ -27,6 +27,7 @@ from mlxctl.supervisor.states import State
 TICK_SECONDS = 0.1
 WORKER_COMMAND_ENV = "MLXCTL_WORKER_COMMAND"  # override the worker command (tests, custom servers)
 STOP_REQUEST = "stop-request.json"
+SPAWN_MARK = "--- mlxctl: starting the worker for"
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -97,6 +98,8 @@ class Daemon:
         if self.settings["api_key"]:
             env["MLXCTL_API_KEY"] = self.settings["api_key"]  # not argv: others can read that
         argv = worker_argv(self.args.model, self.args.host, self.args.port)
+        # Marks where each run starts in the shared log (`start` reads progress from here on).
+        self.worker_log.write_line(f"{SPAWN_MARK} {self.args.model_name} on {self.url}")
         return WorkerSpec(argv, env, nonce, f"{self.url}/health")
 
     # -- state file ----------------------------------------------------------------------------
