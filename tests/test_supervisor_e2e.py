@@ -329,3 +329,16 @@ def test_foreground_runs_until_ctrl_c(fake_ctl):
         assert not alive(worker_pid)
     finally:
         child.close(force=True)
+
+
+def test_restart_replaces_supervisor_and_worker(fake_ctl):
+    ctl = fake_ctl
+    start(ctl)
+    before = running_status(ctl)
+    result = ctl.run("restart", "--timeout", "2", check=True)
+    assert "started" in result.stdout
+    after = running_status(ctl)
+    assert after["worker_pid"] != before["worker_pid"]
+    assert after["supervisor_pid"] != before["supervisor_pid"]
+    assert not alive(before["worker_pid"]) and not alive(before["supervisor_pid"])
+    assert after["model"] == ctl.model
