@@ -259,7 +259,7 @@ class Engine:
         job.emit(Started(len(tokens), n_cached))
 
         limit = self.renderer.context_length
-        budget = [request.max_tokens or (limit or 4096) - len(tokens)]
+        budget = [request.max_tokens or ((limit - len(tokens)) if limit else 4096)]
         if limit:
             budget.append(limit - len(tokens))
         if self.max_output_tokens:
