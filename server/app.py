@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import os
 import time
@@ -234,6 +233,3 @@ def _describe_validation(exc: RequestValidationError) -> str:
             return "request body is not valid JSON"
         parts.append(f"{loc or 'body'}: {err.get('msg')}")
     return "invalid request: " + "; ".join(parts) if parts else "invalid request"
-
-
-__all__ = ["create_app", "error_response", "json"]

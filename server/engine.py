@@ -25,8 +25,6 @@ from server.request import (
     Finished,
     Progress,
     Started,
-    TextDelta,
-    ToolCallDelta,
     Usage,
 )
 
@@ -354,6 +352,3 @@ class Engine:
             job.emit(Failed(Overloaded(job.abort_reason, status=503)))
         else:
             job.emit(Finished("cancelled", usage))
-
-
-__all__ = ["Engine", "Job", "TextDelta", "ToolCallDelta"]

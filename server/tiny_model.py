@@ -71,6 +71,21 @@ arguments within <tool_call></tool_call> XML tags:\\n<tool_call>\\n{"name": <fun
 """
 
 
+# Qwen3-Coder style calls (mlx-lm picks its `qwen3_coder` parser from this template).
+_JSON_CALL = CHAT_TEMPLATE[
+    CHAT_TEMPLATE.index('{{- \'\\n<tool_call>\\n{"name"') : CHAT_TEMPLATE.index("</tool_call>' }}")
+    + len("</tool_call>' }}")
+]
+_XML_CALL = (
+    "{{- '\\n<tool_call>\\n<function=' + tool_call.name + '>\\n' }}"
+    "{%- for key, value in tool_call.arguments.items() %}"
+    "{{- '<parameter=' + key + '>\\n' }}"
+    "{%- if value is string %}{{- value }}{%- else %}{{- value | tojson }}{%- endif %}"
+    "{{- '\\n</parameter>\\n' }}{%- endfor %}{{- '</function>\\n</tool_call>' }}"
+)
+CHAT_TEMPLATE_XML = CHAT_TEMPLATE.replace(_JSON_CALL, _XML_CALL)
+
+
 def _corpus() -> list[str]:
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     texts = []
@@ -126,6 +141,7 @@ def build_tiny_model(
     vocab_size: int = 8192,
     seed: int = 0,
     scripted: bool = False,
+    tool_format: str = "json",
 ) -> Path:
     """Write a tiny random-weight qwen2 model directory at `destination` and return it.
 
@@ -133,6 +149,7 @@ def build_tiny_model(
     arguments give the same model. Written to a staging folder and renamed into place.
     `scripted=True` then overfits it on SCRIPT, so greedy decoding of those prompts gives
     those exact replies (real tool-call text from a real model, for end-to-end tests).
+    `tool_format="xml"` writes Qwen3-Coder style calls instead of Hermes JSON ones.
     """
     import mlx.core as mx
     from mlx.utils import tree_flatten
@@ -167,13 +184,13 @@ def build_tiny_model(
                     "add_bos_token": False,
                     "clean_up_tokenization_spaces": False,
                     "model_max_length": context,
-                    "chat_template": CHAT_TEMPLATE,
+                    "chat_template": CHAT_TEMPLATE_XML if tool_format == "xml" else CHAT_TEMPLATE,
                 },
                 indent=2,
             )
         )
         if scripted:
-            train_on_script(model, staging)
+            train_on_script(model, staging, script(tool_format))
             weights = dict(tree_flatten(model.parameters()))
             mx.save_safetensors(
                 str(staging / "model.safetensors"), weights, metadata={"format": "mlx"}
@@ -200,51 +217,61 @@ WEATHER_TOOL = {
 }
 
 
-def _call(name: str, arguments: dict) -> str:
+def _call(name: str, arguments: dict, tool_format: str = "json") -> str:
+    if tool_format == "xml":
+        params = "".join(f"<parameter={k}>\n{v}\n</parameter>\n" for k, v in arguments.items())
+        return f"<tool_call>\n<function={name}>\n{params}</function>\n</tool_call>"
     return f'<tool_call>\n{{"name": "{name}", "arguments": {json.dumps(arguments)}}}\n</tool_call>'
 
 
-# (messages, tools, reply): what the scripted tiny model answers under greedy decoding.
-SCRIPT = [
-    ([{"role": "user", "content": "Say hello."}], None, "Hello! How can I help you today?"),
-    ([{"role": "user", "content": "Say hello."}], [WEATHER_TOOL], "Hello there, weather fan."),
-    (
-        [{"role": "user", "content": "What is the weather in Paris?"}],
-        [WEATHER_TOOL],
-        _call("get_weather", {"city": "Paris"}),
-    ),
-    (
-        [{"role": "user", "content": "Weather in Paris and Tokyo?"}],
-        [WEATHER_TOOL],
-        "Checking both cities.\n"
-        + _call("get_weather", {"city": "Paris"})
-        + "\n"
-        + _call("get_weather", {"city": "Tokyo"}),
-    ),
-    (
-        [
-            {"role": "user", "content": "What is the weather in Paris?"},
-            {
-                "role": "assistant",
-                "content": "",
-                "tool_calls": [
-                    {
-                        "id": "call_1",
-                        "type": "function",
-                        "function": {"name": "get_weather", "arguments": {"city": "Paris"}},
-                    }
-                ],
-            },
-            {"role": "tool", "tool_call_id": "call_1", "content": "sunny, 21 C"},
-        ],
-        [WEATHER_TOOL],
-        "It is sunny and 21 C in Paris.",
-    ),
-]
+def script(tool_format: str = "json") -> list[tuple[list[dict], list[dict] | None, str]]:
+    """(messages, tools, reply): what the scripted tiny model answers under greedy decoding."""
+    call = lambda name, args: _call(name, args, tool_format)  # noqa: E731
+    return [
+        ([{"role": "user", "content": "Say hello."}], None, "Hello! How can I help you today?"),
+        ([{"role": "user", "content": "Say hello."}], [WEATHER_TOOL], "Hello there, weather fan."),
+        (
+            [{"role": "user", "content": "What is the weather in Paris?"}],
+            [WEATHER_TOOL],
+            call("get_weather", {"city": "Paris"}),
+        ),
+        (
+            [{"role": "user", "content": "Weather in Paris and Tokyo?"}],
+            [WEATHER_TOOL],
+            "Checking both cities.\n"
+            + call("get_weather", {"city": "Paris"})
+            + "\n"
+            + call("get_weather", {"city": "Tokyo"}),
+        ),
+        (
+            [
+                {"role": "user", "content": "What is the weather in Paris?"},
+                {
+                    "role": "assistant",
+                    "content": "",
+                    "tool_calls": [
+                        {
+                            "id": "call_1",
+                            "type": "function",
+                            "function": {"name": "get_weather", "arguments": {"city": "Paris"}},
+                        }
+                    ],
+                },
+                {"role": "tool", "tool_call_id": "call_1", "content": "sunny, 21 C"},
+            ],
+            [WEATHER_TOOL],
+            "It is sunny and 21 C in Paris.",
+        ),
+    ]
 
 
-def train_on_script(model, model_dir: Path, steps: int = 600, learning_rate: float = 3e-3) -> float:
-    """Overfit `model` on SCRIPT (loss on the reply tokens only); returns the final loss."""
+SCRIPT = script()
+
+
+def train_on_script(
+    model, model_dir: Path, pairs=None, steps: int = 600, learning_rate: float = 3e-3
+) -> float:
+    """Overfit `model` on `pairs` (default SCRIPT), loss on reply tokens; returns the loss."""
     import mlx.core as mx
     import mlx.nn as nn
     import mlx.optimizers as optim
@@ -252,7 +279,7 @@ def train_on_script(model, model_dir: Path, steps: int = 600, learning_rate: flo
 
     tokenizer = load_tokenizer(model_dir)
     rows = []
-    for messages, tools, reply in SCRIPT:
+    for messages, tools, reply in pairs or SCRIPT:
         kwargs = {"tools": tools} if tools else {}
         prompt = tokenizer.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=True, **kwargs
@@ -283,10 +310,12 @@ def train_on_script(model, model_dir: Path, steps: int = 600, learning_rate: flo
     loss = None
     for _ in range(steps):
         (loss, logits), grads = step(model)
-        optimizer.update(model, grads)
-        # Done once every reply token is the argmax: greedy decoding then replays the script.
+        # Done once every reply token is the argmax by a clear margin (low loss), checked on
+        # the weights we keep (before this step's update), so greedy decoding replays the script.
         wrong = ((logits.argmax(-1) != targets) * mask).sum()
-        mx.eval(model.parameters(), optimizer.state, loss, wrong)
-        if wrong.item() == 0:
+        mx.eval(loss, wrong)
+        if wrong.item() == 0 and loss.item() < 0.02:
             break
+        optimizer.update(model, grads)
+        mx.eval(model.parameters(), optimizer.state)
     return float(loss)
