@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "mlxctl.commands.doctor",
     "mlxctl.commands.cache",
     "mlxctl.commands.bench",
+    "mlxctl.commands.release",
 ]
 
 for module_name in COMMAND_MODULES:

@@ -186,8 +186,15 @@ def _supervisor_alive() -> bool:
     return is_held(paths.supervisor_lock())
 
 
+def current_release():
+    """The release `start` runs, or None before any release was recorded."""
+    from mlxctl.releases.store import ReleaseStore
+
+    return ReleaseStore().current()
+
+
 def _spawn_daemon(
-    model_path: str, model_name: str, host: str, port: int
+    model_path: str, model_name: str, host: str, port: int, release_id: str = ""
 ) -> tuple[subprocess.Popen, str]:
     start_id = uuid.uuid4().hex
     logs = paths.ensure_private_dir(paths.logs_dir())
@@ -207,6 +214,8 @@ def _spawn_daemon(
         str(port),
         "--start-id",
         start_id,
+        "--release",
+        release_id,
     ]
     with open(logs / "supervisor.log", "ab") as log:
         # Own session, no stdin, output to its log: it outlives this terminal.
@@ -260,7 +269,8 @@ def start(
     from mlxctl.supervisor.daemon import port_is_free
 
     settings = config.load()
-    name = model or settings["model"] or "demo"
+    release = current_release()
+    name = model or (release.model if release else "") or settings["model"] or "demo"
     port = port or settings["port"]
     host = host or settings["host"]
     paths.ensure_private_dir(paths.run_dir())
@@ -276,7 +286,9 @@ def start(
                     f"port {port} is already in use by another program",
                     hint="pick another with `--port N` or `mlxctl config set port N`",
                 )
-            process, start_id = _spawn_daemon(model_path, name, host, port)
+            process, start_id = _spawn_daemon(
+                model_path, name, host, port, release.id if release else ""
+            )
             already = not _await_handshake(process, start_id)
     outcome = wait_until_ready(on_wait)
     outcome.already_running = already
@@ -421,7 +433,8 @@ def run_foreground(model: str | None = None, port: int | None = None) -> int:
     from mlxctl.supervisor import daemon
 
     settings = config.load()
-    name = model or settings["model"] or "demo"
+    release = current_release()
+    name = model or (release.model if release else "") or settings["model"] or "demo"
     port = port or settings["port"]
     host = settings["host"]
     with FileLock(paths.start_lock()):
@@ -436,4 +449,6 @@ def run_foreground(model: str | None = None, port: int | None = None) -> int:
                 hint="pick another with `--port N`",
             )
     argv = ["--model", model_path, "--model-name", name, "--host", host, "--port", str(port)]
+    if release:
+        argv += ["--release", release.id]
     return daemon.main(argv, foreground=True)

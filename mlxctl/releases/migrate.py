@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import httpx
@@ -75,7 +75,8 @@ class SideWorker:
         self.port = free_port(host)
         self.url = f"http://{host}:{self.port}"
         folder = store.folder(release.id)
-        spec = launch(release, folder, host, self.port)
+        self.model = resolve_model_arg(release.model)
+        spec = launch(replace(release, model=self.model), folder, host, self.port)
         self.health_url = self.url + spec.health_path
         env = worker_env()
         env.update(spec.env)
@@ -129,6 +130,14 @@ class SideWorker:
         (paths.run_dir() / SIDE_PID_FILE).unlink(missing_ok=True)
 
 
+def resolve_model_arg(model: str) -> str:
+    """What the worker is given for `model`: an installed name becomes its path."""
+    try:
+        return service.resolve_model(model)
+    except MlxctlError:
+        return model  # an external server may know names we do not
+
+
 def reap_stale_side_worker() -> None:
     """A side worker left by a killed mlxctl (where no parent-death signal exists) is stopped."""
     pid_file = paths.run_dir() / SIDE_PID_FILE
@@ -175,7 +184,8 @@ def baseline() -> str:
         return "nothing running"
     with httpx.Client(timeout=smoke.TIMEOUT) as client:
         try:
-            return "current release: " + smoke.check_chat(client, state["url"], _auth())
+            model = (service.read_state() or {}).get("model_path") or state["model"]
+            return "current release: " + smoke.check_chat(client, state["url"], _auth(), model)
         except (smoke.SmokeFailure, httpx.HTTPError) as exc:
             return f"current release did not answer a chat ({exc})"
 
@@ -260,7 +270,10 @@ def switch(
         step("side start", start_side)
         with httpx.Client(timeout=smoke.TIMEOUT) as client:
             for check in smoke.checks_for(target):
-                step(f"smoke: {check.name}", lambda c=check: c.run(client, side.url, _auth()))
+                step(
+                    f"smoke: {check.name}",
+                    lambda c=check: c.run(client, side.url, _auth(), side.model),
+                )
         side.stop()
         side = None
 

@@ -39,7 +39,7 @@ class SmokeFailure(Exception):
 @dataclass
 class Check:
     name: str
-    run: Callable[[httpx.Client, str, dict], str]
+    run: Callable[[httpx.Client, str, dict, str], str]
 
 
 def _post(client: httpx.Client, url: str, body: dict, headers: dict) -> dict:
@@ -49,16 +49,16 @@ def _post(client: httpx.Client, url: str, body: dict, headers: dict) -> dict:
     return response.json()
 
 
-def check_health(client: httpx.Client, base: str, headers: dict) -> str:
+def check_health(client: httpx.Client, base: str, headers: dict, model: str) -> str:
     response = client.get(base + "/health", headers=headers)
     if response.status_code != 200:
         raise SmokeFailure(f"/health answered {response.status_code}")
     return "200"
 
 
-def check_chat(client: httpx.Client, base: str, headers: dict) -> str:
+def check_chat(client: httpx.Client, base: str, headers: dict, model: str) -> str:
     body = {
-        "model": "default",
+        "model": model,
         "max_tokens": 8,
         "temperature": 0,
         "messages": [{"role": "user", "content": "Say hello."}],
@@ -74,9 +74,9 @@ def check_chat(client: httpx.Client, base: str, headers: dict) -> str:
     )
 
 
-def check_stream(client: httpx.Client, base: str, headers: dict) -> str:
+def check_stream(client: httpx.Client, base: str, headers: dict, model: str) -> str:
     body = {
-        "model": "default",
+        "model": model,
         "max_tokens": 8,
         "temperature": 0,
         "stream": True,
@@ -99,7 +99,7 @@ def check_stream(client: httpx.Client, base: str, headers: dict) -> str:
     return f"{chunks} chunks"
 
 
-def check_tools(client: httpx.Client, base: str, headers: dict) -> str:
+def check_tools(client: httpx.Client, base: str, headers: dict, model: str) -> str:
     """A tool-call round trip: a request offering tools, then the history with a call and its
     result. Either reply may be text or a call, but each must be a well-formed message."""
     messages = [{"role": "user", "content": "What is in README.md?"}]
@@ -107,7 +107,7 @@ def check_tools(client: httpx.Client, base: str, headers: dict) -> str:
         client,
         base + "/v1/chat/completions",
         {
-            "model": "default",
+            "model": model,
             "max_tokens": 16,
             "temperature": 0,
             "tools": _TOOLS,
@@ -139,7 +139,7 @@ def check_tools(client: httpx.Client, base: str, headers: dict) -> str:
         client,
         base + "/v1/chat/completions",
         {
-            "model": "default",
+            "model": model,
             "max_tokens": 8,
             "temperature": 0,
             "tools": _TOOLS,
@@ -152,7 +152,7 @@ def check_tools(client: httpx.Client, base: str, headers: dict) -> str:
     return f"finish_reason {first['choices'][0].get('finish_reason')}"
 
 
-def check_anthropic_stream(client: httpx.Client, base: str, headers: dict) -> str:
+def check_anthropic_stream(client: httpx.Client, base: str, headers: dict, model: str) -> str:
     body = {
         "model": "claude-sonnet-4-5",
         "max_tokens": 8,
@@ -176,10 +176,10 @@ def check_anthropic_stream(client: httpx.Client, base: str, headers: dict) -> st
     return f"{len(events)} events"
 
 
-def check_cache(client: httpx.Client, base: str, headers: dict) -> str:
+def check_cache(client: httpx.Client, base: str, headers: dict, model: str) -> str:
     """The same long prompt twice: the second must reuse the first's prefix."""
     body = {
-        "model": "default",
+        "model": model,
         "max_tokens": 1,
         "temperature": 0,
         "messages": [{"role": "user", "content": _CACHE_PROMPT}],

@@ -97,10 +97,25 @@ class Daemon:
         env["MLXCTL_CACHE_DISK_BYTES"] = str(self.settings["cache.disk_bytes"])
         if self.settings["api_key"]:
             env["MLXCTL_API_KEY"] = self.settings["api_key"]  # not argv: others can read that
-        argv = worker_argv(self.args.model, self.args.host, self.args.port)
+        argv, health_path = self._worker_command(env)
         # Marks where each run starts in the shared log (`start` reads progress from here on).
         self.worker_log.write_line(f"{SPAWN_MARK} {self.args.model_name} on {self.url}")
-        return WorkerSpec(argv, env, nonce, f"{self.url}/health")
+        return WorkerSpec(argv, env, nonce, f"{self.url}{health_path}")
+
+    def _worker_command(self, env: dict[str, str]) -> tuple[list[str], str]:
+        """The worker's argv (and health path): the current release's when one is set."""
+        if self.args.release and not os.environ.get(WORKER_COMMAND_ENV):
+            from dataclasses import replace
+
+            from mlxctl.releases.record import launch
+            from mlxctl.releases.store import ReleaseStore
+
+            store = ReleaseStore()
+            release = replace(store.get(self.args.release), model=self.args.model)
+            spec = launch(release, store.folder(release.id), self.args.host, self.args.port)
+            env.update(spec.env)
+            return spec.argv, spec.health_path
+        return worker_argv(self.args.model, self.args.host, self.args.port), "/health"
 
     # -- state file ----------------------------------------------------------------------------
 
@@ -136,7 +151,7 @@ class Daemon:
             "host": self.args.host,
             "port": self.args.port,
             "url": self.url,
-            "release": None,
+            "release": self.args.release or None,
             "updated_at": wall,
         }
 
@@ -254,6 +269,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--start-id", default="")
+    parser.add_argument("--release", default="", help="release id whose worker to run")
     args = parser.parse_args(argv)
     args.model_name = args.model_name or args.model
     return args
