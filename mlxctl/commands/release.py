@@ -175,7 +175,8 @@ def archive_command(
 
 def _print_step(step: switching.StepResult) -> None:
     mark = "[green]ok[/]  " if step.ok else "[red]FAIL[/]"
-    out.print(f"  {mark} {step.name:<22} {step.detail} [dim]({step.seconds:.1f}s)[/]")
+    out.print(f"  {mark} {step.name:<22} {step.detail} [dim]({step.seconds:.1f}s)[/]",
+              soft_wrap=True)
 
 
 def _run_switch(store: ReleaseStore, target: str, action: str, dry_run: bool) -> None:
@@ -185,7 +186,7 @@ def _run_switch(store: ReleaseStore, target: str, action: str, dry_run: bool) ->
         f" ({release.kind}: {release.describe()})"
     )
     for number, line in enumerate(switching.plan(store, release, action), 1):
-        out.print(f"  {number}. {line}")
+        out.print(f"  {number}. {line}", soft_wrap=True)
     if dry_run:
         out.print("dry run: nothing changed")
         return
