@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import sys
 
 import typer
 
@@ -17,23 +18,41 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-# Each module exposes `register(app)`; kept as names so `mlxctl --help` imports no mlx.
-COMMAND_MODULES = [
-    "mlxctl.commands.model",
-    "mlxctl.commands.service",
-    "mlxctl.commands.logs",
-    "mlxctl.commands.config",
-    "mlxctl.commands.doctor",
-    "mlxctl.commands.cache",
-    "mlxctl.commands.bench",
-    "mlxctl.commands.release",
-]
+# Each module exposes `register(app)`. Commands map to their module so one invocation imports
+# only what it runs (`mlxctl status` must answer fast); `--help` and unknown names load all.
+COMMAND_MODULES = {
+    "model": "mlxctl.commands.model",
+    "start": "mlxctl.commands.service",
+    "stop": "mlxctl.commands.service",
+    "restart": "mlxctl.commands.service",
+    "status": "mlxctl.commands.service",
+    "logs": "mlxctl.commands.logs",
+    "config": "mlxctl.commands.config",
+    "doctor": "mlxctl.commands.doctor",
+    "cache": "mlxctl.commands.cache",
+    "bench": "mlxctl.commands.bench",
+    "release": "mlxctl.commands.release",
+    "migrate": "mlxctl.commands.release",
+    "rollback": "mlxctl.commands.release",
+}
 
-for module_name in COMMAND_MODULES:
-    importlib.import_module(module_name).register(app)
+
+_registered: set[str] = set()
+
+
+def register_commands(argv: list[str] | None = None) -> typer.Typer:
+    """Register the module of `argv`'s command (all of them when unknown or empty)."""
+    wanted = COMMAND_MODULES.get(argv[0]) if argv else None
+    modules = [wanted] if wanted else list(dict.fromkeys(COMMAND_MODULES.values()))
+    for module_name in modules:
+        if module_name not in _registered:
+            _registered.add(module_name)
+            importlib.import_module(module_name).register(app)
+    return app
 
 
 def main() -> None:
+    register_commands(sys.argv[1:])
     try:
         app()
     except MlxctlError as exc:

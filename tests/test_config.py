@@ -7,8 +7,10 @@ import tomlkit
 from typer.testing import CliRunner
 
 from mlxctl import config
-from mlxctl.cli import app
+from mlxctl.cli import register_commands
 from mlxctl.errors import ConfigError
+
+app = register_commands()
 
 USER_FILE = """\
 # my settings, do not lose this

@@ -10,8 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from mlxctl import doctor
-from mlxctl.cli import app
+from mlxctl.cli import register_commands
 from tests.fixtures_supervisor import free_port
+
+app = register_commands()
 
 
 @pytest.fixture
