@@ -28,6 +28,9 @@ TEXT = (
 )
 
 
+SHORT = [{"role": "user", "content": "Hi"}]
+
+
 def reexec_with_openblas() -> None:
     # Both sides must use the same BLAS; the worker preloads it, so this process does too.
     from mlxctl.blas import find_openblas, worker_env
@@ -63,7 +66,8 @@ def in_process(loaded, tokens: list[int], max_tokens: int) -> dict:
         sampler=make_sampler(temp=0.0),
     ):
         now = time.perf_counter()
-        first = first or now
+        if response.text:  # the first visible text, as the HTTP side measures it
+            first = first or now
         last = now
         count = response.generation_tokens
     return {
@@ -133,6 +137,7 @@ def main() -> int:
         messages, tokenize=False, add_generation_prompt=True
     )
     tokens = loaded.tokenizer.encode(text, add_special_tokens=False)
+    short_tokens = loaded.tokenizer.apply_chat_template(SHORT, add_generation_prompt=True)
     console.print(
         f"model {args.model} ({loaded.backend}), prompt {len(tokens)} tokens, "
         f"{args.max_tokens} new tokens, {args.runs} runs each, alternating"
@@ -142,10 +147,15 @@ def main() -> int:
     try:
         in_process(loaded, tokens[:64], 4)  # warm-up both sides (first-call compiles)
         over_http(worker.base_url, path, [{"role": "user", "content": "hi"}], 4)
-        local, remote = [], []
+        local, remote, short_local, short_remote = [], [], [], []
         for _ in range(args.runs):
             local.append(in_process(loaded, tokens, args.max_tokens))
             remote.append(over_http(worker.base_url, path, messages, args.max_tokens))
+            # A short prompt makes the fixed per-request cost visible next to the prefill;
+            # it is cheap, so take more samples of it.
+            for _ in range(4):
+                short_local.append(in_process(loaded, short_tokens, 2))
+                short_remote.append(over_http(worker.base_url, path, SHORT, 2))
     finally:
         worker.stop()
 
@@ -161,6 +171,13 @@ def main() -> int:
         f"{ttft_l * 1000:.0f} ms",
         f"{ttft_r * 1000:.0f} ms",
         f"{(ttft_r - ttft_l) * 1000:+.0f} ms",
+    )
+    short_l, short_r = med(short_local, "ttft"), med(short_remote, "ttft")
+    table.add_row(
+        f"TTFT, {len(short_tokens)}-token prompt",
+        f"{short_l * 1000:.0f} ms",
+        f"{short_r * 1000:.0f} ms",
+        f"{(short_r - short_l) * 1000:+.0f} ms",
     )
     table.add_row("decode tok/s", f"{tps_l:.1f}", f"{tps_r:.1f}", f"{tps_r / tps_l:.3f}x")
     table.add_row("generated tokens", str(local[0]["tokens"]), str(remote[0]["tokens"]), "")

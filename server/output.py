@@ -136,6 +136,8 @@ class OutputParser:
     def _text(self, text: str) -> list:
         if not text:
             return []
+        if not self.parse_tools:  # whitespace is only held back to drop it before a call
+            return [TextDelta(text)]
         text = self._space + text
         stripped = text.rstrip()
         self._space = text[len(stripped) :]

@@ -33,17 +33,19 @@ class _Server(uvicorn.Server):
         self.should_exit = True
 
 
-def build_engine(settings: Settings) -> Engine:
+def build_engine(settings: Settings, cache_factory=None) -> Engine:
+    """`cache_factory(loaded_model) -> PrefixCache` plugs a prefix cache in (see prefix_seam)."""
     return Engine(
         settings.model_path,
         max_queue=settings.max_queue,
         max_output_tokens=settings.max_output_tokens,
         prefill_step_size=settings.prefill_step_size,
+        cache_factory=cache_factory,
     )
 
 
-def serve(settings: Settings, engine: Engine | None = None) -> int:
-    engine = engine or build_engine(settings)
+def serve(settings: Settings, engine: Engine | None = None, cache_factory=None) -> int:
+    engine = engine or build_engine(settings, cache_factory)
     # The HTTP server comes up first (503 on /health) while the model loads on its own thread.
     engine.start()
     config = uvicorn.Config(

@@ -302,3 +302,24 @@ def test_tool_call_text_that_does_not_parse_is_text_not_500(worker):
     message = r.json()["choices"][0]["message"]
     assert message["content"] or message.get("tool_calls")
     json.dumps(message)
+
+
+def test_image_inside_a_tool_result_is_replaced_not_refused(worker):
+    messages = [
+        {"role": "user", "content": "Take a screenshot."},
+        {
+            "role": "assistant",
+            "content": [{"type": "tool_use", "id": "toolu_1", "name": "shot", "input": {}}],
+        },
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": [IMAGE]}],
+        },
+    ]
+    body = {
+        "model": "claude-x",
+        "messages": messages,
+        "tools": [{"name": "shot", "input_schema": {"type": "object"}}],
+    }
+    r = httpx.post(worker.base_url + "/v1/messages/count_tokens", json=body, headers=AUTH)
+    assert r.status_code == 200 and r.json()["input_tokens"] > 0

@@ -81,8 +81,13 @@ def _tool_result_text(block: dict[str, Any], where: str) -> str:
     if isinstance(content, list):
         parts = []
         for j, inner in enumerate(content):
-            if _block_type(inner, f"{where}.content[{j}]") == "text":
+            if not isinstance(inner, dict) or not isinstance(inner.get("type"), str):
+                raise BadRequest(f"{where}.content[{j}]: each content block needs a 'type'")
+            if inner["type"] == "text":
                 parts.append(str(inner.get("text", "")))
+            elif inner["type"] in ("image", "document"):
+                # A tool's screenshot must not fail an agent's whole turn: say what was dropped.
+                parts.append(f"[{inner['type']} omitted: this model has no vision input]")
         content = "\n".join(parts)
     elif not isinstance(content, str):
         content = json.dumps(content)

@@ -1,0 +1,94 @@
+"""The generation engine in-process, with a small test prefix cache plugged into its seam."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from server import jobs
+from server.engine import Engine
+from server.request import ChatRequest, Sampling
+from server.tiny_model import WEATHER_TOOL
+
+
+class PrefixListCache:
+    """Longest-common-prefix reuse over a list of stored KV states (the seam's contract)."""
+
+    def __init__(self, loaded):
+        self.model = loaded.model
+        self.entries: list[tuple[list[int], list]] = []
+        self.stores: list[tuple[int, int]] = []
+        self.closed = False
+
+    def lookup(self, tokens):
+        from mlx_lm.models.cache import make_prompt_cache
+
+        best, states = 0, None
+        for stored, entry in self.entries:
+            n = next(
+                (i for i, (a, b) in enumerate(zip(stored, tokens, strict=False)) if a != b),
+                min(len(stored), len(tokens)),
+            )
+            if n > best:
+                best, states = n, entry
+        if not best:
+            return None, 0
+        cache = make_prompt_cache(self.model)
+        for layer, (keys, values) in zip(cache, states, strict=True):
+            layer.state = (keys[..., :best, :], values[..., :best, :], best)
+        return cache, best
+
+    def store(self, tokens, prompt_cache):
+        self.stores.append((len(tokens), prompt_cache[0].offset))
+        states = [(c.keys[..., : c.offset, :], c.values[..., : c.offset, :]) for c in prompt_cache]
+        self.entries.append((list(tokens), states))
+
+    def stats(self):
+        return {"entries": len(self.entries)}
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.fixture(scope="module")
+def engine(scripted_model_path):
+    engine = Engine(str(scripted_model_path), cache_factory=PrefixListCache)
+    engine.start()
+    engine._ready.wait(120)
+    assert engine.ready, engine.load_error
+    yield engine
+    engine.stop()
+    assert engine.cache.closed
+
+
+def ask(engine, messages, **kwargs):
+    async def go():
+        request = ChatRequest(messages=messages, sampling=Sampling(temperature=0.0), **kwargs)
+        job = jobs.submit(engine, request, await jobs.prepare(engine, request))
+
+        async def connected():
+            return False
+
+        result = await jobs.collect(job, connected)
+        # The reply goes out before store() runs; wait for the engine to finish the job.
+        while not job.done:
+            await asyncio.sleep(0.01)
+        return result
+
+    return asyncio.run(go())
+
+
+def test_prefix_cache_seam_reuses_state_and_keeps_output(engine):
+    paris = [{"role": "user", "content": "What is the weather in Paris?"}]
+    first = ask(engine, paris, tools=[WEATHER_TOOL])
+    second = ask(engine, paris, tools=[WEATHER_TOOL])
+    assert first.started.cached_tokens == 0
+    # All but the last prompt token come from the cache; the reply is the same.
+    assert second.started.cached_tokens == first.started.prompt_tokens - 1
+    assert [(c.name, c.arguments) for c in second.calls] == [("get_weather", {"city": "Paris"})]
+    assert [(c.name, c.arguments) for c in first.calls] == [("get_weather", {"city": "Paris"})]
+    assert second.finished.usage.cached_tokens == second.started.cached_tokens
+    # store() gets exactly the tokens whose KV state the cache holds.
+    assert all(n == offset for n, offset in engine.cache.stores)
+    assert engine.cache.stats() == {"entries": 2}
