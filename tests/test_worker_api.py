@@ -272,3 +272,14 @@ def test_models_status_metrics(worker, openai_client, anthropic_client):
 def worker_model(worker):
     args = worker.process.args
     return args[args.index("--model") + 1]
+
+
+def test_claude_code_billing_header_does_not_change_the_prompt(anthropic_client):
+    # The header changes between sessions; it is dropped so it cannot break prefix reuse.
+    system = [{"type": "text", "text": "Be brief."}]
+    header = {"type": "text", "text": "x-anthropic-billing-header: cc_version=2.1.328.436;"}
+    plain = anthropic_client.messages.count_tokens(model=MODEL, messages=HELLO, system=system)
+    tagged = anthropic_client.messages.count_tokens(
+        model=MODEL, messages=HELLO, system=[header, *system]
+    )
+    assert plain.input_tokens == tagged.input_tokens
