@@ -18,6 +18,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+@app.callback()
+def root() -> None:
+    """Run a local MLX model for coding agents: supervise the worker, its models and caches."""
+    # A callback keeps `mlxctl` a command group even when only one command is registered.
+
+
 # Each module exposes `register(app)`. Commands map to their module so one invocation imports
 # only what it runs (`mlxctl status` must answer fast); `--help` and unknown names load all.
 COMMAND_MODULES = {

@@ -14,7 +14,8 @@ def _reexec_with_openblas() -> None:
 
     blas = find_openblas()
     if blas and blas not in os.environ.get("LD_PRELOAD", ""):
-        os.execve(sys.executable, [sys.executable, "-m", "server", *sys.argv[1:]], worker_env())
+        # orig_argv keeps interpreter flags such as -P (no cwd on sys.path) across the re-exec.
+        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], worker_env())
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

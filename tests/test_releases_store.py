@@ -123,6 +123,7 @@ def test_launch_fills_placeholders_and_puts_snapshots_first(mlxctl_home, tmp_pat
     builtin = Release(id="r2", kind=BUILTIN, model="demo", source="src")
     spec = launch(builtin, tmp_path, "127.0.0.1", 9001)
     assert spec.argv[1:] == [
+        "-P",
         "-m",
         "server",
         "--model",

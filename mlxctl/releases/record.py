@@ -74,8 +74,10 @@ def launch(release: Release, release_dir: Path | None, host: str, port: int) -> 
         fields = {"python": sys.executable, "model": release.model, "host": host, "port": port}
         argv = [part.format(**fields) for part in shlex.split(release.command or "")]
         return Launch(argv + list(release.args), env, release.health_path)
+    # -P keeps the working directory off sys.path: a `server` folder there must not shadow ours.
     argv = [
         sys.executable,
+        "-P",
         "-m",
         "server",
         "--model",

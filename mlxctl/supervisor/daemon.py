@@ -46,7 +46,19 @@ def worker_argv(model: str, host: str, port: int) -> list[str]:
     if template:
         fields = {"python": sys.executable, "model": model, "host": host, "port": port}
         return [part.format(**fields) for part in shlex.split(template)]
-    return [sys.executable, "-m", "server", "--model", model, "--host", host, "--port", str(port)]
+    # -P: the working directory must not shadow the installed `server` package.
+    return [
+        sys.executable,
+        "-P",
+        "-m",
+        "server",
+        "--model",
+        model,
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
 
 
 class Daemon:
