@@ -141,3 +141,17 @@ def test_records_round_trip_through_json(mlxctl_home):
     release = make(store, env={"K": "v"}, features=["openai"])
     data = json.loads((store.folder(release.id) / "release.json").read_text())
     assert Release.from_dict({**data, "added_later": 1}) == release
+
+
+def test_archive_snapshots_both_packages_with_versions(mlxctl_home):
+    from mlxctl.releases.snapshot import archive_installed
+
+    store = ReleaseStore()
+    first = archive_installed(store, "demo", "one")
+    second = archive_installed(store, "demo", "two")
+    src = store.folder(first.id) / "src"
+    assert (src / "server" / "__main__.py").is_file() and (src / "mlxctl" / "cli.py").is_file()
+    assert not list(src.rglob("__pycache__"))
+    assert set(first.versions) == {"mlxctl", "mlx", "mlx-lm", "python", "source_sha256"}
+    assert first.versions["source_sha256"] == second.versions["source_sha256"]
+    assert store.current_id() is None, "archiving alone must not move current"

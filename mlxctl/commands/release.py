@@ -14,7 +14,7 @@ from mlxctl import config
 from mlxctl.console import out
 from mlxctl.errors import ReleaseError
 from mlxctl.releases import migrate as switching
-from mlxctl.releases.record import BUILTIN, COMMAND, FEATURES, Release, new_release_id
+from mlxctl.releases.record import COMMAND, FEATURES, Release, new_release_id
 from mlxctl.releases.store import ReleaseStore
 
 release_app = typer.Typer(
@@ -148,23 +148,10 @@ def archive_command(
     ),
 ) -> None:
     """Snapshot the installed worker as a builtin release, so an upgrade can be undone."""
-    from mlxctl.releases.snapshot import copy_sources, runtime_versions
+    from mlxctl.releases.snapshot import archive_installed
 
     store = ReleaseStore()
-    digest = {}
-
-    def populate(folder):
-        digest["sha256"] = copy_sources(folder / "src")
-
-    release = Release(
-        id=new_release_id(),
-        kind=BUILTIN,
-        model=model or config.load()["model"] or "demo",
-        source="src",
-        versions=runtime_versions(),
-        note=note,
-    )
-    store.create(release, populate)
+    release = archive_installed(store, model or config.load()["model"] or "demo", note)
     if make_current or (make_current is None and store.current_id() is None):
         store.set_current(release.id, "archive")
     out.print(
@@ -175,8 +162,9 @@ def archive_command(
 
 def _print_step(step: switching.StepResult) -> None:
     mark = "[green]ok[/]  " if step.ok else "[red]FAIL[/]"
-    out.print(f"  {mark} {step.name:<22} {step.detail} [dim]({step.seconds:.1f}s)[/]",
-              soft_wrap=True)
+    out.print(
+        f"  {mark} {step.name:<22} {step.detail} [dim]({step.seconds:.1f}s)[/]", soft_wrap=True
+    )
 
 
 def _run_switch(store: ReleaseStore, target: str, action: str, dry_run: bool) -> None:
@@ -207,7 +195,17 @@ def migrate_command(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; change nothing."),
 ) -> None:
     """Switch to another release, health-gated; any failing step rolls back by itself."""
-    _run_switch(ReleaseStore(), to, "migrate", dry_run)
+    store = ReleaseStore()
+    store.get(to)
+    if store.current_id() is None and not dry_run:
+        # First migration: record what runs now, so `mlxctl rollback` has somewhere to go.
+        from mlxctl.releases.snapshot import archive_installed
+
+        settings = config.load()
+        baseline = archive_installed(store, settings["model"] or "demo", "installed worker")
+        store.set_current(baseline.id, "archive")
+        out.print(f"recorded the installed worker as release [bold]{baseline.id}[/]")
+    _run_switch(store, to, "migrate", dry_run)
 
 
 def rollback_command(

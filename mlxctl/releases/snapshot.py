@@ -10,6 +10,8 @@ from pathlib import Path
 
 import mlxctl
 import server
+from mlxctl.releases.record import BUILTIN, Release, new_release_id
+from mlxctl.releases.store import ReleaseStore
 
 # The worker imports a few mlxctl modules (model names, BLAS lookup): snapshot both packages.
 PACKAGES = (server, mlxctl)
@@ -41,9 +43,27 @@ def source_digest(root: Path) -> str:
     return digest.hexdigest()
 
 
-def copy_sources(destination: Path) -> str:
-    """Copy the installed `server` and `mlxctl` packages under `destination`; return a digest."""
-    for package in PACKAGES:
-        source = Path(package.__file__).parent
+def _package_dirs() -> list[Path]:
+    return [Path(package.__file__).parent for package in PACKAGES]
+
+
+def copy_sources(destination: Path) -> None:
+    """Copy the installed `server` and `mlxctl` packages under `destination`."""
+    for source in _package_dirs():
         shutil.copytree(source, destination / source.name, ignore=_IGNORE)
-    return source_digest(destination)
+
+
+def archive_installed(store: ReleaseStore, model: str, note: str = "") -> Release:
+    """Record the installed worker (a source snapshot plus its runtime versions) as a release."""
+    digest = hashlib.sha256()
+    for folder in _package_dirs():
+        digest.update(source_digest(folder).encode())
+    release = Release(
+        id=new_release_id(),
+        kind=BUILTIN,
+        model=model,
+        source="src",
+        note=note,
+        versions={**runtime_versions(), "source_sha256": digest.hexdigest()},
+    )
+    return store.create(release, lambda folder: copy_sources(folder / "src"))
