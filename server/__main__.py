@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 
 
@@ -16,6 +17,26 @@ def _reexec_with_openblas() -> None:
     if blas and blas not in os.environ.get("LD_PRELOAD", ""):
         # orig_argv keeps interpreter flags such as -P (no cwd on sys.path) across the re-exec.
         os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], worker_env())
+
+
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def byte_size(text: str) -> int:
+    """'1073741824', '512MiB', '8G', '8GB' -> bytes (binary units either way)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", text.lower())
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a byte size: {text!r} (e.g. 8GiB, 512MiB)")
+    return int(float(match.group(1)) * _UNITS[match.group(2)])
+
+
+def _env_bytes(name: str) -> int | None:
+    value = os.environ.get(name, "").strip()
+    try:
+        return byte_size(value) if value else None
+    except argparse.ArgumentTypeError:
+        logging.getLogger("server").warning("ignoring %s=%r: not a byte size", name, value)
+        return None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -63,6 +84,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="prompt tokens per prefill step (default: mlx-lm's)",
     )
+    cache = parser.add_argument_group("prefix KV cache")
+    cache.add_argument(
+        "--cache-ram-bytes",
+        type=byte_size,
+        default=_env_bytes("MLXCTL_CACHE_RAM_BYTES"),
+        help="RAM budget, e.g. 8GiB (default $MLXCTL_CACHE_RAM_BYTES, else 10%% of RAM)",
+    )
+    cache.add_argument(
+        "--cache-disk-bytes",
+        type=byte_size,
+        default=_env_bytes("MLXCTL_CACHE_DISK_BYTES"),
+        help="disk budget; 0 turns the disk tier off (default $MLXCTL_CACHE_DISK_BYTES, "
+        "else 20GiB)",
+    )
+    cache.add_argument(
+        "--cache-dir",
+        default=None,
+        help="disk tier folder (default $MLXCTL_HOME/cache/kv)",
+    )
+    cache.add_argument(
+        "--no-cache", action="store_true", help="no prefix cache: every request prefills"
+    )
+    cache.add_argument(
+        "--warm-prompt",
+        action="append",
+        default=None,
+        metavar="FILE",
+        help="prefill this prompt at startup (text, or an OpenAI/Anthropic JSON body); "
+        "repeatable; default $MLXCTL_WARM_PROMPTS (os.pathsep-separated)",
+    )
     parser.add_argument(
         "--log-level",
         default="info",
@@ -70,6 +121,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="default info",
     )
     return parser.parse_args(argv)
+
+
+def _warm_prompts(given: list[str] | None) -> list[str]:
+    if given is not None:
+        return given
+    return [p for p in os.environ.get("MLXCTL_WARM_PROMPTS", "").split(os.pathsep) if p]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from mlxctl.errors import ModelError
     from mlxctl.models.registry import resolve
+    from mlxctl.paths import home
     from server.settings import Settings, is_loopback
 
     api_key = args.api_key or os.environ.get("MLXCTL_API_KEY") or None
@@ -111,6 +169,11 @@ def main(argv: list[str] | None = None) -> int:
         max_output_tokens=args.max_output_tokens,
         prefill_step_size=args.prefill_step_size,
         log_level=args.log_level,
+        cache_enabled=not args.no_cache,
+        cache_ram_bytes=args.cache_ram_bytes,
+        cache_disk_bytes=args.cache_disk_bytes,
+        cache_dir=args.cache_dir or str(home() / "cache" / "kv"),
+        warm_prompts=_warm_prompts(args.warm_prompt),
     )
     from server.serve import serve
 

@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from server import anthropic_api, openai_api
+from server import anthropic_api, cache_routes, openai_api
 from server.engine import Engine
 from server.errors import (
     BadRequest,
@@ -222,6 +222,7 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
 
     app.include_router(openai_api.router)
     app.include_router(anthropic_api.router)
+    app.include_router(cache_routes.router)
     return WorkerMiddleware(app, settings, engine)
 
 

@@ -326,6 +326,7 @@ class Engine:
         if parser.calls and reason != "length":
             reason = "tool_calls"
         now = time.perf_counter()
+        self._record_prefill(len(tokens) - n_cached, (first_token_at or now) - started)
         ttft = (first_token_at or now) - job.submitted
         decode_s = now - (first_token_at or now)
         tps = (len(generated) - 1) / decode_s if len(generated) > 1 and decode_s > 0 else 0.0
@@ -334,6 +335,13 @@ class Engine:
         )
         job.emit(Finished(reason, usage, parser.stopped, ttft, tps))
         self._store(tokens + generated, prompt_cache)
+
+    def _record_prefill(self, n_tokens: int, seconds: float) -> None:
+        # Measured speed lets the cache report the prefill seconds it saved. Short prefills are
+        # mostly the first decode step, so they would skew it.
+        record = getattr(self.cache, "record_prefill", None)
+        if record is not None and n_tokens >= 64 and seconds > 0:
+            record(n_tokens, seconds)
 
     def _store(self, tokens: list[int], prompt_cache: list[Any]) -> None:
         offset = getattr(prompt_cache[0], "offset", None) if prompt_cache else None

@@ -104,9 +104,17 @@ def prometheus_text(snap: dict, gauges: dict[str, float], cache: dict | None) ->
     )
     for name, value in gauges.items():
         metric(name, "gauge", name.replace("_", " ") + ".", [("", value)])
-    for name, value in (cache or {}).items():
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            metric(
-                f"cache_{name}", "gauge", f"prefix cache {name.replace('_', ' ')}.", [("", value)]
-            )
+    for name, value in _flat(cache or {}):
+        metric(f"cache_{name}", "gauge", f"prefix cache {name.replace('_', ' ')}.", [("", value)])
     return "\n".join(lines) + "\n"
+
+
+def _flat(stats: dict, prefix: str = "") -> list[tuple[str, float]]:
+    """Numeric values of nested stats as (name, value), e.g. ram.bytes -> ram_bytes."""
+    out = []
+    for key, value in stats.items():
+        if isinstance(value, dict):
+            out += _flat(value, f"{prefix}{key}_")
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            out.append((prefix + key, value))
+    return out

@@ -11,6 +11,8 @@ loads. Then, on that same thread (the one that owns MLX), for every request:
       tokens fed back), so len(tokens) == prompt_cache[0].offset. Trim to the prompt if wanted.
   stats() -> dict | None: shown as "cache" in /v1/status, numeric values as gauges on /metrics.
   close(): once, on graceful shutdown, before the generation thread ends (flush to disk).
+Optional: record_prefill(n_tokens, seconds) after each prefill of 64+ new tokens (measured
+speed); list_entries() and clear(tier) -> freed bytes back GET and DELETE /v1/cache.
 The n_cached of a lookup is what the APIs report as cached prompt tokens.
 """
 

@@ -34,7 +34,12 @@ class _Server(uvicorn.Server):
 
 
 def build_engine(settings: Settings, cache_factory=None) -> Engine:
-    """`cache_factory(loaded_model) -> PrefixCache` plugs a prefix cache in (see prefix_seam)."""
+    """`cache_factory(loaded_model) -> PrefixCache` plugs a prefix cache in (see prefix_seam);
+    without one, the settings' prefix KV cache (server.kv_cache) unless it is turned off."""
+    if cache_factory is None:
+        from server.kv_cache import cache_factory as settings_cache
+
+        cache_factory = settings_cache(settings)
     return Engine(
         settings.model_path,
         max_queue=settings.max_queue,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -20,6 +20,12 @@ class Settings:
     heartbeat_s: float = 5.0
     shutdown_grace_s: float = 10.0
     log_level: str = "info"
+    # Prefix KV cache: None budgets mean the cache's own defaults; no cache_dir, no disk tier.
+    cache_enabled: bool = True
+    cache_ram_bytes: int | None = None
+    cache_disk_bytes: int | None = None
+    cache_dir: str | None = None
+    warm_prompts: list[str] = field(default_factory=list)
 
 
 def is_loopback(host: str) -> bool:

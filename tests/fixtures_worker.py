@@ -68,6 +68,9 @@ def start_worker(
     args = [sys.executable, "-m", "server", "--model", str(model_path), "--port", str(port)]
     if api_key:
         args += ["--api-key", api_key]
+    if "--no-cache" not in extra_args and "--cache-dir" not in extra_args:
+        # Never the user's $MLXCTL_HOME/cache/kv: a private disk tier per worker.
+        args += ["--cache-dir", tempfile.mkdtemp(prefix=f"worker-{port}-kv-")]
     process = subprocess.Popen(
         [*args, *extra_args],
         cwd=REPO_ROOT,
@@ -117,6 +120,7 @@ def worker(scripted_model_path):
         "2",
         "--max-body-bytes",
         str(MAX_BODY),
+        "--no-cache",  # these tests check prompts and replies, not reuse (test_worker_cache.py)
         api_key=API_KEY,
     )
     yield handle

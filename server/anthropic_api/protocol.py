@@ -8,10 +8,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from server.errors import BadRequest, WorkerError
+from server.prefix_cache.normalize import normalize_anthropic_request
 from server.request import ChatRequest, Sampling
-
-# Claude Code's first system block; it changes between sessions and would break prefix reuse.
-BILLING_HEADER = "x-anthropic-billing-header:"
 
 
 class _Open(BaseModel):
@@ -64,16 +62,16 @@ def _block_type(block: Any, where: str) -> str:
 
 
 def _system_text(system: str | list[dict[str, Any]] | None) -> str:
+    if isinstance(system, list):
+        for i, block in enumerate(system):
+            if _block_type(block, f"system[{i}]") != "text":
+                raise BadRequest(f"system[{i}]: only text blocks are allowed in system")
+    # Claude Code's billing header changes between sessions and would break prefix reuse; one
+    # rule for what counts as one: the prefix cache's normaliser.
+    system = normalize_anthropic_request({"system": system})["system"]
     if system is None or isinstance(system, str):
         return system or ""
-    texts = []
-    for i, block in enumerate(system):
-        if _block_type(block, f"system[{i}]") != "text":
-            raise BadRequest(f"system[{i}]: only text blocks are allowed in system")
-        text = str(block.get("text", ""))
-        if not text.startswith(BILLING_HEADER):
-            texts.append(text)
-    return "\n".join(texts)
+    return "\n".join(str(block.get("text", "")) for block in system)
 
 
 def _tool_result_text(block: dict[str, Any], where: str) -> str:

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from server.errors import BadRequest, WorkerError
+from server.prefix_cache.normalize import normalize_anthropic_request
 from server.request import ChatRequest, Sampling
 
 
@@ -114,6 +115,9 @@ def to_chat_request(body: ChatCompletionRequest) -> ChatRequest:
         where = f"messages[{i}]"
         role = "system" if m.role == "developer" else m.role
         out: dict[str, Any] = {"role": role, "content": _text(m.content, where)}
+        if role == "system":
+            # A Claude Code system prompt relayed as OpenAI chat keeps its billing header line.
+            out["content"] = normalize_anthropic_request({"system": out["content"]})["system"]
         if m.role == "assistant" and m.tool_calls:
             out["tool_calls"] = [
                 {
