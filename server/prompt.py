@@ -8,6 +8,7 @@ from typing import Any
 
 from server.errors import BadRequest, ContextLengthExceeded
 from server.request import ChatRequest
+from server.segment_encode import SegmentEncoder
 
 
 @dataclass
@@ -50,6 +51,7 @@ class PromptRenderer:
         self.tokenizer = tokenizer
         self.context_length = context_length(config, tokenizer)
         self.has_tools = bool(getattr(tokenizer, "has_tool_calling", False))
+        self.encoder = SegmentEncoder(tokenizer)
 
     def _forced_opening(self, choice: str | None, tools: list[dict] | None) -> str:
         """Prompt text that makes the model call a tool when tool_choice demands one."""
@@ -86,7 +88,7 @@ class PromptRenderer:
             # Templates raise on shapes they do not support (e.g. roles out of order).
             raise BadRequest(f"the chat template rejected these messages: {exc}") from exc
         primed = self._forced_opening(request.tool_choice, tools)
-        tokens = self.tokenizer.encode(text + primed, add_special_tokens=False)
+        tokens = self.encoder.encode(text + primed)
         if check_context and self.context_length and len(tokens) >= self.context_length:
             raise ContextLengthExceeded(len(tokens), self.context_length)
         return Rendered(tokens, primed, tools, parse_tools=bool(tools) and self.has_tools)

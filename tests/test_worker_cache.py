@@ -82,9 +82,7 @@ def test_anthropic_follow_up_reports_cached_tokens_and_honest_usage(kv_worker):
     clear(kv_worker)
     system = long_text(600, seed=1)
     messages = [{"role": "user", "content": "List the files."}]
-    first = client.messages.create(
-        model=MODEL, system=system, messages=messages, max_tokens=8
-    )
+    first = client.messages.create(model=MODEL, system=system, messages=messages, max_tokens=8)
     true_first = client.messages.count_tokens(model=MODEL, system=system, messages=messages)
     u = first.usage
     assert u.cache_read_input_tokens == 0
@@ -96,9 +94,7 @@ def test_anthropic_follow_up_reports_cached_tokens_and_honest_usage(kv_worker):
         {"role": "assistant", "content": first.content or "Done."},
         {"role": "user", "content": "Now read the first one."},
     ]
-    second = client.messages.create(
-        model=MODEL, system=system, messages=messages, max_tokens=8
-    )
+    second = client.messages.create(model=MODEL, system=system, messages=messages, max_tokens=8)
     true_second = client.messages.count_tokens(model=MODEL, system=system, messages=messages)
     u = second.usage
     # Everything up to the previous reply's generation prompt came from the cache.
@@ -116,24 +112,18 @@ def test_openai_follow_up_reports_cached_tokens(kv_worker):
         {"role": "system", "content": long_text(600, seed=2)},
         {"role": "user", "content": "Summarise the notes."},
     ]
-    first = client.chat.completions.create(
-        model=MODEL, messages=messages, max_tokens=8
-    )
+    first = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=8)
     assert first.usage.prompt_tokens_details.cached_tokens == 0
     messages += [
         {"role": "assistant", "content": first.choices[0].message.content or "Done."},
         {"role": "user", "content": "Shorter, please."},
     ]
-    second = client.chat.completions.create(
-        model=MODEL, messages=messages, max_tokens=8
-    )
+    second = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=8)
     cached = second.usage.prompt_tokens_details.cached_tokens
     assert first.usage.prompt_tokens - 1 <= cached < second.usage.prompt_tokens
     # The prompt length reported with a hit is the true one: the same as a cold run's.
     clear(kv_worker)
-    cold = client.chat.completions.create(
-        model=MODEL, messages=messages, max_tokens=8
-    )
+    cold = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=8)
     assert cold.usage.prompt_tokens_details.cached_tokens == 0
     assert cold.usage.prompt_tokens == second.usage.prompt_tokens
 
@@ -362,3 +352,31 @@ def test_claude_code_session_reuses_almost_every_prompt_token(tmp_path, claude_c
                 assert u["cache_read_input_tokens"] >= 0.95 * total, (i, u)
     finally:
         handle.stop()
+
+
+def test_piecewise_tokenization_equals_plain_and_falls_back():
+    from pathlib import Path
+
+    from mlx_lm.utils import load_tokenizer
+
+    from server.segment_encode import CHECKS, SegmentEncoder
+
+    tokenizer = load_tokenizer(Path(tiny_model()))
+    encoder = SegmentEncoder(tokenizer)
+    turns = [f"<|im_start|>user\n{long_text(200, seed=i)}<|im_end|>\n" for i in range(CHECKS + 2)]
+    for n in range(1, len(turns) + 1):
+        text = "".join(turns[:n]) + "<|im_start|>assistant\n"
+        assert encoder.encode(text) == list(tokenizer.encode(text, add_special_tokens=False))
+    assert encoder.enabled
+
+    class Counting:
+        # Encodes a piece differently from the whole text: the encoder must notice.
+        def __init__(self):
+            self._tokenizer = tokenizer._tokenizer
+
+        def encode(self, text, add_special_tokens=False):
+            return [len(text)]
+
+    odd = SegmentEncoder(Counting())
+    assert odd.encode("<|im_start|>hi<|im_end|>") == [len("<|im_start|>hi<|im_end|>")]
+    assert not odd.enabled
