@@ -92,17 +92,30 @@ def cache_factory(settings: Settings):
 
         kwargs: dict[str, Any] = {"ram_bytes": settings.cache_ram_bytes}
         if settings.cache_dir and settings.cache_disk_bytes != 0:
-            # Private, like each model's folder in it: the files hold prompts' content.
-            kwargs["disk_root"] = ensure_dir(Path(settings.cache_dir).expanduser())
+            kwargs["disk_root"] = Path(settings.cache_dir).expanduser()
             if settings.cache_disk_bytes is not None:
                 kwargs["disk_bytes"] = settings.cache_disk_bytes
-        cache = PrefixCache.for_model(
-            loaded.model,
-            _model_dir(loaded.path),
-            chat_template=getattr(loaded.tokenizer, "chat_template", None),
-            variant=model_variant(loaded),
-            **kwargs,
-        )
+
+        def open_cache(**kw) -> PrefixCache:
+            if kw.get("disk_root") is not None:
+                # Private, like each model's folder in it: the files hold prompts' content.
+                ensure_dir(kw["disk_root"])
+            return PrefixCache.for_model(
+                loaded.model,
+                _model_dir(loaded.path),
+                chat_template=getattr(loaded.tokenizer, "chat_template", None),
+                variant=model_variant(loaded),
+                **kw,
+            )
+
+        try:
+            cache = open_cache(**kwargs)
+        except OSError as exc:
+            # An unwritable or full disk must not cost the model: serve with the RAM tier.
+            log.warning("kv cache: disk tier unavailable (%s); RAM only", exc)
+            kwargs.pop("disk_root", None)
+            kwargs.pop("disk_bytes", None)
+            cache = open_cache(**kwargs)
         worker_cache = WorkerCache(cache)
         if settings.warm_prompts:
             from server.warm import warm_up
