@@ -1,0 +1,256 @@
+"""Releases end to end: real supervisor, real workers (ours and mlx_lm.server) on the tiny model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import time
+
+import httpx
+import psutil
+import pytest
+
+from tests.fixtures_supervisor import REPO_ROOT, _make
+
+pytestmark = pytest.mark.slow
+
+# Answers health, chat and streams like an OpenAI server, but fails every request with tools.
+BROKEN_TOOLS_SERVER = r"""
+import json, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def _json(self, code, body):
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        self._json(200, {"status": "ok"})
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        if body.get("tools"):
+            return self._json(500, {"error": {"message": "tool calling is broken"}})
+        message = {"role": "assistant", "content": "hi"}
+        if not body.get("stream"):
+            return self._json(200, {"choices": [{"index": 0, "message": message,
+                                                 "finish_reason": "stop"}]})
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.end_headers()
+        chunk = {"choices": [{"index": 0, "delta": {"content": "hi"}}]}
+        self.wfile.write(f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode())
+
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"""
+
+
+@pytest.fixture
+def ctl(tmp_path, tiny_model_path):
+    """mlxctl on a private home whose current release is an archive of the installed worker."""
+    made = _make(tmp_path, "", str(tiny_model_path))
+    made.env.pop("MLXCTL_WORKER_COMMAND")  # releases decide what runs
+    made.run("release", "archive", "--note", "baseline", check=True)
+    made.run("start", check=True)
+    yield made
+    made.run("stop", "--timeout", "2", timeout=60)
+
+
+def release_ids(ctl) -> dict[str, dict]:
+    return {r["id"]: r for r in json.loads(ctl.run("release", "ls", "--json").stdout)}
+
+
+def current(ctl) -> str:
+    return next(i for i, r in release_ids(ctl).items() if r["current"])
+
+
+def create(ctl, command: str, features: str, note: str) -> str:
+    before = set(release_ids(ctl))
+    ctl.run(
+        "release",
+        "create",
+        "--command",
+        command,
+        "--features",
+        features,
+        "--note",
+        note,
+        check=True,
+    )
+    (new,) = set(release_ids(ctl)) - before
+    return new
+
+
+def worker_cmdline(ctl) -> str:
+    status, code = ctl.status()
+    assert code == 0, status
+    return " ".join(psutil.Process(status["worker_pid"]).cmdline())
+
+
+def chat_on_main_port(ctl) -> dict:
+    status, _ = ctl.status()
+    response = httpx.post(
+        f"{ctl.url}/v1/chat/completions",
+        timeout=60,
+        json={
+            "model": ctl.model,
+            "max_tokens": 4,
+            "messages": [{"role": "user", "content": "hello"}],
+        },
+    )
+    assert response.status_code == 200, response.text
+    return status
+
+
+def test_migrate_to_mlx_lm_server_then_roll_back(ctl):
+    baseline = current(ctl)
+    target = create(
+        ctl,
+        "{python} -m mlx_lm server --model {model} --host {host} --port {port}",
+        "openai,stream,tools",
+        "mlx_lm.server",
+    )
+    dry = ctl.run("migrate", "--to", target, "--dry-run")
+    assert dry.returncode == 0 and "dry run: nothing changed" in dry.stdout
+    assert current(ctl) == baseline
+
+    moved = ctl.run("migrate", "--to", target, timeout=300)
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    for step in (
+        "preflight",
+        "baseline",
+        "side start",
+        "smoke: chat",
+        "smoke: stream",
+        "smoke: tool call",
+        "cut over",
+    ):
+        assert f"ok   {step}" in moved.stdout, step
+    assert current(ctl) == target
+    assert "mlx_lm" in worker_cmdline(ctl)
+    assert chat_on_main_port(ctl)["release"] == target
+
+    back = ctl.run("rollback", timeout=300)
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert current(ctl) == baseline
+    assert "-m server" in worker_cmdline(ctl)
+    assert chat_on_main_port(ctl)["release"] == baseline
+    again = ctl.run("rollback")
+    assert again.returncode == 0 and "nothing to roll back" in again.stdout
+
+
+def test_a_release_that_crashes_at_start_rolls_back(ctl):
+    baseline = current(ctl)
+    worker_before = ctl.status()[0]["worker_pid"]
+    target = create(
+        ctl, "{python} -c 'import sys; print(\"boom\"); sys.exit(3)'", "openai", "crashes"
+    )
+    result = ctl.run("migrate", "--to", target, timeout=300)
+    assert result.returncode == 1
+    assert "FAIL side start" in result.stdout and "exited with code 3" in result.stdout
+    assert "previous release" in result.stdout and "restored and healthy" in result.stdout
+    assert current(ctl) == baseline
+    status = chat_on_main_port(ctl)
+    assert status["worker_pid"] == worker_before, "the serving worker must not be touched"
+    journal = [
+        json.loads(line)
+        for line in (ctl.home / "releases" / "journal.jsonl").read_text().splitlines()
+    ]
+    assert journal[-1]["outcome"] == "failed" and journal[-1]["step"] == "side start"
+
+
+def test_a_release_whose_tool_call_smoke_test_fails_rolls_back(ctl, tmp_path):
+    script = tmp_path / "broken_tools_server.py"
+    script.write_text(BROKEN_TOOLS_SERVER)
+    baseline = current(ctl)
+    target = create(ctl, f"{{python}} {script} {{port}}", "openai,stream,tools", "broken tools")
+    result = ctl.run("migrate", "--to", target, timeout=300)
+    assert result.returncode == 1
+    assert "ok   smoke: stream" in result.stdout
+    assert "FAIL smoke: tool call" in result.stdout and "tool calling is broken" in result.stdout
+    assert current(ctl) == baseline
+    chat_on_main_port(ctl)
+
+
+def test_kill_9_during_a_migration_leaves_a_consistent_state(ctl):
+    baseline = current(ctl)
+    target = create(
+        ctl,
+        "{python} -m mlx_lm server --model {model} --host {host} --port {port}",
+        "openai,stream",
+        "killed",
+    )
+    migrating = ctl.popen(
+        "migrate", "--to", target, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    side_pid_file = ctl.home / "run" / "side-worker.pid"
+    ctl.wait_for(side_pid_file.exists, timeout=60, what="the side worker")
+    side_pid = int(side_pid_file.read_text().split()[0])
+    migrating.send_signal(signal.SIGKILL)
+    migrating.wait()
+
+    # The side worker dies with its parent; current names a complete release.
+    ctl.wait_for(
+        lambda: (
+            not psutil.pid_exists(side_pid)
+            or psutil.Process(side_pid).status() == psutil.STATUS_ZOMBIE
+        ),
+        timeout=30,
+        what="the side worker to exit",
+    )
+    status, code = ctl.status()
+    assert code == 0 and status["release"] == current(ctl) == baseline
+    shown = ctl.run("release", "show", check=True)
+    assert json.loads(shown.stdout)["id"] == baseline
+    # The next command finds its way: moving on works, and rolling back returns.
+    assert ctl.run("migrate", "--to", target, timeout=300).returncode == 0
+    assert ctl.run("rollback", timeout=300).returncode == 0
+    assert current(ctl) == baseline
+
+
+def test_an_archived_release_runs_after_the_package_changes(tmp_path, tiny_model_path):
+    # An "installed" copy of the package that we can upgrade (break) under the archive.
+    installed = tmp_path / "installed"
+    for package in ("mlxctl", "server"):
+        shutil.copytree(
+            REPO_ROOT / package, installed / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    made = _make(tmp_path, "", str(tiny_model_path))
+    made.env.pop("MLXCTL_WORKER_COMMAND")
+    made.env["PYTHONPATH"] = str(installed)
+    try:
+        made.run("release", "archive", "--note", "good", check=True)
+        good = current(made)
+        (installed / "server" / "__main__.py").write_text(
+            'raise SystemExit("this upgrade is broken")\n'
+        )
+        made.run("release", "archive", "--no-current", "--note", "broken", check=True)
+        broken = next(i for i, r in release_ids(made).items() if r["note"] == "broken")
+
+        made.run("start", check=True)  # runs the archived snapshot, not the broken package
+        worker = psutil.Process(made.status()[0]["worker_pid"])
+        assert worker.environ()["PYTHONPATH"].startswith(str(made.home / "releases" / good))
+        result = made.run("migrate", "--to", broken, timeout=300)
+        assert result.returncode == 1
+        assert "this upgrade is broken" in result.stdout
+        assert current(made) == good
+        chat_on_main_port(made)
+    finally:
+        made.run("stop", "--timeout", "2", timeout=60)
+
+
+def test_status_names_the_current_release(ctl):
+    status, code = ctl.status()
+    assert code == 0 and status["release"] == current(ctl)
+    assert time.time() - release_ids(ctl)[status["release"]]["created"] < 600
+    versions = release_ids(ctl)[status["release"]]["versions"]
+    assert set(versions) >= {"mlx", "mlx-lm", "python", "mlxctl"}
