@@ -96,9 +96,12 @@ def test_disconnect_mid_decode_then_next_request(long_context_worker):
         "max_tokens": 256,
         "stream": True,
         "temperature": 1.0,
-        "messages": [{"role": "user", "content": "Write a long story."}],
+        # A 16K-token context makes each decode step slow enough that the reply is
+        # still being written when the client leaves, however loaded the machine is.
+        "messages": [{"role": "user", "content": "Write a long story." + " hello" * 8_000}],
     }
     with httpx.stream("POST", url + "/v1/messages", json=body, timeout=60) as r:
+        assert r.status_code == 200
         deltas = 0
         for line in r.iter_lines():
             deltas += line.startswith("event: content_block_delta")
