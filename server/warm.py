@@ -80,10 +80,10 @@ def warm_up(loaded: Any, cache, files: list[str], step: int | None = None) -> No
     for path in files:
         try:
             tokens = renderer.render(read_prompt(path)).tokens
+            new, seconds = prefill(loaded.model, cache, tokens, step or DEFAULT_STEP)
         except Exception as exc:
             log.error("warm prompt %s skipped: %s", path, exc)
             continue
-        new, seconds = prefill(loaded.model, cache, tokens, step or DEFAULT_STEP)
         if new > 0 and seconds > 0:
             cache.record_prefill(new, seconds)
         log.info(
