@@ -18,24 +18,7 @@ from pathlib import Path
 from mlxctl import paths
 from mlxctl.errors import ReleaseError
 from mlxctl.releases.record import Release
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+from mlxctl.supervisor.statefile import write_text
 
 
 class ReleaseStore:
@@ -98,7 +81,7 @@ class ReleaseStore:
         """Point `current` at a complete release, then journal the move (`reason`: how)."""
         self.get(release_id)  # must exist and be complete before anything points at it
         paths.ensure_private_dir(self.root)
-        _write_atomic(self.root / "current", release_id + "\n")
+        write_text(self.root / "current", release_id + "\n")
         self.record("current", outcome="ok", to=release_id, reason=reason)
 
     def record(self, action: str, **fields) -> dict:
