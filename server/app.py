@@ -127,7 +127,10 @@ class WorkerMiddleware:
         self.engine.metrics.request_done(endpoint, status)
         gen = state.get("gen") or {}
         extra = " ".join(f"{k}={v}" for k, v in gen.items())
-        log.info(
+        # The supervisor probes /health every few seconds: at INFO that would flood the log.
+        quiet = scope["path"] in OPEN_PATHS and status == 200
+        log.log(
+            logging.DEBUG if quiet else logging.INFO,
             "%s %s %s %d %.3fs %s",
             state["request_id"],
             scope["method"],
