@@ -6,7 +6,8 @@
 The session is the real system prompt and tools of a captured Claude Code request (read from the
 fixtures at run time), then turns that each add an assistant tool_use, a user tool_result of a
 few hundred tokens of generated text, and ask for a short greedy reply. Both servers get the same
-conversation (ours over the Anthropic API, mlx_lm.server over OpenAI chat), one after the other:
+conversation (ours over the Anthropic API, mlx_lm.server over OpenAI chat). Both servers run at
+once and take each step in turn, so both see the same load on a shared machine:
 
   session 1, turns 0..N on a fresh server (turn 0 is the cold first request);
   restart the server, then turn N+1 (the first request after a restart);
@@ -410,30 +411,51 @@ class Run:
     error: str | None = None
 
 
-def run_server(name: str, make_server, request, session: Session, args, say) -> Run:
-    run = Run(name)
+def run_interleaved(contenders, session: Session, args, say) -> list[Run]:
+    """Run every step on each server in turn, all servers up at once, so both see the same
+    machine load (this 2-core machine is shared; sequential runs compared different loads).
+
+    `contenders` is a list of (name, make_server, request)."""
+    runs = {name: Run(name) for name, _, _ in contenders}
+    servers = {name: make() for name, make, _ in contenders}
     s2 = second_session(session)
-    server = make_server()
+
+    def start(name: str) -> None:
+        runs[name].startup.append(servers[name].start(args.startup_timeout))
+        say(f"{name}: up in {runs[name].startup[-1]:.1f}s at {servers[name].url}")
+
+    def step(turn_session: Session, turn: int, label: str) -> None:
+        for name, _, request in contenders:
+            if runs[name].error:
+                continue
+            try:
+                sample = request(servers[name].url, turn_session, turn, args, label)
+            except RuntimeError as exc:
+                runs[name].error = str(exc)
+                say(f"{name}: {exc}")
+                continue
+            runs[name].samples.append(_report(say, name, sample))
+
     try:
-        run.startup.append(server.start(args.startup_timeout))
-        say(f"{name}: up in {run.startup[-1]:.1f}s at {server.url}")
+        for name in servers:
+            try:
+                start(name)
+            except RuntimeError as exc:
+                runs[name].error = str(exc)
+                say(f"{name}: {exc}")
         for turn in range(args.turns + 1):
-            label = "0 (cold)" if turn == 0 else str(turn)
-            run.samples.append(_report(say, name, request(server.url, session, turn, args, label)))
-        server.stop()
-        say(f"{name}: restarting")
-        run.startup.append(server.start(args.startup_timeout))
-        label = f"{args.turns + 1} (restart)"
-        run.samples.append(
-            _report(say, name, request(server.url, session, args.turns + 1, args, label))
-        )
-        run.samples.append(_report(say, name, request(server.url, s2, 0, args, "session 2")))
-    except RuntimeError as exc:
-        run.error = str(exc)
-        say(f"{name}: {exc}")
+            step(session, turn, "0 (cold)" if turn == 0 else str(turn))
+        for name in servers:
+            if not runs[name].error:
+                servers[name].stop()
+                say(f"{name}: restarting")
+                start(name)
+        step(session, args.turns + 1, f"{args.turns + 1} (restart)")
+        step(s2, 0, "session 2")
     finally:
-        server.stop()
-    return run
+        for server in servers.values():
+            server.stop()
+    return [runs[name] for name, _, _ in contenders]
 
 
 def _report(say, name: str, s: Sample) -> Sample:
@@ -670,11 +692,16 @@ def main(argv=None) -> int:
         ]
         return Server("mlx_lm", argv, port, env, work)
 
-    ours = mlx = None
-    if "ours" in servers:
-        ours = run_server("ours", ours_server, anthropic_request, session, args, say)
-    if "mlx_lm" in servers:
-        mlx = run_server("mlx_lm", mlx_lm_server, openai_request, session, args, say)
+    contenders = [
+        (name, make, request)
+        for name, make, request in (
+            ("ours", ours_server, anthropic_request),
+            ("mlx_lm", mlx_lm_server, openai_request),
+        )
+        if name in servers
+    ]
+    runs = {run.name: run for run in run_interleaved(contenders, session, args, say)}
+    ours, mlx = runs.get("ours"), runs.get("mlx_lm")
     print_report(console, ours, mlx, args)
     if args.json:
         raw = {
