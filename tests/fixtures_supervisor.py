@@ -153,8 +153,6 @@ def make_ctl(tmp_path, tiny_model_path):
     made = []
 
     def factory(real: bool = False, env: dict | None = None, log_max: int = 1024 * 1024):
-        if real and not (REPO_ROOT / "server" / "__main__.py").exists():
-            pytest.skip("the worker (server/__main__.py) is not there yet")
         ctl = _make(
             tmp_path / f"ctl{len(made)}",
             REAL_WORKER if real else FAKE_WORKER,
