@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from mlxctl.supervisor.statefile import fsync_dir
+
 from . import disk_index as di
 from .trie import TokenTrie, as_tokens
 
@@ -175,7 +177,7 @@ class DiskTier:
                 # folder never sees a named file the index does not know yet.
                 with di.locked(self.folder):
                     os.replace(tmp, self.folder / name)
-                    di.fsync_dir(self.folder)
+                    fsync_dir(self.folder)
                     index = di.read_index(self.folder)
                     index["entries"][key] = {
                         "file": name,

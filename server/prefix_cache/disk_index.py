@@ -18,10 +18,11 @@ import json
 import logging
 import os
 import struct
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from mlxctl.supervisor.statefile import write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -39,28 +40,9 @@ def ensure_dir(path: str | os.PathLike) -> Path:
     return path
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Temp file in the same folder, fsync, rename, fsync the folder."""
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)
+    # TMP_PREFIX marks temp files so a scan can tell another worker's write in progress.
+    write_bytes(path, data, tmp_prefix=TMP_PREFIX)
 
 
 def sha256_file(path: Path) -> str:
