@@ -34,7 +34,7 @@ CLIENT = None  # one keep-alive connection, as a real client holds
 
 def reexec_with_openblas() -> None:
     # Both sides must use the same BLAS; the worker preloads it, so this process does too.
-    from mlxctl.blas import find_openblas, worker_env
+    from server.blas import find_openblas, worker_env
 
     blas = find_openblas()
     if blas and blas not in os.environ.get("LD_PRELOAD", ""):

@@ -195,3 +195,12 @@ def ensure_file() -> Path:
     if not path.exists():
         write_document(default_document())
     return path
+
+
+def cache_options(values: dict[str, Any]) -> dict[str, Any]:
+    """The worker's cache flags from loaded config `values` (see server.contract.worker_argv)."""
+    return {
+        "cache_dir": paths.kv_cache_dir(),
+        "cache_ram_bytes": values["cache.ram_bytes"],
+        "cache_disk_bytes": values["cache.disk_bytes"],
+    }

@@ -42,7 +42,7 @@ def check_python() -> Check:
 
 
 def probe_mlx() -> tuple[Check, str | None]:
-    from mlxctl.blas import worker_env
+    from server.blas import worker_env
 
     try:
         result = subprocess.run(
@@ -63,7 +63,7 @@ def probe_mlx() -> tuple[Check, str | None]:
 
 
 def check_openblas(backend: str | None) -> Check:
-    from mlxctl.blas import find_openblas
+    from server.blas import find_openblas
 
     if not sys.platform.startswith("linux") or backend not in ("CPU", None):
         return Check("openblas", PASS, "not needed on this backend")

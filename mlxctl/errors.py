@@ -1,12 +1,30 @@
-"""The errors mlxctl reports to people: one line of what went wrong plus a hint."""
+"""The errors mlxctl reports to people: one line of what went wrong plus a hint.
+
+    MlxctlError                 one line + hint; exit code FAILURE unless a subclass says
+    ├── ModelError              a model cannot be found, imported or removed
+    │   └── UnsupportedModelError
+    ├── ConfigError             the config file or a value for one of its keys is invalid
+    ├── StateError              a state file exists but cannot be read (was CorruptState)
+    ├── SupervisorError         the supervisor or its worker cannot be started, stopped, reached
+    │   ├── PortInUseError
+    │   ├── StartFailedError    the worker died or went FATAL before /health answered
+    │   └── WorkerUnavailable   no worker answers (not running, or not reachable)
+    ├── CacheAdminError         a cache listing or clean-up cannot be done
+    └── ReleaseError            a release cannot be found, created, or switched to
+
+Anything else reaching the CLI's boundary is a bug: it prints one line and the hint that
+`MLXCTL_DEBUG=1` shows the traceback.
+"""
 
 from __future__ import annotations
+
+from mlxctl import exit_codes
 
 
 class MlxctlError(Exception):
     """A failure the CLI prints as one line (plus `hint`) and turns into `exit_code`."""
 
-    exit_code = 1
+    exit_code = exit_codes.FAILURE
 
     def __init__(self, message: str, hint: str | None = None):
         super().__init__(message)
@@ -25,6 +43,10 @@ class ConfigError(MlxctlError):
     """The config file or a value given for one of its keys is invalid."""
 
 
+class StateError(MlxctlError):
+    """A state file exists but is not a readable JSON object."""
+
+
 class SupervisorError(MlxctlError):
     """The supervisor or its worker could not be started, stopped or reached."""
 
@@ -36,8 +58,25 @@ class PortInUseError(SupervisorError):
 class StartFailedError(SupervisorError):
     """The worker died or became FATAL before it answered /health."""
 
-    worker_exit_code: int | None = None
-    log_tail: list[str] = []  # noqa: RUF012 (read-only default)
+    def __init__(
+        self,
+        message: str,
+        hint: str | None = None,
+        *,
+        worker_exit_code: int | None = None,
+        log_tail: list[str] | None = None,
+    ):
+        super().__init__(message, hint)
+        self.worker_exit_code = worker_exit_code
+        self.log_tail = list(log_tail or [])
+
+
+class WorkerUnavailable(SupervisorError):
+    """No worker answers at the address the state file names."""
+
+
+class CacheAdminError(MlxctlError):
+    """A cache listing, clear or prune cannot be done."""
 
 
 class ReleaseError(MlxctlError):

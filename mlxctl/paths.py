@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+# The home rule is the worker's (a standalone worker finds installed models the same way).
+from server.contract import home, kv_cache_dir, models_dir
 
-def home() -> Path:
-    """The mlxctl home: `MLXCTL_HOME`, or `~/.mlxctl`."""
-    override = os.environ.get("MLXCTL_HOME")
-    return Path(override).expanduser() if override else Path.home() / ".mlxctl"
-
-
-def models_dir() -> Path:
-    return home() / "models"
+__all__ = ["home", "kv_cache_dir", "models_dir"]
 
 
 def downloads_dir() -> Path:

@@ -333,14 +333,12 @@ def _start_failure(state: dict) -> SupervisorError:
     reason = state.get("error") or exit_info.get("reason") or state.get("fatal_reason")
     if (state.get("error") or "").startswith("port "):
         return PortInUseError(state["error"], hint="pick another with `--port N`")
-    error = StartFailedError(
+    return StartFailedError(
         f"the worker did not start: {reason or 'the supervisor exited'}",
         hint="full log: `mlxctl logs -n 200` (supervisor: `mlxctl logs --supervisor`)",
+        worker_exit_code=exit_info.get("code"),
+        log_tail=tail(paths.worker_log(), 20),
     )
-    error.exit_code = 1
-    error.worker_exit_code = exit_info.get("code")
-    error.log_tail = tail(paths.worker_log(), 20)
-    return error
 
 
 # -- stop --------------------------------------------------------------------------------------

@@ -8,10 +8,15 @@ import os
 import re
 import sys
 
+from server import contract
+
+# Exit code when the command line cannot run (0 is a graceful stop, 1 a failed start).
+EXIT_USAGE = 2
+
 
 def _reexec_with_openblas() -> None:
     """Restart once with a system OpenBLAS preloaded (must run before mlx is imported)."""
-    from mlxctl.blas import find_openblas, worker_env
+    from server.blas import find_openblas, worker_env
 
     blas = find_openblas()
     if blas and blas not in os.environ.get("LD_PRELOAD", ""):
@@ -28,15 +33,6 @@ def byte_size(text: str) -> int:
     if not match:
         raise argparse.ArgumentTypeError(f"not a byte size: {text!r} (e.g. 8GiB, 512MiB)")
     return int(float(match.group(1)) * _UNITS[match.group(2)])
-
-
-def _env_bytes(name: str) -> int | None:
-    value = os.environ.get(name, "").strip()
-    try:
-        return byte_size(value) if value else None
-    except argparse.ArgumentTypeError:
-        logging.getLogger("server").warning("ignoring %s=%r: not a byte size", name, value)
-        return None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -58,7 +54,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--api-key",
         default=None,
-        help="require this key (x-api-key or Authorization: Bearer); default $MLXCTL_API_KEY",
+        help="require this key (x-api-key or Authorization: Bearer); "
+        f"default ${contract.API_KEY_ENV}",
     )
     parser.add_argument(
         "--max-queue",
@@ -88,20 +85,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     cache.add_argument(
         "--cache-ram-bytes",
         type=byte_size,
-        default=_env_bytes("MLXCTL_CACHE_RAM_BYTES"),
-        help="RAM budget, e.g. 8GiB (default $MLXCTL_CACHE_RAM_BYTES, else 10%% of RAM)",
+        default=None,
+        help="RAM budget, e.g. 8GiB (default 10%% of RAM)",
     )
     cache.add_argument(
         "--cache-disk-bytes",
         type=byte_size,
-        default=_env_bytes("MLXCTL_CACHE_DISK_BYTES"),
-        help="disk budget; 0 turns the disk tier off (default $MLXCTL_CACHE_DISK_BYTES, "
-        "else 20GiB)",
+        default=None,
+        help="disk budget; 0 turns the disk tier off (default 20GiB)",
     )
     cache.add_argument(
         "--cache-dir",
         default=None,
-        help="disk tier folder (default $MLXCTL_HOME/cache/kv)",
+        help=f"disk tier folder (default ${contract.HOME_ENV}/cache/kv)",
     )
     cache.add_argument(
         "--no-cache", action="store_true", help="no prefix cache: every request prefills"
@@ -112,7 +108,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         metavar="FILE",
         help="prefill this prompt at startup (text, or an OpenAI/Anthropic JSON body); "
-        "repeatable; default $MLXCTL_WARM_PROMPTS (os.pathsep-separated)",
+        f"repeatable; default ${contract.WARM_PROMPTS_ENV} (os.pathsep-separated)",
     )
     parser.add_argument(
         "--log-level",
@@ -126,7 +122,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def _warm_prompts(given: list[str] | None) -> list[str]:
     if given is not None:
         return given
-    return [p for p in os.environ.get("MLXCTL_WARM_PROMPTS", "").split(os.pathsep) if p]
+    return [p for p in os.environ.get(contract.WARM_PROMPTS_ENV, "").split(os.pathsep) if p]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,24 +136,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     log = logging.getLogger("server")
 
-    from mlxctl.errors import ModelError
-    from mlxctl.models.registry import resolve
-    from mlxctl.paths import home
+    from server.model_loading import ModelRefError, resolve_model_ref
     from server.settings import Settings, is_loopback
 
-    api_key = args.api_key or os.environ.get("MLXCTL_API_KEY") or None
+    api_key = args.api_key or os.environ.get(contract.API_KEY_ENV) or None
     if not is_loopback(args.host) and not api_key:
         log.error(
-            "refusing to bind %s without an API key; pass --api-key or set "
-            "MLXCTL_API_KEY (or bind 127.0.0.1)",
+            "refusing to bind %s without an API key; pass --api-key or set %s (or bind 127.0.0.1)",
             args.host,
+            contract.API_KEY_ENV,
         )
-        return 2
+        return EXIT_USAGE
     try:
-        model_path = resolve(args.model)
-    except ModelError as exc:
-        log.error("%s", exc)
-        return 2
+        model_path = resolve_model_ref(args.model)
+    except ModelRefError as exc:
+        log.error("%s%s", exc, f" ({exc.hint})" if exc.hint else "")
+        return EXIT_USAGE
     settings = Settings(
         model=args.model,
         model_path=model_path,
@@ -172,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         cache_enabled=not args.no_cache,
         cache_ram_bytes=args.cache_ram_bytes,
         cache_disk_bytes=args.cache_disk_bytes,
-        cache_dir=args.cache_dir or str(home() / "cache" / "kv"),
+        cache_dir=args.cache_dir or str(contract.kv_cache_dir()),
         warm_prompts=_warm_prompts(args.warm_prompt),
     )
     from server.serve import serve

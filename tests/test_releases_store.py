@@ -136,6 +136,23 @@ def test_launch_fills_placeholders_and_puts_snapshots_first(mlxctl_home, tmp_pat
     assert spec.env["PYTHONPATH"].split(os.pathsep)[0] == str(tmp_path / "src")
 
 
+def test_launch_gives_cache_options_to_our_worker_only(mlxctl_home, tmp_path):
+    options = {"cache_dir": tmp_path / "kv", "cache_ram_bytes": 5, "cache_disk_bytes": 0}
+    builtin = Release(id="r2", kind=BUILTIN, model="demo", args=["--x"])
+    argv = launch(builtin, None, "127.0.0.1", 9001, **options).argv
+    assert argv[-7:] == [
+        "--cache-dir",
+        str(tmp_path / "kv"),
+        "--cache-ram-bytes",
+        "5",
+        "--cache-disk-bytes",
+        "0",
+        "--x",
+    ]
+    external = Release(id="r1", kind=COMMAND, model="m", command="srv --port {port}")
+    assert launch(external, None, "127.0.0.1", 9000, **options).argv == ["srv", "--port", "9000"]
+
+
 def test_records_round_trip_through_json(mlxctl_home):
     store = ReleaseStore()
     release = make(store, env={"K": "v"}, features=["openai"])
@@ -143,14 +160,15 @@ def test_records_round_trip_through_json(mlxctl_home):
     assert Release.from_dict({**data, "added_later": 1}) == release
 
 
-def test_archive_snapshots_both_packages_with_versions(mlxctl_home):
+def test_archive_snapshots_the_worker_alone_with_versions(mlxctl_home):
     from mlxctl.releases.snapshot import archive_installed
 
     store = ReleaseStore()
     first = archive_installed(store, "demo", "one")
     second = archive_installed(store, "demo", "two")
     src = store.folder(first.id) / "src"
-    assert (src / "server" / "__main__.py").is_file() and (src / "mlxctl" / "cli.py").is_file()
+    assert (src / "server" / "__main__.py").is_file()
+    assert not (src / "mlxctl").exists(), "the worker imports nothing from mlxctl"
     assert not list(src.rglob("__pycache__"))
     assert set(first.versions) == {"mlxctl", "mlx", "mlx-lm", "python", "source_sha256"}
     assert first.versions["source_sha256"] == second.versions["source_sha256"]

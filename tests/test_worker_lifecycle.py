@@ -13,7 +13,7 @@ from tests.fixtures_worker import REPO_ROOT, start_worker, wait_healthy
 
 
 def test_refuses_non_loopback_bind_without_key(tiny_model_path):
-    from mlxctl.blas import worker_env
+    from server.blas import worker_env
 
     env = worker_env()
     env.pop("MLXCTL_API_KEY", None)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -11,10 +10,10 @@ from pathlib import Path
 from mlxctl import paths
 from mlxctl.errors import ModelError
 from mlxctl.models.gguf_import import import_gguf  # mlx is imported inside, on use
+from server.model_loading import DEMO_MODEL, MODEL_NAME_RE, ModelRefError, is_model_dir
+from server.model_loading import resolve_model_ref as _resolve_ref
 
-DEMO_MODEL = "demo"
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_HF_REPO_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+__all__ = ["DEMO_MODEL", "is_model_dir"]
 
 
 @dataclass
@@ -31,7 +30,7 @@ class ModelInfo:
 
 
 def validate_name(name: str) -> str:
-    if not _NAME_RE.match(name):
+    if not MODEL_NAME_RE.match(name):
         raise ModelError(
             f"invalid model name {name!r}",
             hint="use letters, digits, '.', '_' or '-' (at most 64 characters)",
@@ -41,10 +40,6 @@ def validate_name(name: str) -> str:
 
 def model_dir(name: str) -> Path:
     return paths.models_dir() / validate_name(name)
-
-
-def is_model_dir(path: Path) -> bool:
-    return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
 
 
 def describe(path: Path, name: str | None = None) -> ModelInfo:
@@ -93,25 +88,12 @@ def remove(name: str) -> ModelInfo:
 def resolve(model: str) -> str:
     """What to hand mlx-lm for `model`: an installed name, a local MLX directory or a HF repo id.
 
-    Raises ModelError with a hint when it is none of those.
+    Raises ModelError with a hint when it is none of those (the worker's own rule, once).
     """
-    local = Path(model).expanduser()
-    if is_model_dir(local):
-        return str(local.resolve())
-    if _NAME_RE.match(model):
-        candidate = paths.models_dir() / model
-        if is_model_dir(candidate):
-            return str(candidate)
-        hint = "run `mlxctl model pull demo`" if model == DEMO_MODEL else "see `mlxctl model ls`"
-        raise ModelError(f"model {model!r} is not installed", hint=hint)
-    if local.exists():
-        raise ModelError(
-            f"{model} is not an MLX model directory (config.json and *.safetensors expected)",
-            hint="import a GGUF file with `mlxctl model import PATH.gguf`",
-        )
-    if _HF_REPO_RE.match(model):
-        return model
-    raise ModelError(f"cannot resolve model {model!r}", hint="see `mlxctl model ls`")
+    try:
+        return _resolve_ref(model)
+    except ModelRefError as exc:
+        raise ModelError(str(exc), hint=exc.hint) from None
 
 
 def import_file(gguf: Path, name: str | None = None) -> ModelInfo:

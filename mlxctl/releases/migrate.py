@@ -28,6 +28,7 @@ from mlxctl.errors import MlxctlError, ReleaseError
 from mlxctl.releases import smoke
 from mlxctl.releases.record import COMMAND, Release, launch
 from mlxctl.releases.store import ReleaseStore
+from server.contract import API_KEY_ENV
 
 SIDE_PID_FILE = "side-worker.pid"
 SIDE_STARTUP_SECONDS = 600.0
@@ -69,21 +70,23 @@ class SideWorker:
     """The target release on a spare port, in its own process group, dying with us."""
 
     def __init__(self, store: ReleaseStore, release: Release, host: str):
-        from mlxctl.blas import worker_env
         from mlxctl.supervisor.seam import _SHIM as DIE_WITH_PARENT
+        from server.blas import worker_env
 
         self.port = free_port(host)
         self.url = f"http://{host}:{self.port}"
         folder = store.folder(release.id)
         self.model = resolve_model_arg(release.model)
-        spec = launch(replace(release, model=self.model), folder, host, self.port)
+        settings = config.load()
+        # The configured cache budgets, as the supervisor's own worker gets them.
+        cache = config.cache_options(settings)
+        spec = launch(replace(release, model=self.model), folder, host, self.port, **cache)
         self.health_url = self.url + spec.health_path
         env = worker_env()
         env.update(spec.env)
         env["PYTHONUNBUFFERED"] = "1"
-        settings = config.load()
         if settings["api_key"]:
-            env["MLXCTL_API_KEY"] = settings["api_key"]
+            env[API_KEY_ENV] = settings["api_key"]
         self.log_path = paths.ensure_private_dir(paths.logs_dir()) / f"side-{release.id}.log"
         log = self.log_path.open("wb")
         argv = [sys.executable, "-c", DIE_WITH_PARENT, str(os.getpid()), *spec.argv]

@@ -9,6 +9,9 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
+
+from server.contract import worker_argv
 
 BUILTIN = "builtin"
 COMMAND = "command"
@@ -67,30 +70,23 @@ class Launch:
     health_path: str
 
 
-def launch(release: Release, release_dir: Path | None, host: str, port: int) -> Launch:
-    """The command line and environment that run `release` on host:port."""
+def launch(
+    release: Release, release_dir: Path | None, host: str, port: int, **worker_options: Any
+) -> Launch:
+    """The command line and environment that run `release` on host:port.
+
+    `worker_options` (cache_dir, cache_ram_bytes, cache_disk_bytes) go to our own worker only:
+    an external server has flags of its own.
+    """
     env = dict(release.env)
     if release.kind == COMMAND:
         fields = {"python": sys.executable, "model": release.model, "host": host, "port": port}
         argv = [part.format(**fields) for part in shlex.split(release.command or "")]
         return Launch(argv + list(release.args), env, release.health_path)
-    # -P keeps the working directory off sys.path: a `server` folder there must not shadow ours.
-    argv = [
-        sys.executable,
-        "-P",
-        "-m",
-        "server",
-        "--model",
-        release.model,
-        "--host",
-        host,
-        "--port",
-        str(port),
-        *release.args,
-    ]
+    argv = [*worker_argv(release.model, host, port, **worker_options), *release.args]
     if release.source and release_dir is not None:
-        # The snapshot comes first on the path, so its `server` (and `mlxctl`) shadow the
-        # installed ones: an archived release keeps running after the package changes.
+        # The snapshot comes first on the path, so its `server` shadows the installed one:
+        # an archived release keeps running after the package changes.
         src = str(release_dir / release.source)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
     return Launch(argv, env, release.health_path)

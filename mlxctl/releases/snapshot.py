@@ -8,13 +8,12 @@ import shutil
 from importlib import metadata
 from pathlib import Path
 
-import mlxctl
 import server
 from mlxctl.releases.record import BUILTIN, Release, new_release_id
 from mlxctl.releases.store import ReleaseStore
 
-# The worker imports a few mlxctl modules (model names, BLAS lookup): snapshot both packages.
-PACKAGES = (server, mlxctl)
+# The worker stands alone (it imports nothing from mlxctl): a release is the worker package.
+PACKAGES = (server,)
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc")
 
 
@@ -48,7 +47,7 @@ def _package_dirs() -> list[Path]:
 
 
 def copy_sources(destination: Path) -> None:
-    """Copy the installed `server` and `mlxctl` packages under `destination`."""
+    """Copy the installed `server` package under `destination`."""
     for source in _package_dirs():
         shutil.copytree(source, destination / source.name, ignore=_IGNORE)
 

@@ -23,6 +23,7 @@ from mlxctl.supervisor.machine import Supervisor, Timing
 from mlxctl.supervisor.policy import RestartPolicy
 from mlxctl.supervisor.seam import RealSeam, WorkerSpec, become_subreaper
 from mlxctl.supervisor.states import State
+from server import contract
 
 TICK_SECONDS = 0.1
 WORKER_COMMAND_ENV = "MLXCTL_WORKER_COMMAND"  # override the worker command (tests, custom servers)
@@ -41,24 +42,10 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
-def worker_argv(model: str, host: str, port: int) -> list[str]:
-    template = os.environ.get(WORKER_COMMAND_ENV)
-    if template:
-        fields = {"python": sys.executable, "model": model, "host": host, "port": port}
-        return [part.format(**fields) for part in shlex.split(template)]
-    # -P: the working directory must not shadow the installed `server` package.
-    return [
-        sys.executable,
-        "-P",
-        "-m",
-        "server",
-        "--model",
-        model,
-        "--host",
-        host,
-        "--port",
-        str(port),
-    ]
+def override_argv(template: str, model: str, host: str, port: int) -> list[str]:
+    """`$MLXCTL_WORKER_COMMAND` with its {python}, {model}, {host} and {port} filled in."""
+    fields = {"python": sys.executable, "model": model, "host": host, "port": port}
+    return [part.format(**fields) for part in shlex.split(template)]
 
 
 class Daemon:
@@ -72,11 +59,11 @@ class Daemon:
         self.started_wall = time.time()
         self.error: str | None = None
         self.announced = False
-        logs = paths.ensure_private_dir(paths.logs_dir())
+        paths.ensure_private_dir(paths.logs_dir())
         limits = (self.settings["logs.max_bytes"], self.settings["logs.backups"])
         rotate = None if foreground else self._point_stdio_at
-        self.sup_log = RotatingWriter(logs / "supervisor.log", *limits, on_rotate=rotate)
-        self.worker_log = RotatingWriter(logs / "worker.log", *limits)
+        self.sup_log = RotatingWriter(paths.supervisor_log(), *limits, on_rotate=rotate)
+        self.worker_log = RotatingWriter(paths.worker_log(), *limits)
         self.url = f"http://{self._url_host()}:{args.port}"
 
     def _url_host(self) -> str:
@@ -98,17 +85,14 @@ class Daemon:
             print(line, file=sys.stderr, flush=True)
 
     def make_spec(self) -> WorkerSpec:
-        from mlxctl.blas import worker_env
+        from server.blas import worker_env
 
         nonce = identity.new_nonce()
         env = worker_env()
         env[identity.NONCE_ENV] = nonce
-        env["MLXCTL_SUPERVISOR_PID"] = str(os.getpid())
         env["PYTHONUNBUFFERED"] = "1"
-        env["MLXCTL_CACHE_RAM_BYTES"] = str(self.settings["cache.ram_bytes"])
-        env["MLXCTL_CACHE_DISK_BYTES"] = str(self.settings["cache.disk_bytes"])
         if self.settings["api_key"]:
-            env["MLXCTL_API_KEY"] = self.settings["api_key"]  # not argv: others can read that
+            env[contract.API_KEY_ENV] = self.settings["api_key"]  # not argv: others can read that
         argv, health_path = self._worker_command(env)
         # Marks where each run starts in the shared log (`start` reads progress from here on).
         self.worker_log.write_line(f"{SPAWN_MARK} {self.args.model_name} on {self.url}")
@@ -116,18 +100,23 @@ class Daemon:
 
     def _worker_command(self, env: dict[str, str]) -> tuple[list[str], str]:
         """The worker's argv (and health path): the current release's when one is set."""
-        if self.args.release and not os.environ.get(WORKER_COMMAND_ENV):
+        args = self.args
+        template = os.environ.get(WORKER_COMMAND_ENV)
+        if template:
+            return override_argv(template, args.model, args.host, args.port), contract.HEALTH_PATH
+        cache = config.cache_options(self.settings)
+        if args.release:
             from dataclasses import replace
 
             from mlxctl.releases.record import launch
             from mlxctl.releases.store import ReleaseStore
 
             store = ReleaseStore()
-            release = replace(store.get(self.args.release), model=self.args.model)
-            spec = launch(release, store.folder(release.id), self.args.host, self.args.port)
+            release = replace(store.get(args.release), model=args.model)
+            spec = launch(release, store.folder(release.id), args.host, args.port, **cache)
             env.update(spec.env)
             return spec.argv, spec.health_path
-        return worker_argv(self.args.model, self.args.host, self.args.port), "/health"
+        return contract.worker_argv(args.model, args.host, args.port, **cache), contract.HEALTH_PATH
 
     # -- state file ----------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from mlxctl.supervisor.statefile import fsync_dir
+from server.atomic import fsync_dir
 
 from . import disk_index as di
 from .trie import TokenTrie, as_tokens

@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from mlxctl.supervisor.statefile import write_bytes
+from server.atomic import write_bytes
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,54 @@
+"""The worker's launch contract, stdlib only: what a supervisor needs to start and find a worker.
+
+The worker takes everything as flags; only the API key travels in the environment (argv is
+readable by every user on the host).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+HOME_ENV = "MLXCTL_HOME"
+API_KEY_ENV = "MLXCTL_API_KEY"
+WARM_PROMPTS_ENV = "MLXCTL_WARM_PROMPTS"
+HEALTH_PATH = "/health"
+
+
+def home() -> Path:
+    """The mlxctl home: `$MLXCTL_HOME`, or `~/.mlxctl`."""
+    override = os.environ.get(HOME_ENV)
+    return Path(override).expanduser() if override else Path.home() / ".mlxctl"
+
+
+def models_dir() -> Path:
+    """Installed models, one folder each."""
+    return home() / "models"
+
+
+def kv_cache_dir() -> Path:
+    """The prefix cache's disk tier (one folder per model fingerprint inside)."""
+    return home() / "cache" / "kv"
+
+
+def worker_argv(
+    model: str,
+    host: str,
+    port: int,
+    *,
+    cache_dir: str | Path | None = None,
+    cache_ram_bytes: int | None = None,
+    cache_disk_bytes: int | None = None,
+    python: str = sys.executable,
+) -> list[str]:
+    """The command line that runs the worker on host:port (None leaves the worker's default)."""
+    # -P: the working directory must not shadow the installed `server` package.
+    argv = [python, "-P", "-m", "server", "--model", model, "--host", host, "--port", str(port)]
+    if cache_dir is not None:
+        argv += ["--cache-dir", str(cache_dir)]
+    if cache_ram_bytes is not None:
+        argv += ["--cache-ram-bytes", str(cache_ram_bytes)]
+    if cache_disk_bytes is not None:
+        argv += ["--cache-disk-bytes", str(cache_disk_bytes)]
+    return argv
