@@ -1,4 +1,7 @@
-"""Shared fixtures: test models (built or pulled once, cached across runs) and a private home."""
+"""Shared fixtures: test models (built or pulled once, cached across runs) and a private home.
+
+Every test runs with its own MLXCTL_HOME (autouse), so none can touch the user's ~/.mlxctl.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = REPO_ROOT.parent / "shared" / "fixtures" / "claude-code-2.1.328" / "fix-notes-session"
 
 
-def test_cache_dir() -> Path:
+def model_cache_dir() -> Path:
     """Where built and pulled test models persist between runs (not the user's mlxctl home)."""
     root = Path(os.environ.get("MLXCTL_TEST_CACHE", Path.home() / ".cache" / "mlxctl-tests"))
     root.mkdir(parents=True, exist_ok=True)
@@ -25,7 +28,7 @@ def tiny_model(**kwargs) -> Path:
     from server.tiny_model import build_tiny_model
 
     key = "-".join(f"{k}{v}" for k, v in sorted(kwargs.items())) or "default"
-    return build_tiny_model(test_cache_dir() / f"tiny-{key}", **kwargs)
+    return build_tiny_model(model_cache_dir() / f"tiny-{key}", **kwargs)
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +43,7 @@ def demo_model_path() -> Path:
     from mlxctl.models.pull import pull
 
     previous = os.environ.get("MLXCTL_HOME")
-    os.environ["MLXCTL_HOME"] = str(test_cache_dir() / "home")
+    os.environ["MLXCTL_HOME"] = str(model_cache_dir() / "home")
     try:
         info, _ = pull("demo")
     finally:
@@ -51,13 +54,22 @@ def demo_model_path() -> Path:
     return Path(info.path)
 
 
-@pytest.fixture
-def mlxctl_home(tmp_path, monkeypatch) -> Path:
-    """A fresh, private MLXCTL_HOME for one test."""
-    home = tmp_path / "mlxctl-home"
-    home.mkdir()
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path_factory, monkeypatch) -> Path:
+    """A fresh, private MLXCTL_HOME for every test, and plain, fixed-width terminal output."""
+    # Beside tmp_path, not in it: tests that list their tmp_path must find only their own files.
+    home = tmp_path_factory.mktemp("mlxctl-home")
     monkeypatch.setenv("MLXCTL_HOME", str(home))
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("COLUMNS", "100")
+    monkeypatch.delenv("MLXCTL_DEBUG", raising=False)
     return home
+
+
+@pytest.fixture
+def mlxctl_home(isolated_home) -> Path:
+    """The test's private MLXCTL_HOME (for tests that write into it)."""
+    return isolated_home
 
 
 @pytest.fixture(scope="session")
