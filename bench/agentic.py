@@ -591,7 +591,7 @@ def _tokens(s: Sample | None) -> str:
 
 def default_model() -> Path:
     """The tests' tiny 32K-context model (built once, cached like the tests do)."""
-    from server.tiny_model import build_tiny_model
+    from server.testing.tiny_model import build_tiny_model
 
     root = Path(os.environ.get("MLXCTL_TEST_CACHE", Path.home() / ".cache" / "mlxctl-tests"))
     return build_tiny_model(root / "tiny-default")

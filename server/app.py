@@ -1,29 +1,30 @@
-"""The FastAPI application: middleware (auth, body limit, one log line), admin routes, errors."""
+"""The FastAPI application: middleware (auth, body limit, one log line) and error handlers."""
 
 from __future__ import annotations
 
 import hmac
 import logging
-import os
 import time
 import uuid
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from server import anthropic_api, cache_routes, openai_api
+from server import admin_routes, anthropic_api, openai_api
 from server.engine import Engine
 from server.errors import (
     BadRequest,
+    HTTPStatusError,
     InternalError,
+    MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
     Unauthorized,
     WorkerError,
 )
-from server.metrics import prometheus_text
+from server.serving import STATS_KEY
 from server.settings import Settings
 
 log = logging.getLogger("server.access")
@@ -52,7 +53,7 @@ class WorkerMiddleware:
         path = scope["path"]
         state = scope.setdefault("state", {})
         state["request_id"] = uuid.uuid4().hex[:12]
-        status_box = [500]
+        status_box, stats_box = [500], [None]
 
         async def send_wrapper(message):
             if message["type"] == "http.response.start":
@@ -60,6 +61,9 @@ class WorkerMiddleware:
                 message.setdefault("headers", []).append(
                     (b"x-request-id", state["request_id"].encode())
                 )
+            elif STATS_KEY in message:  # a generation's figures, on its response's last message
+                message = dict(message)
+                stats_box[0] = message.pop(STATS_KEY)
             await send(message)
 
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
@@ -73,7 +77,8 @@ class WorkerMiddleware:
         except PayloadTooLarge as exc:
             await error_response(path, exc)(scope, receive, send_wrapper)
         finally:
-            self._log(scope, state, status_box[0], time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            self._log(scope, state["request_id"], status_box[0], elapsed, stats_box[0] or {})
 
     def _check(self, path: str, headers: dict[str, str]) -> WorkerError | None:
         key = self.settings.api_key
@@ -121,36 +126,23 @@ class WorkerMiddleware:
 
         return replay
 
-    def _log(self, scope, state: dict, status: int, seconds: float) -> None:
+    def _log(self, scope, request_id: str, status: int, seconds: float, stats: dict) -> None:
         route = scope.get("route")
         endpoint = getattr(route, "path", None) or "unmatched"
         self.engine.metrics.request_done(endpoint, status)
-        gen = state.get("gen") or {}
-        extra = " ".join(f"{k}={v}" for k, v in gen.items())
+        extra = " ".join(f"{k}={v}" for k, v in stats.items())
         # The supervisor probes /health every few seconds: at INFO that would flood the log.
         quiet = scope["path"] in OPEN_PATHS and status == 200
         log.log(
             logging.DEBUG if quiet else logging.INFO,
             "%s %s %s %d %.3fs %s",
-            state["request_id"],
+            request_id,
             scope["method"],
             scope["path"],
             status,
             seconds,
             extra,
         )
-
-
-def _memory() -> dict:
-    import mlx.core as mx
-    import psutil
-
-    return {
-        "active_bytes": int(mx.get_active_memory()),
-        "peak_bytes": int(mx.get_peak_memory()),
-        "cache_bytes": int(mx.get_cache_memory()),
-        "rss_bytes": psutil.Process().memory_info().rss,
-    }
 
 
 def create_app(settings: Settings, engine: Engine) -> FastAPI:
@@ -171,11 +163,9 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
         if exc.status_code == 404:
             error = NotFound(f"no such endpoint: {request.method} {request.url.path}")
         elif exc.status_code == 405:
-            error = NotFound(f"method {request.method} not allowed on {request.url.path}")
-            error.status = 405
+            error = MethodNotAllowed(f"method {request.method} not allowed on {request.url.path}")
         else:
-            error = BadRequest(str(exc.detail))
-            error.status = exc.status_code
+            error = HTTPStatusError(exc.status_code, str(exc.detail))
         return error_response(request.url.path, error)
 
     @app.exception_handler(Exception)
@@ -183,49 +173,9 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
         logging.getLogger("server").exception("unhandled error on %s", request.url.path)
         return error_response(request.url.path, InternalError())
 
-    @app.get("/health")
-    async def health():
-        if engine.load_error:
-            return JSONResponse({"status": "error", "error": "model failed to load"}, 503)
-        if not engine.ready:
-            return JSONResponse({"status": "loading"}, 503)
-        return {"status": "ok"}
-
-    @app.get("/v1/status")
-    async def status():
-        loaded = engine.loaded
-        return {
-            "model": settings.model,
-            "model_path": settings.model_path,
-            "state": "ready" if engine.ready else ("failed" if engine.load_error else "loading"),
-            "uptime_seconds": round(time.time() - engine.started_at, 3),
-            "pid": os.getpid(),
-            "backend": getattr(loaded, "backend", None),
-            "context_length": engine.renderer.context_length if engine.renderer else None,
-            "memory": _memory(),
-            "queue_depth": engine.queue_depth,
-            "max_queue": settings.max_queue,
-            "requests": engine.metrics.snapshot(),
-            "cache": engine.cache.stats(),
-        }
-
-    @app.get("/metrics")
-    async def metrics():
-        mem = _memory()
-        gauges = {
-            "queue_depth": engine.queue_depth,
-            "ready": int(engine.ready),
-            "uptime_seconds": round(time.time() - engine.started_at, 3),
-            "memory_active_bytes": mem["active_bytes"],
-            "memory_peak_bytes": mem["peak_bytes"],
-            "memory_rss_bytes": mem["rss_bytes"],
-        }
-        text = prometheus_text(engine.metrics.snapshot(), gauges, engine.cache.stats())
-        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
-
+    app.include_router(admin_routes.router)
     app.include_router(openai_api.router)
     app.include_router(anthropic_api.router)
-    app.include_router(cache_routes.router)
     return WorkerMiddleware(app, settings, engine)
 
 

@@ -1,12 +1,13 @@
 """The generation thread: owns the model and every MLX call; requests wait in a bounded queue.
 
 HTTP handlers submit a Job and read its events from an asyncio queue; they never touch MLX.
+Warm prompts take the same path before the worker says ready: render, cache lookup, generate one
+token, store.
 """
 
 from __future__ import annotations
 
-import asyncio
-import collections
+import dataclasses
 import logging
 import threading
 import time
@@ -14,87 +15,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.errors import InternalError, Overloaded
+from server.errors import InternalError, Overloaded, ServiceUnavailable
+from server.job import Cancelled, Job, JobQueue
 from server.metrics import Metrics
-from server.output import OutputParser
-from server.prefix_seam import NoPrefixCache, PrefixCache
-from server.prompt import PromptRenderer, Rendered
+from server.prefix_cache.seam import NoPrefixCache, PrefixCache
+from server.prompt import PromptRenderer
+from server.reply_parser import ReplyParser
 from server.request import (
     ChatRequest,
     Failed,
     Finished,
-    Progress,
+    Sampling,
     Started,
     Usage,
 )
 
 log = logging.getLogger("server.engine")
-
-
-class Cancelled(Exception):
-    """Raised inside generation when the client went away."""
-
-
-@dataclass
-class Job:
-    request: ChatRequest
-    rendered: Rendered
-    loop: asyncio.AbstractEventLoop
-    events: asyncio.Queue = field(default_factory=asyncio.Queue)
-    submitted: float = field(default_factory=time.perf_counter)
-    cancel_event: threading.Event = field(default_factory=threading.Event)
-    abort_reason: str | None = None
-    done: bool = False
-
-    def emit(self, event: Any) -> None:
-        self.loop.call_soon_threadsafe(self.events.put_nowait, event)
-
-    def cancel(self, reason: str | None = None) -> None:
-        self.abort_reason = reason
-        self.cancel_event.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self.cancel_event.is_set()
-
-
-class JobQueue:
-    """A bounded FIFO where a job whose client left stops counting against the bound at once."""
-
-    def __init__(self, limit: int):
-        self.limit = limit
-        self._jobs: collections.deque[Job] = collections.deque()
-        self._cond = threading.Condition()
-        self._closed = False
-
-    def __len__(self) -> int:
-        with self._cond:
-            return sum(1 for job in self._jobs if not job.cancelled)
-
-    def put(self, job: Job) -> bool:
-        with self._cond:
-            if self._closed or sum(1 for j in self._jobs if not j.cancelled) >= self.limit:
-                return False
-            self._jobs.append(job)
-            self._cond.notify()
-            return True
-
-    def get(self) -> Job | None:
-        """The next job, or None once closed."""
-        with self._cond:
-            while not self._jobs and not self._closed:
-                self._cond.wait()
-            return self._jobs.popleft() if self._jobs else None
-
-    def drain(self) -> list[Job]:
-        with self._cond:
-            jobs, self._jobs = list(self._jobs), collections.deque()
-            return jobs
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
 
 
 class Engine:
@@ -126,6 +62,9 @@ class Engine:
         self.cache: PrefixCache = NoPrefixCache()
         self.load_error: str | None = None
         self.started_at = time.time()
+        self._warm: list[tuple[str, ChatRequest]] = []
+        # MLX memory figures, read on the generation thread after each job for the admin routes.
+        self._memory = {"active_bytes": 0, "peak_bytes": 0, "cache_bytes": 0}
 
     # -- called from the HTTP side ------------------------------------------------------------
 
@@ -140,11 +79,22 @@ class Engine:
     def queue_depth(self) -> int:
         return len(self._queue) + (1 if self.current is not None else 0)
 
+    def warm(self, prompts: list[tuple[str, ChatRequest]]) -> None:
+        """Prefill these (name, request) pairs into the prefix cache after the model loads, before
+        ready. Call before `start`; a prompt that fails is logged and skipped, never fatal."""
+        self._warm = list(prompts)
+
+    def memory(self) -> dict:
+        """The last MLX memory snapshot plus the process's RSS (safe on the event loop)."""
+        import psutil
+
+        return {**self._memory, "rss_bytes": psutil.Process().memory_info().rss}
+
     def submit(self, job: Job) -> None:
         if not self._accepting:
-            raise Overloaded("the server is shutting down", retry_after=5, status=503)
+            raise ServiceUnavailable("the server is shutting down", retry_after=5)
         if not self.ready:
-            raise Overloaded("the model is still loading", retry_after=2, status=503)
+            raise ServiceUnavailable("the model is still loading", retry_after=2)
         if not self._queue.put(job):
             raise Overloaded("too many requests are waiting; retry shortly")
 
@@ -152,7 +102,7 @@ class Engine:
         """Stop accepting; fail queued jobs now; give the running one `grace_s` to finish."""
         self._accepting = False
         for job in self._queue.drain():
-            job.emit(Failed(Overloaded("the server is shutting down", status=503)))
+            job.emit(Failed(ServiceUnavailable("the server is shutting down")))
         running = self.current
 
         def abort_later():
@@ -186,6 +136,8 @@ class Engine:
             log.exception("could not load model %s", self.model_ref)
             self._ready.set()
             return
+        self._warm_up()
+        self._snapshot_memory()
         self._ready.set()
         while True:
             job = self._queue.get()
@@ -200,6 +152,7 @@ class Engine:
                 del exc
             finally:
                 self._settle()
+                self._snapshot_memory()
                 job.done = True
                 self.current = None
         try:
@@ -216,6 +169,15 @@ class Engine:
             mx.synchronize()
         except Exception:
             log.exception("synchronize failed")
+
+    def _snapshot_memory(self) -> None:
+        import mlx.core as mx
+
+        self._memory = {
+            "active_bytes": int(mx.get_active_memory()),
+            "peak_bytes": int(mx.get_peak_memory()),
+            "cache_bytes": int(mx.get_cache_memory()),
+        }
 
     def _load(self) -> None:
         from server.model_loading import load_model
@@ -235,113 +197,141 @@ class Engine:
         )
 
     def _run(self, job: Job) -> None:
-        import mlx.core as mx
-        from mlx_lm import stream_generate
-        from mlx_lm.models.cache import make_prompt_cache, trim_prompt_cache
-        from mlx_lm.sample_utils import make_sampler
-
         if job.cancelled:
             return self._finish_cancelled(job, Usage(), 0.0)
-        model, tokenizer = self.loaded.model, self.loaded.tokenizer
-        request, rendered = job.request, job.rendered
-        tokens = rendered.tokens
+        tokens = job.rendered.tokens
+        prompt_cache, n_cached = self._cache_for(tokens)
+        usage = Usage(prompt_tokens=len(tokens), cached_tokens=n_cached)
+        job.emit(Started(len(tokens), n_cached))
+        parser = self._parser(job)
+        run = _Generation(prompt_cache, n_cached)
+        try:
+            self._generate(job, run, parser, self._max_tokens(job.request, len(tokens)))
+        except Cancelled:
+            usage.completion_tokens = len(run.generated)
+            return self._finish_cancelled(job, usage, time.perf_counter() - run.started)
+        self._finish(job, run, parser, usage)
+
+    def _cache_for(self, tokens: list[int]) -> tuple[list[Any], int]:
+        """The prefix cache's state for `tokens` (or a fresh one), and how many it holds."""
+        from mlx_lm.models.cache import make_prompt_cache, trim_prompt_cache
 
         prompt_cache, n_cached = self.cache.lookup(tokens)
         if prompt_cache is None:
-            prompt_cache, n_cached = make_prompt_cache(model), 0
+            prompt_cache, n_cached = make_prompt_cache(self.loaded.model), 0
         if n_cached >= len(tokens):
             # At least one prompt token must run through the model to get the first logits.
             trim_prompt_cache(prompt_cache, n_cached - len(tokens) + 1)
             n_cached = len(tokens) - 1
-        usage = Usage(prompt_tokens=len(tokens), cached_tokens=n_cached)
-        job.emit(Started(len(tokens), n_cached))
+        return prompt_cache, n_cached
 
+    def _max_tokens(self, request: ChatRequest, prompt_tokens: int) -> int:
+        """The request's own limit, capped by what is left of the context and the worker's cap."""
         limit = self.renderer.context_length
-        budget = [request.max_tokens or ((limit - len(tokens)) if limit else 4096)]
+        budget = [request.max_tokens or ((limit - prompt_tokens) if limit else 4096)]
         if limit:
-            budget.append(limit - len(tokens))
+            budget.append(limit - prompt_tokens)
         if self.max_output_tokens:
             budget.append(self.max_output_tokens)
-        max_tokens = max(1, min(budget))
+        return max(1, min(budget))
 
-        s = request.sampling
-        sampler = make_sampler(
-            temp=s.temperature, top_p=s.top_p if s.top_p < 1.0 else 0.0, top_k=s.top_k
-        )
-        if s.seed is not None:
-            mx.random.seed(s.seed)
-        parser = OutputParser(
+    def _parser(self, job: Job) -> ReplyParser:
+        tokenizer, rendered = self.loaded.tokenizer, job.rendered
+        return ReplyParser(
             tool_parser=tokenizer.tool_parser if rendered.parse_tools else None,
             call_start=tokenizer.tool_call_start,
             call_end=tokenizer.tool_call_end,
             tools=rendered.tools,
-            stop=request.stop,
+            stop=job.request.stop,
             primed=rendered.primed,
         )
 
-        def progress(processed: int, total: int) -> None:
-            if job.cancelled:
-                raise Cancelled
-            if 0 < processed < total:  # after each prefill chunk: lets streams send a ping
-                job.emit(Progress(processed, total))
+    def _generate(self, job: Job, run: _Generation, parser: ReplyParser, max_tokens: int) -> None:
+        """Prefill the uncached tokens and decode into `run`, emitting the parsed events."""
+        import mlx.core as mx
+        from mlx_lm import stream_generate
 
         kwargs = {"prefill_step_size": self.prefill_step_size} if self.prefill_step_size else {}
-        generated: list[int] = []
-        reason = "length"
-        first_token_at = None
-        started = time.perf_counter()
-        try:
-            for response in stream_generate(
-                model,
-                tokenizer,
-                mx.array(tokens[n_cached:]),
-                max_tokens=max_tokens,
-                sampler=sampler,
-                prompt_cache=prompt_cache,
-                prompt_progress_callback=progress,
-                **kwargs,
-            ):
-                if first_token_at is None:
-                    first_token_at = time.perf_counter()
-                if job.cancelled:
-                    raise Cancelled
-                generated.append(response.token)
-                for event in parser.feed(response.text):
-                    job.emit(event)
-                if parser.stopped:
-                    reason = "stop_sequence"
-                    break
-                if response.finish_reason:
-                    reason = response.finish_reason
-        except Cancelled:
-            usage.completion_tokens = len(generated)
-            return self._finish_cancelled(job, usage, time.perf_counter() - started)
+        for response in stream_generate(
+            self.loaded.model,
+            self.loaded.tokenizer,
+            mx.array(job.rendered.tokens[run.n_cached :]),
+            max_tokens=max_tokens,
+            sampler=_sampler(job.request.sampling),
+            prompt_cache=run.prompt_cache,
+            prompt_progress_callback=job.on_prefill_progress,
+            **kwargs,
+        ):
+            if run.first_token_at is None:
+                run.first_token_at = time.perf_counter()
+            if job.cancelled:
+                raise Cancelled
+            run.generated.append(response.token)
+            for event in parser.feed(response.text):
+                job.emit(event)
+            if parser.stopped:
+                run.reason = "stop_sequence"
+                break
+            if response.finish_reason:
+                run.reason = response.finish_reason
 
-        if reason == "stop" and generated and generated[-1] in tokenizer.eos_token_ids:
-            usage.completion_tokens = len(generated) - 1
-        else:
-            usage.completion_tokens = len(generated)
+    def _finish(self, job: Job, run: _Generation, parser: ReplyParser, usage: Usage) -> None:
+        """Count the reply's tokens, flush the parser, report, and store the KV state."""
+        generated, reason = run.generated, run.reason
+        eos = self.loaded.tokenizer.eos_token_ids
+        ends_with_eos = reason == "stop" and bool(generated) and generated[-1] in eos
+        usage.completion_tokens = len(generated) - (1 if ends_with_eos else 0)
         for event in parser.finish():
             job.emit(event)
         if parser.calls and reason != "length":
             reason = "tool_calls"
         now = time.perf_counter()
-        self._record_prefill(len(tokens) - n_cached, (first_token_at or now) - started)
-        ttft = (first_token_at or now) - job.submitted
-        decode_s = now - (first_token_at or now)
+        first = run.first_token_at or now
+        self._record_prefill(len(job.rendered.tokens) - run.n_cached, first - run.started)
+        decode_s = now - first
         tps = (len(generated) - 1) / decode_s if len(generated) > 1 and decode_s > 0 else 0.0
         self.metrics.generation_done(
-            usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens, now - started, False
+            usage.prompt_tokens,
+            usage.cached_tokens,
+            usage.completion_tokens,
+            now - run.started,
+            False,
         )
-        job.emit(Finished(reason, usage, parser.stopped, ttft, tps))
-        self._store(tokens + generated, prompt_cache)
+        job.emit(Finished(reason, usage, parser.stopped, first - job.submitted, tps))
+        self._store(job.rendered.tokens + generated, run.prompt_cache)
+
+    def _warm_up(self) -> None:
+        for name, request in self._warm:
+            try:
+                self._warm_one(name, request)
+            except Exception as exc:
+                log.error("warm prompt %s skipped: %s", name, exc)
+
+    def _warm_one(self, name: str, request: ChatRequest) -> None:
+        """One greedy token through the request path: its prompt's KV state lands in the cache."""
+        rendered = self.renderer.render(request)
+        greedy = dataclasses.replace(request, sampling=Sampling(temperature=0.0))
+        job = Job(request=greedy, rendered=rendered, loop=None)
+        tokens = rendered.tokens
+        prompt_cache, n_cached = self._cache_for(tokens)
+        run = _Generation(prompt_cache, n_cached)
+        self._generate(job, run, self._parser(job), max_tokens=1)
+        seconds = (run.first_token_at or time.perf_counter()) - run.started
+        self._record_prefill(len(tokens) - n_cached, seconds)
+        self._store(tokens + run.generated, prompt_cache)
+        log.info(
+            "warm prompt %s: %d tokens (%d already cached) in %.1fs",
+            name,
+            len(tokens),
+            n_cached,
+            seconds,
+        )
 
     def _record_prefill(self, n_tokens: int, seconds: float) -> None:
         # Measured speed lets the cache report the prefill seconds it saved. Short prefills are
         # mostly the first decode step, so they would skew it.
-        record = getattr(self.cache, "record_prefill", None)
-        if record is not None and n_tokens >= 64 and seconds > 0:
-            record(n_tokens, seconds)
+        if n_tokens >= 64 and seconds > 0:
+            self.cache.record_prefill(n_tokens, seconds)
 
     def _store(self, tokens: list[int], prompt_cache: list[Any]) -> None:
         offset = getattr(prompt_cache[0], "offset", None) if prompt_cache else None
@@ -357,6 +347,28 @@ class Engine:
             usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens, seconds, True
         )
         if job.abort_reason:
-            job.emit(Failed(Overloaded(job.abort_reason, status=503)))
+            job.emit(Failed(ServiceUnavailable(job.abort_reason)))
         else:
             job.emit(Finished("cancelled", usage))
+
+
+@dataclass
+class _Generation:
+    """One generation's running state: the KV cache it extends and what it produced so far."""
+
+    prompt_cache: list[Any]
+    n_cached: int
+    generated: list[int] = field(default_factory=list)
+    reason: str = "length"
+    first_token_at: float | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+
+def _sampler(s: Sampling):
+    """mlx-lm's sampler for these settings, after seeding MLX's generator when a seed is given."""
+    import mlx.core as mx
+    from mlx_lm.sample_utils import make_sampler
+
+    if s.seed is not None:
+        mx.random.seed(s.seed)
+    return make_sampler(temp=s.temperature, top_p=s.top_p if s.top_p < 1.0 else 0.0, top_k=s.top_k)

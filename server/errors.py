@@ -48,17 +48,35 @@ class PayloadTooLarge(WorkerError):
     kind = "too_large"
 
 
+class MethodNotAllowed(WorkerError):
+    status = 405
+    kind = "not_found"
+
+
+class HTTPStatusError(BadRequest):
+    """Any other client error the HTTP layer raised, with its own status."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
 class Overloaded(WorkerError):
-    """The queue is full (or the model is still loading); the client should retry later."""
+    """The queue is full; the client should retry later."""
 
     status = 429
     kind = "overloaded"
 
-    def __init__(self, message: str, *, retry_after: int = 1, status: int | None = None):
+    def __init__(self, message: str, *, retry_after: int = 1):
         super().__init__(message)
         self.headers = {"retry-after": str(retry_after)}
-        if status is not None:
-            self.status = status
+
+
+class ServiceUnavailable(Overloaded):
+    """The model is still loading or the worker is shutting down: not the client's rate."""
+
+    status = 503
+    kind = "unavailable"
 
 
 class InternalError(WorkerError):

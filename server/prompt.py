@@ -1,4 +1,4 @@
-"""Render an internal ChatRequest with the model's chat template into prompt token ids."""
+"""Render an internal ChatRequest into prompt token ids: normalize, chat template, encode."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from server.errors import BadRequest, ContextLengthExceeded
+from server.normalize import normalize
 from server.request import ChatRequest
 from server.segment_encode import SegmentEncoder
 
@@ -66,12 +67,14 @@ class PromptRenderer:
         if module.endswith("qwen3_coder"):
             return f"{start}\n<function={choice}>\n"
         if module.endswith("json_tools"):
-            return f'{start}\n{{"name": {json.dumps(choice)}, "arguments": '
+            # No trailing space: models write `":` then ` {"`, so a bare space throws them off.
+            return f'{start}\n{{"name": {json.dumps(choice)}, "arguments":'
         return start
 
     def render(self, request: ChatRequest, *, check_context: bool = True) -> Rendered:
         if not request.messages:
             raise BadRequest("messages must not be empty", param="messages")
+        request = normalize(request)
         tools = None if request.tool_choice == "none" else canonical_tools(request.tools)
         messages = request.messages
         continue_final = messages[-1]["role"] == "assistant" and bool(messages[-1].get("content"))

@@ -37,6 +37,7 @@ class ChatRequest:
 
 # Events the generation thread sends to a request's HTTP handler, in this order:
 # Started, then any of Progress / TextDelta / ToolCallDelta, then exactly one Finished or Failed.
+# Between any two the HTTP side may add a Heartbeat.
 
 
 @dataclass
@@ -81,6 +82,27 @@ class Finished:
 @dataclass
 class Failed:
     error: Exception
+
+
+class Heartbeat:
+    """Nothing happened for a while (queue wait or a long prefill): streams may send a ping."""
+
+
+@dataclass
+class Collected:
+    """A whole reply: blocks in order ("text", str) or ("tool", ToolCall), and how it ended."""
+
+    blocks: list[tuple[str, Any]] = field(default_factory=list)
+    started: Started | None = None
+    finished: Finished | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(value for kind, value in self.blocks if kind == "text")
+
+    @property
+    def calls(self) -> list[ToolCall]:
+        return [value for kind, value in self.blocks if kind == "tool"]
 
 
 def new_call_id(prefix: str = "call_") -> str:

@@ -1,4 +1,5 @@
-"""Run the worker: the generation thread, uvicorn, and graceful shutdown in one place."""
+"""Run the worker: the composition root (engine, prefix cache, warm prompts, app), uvicorn, and
+graceful shutdown in one place."""
 
 from __future__ import annotations
 
@@ -34,19 +35,25 @@ class _Server(uvicorn.Server):
 
 
 def build_engine(settings: Settings, cache_factory=None) -> Engine:
-    """`cache_factory(loaded_model) -> PrefixCache` plugs a prefix cache in (see prefix_seam);
-    without one, the settings' prefix KV cache (server.kv_cache) unless it is turned off."""
+    """`cache_factory(loaded_model) -> PrefixCache` plugs a prefix cache in (see
+    prefix_cache.seam); without one, the settings' prefix KV cache unless it is turned off.
+    Warm prompts are read here and prefilled by the engine itself once the model loads."""
     if cache_factory is None:
-        from server.kv_cache import cache_factory as settings_cache
+        from server.prefix_cache.factory import cache_factory as settings_cache
 
         cache_factory = settings_cache(settings)
-    return Engine(
+    engine = Engine(
         settings.model_path,
         max_queue=settings.max_queue,
         max_output_tokens=settings.max_output_tokens,
         prefill_step_size=settings.prefill_step_size,
         cache_factory=cache_factory,
     )
+    if settings.warm_prompts and cache_factory is not None:
+        from server.warm import read_prompts
+
+        engine.warm(read_prompts(settings.warm_prompts))
+    return engine
 
 
 def serve(settings: Settings, engine: Engine | None = None, cache_factory=None) -> int:

@@ -1,22 +1,20 @@
-"""Warm prompts: prompt files prefilled into the prefix cache at startup, before /health is ready.
+"""Warm prompt files: read into ChatRequests that `Engine.warm` prefills before /health is ready.
 
 A file is plain text (one user message) or a JSON request body in the OpenAI or Anthropic shape
 (a captured request wrapped as {"body": {...}} works too). Its rendered prompt's KV state is
-stored, so the first real request sharing its prefix (system prompt, tools) starts warm.
+stored, so the first real request sharing its prefix (system prompt, tools) starts warm. This
+module sits on the top floor (beside serve.py): it reads request bodies through both protocols.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
-from typing import Any
 
 from server.request import ChatRequest
 
 log = logging.getLogger("server.cache")
-DEFAULT_STEP = 2048
 
 
 def _is_anthropic(body: dict) -> bool:
@@ -53,43 +51,12 @@ def read_prompt(path: str | Path) -> ChatRequest:
     return to_chat_request(ChatCompletionRequest.model_validate(body))
 
 
-def prefill(model: Any, cache, tokens: list[int], step: int) -> tuple[int, float]:
-    """Prefill `tokens` into `cache` (the seam adapter) and store them: (new tokens, seconds)."""
-    import mlx.core as mx
-
-    prompt_cache, n_cached = cache.lookup(tokens)
-    if prompt_cache is None:
-        from mlx_lm.models.cache import make_prompt_cache
-
-        prompt_cache, n_cached = make_prompt_cache(model), 0
-    started = time.perf_counter()
-    ids = mx.array(tokens[n_cached:])[None]
-    for i in range(0, ids.shape[1], step):
-        model(ids[:, i : i + step], cache=prompt_cache)
-        mx.eval([c.state for c in prompt_cache])
-    seconds = time.perf_counter() - started
-    cache.store(tokens, prompt_cache)
-    return len(tokens) - n_cached, seconds
-
-
-def warm_up(loaded: Any, cache, files: list[str], step: int | None = None) -> None:
-    """Prefill each file's prompt; a bad file is logged and skipped, never fatal."""
-    from server.prompt import PromptRenderer
-
-    renderer = PromptRenderer(loaded.tokenizer, loaded.config)
+def read_prompts(files: list[str]) -> list[tuple[str, ChatRequest]]:
+    """(file, request) for each readable file; a bad one is logged and skipped, never fatal."""
+    prompts = []
     for path in files:
         try:
-            tokens = renderer.render(read_prompt(path)).tokens
-            new, seconds = prefill(loaded.model, cache, tokens, step or DEFAULT_STEP)
+            prompts.append((path, read_prompt(path)))
         except Exception as exc:
             log.error("warm prompt %s skipped: %s", path, exc)
-            continue
-        if new > 0 and seconds > 0:
-            cache.record_prefill(new, seconds)
-        log.info(
-            "warm prompt %s: %d tokens (%d already cached) in %.1fs",
-            path,
-            len(tokens),
-            len(tokens) - new,
-            seconds,
-        )
+    return prompts

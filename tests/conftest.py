@@ -25,7 +25,7 @@ def model_cache_dir() -> Path:
 
 def tiny_model(**kwargs) -> Path:
     """A cached tiny random-weight model; the arguments go to `build_tiny_model`."""
-    from server.tiny_model import build_tiny_model
+    from server.testing.tiny_model import build_tiny_model
 
     key = "-".join(f"{k}{v}" for k, v in sorted(kwargs.items())) or "default"
     return build_tiny_model(model_cache_dir() / f"tiny-{key}", **kwargs)

@@ -103,7 +103,7 @@ def wait_healthy(handle: WorkerHandle, timeout: float = 180.0) -> None:
 
 @pytest.fixture(scope="session")
 def scripted_model_path() -> Path:
-    """The tiny model overfit on `server.tiny_model.SCRIPT` (real tool-call text, greedy)."""
+    """The tiny model overfit on `server.testing.tiny_model.SCRIPT` (tool-call text, greedy)."""
     from tests.conftest import tiny_model
 
     return tiny_model(scripted=True)

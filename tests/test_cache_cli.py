@@ -1,4 +1,4 @@
-"""`mlxctl cache ...` on real disk-tier files (written by the real PrefixCache), run as a
+"""`mlxctl cache ...` on real disk-tier files (written by the real PrefixStore), run as a
 subprocess; and the worker path of `mlxctl.cache_admin` against a fake worker."""
 
 from __future__ import annotations
@@ -53,9 +53,9 @@ def write_entries(loaded, model_dir, root: Path, lengths=(300, 500)) -> list[dic
     import numpy as np
     from mlx_lm.models.cache import make_prompt_cache
 
-    from server.prefix_cache import PrefixCache
+    from server.prefix_cache.store import PrefixStore
 
-    pc = PrefixCache.for_model(loaded.model, model_dir, disk_root=root, ram_bytes=1 << 30)
+    pc = PrefixStore.for_model(loaded.model, model_dir, disk_root=root, ram_bytes=1 << 30)
     for seed, n in enumerate(lengths):
         # Unrelated prompts (different first token) so neither entry replaces the other.
         tokens = [11 + seed, *np.random.default_rng(seed).integers(20, 8000, n - 1).tolist()]

@@ -54,7 +54,7 @@ def llama_gguf(tmp_path_factory):
     from mlx.utils import tree_flatten
     from mlx_lm.utils import _get_classes
 
-    from server.tiny_model import CHAT_TEMPLATE, train_tokenizer
+    from server.testing.tiny_model import CHAT_TEMPLATE, train_tokenizer
 
     tokenizer = train_tokenizer(1024)
     vocab = tokenizer.get_vocab_size()
@@ -213,7 +213,7 @@ def test_cli_start_up_does_not_import_mlx():
 def test_tiny_model_is_deterministic_and_tool_capable(tmp_path):
     from mlx_lm import load
 
-    from server.tiny_model import build_tiny_model
+    from server.testing.tiny_model import build_tiny_model
 
     a = build_tiny_model(tmp_path / "a", context=4096)
     b = build_tiny_model(tmp_path / "b", context=4096)

@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from server.prefix_cache import PrefixCache, disk_index, normalize_anthropic_request
-from server.prefix_cache.chat_inputs import anthropic_to_template_inputs, render_tokens
+from server.prefix_cache import disk_index
 from server.prefix_cache.disk import tokens_key
+from server.prefix_cache.store import PrefixStore
 from server.prefix_cache.trie import TokenTrie, as_tokens, common_prefix_len
+from tests.chat_inputs import anthropic_to_template_inputs, render_tokens
 
 mx = pytest.importorskip("mlx.core")
 
@@ -70,7 +71,7 @@ def make(model, tmp_path=None, **kw):
     kw.setdefault("min_disk_gain", 1)  # test prompts are a few hundred tokens
     if tmp_path is not None:
         kw.setdefault("disk_root", tmp_path / "kv")
-    return PrefixCache(model, model_id="m1", tokenizer_id="t1", **kw)
+    return PrefixStore(model, model_id="m1", tokenizer_id="t1", **kw)
 
 
 @pytest.fixture(scope="module")
@@ -273,15 +274,16 @@ def test_warm_follow_up_is_much_faster_than_cold(model):
     assert cold_s / (time.perf_counter() - t0) >= 3
 
 
-def test_seam_adapter_restores_looks_up_and_flushes_on_close(model, base, tmp_path):
-    from server.prefix_cache.adapter import SeamAdapter
+def test_store_adapter_restores_looks_up_and_flushes_on_close(model, base, tmp_path):
+    from server.prefix_cache.seam import StoreAdapter
 
     tokens, cache, logits = base
-    first = SeamAdapter(make(model, tmp_path))
+    first = StoreAdapter(make(model, tmp_path))
     assert first.lookup(tokens)[1] == 0
     first.store(tokens, cache)
     first.close()  # graceful stop: flushed
-    second = SeamAdapter(make(model, tmp_path))  # start: restored before serving
+    second = StoreAdapter(make(model, tmp_path))
+    assert second.restore() == 1  # start: restored before serving
     prompt_cache, n_cached = second.lookup(tokens)
     assert n_cached == len(tokens) - 1 and second.stats()["ram_hits"] == 1
     assert_close(prefill(model, prompt_cache, tokens[n_cached:]), logits)
@@ -399,7 +401,7 @@ def test_clear_and_prune_report_freed_bytes(model, base, tmp_path):
         pc.clear("gpu")
 
 
-def _saved(model, base, tmp_path) -> tuple[PrefixCache, dict, object]:
+def _saved(model, base, tmp_path) -> tuple[PrefixStore, dict, object]:
     tokens, cache, _ = base
     pc = make(model, tmp_path)
     pc.store(tokens, cache)
@@ -473,7 +475,7 @@ def test_other_model_folder_is_not_offered(model, base, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="server.prefix_cache")
     _, _, path = _saved(model, base, tmp_path)
     shutil.copytree(path.parent, tmp_path / "kv" / "m2")
-    other = PrefixCache(model, model_id="m2", tokenizer_id="t1", disk_root=tmp_path / "kv")
+    other = PrefixStore(model, model_id="m2", tokenizer_id="t1", disk_root=tmp_path / "kv")
     assert other.lookup(base[0]).source == "miss"
     assert "not usable here: model m1 != m2" in caplog.text
 
@@ -490,7 +492,7 @@ def test_old_format_file_is_skipped(model, base, tmp_path, caplog):
 def test_other_tokenizer_or_mlx_lm_version_is_skipped(model, base, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="server.prefix_cache")
     _, _, path = _saved(model, base, tmp_path)
-    retokenized = PrefixCache(model, model_id="m1", tokenizer_id="t2", disk_root=tmp_path / "kv")
+    retokenized = PrefixStore(model, model_id="m1", tokenizer_id="t2", disk_root=tmp_path / "kv")
     assert retokenized.lookup(base[0]).source == "miss"
     _rewrite_metadata(path, mlx_lm="0.0.1")
     _reindex(path.parent, path)
@@ -504,9 +506,7 @@ def test_other_tokenizer_or_mlx_lm_version_is_skipped(model, base, tmp_path, cap
 @pytest.fixture(scope="module")
 def rendered(loaded, claude_code_requests):
     tok = loaded.tokenizer
-    return [
-        render_tokens(tok, normalize_anthropic_request(r["body"])) for r in claude_code_requests
-    ]
+    return [render_tokens(tok, r["body"]) for r in claude_code_requests]
 
 
 def test_fixture_replay_reuses_95_percent_of_each_prompt(rendered):
@@ -528,14 +528,14 @@ def test_billing_header_change_keeps_system_and_tools_prefix(loaded, claude_code
     assert header["text"].startswith("x-anthropic-billing-header:")
     header["text"] = header["text"].replace("cc_version=", "cc_version=9.9.9.zzz")
 
-    messages, tools = anthropic_to_template_inputs(normalize_anthropic_request(first))
+    messages, tools = anthropic_to_template_inputs(first)
     prefix = tok.apply_chat_template(messages[:1], tools=tools, tokenize=True)
     prefix_len = len(prefix["input_ids"] if isinstance(prefix, dict) else prefix)
-    a = np.array(render_tokens(tok, normalize_anthropic_request(first)))
-    b = np.array(render_tokens(tok, normalize_anthropic_request(second)))
+    a = np.array(render_tokens(tok, first))
+    b = np.array(render_tokens(tok, second))
     assert prefix_len > 5000  # the system prompt and tool schemas
     assert common_prefix_len(a, b) >= prefix_len
     # Without normalisation the header breaks the prefix within its first few tokens.
-    raw_a = np.array(render_tokens(tok, first))
-    raw_b = np.array(render_tokens(tok, second))
+    raw_a = np.array(render_tokens(tok, first, normalized=False))
+    raw_b = np.array(render_tokens(tok, second, normalized=False))
     assert common_prefix_len(raw_a, raw_b) < 50

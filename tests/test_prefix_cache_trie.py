@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-import json
 import os
 import subprocess
 import sys
@@ -13,7 +11,6 @@ import numpy as np
 import pytest
 
 from server.prefix_cache import disk_index
-from server.prefix_cache.normalize import normalize_anthropic_request
 from server.prefix_cache.trie import TokenTrie
 from tests.conftest import REPO_ROOT
 
@@ -85,38 +82,6 @@ def test_trie_search_of_long_prompts_is_fast():
     assert per_lookup < 0.05  # generous: measured ~0.1 ms
 
 
-# normalisation (token-level replay lives in test_prefix_cache.py)
-
-
-def test_normalize_drops_billing_header_and_cache_control_without_mutating():
-    body = {
-        "system": [
-            {"type": "text", "text": "x-anthropic-billing-header: cc_version=1.2.3.abc;"},
-            {"type": "text", "text": "You are helpful.", "cache_control": {"type": "ephemeral"}},
-        ],
-        "messages": [
-            {
-                "role": "user",
-                "content": [{"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}],
-            }
-        ],
-        "tools": [{"name": "Read", "input_schema": {}, "cache_control": {"type": "ephemeral"}}],
-    }
-    before = copy.deepcopy(body)
-    out = normalize_anthropic_request(body)
-    assert body == before
-    assert out["system"] == [{"type": "text", "text": "You are helpful."}]
-    assert "cache_control" not in json.dumps(out)
-    assert out["messages"][0]["content"][0]["text"] == "hi"
-
-
-def test_normalize_string_system_loses_only_the_header_line():
-    body = {"system": "x-anthropic-billing-header: cc_version=9;\nBe brief.", "messages": []}
-    assert normalize_anthropic_request(body)["system"] == "Be brief."
-    plain = {"system": "Be brief.", "messages": []}
-    assert normalize_anthropic_request(plain) == plain
-
-
 # disk index without MLX
 
 
@@ -171,11 +136,12 @@ def test_disk_index_corrupt_index_reads_empty(tmp_path, caplog):
     assert "unreadable" in caplog.text
 
 
-def test_disk_index_and_fingerprint_import_no_mlx(tmp_path):
+def test_disk_index_and_fingerprint_import_neither_mlx_nor_numpy(tmp_path):
     code = (
         "import sys; from server.prefix_cache import disk_index, fingerprint; "
         f"disk_index.list_entries({str(tmp_path)!r}); "
-        "assert not [m for m in sys.modules if m.split('.')[0] in ('mlx', 'mlx_lm')], 'mlx'"
+        "heavy = ('mlx', 'mlx_lm', 'numpy'); "
+        "assert not [m for m in sys.modules if m.split('.')[0] in heavy], 'mlx'"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     subprocess.run([sys.executable, "-c", code], check=True, env=env)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from mlx_lm.tool_parsers import json_tools, qwen3_coder
 
-from server.output import OutputParser
+from server.reply_parser import ReplyParser
 from server.request import TextDelta, ToolCallDelta
 
 TOOLS = [
@@ -111,7 +111,7 @@ CASES = [
 
 def run(fmt, output, step):
     module = FORMATS[fmt]
-    parser = OutputParser(
+    parser = ReplyParser(
         tool_parser=module.parse_tool_call,
         call_start=module.tool_call_start,
         call_end=module.tool_call_end,
@@ -153,7 +153,7 @@ def test_tool_parser_table(fmt, output, expected, step):
 
 
 def test_stop_sequence_cuts_text_and_is_reported():
-    parser = OutputParser(stop=["END"])
+    parser = ReplyParser(stop=["END"])
     events = [e for ch in "abc EN DEND more" for e in parser.feed(ch)] + parser.finish()
     assert "".join(e.text for e in events) == "abc EN D"
     assert parser.stopped == "END"
@@ -161,7 +161,7 @@ def test_stop_sequence_cuts_text_and_is_reported():
 
 def test_calls_get_unique_ids():
     output = json_call("get_weather", {"city": "A"}) + json_call("get_weather", {"city": "B"})
-    parser = OutputParser(
+    parser = ReplyParser(
         tool_parser=json_tools.parse_tool_call,
         call_start="<tool_call>",
         call_end="</tool_call>",

@@ -6,7 +6,7 @@ import json
 
 import httpx
 
-from server.tiny_model import WEATHER_TOOL
+from server.testing.tiny_model import WEATHER_TOOL
 from tests.fixtures_worker import API_KEY
 
 HELLO = [{"role": "user", "content": "Say hello."}]
@@ -237,18 +237,18 @@ def test_count_tokens_matches_usage(anthropic_client):
 
 
 def test_tool_choice_named_forces_call(anthropic_client):
+    # The scripted model writes this call's text once the reply is forced to open it.
     m = anthropic_client.messages.create(
         model=MODEL,
         max_tokens=64,
-        messages=HELLO,
+        messages=PARIS,
         tools=[ANTHROPIC_TOOL],
         extra_body=GREEDY,
         tool_choice={"type": "tool", "name": "get_weather"},
     )
-    # The reply is forced to open a get_weather call; whatever the tiny model writes next is
-    # either a valid call or returned as text, never an error.
-    assert m.stop_reason in ("tool_use", "end_turn", "max_tokens")
-    assert all(b.type in ("text", "tool_use") for b in m.content)
+    assert m.stop_reason == "tool_use"
+    [call] = [b for b in m.content if b.type == "tool_use"]
+    assert (call.name, call.input) == ("get_weather", {"city": "Paris"})
 
 
 # -- admin endpoints ---------------------------------------------------------------------------

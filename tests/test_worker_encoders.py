@@ -6,11 +6,11 @@ import asyncio
 import json
 
 from server.anthropic_api.stream import encode as anthropic_encode
-from server.jobs import Heartbeat
 from server.openai_api.stream import encode as openai_encode
 from server.request import (
     Failed,
     Finished,
+    Heartbeat,
     Progress,
     Started,
     TextDelta,

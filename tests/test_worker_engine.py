@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 
-from server import jobs
+from server import serving
 from server.engine import Engine
 from server.request import ChatRequest, Sampling
-from server.tiny_model import WEATHER_TOOL
+from server.testing.tiny_model import WEATHER_TOOL
 
 
 class PrefixListCache:
@@ -44,8 +44,19 @@ class PrefixListCache:
         states = [(c.keys[..., : c.offset, :], c.values[..., : c.offset, :]) for c in prompt_cache]
         self.entries.append((list(tokens), states))
 
+    enabled = True
+
+    def record_prefill(self, n_tokens, seconds):
+        pass
+
     def stats(self):
         return {"entries": len(self.entries)}
+
+    def list_entries(self):
+        return []
+
+    def clear(self, tier):
+        return 0
 
     def close(self):
         self.closed = True
@@ -65,12 +76,12 @@ def engine(scripted_model_path):
 def ask(engine, messages, **kwargs):
     async def go():
         request = ChatRequest(messages=messages, sampling=Sampling(temperature=0.0), **kwargs)
-        job = jobs.submit(engine, request, await jobs.prepare(engine, request))
+        job = serving.submit(engine, request, await serving.prepare(engine, request))
 
         async def connected():
             return False
 
-        result = await jobs.collect(job, connected)
+        result = await serving.collect(job, connected)
         # The reply goes out before store() runs; wait for the engine to finish the job.
         while not job.done:
             await asyncio.sleep(0.01)

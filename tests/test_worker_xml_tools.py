@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from server.tiny_model import WEATHER_TOOL
+from server.testing.tiny_model import WEATHER_TOOL
 from tests.fixtures_worker import start_worker
 from tests.test_worker_api import ANTHROPIC_TOOL, BOTH, GREEDY, PARIS
 

@@ -8,7 +8,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from server.errors import BadRequest, WorkerError
-from server.prefix_cache.normalize import normalize_anthropic_request
 from server.request import ChatRequest, Sampling
 
 
@@ -66,9 +65,6 @@ def _system_text(system: str | list[dict[str, Any]] | None) -> str:
         for i, block in enumerate(system):
             if _block_type(block, f"system[{i}]") != "text":
                 raise BadRequest(f"system[{i}]: only text blocks are allowed in system")
-    # Claude Code's billing header changes between sessions and would break prefix reuse; one
-    # rule for what counts as one: the prefix cache's normaliser.
-    system = normalize_anthropic_request({"system": system})["system"]
     if system is None or isinstance(system, str):
         return system or ""
     return "\n".join(str(block.get("text", "")) for block in system)
@@ -202,13 +198,14 @@ _TYPES = {
     "not_found": "not_found_error",
     "too_large": "request_too_large",
     "overloaded": "overloaded_error",
+    "unavailable": "overloaded_error",
     "internal": "api_error",
 }
 
 
 def error_body(exc: WorkerError) -> tuple[int, dict]:
     # Anthropic answers a full queue with 529 overloaded_error, not 429.
-    status = 529 if exc.kind == "overloaded" and exc.status == 429 else exc.status
+    status = 529 if exc.kind == "overloaded" else exc.status
     return status, {
         "type": "error",
         "error": {"type": _TYPES.get(exc.kind, "api_error"), "message": exc.message},

@@ -9,27 +9,22 @@ import json
 from collections.abc import AsyncIterator
 
 from server.anthropic_api.protocol import STOP_REASONS, error_body
+from server.anthropic_api.reply import tool_use_id, usage_dict
 from server.errors import InternalError, WorkerError
-from server.jobs import Heartbeat
-from server.request import Failed, Finished, Progress, Started, TextDelta, ToolCallDelta, Usage
+from server.request import (
+    Failed,
+    Finished,
+    Heartbeat,
+    Progress,
+    Started,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
 
 
 def sse(event: str, data: dict) -> str:
     return f"event: {event}\ndata: {json.dumps(data)}\n\n"
-
-
-def usage_dict(usage: Usage) -> dict:
-    # Anthropic's input_tokens excludes the tokens read from the cache.
-    return {
-        "input_tokens": usage.prompt_tokens - usage.cached_tokens,
-        "output_tokens": usage.completion_tokens,
-        "cache_read_input_tokens": usage.cached_tokens,
-        "cache_creation_input_tokens": 0,
-    }
-
-
-def tool_use_id(call_id: str) -> str:
-    return "toolu_" + call_id.removeprefix("call_")
 
 
 async def encode(

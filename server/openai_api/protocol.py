@@ -8,7 +8,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from server.errors import BadRequest, WorkerError
-from server.prefix_cache.normalize import normalize_anthropic_request
 from server.request import ChatRequest, Sampling
 
 
@@ -115,9 +114,6 @@ def to_chat_request(body: ChatCompletionRequest) -> ChatRequest:
         where = f"messages[{i}]"
         role = "system" if m.role == "developer" else m.role
         out: dict[str, Any] = {"role": role, "content": _text(m.content, where)}
-        if role == "system":
-            # A Claude Code system prompt relayed as OpenAI chat keeps its billing header line.
-            out["content"] = normalize_anthropic_request({"system": out["content"]})["system"]
         if m.role == "assistant" and m.tool_calls:
             out["tool_calls"] = [
                 {
@@ -158,6 +154,7 @@ _TYPES = {
     "not_found": "not_found_error",
     "too_large": "invalid_request_error",
     "overloaded": "rate_limit_error",
+    "unavailable": "server_error",
     "internal": "server_error",
 }
 
@@ -168,9 +165,8 @@ def error_body(exc: WorkerError) -> tuple[int, dict]:
         "too_large": "request_too_large",
         "unauthorized": "invalid_api_key",
         "overloaded": "rate_limit_exceeded",
+        "unavailable": "service_unavailable",
     }.get(exc.kind)
-    if exc.status == 503:  # loading or shutting down, not the client's rate
-        kind, code = "server_error", "service_unavailable"
     return exc.status, {
         "error": {"message": exc.message, "type": kind, "param": exc.param, "code": code}
     }

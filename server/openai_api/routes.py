@@ -2,79 +2,30 @@
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
+from functools import partial
 
 from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
 
-from server import jobs
+from server import serving
 from server.model_names import check_model, served_names
-from server.openai_api.protocol import FINISH_REASONS, ChatCompletionRequest, to_chat_request
-from server.openai_api.stream import encode, usage_dict
+from server.openai_api.protocol import ChatCompletionRequest, to_chat_request
+from server.openai_api.reply import completion_body
+from server.openai_api.stream import encode
 
 router = APIRouter()
 
 
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request):
-    engine, settings = request.app.state.engine, request.app.state.settings
-    check_model(settings, body.model)
-    chat = to_chat_request(body)
-    chat.request_id = request.scope["state"]["request_id"]
-    rendered = await jobs.prepare(engine, chat)
-    job = jobs.submit(engine, chat, rendered)
-    completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
-    state = request.scope["state"]
-
-    def on_finish(finished):
-        state["gen"] = jobs.stats(finished) if finished else {"finish": "error"}
-        if finished is None:
-            engine.metrics.stream_failed()
-
+    check_model(request.app.state.settings, body.model)
+    job = await serving.start(request, to_chat_request(body))
+    ids = {"completion_id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "model": body.model}
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        stream = encode(
-            jobs.events(job, settings.heartbeat_s),
-            completion_id=completion_id,
-            model=body.model,
-            include_usage=include_usage,
-            on_finish=on_finish,
-        )
-        return StreamingResponse(
-            stream, media_type="text/event-stream", headers={"cache-control": "no-cache"}
-        )
-
-    result = await jobs.collect(job, request.is_disconnected)
-    on_finish(result.finished)
-    calls = result.calls
-    message = {"role": "assistant", "content": result.text or None}
-    if calls:
-        message["tool_calls"] = [
-            {
-                "id": c.id,
-                "type": "function",
-                "function": {"name": c.name, "arguments": json.dumps(c.arguments)},
-            }
-            for c in calls
-        ]
-    return {
-        "id": completion_id,
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": body.model,
-        "system_fingerprint": None,
-        "choices": [
-            {
-                "index": 0,
-                "message": message,
-                "logprobs": None,
-                "finish_reason": FINISH_REASONS.get(result.finished.reason, "stop"),
-            }
-        ],
-        "usage": usage_dict(result.finished.usage),
-    }
+        return serving.stream(request, job, partial(encode, include_usage=include_usage, **ids))
+    return await serving.reply(request, job, partial(completion_body, **ids))
 
 
 def _model_entry(name: str, created: int) -> dict:

@@ -7,22 +7,13 @@ import time
 from collections.abc import AsyncIterator
 
 from server.errors import InternalError, WorkerError
-from server.jobs import Heartbeat
 from server.openai_api.protocol import FINISH_REASONS, error_body
-from server.request import Failed, Finished, TextDelta, ToolCallDelta
+from server.openai_api.reply import usage_dict
+from server.request import Failed, Finished, Heartbeat, TextDelta, ToolCallDelta
 
 
 def sse(data: dict | str) -> str:
     return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
-
-
-def usage_dict(usage) -> dict:
-    return {
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
-    }
 
 
 async def encode(

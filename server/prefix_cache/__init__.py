@@ -1,14 +1,12 @@
 """Prefix KV cache: longest-shared-prefix reuse of KV state, in RAM and on disk.
 
-    cache = PrefixCache.for_model(model, model_dir, disk_root=home / "cache" / "kv")
-    hit = cache.lookup(prompt_ids)           # hit.cache holds prompt_ids[:hit.cached_tokens]
-    ...prefill prompt_ids[hit.cached_tokens:] into hit.cache, generate...
-    cache.store(prompt_ids + generated_ids, hit.cache)
+    seam.py        the PrefixCache protocol the engine calls, NoPrefixCache, StoreAdapter
+    factory.py     the worker's cache built from its Settings (restore and flush logged)
+    store.py       PrefixStore: the RAM tier (LRU) over the disk tier
+    kv_state.py    slicing, sizing and copying mlx-lm cache lists
+    disk.py        DiskTier: checksummed safetensors files
+    disk_index.py  the folder layout and index, without MLX (the supervisor CLI imports it)
+    trie.py  fingerprint.py
 
-`disk_index` (no MLX) lists, clears and prunes the disk tier when no worker runs.
+Nothing is imported here, so `server.prefix_cache.disk_index` loads neither numpy nor MLX.
 """
-
-from .normalize import normalize_anthropic_request
-from .store import Lookup, PrefixCache, default_ram_bytes
-
-__all__ = ["Lookup", "PrefixCache", "default_ram_bytes", "normalize_anthropic_request"]

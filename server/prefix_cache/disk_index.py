@@ -156,26 +156,40 @@ def model_folders(root: str | os.PathLike) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and (p / INDEX_NAME).exists())
 
 
-def list_entries(root: str | os.PathLike) -> list[dict]:
-    """Every disk entry under `root`, most recently used first.
+def entry_row(
+    tier: str, key: str, tokens: int, nbytes: int, created: float, last_used: float, model: str
+) -> dict:
+    """One row of a cache listing (GET /v1/cache, `mlxctl cache ls`), whatever the tier."""
+    return {
+        "tier": tier,
+        "id": key,
+        "tokens": tokens,
+        "bytes": nbytes,
+        "created": created,
+        "last_used": last_used,
+        "model": model,
+    }
 
-    Each: tier="disk", model, id, tokens, bytes, created, last_used, path.
-    """
+
+def index_row(key: str, entry: dict, model: str) -> dict:
+    """The listing row of one disk index entry."""
+    return entry_row(
+        "disk",
+        key,
+        entry.get("tokens", 0),
+        entry.get("bytes", 0),
+        entry.get("created", 0.0),
+        entry.get("last_used", 0.0),
+        model,
+    )
+
+
+def list_entries(root: str | os.PathLike) -> list[dict]:
+    """Every disk entry under `root`, most recently used first: `index_row` plus its path."""
     rows = []
     for folder in model_folders(root):
         for key, e in read_index(folder)["entries"].items():
-            rows.append(
-                {
-                    "tier": "disk",
-                    "model": folder.name,
-                    "id": key,
-                    "tokens": e.get("tokens", 0),
-                    "bytes": e.get("bytes", 0),
-                    "created": e.get("created", 0.0),
-                    "last_used": e.get("last_used", 0.0),
-                    "path": str(folder / e.get("file", "")),
-                }
-            )
+            rows.append({**index_row(key, e, folder.name), "path": str(folder / e.get("file", ""))})
     rows.sort(key=lambda r: r["last_used"], reverse=True)
     return rows
 

@@ -8,7 +8,6 @@ values, so extending them (concatenate, slice assignment) never changes the stor
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import threading
@@ -21,7 +20,10 @@ from typing import Any
 import numpy as np
 
 from .disk import Compat, DiskTier, tokens_key
+from .disk_index import entry_row, index_row
 from .fingerprint import model_fingerprint, tokenizer_fingerprint
+from .kv_state import cache_len, cache_nbytes, snapshot
+from .seam import check_tier
 from .trie import TokenTrie, as_tokens
 
 log = logging.getLogger(__name__)
@@ -38,7 +40,7 @@ def default_ram_bytes(fraction: float = DEFAULT_RAM_FRACTION) -> int:
 
 @dataclass
 class Lookup:
-    """What `PrefixCache.lookup` hands the generation.
+    """What `PrefixStore.lookup` hands the generation.
 
     `cache` is a per-layer cache list holding the KV of `tokens[:cached_tokens]` (a fresh, empty
     one on a miss); prefill `tokens[cached_tokens:]` into it. `cached_tokens < len(tokens)`
@@ -60,46 +62,7 @@ class _Entry:
     on_disk: bool = False
 
 
-def cache_nbytes(cache: list[Any]) -> int:
-    return sum(c.nbytes for c in cache)
-
-
-def cache_len(cache: list[Any]) -> int:
-    """Tokens held by a cache list (the first layer that knows its size)."""
-    for c in cache:
-        if hasattr(c, "offset"):
-            return int(c.offset)
-    return max((c.size() for c in cache), default=0)
-
-
-def snapshot(cache: list[Any], n: int) -> list[Any] | None:
-    """A new cache list holding the first `n` tokens of `cache`, or None if it cannot trim.
-
-    Plain KVCache layers become slices (no copy; the new arrays are exactly `n` long, so the
-    first extension concatenates into a new buffer); other kinds are deep-copied and trimmed.
-    """
-    from mlx_lm.models.cache import KVCache
-
-    out = []
-    for c in cache:
-        if type(c) is KVCache and c.keys is not None:
-            if n > c.offset:
-                return None
-            k = KVCache()
-            k.keys, k.values, k.offset = c.keys[..., :n, :], c.values[..., :n, :], n
-            out.append(k)
-            continue
-        size = c.offset if hasattr(c, "offset") else c.size()
-        if n != size and not (c.is_trimmable() and n < size):
-            return None
-        c = copy.deepcopy(c)
-        if n < size:
-            c.trim(size - n)
-        out.append(c)
-    return out
-
-
-class PrefixCache:
+class PrefixStore:
     """Longest-shared-prefix KV cache for one model. See `lookup` and `store` for the contract."""
 
     def __init__(
@@ -144,7 +107,7 @@ class PrefixCache:
         chat_template: str | None = None,
         variant: str = "",
         **kwargs,
-    ) -> PrefixCache:
+    ) -> PrefixStore:
         """Fingerprints from the model folder; `disk_root` is e.g. `$MLXCTL_HOME/cache/kv`."""
         return cls(
             model,
@@ -286,37 +249,17 @@ class PrefixCache:
         """RAM and disk entries, most recently used first: tier, id, tokens, bytes, times, model."""
         with self._lock:
             rows = [
-                {
-                    "tier": "ram",
-                    "id": k,
-                    "tokens": len(e.tokens),
-                    "bytes": e.nbytes,
-                    "created": e.created,
-                    "last_used": e.last_used,
-                    "model": self.model_id,
-                }
+                entry_row("ram", k, len(e.tokens), e.nbytes, e.created, e.last_used, self.model_id)
                 for k, e in self._entries.items()
             ]
         if self.disk is not None:
-            rows += [
-                {
-                    "tier": "disk",
-                    "id": k,
-                    "tokens": e.get("tokens", 0),
-                    "bytes": e.get("bytes", 0),
-                    "created": e.get("created", 0.0),
-                    "last_used": e.get("last_used", 0.0),
-                    "model": e.get("model", ""),
-                }
-                for k, e in self.disk.entries().items()
-            ]
+            rows += [index_row(k, e, e.get("model", "")) for k, e in self.disk.entries().items()]
         rows.sort(key=lambda r: r["last_used"], reverse=True)
         return rows
 
     def clear(self, tier: str = "both") -> int:
         """Drop entries of `tier` ("ram", "disk" or "both"); returns bytes freed."""
-        if tier not in ("ram", "disk", "both"):
-            raise ValueError(f"tier must be ram, disk or both, not {tier!r}")
+        check_tier(tier)
         freed = 0
         if tier in ("ram", "both"):
             with self._lock:

@@ -1,12 +1,16 @@
-"""A minimal Anthropic-request -> chat-template conversion, for this package's tests and bench.
+"""A minimal Anthropic-request -> chat-template conversion, for the prefix cache's tests.
 
 Not the worker's adapter (that lives with the protocol layer); just enough to render captured
-Claude Code requests through a tokenizer's chat template the way a server would.
+Claude Code requests through a tokenizer's chat template the way a server would, normalised by
+the worker's own rule (server.normalize) unless asked not to.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from server.normalize import normalize
+from server.request import ChatRequest
 
 
 def _text_of(content: Any) -> str:
@@ -21,7 +25,9 @@ def _text_of(content: Any) -> str:
     return "\n".join(parts)
 
 
-def anthropic_to_template_inputs(body: dict) -> tuple[list[dict], list[dict]]:
+def anthropic_to_template_inputs(
+    body: dict, *, normalized: bool = True
+) -> tuple[list[dict], list[dict]]:
     """(messages, tools) in the shape `tokenizer.apply_chat_template` expects."""
     messages: list[dict] = []
     system = body.get("system")
@@ -58,12 +64,15 @@ def anthropic_to_template_inputs(body: dict) -> tuple[list[dict], list[dict]]:
         }
         for t in body.get("tools", [])
     ]
+    if normalized:
+        request = normalize(ChatRequest(messages=messages, tools=tools))
+        messages, tools = request.messages, request.tools or []
     return messages, tools
 
 
-def render_tokens(tokenizer, body: dict) -> list[int]:
+def render_tokens(tokenizer, body: dict, *, normalized: bool = True) -> list[int]:
     """Token ids of the prompt `body` renders to (generation prompt appended)."""
-    messages, tools = anthropic_to_template_inputs(body)
+    messages, tools = anthropic_to_template_inputs(body, normalized=normalized)
     ids = tokenizer.apply_chat_template(
         messages, tools=tools or None, tokenize=True, add_generation_prompt=True
     )

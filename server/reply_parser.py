@@ -56,7 +56,7 @@ def parse_calls(
     return calls or None
 
 
-class OutputParser:
+class ReplyParser:
     """Feed text segments; get TextDelta / ToolCallDelta events back. `stopped` names a hit stop."""
 
     def __init__(

@@ -1,4 +1,4 @@
-"""Time the cache's own overheads on one long real entry: `python -m server.prefix_cache.measure`.
+"""Time the cache's own overheads on one long real entry: `python bench/cache_overheads.py`.
 
 Prints cold prefill, store, RAM lookups, flush, restore and lazy disk lookup for a prompt of
 `--tokens` random ids on a tiny random-weight model (or `--model`). Not a test: numbers only.
@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 
 def _timed(fn, repeat: int = 1):
@@ -28,9 +32,8 @@ def main(argv: list[str] | None = None) -> None:
     from mlx_lm.models.cache import make_prompt_cache
 
     from server.model_loading import load_model
-    from server.tiny_model import build_tiny_model
-
-    from .store import PrefixCache
+    from server.prefix_cache.store import PrefixStore
+    from server.testing.tiny_model import build_tiny_model
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--tokens", type=int, default=20_000)
@@ -56,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     rows.append(("cold prefill", t, f"{args.tokens} tokens, {args.tokens / t:.0f} tok/s"))
 
     def fresh():
-        return PrefixCache.for_model(model, model_dir, disk_root=work / "kv", ram_bytes=8 << 30)
+        return PrefixStore.for_model(model, model_dir, disk_root=work / "kv", ram_bytes=8 << 30)
 
     pc = fresh()
     t, _ = _timed(lambda: pc.store(tokens, cache))

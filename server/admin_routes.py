@@ -1,0 +1,81 @@
+"""Admin routes: /health, /v1/status, /metrics, and the prefix cache's GET and DELETE /v1/cache.
+
+Behind the same API-key check as every other route except /health (the middleware). Memory
+figures come from the engine's snapshot, so no handler here calls MLX. The /v1/cache handlers
+are plain `def`: FastAPI runs them on a worker thread, so a disk clear never blocks the loop.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from server.errors import BadRequest
+from server.metrics import prometheus_text
+from server.prefix_cache.seam import UnknownTier
+
+router = APIRouter()
+
+
+@router.get("/health")
+async def health(request: Request):
+    engine = request.app.state.engine
+    if engine.load_error:
+        return JSONResponse({"status": "error", "error": "model failed to load"}, 503)
+    if not engine.ready:
+        return JSONResponse({"status": "loading"}, 503)
+    return {"status": "ok"}
+
+
+@router.get("/v1/status")
+async def status(request: Request):
+    engine, settings = request.app.state.engine, request.app.state.settings
+    return {
+        "model": settings.model,
+        "model_path": settings.model_path,
+        "state": "ready" if engine.ready else ("failed" if engine.load_error else "loading"),
+        "uptime_seconds": round(time.time() - engine.started_at, 3),
+        "pid": os.getpid(),
+        "backend": getattr(engine.loaded, "backend", None),
+        "context_length": engine.renderer.context_length if engine.renderer else None,
+        "memory": engine.memory(),
+        "queue_depth": engine.queue_depth,
+        "max_queue": settings.max_queue,
+        "requests": engine.metrics.snapshot(),
+        "cache": engine.cache.stats(),
+    }
+
+
+@router.get("/metrics")
+async def metrics(request: Request):
+    engine = request.app.state.engine
+    memory = engine.memory()
+    gauges = {
+        "queue_depth": engine.queue_depth,
+        "ready": int(engine.ready),
+        "uptime_seconds": round(time.time() - engine.started_at, 3),
+        "memory_active_bytes": memory["active_bytes"],
+        "memory_peak_bytes": memory["peak_bytes"],
+        "memory_rss_bytes": memory["rss_bytes"],
+    }
+    text = prometheus_text(engine.metrics.snapshot(), gauges, engine.cache.stats())
+    return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+
+
+@router.get("/v1/cache")
+def list_cache(request: Request):
+    cache = request.app.state.engine.cache
+    return {"enabled": cache.enabled, "entries": cache.list_entries()}
+
+
+@router.delete("/v1/cache")
+def clear_cache(request: Request, tier: str = "both"):
+    cache = request.app.state.engine.cache
+    try:
+        freed = cache.clear(tier)
+    except UnknownTier as exc:
+        raise BadRequest(str(exc), param="tier") from None
+    return {"tier": tier, "freed_bytes": freed, "stats": cache.stats()}

@@ -1,0 +1,46 @@
+"""Anthropic reply pieces: usage, tool_use ids and the non-streaming message body."""
+
+from __future__ import annotations
+
+from server.anthropic_api.protocol import STOP_REASONS
+from server.request import Collected, Usage
+
+
+def usage_dict(usage: Usage) -> dict:
+    # Anthropic's input_tokens excludes the tokens read from the cache.
+    return {
+        "input_tokens": usage.prompt_tokens - usage.cached_tokens,
+        "output_tokens": usage.completion_tokens,
+        "cache_read_input_tokens": usage.cached_tokens,
+        "cache_creation_input_tokens": 0,
+    }
+
+
+def tool_use_id(call_id: str) -> str:
+    return "toolu_" + call_id.removeprefix("call_")
+
+
+def message_body(result: Collected, *, message_id: str, model: str) -> dict:
+    content = []
+    for kind, value in result.blocks:
+        if kind == "text":
+            content.append({"type": "text", "text": value})
+        else:
+            content.append(
+                {
+                    "type": "tool_use",
+                    "id": tool_use_id(value.id),
+                    "name": value.name,
+                    "input": value.arguments,
+                }
+            )
+    return {
+        "id": message_id,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": STOP_REASONS.get(result.finished.reason, "end_turn"),
+        "stop_sequence": result.finished.stop_sequence,
+        "usage": usage_dict(result.finished.usage),
+    }

@@ -1,0 +1,87 @@
+"""A generation job and the bounded queue it waits in before the generation thread takes it."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from server.prompt import Rendered
+from server.request import ChatRequest, Progress
+
+
+class Cancelled(Exception):
+    """Raised inside generation when the client went away."""
+
+
+@dataclass
+class Job:
+    request: ChatRequest
+    rendered: Rendered
+    loop: asyncio.AbstractEventLoop | None  # None: nobody listens (a warm prompt)
+    events: asyncio.Queue = field(default_factory=asyncio.Queue)
+    submitted: float = field(default_factory=time.perf_counter)
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+    abort_reason: str | None = None
+    done: bool = False
+
+    def emit(self, event: Any) -> None:
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+
+    def on_prefill_progress(self, processed: int, total: int) -> None:
+        """mlx-lm's prompt progress callback: stop a cancelled prefill, ping between chunks."""
+        if self.cancelled:
+            raise Cancelled
+        if 0 < processed < total:
+            self.emit(Progress(processed, total))
+
+    def cancel(self, reason: str | None = None) -> None:
+        self.abort_reason = reason
+        self.cancel_event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel_event.is_set()
+
+
+class JobQueue:
+    """A bounded FIFO where a job whose client left stops counting against the bound at once."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._jobs: collections.deque[Job] = collections.deque()
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def __len__(self) -> int:
+        with self._cond:
+            return sum(1 for job in self._jobs if not job.cancelled)
+
+    def put(self, job: Job) -> bool:
+        with self._cond:
+            if self._closed or sum(1 for j in self._jobs if not j.cancelled) >= self.limit:
+                return False
+            self._jobs.append(job)
+            self._cond.notify()
+            return True
+
+    def get(self) -> Job | None:
+        """The next job, or None once closed."""
+        with self._cond:
+            while not self._jobs and not self._closed:
+                self._cond.wait()
+            return self._jobs.popleft() if self._jobs else None
+
+    def drain(self) -> list[Job]:
+        with self._cond:
+            jobs, self._jobs = list(self._jobs), collections.deque()
+            return jobs
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()

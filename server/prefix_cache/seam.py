@@ -1,0 +1,141 @@
+"""The seam where a prefix KV cache plugs into generation: one protocol, two implementations.
+
+Wiring: `Engine(..., cache_factory=f)` (or `serve.build_engine(settings, f)`), where
+`f(loaded: LoadedModel) -> PrefixCache` runs once on the generation thread after the model
+loads. Then, on that same thread (the one that owns MLX), for every request:
+  lookup(tokens) -> (prompt_cache or None, n_cached): a cache holding the KV state of
+      tokens[:n_cached]. Generation mutates it in place, so hand out a copy. If n_cached equals
+      len(tokens) the engine trims one token off, since the last one must run for logits.
+  store(tokens, prompt_cache): after a request that finished (not a cancelled one); `tokens`
+      are exactly the tokens whose KV state `prompt_cache` holds (the prompt plus the generated
+      tokens fed back), so len(tokens) == prompt_cache[0].offset. Trim to the prompt if wanted.
+  record_prefill(n_tokens, seconds): after each prefill of 64+ new tokens (measured speed).
+  close(): once, on graceful shutdown, before the generation thread ends (flush to disk).
+From any thread: stats() -> dict | None ("cache" in /v1/status, gauges on /metrics),
+list_entries() and clear(tier) -> freed bytes (GET and DELETE /v1/cache).
+The n_cached of a lookup is what the APIs report as cached prompt tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from .store import PrefixStore
+
+log = logging.getLogger("server.cache")
+
+TIERS = ("ram", "disk", "both")
+
+
+class UnknownTier(ValueError):
+    """A tier name other than ram, disk or both."""
+
+
+def check_tier(tier: str) -> str:
+    if tier not in TIERS:
+        raise UnknownTier(f"tier must be one of ram, disk, both (got {tier!r})")
+    return tier
+
+
+class PrefixCache(Protocol):
+    def lookup(self, tokens: list[int]) -> tuple[list[Any] | None, int]: ...
+
+    def store(self, tokens: list[int], prompt_cache: list[Any]) -> None: ...
+
+    def record_prefill(self, n_tokens: int, seconds: float) -> None: ...
+
+    def stats(self) -> dict | None: ...
+
+    def list_entries(self) -> list[dict]: ...
+
+    def clear(self, tier: str) -> int: ...
+
+    def close(self) -> None: ...
+
+    @property
+    def enabled(self) -> bool: ...
+
+
+class NoPrefixCache:
+    """Every request prefills from scratch."""
+
+    enabled = False
+
+    def lookup(self, tokens: list[int]) -> tuple[list[Any] | None, int]:
+        return None, 0
+
+    def store(self, tokens: list[int], prompt_cache: list[Any]) -> None:
+        pass
+
+    def record_prefill(self, n_tokens: int, seconds: float) -> None:
+        pass
+
+    def stats(self) -> dict | None:
+        return None
+
+    def list_entries(self) -> list[dict]:
+        return []
+
+    def clear(self, tier: str) -> int:
+        check_tier(tier)
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+class StoreAdapter:
+    """A PrefixStore behind the seam: lookup as a tuple, close flushes the RAM tier to disk."""
+
+    enabled = True
+
+    def __init__(self, store: PrefixStore):
+        self.prefix_store = store
+
+    def restore(self) -> int:
+        """Load the disk tier's most recent entries into RAM (start-up); logged with timing."""
+        if self.prefix_store.disk is None:
+            return 0
+        started = time.perf_counter()
+        count = self.prefix_store.restore()
+        tokens = sum(e["tokens"] for e in self.prefix_store.list_entries() if e["tier"] == "ram")
+        log.info(
+            "kv cache: restored %d entries (%d tokens) from %s in %.2fs",
+            count,
+            tokens,
+            self.prefix_store.disk.folder,
+            time.perf_counter() - started,
+        )
+        return count
+
+    def lookup(self, tokens: list[int]) -> tuple[list[Any] | None, int]:
+        hit = self.prefix_store.lookup(tokens)
+        return hit.cache, hit.cached_tokens
+
+    def store(self, tokens: list[int], prompt_cache: list[Any]) -> None:
+        self.prefix_store.store(tokens, prompt_cache)
+
+    def record_prefill(self, n_tokens: int, seconds: float) -> None:
+        self.prefix_store.record_prefill(n_tokens, seconds)
+
+    def stats(self) -> dict | None:
+        return self.prefix_store.stats()
+
+    def list_entries(self) -> list[dict]:
+        return self.prefix_store.list_entries()
+
+    def clear(self, tier: str) -> int:
+        return self.prefix_store.clear(tier)
+
+    def close(self) -> None:
+        started = time.perf_counter()
+        written = self.prefix_store.flush()
+        if self.prefix_store.disk is not None:
+            log.info(
+                "kv cache: flush on stop wrote %d entries in %.2fs",
+                written,
+                time.perf_counter() - started,
+            )
