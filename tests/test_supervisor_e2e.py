@@ -111,7 +111,7 @@ def test_start_status_stop(make_ctl):
     again = start(ctl)
     assert "already running" in again.stdout
     other = start(ctl, "--model", "some-other-model")
-    assert "restart --model some-other-model" in other.stdout
+    assert "restart --model some-other-model" in other.stderr  # a note, on stderr
     assert processes_of(ctl) == {"supervisor": [st["supervisor_pid"]], "worker": [st["worker_pid"]]}
     # A human table too.
     table = ctl.run("status")

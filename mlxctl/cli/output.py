@@ -68,7 +68,7 @@ class Output:
 
     def note(self, message: str) -> None:
         """Print a side remark on stderr (`note: ...`)."""
-        self.err.print(f"[dim]note:[/] {message}")
+        self.err.print(f"[dim]note:[/] {message}", soft_wrap=True)
 
     def hint(self, message: str) -> None:
         """Print what to try next on stderr (`hint: ...`)."""
