@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections import namedtuple
 
 import pytest
@@ -179,3 +181,20 @@ def test_bench_help_line_fits_the_command_list():
     bench = [line for line in result.stdout.splitlines() if "│ bench" in line]
     assert len(bench) == 1
     assert "Benchmark our worker against mlx_lm.server on a Claude Code session." in bench[0]
+
+
+@pytest.mark.parametrize("argv", [["status", "--json"], ["release", "ls"], ["--help"]])
+def test_light_commands_import_no_heavy_modules(argv):
+    """One invocation imports only its command's module: no httpx, numpy or mlx at start-up."""
+    probe = (
+        "import sys\n"
+        "from mlxctl.cli import main\n"
+        f"sys.argv = ['mlxctl', *{argv!r}]\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('HEAVY', [m for m in ('httpx', 'numpy', 'mlx', 'mlx_lm') if m in sys.modules])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert "HEAVY []" in result.stdout, result.stdout + result.stderr
