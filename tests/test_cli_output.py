@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections import namedtuple
 
+import pexpect
 import pytest
 from typer.testing import CliRunner
 
 from mlxctl import exit_codes
 from mlxctl.cli import register_commands
 from mlxctl.models import registry
+from tests.fixtures_supervisor import MLXCTL
 
 app = register_commands()
 GIB = 1024**3
@@ -198,3 +201,27 @@ def test_light_commands_import_no_heavy_modules(argv):
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert "HEAVY []" in result.stdout, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("answer", "code", "said", "kept"),
+    [
+        ("n", exit_codes.FAILURE, "nothing deleted", True),
+        ("y", exit_codes.OK, "removed tiny", False),
+    ],
+)
+def test_model_rm_asks_on_a_terminal(plain_terminal, answer, code, said, kept):
+    installed_model(plain_terminal)
+    child = pexpect.spawn(
+        MLXCTL, ["model", "rm", "tiny"], env=dict(os.environ), timeout=20, encoding="utf-8"
+    )
+    try:
+        child.expect(r"remove model tiny \(2\.0 KiB\)\? \[y/N\]")
+        child.sendline(answer)
+        child.expect(said)
+        child.expect(pexpect.EOF)
+        child.close()
+        assert child.exitstatus == code
+    finally:
+        child.close(force=True)
+    assert (plain_terminal / "models" / "tiny").exists() == kept
