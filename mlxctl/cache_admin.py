@@ -6,7 +6,6 @@ and writes the disk tier); without one it reads and edits the disk tier's index 
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -272,21 +271,3 @@ def _freed(body, plan: Plan) -> int:
             if isinstance(body.get(key), int):
                 return body[key]
     return plan.bytes
-
-
-# -- durations ---------------------------------------------------------------------------------
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def parse_duration(text: str) -> float:
-    """'7d', '12h', '1d12h', '90m', '30s' or plain seconds -> seconds."""
-    text = text.strip().lower()
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        return float(text)
-    parts = re.findall(r"(\d+(?:\.\d+)?)([smhdw])", text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise MlxctlError(
-            f"cannot read {text!r} as a duration", hint="e.g. 7d, 12h, 1d12h, 90m, 30s"
-        )
-    return sum(float(n) * _UNITS[u] for n, u in parts)

@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 
 from mlxctl import config, paths
-from mlxctl.format import human_bytes
+from mlxctl.units import human_bytes
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
 

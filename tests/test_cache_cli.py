@@ -231,7 +231,7 @@ def test_worker_gone_between_plan_and_act_clears_the_disk_tier(fake_worker):
 
 
 def test_parse_duration():
-    from mlxctl.cache_admin import parse_duration
+    from mlxctl.units import parse_duration
 
     assert parse_duration("7d") == 7 * DAY
     assert parse_duration("1d12h") == 1.5 * DAY

@@ -6,7 +6,7 @@ import pytest
 import tomlkit
 from typer.testing import CliRunner
 
-from mlxctl import config
+from mlxctl import config, exit_codes
 from mlxctl.cli import register_commands
 from mlxctl.errors import ConfigError
 
@@ -93,7 +93,8 @@ def test_cli_roundtrip(mlxctl_home):
     shown = runner.invoke(app, ["config", "show"]).output
     assert "restart.backoff_max = 30.0" in shown
     bad = runner.invoke(app, ["config", "set", "port", "x"])
-    assert bad.exit_code != 0
+    assert bad.exit_code == exit_codes.FAILURE
+    assert bad.output.startswith("error: ") and "port" in bad.output
 
 
 def test_edit_runs_the_editor_and_validates(mlxctl_home, monkeypatch, tmp_path):
@@ -114,5 +115,5 @@ def test_edit_reports_an_invalid_result(mlxctl_home, monkeypatch, tmp_path):
     monkeypatch.setenv("EDITOR", str(editor))
     monkeypatch.delenv("VISUAL", raising=False)
     result = CliRunner().invoke(app, ["config", "edit"])
-    assert result.exit_code != 0
-    assert "logs.backups" in str(result.exception)
+    assert result.exit_code == exit_codes.FAILURE
+    assert "logs.backups" in result.output and "hint: the file was saved as is" in result.output

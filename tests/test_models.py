@@ -194,7 +194,7 @@ def test_model_cli_lists_and_removes(llama_gguf, mlxctl_home):
     ]
     again = run("import", str(path), "--name", "cli-llama")
     assert again.returncode == 1 and "already exists" in again.stderr
-    assert run("rm", "cli-llama").returncode == 0
+    assert run("rm", "cli-llama", "--yes").returncode == 0
     assert json.loads(run("ls", "--json").stdout) == []
     missing = run("rm", "cli-llama")
     assert missing.returncode == 1 and "no installed model" in missing.stderr

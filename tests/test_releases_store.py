@@ -66,6 +66,42 @@ def test_current_pointer_only_names_complete_releases(mlxctl_home):
     assert store.current_id() is None
 
 
+def test_derive_copies_the_base_and_its_source_snapshot(mlxctl_home):
+    store = ReleaseStore()
+
+    def snapshot(folder):
+        (folder / "src" / "server").mkdir(parents=True)
+        (folder / "src" / "server" / "__init__.py").write_text("VERSION = 1\n")
+
+    base = store.create(
+        Release(id=new_release_id(), kind=BUILTIN, model="demo", source="src", note="base"),
+        snapshot,
+    )
+    variant = store.derive(base, model="other", args=["--x"])
+    assert variant.id != base.id and variant.created >= base.created
+    assert (variant.kind, variant.model, variant.args, variant.note) == (
+        BUILTIN,
+        "other",
+        ["--x"],
+        "base",
+    )
+    assert store.get(variant.id) == variant
+    copied = store.folder(variant.id) / "src" / "server" / "__init__.py"
+    assert copied.read_text() == "VERSION = 1\n"
+
+
+@pytest.mark.parametrize("damage", ['{"id": "r1", "kind"', "[]", '{"id": "r1"}', "\xff"])
+def test_a_damaged_release_json_is_a_release_error(mlxctl_home, damage):
+    store = ReleaseStore()
+    folder = store.root / "r1"
+    folder.mkdir(parents=True)
+    (folder / "release.json").write_bytes(damage.encode("latin-1"))
+    for read in (lambda: store.get("r1"), store.list):
+        with pytest.raises(ReleaseError, match="release r1 is damaged") as caught:
+            read()
+        assert str(folder) in caught.value.hint
+
+
 def test_history_is_a_stack_and_rollback_is_idempotent(mlxctl_home):
     store = ReleaseStore()
     a, b, c = (make(store, suffix=s) for s in "abc")

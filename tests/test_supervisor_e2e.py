@@ -19,6 +19,7 @@ import pexpect
 import psutil
 import pytest
 
+from mlxctl import exit_codes
 from tests.fixtures_supervisor import MLXCTL
 
 pytestmark = pytest.mark.slow
@@ -110,7 +111,7 @@ def test_start_status_stop(make_ctl):
     again = start(ctl)
     assert "already running" in again.stdout
     other = start(ctl, "--model", "some-other-model")
-    assert "restart --model some-other-model" in other.stdout
+    assert "restart --model some-other-model" in other.stderr  # a note, on stderr
     assert processes_of(ctl) == {"supervisor": [st["supervisor_pid"]], "worker": [st["worker_pid"]]}
     # A human table too.
     table = ctl.run("status")
@@ -146,7 +147,7 @@ def test_stop_leaves_no_descendants(make_ctl):
 def test_worker_dying_while_loading_fails_start_with_its_exit_code(make_ctl):
     ctl = make_ctl(env={"FAKE_WORKER_EXIT_CODE": "7", "FAKE_WORKER_LOAD_SECONDS": "0.4"})
     result = ctl.run("start")
-    assert result.returncode != 0
+    assert result.returncode == exit_codes.FAILURE
     assert "code 7" in result.stderr
     assert "fatal error while loading" in result.stderr  # the log tail
     st, code = ctl.status()
@@ -257,7 +258,7 @@ def test_port_in_use_fails_fast_naming_the_port(fake_ctl):
         began = time.monotonic()
         result = ctl.run("start")
         assert time.monotonic() - began < 10
-    assert result.returncode != 0
+    assert result.returncode == exit_codes.FAILURE
     assert f"port {ctl.port}" in result.stderr
     assert processes_of(ctl) == {"supervisor": [], "worker": []}
 
@@ -302,7 +303,7 @@ def test_config_set_keeps_a_comment(fake_ctl):
     text = (ctl.home / "config.toml").read_text()
     assert "# test config" in text and "backoff_max = 2.5" in text
     bad = ctl.run("config", "set", "port", "many")
-    assert bad.returncode != 0
+    assert bad.returncode == exit_codes.FAILURE
     assert "'port'" in bad.stderr and "integer" in bad.stderr
 
 

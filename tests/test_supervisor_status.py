@@ -7,8 +7,8 @@ import os
 import pexpect
 from rich.console import Console
 
-from mlxctl import service
-from mlxctl.commands.service import _table
+from mlxctl import exit_codes, service
+from mlxctl.cli.lifecycle import _table
 from tests.fixtures_supervisor import MLXCTL
 
 
@@ -20,7 +20,7 @@ def render(st: dict) -> str:
 
 def test_table_shows_what_the_worker_reports(mlxctl_home):
     st, code = service.status()
-    assert code == service.EXIT_NOT_RUNNING
+    assert code == exit_codes.NOT_RUNNING
     st.update(
         state="RUNNING",
         worker_pid=12,

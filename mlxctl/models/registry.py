@@ -72,11 +72,17 @@ def installed() -> list[ModelInfo]:
     ]
 
 
-def remove(name: str) -> ModelInfo:
+def find(name: str) -> ModelInfo:
+    """The installed model `name`: what `remove(name)` would delete and free."""
     path = model_dir(name)
     if not is_model_dir(path):
         raise ModelError(f"no installed model named {name!r}", hint="see `mlxctl model ls`")
-    info = describe(path)
+    return describe(path)
+
+
+def remove(name: str) -> ModelInfo:
+    info = find(name)
+    path = Path(info.path)
     # Rename first so a crash mid-delete never leaves a half model that still looks installed.
     doomed = path.with_name(f".rm-{path.name}")
     shutil.rmtree(doomed, ignore_errors=True)

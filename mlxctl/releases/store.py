@@ -13,11 +13,12 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from mlxctl import paths
 from mlxctl.errors import ReleaseError
-from mlxctl.releases.record import Release
+from mlxctl.releases.record import Release, new_release_id
 from mlxctl.supervisor.statefile import write_text
 
 
@@ -48,11 +49,23 @@ class ReleaseStore:
             raise
         return release
 
+    def derive(self, base: Release, **changes) -> Release:
+        """Create a new release from `base` with `changes` (a new id and time). A builtin base's
+        source snapshot is copied along, so the variant runs the same worker code."""
+        release = replace(base, id=new_release_id(), created=time.time(), **changes)
+        source = self.folder(base.id) / base.source if base.source else None
+
+        def copy_source(folder: Path) -> None:
+            if source is not None:
+                shutil.copytree(source, folder / base.source)
+
+        return self.create(release, copy_source)
+
     def get(self, release_id: str) -> Release:
         path = self._dir(release_id) / "release.json"
         if not path.is_file():
             raise ReleaseError(f"no release {release_id!r}", hint="see `mlxctl release ls`")
-        return Release.from_dict(json.loads(path.read_text()))
+        return _read(path)
 
     def folder(self, release_id: str) -> Path:
         return self._dir(release_id)
@@ -63,7 +76,7 @@ class ReleaseStore:
         found = []
         for child in self.root.iterdir():
             if not child.name.startswith(".") and (child / "release.json").is_file():
-                found.append(Release.from_dict(json.loads((child / "release.json").read_text())))
+                found.append(_read(child / "release.json"))
         return sorted(found, key=lambda r: r.created)
 
     def current_id(self) -> str | None:
@@ -126,3 +139,17 @@ class ReleaseStore:
         if current and (not stack or stack[-1] != current):
             stack.append(current)  # switched by a command killed before it wrote its journal line
         return stack[-2] if len(stack) >= 2 else None
+
+
+def _read(path: Path) -> Release:
+    """One release.json; damage (hand edits, a disk fault) is a ReleaseError, never a traceback."""
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            raise TypeError(f"a JSON {type(data).__name__}, not an object")
+        return Release.from_dict(data)
+    except (OSError, UnicodeDecodeError, ValueError, TypeError) as exc:
+        raise ReleaseError(
+            f"release {path.parent.name} is damaged: cannot read {path} ({exc})",
+            hint=f"restore that file, or move {path.parent} out of the releases folder",
+        ) from exc

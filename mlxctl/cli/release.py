@@ -2,26 +2,37 @@
 
 from __future__ import annotations
 
-import json
 import shlex
 import time
-from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import typer
-from rich.table import Table
 
-from mlxctl import config
-from mlxctl.console import out
+from mlxctl import exit_codes
+from mlxctl.cli.output import output
 from mlxctl.errors import ReleaseError
-from mlxctl.releases import migrate as switching
 from mlxctl.releases.record import COMMAND, FEATURES, Release, new_release_id
 from mlxctl.releases.store import ReleaseStore
+
+if TYPE_CHECKING:
+    from mlxctl.releases.migrate import StepResult
 
 release_app = typer.Typer(
     help="Server versions: list, show, create and archive releases.", no_args_is_help=True
 )
 
-EXIT_SWITCH_FAILED = 1
+
+def _switching():
+    """The switch core, imported on use: it loads httpx, which `release ls` does not need."""
+    from mlxctl.releases import migrate
+
+    return migrate
+
+
+def _configured_model() -> str:
+    from mlxctl import config  # tomlkit: only for the commands that read the config
+
+    return config.load()["model"] or "demo"
 
 
 def _when(timestamp: float) -> str:
@@ -34,14 +45,13 @@ def ls_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.")
     store = ReleaseStore()
     releases, current = store.list(), store.current_id()
     if as_json:
-        out.print_json(json.dumps([{**r.to_dict(), "current": r.id == current} for r in releases]))
+        output.json([{**r.to_dict(), "current": r.id == current} for r in releases])
         return
     if not releases:
-        out.print("no releases yet; `mlxctl release archive` records the installed worker")
+        output.print("no releases yet; `mlxctl release archive` records the installed worker")
         return
-    table = Table("", "id", "kind", "model", "created", "worker", "note")
-    for r in releases:
-        table.add_row(
+    rows = [
+        (
             "*" if r.id == current else "",
             r.id,
             r.kind,
@@ -50,19 +60,21 @@ def ls_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.")
             r.describe(),
             r.note,
         )
-    out.print(table)
+        for r in releases
+    ]
+    output.table("", "id", "kind", "model", "created", "worker", "note", rows=rows)
 
 
 @release_app.command("show")
 def show_command(release_id: str = typer.Argument(None, help="Release id (default: current).")):
     """Show one release as JSON, with its place in the journal."""
     store = ReleaseStore()
-    release = store.get(release_id or switching.require_current(store))
+    release = store.get(release_id or _switching().require_current(store))
     data = release.to_dict()
     data["current"] = release.id == store.current_id()
     data["folder"] = str(store.folder(release.id))
     data["switches"] = [e for e in store.journal() if release.id in (e.get("from"), e.get("to"))]
-    out.print_json(json.dumps(data))
+    output.json(data)
 
 
 def _parse_env(pairs: list[str]) -> dict[str, str]:
@@ -99,25 +111,14 @@ def create_command(
     if bool(command) == from_current:
         raise ReleaseError("give exactly one of --command and --from-current")
     if from_current:
-        base = store.get(switching.require_current(store))
-        release = replace(
+        base = store.get(_switching().require_current(store))
+        release = store.derive(
             base,
-            id=new_release_id(),
-            created=time.time(),
             model=model or base.model,
             args=arg or base.args,
             env={**base.env, **_parse_env(env)},
             note=note or base.note,
         )
-        source_folder = store.folder(base.id) / base.source if base.source else None
-
-        def populate(folder):
-            if source_folder is not None:
-                import shutil
-
-                shutil.copytree(source_folder, folder / base.source)
-
-        store.create(release, populate)
     else:
         claimed = [f.strip() for f in features.split(",") if f.strip()]
         unknown = sorted(set(claimed) - set(FEATURES))
@@ -128,7 +129,7 @@ def create_command(
             id=new_release_id(),
             kind=COMMAND,
             command=command,
-            model=model or config.load()["model"] or "demo",
+            model=model or _configured_model(),
             args=arg,
             env=_parse_env(env),
             health_path=health_path,
@@ -136,7 +137,7 @@ def create_command(
             note=note,
         )
         store.create(release)
-    out.print(f"created release [bold]{release.id}[/] ({release.kind})")
+    output.print(f"created release [bold]{release.id}[/] ({release.kind})")
 
 
 @release_app.command("archive")
@@ -151,43 +152,44 @@ def archive_command(
     from mlxctl.releases.snapshot import archive_installed
 
     store = ReleaseStore()
-    release = archive_installed(store, model or config.load()["model"] or "demo", note)
+    release = archive_installed(store, model or _configured_model(), note)
     if make_current or (make_current is None and store.current_id() is None):
         store.set_current(release.id, "archive")
-    out.print(
+    output.print(
         f"archived the installed worker as [bold]{release.id}[/] "
         f"(server {release.versions['mlxctl']}, mlx-lm {release.versions['mlx-lm']})"
     )
 
 
-def _print_step(step: switching.StepResult) -> None:
+def _print_step(step: StepResult) -> None:
     mark = "[green]ok[/]  " if step.ok else "[red]FAIL[/]"
-    out.print(
+    output.print(
         f"  {mark} {step.name:<22} {step.detail} [dim]({step.seconds:.1f}s)[/]", soft_wrap=True
     )
 
 
 def _run_switch(store: ReleaseStore, target: str, action: str, dry_run: bool) -> None:
     release = store.get(target)
-    out.print(
+    output.print(
         f"[bold]{action}[/] {store.current_id() or '(none)'} -> {release.id}"
         f" ({release.kind}: {release.describe()})"
     )
+    switching = _switching()
     for number, line in enumerate(switching.plan(store, release, action), 1):
-        out.print(f"  {number}. {line}", soft_wrap=True)
+        output.print(f"  {number}. {line}", soft_wrap=True)
     if dry_run:
-        out.print("dry run: nothing changed")
+        output.print("dry run: nothing changed")
         return
     outcome = switching.switch(store, release.id, action, report=_print_step)
     if outcome.ok:
-        out.print(f"[green]{action} complete[/]: current is {release.id}")
+        output.success(f"{action} complete: current is {release.id}")
         return
     restored = "restored and healthy" if outcome.restored else "could NOT be restored"
-    out.print(
+    output.print(
         f"[red]{action} failed[/] at step '{outcome.failed_step}'; "
         f"previous release {outcome.source or '(none)'} {restored}"
     )
-    raise typer.Exit(EXIT_SWITCH_FAILED)
+    raise typer.Exit(exit_codes.FAILURE)
 
 
 def migrate_command(
@@ -201,10 +203,9 @@ def migrate_command(
         # First migration: record what runs now, so `mlxctl rollback` has somewhere to go.
         from mlxctl.releases.snapshot import archive_installed
 
-        settings = config.load()
-        baseline = archive_installed(store, settings["model"] or "demo", "installed worker")
+        baseline = archive_installed(store, _configured_model(), "installed worker")
         store.set_current(baseline.id, "archive")
-        out.print(f"recorded the installed worker as release [bold]{baseline.id}[/]")
+        output.print(f"recorded the installed worker as release [bold]{baseline.id}[/]")
     _run_switch(store, to, "migrate", dry_run)
 
 
@@ -214,10 +215,10 @@ def rollback_command(
 ) -> None:
     """Go back to the previous release (or the one named), with the same health gates."""
     store = ReleaseStore()
-    switching.require_current(store)
-    target = switching.rollback_target(store, release_id)
+    _switching().require_current(store)
+    target = _switching().rollback_target(store, release_id)
     if target is None:
-        out.print(f"nothing to roll back: current is {store.current_id()}")
+        output.print(f"nothing to roll back: current is {store.current_id()}")
         return
     _run_switch(store, target, "rollback", dry_run)
 

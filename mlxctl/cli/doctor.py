@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import typer
-from rich.table import Table
 
-from mlxctl.console import out
+from mlxctl import exit_codes
+from mlxctl.cli.output import output
 
 _STYLE = {"pass": "green", "warn": "yellow", "fail": "red"}
 
@@ -20,17 +18,15 @@ def doctor(
     """Check Python, mlx and its backend, OpenBLAS, disk, model, port and RAM. Exit 1 on a fail."""
     from mlxctl.doctor import FAIL, run_checks
 
-    with out.status("checking"):
+    with output.err.status("checking"):
         checks = run_checks(model, port)
     if as_json:
-        print(json.dumps([c.__dict__ for c in checks], indent=2))
+        output.json([c.__dict__ for c in checks])
     else:
-        table = Table("check", "result", "detail")
-        for check in checks:
-            table.add_row(check.name, f"[{_STYLE[check.status]}]{check.status}[/]", check.detail)
-        out.print(table)
+        rows = [(c.name, f"[{_STYLE[c.status]}]{c.status}[/]", c.detail) for c in checks]
+        output.table("check", "result", "detail", rows=rows)
     if any(c.status == FAIL for c in checks):
-        raise typer.Exit(1)
+        raise typer.Exit(exit_codes.FAILURE)
 
 
 def register(app: typer.Typer) -> None:

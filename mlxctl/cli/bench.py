@@ -14,9 +14,11 @@ SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "agentic.py"
 
 
 def bench(ctx: typer.Context) -> None:
-    """Replay a Claude Code session against our worker and mlx_lm.server; print time to first
-    token per turn, the ratios and the targets. Options go to the script: `mlxctl bench --help`
-    shows the script's own (--model, --turns, --quick, --fixtures)."""
+    """Benchmark our worker against mlx_lm.server on a Claude Code session.
+
+    Prints time to first token per turn, the ratios and the targets. Options go to the script:
+    `mlxctl bench --help` shows its own (--model, --turns, --quick, --fixtures).
+    """
     if not SCRIPT.exists():
         raise MlxctlError(
             f"benchmark script not found at {SCRIPT}",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -14,11 +13,11 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
-from rich.table import Table
 
-from mlxctl.console import out
-from mlxctl.format import human_bytes
+from mlxctl import exit_codes
+from mlxctl.cli.output import output
 from mlxctl.models import registry
+from mlxctl.units import human_bytes
 
 model_app = typer.Typer(help="Pull, import, list and remove models.", no_args_is_help=True)
 
@@ -55,13 +54,13 @@ def pull_command(name: str = typer.Argument(..., help="Model to pull: 'demo'."))
         DownloadColumn(),
         TimeElapsedColumn(),
     ]
-    with Progress(*columns, console=out, transient=False) as progress:
+    with Progress(*columns, console=output.out, transient=False) as progress:
         reporter = _RichPullProgress(progress)
         info, installed = pull(name, reporter)
         reporter.stage("done", 1)
         progress.update(reporter.task, completed=1)
     verb = "installed" if installed else "already installed"
-    out.print(f"[green]{info.name}[/] {verb}: {info.path} ({human_bytes(info.size_bytes)})")
+    output.print(f"[green]{info.name}[/] {verb}: {info.path} ({human_bytes(info.size_bytes)})")
 
 
 @model_app.command("import")
@@ -70,9 +69,9 @@ def import_command(
     name: str = typer.Option(None, "--name", help="Name to install it under (default: file stem)."),
 ) -> None:
     """Convert a GGUF file into an MLX model directory under the mlxctl home."""
-    with out.status(f"converting {path.name}"):
+    with output.err.status(f"converting {path.name}"):
         info = registry.import_file(path, name)
-    out.print(
+    output.print(
         f"[green]{info.name}[/] imported: {info.path} ({info.quantization}, "
         f"{human_bytes(info.size_bytes)})"
     )
@@ -83,14 +82,13 @@ def ls_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.")
     """List installed models."""
     models = registry.installed()
     if as_json:
-        out.print_json(json.dumps([m.to_dict() for m in models]))
+        output.json([m.to_dict() for m in models])
         return
     if not models:
-        out.print("no models installed; try `mlxctl model pull demo`")
+        output.print("no models installed; try `mlxctl model pull demo`")
         return
-    table = Table("name", "architecture", "quantization", "context", "size", "path")
-    for m in models:
-        table.add_row(
+    rows = [
+        (
             m.name,
             m.architecture,
             m.quantization,
@@ -98,14 +96,33 @@ def ls_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.")
             human_bytes(m.size_bytes),
             m.path,
         )
-    out.print(table)
+        for m in models
+    ]
+    output.table("name", "architecture", "quantization", "context", "size", "path", rows=rows)
 
 
 @model_app.command("rm")
-def rm_command(name: str = typer.Argument(..., help="Installed model name.")) -> None:
-    """Remove an installed model."""
-    info = registry.remove(name)
-    out.print(f"removed {info.name} (freed {human_bytes(info.size_bytes)})")
+def rm_command(
+    name: str = typer.Argument(..., help="Installed model name."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Show what would be freed; delete nothing."
+    ),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask; required without a terminal."),
+) -> None:
+    """Remove an installed model and report the bytes freed."""
+    info = registry.find(name)
+    size = human_bytes(info.size_bytes)
+    if dry_run:
+        output.print(
+            f"would free {size} (model {info.name} at {info.path}); nothing deleted (dry run)",
+            soft_wrap=True,
+        )
+        return
+    if not output.confirm(f"remove model {info.name} ({size})?", yes=yes, action="remove a model"):
+        output.print("nothing deleted")
+        raise typer.Exit(exit_codes.FAILURE)
+    freed = registry.remove(name)
+    output.print(f"removed {freed.name} (freed {human_bytes(freed.size_bytes)})", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

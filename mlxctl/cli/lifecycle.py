@@ -1,8 +1,7 @@
-"""`mlxctl start | stop | restart | status`: thin commands over `mlxctl.service`."""
+"""`mlxctl start | stop | restart | status`: thin commands over the lifecycle core."""
 
 from __future__ import annotations
 
-import json
 import re
 import time
 
@@ -11,26 +10,26 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from mlxctl import service
-from mlxctl.console import err, out
+from mlxctl import exit_codes, service
+from mlxctl.cli.output import output
 from mlxctl.errors import StartFailedError
-from mlxctl.format import human_bytes, human_duration
+from mlxctl.units import human_bytes, human_duration
 
 
 def _print_started(outcome: service.StartOutcome) -> None:
     st = outcome.status
     if outcome.already_running:
-        out.print(f"[yellow]already running[/] at {st['url']}")
+        output.print(f"[yellow]already running[/] at {st['url']}")
     else:
-        out.print(f"[green]started[/] {st['url']}")
+        output.success(f"started {st['url']}")
     for note in outcome.notes:
-        out.print(f"[yellow]note:[/] {note}")
-    out.print(f"  model       {st['model']}")
-    out.print(f"  supervisor  pid {st['supervisor_pid']}")
-    out.print(f"  worker      pid {st['worker_pid']}")
-    out.print("\nPoint your clients at it:")
-    out.print(f"  export ANTHROPIC_BASE_URL={st['url']}", soft_wrap=True)
-    out.print(f"  export OPENAI_BASE_URL={st['url']}/v1", soft_wrap=True)
+        output.note(note)
+    output.print(f"  model       {st['model']}")
+    output.print(f"  supervisor  pid {st['supervisor_pid']}")
+    output.print(f"  worker      pid {st['worker_pid']}")
+    output.print("\nPoint your clients at it:")
+    output.print(f"  export ANTHROPIC_BASE_URL={st['url']}", soft_wrap=True)
+    output.print(f"  export OPENAI_BASE_URL={st['url']}/v1", soft_wrap=True)
 
 
 # The worker's log lines start with a timestamp; the spinner already shows the elapsed time.
@@ -56,7 +55,7 @@ class _SpinnerPull:
 
 def _run_start(model: str | None, port: int | None) -> None:
     began = time.monotonic()
-    with err.status("starting the worker") as spinner:
+    with output.err.status("starting the worker") as spinner:
 
         def on_wait(elapsed: float, line: str) -> None:
             line = escape(_TIMESTAMP.sub("", line))
@@ -69,20 +68,20 @@ def _run_start(model: str | None, port: int | None) -> None:
             )
         except KeyboardInterrupt:
             spinner.stop()
-            err.print("interrupted: the supervisor keeps starting in the background")
-            err.print("[dim]hint:[/] `mlxctl status` to watch it, `mlxctl stop` to stop it")
-            raise typer.Exit(130) from None
+            output.err.print("interrupted: the supervisor keeps starting in the background")
+            output.hint("`mlxctl status` to watch it, `mlxctl stop` to stop it")
+            raise typer.Exit(exit_codes.INTERRUPTED) from None
         except StartFailedError as exc:
             spinner.stop()
             if exc.worker_exit_code is not None:
-                err.print(f"worker exit code: {exc.worker_exit_code}")
+                output.err.print(f"worker exit code: {exc.worker_exit_code}")
             if exc.log_tail:
-                err.print("last lines of the worker log:")
+                output.err.print("last lines of the worker log:")
                 for line in exc.log_tail:
-                    err.print(f"  {line}", markup=False, highlight=False)
+                    output.err.print(f"  {line}", markup=False)
             raise
     if not outcome.already_running:
-        out.print(f"[dim]healthy after {time.monotonic() - began:.1f}s[/]")
+        output.print(f"[dim]healthy after {time.monotonic() - began:.1f}s[/]")
     _print_started(outcome)
 
 
@@ -113,10 +112,10 @@ def stop(
     """Stop the worker (SIGTERM to its group, grace period, SIGKILL) and the supervisor."""
     outcome = service.stop(timeout)
     if not outcome.was_running:
-        out.print("not running")
+        output.print("not running")
         return
     forced = " (forced with SIGKILL)" if outcome.forced else ""
-    out.print(
+    output.print(
         f"stopped{forced}: supervisor pid {outcome.supervisor_pid or '-'}, "
         f"worker pid {outcome.worker_pid or '-'}"
     )
@@ -203,21 +202,20 @@ def status(
     interval: float = typer.Option(1.0, "--interval", help="Seconds between --watch refreshes."),
 ) -> None:
     """Show the supervisor and worker state. Exit code: 0 running, 3 not running, 4 unknown."""
+    # The core's code is one of exit_codes.OK / NOT_RUNNING / UNKNOWN.
     st, code = service.status()
     if as_json:
-        print(json.dumps(st, indent=2, sort_keys=True))
+        output.json(st)
         raise typer.Exit(code)
     if not watch:
-        out.print(_table(st))
+        output.print(_table(st))
         raise typer.Exit(code)
-    try:
-        with Live(_table(st), console=out, auto_refresh=False) as live:
-            while True:
-                time.sleep(interval)
-                st, code = service.status()
-                live.update(_table(st), refresh=True)
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
+    # Ctrl-C ends the watch: the error boundary turns it into exit_codes.INTERRUPTED.
+    with Live(_table(st), console=output.out, auto_refresh=False) as live:
+        while True:
+            time.sleep(interval)
+            st, code = service.status()
+            live.update(_table(st), refresh=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-
 import typer
 
-from mlxctl import paths
+from mlxctl import exit_codes, paths
+from mlxctl.cli.output import output
 from mlxctl.logs import follow, tail
 
 
@@ -19,23 +18,18 @@ def logs(
 ) -> None:
     """Print the last lines of the worker's log; -f follows it across rotations (Ctrl-C ends)."""
     path = paths.supervisor_log() if supervisor else paths.worker_log()
-    # Plain writes, not Rich: log lines are printed verbatim and must not be re-wrapped.
-    write = sys.stdout.write
+    # Plain writes, not Rich markup: log lines are printed verbatim and must not be re-wrapped.
     try:
         for line in tail(path, lines):
-            write(line + "\n")
-        sys.stdout.flush()
+            output.plain(line)
         if not follow_:
             if not path.exists():
-                print(f"no log yet at {path}", file=sys.stderr)
+                output.note(f"no log yet at {path}")
             return
         for line in follow(path):
-            write(line + "\n")
-            sys.stdout.flush()
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
+            output.plain(line)
     except BrokenPipeError:  # `mlxctl logs | head`
-        raise typer.Exit(0) from None
+        raise typer.Exit(exit_codes.OK) from None
 
 
 def register(app: typer.Typer) -> None:

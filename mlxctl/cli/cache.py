@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 
 import typer
-from rich.table import Table
 
-from mlxctl.console import err, out
-from mlxctl.errors import MlxctlError
-from mlxctl.format import human_bytes, human_duration
+from mlxctl import exit_codes
+from mlxctl.cli.output import output
+from mlxctl.units import human_bytes, human_duration, parse_duration
 
 cache_app = typer.Typer(
-    help="See and manage the prefix KV cache (RAM and disk tiers). With a running worker the "
+    help="See and manage the prefix KV cache (RAM and disk tiers).\n\nWith a running worker the "
     "commands go through it; without one they work on the disk tier alone.",
     no_args_is_help=True,
 )
@@ -22,7 +19,7 @@ cache_app = typer.Typer(
 
 def _notes(notes: list[str]) -> None:
     for note in notes:
-        err.print(f"[dim]note:[/] {note}")
+        output.note(note)
 
 
 def _ago(timestamp: float | None) -> str:
@@ -36,30 +33,35 @@ def ls_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.")
 
     listing = cache_admin.list_entries()
     if as_json:
-        out.print_json(json.dumps(listing.to_dict()))
+        output.json(listing.to_dict())
         return
     _notes(listing.notes)
     if not listing.entries:
-        out.print("the cache is empty")
+        output.print("the cache is empty")
         return
-    table = Table("tier", "tokens", "bytes", "last used", "model / release", "id")
-    for e in listing.entries:
-        model = e.get("model_name") or e.get("model") or "-"
-        if e.get("model_name") and e.get("model"):
-            model = f"{e['model_name']} ({e['model']})"
-        if e.get("release"):
-            model += f" / {e['release']}"
-        table.add_row(
+    rows = [
+        (
             e.get("tier", "?"),
             str(e.get("tokens", "-")),
             human_bytes(e.get("bytes")),
             _ago(e.get("last_used")),
-            model,
+            _model_of(e),
             str(e.get("id", ""))[:12],
         )
-    out.print(table)
+        for e in listing.entries
+    ]
+    output.table("tier", "tokens", "bytes", "last used", "model / release", "id", rows=rows)
     total = sum(int(e.get("bytes") or 0) for e in listing.entries)
-    out.print(f"{len(listing.entries)} entries, {human_bytes(total)}")
+    output.print(f"{len(listing.entries)} entries, {human_bytes(total)}")
+
+
+def _model_of(entry: dict) -> str:
+    model = entry.get("model_name") or entry.get("model") or "-"
+    if entry.get("model_name") and entry.get("model"):
+        model = f"{entry['model_name']} ({entry['model']})"
+    if entry.get("release"):
+        model += f" / {entry['release']}"
+    return model
 
 
 @cache_app.command("stats")
@@ -69,52 +71,38 @@ def stats_command(as_json: bool = typer.Option(False, "--json", help="Print JSON
 
     stats = cache_admin.stats()
     if as_json:
-        out.print_json(json.dumps(stats))
+        output.json(stats)
         return
     _notes(stats["notes"])
-    table = Table("tier", "entries", "bytes", "budget", show_header=True)
+    rows = []
     for tier in ("ram", "disk"):
         t = stats.get(tier)
         if t is None:
-            table.add_row(tier, "?", "?", "-")
+            rows.append((tier, "?", "?", "-"))
             continue
         budget = t.get("budget_bytes")
-        table.add_row(
-            tier, str(t.get("entries", 0)), human_bytes(t.get("bytes", 0)), human_bytes(budget)
+        rows.append(
+            (tier, str(t.get("entries", 0)), human_bytes(t.get("bytes", 0)), human_bytes(budget))
         )
-    out.print(table)
+    output.table("tier", "entries", "bytes", "budget", rows=rows)
     disk = stats.get("disk") or {}
     written = disk.get("bytes_written_total")
     if written is not None:
-        out.print(f"disk bytes written (lifetime): {human_bytes(written)}")
+        output.print(f"disk bytes written (lifetime): {human_bytes(written)}")
     if stats["source"] == "worker":
         hit_rate = stats.get("hit_rate")
         reuse = stats.get("token_reuse_rate")
-        out.print(
+        output.print(
             f"lookups: {stats.get('hits', 0)} hits, {stats.get('misses', 0)} misses"
             + (f" (hit rate {hit_rate:.0%})" if isinstance(hit_rate, float) else "")
         )
-        out.print(
+        output.print(
             f"tokens reused: {stats.get('tokens_reused', 0)}"
             + (f" ({reuse:.0%} of prompt tokens)" if isinstance(reuse, float) else "")
         )
         saved = stats.get("prefill_seconds_saved")
         if isinstance(saved, int | float):
-            out.print(f"prefill time saved: {human_duration(saved)}")
-
-
-def _confirm_or_refuse(question: str, yes: bool) -> None:
-    """Ask on a terminal; without one (scripts, CI) refuse unless --yes was given."""
-    if yes:
-        return
-    if not sys.stdin or not sys.stdin.isatty():
-        raise MlxctlError(
-            "refusing to delete cache entries without confirmation (stdin is not a terminal)",
-            hint="pass --yes to confirm, or --dry-run to see what would be freed",
-        )
-    if not typer.confirm(question, default=False):
-        out.print("nothing deleted")
-        raise typer.Exit(1)
+            output.print(f"prefill time saved: {human_duration(saved)}")
 
 
 def _run(plan, dry_run: bool, yes: bool, as_json: bool) -> None:
@@ -127,25 +115,29 @@ def _run(plan, dry_run: bool, yes: bool, as_json: bool) -> None:
         _notes(plan.notes)
     if dry_run:
         if as_json:
-            out.print_json(json.dumps({**plan.to_dict(), "dry_run": True, "freed_bytes": 0}))
+            output.json({**plan.to_dict(), "dry_run": True, "freed_bytes": 0})
         else:
-            out.print(f"would free {human_bytes(plan.bytes)} ({what}); nothing deleted (dry run)")
+            freed = human_bytes(plan.bytes)
+            output.print(f"would free {freed} ({what}); nothing deleted (dry run)")
         return
     if not plan.entries:
         if as_json:
-            out.print_json(json.dumps({**plan.to_dict(), "dry_run": False, "freed_bytes": 0}))
+            output.json({**plan.to_dict(), "dry_run": False, "freed_bytes": 0})
         else:
-            out.print("nothing to delete")
+            output.print("nothing to delete")
         return
-    _confirm_or_refuse(f"delete {what} ({human_bytes(plan.bytes)})?", yes)
+    question = f"delete {what} ({human_bytes(plan.bytes)})?"
+    if not output.confirm(question, yes=yes, action="delete cache entries"):
+        output.print("nothing deleted")
+        raise typer.Exit(exit_codes.FAILURE)
     shown = len(plan.notes)
     freed = cache_admin.act(plan)
     if not as_json:
         _notes(plan.notes[shown:])
     if as_json:
-        out.print_json(json.dumps({**plan.to_dict(), "dry_run": False, "freed_bytes": freed}))
+        output.json({**plan.to_dict(), "dry_run": False, "freed_bytes": freed})
     else:
-        out.print(f"freed {human_bytes(freed)} ({freed} bytes, {what})")
+        output.print(f"freed {human_bytes(freed)} ({freed} bytes, {what})")
 
 
 @cache_app.command("clear")
@@ -179,7 +171,7 @@ def prune_command(
     """Delete disk entries not used for longer than --older-than; report the bytes freed."""
     from mlxctl import cache_admin
 
-    _run(cache_admin.plan_prune(cache_admin.parse_duration(older_than)), dry_run, yes, as_json)
+    _run(cache_admin.plan_prune(parse_duration(older_than)), dry_run, yes, as_json)
 
 
 def register(app: typer.Typer) -> None:

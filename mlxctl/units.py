@@ -1,6 +1,10 @@
-"""Small formatting helpers shared by the command modules."""
+"""Units people read and type: byte sizes, durations. Pure functions; the core may use them."""
 
 from __future__ import annotations
+
+import re
+
+from mlxctl.errors import MlxctlError
 
 
 def human_bytes(count: int | float | None) -> str:
@@ -28,3 +32,19 @@ def human_duration(seconds: float | None) -> str:
     if minutes:
         return f"{minutes}m {secs}s"
     return f"{secs}s"
+
+
+_SECONDS_PER = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> float:
+    """'7d', '12h', '1d12h', '90m', '30s' or plain seconds -> seconds."""
+    text = text.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    parts = re.findall(r"(\d+(?:\.\d+)?)([smhdw])", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise MlxctlError(
+            f"cannot read {text!r} as a duration", hint="e.g. 7d, 12h, 1d12h, 90m, 30s"
+        )
+    return sum(float(n) * _SECONDS_PER[u] for n, u in parts)

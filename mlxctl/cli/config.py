@@ -9,7 +9,7 @@ import subprocess
 
 import typer
 
-from mlxctl.console import out
+from mlxctl.cli.output import output
 from mlxctl.errors import ConfigError
 
 config_app = typer.Typer(
@@ -25,13 +25,13 @@ def show(as_json: bool = typer.Option(False, "--json", help="Effective values as
 
     values = config.load()
     if as_json:
-        print(json.dumps(values, indent=2))
+        output.json(values)
         return
     for key in config.SCHEMA:
         value = values[key.path]
         shown = "***" if key.path == "api_key" and value else json.dumps(value)
         marker = "" if value != key.default else "  [dim](default)[/]"
-        out.print(f"{key.path} = {shown}{marker}", highlight=False)
+        output.print(f"{key.path} = {shown}{marker}")
 
 
 @config_app.command("get")
@@ -40,7 +40,7 @@ def get(key: str = typer.Argument(..., help="Key path, e.g. port or restart.back
     from mlxctl import config
 
     value = config.get(key)
-    print(value if isinstance(value, str) else json.dumps(value))
+    output.plain(value if isinstance(value, str) else json.dumps(value))
 
 
 @config_app.command("set")
@@ -52,7 +52,7 @@ def set_(
     from mlxctl import config
 
     new = config.set_value(key, value)
-    out.print(f"{key} = {json.dumps(new)}", highlight=False)
+    output.print(f"{key} = {json.dumps(new)}")
 
 
 @config_app.command("edit")
@@ -68,7 +68,7 @@ def edit() -> None:
     except ConfigError as exc:
         exc.hint = f"the file was saved as is; fix it with `mlxctl config edit` ({exc.hint})"
         raise
-    out.print(f"[green]ok[/] {path}")
+    output.success(f"ok {path}")
 
 
 @config_app.command("path")
@@ -76,7 +76,7 @@ def path() -> None:
     """Print where the config file lives (it may not exist yet)."""
     from mlxctl import config
 
-    print(config.config_path())
+    output.plain(str(config.config_path()))
 
 
 def register(app: typer.Typer) -> None:
