@@ -186,9 +186,8 @@ def test_bench_help_line_fits_the_command_list():
     assert "Benchmark our worker against mlx_lm.server on a Claude Code session." in bench[0]
 
 
-@pytest.mark.parametrize("argv", [["status", "--json"], ["release", "ls"], ["--help"]])
-def test_light_commands_import_no_heavy_modules(argv):
-    """One invocation imports only its command's module: no httpx, numpy or mlx at start-up."""
+def modules_after(argv: list[str]) -> list[str]:
+    """Which heavy packages a real `mlxctl ARGV` run (the console script's main) imported."""
     probe = (
         "import sys\n"
         "from mlxctl.cli import main\n"
@@ -197,10 +196,41 @@ def test_light_commands_import_no_heavy_modules(argv):
         "    main()\n"
         "except SystemExit:\n"
         "    pass\n"
-        "print('HEAVY', [m for m in ('httpx', 'numpy', 'mlx', 'mlx_lm') if m in sys.modules])\n"
+        "heavy = ('httpx', 'numpy', 'mlx', 'mlx_lm', 'typer', 'pydantic')\n"
+        "print('HEAVY', *[m for m in heavy if m in sys.modules])\n"
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
-    assert "HEAVY []" in result.stdout, result.stdout + result.stderr
+    found = [line for line in result.stdout.splitlines() if line.startswith("HEAVY")]
+    assert found, result.stdout + result.stderr
+    return found[-1].split()[1:]
+
+
+@pytest.mark.parametrize(
+    "argv", [["status", "--json"], ["cache", "ls"], ["release", "ls"], ["--help"]]
+)
+def test_light_commands_import_no_heavy_modules(argv):
+    """One invocation imports only its command's module: no httpx, numpy or mlx at start-up."""
+    assert set(modules_after(argv)) & {"httpx", "numpy", "mlx", "mlx_lm"} == set()
+
+
+@pytest.mark.parametrize("argv", [["status"], ["status", "--json"]])
+def test_plain_status_answers_without_typer(argv):
+    # Typer builds a pydantic adapter per option (~0.25 s): the quick path must skip both.
+    assert modules_after(argv) == []
+
+
+def test_quick_status_prints_what_the_typer_command_prints():
+    def mlxctl(*args: str) -> tuple[int, list[str]]:
+        done = subprocess.run(
+            [sys.executable, "-m", "mlxctl", *args], capture_output=True, text=True, timeout=60
+        )
+        # System RAM moves between the two runs; every other row must be the same.
+        return done.returncode, [x for x in lines(done.stdout) if not x.startswith("system ram")]
+
+    quick = mlxctl("status")
+    through_typer = mlxctl("status", "--interval", "1")  # not a quick argv: Typer parses it
+    assert quick == through_typer
+    assert quick[0] == exit_codes.NOT_RUNNING and quick[1][0] == "state           STOPPED"
 
 
 @pytest.mark.parametrize(

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import ast
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -60,25 +58,3 @@ def test_the_scan_sees_function_local_imports(tmp_path):
     sample.parent.mkdir()
     sample.write_text("def f():\n    from mlxctl.paths import home\n")
     assert imported_modules(sample) == {"mlxctl.paths"}
-
-
-def modules_loaded_by(*args: str) -> set[str]:
-    """Top-level packages a real `mlxctl ARGS` run imports (read off `python -X importtime`)."""
-    result = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "mlxctl", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    names = set()
-    for line in result.stderr.splitlines():
-        if line.startswith("import time:") and line.count("|") == 2:
-            names.add(line.rsplit("|", 1)[1].strip().split(".")[0])
-    assert "mlxctl" in names, result.stderr[-2000:]
-    return names
-
-
-@pytest.mark.parametrize("command", [["status"], ["cache", "ls"]])
-def test_quick_commands_load_no_heavy_packages(command):
-    # `status` runs in prompts and watch loops; numpy, mlx and httpx would cost it ~0.1-0.8 s.
-    assert modules_loaded_by(*command) & {"numpy", "mlx", "mlx_lm", "httpx"} == set()

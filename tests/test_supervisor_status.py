@@ -8,13 +8,13 @@ import pexpect
 from rich.console import Console
 
 from mlxctl import exit_codes, service
-from mlxctl.cli.lifecycle import _table
+from mlxctl.cli.status_view import status_table
 from tests.fixtures_supervisor import MLXCTL
 
 
 def render(st: dict) -> str:
     console = Console(width=120, record=True)
-    console.print(_table(st))
+    console.print(status_table(st))
     return console.export_text()
 
 

@@ -1,105 +1,44 @@
-"""The `mlxctl` command: a Typer app assembled from one module per command group, and the one
-error boundary that turns every failure into one line, a hint and a named exit code."""
+"""The `mlxctl` console script. Plain `mlxctl status [--json]` is answered without Typer: Typer
+builds a pydantic adapter per option, which alone costs ~0.25 s (status runs in prompts and watch
+loops); everything else goes to the Typer app in `mlxctl.cli.root`.
+"""
 
 from __future__ import annotations
 
-import importlib
-import os
 import sys
-import traceback
-
-import typer
-from typer.core import TyperGroup
+from typing import Any
 
 from mlxctl import exit_codes
-from mlxctl.cli.output import output
-from mlxctl.errors import MlxctlError
 
-DEBUG_ENV = "MLXCTL_DEBUG"
-
-
-class _ErrorBoundary(TyperGroup):
-    """The root group: every command runs inside its `invoke`, so CliRunner tests and the console
-    script meet the same boundary."""
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except (typer.Exit, typer.Abort, typer.TyperException):
-            raise  # Typer's own control flow: exit codes and usage errors
-        except MlxctlError as exc:
-            output.fail(str(exc), exc.hint)
-            raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
-            raise typer.Exit(exit_codes.INTERRUPTED) from None
-        except Exception as exc:
-            # A bug, not a user error: one line by default, the traceback on request.
-            if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
-                output.err.file.write(traceback.format_exc())
-                output.fail(f"unexpected {type(exc).__name__}: {exc}")
-            else:
-                output.fail(
-                    f"unexpected {type(exc).__name__}: {exc}",
-                    hint=f"{DEBUG_ENV}=1 shows the traceback",
-                )
-            raise typer.Exit(exit_codes.FAILURE) from None
-
-
-app = typer.Typer(
-    name="mlxctl",
-    cls=_ErrorBoundary,
-    help="Run a local MLX model for coding agents: supervise the worker, its models and caches.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-
-@app.callback()
-def root() -> None:
-    """Run a local MLX model for coding agents: supervise the worker, its models and caches."""
-    # A callback keeps `mlxctl` a command group even when only one command is registered; it also
-    # runs once per invocation, so the consoles follow this invocation's NO_COLOR and COLUMNS.
-    output.reset()
-
-
-# Each module exposes `register(app)`. Commands map to their module so one invocation imports
-# only what it runs (`mlxctl status` must answer fast); `--help` and unknown names load all.
-COMMAND_MODULES = {
-    "model": "mlxctl.cli.model",
-    "start": "mlxctl.cli.lifecycle",
-    "stop": "mlxctl.cli.lifecycle",
-    "restart": "mlxctl.cli.lifecycle",
-    "status": "mlxctl.cli.lifecycle",
-    "logs": "mlxctl.cli.logs",
-    "config": "mlxctl.cli.config",
-    "doctor": "mlxctl.cli.doctor",
-    "cache": "mlxctl.cli.cache",
-    "bench": "mlxctl.cli.bench",
-    "release": "mlxctl.cli.release",
-    "migrate": "mlxctl.cli.release",
-    "rollback": "mlxctl.cli.release",
-}
-
-
-_registered: set[str] = set()
-
-
-def register_commands(argv: list[str] | None = None) -> typer.Typer:
-    """Register the module of `argv`'s command (all of them when unknown or empty)."""
-    wanted = COMMAND_MODULES.get(argv[0]) if argv else None
-    modules = [wanted] if wanted else list(dict.fromkeys(COMMAND_MODULES.values()))
-    for module_name in modules:
-        if module_name not in _registered:
-            _registered.add(module_name)
-            importlib.import_module(module_name).register(app)
-    return app
+# The argument lists the quick path answers; any other (--help, --watch, typos) goes to Typer.
+QUICK_STATUS = (["status"], ["status", "--json"])
 
 
 def main() -> None:
-    """The console script: errors are handled by the root group's boundary."""
+    argv = sys.argv[1:]
     try:
-        register_commands(sys.argv[1:])
+        if argv in QUICK_STATUS:
+            from mlxctl.cli.status_view import show_status
+
+            raise SystemExit(show_status(as_json="--json" in argv))
+        from mlxctl.cli.root import app, register_commands
+
+        register_commands(argv)
         app()
     except KeyboardInterrupt:  # Ctrl-C while the command's modules were still importing
         raise SystemExit(exit_codes.INTERRUPTED) from None
+    except (SystemExit, MemoryError):
+        raise
+    except Exception as exc:  # the quick path's boundary; Typer commands meet it inside the app
+        from mlxctl.cli.boundary import exit_code_for
+
+        raise SystemExit(exit_code_for(exc)) from None
+
+
+def __getattr__(name: str) -> Any:
+    # `from mlxctl.cli import app, register_commands` keeps working without importing Typer here.
+    if name in ("app", "register_commands", "COMMAND_MODULES"):
+        from mlxctl.cli import root
+
+        return getattr(root, name)
+    raise AttributeError(name)

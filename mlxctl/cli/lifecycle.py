@@ -8,12 +8,12 @@ import time
 import typer
 from rich.live import Live
 from rich.markup import escape
-from rich.table import Table
 
 from mlxctl import exit_codes, service
 from mlxctl.cli.output import output
+from mlxctl.cli.status_view import show_status, status_table
 from mlxctl.errors import StartFailedError
-from mlxctl.units import human_bytes, human_duration
+from mlxctl.units import human_bytes
 
 
 def _print_started(outcome: service.StartOutcome) -> None:
@@ -139,83 +139,21 @@ def _port_of(st: dict) -> int | None:
     return int(tail) if tail.isdigit() else None
 
 
-def _table(st: dict) -> Table:
-    table = Table(show_header=False, box=None, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column()
-    colour = {"RUNNING": "green", "FATAL": "red", "UNKNOWN": "red"}.get(st["state"], "yellow")
-    table.add_row("state", f"[{colour}]{st['state']}[/]")
-    if st.get("detail"):
-        table.add_row("", st["detail"])
-    if st.get("fatal_reason"):
-        table.add_row("reason", st["fatal_reason"])
-    table.add_row("supervisor pid", str(st["supervisor_pid"] or "-"))
-    table.add_row("worker pid", str(st["worker_pid"] or "-"))
-    table.add_row("uptime", human_duration(st["uptime_seconds"]))
-    table.add_row("restarts", str(st["restarts"]))
-    last = st.get("last_exit")
-    table.add_row("last exit", f"{last['reason']}" if last else "-")
-    table.add_row("release", str(st["release"] or "-"))
-    table.add_row("model", str(st["model"] or "-"))
-    table.add_row("url", str(st["url"] or "-"))
-    table.add_row("health", str(st["health"] or "-"))
-    table.add_row("worker rss", human_bytes(st["worker_rss_bytes"]))
-    mem = st.get("memory") or {}
-    if mem:
-        table.add_row(
-            "mlx memory",
-            f"active {human_bytes(mem.get('active_bytes'))}, "
-            f"peak {human_bytes(mem.get('peak_bytes'))}",
-        )
-    sysmem = st["system_memory"]
-    table.add_row(
-        "system ram",
-        f"{human_bytes(sysmem['used_bytes'])} / {human_bytes(sysmem['total_bytes'])}",
-    )
-    if st.get("tokens_reused") is not None:
-        rate = st.get("cache_hit_rate")
-        shown = f"{rate:.0%} of prompt tokens" if rate is not None else "-"
-        table.add_row("cache hits", f"{shown}, {st['tokens_reused']} tokens reused")
-    cache = st.get("cache")
-    if isinstance(cache, dict):
-        for key, value in _flatten(cache):
-            shown = human_bytes(value) if key.endswith("bytes") else value
-            table.add_row(f"cache {key}", str(shown))
-    return table
-
-
-def _flatten(data: dict, prefix: str = "") -> list[tuple[str, object]]:
-    """{'ram': {'entries': 3}} -> [('ram entries', 3)]: whatever shape the worker reports."""
-    rows: list[tuple[str, object]] = []
-    for key, value in data.items():
-        name = f"{prefix}{key.replace('_', ' ')}"
-        if isinstance(value, dict):
-            rows += _flatten(value, f"{name} ")
-        else:
-            rows.append((name, value))
-    return rows
-
-
 def status(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (for scripts)."),
     watch: bool = typer.Option(False, "--watch", "-w", help="Refresh in place until Ctrl-C."),
     interval: float = typer.Option(1.0, "--interval", help="Seconds between --watch refreshes."),
 ) -> None:
     """Show the supervisor and worker state. Exit code: 0 running, 3 not running, 4 unknown."""
-    # The core's code is one of exit_codes.OK / NOT_RUNNING / UNKNOWN.
-    st, code = service.status()
-    if as_json:
-        output.json(st)
-        raise typer.Exit(code)
-    if not watch:
-        output.print(_table(st))
-        raise typer.Exit(code)
+    if as_json or not watch:
+        raise typer.Exit(show_status(as_json))
     # Ctrl-C ends the watch: the error boundary turns it into exit_codes.INTERRUPTED.
-    with Live(_table(st), console=output.out, auto_refresh=False) as live:
+    st, _ = service.status()
+    with Live(status_table(st), console=output.out, auto_refresh=False) as live:
         while True:
             time.sleep(interval)
             st, code = service.status()
-            live.update(_table(st), refresh=True)
+            live.update(status_table(st), refresh=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -10,7 +10,6 @@ import json
 import sys
 from collections.abc import Iterable, Sequence
 
-import typer
 from rich.console import Console
 from rich.table import Table
 
@@ -90,6 +89,8 @@ class Output:
                 f"refusing to {action} without confirmation (stdin is not a terminal)",
                 hint="pass --yes to confirm, or --dry-run to see what would be freed",
             )
+        import typer  # only here: `status` prints through this module and must not load Typer
+
         return typer.confirm(question, default=False)
 
 
