@@ -13,7 +13,8 @@ from rich.table import Table
 from mlxctl import config
 from mlxctl.console import out
 from mlxctl.errors import ReleaseError
-from mlxctl.releases import migrate as switching
+from mlxctl.lifecycle import choose_model
+from mlxctl.releases import switch as switching
 from mlxctl.releases.record import COMMAND, FEATURES, Release, new_release_id
 from mlxctl.releases.store import ReleaseStore
 
@@ -128,7 +129,7 @@ def create_command(
             id=new_release_id(),
             kind=COMMAND,
             command=command,
-            model=model or config.load()["model"] or "demo",
+            model=choose_model(model),
             args=arg,
             env=_parse_env(env),
             health_path=health_path,
@@ -151,7 +152,7 @@ def archive_command(
     from mlxctl.releases.snapshot import archive_installed
 
     store = ReleaseStore()
-    release = archive_installed(store, model or config.load()["model"] or "demo", note)
+    release = archive_installed(store, choose_model(model), note)
     if make_current or (make_current is None and store.current_id() is None):
         store.set_current(release.id, "archive")
     out.print(
@@ -197,13 +198,8 @@ def migrate_command(
     """Switch to another release, health-gated; any failing step rolls back by itself."""
     store = ReleaseStore()
     store.get(to)
-    if store.current_id() is None and not dry_run:
-        # First migration: record what runs now, so `mlxctl rollback` has somewhere to go.
-        from mlxctl.releases.snapshot import archive_installed
-
-        settings = config.load()
-        baseline = archive_installed(store, settings["model"] or "demo", "installed worker")
-        store.set_current(baseline.id, "archive")
+    baseline = None if dry_run else switching.ensure_baseline(store, config.load())
+    if baseline is not None:
         out.print(f"recorded the installed worker as release [bold]{baseline.id}[/]")
     _run_switch(store, to, "migrate", dry_run)
 

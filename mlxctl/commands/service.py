@@ -1,24 +1,27 @@
-"""`mlxctl start | stop | restart | status`: thin commands over `mlxctl.service`."""
+"""`mlxctl start | stop | restart | status`: thin commands over `mlxctl.lifecycle` and `.status`."""
 
 from __future__ import annotations
 
 import json
 import re
 import time
+from collections.abc import Callable
+from functools import partial
 
 import typer
 from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from mlxctl import service
+from mlxctl import lifecycle
 from mlxctl.console import err, out
 from mlxctl.errors import StartFailedError
 from mlxctl.format import human_bytes, human_duration
+from mlxctl.status import status as current_status
 
 
-def _print_started(outcome: service.StartOutcome) -> None:
-    st = outcome.status
+def _print_started(outcome: lifecycle.StartOutcome) -> None:
+    st = outcome.status.to_dict()
     if outcome.already_running:
         out.print(f"[yellow]already running[/] at {st['url']}")
     else:
@@ -54,7 +57,7 @@ class _SpinnerPull:
         self.spinner.update(f"pulling the demo model: {self.name} {human_bytes(done)}{of}")
 
 
-def _run_start(model: str | None, port: int | None) -> None:
+def _run_start(begin: Callable[..., lifecycle.StartOutcome]) -> None:
     began = time.monotonic()
     with err.status("starting the worker") as spinner:
 
@@ -64,9 +67,7 @@ def _run_start(model: str | None, port: int | None) -> None:
             spinner.update(f"starting the worker [dim]{elapsed:4.0f}s[/]  [dim]{line}[/]")
 
         try:
-            outcome = service.start(
-                model, port, on_wait=on_wait, pull_progress=_SpinnerPull(spinner)
-            )
+            outcome = begin(on_wait=on_wait, pull_progress=_SpinnerPull(spinner))
         except KeyboardInterrupt:
             spinner.stop()
             err.print("interrupted: the supervisor keeps starting in the background")
@@ -101,8 +102,8 @@ def start(
     Already running: says so and exits 0.
     """
     if foreground:
-        raise typer.Exit(service.run_foreground(model, port))
-    _run_start(model, port)
+        raise typer.Exit(lifecycle.run_foreground(model, port))
+    _run_start(partial(lifecycle.start, model, port))
 
 
 def stop(
@@ -111,7 +112,7 @@ def stop(
     ),
 ) -> None:
     """Stop the worker (SIGTERM to its group, grace period, SIGKILL) and the supervisor."""
-    outcome = service.stop(timeout)
+    outcome = lifecycle.stop(timeout)
     if not outcome.was_running:
         out.print("not running")
         return
@@ -128,16 +129,7 @@ def restart(
     timeout: float = typer.Option(None, "--timeout", "-t", help="Stop grace period in seconds."),
 ) -> None:
     """Stop, then start again (same model and port unless given)."""
-    previous, _ = service.status(probe=False)
-    service.stop(timeout)
-    model = model or previous.get("model")
-    _run_start(model, port or _port_of(previous))
-
-
-def _port_of(st: dict) -> int | None:
-    url = st.get("url") or ""
-    tail = url.rsplit(":", 1)[-1]
-    return int(tail) if tail.isdigit() else None
+    _run_start(partial(lifecycle.restart, model, port, timeout))
 
 
 def _table(st: dict) -> Table:
@@ -203,7 +195,8 @@ def status(
     interval: float = typer.Option(1.0, "--interval", help="Seconds between --watch refreshes."),
 ) -> None:
     """Show the supervisor and worker state. Exit code: 0 running, 3 not running, 4 unknown."""
-    st, code = service.status()
+    report = current_status()
+    st, code = report.to_dict(), report.exit_code
     if as_json:
         print(json.dumps(st, indent=2, sort_keys=True))
         raise typer.Exit(code)
@@ -214,7 +207,7 @@ def status(
         with Live(_table(st), console=out, auto_refresh=False) as live:
             while True:
                 time.sleep(interval)
-                st, code = service.status()
+                st = current_status().to_dict()
                 live.update(_table(st), refresh=True)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
