@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,3 +46,64 @@ def test_the_scan_sees_function_local_imports(tmp_path):
     sample.parent.mkdir()
     sample.write_text("def f():\n    from mlxctl.paths import home\n")
     assert imported_modules(sample) == {"mlxctl.paths"}
+
+
+def test_the_core_never_imports_the_cli_or_the_daemon():
+    # The CLI modules (cli.py, commands/, console.py) may; the daemon itself is its own top floor.
+    banned = ("typer", "rich", "mlxctl.supervisor.daemon", "mlxctl.commands", "mlxctl.cli")
+    skip = ("mlxctl/__main__.py", "mlxctl/cli", "mlxctl/commands/", "mlxctl/console.py")
+    skip += ("mlxctl/supervisor/daemon.py",)
+    assert offenders("mlxctl", banned, skip) == []
+
+
+def test_the_ground_floor_imports_only_the_ground():
+    # mlxctl/system/: stdlib, psutil, the error tree and the worker's stdlib-only edge modules.
+    allowed = {"psutil", "mlxctl.errors", "server.atomic", "server.blas", "server.contract"}
+    allowed_prefixes = ("mlxctl.system", "mlxctl.errors", "server.atomic", "server.contract")
+    bad = []
+    for path in sorted((REPO_ROOT / "mlxctl" / "system").glob("*.py")):
+        for module in imported_modules(path):
+            root = module.split(".")[0]
+            if root in sys.stdlib_module_names or module in allowed:
+                continue
+            if module in ("mlxctl", "server") or module.startswith(allowed_prefixes):
+                continue
+            bad.append(f"{path.name} imports {module}")
+    assert bad == []
+
+
+def test_only_the_process_layer_signals_groups_or_spawns():
+    # One way to stop a process group: every killpg and Popen lives in mlxctl/system/processes.py.
+    bad = []
+    for path in sorted((REPO_ROOT / "mlxctl").rglob("*.py")):
+        relative = path.relative_to(REPO_ROOT).as_posix()
+        if relative == "mlxctl/system/processes.py":
+            continue
+        text = path.read_text()
+        bad += [f"{relative}: {word}" for word in ("killpg", "Popen(") if word in text]
+    assert bad == []
+
+
+# numpy under `cache ls` comes from server/prefix_cache/__init__.py's eager `store` import.
+HEAVY = ("mlx", "mlx_lm", "numpy", "httpx")
+
+
+@pytest.mark.parametrize(
+    ("command", "heavy"),
+    [(["status", "--json"], HEAVY), (["cache", "ls", "--json"], ("mlx", "mlx_lm", "httpx"))],
+)
+def test_quick_commands_load_no_heavy_modules(command, heavy, tmp_path):
+    code = (
+        "import sys\n"
+        "from mlxctl.cli import main\n"
+        f"sys.argv = ['mlxctl', *{command!r}]\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"heavy = [m for m in {heavy!r} if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    env = dict(os.environ, MLXCTL_HOME=str(tmp_path))
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert "HEAVY []" in result.stdout, result.stdout + result.stderr
