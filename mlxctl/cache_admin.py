@@ -7,24 +7,24 @@ and writes the disk tier); without one it reads and edits the disk tier's index 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from mlxctl import config, paths
-from mlxctl.errors import MlxctlError
+from mlxctl.errors import CacheAdminError, MlxctlError, WorkerUnavailable
+from mlxctl.worker_client import WorkerClient, WorkerRefused
 from server.prefix_cache import disk_index
 
 TIERS = ("ram", "disk", "both")
 NO_WORKER_NOTE = "no worker runs, so the RAM tier is empty; showing the disk tier"
-
-
-class CacheAdminError(MlxctlError):
-    """The worker refused or failed a cache request."""
+T = TypeVar("T")
 
 
 def kv_root() -> Path:
     """The disk tier, shared by every model (one folder per model fingerprint)."""
-    return paths.home() / "cache" / "kv"
+    return paths.kv_cache_dir()
 
 
 # -- where the cache lives right now ----------------------------------------------------------
@@ -42,52 +42,24 @@ class Target:
 
 def target() -> Target:
     """The worker when the supervisor reports it RUNNING, else the disk tier."""
-    from mlxctl import service
+    from mlxctl.status import status
 
     try:
-        result, code = service.status(probe=False)
+        now = status(probe=False)
     except Exception:
         return Target(None)
-    if code != service.EXIT_RUNNING or not result.get("url"):
+    if not now.running or not now.url:
         return Target(None)
-    return Target(result["url"], result.get("model"), result.get("release"))
+    return Target(now.url, now.model, now.release)
 
 
-def _client(timeout: float = 10.0):
-    import httpx
-
-    headers = {}
-    key = config.load().get("api_key") or ""
-    if key:
-        headers = {"authorization": f"Bearer {key}", "x-api-key": key}
-    return httpx.Client(trust_env=False, timeout=timeout, headers=headers)
-
-
-class _Missing(Exception):
-    """The worker lacks this endpoint (an older worker): fall back to the disk index."""
-
-
-def _request(method: str, url: str, **kwargs):
-    import httpx
-
+def _ask(url: str, call: Callable[[WorkerClient], T]) -> T:
+    """One cache request to the worker. WorkerUnavailable (gone, or an older worker without
+    the endpoint) passes through: the callers fall back to the disk index."""
     try:
-        with _client() as client:
-            response = client.request(method, url, **kwargs)
-    except httpx.HTTPError as exc:
-        raise _Missing(f"the worker did not answer ({exc.__class__.__name__})") from exc
-    if response.status_code in (404, 405):
-        raise _Missing(f"the worker has no {method} {url.split('//', 1)[-1].split('/', 1)[-1]}")
-    if response.status_code in (401, 403):
-        raise CacheAdminError(
-            f"the worker refused the cache request (HTTP {response.status_code})",
-            hint="set the worker's key with `mlxctl config set api_key KEY`",
-        )
-    if response.status_code >= 400:
-        raise CacheAdminError(f"the worker answered HTTP {response.status_code}: {response.text}")
-    try:
-        return response.json()
-    except ValueError:
-        return {}
+        return call(WorkerClient.configured(url))
+    except WorkerRefused as exc:
+        raise CacheAdminError(str(exc), hint=exc.hint) from exc
 
 
 def _fallback_note(reason: str) -> str:
@@ -107,23 +79,18 @@ class Listing:
         return {"source": self.source, "entries": self.entries, "notes": self.notes}
 
 
-def _worker_entries(body) -> list[dict]:
-    rows = body.get("entries", []) if isinstance(body, dict) else body
-    return [r for r in rows or [] if isinstance(r, dict)]
-
-
 def list_entries(where: Target | None = None) -> Listing:
     """Every entry, most recently used first: tier, id, tokens, bytes, created, last_used, model."""
     where = where or target()
     if where.url:
         try:
-            rows = _worker_entries(_request("GET", f"{where.url}/v1/cache"))
+            rows = _ask(where.url, WorkerClient.cache_list)
             for row in rows:
                 row.setdefault("release", where.release)
                 row.setdefault("model_name", where.model)
             rows.sort(key=lambda r: r.get("last_used") or 0, reverse=True)
             return Listing("worker", rows)
-        except _Missing as exc:
+        except WorkerUnavailable as exc:
             return Listing("disk", _disk_rows(), [_fallback_note(str(exc))])
     return Listing("disk", _disk_rows(), [NO_WORKER_NOTE])
 
@@ -163,15 +130,14 @@ def stats(where: Target | None = None) -> dict:
     where = where or target()
     if where.url:
         try:
-            body = _request("GET", f"{where.url}/v1/status")
-            cache = body.get("cache") if isinstance(body, dict) else None
+            cache = _ask(where.url, WorkerClient.status).get("cache")
             if isinstance(cache, dict):
                 out = {"source": "worker", **cache, "notes": []}
                 out["ram"] = cache.get("ram") or _empty_ram()
                 out["disk"] = cache.get("disk") or _disk_totals()
                 return out
             reason = "the worker reports no prefix cache in /v1/status"
-        except _Missing as exc:
+        except WorkerUnavailable as exc:
             reason = str(exc)
         return {
             "source": "disk",
@@ -252,9 +218,9 @@ def act(plan: Plan) -> int:
         return disk_index.prune(kv_root(), plan.older_than_seconds)
     if plan.url:
         try:
-            body = _request("DELETE", f"{plan.url}/v1/cache", params={"tier": plan.tier})
+            body = _ask(plan.url, lambda client: client.cache_clear(plan.tier))
             return _freed(body, plan)
-        except _Missing as exc:
+        except WorkerUnavailable as exc:
             # It went away between plan and act (a restart): the disk part still can be done.
             plan.notes.append(_fallback_note(str(exc)))
     if plan.tier == "ram":

@@ -183,7 +183,7 @@ def set_value(path: str, text: str) -> Any:
 
 
 def write_document(doc: tomlkit.TOMLDocument) -> None:
-    from mlxctl.supervisor.statefile import write_text
+    from mlxctl.system.statefile import write_text
 
     paths.ensure_private_dir(config_path().parent)
     write_text(config_path(), tomlkit.dumps(doc))

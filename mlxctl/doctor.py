@@ -114,16 +114,16 @@ def check_model(settings: dict, model: str | None) -> tuple[Check, int | None]:
 
 
 def check_port(settings: dict, port: int | None) -> Check:
-    from mlxctl import service
-    from mlxctl.supervisor.daemon import port_is_free
+    from mlxctl.status import status
+    from mlxctl.system.processes import port_in_use, port_is_free
 
     port = port or settings["port"]
     if port_is_free(settings["host"], port):
         return Check("port", PASS, f"{settings['host']}:{port} is free")
-    st, code = service.status(probe=False)
-    if code == service.EXIT_RUNNING and (st.get("url") or "").endswith(f":{port}"):
+    now = status(probe=False)
+    if now.running and now.port == port:
         return Check("port", PASS, f"{port} is served by the running mlxctl worker")
-    return Check("port", FAIL, f"port {port} is already in use by another program")
+    return Check("port", FAIL, str(port_in_use(port)))
 
 
 def check_ram(model_bytes: int | None) -> Check:

@@ -1,15 +1,14 @@
 """Fixtures for tests of the supervisor (owned by the supervisor work).
 
-Carries a fake worker (`FAKE_WORKER_SOURCE`): a stdlib HTTP server that speaks just enough of the
-worker's protocol (/health, /v1/status, a slow SSE stream) to exercise the supervisor's process
-handling in milliseconds instead of loading a model. Real-worker tests use `make_ctl(real=True)`.
+Runs the fake worker (`tests/fake_worker.py`), which speaks just enough of the worker's protocol
+to exercise the supervisor's process handling in milliseconds instead of loading a model.
+Real-worker tests use `make_ctl(real=True)`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,10 +16,13 @@ from pathlib import Path
 
 import pytest
 
+from mlxctl.system.processes import free_port
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # The installed console script, exactly what users run.
 MLXCTL = str(Path(sys.executable).with_name("mlxctl"))
-FAKE_WORKER = "{{python}} {script} --model {{model}} --port {{port}}"
+FAKE_WORKER_SCRIPT = REPO_ROOT / "tests" / "fake_worker.py"
+FAKE_WORKER = f"{{python}} {FAKE_WORKER_SCRIPT} --model {{model}} --port {{port}}"
 REAL_WORKER = "{python} -m server --model {model} --host {host} --port {port}"
 
 # Short timings so restart and liveness tests take seconds, not minutes.
@@ -43,12 +45,6 @@ stop_timeout = 3.0
 max_bytes = {log_max}
 backups = 2
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Mlxctl:
@@ -120,10 +116,6 @@ def _make(
 ) -> Mlxctl:
     home = tmp_path / "home"
     home.mkdir(parents=True, exist_ok=True)
-    if worker == FAKE_WORKER:
-        script = tmp_path / "fake_worker.py"
-        script.write_text(FAKE_WORKER_SOURCE)
-        worker = FAKE_WORKER.format(script=script)
     port = free_port()
     (home / "config.toml").write_text(FAST_CONFIG.format(model=model, port=port, log_max=log_max))
     env = dict(os.environ)
@@ -166,95 +158,3 @@ def make_ctl(tmp_path, tiny_model_path):
     yield factory
     for ctl in made:
         _teardown(ctl)
-
-
-# -- the fake worker -----------------------------------------------------------------------------
-
-# A standalone script (no pytest import) so it starts in tens of milliseconds.
-FAKE_WORKER_SOURCE = r"""import argparse, json, os, signal, subprocess, sys, threading, time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-parser = argparse.ArgumentParser()
-parser.add_argument("--model", default="fake")
-parser.add_argument("--host", default="127.0.0.1")
-parser.add_argument("--port", type=int, required=True)
-args = parser.parse_args()
-load = float(os.environ.get("FAKE_WORKER_LOAD_SECONDS", "0.3"))
-exit_while_loading = os.environ.get("FAKE_WORKER_EXIT_CODE")
-began = time.monotonic()
-print(f"fake worker loading {args.model} (pid {os.getpid()})", flush=True)
-if os.environ.get("FAKE_WORKER_CHILD"):
-    # A grandchild that would outlive a careless stop.
-    sleeper = [sys.executable, "-c", "import time; time.sleep(300)"]
-    subprocess.Popen(sleeper)
-    subprocess.Popen(sleeper, start_new_session=True)  # escapes the group: only reaping finds it
-
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, fmt, *a):
-        print(f"{self.command} {self.path} {a[1] if len(a) > 1 else ''}", flush=True)
-
-    def _send(self, code: int, body: dict) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self):
-        loading = time.monotonic() - began < load
-        if self.path == "/health":
-            self._send(503 if loading else 200, {"status": "loading" if loading else "ok"})
-        elif self.path == "/v1/status":
-            self._send(
-                200,
-                {
-                    "model": args.model,
-                    "pid": os.getpid(),
-                    "backend": "fake",
-                    "uptime_seconds": time.monotonic() - began,
-                    "memory": {"active_bytes": 1, "peak_bytes": 2, "rss_bytes": 3},
-                    "queue_depth": 0,
-                    "requests": {},
-                    "cache": None,
-                },
-            )
-        else:
-            self._send(404, {"error": "not found"})
-
-    def do_POST(self):
-        # A slow SSE stream: lets tests kill the worker in the middle of one.
-        length = int(self.headers.get("content-length", 0))
-        self.rfile.read(length)
-        self.send_response(200)
-        self.send_header("content-type", "text/event-stream")
-        self.send_header("transfer-encoding", "chunked")
-        self.end_headers()
-        for index in range(100):
-            chunk = f"data: {json.dumps({'index': index})}\n\n".encode()
-            self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-            self.wfile.flush()
-            time.sleep(0.1)
-        self.wfile.write(b"0\r\n\r\n")
-
-if exit_while_loading:
-    time.sleep(load / 2)
-    print("fake worker: fatal error while loading", flush=True)
-    sys.exit(int(exit_while_loading))
-server = ThreadingHTTPServer((args.host, args.port), Handler)
-server.daemon_threads = True
-
-def on_term(signum, frame):
-    print("fake worker: SIGTERM, shutting down", flush=True)
-    threading.Thread(target=server.shutdown, daemon=True).start()
-
-if os.environ.get("FAKE_WORKER_IGNORE_TERM"):
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-else:
-    signal.signal(signal.SIGTERM, on_term)
-print(f"fake worker listening on {args.host}:{args.port}", flush=True)
-server.serve_forever()
-print("fake worker: bye", flush=True)
-"""

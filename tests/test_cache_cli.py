@@ -9,13 +9,13 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
 
 import pytest
 
 from server.prefix_cache import disk_index
+from tests.fake_worker import FakeWorker
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DAY = 86400
@@ -143,40 +143,6 @@ def test_prune_by_last_use(home_with_entries):
 # -- the worker path, against a fake worker ---------------------------------------------------
 
 
-class FakeWorker(BaseHTTPRequestHandler):
-    entries: list[dict] = []  # noqa: RUF012
-    has_cache_endpoint = True
-    seen: list[tuple[str, str, str | None]] = []  # noqa: RUF012
-
-    def _send(self, code: int, body) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self):
-        self.seen.append(("GET", self.path, self.headers.get("authorization")))
-        if self.path == "/v1/cache" and self.has_cache_endpoint:
-            return self._send(200, {"entries": self.entries})
-        if self.path == "/v1/status":
-            return self._send(200, {"cache": {"ram": {"entries": 1, "bytes": 10}, "hits": 3}})
-        self._send(404, {"error": "not found"})
-
-    def do_DELETE(self):
-        url = urlparse(self.path)
-        self.seen.append(("DELETE", self.path, self.headers.get("authorization")))
-        if url.path != "/v1/cache" or not self.has_cache_endpoint:
-            return self._send(404, {"error": "not found"})
-        tier = parse_qs(url.query)["tier"][0]
-        freed = sum(e["bytes"] for e in self.entries if tier in ("both", e["tier"]))
-        self._send(200, {"freed_bytes": freed})
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def fake_worker(mlxctl_home):
     (mlxctl_home / "config.toml").write_text('api_key = "sekrit"\n')
@@ -185,6 +151,7 @@ def fake_worker(mlxctl_home):
         {"tier": "disk", "id": "b", "tokens": 7, "bytes": 300, "last_used": 1.0, "model": "fp"},
     ]
     FakeWorker.has_cache_endpoint = True
+    FakeWorker.cache_stats = {"ram": {"entries": 1, "bytes": 10}, "hits": 3}
     FakeWorker.seen = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeWorker)
     threading.Thread(target=server.serve_forever, daemon=True).start()

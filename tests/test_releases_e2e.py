@@ -12,46 +12,9 @@ import httpx
 import psutil
 import pytest
 
-from tests.fixtures_supervisor import REPO_ROOT, _make
+from tests.fixtures_supervisor import FAKE_WORKER_SCRIPT, REPO_ROOT, _make
 
 pytestmark = pytest.mark.slow
-
-# Answers health, chat and streams like an OpenAI server, but fails every request with tools.
-BROKEN_TOOLS_SERVER = r"""
-import json, sys
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-class Handler(BaseHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-    def _json(self, code, body):
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self):
-        self._json(200, {"status": "ok"})
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-        if body.get("tools"):
-            return self._json(500, {"error": {"message": "tool calling is broken"}})
-        message = {"role": "assistant", "content": "hi"}
-        if not body.get("stream"):
-            return self._json(200, {"choices": [{"index": 0, "message": message,
-                                                 "finish_reason": "stop"}]})
-        self.send_response(200)
-        self.send_header("content-type", "text/event-stream")
-        self.end_headers()
-        chunk = {"choices": [{"index": 0, "delta": {"content": "hi"}}]}
-        self.wfile.write(f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode())
-
-ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
-"""
 
 
 @pytest.fixture
@@ -168,11 +131,11 @@ def test_a_release_that_crashes_at_start_rolls_back(ctl):
     assert journal[-1]["outcome"] == "failed" and journal[-1]["step"] == "side start"
 
 
-def test_a_release_whose_tool_call_smoke_test_fails_rolls_back(ctl, tmp_path):
-    script = tmp_path / "broken_tools_server.py"
-    script.write_text(BROKEN_TOOLS_SERVER)
+def test_a_release_whose_tool_call_smoke_test_fails_rolls_back(ctl):
+    # Answers health, chat and streams like an OpenAI server, but fails every request with tools.
+    command = f"{{python}} {FAKE_WORKER_SCRIPT} --broken-tools --port {{port}}"
     baseline = current(ctl)
-    target = create(ctl, f"{{python}} {script} {{port}}", "openai,stream,tools", "broken tools")
+    target = create(ctl, command, "openai,stream,tools", "broken tools")
     result = ctl.run("migrate", "--to", target, timeout=300)
     assert result.returncode == 1
     assert "ok   smoke: stream" in result.stdout
@@ -194,7 +157,7 @@ def test_kill_9_during_a_migration_leaves_a_consistent_state(ctl):
     )
     side_pid_file = ctl.home / "run" / "side-worker.pid"
     ctl.wait_for(side_pid_file.exists, timeout=60, what="the side worker")
-    side_pid = int(side_pid_file.read_text().split()[0])
+    side_pid = json.loads(side_pid_file.read_text())["pid"]  # an Identity, written atomically
     migrating.send_signal(signal.SIGKILL)
     migrating.wait()
 

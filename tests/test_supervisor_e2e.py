@@ -77,7 +77,7 @@ def test_start_status_stop(make_ctl):
     # Loading takes longer than the liveness timeout: still not a hang.
     ctl = make_ctl(env={"FAKE_WORKER_LOAD_SECONDS": "2.5"})
     st, code = ctl.status()
-    assert (st["state"], code) == ("STOPPED", 3)
+    assert (st["state"], code) == ("STOPPED", exit_codes.NOT_RUNNING)
     result = start(ctl)
     assert f"export ANTHROPIC_BASE_URL={ctl.url}" in result.stdout
     assert f"export OPENAI_BASE_URL={ctl.url}/v1" in result.stdout
@@ -120,7 +120,7 @@ def test_start_status_stop(make_ctl):
     assert "stopped" in stopped.stdout
     assert not alive(st["worker_pid"]) and not alive(st["supervisor_pid"])
     st, code = ctl.status()
-    assert (st["state"], code) == ("STOPPED", 3)
+    assert (st["state"], code) == ("STOPPED", exit_codes.NOT_RUNNING)
     assert "not running" in ctl.run("stop", check=True).stdout
 
 
@@ -128,7 +128,7 @@ def test_status_is_unknown_with_a_corrupt_state_file(fake_ctl):
     (fake_ctl.home / "run").mkdir()
     (fake_ctl.home / "run" / "state.json").write_text("{not json")
     st, code = fake_ctl.status()
-    assert (st["state"], code) == ("UNKNOWN", 4)
+    assert (st["state"], code) == ("UNKNOWN", exit_codes.UNKNOWN)
 
 
 def test_stop_leaves_no_descendants(make_ctl):
@@ -151,7 +151,7 @@ def test_worker_dying_while_loading_fails_start_with_its_exit_code(make_ctl):
     assert "code 7" in result.stderr
     assert "fatal error while loading" in result.stderr  # the log tail
     st, code = ctl.status()
-    assert (st["state"], code) == ("FATAL", 3)
+    assert (st["state"], code) == ("FATAL", exit_codes.NOT_RUNNING)
     assert processes_of(ctl) == {"supervisor": [], "worker": []}
 
 
@@ -203,7 +203,7 @@ def test_next_start_cleans_up_an_orphaned_worker(make_ctl):
     time.sleep(0.5)
     assert alive(st["worker_pid"])
     status, code = ctl.status()
-    assert (status["state"], code) == ("UNKNOWN", 4)
+    assert (status["state"], code) == ("UNKNOWN", exit_codes.UNKNOWN)
     start(ctl)
     assert not alive(st["worker_pid"])
     assert len(processes_of(ctl)["worker"]) == 1

@@ -8,8 +8,8 @@ import pytest
 
 from mlxctl.supervisor.machine import Supervisor, Timing
 from mlxctl.supervisor.policy import RestartPolicy, RestartTracker
-from mlxctl.supervisor.seam import WorkerSpec
 from mlxctl.supervisor.states import ALLOWED, InvalidTransition, State, transition
+from mlxctl.system.processes import WorkerSpec
 
 
 class FakeProcess:

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from mlxctl.supervisor import identity, statefile
-from mlxctl.supervisor.lock import FileLock, is_held
+from mlxctl.system import identity, statefile
+from mlxctl.system.lock import FileLock, is_held
 
 
 def test_state_file_is_replaced_atomically(tmp_path):
@@ -21,7 +21,7 @@ def test_state_file_is_replaced_atomically(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["state.json"]  # no temp files left
     assert statefile.read_json(tmp_path / "missing.json") is None
     path.write_text("{half")
-    with pytest.raises(statefile.CorruptState):
+    with pytest.raises(statefile.StateError):
         statefile.read_json(path)
 
 
@@ -38,7 +38,7 @@ def test_lock_is_held_while_its_process_lives(tmp_path):
     path = tmp_path / "supervisor.lock"
     code = (
         "import sys, time\n"
-        "from mlxctl.supervisor.lock import FileLock\n"
+        "from mlxctl.system.lock import FileLock\n"
         f"FileLock(__import__('pathlib').Path({str(path)!r})).acquire()\n"
         "print('held', flush=True)\n"
         "time.sleep(30)\n"

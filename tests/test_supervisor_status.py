@@ -7,8 +7,9 @@ import os
 import pexpect
 from rich.console import Console
 
-from mlxctl import exit_codes, service
+from mlxctl import exit_codes
 from mlxctl.cli.status_view import status_table
+from mlxctl.status import status
 from tests.fixtures_supervisor import MLXCTL
 
 
@@ -19,8 +20,9 @@ def render(st: dict) -> str:
 
 
 def test_table_shows_what_the_worker_reports(mlxctl_home):
-    st, code = service.status()
-    assert code == exit_codes.NOT_RUNNING
+    report = status()
+    assert report.exit_code == exit_codes.NOT_RUNNING
+    st = report.to_dict()
     st.update(
         state="RUNNING",
         worker_pid=12,

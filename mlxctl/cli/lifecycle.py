@@ -1,23 +1,26 @@
-"""`mlxctl start | stop | restart | status`: thin commands over the lifecycle core."""
+"""`mlxctl start | stop | restart | status`: thin commands over `mlxctl.lifecycle` and `.status`."""
 
 from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
+from functools import partial
 
 import typer
 from rich.live import Live
 from rich.markup import escape
 
-from mlxctl import exit_codes, service
+from mlxctl import exit_codes, lifecycle
 from mlxctl.cli.output import output
 from mlxctl.cli.status_view import show_status, status_table
 from mlxctl.errors import StartFailedError
+from mlxctl.status import status as current_status
 from mlxctl.units import human_bytes
 
 
-def _print_started(outcome: service.StartOutcome) -> None:
-    st = outcome.status
+def _print_started(outcome: lifecycle.StartOutcome) -> None:
+    st = outcome.status.to_dict()
     if outcome.already_running:
         output.print(f"[yellow]already running[/] at {st['url']}")
     else:
@@ -53,7 +56,7 @@ class _SpinnerPull:
         self.spinner.update(f"pulling the demo model: {self.name} {human_bytes(done)}{of}")
 
 
-def _run_start(model: str | None, port: int | None) -> None:
+def _run_start(begin: Callable[..., lifecycle.StartOutcome]) -> None:
     began = time.monotonic()
     with output.err.status("starting the worker") as spinner:
 
@@ -63,9 +66,7 @@ def _run_start(model: str | None, port: int | None) -> None:
             spinner.update(f"starting the worker [dim]{elapsed:4.0f}s[/]  [dim]{line}[/]")
 
         try:
-            outcome = service.start(
-                model, port, on_wait=on_wait, pull_progress=_SpinnerPull(spinner)
-            )
+            outcome = begin(on_wait=on_wait, pull_progress=_SpinnerPull(spinner))
         except KeyboardInterrupt:
             spinner.stop()
             output.err.print("interrupted: the supervisor keeps starting in the background")
@@ -100,8 +101,8 @@ def start(
     Already running: says so and exits 0.
     """
     if foreground:
-        raise typer.Exit(service.run_foreground(model, port))
-    _run_start(model, port)
+        raise typer.Exit(lifecycle.run_foreground(model, port))
+    _run_start(partial(lifecycle.start, model, port))
 
 
 def stop(
@@ -110,7 +111,7 @@ def stop(
     ),
 ) -> None:
     """Stop the worker (SIGTERM to its group, grace period, SIGKILL) and the supervisor."""
-    outcome = service.stop(timeout)
+    outcome = lifecycle.stop(timeout)
     if not outcome.was_running:
         output.print("not running")
         return
@@ -127,16 +128,7 @@ def restart(
     timeout: float = typer.Option(None, "--timeout", "-t", help="Stop grace period in seconds."),
 ) -> None:
     """Stop, then start again (same model and port unless given)."""
-    previous, _ = service.status(probe=False)
-    service.stop(timeout)
-    model = model or previous.get("model")
-    _run_start(model, port or _port_of(previous))
-
-
-def _port_of(st: dict) -> int | None:
-    url = st.get("url") or ""
-    tail = url.rsplit(":", 1)[-1]
-    return int(tail) if tail.isdigit() else None
+    _run_start(partial(lifecycle.restart, model, port, timeout))
 
 
 def status(
@@ -148,12 +140,11 @@ def status(
     if as_json or not watch:
         raise typer.Exit(show_status(as_json))
     # Ctrl-C ends the watch: the error boundary turns it into exit_codes.INTERRUPTED.
-    st, _ = service.status()
+    st = current_status().to_dict()
     with Live(status_table(st), console=output.out, auto_refresh=False) as live:
         while True:
             time.sleep(interval)
-            st, code = service.status()
-            live.update(status_table(st), refresh=True)
+            live.update(status_table(current_status().to_dict()), refresh=True)
 
 
 def register(app: typer.Typer) -> None:

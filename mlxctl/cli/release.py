@@ -15,7 +15,7 @@ from mlxctl.releases.record import COMMAND, FEATURES, Release, new_release_id
 from mlxctl.releases.store import ReleaseStore
 
 if TYPE_CHECKING:
-    from mlxctl.releases.migrate import StepResult
+    from mlxctl.releases.switch import StepResult
 
 release_app = typer.Typer(
     help="Server versions: list, show, create and archive releases.", no_args_is_help=True
@@ -23,16 +23,16 @@ release_app = typer.Typer(
 
 
 def _switching():
-    """The switch core, imported on use: it loads httpx, which `release ls` does not need."""
-    from mlxctl.releases import migrate
+    """The switch core, imported on use: `release ls` needs none of its process machinery."""
+    from mlxctl.releases import switch
 
-    return migrate
+    return switch
 
 
-def _configured_model() -> str:
-    from mlxctl import config  # tomlkit: only for the commands that read the config
+def _chosen_model(model: str | None) -> str:
+    from mlxctl.lifecycle import choose_model  # reads the config (tomlkit) only when needed
 
-    return config.load()["model"] or "demo"
+    return choose_model(model)
 
 
 def _when(timestamp: float) -> str:
@@ -129,7 +129,7 @@ def create_command(
             id=new_release_id(),
             kind=COMMAND,
             command=command,
-            model=model or _configured_model(),
+            model=_chosen_model(model),
             args=arg,
             env=_parse_env(env),
             health_path=health_path,
@@ -152,7 +152,7 @@ def archive_command(
     from mlxctl.releases.snapshot import archive_installed
 
     store = ReleaseStore()
-    release = archive_installed(store, model or _configured_model(), note)
+    release = archive_installed(store, _chosen_model(model), note)
     if make_current or (make_current is None and store.current_id() is None):
         store.set_current(release.id, "archive")
     output.print(
@@ -199,13 +199,12 @@ def migrate_command(
     """Switch to another release, health-gated; any failing step rolls back by itself."""
     store = ReleaseStore()
     store.get(to)
-    if store.current_id() is None and not dry_run:
-        # First migration: record what runs now, so `mlxctl rollback` has somewhere to go.
-        from mlxctl.releases.snapshot import archive_installed
+    if not dry_run:
+        from mlxctl import config  # tomlkit: only for the commands that read the config
 
-        baseline = archive_installed(store, _configured_model(), "installed worker")
-        store.set_current(baseline.id, "archive")
-        output.print(f"recorded the installed worker as release [bold]{baseline.id}[/]")
+        baseline = _switching().ensure_baseline(store, config.load())
+        if baseline is not None:
+            output.print(f"recorded the installed worker as release [bold]{baseline.id}[/]")
     _run_switch(store, to, "migrate", dry_run)
 
 

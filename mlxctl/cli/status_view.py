@@ -4,20 +4,20 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from mlxctl import service
 from mlxctl.cli.output import output
+from mlxctl.status import status
 from mlxctl.units import human_bytes, human_duration
 
 
 def show_status(as_json: bool) -> int:
     """Print the status once (a table, or JSON for scripts); return its exit code."""
-    # The core's code is one of exit_codes.OK / NOT_RUNNING / UNKNOWN.
-    st, code = service.status()
+    # The exit code is one of exit_codes.OK / NOT_RUNNING / UNKNOWN.
+    report = status()
     if as_json:
-        output.json(st)
+        output.json(report.to_dict())
     else:
-        output.print(status_table(st))
-    return code
+        output.print(status_table(report.to_dict()))
+    return report.exit_code
 
 
 def status_table(st: dict) -> Table:

@@ -7,11 +7,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import httpx
-
+from mlxctl.errors import ReleaseError
 from mlxctl.releases.record import Release
+from mlxctl.worker_client import WorkerClient
 
-TIMEOUT = httpx.Timeout(120.0, connect=5.0)
+TIMEOUT = 120.0  # a generation on a cold model can take a while
 _TOOLS = [
     {
         "type": "function",
@@ -32,31 +32,31 @@ _CACHE_PROMPT = " ".join(
 )
 
 
-class SmokeFailure(Exception):
-    """A smoke test saw the wrong thing; the message says what."""
+class SmokeFailure(ReleaseError):
+    """A smoke test saw the wrong thing; the message says what (the switch then rolls back)."""
 
 
 @dataclass
 class Check:
     name: str
-    run: Callable[[httpx.Client, str, dict, str], str]
+    run: Callable[[WorkerClient, str], str]  # (client, model) -> what it saw
 
 
-def _post(client: httpx.Client, url: str, body: dict, headers: dict) -> dict:
-    response = client.post(url, json=body, headers=headers)
-    if response.status_code != 200:
-        raise SmokeFailure(f"HTTP {response.status_code}: {response.text[:200]}")
-    return response.json()
+def _post(client: WorkerClient, path: str, body: dict) -> dict:
+    reply = client.request("POST", path, body)
+    if reply.status != 200:
+        raise SmokeFailure(f"HTTP {reply.status}: {reply.text[:200]}")
+    return reply.json()
 
 
-def check_health(client: httpx.Client, base: str, headers: dict, model: str) -> str:
-    response = client.get(base + "/health", headers=headers)
-    if response.status_code != 200:
-        raise SmokeFailure(f"/health answered {response.status_code}")
+def check_health(client: WorkerClient, model: str) -> str:
+    code = client.health()
+    if code != 200:
+        raise SmokeFailure(f"/health answered {code}")
     return "200"
 
 
-def check_chat(client: httpx.Client, base: str, headers: dict, model: str) -> str:
+def check_chat(client: WorkerClient, model: str) -> str:
     body = {
         "model": model,
         "max_tokens": 8,
@@ -64,7 +64,7 @@ def check_chat(client: httpx.Client, base: str, headers: dict, model: str) -> st
         "messages": [{"role": "user", "content": "Say hello."}],
     }
     started = time.perf_counter()
-    reply = _post(client, base + "/v1/chat/completions", body, headers)
+    reply = _post(client, "/v1/chat/completions", body)
     choice = (reply.get("choices") or [{}])[0]
     if "message" not in choice:
         raise SmokeFailure(f"no message in reply: {json.dumps(reply)[:200]}")
@@ -74,7 +74,7 @@ def check_chat(client: httpx.Client, base: str, headers: dict, model: str) -> st
     )
 
 
-def check_stream(client: httpx.Client, base: str, headers: dict, model: str) -> str:
+def check_stream(client: WorkerClient, model: str) -> str:
     body = {
         "model": model,
         "max_tokens": 8,
@@ -83,12 +83,10 @@ def check_stream(client: httpx.Client, base: str, headers: dict, model: str) -> 
         "messages": [{"role": "user", "content": "Count to three."}],
     }
     chunks, done = 0, False
-    with client.stream(
-        "POST", base + "/v1/chat/completions", json=body, headers=headers
-    ) as response:
-        if response.status_code != 200:
-            raise SmokeFailure(f"HTTP {response.status_code}")
-        for line in response.iter_lines():
+    with client.stream("POST", "/v1/chat/completions", body) as (status, lines):
+        if status != 200:
+            raise SmokeFailure(f"HTTP {status}")
+        for line in lines:
             if line == "data: [DONE]":
                 done = True
             elif line.startswith("data: "):
@@ -99,13 +97,13 @@ def check_stream(client: httpx.Client, base: str, headers: dict, model: str) -> 
     return f"{chunks} chunks"
 
 
-def check_tools(client: httpx.Client, base: str, headers: dict, model: str) -> str:
+def check_tools(client: WorkerClient, model: str) -> str:
     """A tool-call round trip: a request offering tools, then the history with a call and its
     result. Either reply may be text or a call, but each must be a well-formed message."""
     messages = [{"role": "user", "content": "What is in README.md?"}]
     first = _post(
         client,
-        base + "/v1/chat/completions",
+        "/v1/chat/completions",
         {
             "model": model,
             "max_tokens": 16,
@@ -113,7 +111,6 @@ def check_tools(client: httpx.Client, base: str, headers: dict, model: str) -> s
             "tools": _TOOLS,
             "messages": messages,
         },
-        headers,
     )
     message = first["choices"][0]["message"]
     for call in message.get("tool_calls") or []:
@@ -137,7 +134,7 @@ def check_tools(client: httpx.Client, base: str, headers: dict, model: str) -> s
     ]
     second = _post(
         client,
-        base + "/v1/chat/completions",
+        "/v1/chat/completions",
         {
             "model": model,
             "max_tokens": 8,
@@ -145,14 +142,13 @@ def check_tools(client: httpx.Client, base: str, headers: dict, model: str) -> s
             "tools": _TOOLS,
             "messages": messages,
         },
-        headers,
     )
     if "message" not in second["choices"][0]:
         raise SmokeFailure("no message after the tool result")
     return f"finish_reason {first['choices'][0].get('finish_reason')}"
 
 
-def check_anthropic_stream(client: httpx.Client, base: str, headers: dict, model: str) -> str:
+def check_anthropic_stream(client: WorkerClient, model: str) -> str:
     body = {
         "model": "claude-sonnet-4-5",
         "max_tokens": 8,
@@ -160,15 +156,11 @@ def check_anthropic_stream(client: httpx.Client, base: str, headers: dict, model
         "messages": [{"role": "user", "content": "Say hello."}],
     }
     events = []
-    with client.stream(
-        "POST",
-        base + "/v1/messages",
-        json=body,
-        headers={**headers, "anthropic-version": "2023-06-01"},
-    ) as response:
-        if response.status_code != 200:
-            raise SmokeFailure(f"HTTP {response.status_code}")
-        for line in response.iter_lines():
+    headers = {"anthropic-version": "2023-06-01"}
+    with client.stream("POST", "/v1/messages", body, headers) as (status, lines):
+        if status != 200:
+            raise SmokeFailure(f"HTTP {status}")
+        for line in lines:
             if line.startswith("event: "):
                 events.append(line[7:])
     if not events or events[0] != "message_start" or events[-1] != "message_stop":
@@ -176,7 +168,7 @@ def check_anthropic_stream(client: httpx.Client, base: str, headers: dict, model
     return f"{len(events)} events"
 
 
-def check_cache(client: httpx.Client, base: str, headers: dict, model: str) -> str:
+def check_cache(client: WorkerClient, model: str) -> str:
     """The same long prompt twice: the second must reuse the first's prefix."""
     body = {
         "model": model,
@@ -187,7 +179,7 @@ def check_cache(client: httpx.Client, base: str, headers: dict, model: str) -> s
     timings, cached = [], 0
     for _ in range(2):
         started = time.perf_counter()
-        reply = _post(client, base + "/v1/chat/completions", body, headers)
+        reply = _post(client, "/v1/chat/completions", body)
         timings.append(time.perf_counter() - started)
         details = reply.get("usage", {}).get("prompt_tokens_details") or {}
         cached = details.get("cached_tokens") or 0

@@ -19,7 +19,7 @@ from pathlib import Path
 from mlxctl import paths
 from mlxctl.errors import ReleaseError
 from mlxctl.releases.record import Release, new_release_id
-from mlxctl.supervisor.statefile import write_text
+from mlxctl.system.statefile import write_text
 
 
 class ReleaseStore:

@@ -11,8 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mlxctl.supervisor.policy import RestartPolicy, RestartTracker
-from mlxctl.supervisor.seam import Handle, Seam, WorkerSpec
+from mlxctl.supervisor.seam import Handle, Seam
 from mlxctl.supervisor.states import State, transition
+from mlxctl.system.processes import WorkerSpec
 
 
 def describe_exit(code: int | None) -> str:

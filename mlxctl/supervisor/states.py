@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from mlxctl.errors import MlxctlError
-
 
 class State(StrEnum):
     STOPPED = "STOPPED"  # no worker and none wanted
@@ -17,7 +15,7 @@ class State(StrEnum):
     FATAL = "FATAL"  # too many fast failures: no more spawns until `mlxctl start`
 
 
-class InvalidTransition(MlxctlError):
+class InvalidTransition(RuntimeError):
     """A state change the supervisor must never make (a bug, not an operational failure)."""
 
 

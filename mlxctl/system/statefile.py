@@ -8,7 +8,7 @@ from pathlib import Path
 from mlxctl.errors import StateError
 from server.atomic import fsync_dir, write_bytes
 
-__all__ = ["CorruptState", "fsync_dir", "read_json", "write_bytes", "write_json", "write_text"]
+__all__ = ["fsync_dir", "read_json", "write_bytes", "write_json", "write_text"]
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -17,10 +17,6 @@ def write_json(path: Path, data: dict) -> None:
 
 def write_text(path: Path, text: str) -> None:
     write_bytes(path, text.encode())
-
-
-# The old name, until every caller says StateError.
-CorruptState = StateError
 
 
 def read_json(path: Path) -> dict | None:

@@ -8,30 +8,23 @@ kill at any moment leaves a consistent state for the next command.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import httpx
-import psutil
-
-from mlxctl import config, paths, service
+from mlxctl import config, lifecycle, paths
 from mlxctl.errors import MlxctlError, ReleaseError
 from mlxctl.releases import smoke
 from mlxctl.releases.record import COMMAND, Release, launch
 from mlxctl.releases.store import ReleaseStore
-from server.contract import API_KEY_ENV
+from mlxctl.status import status
+from mlxctl.system import identity, processes
+from mlxctl.worker_client import WorkerClient, base_url, connect_host, probe
 
-SIDE_PID_FILE = "side-worker.pid"
 SIDE_STARTUP_SECONDS = 600.0
+SIDE_STOP_GRACE = 15.0
 
 
 @dataclass
@@ -53,14 +46,8 @@ class SwitchOutcome:
     restored: bool | None = None  # after a failure: is the previous release healthy again?
 
 
-class StepFailed(Exception):
-    pass
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+class StepFailed(ReleaseError):
+    """A step of a switch failed: raised inside `switch` to reach the roll-back (control flow)."""
 
 
 # -- the side worker ---------------------------------------------------------------------------
@@ -70,50 +57,34 @@ class SideWorker:
     """The target release on a spare port, in its own process group, dying with us."""
 
     def __init__(self, store: ReleaseStore, release: Release, host: str):
-        from mlxctl.supervisor.seam import _SHIM as DIE_WITH_PARENT
-        from server.blas import worker_env
-
-        self.port = free_port(host)
-        self.url = f"http://{host}:{self.port}"
-        folder = store.folder(release.id)
-        self.model = resolve_model_arg(release.model)
         settings = config.load()
-        # The configured cache budgets, as the supervisor's own worker gets them.
+        self.port = processes.free_port(host)
+        self.model = resolve_model_arg(release.model)
+        # The configured cache budgets and key, as the supervisor's own worker gets them.
         cache = config.cache_options(settings)
-        spec = launch(replace(release, model=self.model), folder, host, self.port, **cache)
-        self.health_url = self.url + spec.health_path
-        env = worker_env()
-        env.update(spec.env)
-        env["PYTHONUNBUFFERED"] = "1"
-        if settings["api_key"]:
-            env[API_KEY_ENV] = settings["api_key"]
-        self.log_path = paths.ensure_private_dir(paths.logs_dir()) / f"side-{release.id}.log"
-        log = self.log_path.open("wb")
-        argv = [sys.executable, "-c", DIE_WITH_PARENT, str(os.getpid()), *spec.argv]
-        self.process = subprocess.Popen(
-            argv,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            process_group=0,
-        )
-        log.close()
-        (paths.ensure_private_dir(paths.run_dir()) / SIDE_PID_FILE).write_text(
-            f"{self.process.pid} {psutil.Process(self.process.pid).create_time()}\n"
-        )
+        folder = store.folder(release.id)
+        run = launch(replace(release, model=self.model), folder, host, self.port, **cache)
+        self.health_url = base_url(host, self.port) + run.health_path
+        self.client = WorkerClient(base_url(host, self.port), settings["api_key"], smoke.TIMEOUT)
+        spec = processes.worker_spec(run.argv, run.env, settings["api_key"])
+        paths.ensure_private_dir(paths.logs_dir())
+        self.log_path = paths.side_worker_log(release.id)
+        with self.log_path.open("wb") as log:
+            self.process = processes.spawn_worker(spec, stdout=log)
+        me = identity.Identity.of(self.process.pid, spec.nonce)
+        if me is not None:  # None: it is gone already, and wait_healthy says why
+            paths.ensure_private_dir(paths.run_dir())
+            side_pid_file().write(me)
 
     def wait_healthy(self, timeout: float) -> float:
         began = time.monotonic()
-        with httpx.Client(timeout=2.0) as client:
-            while time.monotonic() - began < timeout:
-                code = self.process.poll()
-                if code is not None:
-                    raise StepFailed(f"exited with code {code} while starting: {self.log_tail()}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if client.get(self.health_url).status_code == 200:
-                        return time.monotonic() - began
-                time.sleep(0.2)
+        while time.monotonic() - began < timeout:
+            code = self.process.poll()
+            if code is not None:
+                raise StepFailed(f"exited with code {code} while starting: {self.log_tail()}")
+            if probe(self.health_url, 2.0) == 200:
+                return time.monotonic() - began
+            time.sleep(0.2)
         raise StepFailed(f"no /health 200 within {timeout:.0f}s: {self.log_tail()}")
 
     def log_tail(self, lines: int = 3) -> str:
@@ -122,36 +93,29 @@ class SideWorker:
 
     def stop(self) -> None:
         if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        (paths.run_dir() / SIDE_PID_FILE).unlink(missing_ok=True)
+            processes.stop_group(self.process, SIDE_STOP_GRACE)
+        side_pid_file().remove()
+
+
+def side_pid_file() -> processes.PidFile:
+    return processes.PidFile(paths.side_worker_pid())
 
 
 def resolve_model_arg(model: str) -> str:
     """What the worker is given for `model`: an installed name becomes its path."""
     try:
-        return service.resolve_model(model)
+        return lifecycle.resolve_model(model)
     except MlxctlError:
         return model  # an external server may know names we do not
 
 
 def reap_stale_side_worker() -> None:
     """A side worker left by a killed mlxctl (where no parent-death signal exists) is stopped."""
-    pid_file = paths.run_dir() / SIDE_PID_FILE
-    if not pid_file.is_file():
-        return
-    with contextlib.suppress(ValueError, psutil.Error, ProcessLookupError):
-        pid, created = pid_file.read_text().split()
-        proc = psutil.Process(int(pid))
-        if abs(proc.create_time() - float(created)) < 0.01:  # the same process, not a reused pid
-            os.killpg(proc.pid, signal.SIGKILL)
-    pid_file.unlink(missing_ok=True)
+    pid_file = side_pid_file()
+    stale = pid_file.process()
+    if stale is not None:
+        processes.stop_group(stale, 0)
+    pid_file.remove()
 
 
 # -- the steps ---------------------------------------------------------------------------------
@@ -182,29 +146,35 @@ def preflight(release: Release) -> str:
 
 
 def baseline() -> str:
-    state, code = service.status(probe=False)
-    if code != service.EXIT_RUNNING:
+    now = status(probe=False)
+    if not now.running:
         return "nothing running"
-    with httpx.Client(timeout=smoke.TIMEOUT) as client:
-        try:
-            model = (service.read_state() or {}).get("model_path") or state["model"]
-            return "current release: " + smoke.check_chat(client, state["url"], _auth(), model)
-        except (smoke.SmokeFailure, httpx.HTTPError) as exc:
-            return f"current release did not answer a chat ({exc})"
+    client = WorkerClient.configured(now.url, smoke.TIMEOUT)
+    try:
+        return "current release: " + smoke.check_chat(client, now.model_path or now.model)
+    except MlxctlError as exc:
+        return f"current release did not answer a chat ({exc})"
 
 
-def _auth() -> dict:
-    key = config.load()["api_key"]
-    return {"Authorization": f"Bearer {key}", "x-api-key": key} if key else {}
+def ensure_baseline(store: ReleaseStore, settings: dict) -> Release | None:
+    """Before the first migration: record what runs now, so `mlxctl rollback` has somewhere to
+    go. The new current release, or None when one was set already."""
+    if store.current_id() is not None:
+        return None
+    from mlxctl.releases.snapshot import archive_installed
+
+    model = lifecycle.choose_model(settings=settings)
+    recorded = archive_installed(store, model, "installed worker")
+    store.set_current(recorded.id, "archive")
+    return recorded
 
 
 def _start_current_and_check(store: ReleaseStore) -> str:
-    outcome = service.start()
-    with httpx.Client(timeout=10.0) as client:
-        code = client.get(outcome.status["url"] + "/health", headers=_auth()).status_code
+    outcome = lifecycle.start()
+    code = WorkerClient.configured(outcome.status.url).health()
     if code != 200:
         raise StepFailed(f"/health answered {code} on the main port")
-    return f"{store.current_id()} healthy at {outcome.status['url']}"
+    return f"{store.current_id()} healthy at {outcome.status.url}"
 
 
 # -- migrate / rollback ------------------------------------------------------------------------
@@ -237,7 +207,7 @@ def switch(
     target = store.get(target_id)
     source = store.current_id()
     outcome = SwitchOutcome(action, source, target.id, ok=False)
-    was_running = service.status(probe=False)[1] == service.EXIT_RUNNING
+    was_running = status(probe=False).running
     reap_stale_side_worker()
     store.record(action, outcome="begin", **{"from": source, "to": target.id})
 
@@ -245,7 +215,7 @@ def switch(
         began = time.monotonic()
         try:
             detail = action_fn()
-        except (StepFailed, smoke.SmokeFailure, MlxctlError, httpx.HTTPError, OSError) as exc:
+        except (MlxctlError, OSError) as exc:  # StepFailed and SmokeFailure included
             result = StepResult(
                 name, False, str(exc) or type(exc).__name__, time.monotonic() - began
             )
@@ -260,8 +230,7 @@ def switch(
     try:
         step("preflight", lambda: preflight(target))
         step("baseline", baseline)
-        host = config.load()["host"]
-        side_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        side_host = connect_host(config.load()["host"])
 
         def start_side() -> str:
             nonlocal side
@@ -271,17 +240,13 @@ def switch(
             )
 
         step("side start", start_side)
-        with httpx.Client(timeout=smoke.TIMEOUT) as client:
-            for check in smoke.checks_for(target):
-                step(
-                    f"smoke: {check.name}",
-                    lambda c=check: c.run(client, side.url, _auth(), side.model),
-                )
+        for check in smoke.checks_for(target):
+            step(f"smoke: {check.name}", lambda c=check: c.run(side.client, side.model))
         side.stop()
         side = None
 
         def cut_over() -> str:
-            service.stop()
+            lifecycle.stop()
             store.set_current(target.id, action)
             return _start_current_and_check(store)
 
@@ -312,16 +277,16 @@ def _restore(
     began = time.monotonic()
     try:
         if source and store.current_id() != source:
-            service.stop()
+            lifecycle.stop()
             store.set_current(source, "restore")
-        running = service.status(probe=False)[1] == service.EXIT_RUNNING
+        running = status(probe=False).running
         if not was_running and not running:
             detail = f"current is {source or 'unset'} again (it was not running)"
         else:
             detail = _start_current_and_check(store) if not running else "still serving"
         report(StepResult("roll back", True, detail, time.monotonic() - began))
         return True
-    except (MlxctlError, StepFailed, httpx.HTTPError, OSError) as exc:
+    except (MlxctlError, OSError) as exc:
         report(StepResult("roll back", False, str(exc), time.monotonic() - began))
         return False
 

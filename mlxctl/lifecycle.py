@@ -1,0 +1,303 @@
+"""The core of `mlxctl start/stop/restart`: no Typer, no Rich, no mlx.
+
+The CLI talks to the supervisor through the state file (read), the supervisor lock (is one
+running?) and signals (stop); every process it touches is checked by identity first.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import psutil
+
+from mlxctl import paths
+from mlxctl.errors import PortInUseError, StartFailedError, SupervisorError
+from mlxctl.logs import tail
+from mlxctl.status import Status, status
+from mlxctl.supervisor import state as state_file
+from mlxctl.system import identity, processes
+from mlxctl.system.lock import FileLock, is_held
+
+POLL_SECONDS = 0.1
+DEMO_MODEL = "demo"  # server.model_loading.DEMO_MODEL, without importing the model loader
+DAEMON_MODULE = "mlxctl.supervisor.daemon"
+
+
+def choose_model(model: str | None = None, release: object | None = None, settings=None) -> str:
+    """What to serve: the one given, else the release's, else the configured one, else the demo."""
+    if model:
+        return model
+    if settings is None:
+        from mlxctl import config  # tomlkit: only when the caller has not loaded it
+
+        settings = config.load()
+    return getattr(release, "model", "") or settings["model"] or DEMO_MODEL
+
+
+def resolve_model(name: str, pull_progress: object | None = None) -> str:
+    """The path/id the worker loads; the demo model is pulled first when missing."""
+    from mlxctl.errors import ModelError
+    from mlxctl.models import registry
+
+    try:
+        return registry.resolve(name)
+    except ModelError:
+        if name != registry.DEMO_MODEL:
+            raise
+    from mlxctl.models.pull import pull
+
+    info, _ = pull(registry.DEMO_MODEL, pull_progress)
+    return info.path
+
+
+def current_release():
+    """The release `start` runs, or None before any release was recorded."""
+    from mlxctl.releases.store import ReleaseStore
+
+    return ReleaseStore().current()
+
+
+def _supervisor_alive() -> bool:
+    saved = state_file.read_or_none()
+    if identity.is_alive(saved.supervisor_identity if saved else None):
+        return True
+    return is_held(paths.supervisor_lock())
+
+
+@dataclass
+class _Launch:
+    """What `start` and `start --foreground` both work out before the daemon runs."""
+
+    name: str
+    model_path: str
+    host: str
+    port: int
+    release_id: str
+
+    def daemon_argv(self, start_id: str = "", foreground: bool = False) -> list[str]:
+        argv = [sys.executable, "-m", DAEMON_MODULE, "--model", self.model_path]
+        argv += ["--model-name", self.name, "--host", self.host, "--port", str(self.port)]
+        argv += ["--start-id", start_id, "--release", self.release_id]
+        return argv + (["--foreground"] if foreground else [])
+
+
+def _prepare(
+    settings: dict, model: str | None, port: int | None, host: str | None, pull_progress=None
+) -> _Launch:
+    """Under the start lock with no supervisor alive: the model resolved, the port checked."""
+    release = current_release()
+    name = choose_model(model, release, settings)
+    launch = _Launch(
+        name, "", host or settings["host"], port or settings["port"], release.id if release else ""
+    )
+    launch.model_path = resolve_model(name, pull_progress)
+    processes.require_free_port(launch.host, launch.port)
+    return launch
+
+
+def _daemon_env() -> dict[str, str]:
+    return {**os.environ, identity.NONCE_ENV: identity.new_nonce()}
+
+
+# -- start -------------------------------------------------------------------------------------
+
+
+@dataclass
+class StartOutcome:
+    already_running: bool
+    status: Status
+    notes: list[str] = field(default_factory=list)
+
+
+def _await_handshake(process, start_id: str, timeout: float = 30.0) -> bool:
+    """Wait until our daemon owns the state file: True; False when another one won the lock."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        saved = state_file.read_or_none()
+        if saved is not None and saved.start_id == start_id:
+            return True
+        if process.poll() is not None:
+            if _supervisor_alive():
+                return False  # another supervisor won the lock: use that one
+            lines = tail(paths.supervisor_log(), 5)
+            raise SupervisorError(
+                f"the supervisor exited with code {process.returncode} before it started"
+                + (f": {lines[-1]}" if lines else ""),
+                hint="see `mlxctl logs --supervisor`",
+            )
+        time.sleep(0.05)
+    raise SupervisorError(
+        f"the supervisor did not come up within {timeout:g}s",
+        hint="see `mlxctl logs --supervisor`",
+    )
+
+
+def start(
+    model: str | None = None,
+    port: int | None = None,
+    host: str | None = None,
+    on_wait: Callable[[float, str], None] | None = None,
+    pull_progress: object | None = None,
+) -> StartOutcome:
+    """Start the supervisor unless one runs; return once the worker answers /health 200."""
+    from mlxctl import config
+
+    settings = config.load()
+    paths.ensure_private_dir(paths.run_dir())
+    already = False
+    with FileLock(paths.start_lock()):
+        if _supervisor_alive():
+            already = True
+        else:
+            _stop_orphan(settings["restart.stop_timeout"])
+            launch = _prepare(settings, model, port, host, pull_progress)
+            start_id = uuid.uuid4().hex
+            paths.ensure_private_dir(paths.logs_dir())
+            process = processes.spawn_detached(
+                launch.daemon_argv(start_id), _daemon_env(), paths.supervisor_log()
+            )
+            already = not _await_handshake(process, start_id)
+    outcome = wait_until_ready(on_wait)
+    outcome.already_running = already
+    running = outcome.status.model
+    if already and model and running and model != running:
+        outcome.notes.append(
+            f"it serves {running}, not {model}: `mlxctl restart --model {model}` to switch"
+        )
+    return outcome
+
+
+def restart(
+    model: str | None = None,
+    port: int | None = None,
+    timeout: float | None = None,
+    on_wait: Callable[[float, str], None] | None = None,
+    pull_progress: object | None = None,
+) -> StartOutcome:
+    """Stop, then start again with the same model and port unless given."""
+    previous = status(probe=False)
+    stop(timeout)
+    return start(
+        model or previous.model, port or previous.port, on_wait=on_wait, pull_progress=pull_progress
+    )
+
+
+def wait_until_ready(on_wait: Callable[[float, str], None] | None = None) -> StartOutcome:
+    """Poll the state file until the worker is RUNNING (healthy) or the supervisor gave up."""
+    began = time.monotonic()
+    while True:
+        current = status(probe=False)
+        if current.running:
+            return StartOutcome(False, status())
+        if current.supervisor_pid is None:
+            raise _start_failure(state_file.read_or_none() or state_file.SupervisorState())
+        if on_wait:
+            on_wait(time.monotonic() - began, _progress_line())
+        time.sleep(POLL_SECONDS)
+
+
+def _progress_line() -> str:
+    """The worker's latest log line that says something (our own /health probes do not)."""
+    for line in reversed(tail(paths.worker_log(), 30)):
+        if line.startswith("--- mlxctl:"):
+            break  # the lines before belong to an earlier run
+        if line.strip() and "/health" not in line:
+            return line
+    return ""
+
+
+def _start_failure(saved: state_file.SupervisorState) -> SupervisorError:
+    exit_info = saved.last_exit or {}
+    reason = saved.error or exit_info.get("reason") or saved.fatal_reason
+    if (saved.error or "").startswith("port "):
+        return PortInUseError(saved.error, hint="pick another with `--port N`")
+    return StartFailedError(
+        f"the worker did not start: {reason or 'the supervisor exited'}",
+        hint="full log: `mlxctl logs -n 200` (supervisor: `mlxctl logs --supervisor`)",
+        worker_exit_code=exit_info.get("code"),
+        log_tail=tail(paths.worker_log(), 20),
+    )
+
+
+def run_foreground(model: str | None = None, port: int | None = None) -> int:
+    """Run the supervisor on this terminal (logs on stderr); Ctrl-C stops the worker cleanly."""
+    from mlxctl import config
+
+    settings = config.load()
+    with FileLock(paths.start_lock()):
+        if _supervisor_alive():
+            raise SupervisorError(
+                "the supervisor is already running", hint="`mlxctl stop` first, or `mlxctl status`"
+            )
+        launch = _prepare(settings, model, port, None)
+    # Its module entry, not an in-process call: the core never imports the daemon.
+    return processes.run_attached(launch.daemon_argv(foreground=True), _daemon_env())
+
+
+# -- stop --------------------------------------------------------------------------------------
+
+
+@dataclass
+class StopOutcome:
+    was_running: bool
+    supervisor_pid: int | None = None
+    worker_pid: int | None = None
+    forced: bool = False
+
+
+def _stop_orphan(grace: float) -> int | None:
+    """Stop a worker whose supervisor was SIGKILLed (identity-checked); its pid, if any."""
+    saved = state_file.read_or_none()
+    worker = identity.process_of(saved.worker_identity if saved else None)
+    if worker is None:
+        return None
+    _note(f"stopping the worker left by a dead supervisor (pid {worker.pid})")
+    processes.stop_group(worker, grace)
+    return worker.pid
+
+
+def _note(message: str) -> None:
+    """A line in the supervisor's log from the CLI side (no supervisor is there to write it)."""
+    from datetime import datetime
+
+    paths.ensure_private_dir(paths.logs_dir())
+    with open(paths.supervisor_log(), "a") as log:
+        log.write(f"{datetime.now().isoformat(timespec='milliseconds')} {message}\n")
+
+
+def stop(timeout: float | None = None) -> StopOutcome:
+    """Stop the worker (SIGTERM, grace, SIGKILL) and its supervisor; idempotent."""
+    if timeout is None:
+        from mlxctl import config
+
+        timeout = config.load()["restart.stop_timeout"]
+    with FileLock(paths.start_lock()):
+        saved = state_file.read_or_none()
+        sup = identity.process_of(saved.supervisor_identity if saved else None)
+        worker = identity.process_of(saved.worker_identity if saved else None)
+        outcome = StopOutcome(
+            sup is not None or worker is not None,
+            sup.pid if sup else None,
+            worker.pid if worker else None,
+        )
+        if sup is None:
+            if worker is not None:  # orphan of a dead supervisor
+                outcome.forced = processes.stop_group(worker, timeout)
+            return outcome
+        state_file.request_stop(timeout)
+        sup.send_signal(signal.SIGTERM)
+        try:
+            sup.wait(timeout + 10)
+        except psutil.TimeoutExpired:
+            # The supervisor itself is stuck: take both down by force.
+            outcome.forced = True
+            sup.kill()
+            if worker is not None and worker.is_running():
+                processes.stop_group(worker, 0)
+        return outcome

@@ -1,0 +1,141 @@
+"""The core of `mlxctl status`: what the state file, the process table and the worker say.
+
+Kept light on purpose (no httpx, no tomlkit unless the worker asks for its key): `status` must
+answer in a blink, and scripts poll it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import asdict, dataclass, field
+
+import psutil
+
+from mlxctl import exit_codes
+from mlxctl.errors import MlxctlError, StateError
+from mlxctl.supervisor import state as state_file
+from mlxctl.system import identity
+from mlxctl.worker_client import WorkerClient, WorkerRefused
+
+PROBE_TIMEOUT = 0.5
+
+
+def _system_memory() -> dict:
+    vm = psutil.virtual_memory()
+    return {"total_bytes": vm.total, "used_bytes": vm.total - vm.available}
+
+
+@dataclass
+class Status:
+    """One status report; `to_dict()` is the `--json` shape, `exit_code` the command's code."""
+
+    state: str = "STOPPED"
+    detail: str | None = None
+    worker_pid: int | None = None
+    supervisor_pid: int | None = None
+    restarts: int = 0
+    uptime_seconds: float | None = None
+    url: str | None = None
+    port: int | None = None
+    model: str | None = None
+    model_path: str | None = None
+    release: str | None = None
+    health: str | None = None
+    last_exit: dict | None = None
+    fatal_reason: str | None = None
+    worker_rss_bytes: int | None = None
+    memory: dict | None = None
+    system_memory: dict = field(default_factory=_system_memory)
+    cache: dict | None = None
+    queue_depth: int | None = None
+    requests: dict | None = None
+    tokens_reused: int | None = None
+    cache_hit_rate: float | None = None
+
+    @property
+    def exit_code(self) -> int:
+        codes = {"RUNNING": exit_codes.OK, "UNKNOWN": exit_codes.UNKNOWN}
+        return codes.get(self.state, exit_codes.NOT_RUNNING)
+
+    @property
+    def running(self) -> bool:
+        return self.state == "RUNNING"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def status(probe: bool = True) -> Status:
+    """The supervisor's and worker's state; with `probe`, also asks a RUNNING worker."""
+    result = Status()
+    try:
+        saved = state_file.read()
+    except StateError as exc:
+        result.state, result.detail = "UNKNOWN", str(exc)
+        return result
+    if saved is None:
+        return result
+    result.restarts = saved.restarts
+    for key in ("url", "port", "model", "model_path", "release", "last_exit", "fatal_reason"):
+        setattr(result, key, getattr(saved, key))
+    sup = identity.process_of(saved.supervisor_identity)
+    worker = identity.process_of(saved.worker_identity)
+    result.state = saved.state or "UNKNOWN"
+    if saved.error:
+        result.fatal_reason = saved.error
+    if sup is None:
+        if worker is not None:
+            # The supervisor died but its worker did not (yet): nobody is in charge.
+            result.state, result.worker_pid = "UNKNOWN", worker.pid
+            result.detail = "the supervisor is gone but its worker is alive"
+        elif result.state not in ("STOPPED", "FATAL"):
+            result.state, result.detail = "STOPPED", "the supervisor exited without cleaning up"
+        return result
+    result.supervisor_pid = sup.pid
+    if worker is not None:
+        result.worker_pid = worker.pid
+        with contextlib.suppress(psutil.Error):
+            result.worker_rss_bytes = worker.memory_info().rss
+    if saved.running_since and result.running:
+        result.uptime_seconds = round(time.time() - saved.running_since, 1)
+    if probe and result.running and saved.url:
+        _ask_worker(result, saved.url)
+    return result
+
+
+def _ask_worker(result: Status, url: str) -> None:
+    """Health and /v1/status from a live worker; quick, so `status` stays fast."""
+    client = WorkerClient(url, timeout=PROBE_TIMEOUT)
+    try:
+        code = client.health()
+        if code != 200:
+            result.health = "loading" if code == 503 else f"http {code}"
+            return
+        report = _report(client, url)
+    except MlxctlError:
+        result.health = "unreachable"
+        return
+    result.health = "ok"
+    if not report:
+        return
+    result.memory, result.cache = report.get("memory"), report.get("cache")
+    result.queue_depth, result.requests = report.get("queue_depth"), report.get("requests")
+    requests = report.get("requests") or {}
+    prompt, cached = requests.get("prompt_tokens"), requests.get("cached_tokens")
+    if isinstance(cached, int):
+        result.tokens_reused = cached
+        result.cache_hit_rate = round(cached / prompt, 4) if prompt else None
+
+
+def _report(client: WorkerClient, url: str) -> dict | None:
+    """/v1/status, with the key only when the worker asks (loading the config costs tomlkit)."""
+    try:
+        try:
+            return client.status()
+        except WorkerRefused as exc:
+            if exc.status != 401:
+                return None
+            return WorkerClient.configured(url, timeout=PROBE_TIMEOUT).status()
+    except (WorkerRefused, ValueError):
+        return None  # healthy, it just says nothing more

@@ -1,0 +1,94 @@
+"""The state file's protocol: what the daemon writes (`run/state.json`), the CLI reads.
+
+Also the stop request (`run/stop-request.json`): `mlxctl stop --timeout` leaves it before the
+SIGTERM so the daemon knows the grace period to give its worker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from mlxctl import paths
+from mlxctl.errors import StateError
+from mlxctl.system import statefile
+from mlxctl.system.identity import Identity
+
+STOP_REQUEST = "stop-request.json"
+VERSION = 1
+
+
+@dataclass
+class SupervisorState:
+    state: str = "STOPPED"
+    supervisor: dict | None = None  # Identity.to_dict()
+    supervisor_started_at: float | None = None
+    start_id: str = ""
+    worker: dict | None = None  # Identity.to_dict()
+    worker_started_at: float | None = None
+    running_since: float | None = None
+    restarts: int = 0
+    last_exit: dict | None = None  # {"code", "reason", "at"}
+    fatal_reason: str | None = None
+    error: str | None = None  # a failure before any worker ran (the port was taken)
+    model: str | None = None
+    model_path: str | None = None
+    host: str | None = None
+    port: int | None = None
+    url: str | None = None
+    release: str | None = None
+    updated_at: float | None = None
+    version: int = VERSION
+
+    @property
+    def supervisor_identity(self) -> Identity | None:
+        return Identity.from_dict(self.supervisor)
+
+    @property
+    def worker_identity(self) -> Identity | None:
+        return Identity.from_dict(self.worker)
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SupervisorState:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def read() -> SupervisorState | None:
+    """The state file's contents; None when there is none; StateError when it is damaged."""
+    data = statefile.read_json(paths.state_file())
+    return None if data is None else SupervisorState.from_dict(data)
+
+
+def read_or_none() -> SupervisorState | None:
+    """Like `read`, but a damaged file counts as none (for callers that only look for pids)."""
+    try:
+        return read()
+    except StateError:
+        return None
+
+
+def write(state: SupervisorState) -> None:
+    statefile.write_json(paths.state_file(), state.to_dict())
+
+
+def request_stop(timeout: float) -> None:
+    statefile.write_json(paths.run_dir() / STOP_REQUEST, {"timeout": timeout})
+
+
+def take_stop_request() -> float | None:
+    """The grace period `mlxctl stop` asked for (consuming the request), or None."""
+    path = paths.run_dir() / STOP_REQUEST
+    try:
+        request = statefile.read_json(path) or {}
+        path.unlink(missing_ok=True)
+    except (StateError, OSError):
+        return None
+    timeout = request.get("timeout")
+    return float(timeout) if isinstance(timeout, (int, float)) else None
+
+
+def clear_stop_request() -> None:
+    (paths.run_dir() / STOP_REQUEST).unlink(missing_ok=True)
