@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from mlxctl import config, paths
-from mlxctl.errors import CacheAdminError, MlxctlError, WorkerUnavailable
-from mlxctl.worker_client import WorkerClient, WorkerRefused
+from mlxctl.errors import CacheAdminError, MlxctlError, WorkerRefused, WorkerUnavailable
+from mlxctl.worker_client import WorkerClient
 from server.prefix_cache import disk_index
 
 TIERS = ("ram", "disk", "both")

@@ -8,7 +8,8 @@
     ├── SupervisorError         the supervisor or its worker cannot be started, stopped, reached
     │   ├── PortInUseError
     │   ├── StartFailedError    the worker died or went FATAL before /health answered
-    │   └── WorkerUnavailable   no worker answers (not running, or not reachable)
+    │   ├── WorkerUnavailable   no worker answers (not running, or not reachable)
+    │   └── WorkerRefused       it answered with an error status (`status` says which)
     ├── CacheAdminError         a cache listing or clean-up cannot be done
     └── ReleaseError            a release cannot be found, created, or switched to
 
@@ -73,6 +74,14 @@ class StartFailedError(SupervisorError):
 
 class WorkerUnavailable(SupervisorError):
     """No worker answers at the address the state file names."""
+
+
+class WorkerRefused(SupervisorError):
+    """The worker answered, but with an error status (`status`): a wrong key, a bad request."""
+
+    def __init__(self, message: str, status: int, hint: str | None = None):
+        super().__init__(message, hint)
+        self.status = status
 
 
 class CacheAdminError(MlxctlError):

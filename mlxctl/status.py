@@ -13,10 +13,10 @@ from dataclasses import asdict, dataclass, field
 import psutil
 
 from mlxctl import exit_codes
-from mlxctl.errors import MlxctlError, StateError
+from mlxctl.errors import MlxctlError, StateError, WorkerRefused
 from mlxctl.supervisor import state as state_file
 from mlxctl.system import identity
-from mlxctl.worker_client import WorkerClient, WorkerRefused
+from mlxctl.worker_client import WorkerClient
 
 PROBE_TIMEOUT = 0.5
 

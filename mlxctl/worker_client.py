@@ -13,18 +13,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit
 
-from mlxctl.errors import SupervisorError, WorkerUnavailable
+from mlxctl.errors import WorkerRefused, WorkerUnavailable
 
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 KEY_HINT = "set the worker's key with `mlxctl config set api_key KEY`"
-
-
-class WorkerRefused(SupervisorError):
-    """The worker answered, but with an error status (`status`): a wrong key, a bad request."""
-
-    def __init__(self, message: str, status: int, hint: str | None = None):
-        super().__init__(message, hint)
-        self.status = status
 
 
 def connect_host(host: str) -> str:
