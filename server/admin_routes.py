@@ -46,7 +46,13 @@ async def status(request: Request):
         "max_queue": settings.max_queue,
         "requests": engine.metrics.snapshot(),
         "cache": engine.cache.stats(),
+        "recent": _recent(request),
     }
+
+
+def _recent(request: Request) -> list[dict]:
+    ring = getattr(request.app.state, "ring", None)
+    return ring.recent() if ring is not None else []
 
 
 @router.get("/metrics")

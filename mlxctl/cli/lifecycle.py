@@ -8,12 +8,11 @@ from collections.abc import Callable
 from functools import partial
 
 import typer
-from rich.live import Live
 from rich.markup import escape
 
 from mlxctl import exit_codes, lifecycle
 from mlxctl.cli.output import output
-from mlxctl.cli.status_view import show_status, status_table
+from mlxctl.cli.status_view import show_status, watch_status
 from mlxctl.errors import StartFailedError
 from mlxctl.status import status as current_status
 from mlxctl.units import human_bytes
@@ -136,15 +135,13 @@ def status(
     watch: bool = typer.Option(False, "--watch", "-w", help="Refresh in place until Ctrl-C."),
     interval: float = typer.Option(1.0, "--interval", help="Seconds between --watch refreshes."),
 ) -> None:
-    """Show the supervisor and worker state. Exit code: 0 running, 3 not running, 4 unknown."""
+    """Show the service, memory, prefix cache and last requests. Exit code: 0 running, 3 not
+    running, 4 unknown. --watch redraws in place; q or Ctrl-C ends it."""
     if as_json or not watch:
         raise typer.Exit(show_status(as_json))
-    # Ctrl-C ends the watch: the error boundary turns it into exit_codes.INTERRUPTED.
-    st = current_status().to_dict()
-    with Live(status_table(st), console=output.out, auto_refresh=False) as live:
-        while True:
-            time.sleep(interval)
-            live.update(status_table(current_status().to_dict()), refresh=True)
+    # `q` ends the watch with the status's code; Ctrl-C meets the error boundary (INTERRUPTED).
+    watch_status(interval)
+    raise typer.Exit(current_status(probe=False).exit_code)
 
 
 def register(app: typer.Typer) -> None:
