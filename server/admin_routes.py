@@ -44,6 +44,9 @@ async def status(request: Request):
         "memory": engine.memory(),
         "queue_depth": engine.queue_depth,
         "max_queue": settings.max_queue,
+        "max_output_tokens": settings.max_output_tokens,
+        # Generations run at once (one today); `mlxctl claude` sizes tool concurrency by it.
+        "batch_capacity": getattr(engine, "batch_capacity", 1),
         "requests": engine.metrics.snapshot(),
         "cache": engine.cache.stats(),
         "recent": _recent(request),

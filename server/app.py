@@ -135,7 +135,8 @@ class WorkerMiddleware:
         self.engine.metrics.request_done(endpoint, status)
         extra = " ".join(f"{k}={v}" for k, v in stats.items())
         # The supervisor probes /health every few seconds; status views poll /v1/status.
-        quiet = scope["path"] in POLLED_PATHS and status == 200
+        # (a 401 too: `mlxctl status` asks without the key first, loading it costs time)
+        quiet = scope["path"] in POLLED_PATHS and status in (200, 401)
         log.log(
             logging.DEBUG if quiet else logging.INFO,
             "%s %s %s %d %.3fs %s",

@@ -55,7 +55,8 @@ class _SpinnerPull:
         self.spinner.update(f"pulling the demo model: {self.name} {human_bytes(done)}{of}")
 
 
-def _run_start(begin: Callable[..., lifecycle.StartOutcome]) -> None:
+def _run_start(begin: Callable[..., lifecycle.StartOutcome], report: bool = True) -> None:
+    """Start with the spinner (health-gated); `report` prints what started and where."""
     began = time.monotonic()
     with output.err.status("starting the worker") as spinner:
 
@@ -80,6 +81,11 @@ def _run_start(begin: Callable[..., lifecycle.StartOutcome]) -> None:
                 for line in exc.log_tail:
                     output.err.print(f"  {line}", markup=False)
             raise
+    if not report:
+        if not outcome.already_running:
+            output.err.print(f"[dim]started {outcome.status.url}, healthy after "
+                             f"{time.monotonic() - began:.1f}s[/]")  # fmt: skip
+        return
     if not outcome.already_running:
         output.print(f"[dim]healthy after {time.monotonic() - began:.1f}s[/]")
     _print_started(outcome)

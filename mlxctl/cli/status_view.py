@@ -152,7 +152,8 @@ def _memory(st: dict) -> Panel:
 
 def _cache(cache: dict) -> Panel:
     table = Table(box=None, pad_edge=False, expand=True)
-    for name in ("tier", "entries", "used / budget", "hit rate", "tokens reused", "written"):
+    # Short headers: the table must fit an 80-column terminal too ("reused": prompt tokens).
+    for name in ("tier", "entries", "used / budget", "hit rate", "reused", "written"):
         table.add_column(name, justify="left" if name == "tier" else "right", no_wrap=True)
     table.add_column("prefill saved", justify="right", no_wrap=True)
     lookups = (cache.get("hits") or 0) + (cache.get("misses") or 0)

@@ -16,7 +16,9 @@ class _Open(BaseModel):
 
 
 class Message(_Open):
-    role: Literal["user", "assistant"]
+    # Claude Code 2.1.19x sends "system" turns mid-conversation (beta mid-conversation-system);
+    # chat templates take a system turn only first, so one becomes user text (see _messages).
+    role: Literal["user", "assistant", "system"]
     content: str | list[dict[str, Any]]
 
 
