@@ -183,6 +183,9 @@ def to_chat_request(body: CountTokensRequest) -> ChatRequest:
         max_tokens=getattr(body, "max_tokens", None),
         stop=list(getattr(body, "stop_sequences", None) or []),
         sampling=sampling,
+        system_blocks=[str(b.get("text", "")) for b in body.system]
+        if isinstance(body.system, list)
+        else None,
     )
 
 
