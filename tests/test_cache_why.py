@@ -17,8 +17,10 @@ def words(tag: str, count: int = 60) -> str:
     return " ".join(f"{tag}{i}" for i in range(count))
 
 
-def ask(ctl, system: list[dict], messages: list[dict]) -> str:
+def ask(ctl, system: list[dict], messages: list[dict], tools: list | None = None) -> str:
     body = {"model": "claude-x", "max_tokens": 4, "system": system, "messages": messages}
+    if tools:
+        body["tools"] = tools
     reply = httpx.post(ctl.url + "/v1/messages", json=body, headers=AUTH, timeout=120)
     assert reply.status_code == 200, reply.text
     return reply.headers["x-request-id"]
@@ -73,6 +75,18 @@ def test_names_the_system_block_and_the_message_that_diverged(ctl):
     assert where["segment"] == "message 0 (user)"
     assert "gamma9" in where["before"] and "EDITED" in where["after"]
     assert "gamma10" in where["nearest_after"]
+
+    # A changed tool description: the tools list, and which tool.
+    def tool(name: str, text: str) -> dict:
+        schema = {"type": "object", "properties": {"path": {"type": "string"}}}
+        return {"name": name, "description": text, "input_schema": schema}
+
+    tools = [tool("Bash", words("zeta")), tool("Read", words("eta"))]
+    ask(ctl, changed, hello, tools)
+    ask(ctl, changed, hello, [tools[0], tool("Read", words("eta").replace("eta40", "NEWDOC"))])
+    where = why(ctl)["diverged_at"]
+    assert where["segment"] == "the tools list (tool Read)"
+    assert "NEWDOC" in where["after"] and "eta40" in where["nearest_after"]
 
     # What people read: one line each, the block named, both sides shown.
     shown = ctl.run("cache", "why", second)

@@ -18,7 +18,7 @@ def show_why(report: dict) -> None:
     prompt, cached = report.get("prompt_tokens") or 0, report.get("cached_tokens") or 0
     at = report.get("time")
     when = time.strftime("%H:%M:%S", time.localtime(at)) if isinstance(at, int | float) else "-"
-    share = f" ({100 * cached / prompt:.0f}%)" if prompt else ""
+    share = f" ({min(100 * cached / prompt, 99):.0f}%)" if prompt else ""
     output.print(
         f"request [bold]{report.get('request_id')}[/] ({report.get('protocol')}, {when}): "
         f"{prompt:,} prompt tokens, {cached:,} from the cache{share}",
@@ -45,6 +45,9 @@ def show_why(report: dict) -> None:
         output.print(f"  before   {_excerpt(where.get('before'))}", soft_wrap=True)
         output.print(f"  this     {_excerpt(where.get('after'))}", soft_wrap=True)
         if nearest:
-            output.print(f"  earlier  {_excerpt(where.get('nearest_after'))}", soft_wrap=True)
+            theirs = where.get("nearest_after")
+            # Its prompt may end there: the cache also held its reply, which this one changed.
+            shown = _excerpt(theirs) if theirs else "[dim](its prompt ended there)[/]"
+            output.print(f"  earlier  {shown}", soft_wrap=True)
     for note in report.get("notes") or []:
         output.note(note)

@@ -64,7 +64,9 @@ def _count(value) -> str:
 def _pct(part, whole) -> str:
     if not isinstance(part, int | float) or not isinstance(whole, int | float) or whole <= 0:
         return "-"
-    return f"{100 * part / whole:.0f}%"
+    share = 100 * part / whole
+    # 99.7% is not 100%: only a whole hit prints as one.
+    return "100%" if part >= whole else f"{min(share, 99):.0f}%"
 
 
 def _rate(value) -> str:
