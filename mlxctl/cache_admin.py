@@ -237,3 +237,13 @@ def _freed(body, plan: Plan) -> int:
             if isinstance(body.get(key), int):
                 return body[key]
     return plan.bytes
+
+
+def why(request_id: str | None = None) -> dict:
+    """The running worker's account of where a recent request left the prefix cache."""
+    where = target()
+    if where.url is None:
+        raise CacheAdminError(
+            "no worker is running", hint="`cache why` asks the worker about its recent requests"
+        )
+    return _ask(where.url, lambda client: client.cache_why(request_id))

@@ -23,7 +23,11 @@ PROBE_TIMEOUT = 0.5
 
 def _system_memory() -> dict:
     vm = psutil.virtual_memory()
-    return {"total_bytes": vm.total, "used_bytes": vm.total - vm.available}
+    return {
+        "total_bytes": vm.total,
+        "used_bytes": vm.total - vm.available,
+        "available_bytes": vm.available,
+    }
 
 
 @dataclass
@@ -52,6 +56,9 @@ class Status:
     requests: dict | None = None
     tokens_reused: int | None = None
     cache_hit_rate: float | None = None
+    backend: str | None = None
+    context_length: int | None = None
+    recent: list = field(default_factory=list)  # the worker's last requests, newest first
 
     @property
     def exit_code(self) -> int:
@@ -121,6 +128,8 @@ def _ask_worker(result: Status, url: str) -> None:
         return
     result.memory, result.cache = report.get("memory"), report.get("cache")
     result.queue_depth, result.requests = report.get("queue_depth"), report.get("requests")
+    result.backend, result.context_length = report.get("backend"), report.get("context_length")
+    result.recent = [r for r in report.get("recent") or [] if isinstance(r, dict)]
     requests = report.get("requests") or {}
     prompt, cached = requests.get("prompt_tokens"), requests.get("cached_tokens")
     if isinstance(cached, int):

@@ -120,7 +120,10 @@ class WorkerClient:
     def json(self, method: str, path: str, **kwargs: object) -> object:
         """The JSON body of a 2xx reply; WorkerUnavailable for a missing endpoint (404/405),
         WorkerRefused for any other error status."""
-        reply = self.request(method, path, **kwargs)
+        return self._body(self.request(method, path, **kwargs), method, path)
+
+    @staticmethod
+    def _body(reply: Reply, method: str, path: str) -> object:
         if reply.status in (404, 405):
             raise WorkerUnavailable(f"the worker has no {method} {path.lstrip('/')}")
         if reply.status in (401, 403):
@@ -150,6 +153,17 @@ class WorkerClient:
         body = self.json("GET", "/v1/cache")
         rows = body.get("entries", []) if isinstance(body, dict) else body
         return [r for r in rows or [] if isinstance(r, dict)]
+
+    def cache_why(self, request_id: str | None) -> dict:
+        """Where a recent request left the cache; WorkerRefused(404) when the ring lacks it."""
+        params = {"request_id": request_id} if request_id else None
+        reply = self.request("GET", "/v1/cache/why", params=params)
+        if reply.status == 404 and "not among" in reply.text:  # not a missing endpoint
+            error = (reply.json() or {}).get("error") or {}
+            hint = "`mlxctl status` lists the recent requests' ids"
+            raise WorkerRefused(str(error.get("message") or reply.text), 404, hint)
+        body = self._body(reply, "GET", "/v1/cache/why")
+        return body if isinstance(body, dict) else {}
 
     def cache_clear(self, tier: str) -> object:
         return self.json("DELETE", "/v1/cache", params={"tier": tier})

@@ -13,7 +13,8 @@ import time
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from server.errors import BadRequest
+from server.cache_why import explain
+from server.errors import BadRequest, NotFound, ServiceUnavailable
 from server.metrics import prometheus_text
 from server.prefix_cache.seam import UnknownTier
 
@@ -44,9 +45,18 @@ async def status(request: Request):
         "memory": engine.memory(),
         "queue_depth": engine.queue_depth,
         "max_queue": settings.max_queue,
+        "max_output_tokens": settings.max_output_tokens,
+        # Generations run at once (one today); `mlxctl claude` sizes tool concurrency by it.
+        "batch_capacity": getattr(engine, "batch_capacity", 1),
         "requests": engine.metrics.snapshot(),
         "cache": engine.cache.stats(),
+        "recent": _recent(request),
     }
+
+
+def _recent(request: Request) -> list[dict]:
+    ring = getattr(request.app.state, "ring", None)
+    return ring.recent() if ring is not None else []
 
 
 @router.get("/metrics")
@@ -79,3 +89,16 @@ def clear_cache(request: Request, tier: str = "both"):
     except UnknownTier as exc:
         raise BadRequest(str(exc), param="tier") from None
     return {"tier": tier, "freed_bytes": freed, "stats": cache.stats()}
+
+
+@router.get("/v1/cache/why")
+def cache_why(request: Request, request_id: str | None = None):
+    """Where a recent request's prompt left the nearest earlier one (`mlxctl cache why`)."""
+    engine, ring = request.app.state.engine, getattr(request.app.state, "ring", None)
+    if engine.renderer is None or ring is None:
+        raise ServiceUnavailable("the model is still loading", retry_after=2)
+    report = explain(ring, request_id, engine.loaded.tokenizer, engine.renderer.encoder)
+    if report is None:
+        which = f"request {request_id!r}" if request_id else "a request"
+        raise NotFound(f"{which} is not among the last generations this worker keeps")
+    return report

@@ -24,11 +24,14 @@ from server.errors import (
     Unauthorized,
     WorkerError,
 )
+from server.request_ring import RequestRing
 from server.serving import STATS_KEY
 from server.settings import Settings
 
 log = logging.getLogger("server.access")
 OPEN_PATHS = {"/health"}
+# Polled every second by `mlxctl status --watch` and scrapers: at INFO they would flood the log.
+POLLED_PATHS = {"/health", "/v1/status", "/metrics"}
 
 
 def error_response(path: str, exc: WorkerError) -> JSONResponse:
@@ -131,8 +134,9 @@ class WorkerMiddleware:
         endpoint = getattr(route, "path", None) or "unmatched"
         self.engine.metrics.request_done(endpoint, status)
         extra = " ".join(f"{k}={v}" for k, v in stats.items())
-        # The supervisor probes /health every few seconds: at INFO that would flood the log.
-        quiet = scope["path"] in OPEN_PATHS and status == 200
+        # The supervisor probes /health every few seconds; status views poll /v1/status.
+        # (a 401 too: `mlxctl status` asks without the key first, loading it costs time)
+        quiet = scope["path"] in POLLED_PATHS and status in (200, 401)
         log.log(
             logging.DEBUG if quiet else logging.INFO,
             "%s %s %s %d %.3fs %s",
@@ -149,6 +153,7 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
     app = FastAPI(title="mlxctl worker", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
     app.state.engine = engine
+    app.state.ring = RequestRing()
 
     @app.exception_handler(WorkerError)
     async def worker_error(request: Request, exc: WorkerError):

@@ -19,6 +19,7 @@ class Rendered:
     primed: str
     tools: list[dict] | None
     parse_tools: bool
+    text: str = ""  # the rendered prompt (with `primed`); `cache why` maps tokens back onto it
 
 
 def context_length(config: dict, tokenizer: Any) -> int | None:
@@ -94,4 +95,6 @@ class PromptRenderer:
         tokens = self.encoder.encode(text + primed)
         if check_context and self.context_length and len(tokens) >= self.context_length:
             raise ContextLengthExceeded(len(tokens), self.context_length)
-        return Rendered(tokens, primed, tools, parse_tools=bool(tools) and self.has_tools)
+        return Rendered(
+            tokens, primed, tools, parse_tools=bool(tools) and self.has_tools, text=text + primed
+        )

@@ -33,6 +33,8 @@ class ChatRequest:
     stop: list[str] = field(default_factory=list)
     sampling: Sampling = field(default_factory=Sampling)
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:24])
+    # Anthropic `system` blocks as sent (joined into the first message): `cache why` names them.
+    system_blocks: list[str] | None = None
 
 
 # Events the generation thread sends to a request's HTTP handler, in this order:

@@ -62,6 +62,12 @@ class SegmentEncoder:
                 return plain
         return ids
 
+    def pieces(self, text: str) -> list[tuple[str, list[int]]]:
+        """(piece, ids) between added tokens, as `encode` joins them (one piece when disabled)."""
+        if not self.enabled:
+            return [(text, self._plain(text))]
+        return [(p, self._piece(p)) for p in self._split.split(text) if p]
+
     def _piece(self, piece: str) -> list[int]:
         with self._lock:
             ids = self._memo.get(piece)

@@ -9,6 +9,7 @@ message, so nothing is left in shared request state for the middleware to read.
 from __future__ import annotations
 
 import asyncio
+from array import array
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -30,6 +31,7 @@ from server.request import (
     TextDelta,
     ToolCallDelta,
 )
+from server.request_ring import Recorded
 
 # The key of the last response message that carries the request's figures to the access log.
 STATS_KEY = "mlxctl.stats"
@@ -104,6 +106,18 @@ def stats(finished: Finished | None) -> dict:
     }
 
 
+def record(request: Request, job: Job, figures: dict) -> None:
+    """Keep the finished request in the worker's ring (status "recent", `cache why`)."""
+    ring = getattr(request.app.state, "ring", None)
+    if ring is None:
+        return
+    protocol = "anthropic" if request.url.path.startswith("/v1/messages") else "openai"
+    tokens = array("I", job.rendered.tokens)
+    ring.record(
+        Recorded(job.request.request_id, protocol, figures, job.request, job.rendered.text, tokens)
+    )
+
+
 # -- the route half -----------------------------------------------------------------------------
 
 
@@ -123,6 +137,7 @@ def stream(request: Request, job: Job, encode: Encoder) -> StreamingResponse:
 
     def on_finish(finished: Finished | None) -> None:
         response.stats = stats(finished)
+        record(request, job, response.stats)
         if finished is None:
             engine.metrics.stream_failed()
 
@@ -137,7 +152,9 @@ def stream(request: Request, job: Job, encode: Encoder) -> StreamingResponse:
 async def reply(request: Request, job: Job, build: Callable[[Collected], dict]) -> JSONResponse:
     """Collect the whole reply and answer with the protocol's body for it."""
     result = await collect(job, request.is_disconnected)
-    return _JSONWithStats(build(result), stats=stats(result.finished))
+    figures = stats(result.finished)
+    record(request, job, figures)
+    return _JSONWithStats(build(result), stats=figures)
 
 
 class _CarriesStats:

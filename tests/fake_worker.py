@@ -30,6 +30,7 @@ class FakeWorker(BaseHTTPRequestHandler):
     has_cache_endpoint = True
     broken_tools = False  # fail every chat request that offers tools
     cache_stats: dict | None = None  # what /v1/status reports under "cache"
+    status_extra: dict = {}  # noqa: RUF012  more /v1/status keys (FAKE_WORKER_STATUS, JSON)
     quiet = True
     seen: list[tuple[str, str, str | None]] = []  # noqa: RUF012  (method, path, authorization)
 
@@ -78,6 +79,7 @@ class FakeWorker(BaseHTTPRequestHandler):
             "queue_depth": 0,
             "requests": {},
             "cache": self.cache_stats,
+            **self.status_extra,
         }
 
     def do_DELETE(self):
@@ -111,6 +113,7 @@ def main() -> None:
     parser.add_argument("--broken-tools", action="store_true")
     args = parser.parse_args()
     FakeWorker.model, FakeWorker.broken_tools = args.model, args.broken_tools
+    FakeWorker.status_extra = json.loads(os.environ.get("FAKE_WORKER_STATUS", "{}"))
     FakeWorker.load_seconds = float(os.environ.get("FAKE_WORKER_LOAD_SECONDS", "0.3"))
     FakeWorker.quiet = False
     FakeWorker.began = time.monotonic()

@@ -35,7 +35,14 @@ def test_table_shows_what_the_worker_reports(mlxctl_home):
         health="ok",
         worker_rss_bytes=300 * 1024**2,
         memory={"active_bytes": 2 * 1024**3, "peak_bytes": 3 * 1024**3},
-        cache={"ram": {"entries": 4, "bytes": 5 * 1024**2}, "disk": {"bytes": 1024}},
+        cache={
+            "ram": {"entries": 4, "bytes": 5 * 1024**2, "budget_bytes": 10 * 1024**2},
+            "disk": {"entries": 1, "bytes": 1024},
+            "hits": 3,
+            "misses": 1,
+            "ram_hits": 3,
+            "hit_rate": 0.75,
+        },
         tokens_reused=9000,
         cache_hit_rate=0.9,
     )
@@ -43,15 +50,15 @@ def test_table_shows_what_the_worker_reports(mlxctl_home):
     for expected in (
         "RUNNING",
         "1h 1m",
-        "killed by SIGKILL",
+        "exited unexpectedly (killed by SIGKILL)",
         "active 2.0 GiB, peak 3.0 GiB",
-        "cache ram entries",
-        "5.0 MiB",
-        "cache disk bytes",
-        "90% of prompt tokens, 9000 tokens reused",
+        "█████░░░░░ 5.0 MiB / 10.0 MiB",
+        "5.0 MiB / 10.0 MiB",
+        "1.0 KiB / -",
         "300.0 MiB",
     ):
         assert expected in text, expected
+    assert "None" not in text
 
 
 def test_watch_refreshes_until_ctrl_c(mlxctl_home):

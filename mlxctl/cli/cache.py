@@ -174,5 +174,25 @@ def prune_command(
     _run(cache_admin.plan_prune(parse_duration(older_than)), dry_run, yes, as_json)
 
 
+@cache_app.command("why")
+def why_command(
+    request_id: str = typer.Argument(
+        None, help="A request id from `mlxctl status` (a prefix will do); default: the last."
+    ),
+    last: bool = typer.Option(False, "--last", help="The newest request (the default)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Why a recent request missed the cache: the prefix it found, and where its prompt left
+    the nearest earlier one (system block N, the tools list, message N), with excerpts."""
+    from mlxctl import cache_admin
+    from mlxctl.cli.cache_why_view import show_why
+
+    report = cache_admin.why(None if last else request_id)
+    if as_json:
+        output.json(report)
+        return
+    show_why(report)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(cache_app, name="cache")

@@ -8,12 +8,11 @@ from collections.abc import Callable
 from functools import partial
 
 import typer
-from rich.live import Live
 from rich.markup import escape
 
 from mlxctl import exit_codes, lifecycle
 from mlxctl.cli.output import output
-from mlxctl.cli.status_view import show_status, status_table
+from mlxctl.cli.status_view import show_status, watch_status
 from mlxctl.errors import StartFailedError
 from mlxctl.status import status as current_status
 from mlxctl.units import human_bytes
@@ -56,7 +55,8 @@ class _SpinnerPull:
         self.spinner.update(f"pulling the demo model: {self.name} {human_bytes(done)}{of}")
 
 
-def _run_start(begin: Callable[..., lifecycle.StartOutcome]) -> None:
+def _run_start(begin: Callable[..., lifecycle.StartOutcome], report: bool = True) -> None:
+    """Start with the spinner (health-gated); `report` prints what started and where."""
     began = time.monotonic()
     with output.err.status("starting the worker") as spinner:
 
@@ -81,6 +81,11 @@ def _run_start(begin: Callable[..., lifecycle.StartOutcome]) -> None:
                 for line in exc.log_tail:
                     output.err.print(f"  {line}", markup=False)
             raise
+    if not report:
+        if not outcome.already_running:
+            output.err.print(f"[dim]started {outcome.status.url}, healthy after "
+                             f"{time.monotonic() - began:.1f}s[/]")  # fmt: skip
+        return
     if not outcome.already_running:
         output.print(f"[dim]healthy after {time.monotonic() - began:.1f}s[/]")
     _print_started(outcome)
@@ -136,15 +141,13 @@ def status(
     watch: bool = typer.Option(False, "--watch", "-w", help="Refresh in place until Ctrl-C."),
     interval: float = typer.Option(1.0, "--interval", help="Seconds between --watch refreshes."),
 ) -> None:
-    """Show the supervisor and worker state. Exit code: 0 running, 3 not running, 4 unknown."""
+    """Show the service, memory, prefix cache and last requests. Exit code: 0 running, 3 not
+    running, 4 unknown. --watch redraws in place; q or Ctrl-C ends it."""
     if as_json or not watch:
         raise typer.Exit(show_status(as_json))
-    # Ctrl-C ends the watch: the error boundary turns it into exit_codes.INTERRUPTED.
-    st = current_status().to_dict()
-    with Live(status_table(st), console=output.out, auto_refresh=False) as live:
-        while True:
-            time.sleep(interval)
-            live.update(status_table(current_status().to_dict()), refresh=True)
+    # `q` ends the watch with the status's code; Ctrl-C meets the error boundary (INTERRUPTED).
+    watch_status(interval)
+    raise typer.Exit(current_status(probe=False).exit_code)
 
 
 def register(app: typer.Typer) -> None:

@@ -56,6 +56,7 @@ COMMAND_MODULES = {
     "doctor": "mlxctl.cli.doctor",
     "cache": "mlxctl.cli.cache",
     "bench": "mlxctl.cli.bench",
+    "claude": "mlxctl.cli.claude",
     "release": "mlxctl.cli.release",
     "migrate": "mlxctl.cli.release",
     "rollback": "mlxctl.cli.release",

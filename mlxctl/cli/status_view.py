@@ -1,78 +1,223 @@
-"""`mlxctl status` as people read it: one table from the core's status dict (Rich, no Typer)."""
+"""`mlxctl status` as people read it: grouped Rich panels from the core's status dict (no Typer).
+
+Panels: service and memory side by side, then the prefix cache per tier and the last requests.
+Every value goes through a formatter that prints `-` for a missing one, never `None`.
+"""
 
 from __future__ import annotations
 
+import time
+
+from rich.console import Group
+from rich.panel import Panel
 from rich.table import Table
 
 from mlxctl.cli.output import output
 from mlxctl.status import status
 from mlxctl.units import human_bytes, human_duration
 
+WIDTH = 100
+BAR_WIDTH = 10
+
 
 def show_status(as_json: bool) -> int:
-    """Print the status once (a table, or JSON for scripts); return its exit code."""
+    """Print the status once (the panels, or JSON for scripts); return its exit code."""
     # The exit code is one of exit_codes.OK / NOT_RUNNING / UNKNOWN.
     report = status()
     if as_json:
         output.json(report.to_dict())
     else:
-        output.print(status_table(report.to_dict()))
+        output.print(status_table(report.to_dict()), width=min(output.out.width, WIDTH))
     return report.exit_code
 
 
-def status_table(st: dict) -> Table:
-    """The `mlxctl status` view of the core's status dict."""
-    table = Table(show_header=False, box=None, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column()
+def watch_status(interval: float) -> None:
+    """Redraw the panels in place every `interval` seconds until `q` or Ctrl-C."""
+    from rich.live import Live
+
+    from mlxctl.cli.keys import keys_unbuffered, quit_pressed
+
+    width = min(output.out.width, WIDTH)
+    with (
+        keys_unbuffered(),
+        Live(
+            _sized(status_table(status().to_dict()), width), console=output.out, auto_refresh=False
+        ) as live,
+    ):
+        while not quit_pressed(interval):
+            live.update(_sized(status_table(status().to_dict()), width), refresh=True)
+
+
+def _sized(view, width: int):
+    from rich.constrain import Constrain
+
+    return Constrain(view, width)
+
+
+# -- formatting -------------------------------------------------------------------------------
+
+
+def _count(value) -> str:
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else "-"
+
+
+def _pct(part, whole) -> str:
+    if not isinstance(part, int | float) or not isinstance(whole, int | float) or whole <= 0:
+        return "-"
+    share = 100 * part / whole
+    # 99.7% is not 100%: only a whole hit prints as one.
+    return "100%" if part >= whole else f"{min(share, 99):.0f}%"
+
+
+def _rate(value) -> str:
+    return f"{100 * value:.0f}%" if isinstance(value, int | float) else "-"
+
+
+def _seconds(value) -> str:
+    if not isinstance(value, int | float):
+        return "-"
+    if value < 1:
+        return f"{value * 1000:.0f} ms"
+    return f"{value:.1f} s" if value < 120 else human_duration(value)
+
+
+def _bar(used, budget) -> str:
+    """`██████░░░░ 5.0 GiB / 8.0 GiB` for a byte budget."""
+    if not isinstance(used, int | float) or not isinstance(budget, int | float) or budget <= 0:
+        return human_bytes(used) if isinstance(used, int | float) else "-"
+    filled = min(BAR_WIDTH, round(BAR_WIDTH * used / budget))
+    bar = "█" * filled + "░" * (BAR_WIDTH - filled)
+    return f"{bar} {human_bytes(used)} / {human_bytes(budget)}"
+
+
+def _grid() -> Table:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column()
+    return grid
+
+
+# -- the panels -------------------------------------------------------------------------------
+
+
+def _service(st: dict) -> Panel:
+    grid = _grid()
     colour = {"RUNNING": "green", "FATAL": "red", "UNKNOWN": "red"}.get(st["state"], "yellow")
-    table.add_row("state", f"[{colour}]{st['state']}[/]")
+    health = f"  health {st['health']}" if st.get("health") else ""
+    grid.add_row("state", f"[{colour}]{st['state']}[/]{health}")
     if st.get("detail"):
-        table.add_row("", st["detail"])
+        grid.add_row("", st["detail"])
     if st.get("fatal_reason"):
-        table.add_row("reason", st["fatal_reason"])
-    table.add_row("supervisor pid", str(st["supervisor_pid"] or "-"))
-    table.add_row("worker pid", str(st["worker_pid"] or "-"))
-    table.add_row("uptime", human_duration(st["uptime_seconds"]))
-    table.add_row("restarts", str(st["restarts"]))
+        grid.add_row("reason", st["fatal_reason"])
+    grid.add_row("model", st.get("model") or "-")
+    grid.add_row("release", st.get("release") or "-")
+    grid.add_row("url", st.get("url") or "-")
+    grid.add_row("uptime", human_duration(st.get("uptime_seconds")))
+    grid.add_row("restarts", str(st.get("restarts") or 0))
     last = st.get("last_exit")
-    table.add_row("last exit", f"{last['reason']}" if last else "-")
-    table.add_row("release", str(st["release"] or "-"))
-    table.add_row("model", str(st["model"] or "-"))
-    table.add_row("url", str(st["url"] or "-"))
-    table.add_row("health", str(st["health"] or "-"))
-    table.add_row("worker rss", human_bytes(st["worker_rss_bytes"]))
+    if last and last.get("reason"):
+        grid.add_row("last exit", last["reason"])
+    grid.add_row(
+        "pids",
+        f"supervisor {st.get('supervisor_pid') or '-'}, worker {st.get('worker_pid') or '-'}",
+    )
+    if st.get("context_length"):
+        backend = f", {st['backend']} backend" if st.get("backend") else ""
+        grid.add_row("context", f"{_count(st['context_length'])} tokens{backend}")
+    return Panel(grid, title="service", title_align="left")
+
+
+def _memory(st: dict) -> Panel:
+    grid = _grid()
+    grid.add_row("worker RSS", human_bytes(st.get("worker_rss_bytes")))
     mem = st.get("memory") or {}
     if mem:
-        table.add_row(
-            "mlx memory",
+        grid.add_row(
+            "MLX",
             f"active {human_bytes(mem.get('active_bytes'))}, "
             f"peak {human_bytes(mem.get('peak_bytes'))}",
         )
-    sysmem = st["system_memory"]
+        grid.add_row("MLX cache", human_bytes(mem.get("cache_bytes")))
+    sysmem = st.get("system_memory") or {}
+    total = sysmem.get("total_bytes")
+    available = sysmem.get("available_bytes")
+    if available is None and total is not None and sysmem.get("used_bytes") is not None:
+        available = total - sysmem["used_bytes"]
+    grid.add_row("system", f"{human_bytes(available)} available of {human_bytes(total)}")
+    cache = st.get("cache") if isinstance(st.get("cache"), dict) else {}
+    for tier in ("ram", "disk"):
+        info = cache.get(tier)
+        if isinstance(info, dict):
+            grid.add_row(f"{tier} cache", _bar(info.get("bytes"), info.get("budget_bytes")))
+    return Panel(grid, title="memory", title_align="left")
+
+
+def _cache(cache: dict) -> Panel:
+    table = Table(box=None, pad_edge=False, expand=True)
+    # Short headers: the table must fit an 80-column terminal too ("reused": prompt tokens).
+    for name in ("tier", "entries", "used / budget", "hit rate", "reused", "written"):
+        table.add_column(name, justify="left" if name == "tier" else "right", no_wrap=True)
+    table.add_column("prefill saved", justify="right", no_wrap=True)
+    lookups = (cache.get("hits") or 0) + (cache.get("misses") or 0)
+    for tier in ("ram", "disk"):
+        info = cache.get(tier)
+        if not isinstance(info, dict):
+            continue
+        used = f"{human_bytes(info.get('bytes'))} / {human_bytes(info.get('budget_bytes'))}"
+        written = human_bytes(info["bytes_written"]) if "bytes_written" in info else "-"
+        hits = _pct(cache.get(f"{tier}_hits"), lookups)
+        table.add_row(tier, _count(info.get("entries")), used, hits, "-", written, "-")
     table.add_row(
-        "system ram",
-        f"{human_bytes(sysmem['used_bytes'])} / {human_bytes(sysmem['total_bytes'])}",
+        "all",
+        "",
+        "",
+        _rate(cache.get("hit_rate")) if lookups else "-",
+        _rate(cache.get("token_reuse_rate")) if cache.get("lookup_tokens") else "-",
+        "",
+        _seconds(cache.get("prefill_seconds_saved")),
+        style="bold",
     )
-    if st.get("tokens_reused") is not None:
-        rate = st.get("cache_hit_rate")
-        shown = f"{rate:.0%} of prompt tokens" if rate is not None else "-"
-        table.add_row("cache hits", f"{shown}, {st['tokens_reused']} tokens reused")
-    cache = st.get("cache")
-    if isinstance(cache, dict):
-        for key, value in _flatten(cache):
-            shown = human_bytes(value) if key.endswith("bytes") else value
-            table.add_row(f"cache {key}", str(shown))
-    return table
+    speed = cache.get("prefill_tokens_per_second")
+    note = (
+        f"  {lookups:,} lookups, prefill {speed:,.0f} tok/s" if speed else f"  {lookups:,} lookups"
+    )
+    return Panel(table, title="prefix cache", subtitle=note, title_align="left")
 
 
-def _flatten(data: dict, prefix: str = "") -> list[tuple[str, object]]:
-    """{'ram': {'entries': 3}} -> [('ram entries', 3)]: whatever shape the worker reports."""
-    rows: list[tuple[str, object]] = []
-    for key, value in data.items():
-        name = f"{prefix}{key.replace('_', ' ')}"
-        if isinstance(value, dict):
-            rows += _flatten(value, f"{name} ")
-        else:
-            rows.append((name, value))
-    return rows
+def _recent(rows: list[dict]) -> Panel:
+    table = Table(box=None, pad_edge=False, expand=True)
+    table.add_column("id", no_wrap=True, style="dim")
+    table.add_column("time", no_wrap=True)
+    table.add_column("protocol", no_wrap=True)
+    for name in ("prompt", "cached", "TTFT", "tok/s"):
+        table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("finish", no_wrap=True)
+    for row in rows:
+        at = row.get("time")
+        ttft = row.get("ttft_ms")
+        tps = row.get("tokens_per_second")
+        table.add_row(
+            str(row.get("id") or "-"),
+            time.strftime("%H:%M:%S", time.localtime(at)) if isinstance(at, int | float) else "-",
+            str(row.get("protocol") or "-"),
+            _count(row.get("prompt_tokens")),
+            _pct(row.get("cached_tokens"), row.get("prompt_tokens")),
+            _seconds(ttft / 1000) if isinstance(ttft, int | float) else "-",
+            f"{tps:.1f}" if isinstance(tps, int | float) else "-",
+            str(row.get("finish") or "-"),
+        )
+    return Panel(table, title="last requests", title_align="left")
+
+
+def status_table(st: dict) -> Group:
+    """The `mlxctl status` view of the core's status dict (fits 100 columns)."""
+    top = Table.grid(expand=True, padding=(0, 1))
+    top.add_column(ratio=1)
+    top.add_column(ratio=1)
+    top.add_row(_service(st), _memory(st))
+    parts: list = [top]
+    if isinstance(st.get("cache"), dict):
+        parts.append(_cache(st["cache"]))
+    if st.get("recent"):
+        parts.append(_recent(st["recent"]))
+    return Group(*parts)

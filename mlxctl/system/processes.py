@@ -200,3 +200,9 @@ def run_attached(argv: list[str], env: dict[str, str]) -> int:
         return process.wait()
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def run_client(argv: list[str], env: dict[str, str]) -> int:
+    """Run a client program (`claude`) on this terminal; its exit status as a shell reports it."""
+    code = run_attached(argv, env)
+    return 128 - code if code < 0 else code  # killed by signal N -> 128 + N

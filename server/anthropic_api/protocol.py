@@ -16,7 +16,9 @@ class _Open(BaseModel):
 
 
 class Message(_Open):
-    role: Literal["user", "assistant"]
+    # Claude Code 2.1.19x sends "system" turns mid-conversation (beta mid-conversation-system);
+    # chat templates take a system turn only first, so one becomes user text (see _messages).
+    role: Literal["user", "assistant", "system"]
     content: str | list[dict[str, Any]]
 
 
@@ -181,6 +183,9 @@ def to_chat_request(body: CountTokensRequest) -> ChatRequest:
         max_tokens=getattr(body, "max_tokens", None),
         stop=list(getattr(body, "stop_sequences", None) or []),
         sampling=sampling,
+        system_blocks=[str(b.get("text", "")) for b in body.system]
+        if isinstance(body.system, list)
+        else None,
     )
 
 

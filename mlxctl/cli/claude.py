@@ -1,0 +1,62 @@
+"""`mlxctl claude [ARGS...]`: Claude Code against the local worker, set up from what it reports."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import typer
+
+from mlxctl import claude_env, config, lifecycle
+from mlxctl.cli.lifecycle import _run_start
+from mlxctl.cli.output import output
+from mlxctl.errors import MlxctlError
+from mlxctl.status import status
+from mlxctl.system import processes
+from mlxctl.worker_client import WorkerClient
+
+
+class ClaudeNotFound(MlxctlError):
+    exit_code = 127  # what a shell returns for a missing command
+
+
+def _serving() -> tuple[str, dict]:
+    """The running worker's url and /v1/status, starting the service first when needed."""
+    current = status()
+    if not (current.running and current.health == "ok"):
+        _run_start(partial(lifecycle.start, None, None), report=False)
+        current = status()
+    client = WorkerClient.configured(current.url, timeout=5.0)
+    return current.url, client.status()
+
+
+def claude(
+    ctx: typer.Context,
+    print_env: bool = typer.Option(
+        False, "--print-env", help="Print `export` lines for a shell instead of running claude."
+    ),
+) -> None:
+    """Run Claude Code against the local worker (started if needed); extra ARGS go to claude.
+
+    Sets the base URL, token, model aliases, compaction window, timeouts from the measured
+    prefill speed, tool concurrency, and turns non-essential traffic and attribution off.
+    """
+    client = None if print_env else claude_env.find_client()
+    if not print_env and client is None:
+        raise ClaudeNotFound("`claude` (Claude Code) is not installed", claude_env.INSTALL_HINT)
+    url, report = _serving()
+    settings = claude_env.settings_for(report, url, config.load().get("api_key") or None)
+    if print_env:
+        for line in claude_env.export_lines(settings):
+            output.plain(line)
+        return
+    output.err.print(f"running {client} against {url} with:", soft_wrap=True)
+    for s in settings:
+        output.err.print(f"  [bold]{s.name}[/]={s.value}  [dim]# {s.why}[/]", soft_wrap=True)
+    env = claude_env.environment(settings)
+    raise typer.Exit(processes.run_client([client, *ctx.args], env))
+
+
+def register(app: typer.Typer) -> None:
+    app.command(
+        "claude", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+    )(claude)
