@@ -110,6 +110,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="prefill this prompt at startup (text, or an OpenAI/Anthropic JSON body); "
         f"repeatable; default ${contract.WARM_PROMPTS_ENV} (os.pathsep-separated)",
     )
+    logs = parser.add_argument_group("log file")
+    logs.add_argument(
+        "--log-file",
+        default=None,
+        help="write stdout and stderr to this file, rotated by the worker (default: stderr)",
+    )
+    logs.add_argument(
+        "--log-max-bytes", type=byte_size, default=10 << 20, help="rotate at this size (10MiB)"
+    )
+    logs.add_argument("--log-backups", type=int, default=3, help="rotated files kept (3)")
     parser.add_argument(
         "--log-level",
         default="info",
@@ -129,6 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     if sys.platform.startswith("linux") and argv is None:
         _reexec_with_openblas()
     args = parse_args(argv)
+    if args.log_file:
+        from server.logfile import OwnedLog
+
+        # The worker owns its log: a supervisor that stops reading costs nothing here.
+        OwnedLog(args.log_file, args.log_max_bytes, args.log_backups).watch()
     logging.basicConfig(
         level=args.log_level.upper(),
         stream=sys.stderr,

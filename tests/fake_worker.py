@@ -61,6 +61,12 @@ class FakeWorker(BaseHTTPRequestHandler):
         loading = time.monotonic() - self.began < self.load_seconds
         if self.path == "/health":
             self.send_json(503 if loading else 200, {"status": "loading" if loading else "ok"})
+        elif self.path.startswith("/spam"):
+            # Prints N lines of output: a worker whose log nobody reads must still answer.
+            lines = int(parse_qs(urlparse(self.path).query).get("lines", ["100"])[0])
+            for i in range(lines):
+                print(f"fake worker spam line {i:06d} " + "x" * 80, flush=True)
+            self.send_json(200, {"printed": lines})
         elif self.path == "/v1/status":
             self.send_json(200, self.status_body())
         elif self.path == "/v1/cache" and self.has_cache_endpoint:

@@ -22,6 +22,7 @@ from mlxctl.supervisor.machine import Supervisor, Timing
 from mlxctl.supervisor.policy import RestartPolicy
 from mlxctl.supervisor.seam import RealSeam
 from mlxctl.supervisor.states import State
+from mlxctl.supervisor.worker_output import WorkerOutput
 from mlxctl.system import identity, processes
 from mlxctl.system.lock import FileLock
 from mlxctl.system.processes import WorkerSpec
@@ -53,7 +54,7 @@ class Daemon:
         limits = (self.settings["logs.max_bytes"], self.settings["logs.backups"])
         rotate = None if foreground else self._point_stdio_at
         self.sup_log = RotatingWriter(paths.supervisor_log(), *limits, on_rotate=rotate)
-        self.worker_log = RotatingWriter(paths.worker_log(), *limits)
+        self.output = WorkerOutput(paths.worker_log(), *limits, log=self.log)
         self.url = worker_client.base_url(args.host, args.port)
 
     @staticmethod
@@ -71,7 +72,7 @@ class Daemon:
     def make_spec(self) -> WorkerSpec:
         argv, health_path, extra_env = self._worker_command()
         # Marks where each run starts in the shared log (`start` reads progress from here on).
-        self.worker_log.write_line(f"{SPAWN_MARK} {self.args.model_name} on {self.url}")
+        self.output.mark(f"{SPAWN_MARK} {self.args.model_name} on {self.url}")
         url = f"{self.url}{health_path}"
         return processes.worker_spec(argv, extra_env, self.settings["api_key"], url)
 
@@ -83,6 +84,11 @@ class Daemon:
             argv = override_argv(template, args.model, args.host, args.port)
             return argv, contract.HEALTH_PATH, {}
         cache = config.cache_options(self.settings)
+        own_log = {
+            "log_file": paths.worker_log(),
+            "log_max_bytes": self.settings["logs.max_bytes"],
+            "log_backups": self.settings["logs.backups"],
+        }
         if args.release:
             from dataclasses import replace
 
@@ -91,9 +97,10 @@ class Daemon:
 
             store = ReleaseStore()
             release = replace(store.get(args.release), model=args.model)
+            # An archived snapshot may predate --log-file: it gets only the flags it knows.
             spec = launch(release, store.folder(release.id), args.host, args.port, **cache)
             return spec.argv, spec.health_path, spec.env
-        argv = contract.worker_argv(args.model, args.host, args.port, **cache)
+        argv = contract.worker_argv(args.model, args.host, args.port, **cache, **own_log)
         return argv, contract.HEALTH_PATH, {}
 
     # -- state file ----------------------------------------------------------------------------
@@ -189,7 +196,7 @@ class Daemon:
             self.write_state(None)
             return 1
         processes.become_subreaper()
-        seam = RealSeam(self.worker_log.write_line)
+        seam = RealSeam(lambda spec: self.output.open_for(spec.argv))
         sup = Supervisor(seam, self.make_spec, policy, timing, self.log, self.write_state)
 
         def on_signal(signum: int, frame: object) -> None:
@@ -203,6 +210,7 @@ class Daemon:
             last_write = time.monotonic()
             while not sup.done:
                 sup.tick()
+                self.output.keep(time.monotonic())
                 if time.monotonic() - last_write > 5:
                     self.write_state(sup)  # keeps `updated_at` fresh for `status`
                     last_write = time.monotonic()

@@ -6,12 +6,12 @@ processes; `RealSeam` is the thing `daemon.py` uses, a thin adapter over `mlxctl
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from mlxctl import worker_client
@@ -48,8 +48,6 @@ class RealHandle:
     process: subprocess.Popen
     nonce: str
     create_time: float
-    last_line: str = ""
-    reader: threading.Thread | None = field(default=None, repr=False)
 
     @property
     def pid(self) -> int:
@@ -60,10 +58,10 @@ class RealHandle:
 
 
 class RealSeam:
-    """Real processes: the worker in its own process group, its output piped to `sink` by line."""
+    """Real processes: the worker in its own process group, its output straight into a file."""
 
-    def __init__(self, sink: Callable[[str], None]):
-        self.sink = sink
+    def __init__(self, output_fd: Callable[[WorkerSpec], int]):
+        self.output_fd = output_fd  # a fresh fd per spawn, closed here once the child has it
 
     def now(self) -> float:
         return time.monotonic()
@@ -72,20 +70,13 @@ class RealSeam:
         time.sleep(seconds)
 
     def spawn(self, spec: WorkerSpec) -> RealHandle:
-        process = processes.spawn_worker(spec)
+        fd = self.output_fd(spec)
+        try:
+            process = processes.spawn_worker(spec, stdout=fd)
+        finally:
+            os.close(fd)
         ident = identity.Identity.of(process.pid, spec.nonce)
-        handle = RealHandle(process, spec.nonce, ident.create_time if ident else 0.0)
-        handle.reader = threading.Thread(target=self._pump, args=(handle,), daemon=True)
-        handle.reader.start()
-        return handle
-
-    def _pump(self, handle: RealHandle) -> None:
-        for raw in iter(handle.process.stdout.readline, b""):
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            if line.strip():
-                handle.last_line = line
-            self.sink(line)
-        handle.process.stdout.close()
+        return RealHandle(process, spec.nonce, ident.create_time if ident else 0.0)
 
     def signal_group(self, handle: Handle, sig: int) -> None:
         processes.signal_group(handle.pid, sig)
@@ -97,5 +88,3 @@ class RealSeam:
         """After the worker exited: kill what is left of its group and its orphans, reap all."""
         self.signal_group(handle, signal.SIGKILL)
         processes.reap_descendants()
-        if isinstance(handle, RealHandle) and handle.reader is not None:
-            handle.reader.join(timeout=2)

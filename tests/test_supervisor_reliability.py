@@ -1,0 +1,63 @@
+"""Real processes: what a hostile audit broke (issue 14), each reproduced with real signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import httpx
+import pytest
+
+from tests.test_supervisor_e2e import alive, running_status, start
+
+pytestmark = pytest.mark.slow
+
+
+def spam(ctl, lines: int, timeout: float = 20.0) -> int:
+    return httpx.get(f"{ctl.url}/spam?lines={lines}", timeout=timeout).status_code
+
+
+def test_deleting_the_live_worker_log_never_takes_the_service_down(make_ctl):
+    ctl = make_ctl(log_max=4096)
+    start(ctl)
+    before = running_status(ctl)
+    log = ctl.home / "logs" / "worker.log"
+    log.unlink()
+    for _ in range(5):  # far past the rotation size, and past a pipe's 64 KiB
+        assert spam(ctl, 300) == 200
+    ctl.wait_for(log.exists, timeout=10, what="worker.log recreated")
+    after = running_status(ctl)
+    assert (after["worker_pid"], after["restarts"]) == (before["worker_pid"], 0)
+    assert alive(after["supervisor_pid"])
+    assert "was removed; recreated" in ctl.supervisor_log()
+
+
+def test_a_paused_supervisor_costs_log_lines_never_requests(fake_ctl):
+    ctl = fake_ctl
+    start(ctl)
+    st = running_status(ctl)
+    os.kill(st["supervisor_pid"], signal.SIGSTOP)
+    try:
+        # 300 KiB of output with nobody reading: a pipe would block the worker here.
+        assert spam(ctl, 3000, timeout=15) == 200
+    finally:
+        os.kill(st["supervisor_pid"], signal.SIGCONT)
+    assert "spam line 002999" in ctl.worker_log()
+    assert running_status(ctl)["worker_pid"] == st["worker_pid"]
+
+
+def test_the_real_worker_owns_its_log_and_recreates_it(make_ctl):
+    # No command override: the worker gets --log-file and rotates/reopens the file itself.
+    ctl = make_ctl(real=True, env={"MLXCTL_WORKER_COMMAND": ""}, log_max=4096)
+    start(ctl)
+    before = running_status(ctl)
+    log = ctl.home / "logs" / "worker.log"
+    log.unlink()
+    ctl.wait_for(log.exists, timeout=10, what="the worker recreating its log")
+    for _ in range(40):  # 404 lines in the access log, past the rotation size
+        assert httpx.get(f"{ctl.url}/nothing-here" + "x" * 100, timeout=10).status_code == 404
+    rotated = ctl.home / "logs" / "worker.log.1"
+    ctl.wait_for(rotated.exists, timeout=10, what="a rotation")
+    # Written after the deletion, so they are in files anyone can read.
+    assert "/nothing-here" in log.read_text() + rotated.read_text()
+    assert running_status(ctl)["worker_pid"] == before["worker_pid"]
