@@ -37,7 +37,11 @@ SCHEMA: list[Key] = [
     Key("restart.health_interval", float, 2.0, "seconds between /health probes", 0.05),
     Key("restart.liveness_timeout", float, 30.0, "no /health answer this long -> restart", 0.1),
     Key(
-        "restart.startup_timeout", float, 0.0, "seconds to load before giving up (0 = no limit)", 0
+        "restart.startup_timeout",
+        float,
+        0.0,
+        "seconds to load before giving up (0 = auto: 300 + 30 per GiB of weights)",
+        0,
     ),
     Key("restart.stop_timeout", float, 15.0, "grace between SIGTERM and SIGKILL", 0),
     Key("cache.ram_bytes", int, 8 * 1024**3, "RAM budget of the prefix KV cache", 0),

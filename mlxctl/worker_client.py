@@ -163,6 +163,33 @@ class WorkerClient:
         return self.json("DELETE", "/v1/cache", params={"tier": tier})
 
 
+@dataclass(frozen=True)
+class Health:
+    status: int
+    failed: str | None = None  # the worker's reason when it says it cannot start at all
+
+
+def probe_health(url: str, timeout: float) -> Health | None:
+    """GET the health URL: its status and, for `{"status": "error"}`, the reason; None: silent."""
+    parts = urlsplit(url)
+    client = WorkerClient(f"{parts.scheme}://{parts.netloc}", timeout=timeout)
+    try:
+        reply = client.request(
+            "GET", (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        )
+    except WorkerUnavailable:
+        return None
+    failed = None
+    if reply.status == 503:
+        try:
+            body = reply.json()
+        except ValueError:
+            body = {}
+        if isinstance(body, dict) and body.get("status") == "error":
+            failed = str(body.get("error") or "the worker cannot start")
+    return Health(reply.status, failed)
+
+
 def probe(url: str, timeout: float) -> int | None:
     """The status code of GET `url` (a full health URL), or None when nothing answers."""
     parts = urlsplit(url)

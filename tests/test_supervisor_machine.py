@@ -10,6 +10,7 @@ from mlxctl.supervisor.machine import Supervisor, Timing
 from mlxctl.supervisor.policy import RestartPolicy, RestartTracker
 from mlxctl.supervisor.states import ALLOWED, InvalidTransition, State, transition
 from mlxctl.system.processes import WorkerSpec
+from mlxctl.worker_client import Health
 
 
 class FakeProcess:
@@ -19,6 +20,7 @@ class FakeProcess:
         self.create_time = 1.0
         self.code: int | None = None
         self.health: int | None = 503  # loading
+        self.failed: str | None = None  # /health's reason when it cannot start
         self.signals: list[int] = []
         self.ignores_term = False
 
@@ -50,8 +52,11 @@ class FakeSeam:
         if sig == signal.SIGKILL or (sig == signal.SIGTERM and not handle.ignores_term):
             handle.code = -sig if sig == signal.SIGKILL else 0
 
-    def probe(self, url: str, timeout: float) -> int | None:
-        return self.procs[-1].health if self.procs else None
+    def probe(self, url: str, timeout: float) -> Health | None:
+        proc = self.procs[-1] if self.procs else None
+        if proc is None or proc.health is None:
+            return None
+        return Health(proc.health, proc.failed)
 
     def cleanup(self, handle: FakeProcess) -> None:
         self.cleaned.append(handle.pid)
@@ -267,3 +272,26 @@ def test_tracker_alone():
     assert tracker.on_exit(1).delay is None
     tracker.reset()
     assert tracker.on_exit(100).delay == 0.5
+
+
+def test_a_worker_that_says_it_cannot_load_is_fatal_with_its_reason():
+    sup, seam, lines, states = make()
+    sup.start()
+    run_for(sup, seam, 2)
+    seam.current.failed = "model failed to load: ValueError: no such architecture"
+    sup.tick()
+    assert sup.state is State.FATAL
+    assert "no such architecture" in sup.fatal_reason
+    assert signal.SIGKILL in seam.procs[0].signals and len(seam.procs) == 1
+
+
+def test_the_default_startup_timeout_grows_with_the_model_size(tmp_path):
+    from mlxctl.supervisor.daemon import weights_bytes
+    from mlxctl.supervisor.policy import auto_startup_timeout
+
+    (tmp_path / "model.safetensors").write_bytes(b"x" * 4096)
+    assert weights_bytes(str(tmp_path)) == 4096
+    assert weights_bytes("org/some-hub-id") is None
+    small, large = auto_startup_timeout(1024**3), auto_startup_timeout(40 * 1024**3)
+    assert 0 < small < large < auto_startup_timeout(None) * 2
+    assert large >= 20 * 60  # a 40 GiB model gets at least 20 minutes

@@ -8,7 +8,8 @@ import signal
 import httpx
 import pytest
 
-from tests.test_supervisor_e2e import alive, running_status, start
+from mlxctl import exit_codes
+from tests.test_supervisor_e2e import alive, processes_of, running_status, start
 
 pytestmark = pytest.mark.slow
 
@@ -61,3 +62,18 @@ def test_the_real_worker_owns_its_log_and_recreates_it(make_ctl):
     # Written after the deletion, so they are in files anyone can read.
     assert "/nothing-here" in log.read_text() + rotated.read_text()
     assert running_status(ctl)["worker_pid"] == before["worker_pid"]
+
+
+def test_a_model_that_fails_to_load_is_a_failed_start_with_its_reason(make_ctl, tmp_path):
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "no_such_architecture"}')
+    (broken / "model.safetensors").write_bytes(b"not a tensor file")
+    ctl = make_ctl(real=True)
+    result = ctl.run("start", "--model", str(broken), timeout=90)
+    assert result.returncode == exit_codes.FAILURE, result.stdout + result.stderr
+    assert "model failed to load" in result.stderr, result.stderr
+    st, code = ctl.status()
+    assert (st["state"], code) == ("FATAL", exit_codes.NOT_RUNNING)
+    assert "model failed to load" in st["fatal_reason"]
+    assert processes_of(ctl)["worker"] == []

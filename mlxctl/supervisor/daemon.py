@@ -13,13 +13,14 @@ import signal
 import sys
 import time
 from datetime import datetime
+from pathlib import Path
 
 from mlxctl import config, paths, worker_client
 from mlxctl.errors import PortInUseError
 from mlxctl.logs import RotatingWriter
 from mlxctl.supervisor import state as state_file
 from mlxctl.supervisor.machine import Supervisor, Timing
-from mlxctl.supervisor.policy import RestartPolicy
+from mlxctl.supervisor.policy import RestartPolicy, auto_startup_timeout
 from mlxctl.supervisor.seam import RealSeam
 from mlxctl.supervisor.states import State
 from mlxctl.supervisor.worker_output import WorkerOutput
@@ -182,7 +183,7 @@ class Daemon:
         timing = Timing(
             s["restart.health_interval"],
             s["restart.liveness_timeout"],
-            s["restart.startup_timeout"],
+            s["restart.startup_timeout"] or auto_startup_timeout(weights_bytes(self.args.model)),
             s["restart.stop_timeout"],
         )
         self.clean_up_orphan()
@@ -228,6 +229,16 @@ class Daemon:
 
     def _stop_timeout(self) -> float | None:
         return state_file.take_stop_request()
+
+
+def weights_bytes(model: str) -> int | None:
+    """The size of a local model folder (or file); None for a hub id."""
+    path = Path(model).expanduser()
+    if path.is_file():
+        return path.stat().st_size
+    if not path.is_dir():
+        return None
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

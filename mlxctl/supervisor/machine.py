@@ -10,7 +10,7 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mlxctl.supervisor.policy import RestartPolicy, RestartTracker
+from mlxctl.supervisor.policy import Decision, RestartPolicy, RestartTracker
 from mlxctl.supervisor.seam import Handle, Seam
 from mlxctl.supervisor.states import State, transition
 from mlxctl.system.processes import WorkerSpec
@@ -30,7 +30,7 @@ def describe_exit(code: int | None) -> str:
 class Timing:
     health_interval: float = 2.0  # seconds between /health probes of a RUNNING worker
     liveness_timeout: float = 30.0  # no /health answer for this long -> kill and restart
-    startup_timeout: float = 0.0  # 0: loading may take as long as it takes
+    startup_timeout: float = 0.0  # 0: no limit (the daemon fills in the config's auto value)
     stop_timeout: float = 15.0  # grace between SIGTERM and SIGKILL
 
     @property
@@ -158,8 +158,13 @@ class Supervisor:
         if code is not None:
             self._exited(now, code, f"exited while loading ({describe_exit(code)})")
             return
-        status = self.seam.probe(self.spec.url, self.timing.probe_timeout)
-        if status == 200:
+        health = self.seam.probe(self.spec.url, self.timing.probe_timeout)
+        if health is not None and health.failed:
+            # STARTING -> EXITED -> FATAL: it says it cannot start (the model failed to load);
+            # a retry would load the same broken model again.
+            self._kill_and_wait(now)
+            self._exited(now, self.handle.poll(), health.failed, permanent=True)
+        elif health is not None and health.status == 200:
             # STARTING -> RUNNING: healthy, not merely forked.
             self.ever_healthy = True
             self.running_since = now
@@ -181,10 +186,10 @@ class Supervisor:
             return
         if now < self.next_probe:
             return
-        status = self.seam.probe(self.spec.url, self.timing.probe_timeout)
+        health = self.seam.probe(self.spec.url, self.timing.probe_timeout)
         now = self.seam.now()
         self.next_probe = now + self.timing.health_interval
-        if status is not None:
+        if health is not None:
             self.last_answer = now  # any answer (even 503 under load) means it is alive
             return
         silent = now - self.last_answer
@@ -200,7 +205,7 @@ class Supervisor:
         while self.handle.poll() is None and self.seam.now() < deadline:
             self.seam.sleep(0.02)
 
-    def _exited(self, now: float, code: int | None, reason: str) -> None:
+    def _exited(self, now: float, code: int | None, reason: str, permanent: bool = False) -> None:
         uptime = now - self.spawned_at
         self.seam.cleanup(self.handle)
         self.last_exit = ExitInfo(code, reason, now)
@@ -212,6 +217,8 @@ class Supervisor:
             self._enter(State.STOPPED)
             return
         decision = self.tracker.on_exit(uptime, self.ever_healthy)
+        if permanent:
+            decision = Decision(None, "the worker cannot start")
         if decision.delay is None:
             # EXITED -> FATAL: no more spawns until `mlxctl start`.
             self.fatal_reason = f"{decision.reason} (last: {reason})"

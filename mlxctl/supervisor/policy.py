@@ -45,3 +45,16 @@ class RestartTracker:
 
     def reset(self) -> None:
         self.fast_failures = 0
+
+
+# Loading reads every weight once, then warm prompts prefill: generous, but never "forever".
+STARTUP_BASE_SECONDS = 300.0
+STARTUP_SECONDS_PER_GIB = 30.0
+STARTUP_UNKNOWN_SECONDS = 3600.0  # a hub id mlx-lm may still have to download
+
+
+def auto_startup_timeout(weight_bytes: int | None) -> float:
+    """`restart.startup_timeout = 0`: a limit that grows with the model's size on disk."""
+    if weight_bytes is None:
+        return STARTUP_UNKNOWN_SECONDS
+    return STARTUP_BASE_SECONDS + STARTUP_SECONDS_PER_GIB * weight_bytes / 1024**3

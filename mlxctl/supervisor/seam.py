@@ -17,8 +17,9 @@ from typing import Protocol
 from mlxctl import worker_client
 from mlxctl.system import identity, processes
 from mlxctl.system.processes import WorkerSpec
+from mlxctl.worker_client import Health
 
-__all__ = ["Handle", "RealHandle", "RealSeam", "Seam", "WorkerSpec"]
+__all__ = ["Handle", "Health", "RealHandle", "RealSeam", "Seam", "WorkerSpec"]
 
 
 class Handle(Protocol):
@@ -38,7 +39,7 @@ class Seam(Protocol):
 
     def signal_group(self, handle: Handle, sig: int) -> None: ...
 
-    def probe(self, url: str, timeout: float) -> int | None: ...
+    def probe(self, url: str, timeout: float) -> Health | None: ...
 
     def cleanup(self, handle: Handle) -> None: ...
 
@@ -81,8 +82,8 @@ class RealSeam:
     def signal_group(self, handle: Handle, sig: int) -> None:
         processes.signal_group(handle.pid, sig)
 
-    def probe(self, url: str, timeout: float) -> int | None:
-        return worker_client.probe(url, timeout)
+    def probe(self, url: str, timeout: float) -> Health | None:
+        return worker_client.probe_health(url, timeout)
 
     def cleanup(self, handle: Handle) -> None:
         """After the worker exited: kill what is left of its group and its orphans, reap all."""
