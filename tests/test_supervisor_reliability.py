@@ -6,9 +6,11 @@ import os
 import signal
 
 import httpx
+import pexpect
 import pytest
 
 from mlxctl import exit_codes
+from tests.fixtures_supervisor import MLXCTL
 from tests.test_supervisor_e2e import alive, processes_of, running_status, start
 
 pytestmark = pytest.mark.slow
@@ -77,3 +79,23 @@ def test_a_model_that_fails_to_load_is_a_failed_start_with_its_reason(make_ctl, 
     assert (st["state"], code) == ("FATAL", exit_codes.NOT_RUNNING)
     assert "model failed to load" in st["fatal_reason"]
     assert processes_of(ctl)["worker"] == []
+
+
+def test_foreground_supervisor_survives_its_terminal_closing(fake_ctl):
+    ctl = fake_ctl
+    child = pexpect.spawn(
+        MLXCTL, ["start", "--foreground"], env=ctl.env, cwd=str(ctl.home), timeout=30
+    )
+    child.expect(r"worker entered RUNNING \(pid (\d+)\)")
+    first = int(child.match.group(1))
+    child.expect("export OPENAI_BASE_URL")
+    sup_pid = running_status(ctl)["supervisor_pid"]
+    child.close(force=True)  # the terminal goes away: SIGHUP, then writes fail with EIO
+    assert alive(sup_pid)
+    os.kill(first, signal.SIGKILL)  # the next event the supervisor logs
+    st = running_status(ctl, restarts=1)
+    assert st["supervisor_pid"] == sup_pid and st["worker_pid"] != first
+    assert "terminal" in ctl.supervisor_log()
+    result = ctl.run("stop", check=True)
+    assert not alive(sup_pid), result.stdout
+    assert ctl.state_file()["state"] == "STOPPED"

@@ -43,7 +43,8 @@ def override_argv(template: str, model: str, host: str, port: int) -> list[str]:
 class Daemon:
     def __init__(self, args: argparse.Namespace, foreground: bool):
         self.args = args
-        self.foreground = foreground
+        self.foreground = foreground  # echo to the terminal, until it goes away
+        self.hung_up = False
         self.settings = config.load()
         # `start` puts a nonce in our environment (without one: pid + create time only).
         self.nonce = os.environ.get(identity.NONCE_ENV, "")
@@ -67,8 +68,24 @@ class Daemon:
     def log(self, message: str) -> None:
         line = f"{datetime.now().isoformat(timespec='milliseconds')} {message}"
         self.sup_log.write_line(line)
-        if self.foreground:
-            print(line, file=sys.stderr, flush=True)
+        self._echo(line)
+
+    def _echo(self, *lines: str) -> None:
+        if not self.foreground:
+            return
+        try:
+            for line in lines:
+                print(line, file=sys.stderr, flush=True)
+        except OSError:
+            self._detach("writing to the terminal failed")
+
+    def _detach(self, why: str) -> None:
+        """The terminal is gone: keep supervising, log to the file only (like a detached start)."""
+        self.foreground = False
+        with open(paths.supervisor_log(), "ab") as log:
+            self._point_stdio_at(log.fileno())
+        self.sup_log.on_rotate = self._point_stdio_at
+        self.log(f"{why}: the terminal is gone; carrying on, logging to this file only")
 
     def make_spec(self) -> WorkerSpec:
         argv, health_path, extra_env = self._worker_command()
@@ -145,9 +162,11 @@ class Daemon:
         running = sup is not None and sup.state is State.RUNNING
         if self.foreground and running and not self.announced:
             self.announced = True  # the lines `mlxctl start` prints, once
-            print(f"serving {self.args.model_name} at {self.url}", file=sys.stderr)
-            print(f"  export ANTHROPIC_BASE_URL={self.url}", file=sys.stderr)
-            print(f"  export OPENAI_BASE_URL={self.url}/v1", file=sys.stderr, flush=True)
+            self._echo(
+                f"serving {self.args.model_name} at {self.url}",
+                f"  export ANTHROPIC_BASE_URL={self.url}",
+                f"  export OPENAI_BASE_URL={self.url}/v1",
+            )
 
     # -- orphans from a supervisor that was SIGKILLed -------------------------------------------
 
@@ -205,13 +224,16 @@ class Daemon:
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        # A closed terminal (SIGHUP) is no reason to stop serving: note it, stop echoing.
+        signal.signal(signal.SIGHUP, lambda signum, frame: setattr(self, "hung_up", True))
         try:
             sup.start()
             last_write = time.monotonic()
             while not sup.done:
                 sup.tick()
                 self.output.keep(time.monotonic())
+                if self.hung_up and self.foreground:
+                    self._detach("SIGHUP")
                 if time.monotonic() - last_write > 5:
                     self.write_state(sup)  # keeps `updated_at` fresh for `status`
                     last_write = time.monotonic()
@@ -222,6 +244,8 @@ class Daemon:
             if sup.handle is not None:
                 seam.signal_group(sup.handle, signal.SIGKILL)
                 seam.cleanup(sup.handle)
+            self.error = f"supervisor failed: {exc!r}"
+            self.write_state(None)  # never leave the state file saying RUNNING
             raise
         self.write_state(sup)
         self.log(f"supervisor exiting ({sup.state.value})")
