@@ -254,12 +254,15 @@ class StopOutcome:
 def _stop_orphan(grace: float) -> int | None:
     """Stop a worker whose supervisor was SIGKILLed (identity-checked); its pid, if any."""
     saved = state_file.read_or_none()
-    worker = identity.process_of(saved.worker_identity if saved else None)
-    if worker is None:
-        return None
-    _note(f"stopping the worker left by a dead supervisor (pid {worker.pid})")
-    processes.stop_group(worker, grace)
-    return worker.pid
+    recorded = saved.worker_identity if saved else None
+    worker = identity.process_of(recorded)
+    if worker is not None:
+        _note(f"stopping the worker left by a dead supervisor (pid {worker.pid})")
+        processes.stop_group(worker, grace)
+    swept = processes.sweep(recorded)  # its children outlive it (external commands)
+    if swept:
+        _note(f"killed {len(swept)} processes left behind by that worker: {swept}")
+    return worker.pid if worker is not None else None
 
 
 def _note(message: str) -> None:
@@ -289,6 +292,7 @@ def stop(timeout: float | None = None) -> StopOutcome:
         if sup is None:
             if worker is not None:  # orphan of a dead supervisor
                 outcome.forced = processes.stop_group(worker, timeout)
+            processes.sweep(saved.worker_identity if saved else None)
             return outcome
         state_file.request_stop(timeout)
         sup.send_signal(signal.SIGTERM)

@@ -7,6 +7,7 @@ import signal
 
 import httpx
 import pexpect
+import psutil
 import pytest
 
 from mlxctl import exit_codes
@@ -99,3 +100,19 @@ def test_foreground_supervisor_survives_its_terminal_closing(fake_ctl):
     result = ctl.run("stop", check=True)
     assert not alive(sup_pid), result.stdout
     assert ctl.state_file()["state"] == "STOPPED"
+
+
+def test_next_start_sweeps_the_whole_tree_of_a_sigkilled_supervisor(make_ctl):
+    # The worker dies with its supervisor (PDEATHSIG); its children, one in its group and one in
+    # a session of its own, do not.
+    ctl = make_ctl(env={"FAKE_WORKER_CHILD": "1"})
+    start(ctl)
+    st = running_status(ctl)
+    children = [p.pid for p in psutil.Process(st["worker_pid"]).children()]
+    assert len(children) == 2
+    os.kill(st["supervisor_pid"], signal.SIGKILL)
+    ctl.wait_for(lambda: not alive(st["worker_pid"]), timeout=10, what="the worker's death")
+    assert all(alive(pid) for pid in children)
+    start(ctl)
+    assert not any(alive(pid) for pid in children)
+    assert "left behind" in ctl.supervisor_log()

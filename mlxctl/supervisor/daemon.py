@@ -172,11 +172,14 @@ class Daemon:
 
     def clean_up_orphan(self) -> None:
         previous = state_file.read_or_none()
-        orphan = identity.process_of(previous.worker_identity if previous else None)
-        if orphan is None:
-            return  # gone, or the pid now belongs to another process: never signal it
-        self.log(f"stopping the worker left by a dead supervisor (pid {orphan.pid})")
-        processes.stop_group(orphan, self.settings["restart.stop_timeout"])
+        worker = previous.worker_identity if previous else None
+        orphan = identity.process_of(worker)
+        if orphan is not None:  # else gone, or the pid is another process's: never signal it
+            self.log(f"stopping the worker left by a dead supervisor (pid {orphan.pid})")
+            processes.stop_group(orphan, self.settings["restart.stop_timeout"])
+        swept = processes.sweep(worker)  # its children outlive it (external commands)
+        if swept:
+            self.log(f"killed {len(swept)} processes left behind by that worker: {swept}")
 
     # -- main loop -------------------------------------------------------------------------------
 
