@@ -29,6 +29,12 @@ SCHEMA: list[Key] = [
     Key("host", str, "127.0.0.1", "address the worker binds (non-loopback needs api_key)"),
     Key("port", int, 8080, "port the worker listens on", 1),
     Key("api_key", str, "", "key clients must send ('' = none; loopback only)"),
+    Key(
+        "allowed_hosts",
+        str,
+        "",
+        "Host names served besides loopback and `host`, comma-separated ('*' = any)",
+    ),
     Key("restart.backoff_initial", float, 1.0, "seconds before the first restart", 0),
     Key("restart.backoff_factor", float, 2.0, "each fast failure multiplies the delay", 1),
     Key("restart.backoff_max", float, 60.0, "cap on the restart delay in seconds", 0),
@@ -208,3 +214,8 @@ def cache_options(values: dict[str, Any]) -> dict[str, Any]:
         "cache_ram_bytes": values["cache.ram_bytes"],
         "cache_disk_bytes": values["cache.disk_bytes"],
     }
+
+
+def worker_options(values: dict[str, Any]) -> dict[str, Any]:
+    """Every worker flag the config sets (cache budgets and folder, allowed hosts)."""
+    return {**cache_options(values), "allowed_hosts": values["allowed_hosts"] or None}

@@ -58,6 +58,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         f"default ${contract.API_KEY_ENV}",
     )
     parser.add_argument(
+        "--allowed-hosts",
+        default="",
+        help="comma-separated Host names served besides loopback names and --host; "
+        "'*' serves any (default: none; guards against DNS rebinding)",
+    )
+    parser.add_argument(
         "--max-queue",
         type=int,
         default=16,
@@ -183,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         cache_disk_bytes=args.cache_disk_bytes,
         cache_dir=args.cache_dir or str(contract.kv_cache_dir()),
         warm_prompts=_warm_prompts(args.warm_prompt),
+        allowed_hosts=[h.strip() for h in args.allowed_hosts.split(",") if h.strip()],
     )
     from server.serve import serve
 

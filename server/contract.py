@@ -41,6 +41,7 @@ def worker_argv(
     cache_dir: str | Path | None = None,
     cache_ram_bytes: int | None = None,
     cache_disk_bytes: int | None = None,
+    allowed_hosts: str | None = None,
     log_file: str | Path | None = None,
     log_max_bytes: int | None = None,
     log_backups: int | None = None,
@@ -55,8 +56,10 @@ def worker_argv(
         argv += ["--cache-ram-bytes", str(cache_ram_bytes)]
     if cache_disk_bytes is not None:
         argv += ["--cache-disk-bytes", str(cache_disk_bytes)]
+    if allowed_hosts:
+        argv += ["--allowed-hosts", allowed_hosts]
     if log_file is not None:
-        argv += ["--log-file", str(log_file)]
+        argv += [LOG_FILE_FLAG, str(log_file)]
     if log_max_bytes is not None:
         argv += ["--log-max-bytes", str(log_max_bytes)]
     if log_backups is not None:

@@ -115,10 +115,11 @@ class Daemon:
 
             store = ReleaseStore()
             release = replace(store.get(args.release), model=args.model)
-            # An archived snapshot may predate --log-file: it gets only the flags it knows.
+            # An archived snapshot may predate --log-file and --allowed-hosts: cache flags only.
             spec = launch(release, store.folder(release.id), args.host, args.port, **cache)
             return spec.argv, spec.health_path, spec.env
-        argv = contract.worker_argv(args.model, args.host, args.port, **cache, **own_log)
+        options = {**config.worker_options(self.settings), **own_log}
+        argv = contract.worker_argv(args.model, args.host, args.port, **options)
         return argv, contract.HEALTH_PATH, {}
 
     # -- state file ----------------------------------------------------------------------------

@@ -195,6 +195,7 @@ STOP_REASONS = {
 _TYPES = {
     "bad_request": "invalid_request_error",
     "unauthorized": "authentication_error",
+    "forbidden": "permission_error",
     "not_found": "not_found_error",
     "too_large": "request_too_large",
     "overloaded": "overloaded_error",
