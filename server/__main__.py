@@ -46,6 +46,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="an installed mlxctl model name, a local MLX directory or a repo id",
     )
     parser.add_argument(
+        "--model-name",
+        default="",
+        help="the name /v1/models lists (default: --model, or its folder name for a path)",
+    )
+    parser.add_argument(
         "--host",
         default="127.0.0.1",
         help="address to bind (default 127.0.0.1; others need an API key)",
@@ -176,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(
         model=args.model,
         model_path=model_path,
+        model_name=args.model_name,
         host=args.host,
         port=args.port,
         api_key=api_key,

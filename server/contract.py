@@ -42,6 +42,7 @@ def worker_argv(
     cache_ram_bytes: int | None = None,
     cache_disk_bytes: int | None = None,
     allowed_hosts: str | None = None,
+    model_name: str | None = None,
     log_file: str | Path | None = None,
     log_max_bytes: int | None = None,
     log_backups: int | None = None,
@@ -56,6 +57,8 @@ def worker_argv(
         argv += ["--cache-ram-bytes", str(cache_ram_bytes)]
     if cache_disk_bytes is not None:
         argv += ["--cache-disk-bytes", str(cache_disk_bytes)]
+    if model_name:
+        argv += ["--model-name", model_name]
     if allowed_hosts:
         argv += ["--allowed-hosts", allowed_hosts]
     if log_file is not None:

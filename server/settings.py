@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 class Settings:
     model: str
     model_path: str
+    model_name: str = ""  # what /v1/models lists (default: derived from `model`)
     host: str = "127.0.0.1"
     port: int = 8080
     api_key: str | None = None

@@ -17,6 +17,17 @@ AUTH = {"x-api-key": API_KEY}
 EVIL_HOST = {**AUTH, "host": "evil.example:8080"}
 EVIL_ORIGIN = {**AUTH, "origin": "http://evil.example"}
 NULL_ORIGIN = {**AUTH, "origin": "null"}
+UNKNOWN_TOOL_RESULT = [
+    {"role": "user", "content": "Run it."},
+    {
+        "role": "assistant",
+        "content": [{"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}],
+    },
+    {
+        "role": "user",
+        "content": [{"type": "tool_result", "tool_use_id": "toolu_9", "content": "x"}],
+    },
+]
 IMAGE = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA=="}}
 
 CASES = [
@@ -200,6 +211,15 @@ CASES = [
         {},
         401,
         "authentication_error",
+    ),
+    (
+        "an-unknown-tool-use-id",
+        "POST",
+        "/v1/messages",
+        {**OK_ANTHROPIC, "messages": UNKNOWN_TOOL_RESULT},
+        AUTH,
+        400,
+        "invalid_request_error",
     ),
     ("an-unknown-path", "POST", "/v1/messages/nothing", OK_ANTHROPIC, AUTH, 404, "not_found_error"),
     ("an-too-large", "POST", "/v1/messages", b"x" * (MAX_BODY + 1), AUTH, 413, "request_too_large"),

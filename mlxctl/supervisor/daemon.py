@@ -119,6 +119,7 @@ class Daemon:
             spec = launch(release, store.folder(release.id), args.host, args.port, **cache)
             return spec.argv, spec.health_path, spec.env
         options = {**config.worker_options(self.settings), **own_log}
+        options["model_name"] = args.model_name
         argv = contract.worker_argv(args.model, args.host, args.port, **options)
         return argv, contract.HEALTH_PATH, {}
 
