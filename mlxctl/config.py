@@ -50,7 +50,7 @@ SCHEMA: list[Key] = [
         0,
     ),
     Key("restart.stop_timeout", float, 15.0, "grace between SIGTERM and SIGKILL", 0),
-    Key("cache.ram_bytes", int, 8 * 1024**3, "RAM budget of the prefix KV cache", 0),
+    Key("cache.ram_bytes", int, -1, "RAM budget of the prefix KV cache (-1 = 10% of RAM)", -1),
     Key("cache.disk_bytes", int, 32 * 1024**3, "disk budget of the prefix KV cache", 0),
     Key("logs.max_bytes", int, 10 * 1024**2, "a log rotates when it reaches this size", 1024),
     Key("logs.backups", int, 3, "rotated logs kept per log", 0),
@@ -211,7 +211,8 @@ def cache_options(values: dict[str, Any]) -> dict[str, Any]:
     """The worker's cache flags from loaded config `values` (see server.contract.worker_argv)."""
     return {
         "cache_dir": paths.kv_cache_dir(),
-        "cache_ram_bytes": values["cache.ram_bytes"],
+        # -1: no flag, so the worker takes its own default (10% of this machine's RAM).
+        "cache_ram_bytes": values["cache.ram_bytes"] if values["cache.ram_bytes"] >= 0 else None,
         "cache_disk_bytes": values["cache.disk_bytes"],
     }
 

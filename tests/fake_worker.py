@@ -128,6 +128,10 @@ def main() -> None:
         subprocess.Popen(sleeper)
         # Escapes the group: only reaping finds it.
         subprocess.Popen(sleeper, start_new_session=True)
+    once = os.environ.get("FAKE_WORKER_EXIT_ONCE")  # a marker file: the first run dies
+    if once and not os.path.exists(once):
+        open(once, "w").close()
+        exit_while_loading = "9"
     if exit_while_loading:
         time.sleep(FakeWorker.load_seconds / 2)
         print("fake worker: fatal error while loading", flush=True)

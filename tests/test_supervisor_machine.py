@@ -185,13 +185,16 @@ def test_repeated_fast_failures_end_in_fatal_and_start_resets():
     assert sup.tracker.fast_failures == 0
 
 
-def test_death_while_loading_before_first_health_is_fatal():
+def test_death_while_loading_is_retried_with_backoff_up_to_the_cap():
     sup, seam, _, _ = make()
     sup.start()
     crash(sup, seam, code=3)
-    assert sup.state is State.FATAL
-    assert sup.last_exit.code == 3
-    assert "while loading" in sup.last_exit.reason
+    assert sup.state is State.BACKOFF  # was FATAL at once: one bad start killed the service
+    assert sup.last_exit.code == 3 and "while loading" in sup.last_exit.reason
+    for _ in range(POLICY.max_fast_failures):
+        run_for(sup, seam, POLICY.backoff_max + 1)
+        crash(sup, seam, code=3)
+    assert sup.state is State.FATAL and len(seam.procs) == POLICY.max_fast_failures + 1
 
 
 def test_liveness_kills_a_silent_running_worker_and_restarts():
@@ -261,7 +264,7 @@ def test_startup_timeout_counts_as_a_failure():
     sup, seam, _, _ = make(timing=Timing(1, 5, startup_timeout=10, stop_timeout=1))
     sup.start()
     run_for(sup, seam, 11)
-    assert sup.state is State.FATAL  # never healthy: a broken setup
+    assert sup.state is State.BACKOFF  # retried like any failed start
     assert "not healthy after 10s" in sup.last_exit.reason
 
 

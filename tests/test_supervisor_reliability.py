@@ -116,3 +116,23 @@ def test_next_start_sweeps_the_whole_tree_of_a_sigkilled_supervisor(make_ctl):
     start(ctl)
     assert not any(alive(pid) for pid in children)
     assert "left behind" in ctl.supervisor_log()
+
+
+def test_a_worker_dying_before_it_is_ever_healthy_is_retried(make_ctl, tmp_path):
+    ctl = make_ctl(env={"FAKE_WORKER_EXIT_ONCE": str(tmp_path / "died-once")})
+    start(ctl)
+    st = running_status(ctl, restarts=1)
+    assert "exited while loading (code 9)" in st["last_exit"]["reason"]
+
+
+def test_temp_files_of_killed_state_writes_are_cleaned(fake_ctl):
+    ctl = fake_ctl
+    run = ctl.home / "run"
+    run.mkdir()
+    stale, fresh = run / ".state.json.k1ll3d.tmp", run / ".state.json.wr1t1ng.tmp"
+    for tmp in (stale, fresh):
+        tmp.write_text('{"state": "RUN')
+    os.utime(stale, (1, 1))  # left long ago by a write that was killed
+    start(ctl)
+    assert not stale.exists() and fresh.exists()  # a live writer's temp file is kept
+    assert "left by a write that was killed" in ctl.supervisor_log()

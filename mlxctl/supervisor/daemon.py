@@ -24,7 +24,7 @@ from mlxctl.supervisor.policy import RestartPolicy, auto_startup_timeout
 from mlxctl.supervisor.seam import RealSeam
 from mlxctl.supervisor.states import State
 from mlxctl.supervisor.worker_output import WorkerOutput
-from mlxctl.system import identity, processes
+from mlxctl.system import identity, processes, statefile
 from mlxctl.system.lock import FileLock
 from mlxctl.system.processes import WorkerSpec
 from server import contract
@@ -211,6 +211,9 @@ class Daemon:
             s["restart.stop_timeout"],
         )
         self.clean_up_orphan()
+        for folder in (paths.run_dir(), paths.home()):
+            for tmp in statefile.clean_stale_temp(folder):
+                self.log(f"removed {tmp.name}, left by a write that was killed")
         state_file.clear_stop_request()
         self.log(f"supervisor started (pid {os.getpid()}), model {self.args.model_name}")
         try:

@@ -31,11 +31,10 @@ class RestartTracker:
         self.fast_failures = 0
 
     def on_exit(self, uptime: float, ever_healthy: bool = True) -> Decision:
+        # A death before the first healthy answer is a fast failure like any other: retried with
+        # backoff up to the cap (a worker that says it cannot load is FATAL at once, machine.py).
         policy = self.policy
-        if not ever_healthy:
-            # Dying before the first healthy answer is a broken setup, not a crash to retry.
-            return Decision(None, "worker exited before it became healthy")
-        if uptime >= policy.stable_after:
+        if ever_healthy and uptime >= policy.stable_after:
             self.fast_failures = 0  # a long healthy run resets the backoff
         self.fast_failures += 1
         if self.fast_failures > policy.max_fast_failures:
