@@ -50,6 +50,13 @@ SCHEMA: list[Key] = [
         0,
     ),
     Key("restart.stop_timeout", float, 15.0, "grace between SIGTERM and SIGKILL", 0),
+    Key(
+        "restart.start_limit",
+        int,
+        3,
+        "FATAL starts in a row before `start` refuses until `mlxctl reset-failed` (0 = none)",
+        0,
+    ),
     Key("cache.ram_bytes", int, -1, "RAM budget of the prefix KV cache (-1 = 10% of RAM)", -1),
     Key("cache.disk_bytes", int, 32 * 1024**3, "disk budget of the prefix KV cache", 0),
     Key("logs.max_bytes", int, 10 * 1024**2, "a log rotates when it reaches this size", 1024),

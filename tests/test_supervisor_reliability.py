@@ -136,3 +136,19 @@ def test_temp_files_of_killed_state_writes_are_cleaned(fake_ctl):
     start(ctl)
     assert not stale.exists() and fresh.exists()  # a live writer's temp file is kept
     assert "left by a write that was killed" in ctl.supervisor_log()
+
+
+def test_repeated_failed_starts_are_capped_until_reset_failed(make_ctl):
+    ctl = make_ctl(env={"FAKE_WORKER_EXIT_CODE": "7", "FAKE_WORKER_LOAD_SECONDS": "0.1"})
+    ctl.run("config", "set", "restart.max_fast_failures", "0", check=True)
+    for _ in range(3):  # restart.start_limit
+        assert ctl.run("start").returncode == exit_codes.FAILURE
+    refused = ctl.run("start")
+    assert refused.returncode == exit_codes.FAILURE
+    assert "starts ended FATAL" in refused.stderr and "reset-failed" in refused.stderr
+    assert processes_of(ctl) == {"supervisor": [], "worker": []}  # nothing was spawned
+    reset = ctl.run("reset-failed", check=True)
+    assert "3 failed starts forgotten" in reset.stdout and "FATAL cleared" in reset.stdout
+    assert ctl.status()[0]["state"] == "STOPPED"
+    again = ctl.run("start")
+    assert again.returncode == exit_codes.FAILURE and "code 7" in again.stderr

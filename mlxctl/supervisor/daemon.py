@@ -52,6 +52,7 @@ class Daemon:
         self.started_wall = time.time()
         self.error: str | None = None
         self.announced = False
+        self.counted = False  # this run's FATAL (or stable run) is in failed-starts.json
         paths.ensure_private_dir(paths.logs_dir())
         limits = (self.settings["logs.max_bytes"], self.settings["logs.backups"])
         rotate = None if foreground else self._point_stdio_at
@@ -161,6 +162,7 @@ class Daemon:
 
     def write_state(self, sup: Supervisor | None) -> None:
         state_file.write(self.snapshot(sup))
+        self._count_failed_start(sup)
         running = sup is not None and sup.state is State.RUNNING
         if self.foreground and running and not self.announced:
             self.announced = True  # the lines `mlxctl start` prints, once
@@ -169,6 +171,19 @@ class Daemon:
                 f"  export ANTHROPIC_BASE_URL={self.url}",
                 f"  export OPENAI_BASE_URL={self.url}/v1",
             )
+
+    def _count_failed_start(self, sup: Supervisor | None) -> None:
+        """FATAL counts against `restart.start_limit`; a stable run forgives earlier ones."""
+        if sup is None or self.counted:
+            return
+        if sup.state is State.FATAL:
+            self.counted = True
+            state_file.record_failed_start(sup.fatal_reason)
+        elif sup.running_since is not None:
+            stable = time.monotonic() - sup.running_since >= self.settings["restart.stable_after"]
+            if stable and state_file.failed_starts()["count"]:
+                self.counted = True
+                state_file.reset_failed_starts()
 
     # -- orphans from a supervisor that was SIGKILLed -------------------------------------------
 
