@@ -51,6 +51,15 @@ SCHEMA: list[Key] = [
     ),
     Key("restart.stop_timeout", float, 15.0, "grace between SIGTERM and SIGKILL", 0),
     Key(
+        "restart.progress_timeout",
+        float,
+        180.0,
+        "a busy generation without a token this long is stuck -> restart (0 = off)",
+        0,
+    ),
+    Key("restart.canary_interval", float, 300.0, "idle seconds between canary requests", 0),
+    Key("restart.canary_timeout", float, 60.0, "a canary without a token this long -> restart", 1),
+    Key(
         "restart.start_limit",
         int,
         3,
@@ -226,4 +235,8 @@ def cache_options(values: dict[str, Any]) -> dict[str, Any]:
 
 def worker_options(values: dict[str, Any]) -> dict[str, Any]:
     """Every worker flag the config sets (cache budgets and folder, allowed hosts)."""
-    return {**cache_options(values), "allowed_hosts": values["allowed_hosts"] or None}
+    return {
+        **cache_options(values),
+        "allowed_hosts": values["allowed_hosts"] or None,
+        "progress_timeout": values["restart.progress_timeout"],
+    }

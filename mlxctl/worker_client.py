@@ -167,6 +167,7 @@ class WorkerClient:
 class Health:
     status: int
     failed: str | None = None  # the worker's reason when it says it cannot start at all
+    stuck: str | None = None  # its watchdog's reason when generation stopped making progress
 
 
 def probe_health(url: str, timeout: float) -> Health | None:
@@ -179,15 +180,41 @@ def probe_health(url: str, timeout: float) -> Health | None:
         )
     except WorkerUnavailable:
         return None
-    failed = None
+    body: object = {}
     if reply.status == 503:
         try:
             body = reply.json()
         except ValueError:
             body = {}
-        if isinstance(body, dict) and body.get("status") == "error":
-            failed = str(body.get("error") or "the worker cannot start")
-    return Health(reply.status, failed)
+    said = body.get("status") if isinstance(body, dict) else None
+    reason = str(body.get("error") or said) if said in ("error", "stuck") else None
+    return Health(
+        reply.status, reason if said == "error" else None, reason if said == "stuck" else None
+    )
+
+
+def canary(url: str, model: str, timeout: float, api_key: str | None = None) -> str:
+    """One greedy token through the real chat path when the worker is idle: "" when it came
+    (or the worker was busy, or has no /v1/status to say so), else what went wrong."""
+    client = WorkerClient(url, api_key, timeout)
+    try:
+        if client.status().get("queue_depth") != 0:
+            return ""  # busy (or unknown): real requests are the test, not a canary
+    except SupervisorError:
+        return ""
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": "ping"}],
+        "max_tokens": 1,
+        "temperature": 0,
+    }
+    try:
+        reply = client.request("POST", "/v1/chat/completions", body)
+    except WorkerUnavailable:
+        return f"no reply within {timeout:g}s"
+    if reply.status in (429, 503):
+        return ""  # overloaded or shutting down: not a hang
+    return "" if reply.status == 200 else f"HTTP {reply.status}"
 
 
 def probe(url: str, timeout: float) -> int | None:

@@ -87,6 +87,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="cap on generated tokens per request (default: the context left)",
     )
     parser.add_argument(
+        "--progress-timeout",
+        type=float,
+        default=180.0,
+        help="seconds a busy generation may go without a token or prefill chunk before /health "
+        "says stuck (503) and thread stacks go to the log; 0 = off (default 180)",
+    )
+    parser.add_argument(
         "--prefill-step-size",
         type=int,
         default=None,
@@ -182,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         model=args.model,
         model_path=model_path,
         model_name=args.model_name,
+        progress_timeout=args.progress_timeout,
         host=args.host,
         port=args.port,
         api_key=api_key,

@@ -29,6 +29,10 @@ async def health(request: Request):
         return JSONResponse({"status": "error", "error": reason}, 503)
     if not engine.ready:
         return JSONResponse({"status": "loading"}, 503)
+    stuck = engine.watchdog.check()
+    if stuck:
+        # Up but not working: a supervisor restarts it (`status` then says why).
+        return JSONResponse({"status": "stuck", "error": stuck}, 503)
     return {"status": "ok"}
 
 

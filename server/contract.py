@@ -43,6 +43,7 @@ def worker_argv(
     cache_disk_bytes: int | None = None,
     allowed_hosts: str | None = None,
     model_name: str | None = None,
+    progress_timeout: float | None = None,
     log_file: str | Path | None = None,
     log_max_bytes: int | None = None,
     log_backups: int | None = None,
@@ -57,6 +58,8 @@ def worker_argv(
         argv += ["--cache-ram-bytes", str(cache_ram_bytes)]
     if cache_disk_bytes is not None:
         argv += ["--cache-disk-bytes", str(cache_disk_bytes)]
+    if progress_timeout is not None:
+        argv += ["--progress-timeout", f"{progress_timeout:g}"]
     if model_name:
         argv += ["--model-name", model_name]
     if allowed_hosts:

@@ -29,6 +29,7 @@ class Settings:
     warm_prompts: list[str] = field(default_factory=list)
     # Host header names served besides loopback names and `host`; "*" serves any.
     allowed_hosts: list[str] = field(default_factory=list)
+    progress_timeout: float = 180.0  # a busy generation with no progress this long is stuck
 
 
 LOOPBACK_NAMES = ("localhost", "localhost.")

@@ -21,11 +21,20 @@ class FakeProcess:
         self.code: int | None = None
         self.health: int | None = 503  # loading
         self.failed: str | None = None  # /health's reason when it cannot start
+        self.stuck: str | None = None  # /health's watchdog reason
         self.signals: list[int] = []
         self.ignores_term = False
 
     def poll(self) -> int | None:
         return self.code
+
+
+class FakeCanary:
+    def __init__(self):
+        self.result: str | None = None  # tests set "" (answered) or a failure
+
+    def verdict(self) -> str | None:
+        return self.result
 
 
 class FakeSeam:
@@ -35,6 +44,7 @@ class FakeSeam:
         self.clock = 1000.0
         self.procs: list[FakeProcess] = []
         self.cleaned: list[int] = []
+        self.canaries: list[FakeCanary] = []
 
     def now(self) -> float:
         return self.clock
@@ -56,7 +66,11 @@ class FakeSeam:
         proc = self.procs[-1] if self.procs else None
         if proc is None or proc.health is None:
             return None
-        return Health(proc.health, proc.failed)
+        return Health(proc.health, proc.failed, proc.stuck)
+
+    def canary(self, spec: WorkerSpec, timeout: float) -> FakeCanary:
+        self.canaries.append(FakeCanary())
+        return self.canaries[-1]
 
     def cleanup(self, handle: FakeProcess) -> None:
         self.cleaned.append(handle.pid)
@@ -298,3 +312,37 @@ def test_the_default_startup_timeout_grows_with_the_model_size(tmp_path):
     small, large = auto_startup_timeout(1024**3), auto_startup_timeout(40 * 1024**3)
     assert 0 < small < large < auto_startup_timeout(None) * 2
     assert large >= 20 * 60  # a 40 GiB model gets at least 20 minutes
+
+
+def test_a_stuck_worker_is_killed_and_restarted_under_backoff():
+    sup, seam, lines, _ = make()
+    sup.start()
+    become_healthy(sup, seam)
+    seam.current.health, seam.current.stuck = 503, "generation made no progress for 9s"
+    run_for(sup, seam, 1.5)
+    assert (
+        sup.state is State.BACKOFF and "stuck: generation made no progress" in sup.last_exit.reason
+    )
+    assert seam.procs[0].signals == [signal.SIGKILL]
+    run_for(sup, seam, POLICY.backoff_initial + 0.5)
+    assert sup.state is State.STARTING and len(seam.procs) == 2
+
+
+def test_the_canary_runs_when_due_and_its_failure_restarts_the_worker():
+    timing = Timing(health_interval=1, liveness_timeout=5, canary_interval=30, canary_timeout=5)
+    sup, seam, _, _ = make(timing=timing)
+    sup.start()
+    become_healthy(sup, seam)
+    run_for(sup, seam, 29)
+    assert seam.canaries == []  # not due yet
+    run_for(sup, seam, 2)
+    assert len(seam.canaries) == 1
+    seam.canaries[0].result = ""  # answered: the next one waits a full interval
+    run_for(sup, seam, 20)
+    assert len(seam.canaries) == 1 and sup.state is State.RUNNING
+    run_for(sup, seam, 11)
+    seam.canaries[1].result = "no reply within 5s"
+    sup.tick()
+    assert (
+        sup.state is State.BACKOFF and sup.last_exit.reason == "canary failed: no reply within 5s"
+    )

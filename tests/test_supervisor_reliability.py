@@ -152,3 +152,32 @@ def test_repeated_failed_starts_are_capped_until_reset_failed(make_ctl):
     assert ctl.status()[0]["state"] == "STOPPED"
     again = ctl.run("start")
     assert again.returncode == exit_codes.FAILURE and "code 7" in again.stderr
+
+
+def hanging_worker(make_ctl, **config):
+    # Our own worker command (no override), whose generation thread blocks for good in a step.
+    ctl = make_ctl(real=True, env={"MLXCTL_WORKER_COMMAND": "", "MLXCTL_TEST_HANG_AT_BEAT": "1"})
+    for key, value in config.items():
+        ctl.run("config", "set", f"restart.{key}", str(value), check=True)
+    start(ctl)
+    return ctl, running_status(ctl)
+
+
+def test_a_stuck_generation_thread_is_dumped_killed_and_restarted(make_ctl):
+    ctl, first = hanging_worker(make_ctl, progress_timeout=2)
+    body = {"model": "claude-x", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
+    with pytest.raises(httpx.HTTPError):  # answered by nobody until the kill cuts it off
+        httpx.post(f"{ctl.url}/v1/chat/completions", json=body, timeout=60)
+    st = running_status(ctl, restarts=1)
+    assert st["worker_pid"] != first["worker_pid"]
+    assert "stuck: generation made no progress" in st["last_exit"]["reason"]
+    assert "stuck: generation made no progress" in ctl.status()[0]["last_exit"]["reason"]
+    log = ctl.worker_log()
+    assert "most recent call first" in log and "watchdog.py" in log  # faulthandler's dump
+
+
+def test_an_idle_worker_whose_canary_gets_no_token_is_restarted(make_ctl):
+    ctl, first = hanging_worker(make_ctl, progress_timeout=0, canary_interval=1, canary_timeout=3)
+    st = running_status(ctl, restarts=1)
+    assert st["last_exit"]["reason"] == "canary failed: no reply within 3s"
+    assert not alive(first["worker_pid"])

@@ -224,6 +224,8 @@ class Daemon:
             s["restart.liveness_timeout"],
             s["restart.startup_timeout"] or auto_startup_timeout(weights_bytes(self.args.model)),
             s["restart.stop_timeout"],
+            s["restart.canary_interval"],
+            s["restart.canary_timeout"],
         )
         self.clean_up_orphan()
         for folder in (paths.run_dir(), paths.home()):
@@ -239,7 +241,9 @@ class Daemon:
             self.write_state(None)
             return 1
         processes.become_subreaper()
-        seam = RealSeam(lambda spec: self.output.open_for(spec.argv))
+        seam = RealSeam(
+            lambda spec: self.output.open_for(spec.argv), self.args.model, s["api_key"] or None
+        )
         sup = Supervisor(seam, self.make_spec, policy, timing, self.log, self.write_state)
 
         def on_signal(signum: int, frame: object) -> None:

@@ -9,10 +9,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
+from urllib.parse import urlsplit
 
 from mlxctl import worker_client
 from mlxctl.system import identity, processes
@@ -43,6 +46,32 @@ class Seam(Protocol):
 
     def cleanup(self, handle: Handle) -> None: ...
 
+    def canary(self, spec: WorkerSpec, timeout: float) -> Canary: ...
+
+
+class Canary(Protocol):
+    def verdict(self) -> str | None:
+        """None while it runs; "" when the worker answered; else why it failed."""
+
+
+class ThreadCanary:
+    """The canary request on a thread of its own: the supervision loop never blocks on it."""
+
+    def __init__(self, run: Callable[[], str]):
+        self.result: str | None = None
+        self.thread = threading.Thread(target=self._run, args=(run,), name="canary", daemon=True)
+        self.thread.start()
+
+    def _run(self, run: Callable[[], str]) -> None:
+        try:
+            self.result = run()
+        except Exception as exc:  # a bug in the canary must not read as a stuck worker
+            self.result = ""
+            del exc
+
+    def verdict(self) -> str | None:
+        return self.result
+
 
 @dataclass
 class RealHandle:
@@ -61,8 +90,12 @@ class RealHandle:
 class RealSeam:
     """Real processes: the worker in its own process group, its output straight into a file."""
 
-    def __init__(self, output_fd: Callable[[WorkerSpec], int]):
+    def __init__(
+        self, output_fd: Callable[[WorkerSpec], int], model: str = "", api_key: str | None = None
+    ):
         self.output_fd = output_fd  # a fresh fd per spawn, closed here once the child has it
+        self.model = model
+        self.api_key = api_key
 
     def now(self) -> float:
         return time.monotonic()
@@ -84,6 +117,11 @@ class RealSeam:
 
     def probe(self, url: str, timeout: float) -> Health | None:
         return worker_client.probe_health(url, timeout)
+
+    def canary(self, spec: WorkerSpec, timeout: float) -> ThreadCanary:
+        parts = urlsplit(spec.url)
+        url = f"{parts.scheme}://{parts.netloc}"
+        return ThreadCanary(partial(worker_client.canary, url, self.model, timeout, self.api_key))
 
     def cleanup(self, handle: Handle) -> None:
         """After the worker exited: kill what is left of its group and its orphans, reap all."""
