@@ -66,6 +66,8 @@ SCHEMA: list[Key] = [
         "FATAL starts in a row before `start` refuses until `mlxctl reset-failed` (0 = none)",
         0,
     ),
+    Key("memory.soft_limit", int, 0, "worker memory that sheds the RAM cache (0 = 85% of RAM)", 0),
+    Key("memory.hard_limit", int, 0, "worker memory that restarts it (0 = 95% of RAM)", 0),
     Key("cache.ram_bytes", int, -1, "RAM budget of the prefix KV cache (-1 = 10% of RAM)", -1),
     Key("cache.disk_bytes", int, 32 * 1024**3, "disk budget of the prefix KV cache", 0),
     Key("logs.max_bytes", int, 10 * 1024**2, "a log rotates when it reaches this size", 1024),

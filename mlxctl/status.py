@@ -16,7 +16,7 @@ from mlxctl import exit_codes
 from mlxctl.errors import MlxctlError, StateError
 from mlxctl.supervisor import state as state_file
 from mlxctl.system import identity
-from mlxctl.worker_client import WorkerClient, WorkerRefused
+from mlxctl.worker_client import WorkerClient, WorkerRefused, probe_health
 
 PROBE_TIMEOUT = 0.5
 
@@ -52,6 +52,7 @@ class Status:
     requests: dict | None = None
     tokens_reused: int | None = None
     cache_hit_rate: float | None = None
+    memory_limits: dict | None = None  # soft/hard limits, the latest sample, sheds so far
 
     @property
     def exit_code(self) -> int:
@@ -77,7 +78,8 @@ def status(probe: bool = True) -> Status:
     if saved is None:
         return result
     result.restarts = saved.restarts
-    for key in ("url", "port", "model", "model_path", "release", "last_exit", "fatal_reason"):
+    keys = ("url", "port", "model", "model_path", "release", "last_exit", "fatal_reason")
+    for key in (*keys, "memory_limits"):
         setattr(result, key, getattr(saved, key))
     sup = identity.process_of(saved.supervisor_identity)
     worker = identity.process_of(saved.worker_identity)
@@ -111,6 +113,9 @@ def _ask_worker(result: Status, url: str) -> None:
         code = client.health()
         if code != 200:
             result.health = "loading" if code == 503 else f"http {code}"
+            said = probe_health(f"{url}/health", PROBE_TIMEOUT) if code == 503 else None
+            if said is not None and (said.stuck or said.failed):
+                result.health = f"stuck: {said.stuck}" if said.stuck else f"failed: {said.failed}"
             return
         report = _report(client, url)
     except MlxctlError:

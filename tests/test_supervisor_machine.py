@@ -346,3 +346,15 @@ def test_the_canary_runs_when_due_and_its_failure_restarts_the_worker():
     assert (
         sup.state is State.BACKOFF and sup.last_exit.reason == "canary failed: no reply within 5s"
     )
+
+
+def test_a_requested_restart_is_graceful_and_goes_through_the_policy():
+    sup, seam, _, _ = make()
+    sup.start()
+    become_healthy(sup, seam)
+    sup.request_restart("memory past the hard limit")
+    assert sup.state is State.STOPPING and seam.procs[0].signals == [signal.SIGTERM]
+    sup.tick()
+    assert sup.state is State.BACKOFF and sup.last_exit.reason == "memory past the hard limit"
+    run_for(sup, seam, POLICY.backoff_initial + 0.5)
+    assert sup.state is State.STARTING and len(seam.procs) == 2

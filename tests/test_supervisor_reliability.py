@@ -181,3 +181,25 @@ def test_an_idle_worker_whose_canary_gets_no_token_is_restarted(make_ctl):
     st = running_status(ctl, restarts=1)
     assert st["last_exit"]["reason"] == "canary failed: no reply within 3s"
     assert not alive(first["worker_pid"])
+
+
+def test_past_the_soft_memory_limit_the_worker_sheds_its_ram_cache(fake_ctl):
+    ctl = fake_ctl
+    ctl.run("config", "set", "memory.soft_limit", "1024", check=True)
+    start(ctl)
+    ctl.wait_for(lambda: "DELETE /v1/cache?tier=ram" in ctl.worker_log(), timeout=15)
+    # The state file (what `status` reads) catches up within its 5 s refresh.
+    st = ctl.wait_for(lambda: (ctl.status()[0].get("memory_limits") or {}).get("sheds"), timeout=15)
+    st, code = ctl.status()
+    assert code == 0 and st["restarts"] == 0 and st["memory_limits"]["soft_bytes"] == 1024
+    assert "past the soft limit" in ctl.supervisor_log()
+
+
+def test_past_the_hard_memory_limit_the_worker_is_restarted_gracefully(fake_ctl):
+    ctl = fake_ctl
+    ctl.run("config", "set", "memory.hard_limit", str(1 << 20), check=True)
+    start(ctl)
+    st = running_status(ctl, restarts=1)
+    assert "past the hard limit 1 MiB" in st["last_exit"]["reason"]
+    assert "fake worker: SIGTERM, shutting down" in ctl.worker_log()  # graceful, not SIGKILL
+    assert ctl.status()[0]["memory_limits"]["hard_bytes"] == 1 << 20

@@ -49,6 +49,13 @@ def status_table(st: dict) -> Table:
             f"active {human_bytes(mem.get('active_bytes'))}, "
             f"peak {human_bytes(mem.get('peak_bytes'))}",
         )
+    limits = st.get("memory_limits")
+    if limits:
+        table.add_row(
+            "memory limits",
+            f"soft {human_bytes(limits['soft_bytes'])} (sheds the RAM cache), "
+            f"hard {human_bytes(limits['hard_bytes'])} (restart)",
+        )
     sysmem = st["system_memory"]
     table.add_row(
         "system ram",

@@ -20,6 +20,7 @@ from mlxctl.errors import PortInUseError
 from mlxctl.logs import RotatingWriter
 from mlxctl.supervisor import state as state_file
 from mlxctl.supervisor.machine import Supervisor, Timing
+from mlxctl.supervisor.memory import MemoryGuard, MemoryLimits
 from mlxctl.supervisor.policy import RestartPolicy, auto_startup_timeout
 from mlxctl.supervisor.seam import RealSeam
 from mlxctl.supervisor.states import State
@@ -52,6 +53,7 @@ class Daemon:
         self.started_wall = time.time()
         self.error: str | None = None
         self.announced = False
+        self.memory: MemoryGuard | None = None
         self.counted = False  # this run's FATAL (or stable run) is in failed-starts.json
         paths.ensure_private_dir(paths.logs_dir())
         limits = (self.settings["logs.max_bytes"], self.settings["logs.backups"])
@@ -157,6 +159,8 @@ class Daemon:
             now.last_exit = {"code": e.code, "reason": e.reason, "at": to_wall(e.at)}
         now.running_since = to_wall(sup.running_since)
         now.restarts = sup.restarts
+        if self.memory is not None:
+            now.memory_limits = self.memory.limits.to_dict()
         now.fatal_reason = sup.fatal_reason
         return now
 
@@ -245,6 +249,7 @@ class Daemon:
             lambda spec: self.output.open_for(spec.argv), self.args.model, s["api_key"] or None
         )
         sup = Supervisor(seam, self.make_spec, policy, timing, self.log, self.write_state)
+        self.memory = self._memory_guard(sup)
 
         def on_signal(signum: int, frame: object) -> None:
             sup.request_stop(self._stop_timeout())
@@ -259,6 +264,9 @@ class Daemon:
             while not sup.done:
                 sup.tick()
                 self.output.keep(time.monotonic())
+                if self.memory.restart_wanted:
+                    sup.request_restart(self.memory.restart_wanted)
+                    self.memory.restart_wanted = None
                 if self.hung_up and self.foreground:
                     self._detach("SIGHUP")
                 if time.monotonic() - last_write > 5:
@@ -277,6 +285,18 @@ class Daemon:
         self.write_state(sup)
         self.log(f"supervisor exiting ({sup.state.value})")
         return 0 if sup.state is State.STOPPED else 1
+
+    def _memory_guard(self, sup: Supervisor) -> MemoryGuard:
+        s = self.settings
+        limits = MemoryLimits.from_config(s["memory.soft_limit"], s["memory.hard_limit"])
+
+        def current() -> tuple[int, str] | None:
+            handle = sup.handle
+            return (handle.pid, self.url) if sup.state is State.RUNNING and handle else None
+
+        guard = MemoryGuard(limits, current, s["api_key"] or None, self.log)
+        guard.start()
+        return guard
 
     def _stop_timeout(self) -> float | None:
         return state_file.take_stop_request()

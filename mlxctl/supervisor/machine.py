@@ -79,6 +79,7 @@ class Supervisor:
         self.stop_deadline = 0.0
         self.killed = False
         self.canary: Canary | None = None
+        self.restart_reason: str | None = None  # a graceful restart we asked for
         self.next_canary = 0.0
 
     # -- transitions -------------------------------------------------------------------------
@@ -110,6 +111,15 @@ class Supervisor:
         if timeout is not None:
             self.timing = replace(self.timing, stop_timeout=timeout)
 
+    def request_restart(self, reason: str) -> None:
+        """RUNNING -> STOPPING -> EXITED -> the policy: a graceful restart (memory pressure)."""
+        if self.state is State.RUNNING and not self.stop_requested:
+            self.restart_reason = reason
+            self.seam.signal_group(self.handle, signal.SIGTERM)
+            self.stop_deadline = self.seam.now() + self.timing.stop_timeout
+            self.killed = False
+            self._enter(State.STOPPING, f"restarting: {reason}")
+
     # -- one step ----------------------------------------------------------------------------
 
     def tick(self) -> None:
@@ -139,8 +149,13 @@ class Supervisor:
 
     def _tick_stopping(self, now: float) -> None:
         code = self.handle.poll()
-        if code is not None:
+        if code is not None and self.restart_reason and not self.stop_requested:
+            # STOPPING -> EXITED: the restart we asked for; the policy spaces repeated ones.
+            reason, self.restart_reason = self.restart_reason, None
+            self._exited(now, code, reason)
+        elif code is not None:
             # STOPPING -> STOPPED: gone; kill and reap whatever it left behind.
+            self.restart_reason = None
             self.seam.cleanup(self.handle)
             self.last_exit = ExitInfo(code, "stopped", now)
             self._enter(State.STOPPED, describe_exit(code))

@@ -37,6 +37,7 @@ class SupervisorState:
     port: int | None = None
     url: str | None = None
     release: str | None = None
+    memory_limits: dict | None = None  # MemoryLimits.to_dict(): soft, hard, used, sheds
     updated_at: float | None = None
     version: int = VERSION
 
