@@ -16,6 +16,7 @@ from urllib.parse import urlencode, urlsplit
 from mlxctl.errors import SupervisorError, WorkerUnavailable
 
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+CANARY_HEADER = "x-mlxctl-canary"
 KEY_HINT = "set the worker's key with `mlxctl config set api_key KEY`"
 
 
@@ -209,7 +210,8 @@ def canary(url: str, model: str, timeout: float, api_key: str | None = None) -> 
         "temperature": 0,
     }
     try:
-        reply = client.request("POST", "/v1/chat/completions", body)
+        # Marked, so request logs and counters can tell the canary from real traffic.
+        reply = client.request("POST", "/v1/chat/completions", body, headers={CANARY_HEADER: "1"})
     except WorkerUnavailable:
         return f"no reply within {timeout:g}s"
     if reply.status in (429, 503):
