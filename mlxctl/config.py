@@ -29,6 +29,12 @@ SCHEMA: list[Key] = [
     Key("host", str, "127.0.0.1", "address the worker binds (non-loopback needs api_key)"),
     Key("port", int, 8080, "port the worker listens on", 1),
     Key("api_key", str, "", "key clients must send ('' = none; loopback only)"),
+    Key(
+        "allowed_hosts",
+        str,
+        "",
+        "Host names served besides loopback and `host`, comma-separated ('*' = any)",
+    ),
     Key("restart.backoff_initial", float, 1.0, "seconds before the first restart", 0),
     Key("restart.backoff_factor", float, 2.0, "each fast failure multiplies the delay", 1),
     Key("restart.backoff_max", float, 60.0, "cap on the restart delay in seconds", 0),
@@ -37,10 +43,32 @@ SCHEMA: list[Key] = [
     Key("restart.health_interval", float, 2.0, "seconds between /health probes", 0.05),
     Key("restart.liveness_timeout", float, 30.0, "no /health answer this long -> restart", 0.1),
     Key(
-        "restart.startup_timeout", float, 0.0, "seconds to load before giving up (0 = no limit)", 0
+        "restart.startup_timeout",
+        float,
+        0.0,
+        "seconds to load before giving up (0 = auto: 300 + 30 per GiB of weights)",
+        0,
     ),
     Key("restart.stop_timeout", float, 15.0, "grace between SIGTERM and SIGKILL", 0),
-    Key("cache.ram_bytes", int, 8 * 1024**3, "RAM budget of the prefix KV cache", 0),
+    Key(
+        "restart.progress_timeout",
+        float,
+        180.0,
+        "a busy generation without a token this long is stuck -> restart (0 = off)",
+        0,
+    ),
+    Key("restart.canary_interval", float, 300.0, "idle seconds between canary requests", 0),
+    Key("restart.canary_timeout", float, 60.0, "a canary without a token this long -> restart", 1),
+    Key(
+        "restart.start_limit",
+        int,
+        3,
+        "FATAL starts in a row before `start` refuses until `mlxctl reset-failed` (0 = none)",
+        0,
+    ),
+    Key("memory.soft_limit", int, 0, "worker memory that sheds the RAM cache (0 = 85% of RAM)", 0),
+    Key("memory.hard_limit", int, 0, "worker memory that restarts it (0 = 95% of RAM)", 0),
+    Key("cache.ram_bytes", int, -1, "RAM budget of the prefix KV cache (-1 = 10% of RAM)", -1),
     Key("cache.disk_bytes", int, 32 * 1024**3, "disk budget of the prefix KV cache", 0),
     Key("logs.max_bytes", int, 10 * 1024**2, "a log rotates when it reaches this size", 1024),
     Key("logs.backups", int, 3, "rotated logs kept per log", 0),
@@ -201,6 +229,16 @@ def cache_options(values: dict[str, Any]) -> dict[str, Any]:
     """The worker's cache flags from loaded config `values` (see server.contract.worker_argv)."""
     return {
         "cache_dir": paths.kv_cache_dir(),
-        "cache_ram_bytes": values["cache.ram_bytes"],
+        # -1: no flag, so the worker takes its own default (10% of this machine's RAM).
+        "cache_ram_bytes": values["cache.ram_bytes"] if values["cache.ram_bytes"] >= 0 else None,
         "cache_disk_bytes": values["cache.disk_bytes"],
+    }
+
+
+def worker_options(values: dict[str, Any]) -> dict[str, Any]:
+    """Every worker flag the config sets (cache budgets and folder, allowed hosts)."""
+    return {
+        **cache_options(values),
+        "allowed_hosts": values["allowed_hosts"] or None,
+        "progress_timeout": values["restart.progress_timeout"],
     }

@@ -8,6 +8,7 @@
     ├── SupervisorError         the supervisor or its worker cannot be started, stopped, reached
     │   ├── PortInUseError
     │   ├── StartFailedError    the worker died or went FATAL before /health answered
+    │   ├── StartLimitError     too many starts in a row ended FATAL (`mlxctl reset-failed`)
     │   ├── WorkerUnavailable   no worker answers (not running, or not reachable)
     │   └── WorkerRefused       it answered with an error status (`status` says which)
     ├── CacheAdminError         a cache listing or clean-up cannot be done
@@ -70,6 +71,10 @@ class StartFailedError(SupervisorError):
         super().__init__(message, hint)
         self.worker_exit_code = worker_exit_code
         self.log_tail = list(log_tail or [])
+
+
+class StartLimitError(SupervisorError):
+    """Starts keep ending FATAL: refuse more until `mlxctl reset-failed` (like systemd)."""
 
 
 class WorkerUnavailable(SupervisorError):

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import psutil
 
 from mlxctl import paths
-from mlxctl.errors import PortInUseError, StartFailedError, SupervisorError
+from mlxctl.errors import PortInUseError, StartFailedError, StartLimitError, SupervisorError
 from mlxctl.logs import tail
 from mlxctl.status import Status, status
 from mlxctl.supervisor import state as state_file
@@ -155,6 +155,7 @@ def start(
         if _supervisor_alive():
             already = True
         else:
+            _check_start_limit(settings["restart.start_limit"])
             _stop_orphan(settings["restart.stop_timeout"])
             launch = _prepare(settings, model, port, host, pull_progress)
             start_id = uuid.uuid4().hex
@@ -171,6 +172,29 @@ def start(
             f"it serves {running}, not {model}: `mlxctl restart --model {model}` to switch"
         )
     return outcome
+
+
+def _check_start_limit(limit: int) -> None:
+    failed = state_file.failed_starts()
+    if limit and failed["count"] >= limit:
+        raise StartLimitError(
+            f"the last {failed['count']} starts ended FATAL ({failed['reason'] or 'see the log'});"
+            " not starting again",
+            hint="fix the cause (`mlxctl logs -n 100`), then `mlxctl reset-failed`",
+        )
+
+
+def reset_failed() -> dict:
+    """Forget failed starts (the start limit) and a FATAL state left by a supervisor that exited."""
+    with FileLock(paths.start_lock()):
+        failed = state_file.failed_starts()
+        state_file.reset_failed_starts()
+        saved = state_file.read_or_none()
+        was_fatal = saved is not None and saved.state == "FATAL" and not _supervisor_alive()
+        if was_fatal:
+            saved.state, saved.fatal_reason = "STOPPED", None
+            state_file.write(saved)
+    return {"failed_starts": failed["count"], "was_fatal": was_fatal}
 
 
 def restart(
@@ -254,12 +278,15 @@ class StopOutcome:
 def _stop_orphan(grace: float) -> int | None:
     """Stop a worker whose supervisor was SIGKILLed (identity-checked); its pid, if any."""
     saved = state_file.read_or_none()
-    worker = identity.process_of(saved.worker_identity if saved else None)
-    if worker is None:
-        return None
-    _note(f"stopping the worker left by a dead supervisor (pid {worker.pid})")
-    processes.stop_group(worker, grace)
-    return worker.pid
+    recorded = saved.worker_identity if saved else None
+    worker = identity.process_of(recorded)
+    if worker is not None:
+        _note(f"stopping the worker left by a dead supervisor (pid {worker.pid})")
+        processes.stop_group(worker, grace)
+    swept = processes.sweep(recorded)  # its children outlive it (external commands)
+    if swept:
+        _note(f"killed {len(swept)} processes left behind by that worker: {swept}")
+    return worker.pid if worker is not None else None
 
 
 def _note(message: str) -> None:
@@ -289,6 +316,7 @@ def stop(timeout: float | None = None) -> StopOutcome:
         if sup is None:
             if worker is not None:  # orphan of a dead supervisor
                 outcome.forced = processes.stop_group(worker, timeout)
+            processes.sweep(saved.worker_identity if saved else None)
             return outcome
         state_file.request_stop(timeout)
         sup.send_signal(signal.SIGTERM)

@@ -25,19 +25,33 @@ class RotatingWriter:
         self.backups = backups
         self.on_rotate = on_rotate  # gets the new file's fd (the daemon points stderr at it)
         self.lock = threading.Lock()
+        self.dropped = 0  # lines lost to an unwritable file
         path.parent.mkdir(parents=True, exist_ok=True)
         self.handle = open(path, "ab")  # noqa: SIM115 (lives as long as the writer)
 
     def write_line(self, line: str) -> None:
+        """Append one line; never raises (logging must not take the caller down)."""
         data = (line.rstrip("\n") + "\n").encode("utf-8", "replace")
         with self.lock:
-            self.handle.write(data)
-            self.handle.flush()
-            if self.handle.tell() >= self.max_bytes:
-                self._rotate()
+            try:
+                if self._vanished():
+                    self._reopen()  # deleted or moved by someone else: start a new file
+                self.handle.write(data)
+                self.handle.flush()
+                if self.handle.tell() >= self.max_bytes:
+                    self._rotate()
+            except (OSError, ValueError):
+                self.dropped += 1
+
+    def _vanished(self) -> bool:
+        try:
+            there = os.stat(self.path)
+        except FileNotFoundError:
+            return True
+        ours = os.fstat(self.handle.fileno())
+        return (there.st_ino, there.st_dev) != (ours.st_ino, ours.st_dev)
 
     def _rotate(self) -> None:
-        self.handle.close()
         if self.backups <= 0:
             self.path.unlink(missing_ok=True)
         else:
@@ -46,7 +60,11 @@ class RotatingWriter:
                 if older.exists():
                     os.replace(older, self.path.with_name(f"{self.path.name}.{index + 1}"))
             os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
-        self.handle = open(self.path, "ab")  # noqa: SIM115
+        self._reopen()
+
+    def _reopen(self) -> None:
+        old, self.handle = self.handle, open(self.path, "ab")  # noqa: SIM115
+        old.close()
         if self.on_rotate:
             self.on_rotate(self.handle.fileno())
 

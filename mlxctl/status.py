@@ -16,7 +16,7 @@ from mlxctl import exit_codes
 from mlxctl.errors import MlxctlError, StateError, WorkerRefused
 from mlxctl.supervisor import state as state_file
 from mlxctl.system import identity
-from mlxctl.worker_client import WorkerClient
+from mlxctl.worker_client import WorkerClient, probe_health
 
 PROBE_TIMEOUT = 0.5
 
@@ -59,6 +59,7 @@ class Status:
     backend: str | None = None
     context_length: int | None = None
     recent: list = field(default_factory=list)  # the worker's last requests, newest first
+    memory_limits: dict | None = None  # soft/hard limits, the latest sample, sheds so far
 
     @property
     def exit_code(self) -> int:
@@ -84,7 +85,8 @@ def status(probe: bool = True) -> Status:
     if saved is None:
         return result
     result.restarts = saved.restarts
-    for key in ("url", "port", "model", "model_path", "release", "last_exit", "fatal_reason"):
+    keys = ("url", "port", "model", "model_path", "release", "last_exit", "fatal_reason")
+    for key in (*keys, "memory_limits"):
         setattr(result, key, getattr(saved, key))
     sup = identity.process_of(saved.supervisor_identity)
     worker = identity.process_of(saved.worker_identity)
@@ -118,6 +120,9 @@ def _ask_worker(result: Status, url: str) -> None:
         code = client.health()
         if code != 200:
             result.health = "loading" if code == 503 else f"http {code}"
+            said = probe_health(f"{url}/health", PROBE_TIMEOUT) if code == 503 else None
+            if said is not None and (said.stuck or said.failed):
+                result.health = f"stuck: {said.stuck}" if said.stuck else f"failed: {said.failed}"
             return
         report = _report(client, url)
     except MlxctlError:

@@ -13,9 +13,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit
 
-from mlxctl.errors import WorkerRefused, WorkerUnavailable
+from mlxctl.errors import SupervisorError, WorkerRefused, WorkerUnavailable
 
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+CANARY_HEADER = "x-mlxctl-canary"
 KEY_HINT = "set the worker's key with `mlxctl config set api_key KEY`"
 
 
@@ -167,6 +168,61 @@ class WorkerClient:
 
     def cache_clear(self, tier: str) -> object:
         return self.json("DELETE", "/v1/cache", params={"tier": tier})
+
+
+@dataclass(frozen=True)
+class Health:
+    status: int
+    failed: str | None = None  # the worker's reason when it says it cannot start at all
+    stuck: str | None = None  # its watchdog's reason when generation stopped making progress
+
+
+def probe_health(url: str, timeout: float) -> Health | None:
+    """GET the health URL: its status and, for `{"status": "error"}`, the reason; None: silent."""
+    parts = urlsplit(url)
+    client = WorkerClient(f"{parts.scheme}://{parts.netloc}", timeout=timeout)
+    try:
+        reply = client.request(
+            "GET", (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        )
+    except WorkerUnavailable:
+        return None
+    body: object = {}
+    if reply.status == 503:
+        try:
+            body = reply.json()
+        except ValueError:
+            body = {}
+    said = body.get("status") if isinstance(body, dict) else None
+    reason = str(body.get("error") or said) if said in ("error", "stuck") else None
+    return Health(
+        reply.status, reason if said == "error" else None, reason if said == "stuck" else None
+    )
+
+
+def canary(url: str, model: str, timeout: float, api_key: str | None = None) -> str:
+    """One greedy token through the real chat path when the worker is idle: "" when it came
+    (or the worker was busy, or has no /v1/status to say so), else what went wrong."""
+    client = WorkerClient(url, api_key, timeout)
+    try:
+        if client.status().get("queue_depth") != 0:
+            return ""  # busy (or unknown): real requests are the test, not a canary
+    except SupervisorError:
+        return ""
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": "ping"}],
+        "max_tokens": 1,
+        "temperature": 0,
+    }
+    try:
+        # Marked, so request logs and counters can tell the canary from real traffic.
+        reply = client.request("POST", "/v1/chat/completions", body, headers={CANARY_HEADER: "1"})
+    except WorkerUnavailable:
+        return f"no reply within {timeout:g}s"
+    if reply.status in (429, 503):
+        return ""  # overloaded or shutting down: not a hang
+    return "" if reply.status == 200 else f"HTTP {reply.status}"
 
 
 def probe(url: str, timeout: float) -> int | None:

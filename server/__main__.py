@@ -46,6 +46,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="an installed mlxctl model name, a local MLX directory or a repo id",
     )
     parser.add_argument(
+        "--model-name",
+        default="",
+        help="the name /v1/models lists (default: --model, or its folder name for a path)",
+    )
+    parser.add_argument(
         "--host",
         default="127.0.0.1",
         help="address to bind (default 127.0.0.1; others need an API key)",
@@ -56,6 +61,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="require this key (x-api-key or Authorization: Bearer); "
         f"default ${contract.API_KEY_ENV}",
+    )
+    parser.add_argument(
+        "--allowed-hosts",
+        default="",
+        help="comma-separated Host names served besides loopback names and --host; "
+        "'*' serves any (default: none; guards against DNS rebinding)",
     )
     parser.add_argument(
         "--max-queue",
@@ -74,6 +85,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=None,
         help="cap on generated tokens per request (default: the context left)",
+    )
+    parser.add_argument(
+        "--progress-timeout",
+        type=float,
+        default=180.0,
+        help="seconds a busy generation may go without a token or prefill chunk before /health "
+        "says stuck (503) and thread stacks go to the log; 0 = off (default 180)",
     )
     parser.add_argument(
         "--prefill-step-size",
@@ -110,6 +128,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="prefill this prompt at startup (text, or an OpenAI/Anthropic JSON body); "
         f"repeatable; default ${contract.WARM_PROMPTS_ENV} (os.pathsep-separated)",
     )
+    logs = parser.add_argument_group("log file")
+    logs.add_argument(
+        "--log-file",
+        default=None,
+        help="write stdout and stderr to this file, rotated by the worker (default: stderr)",
+    )
+    logs.add_argument(
+        "--log-max-bytes", type=byte_size, default=10 << 20, help="rotate at this size (10MiB)"
+    )
+    logs.add_argument("--log-backups", type=int, default=3, help="rotated files kept (3)")
     parser.add_argument(
         "--log-level",
         default="info",
@@ -129,6 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     if sys.platform.startswith("linux") and argv is None:
         _reexec_with_openblas()
     args = parse_args(argv)
+    if args.log_file:
+        from server.logfile import OwnedLog
+
+        # The worker owns its log: a supervisor that stops reading costs nothing here.
+        OwnedLog(args.log_file, args.log_max_bytes, args.log_backups).watch()
     logging.basicConfig(
         level=args.log_level.upper(),
         stream=sys.stderr,
@@ -155,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(
         model=args.model,
         model_path=model_path,
+        model_name=args.model_name,
+        progress_timeout=args.progress_timeout,
         host=args.host,
         port=args.port,
         api_key=api_key,
@@ -168,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         cache_disk_bytes=args.cache_disk_bytes,
         cache_dir=args.cache_dir or str(contract.kv_cache_dir()),
         warm_prompts=_warm_prompts(args.warm_prompt),
+        allowed_hosts=[h.strip() for h in args.allowed_hosts.split(",") if h.strip()],
     )
     from server.serve import serve
 

@@ -25,9 +25,15 @@ router = APIRouter()
 async def health(request: Request):
     engine = request.app.state.engine
     if engine.load_error:
-        return JSONResponse({"status": "error", "error": "model failed to load"}, 503)
+        # "error" (not "loading"): a supervisor must give up, not wait; the reason says why.
+        reason = f"model failed to load: {engine.load_error}"
+        return JSONResponse({"status": "error", "error": reason}, 503)
     if not engine.ready:
         return JSONResponse({"status": "loading"}, 503)
+    stuck = engine.watchdog.check()
+    if stuck:
+        # Up but not working: a supervisor restarts it (`status` then says why).
+        return JSONResponse({"status": "stuck", "error": stuck}, 503)
     return {"status": "ok"}
 
 

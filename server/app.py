@@ -6,6 +6,7 @@ import hmac
 import logging
 import time
 import uuid
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -16,6 +17,7 @@ from server import admin_routes, anthropic_api, openai_api
 from server.engine import Engine
 from server.errors import (
     BadRequest,
+    Forbidden,
     HTTPStatusError,
     InternalError,
     MethodNotAllowed,
@@ -26,7 +28,7 @@ from server.errors import (
 )
 from server.request_ring import RequestRing
 from server.serving import STATS_KEY
-from server.settings import Settings
+from server.settings import Settings, host_allowed, host_of
 
 log = logging.getLogger("server.access")
 OPEN_PATHS = {"/health"}
@@ -84,6 +86,9 @@ class WorkerMiddleware:
             self._log(scope, state["request_id"], status_box[0], elapsed, stats_box[0] or {})
 
     def _check(self, path: str, headers: dict[str, str]) -> WorkerError | None:
+        error = self._check_origin(headers)
+        if error is not None:
+            return error
         key = self.settings.api_key
         if key and path not in OPEN_PATHS:
             given = headers.get("x-api-key") or ""
@@ -100,6 +105,20 @@ class WorkerMiddleware:
                 f"request body of {length} bytes exceeds the limit of "
                 f"{self.settings.max_body_bytes} bytes"
             )
+        return None
+
+    def _check_origin(self, headers: dict[str, str]) -> WorkerError | None:
+        """Refuse a Host or browser Origin that is not ours: a DNS-rebinding page sends both."""
+        host = headers.get("host")
+        if host is not None and not host_allowed(host_of(host), self.settings):
+            return Forbidden(
+                f"host {host!r} is not served here (configure allowed_hosts to serve it)"
+            )
+        origin = headers.get("origin")
+        if origin is not None:
+            authority = urlsplit(origin).netloc if "://" in origin else ""
+            if not authority or not host_allowed(host_of(authority), self.settings):
+                return Forbidden(f"origin {origin!r} is not allowed (see allowed_hosts)")
         return None
 
     async def _limit_body(self, headers: dict[str, str], receive):
@@ -150,7 +169,8 @@ class WorkerMiddleware:
 
 
 def create_app(settings: Settings, engine: Engine) -> FastAPI:
-    app = FastAPI(title="mlxctl worker", docs_url=None, redoc_url=None, openapi_url=None)
+    # The schema is served (behind the key) so schemathesis can check every route in CI.
+    app = FastAPI(title="mlxctl worker", docs_url=None, redoc_url=None, openapi_url="/openapi.json")
     app.state.settings = settings
     app.state.engine = engine
     app.state.ring = RequestRing()

@@ -14,6 +14,7 @@ HOME_ENV = "MLXCTL_HOME"
 API_KEY_ENV = "MLXCTL_API_KEY"
 WARM_PROMPTS_ENV = "MLXCTL_WARM_PROMPTS"
 HEALTH_PATH = "/health"
+LOG_FILE_FLAG = "--log-file"  # a worker given it rotates its own log
 
 
 def home() -> Path:
@@ -40,6 +41,12 @@ def worker_argv(
     cache_dir: str | Path | None = None,
     cache_ram_bytes: int | None = None,
     cache_disk_bytes: int | None = None,
+    allowed_hosts: str | None = None,
+    model_name: str | None = None,
+    progress_timeout: float | None = None,
+    log_file: str | Path | None = None,
+    log_max_bytes: int | None = None,
+    log_backups: int | None = None,
     python: str = sys.executable,
 ) -> list[str]:
     """The command line that runs the worker on host:port (None leaves the worker's default)."""
@@ -51,4 +58,16 @@ def worker_argv(
         argv += ["--cache-ram-bytes", str(cache_ram_bytes)]
     if cache_disk_bytes is not None:
         argv += ["--cache-disk-bytes", str(cache_disk_bytes)]
+    if progress_timeout is not None:
+        argv += ["--progress-timeout", f"{progress_timeout:g}"]
+    if model_name:
+        argv += ["--model-name", model_name]
+    if allowed_hosts:
+        argv += ["--allowed-hosts", allowed_hosts]
+    if log_file is not None:
+        argv += [LOG_FILE_FLAG, str(log_file)]
+    if log_max_bytes is not None:
+        argv += ["--log-max-bytes", str(log_max_bytes)]
+    if log_backups is not None:
+        argv += ["--log-backups", str(log_backups)]
     return argv

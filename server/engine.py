@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from server.errors import InternalError, Overloaded, ServiceUnavailable
@@ -29,6 +30,7 @@ from server.request import (
     Started,
     Usage,
 )
+from server.watchdog import Watchdog
 
 log = logging.getLogger("server.engine")
 
@@ -44,6 +46,7 @@ class Engine:
         metrics: Metrics | None = None,
         load_fn: Callable[[str], Any] | None = None,
         cache_factory: Callable[[Any], PrefixCache] | None = None,
+        progress_timeout: float = 0.0,
     ):
         self.model_ref = model_ref
         self.max_output_tokens = max_output_tokens
@@ -62,6 +65,7 @@ class Engine:
         self.cache: PrefixCache = NoPrefixCache()
         self.load_error: str | None = None
         self.started_at = time.time()
+        self.watchdog = Watchdog(progress_timeout)  # beats at every token and prefill chunk
         self._warm: list[tuple[str, ChatRequest]] = []
         # MLX memory figures, read on the generation thread after each job for the admin routes.
         self._memory = {"active_bytes": 0, "peak_bytes": 0, "cache_bytes": 0}
@@ -70,6 +74,7 @@ class Engine:
 
     def start(self) -> None:
         self._thread.start()
+        self.watchdog.watch()
 
     @property
     def ready(self) -> bool:
@@ -144,6 +149,7 @@ class Engine:
             if job is None:
                 break
             self.current = job
+            self.watchdog.begin(f"request {job.request.request_id}")
             try:
                 self._run(job)
             except Exception as exc:  # one bad request must not take the worker down
@@ -151,6 +157,7 @@ class Engine:
                 job.emit(Failed(InternalError()))
                 del exc
             finally:
+                self.watchdog.end()
                 self._settle()
                 self._snapshot_memory()
                 job.done = True
@@ -259,9 +266,10 @@ class Engine:
             max_tokens=max_tokens,
             sampler=_sampler(job.request.sampling),
             prompt_cache=run.prompt_cache,
-            prompt_progress_callback=job.on_prefill_progress,
+            prompt_progress_callback=partial(_beat_then, self.watchdog, job.on_prefill_progress),
             **kwargs,
         ):
+            self.watchdog.beat()
             if run.first_token_at is None:
                 run.first_token_at = time.perf_counter()
             if job.cancelled:
@@ -362,6 +370,11 @@ class _Generation:
     reason: str = "length"
     first_token_at: float | None = None
     started: float = field(default_factory=time.perf_counter)
+
+
+def _beat_then(watchdog: Watchdog, progress: Callable[[int, int], None], done: int, total: int):
+    watchdog.beat()
+    progress(done, total)
 
 
 def _sampler(s: Sampling):

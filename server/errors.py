@@ -38,6 +38,13 @@ class Unauthorized(WorkerError):
     kind = "unauthorized"
 
 
+class Forbidden(WorkerError):
+    """A Host or Origin this worker does not serve (DNS rebinding, a foreign web page)."""
+
+    status = 403
+    kind = "forbidden"
+
+
 class NotFound(WorkerError):
     status = 404
     kind = "not_found"

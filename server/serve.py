@@ -48,6 +48,7 @@ def build_engine(settings: Settings, cache_factory=None) -> Engine:
         max_output_tokens=settings.max_output_tokens,
         prefill_step_size=settings.prefill_step_size,
         cache_factory=cache_factory,
+        progress_timeout=settings.progress_timeout,
     )
     if settings.warm_prompts and cache_factory is not None:
         from server.warm import read_prompts

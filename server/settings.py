@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 class Settings:
     model: str
     model_path: str
+    model_name: str = ""  # what /v1/models lists (default: derived from `model`)
     host: str = "127.0.0.1"
     port: int = 8080
     api_key: str | None = None
@@ -26,6 +27,30 @@ class Settings:
     cache_disk_bytes: int | None = None
     cache_dir: str | None = None
     warm_prompts: list[str] = field(default_factory=list)
+    # Host header names served besides loopback names and `host`; "*" serves any.
+    allowed_hosts: list[str] = field(default_factory=list)
+    progress_timeout: float = 180.0  # a busy generation with no progress this long is stuck
+
+
+LOOPBACK_NAMES = ("localhost", "localhost.")
+
+
+def host_of(value: str) -> str:
+    """The host part of a Host header or an Origin's authority: no port, no brackets, lower."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[1:].split("]", 1)[0]
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+def host_allowed(name: str, settings: Settings) -> bool:
+    """Loopback names, the bind address and `allowed_hosts`: what a rebinding page cannot be."""
+    allowed = settings.allowed_hosts
+    if "*" in allowed or settings.host in ("0.0.0.0", "::", ""):
+        return True  # a wildcard bind serves every name (and needs an API key)
+    if name in (settings.host.lower(), *(h.lower() for h in allowed)):
+        return True
+    return name in LOOPBACK_NAMES or name.endswith(".localhost") or is_loopback(name)
 
 
 def is_loopback(host: str) -> bool:

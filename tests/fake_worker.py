@@ -62,6 +62,12 @@ class FakeWorker(BaseHTTPRequestHandler):
         loading = time.monotonic() - self.began < self.load_seconds
         if self.path == "/health":
             self.send_json(503 if loading else 200, {"status": "loading" if loading else "ok"})
+        elif self.path.startswith("/spam"):
+            # Prints N lines of output: a worker whose log nobody reads must still answer.
+            lines = int(parse_qs(urlparse(self.path).query).get("lines", ["100"])[0])
+            for i in range(lines):
+                print(f"fake worker spam line {i:06d} " + "x" * 80, flush=True)
+            self.send_json(200, {"printed": lines})
         elif self.path == "/v1/status":
             self.send_json(200, self.status_body())
         elif self.path == "/v1/cache" and self.has_cache_endpoint:
@@ -125,6 +131,10 @@ def main() -> None:
         subprocess.Popen(sleeper)
         # Escapes the group: only reaping finds it.
         subprocess.Popen(sleeper, start_new_session=True)
+    once = os.environ.get("FAKE_WORKER_EXIT_ONCE")  # a marker file: the first run dies
+    if once and not os.path.exists(once):
+        open(once, "w").close()
+        exit_while_loading = "9"
     if exit_while_loading:
         time.sleep(FakeWorker.load_seconds / 2)
         print("fake worker: fatal error while loading", flush=True)

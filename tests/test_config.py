@@ -49,7 +49,7 @@ def test_set_creates_a_commented_file(mlxctl_home):
     text = config.config_path().read_text()
     assert 'model = "demo"' in text
     assert "# RAM budget of the prefix KV cache" in text
-    assert config.load()["cache.ram_bytes"] == 8 * 1024**3
+    assert config.load()["cache.ram_bytes"] == -1
 
 
 @pytest.mark.parametrize(
@@ -117,3 +117,14 @@ def test_edit_reports_an_invalid_result(mlxctl_home, monkeypatch, tmp_path):
     result = CliRunner().invoke(app, ["config", "edit"])
     assert result.exit_code == exit_codes.FAILURE
     assert "logs.backups" in result.output and "hint: the file was saved as is" in result.output
+
+
+def test_the_ram_cache_default_is_the_workers_ten_percent_of_ram():
+    from mlxctl import config
+    from server.contract import worker_argv
+
+    argv = worker_argv("m", "127.0.0.1", 1, **config.cache_options(config.load()))
+    assert "--cache-ram-bytes" not in argv  # the worker's default: 10% of RAM (README)
+    chosen = {**config.load(), "cache.ram_bytes": 1024}
+    argv = worker_argv("m", "127.0.0.1", 1, **config.cache_options(chosen))
+    assert argv[argv.index("--cache-ram-bytes") + 1] == "1024"

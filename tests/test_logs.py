@@ -56,3 +56,14 @@ def test_follow_continues_across_a_rotation(tmp_path):
     assert "before follow" not in seen  # follow starts at the end
     numbered = [line for line in seen if line.startswith("n")]
     assert numbered == [f"n{i:02d} " + "y" * 30 for i in range(30)]
+
+
+def test_a_deleted_log_is_recreated_and_rotation_after_it_never_raises(tmp_path):
+    path = tmp_path / "supervisor.log"
+    writer = RotatingWriter(path, max_bytes=200, backups=2)
+    writer.write_line("before")
+    path.unlink()
+    for i in range(20):  # several rotations after the deletion
+        writer.write_line(f"line {i} " + "x" * 30)
+    assert path.exists() and "line 19" in path.read_text()
+    assert writer.dropped == 0

@@ -19,7 +19,7 @@ STATUS_KEYS = {
     "state", "detail", "worker_pid", "supervisor_pid", "restarts", "uptime_seconds", "url",
     "port", "model", "model_path", "release", "health", "last_exit", "fatal_reason",
     "worker_rss_bytes", "memory", "system_memory", "cache", "queue_depth", "requests",
-    "tokens_reused", "cache_hit_rate", "backend", "context_length", "recent",
+    "tokens_reused", "cache_hit_rate", "backend", "context_length", "recent", "memory_limits",
 }  # fmt: skip
 RECENT_KEYS = {
     "id", "time", "protocol", "prompt_tokens", "cached_tokens", "completion_tokens", "ttft_ms",

@@ -10,6 +10,7 @@ from mlxctl.supervisor.machine import Supervisor, Timing
 from mlxctl.supervisor.policy import RestartPolicy, RestartTracker
 from mlxctl.supervisor.states import ALLOWED, InvalidTransition, State, transition
 from mlxctl.system.processes import WorkerSpec
+from mlxctl.worker_client import Health
 
 
 class FakeProcess:
@@ -19,11 +20,21 @@ class FakeProcess:
         self.create_time = 1.0
         self.code: int | None = None
         self.health: int | None = 503  # loading
+        self.failed: str | None = None  # /health's reason when it cannot start
+        self.stuck: str | None = None  # /health's watchdog reason
         self.signals: list[int] = []
         self.ignores_term = False
 
     def poll(self) -> int | None:
         return self.code
+
+
+class FakeCanary:
+    def __init__(self):
+        self.result: str | None = None  # tests set "" (answered) or a failure
+
+    def verdict(self) -> str | None:
+        return self.result
 
 
 class FakeSeam:
@@ -33,6 +44,7 @@ class FakeSeam:
         self.clock = 1000.0
         self.procs: list[FakeProcess] = []
         self.cleaned: list[int] = []
+        self.canaries: list[FakeCanary] = []
 
     def now(self) -> float:
         return self.clock
@@ -50,8 +62,15 @@ class FakeSeam:
         if sig == signal.SIGKILL or (sig == signal.SIGTERM and not handle.ignores_term):
             handle.code = -sig if sig == signal.SIGKILL else 0
 
-    def probe(self, url: str, timeout: float) -> int | None:
-        return self.procs[-1].health if self.procs else None
+    def probe(self, url: str, timeout: float) -> Health | None:
+        proc = self.procs[-1] if self.procs else None
+        if proc is None or proc.health is None:
+            return None
+        return Health(proc.health, proc.failed, proc.stuck)
+
+    def canary(self, spec: WorkerSpec, timeout: float) -> FakeCanary:
+        self.canaries.append(FakeCanary())
+        return self.canaries[-1]
 
     def cleanup(self, handle: FakeProcess) -> None:
         self.cleaned.append(handle.pid)
@@ -180,13 +199,16 @@ def test_repeated_fast_failures_end_in_fatal_and_start_resets():
     assert sup.tracker.fast_failures == 0
 
 
-def test_death_while_loading_before_first_health_is_fatal():
+def test_death_while_loading_is_retried_with_backoff_up_to_the_cap():
     sup, seam, _, _ = make()
     sup.start()
     crash(sup, seam, code=3)
-    assert sup.state is State.FATAL
-    assert sup.last_exit.code == 3
-    assert "while loading" in sup.last_exit.reason
+    assert sup.state is State.BACKOFF  # was FATAL at once: one bad start killed the service
+    assert sup.last_exit.code == 3 and "while loading" in sup.last_exit.reason
+    for _ in range(POLICY.max_fast_failures):
+        run_for(sup, seam, POLICY.backoff_max + 1)
+        crash(sup, seam, code=3)
+    assert sup.state is State.FATAL and len(seam.procs) == POLICY.max_fast_failures + 1
 
 
 def test_liveness_kills_a_silent_running_worker_and_restarts():
@@ -256,7 +278,7 @@ def test_startup_timeout_counts_as_a_failure():
     sup, seam, _, _ = make(timing=Timing(1, 5, startup_timeout=10, stop_timeout=1))
     sup.start()
     run_for(sup, seam, 11)
-    assert sup.state is State.FATAL  # never healthy: a broken setup
+    assert sup.state is State.BACKOFF  # retried like any failed start
     assert "not healthy after 10s" in sup.last_exit.reason
 
 
@@ -267,3 +289,72 @@ def test_tracker_alone():
     assert tracker.on_exit(1).delay is None
     tracker.reset()
     assert tracker.on_exit(100).delay == 0.5
+
+
+def test_a_worker_that_says_it_cannot_load_is_fatal_with_its_reason():
+    sup, seam, lines, states = make()
+    sup.start()
+    run_for(sup, seam, 2)
+    seam.current.failed = "model failed to load: ValueError: no such architecture"
+    sup.tick()
+    assert sup.state is State.FATAL
+    assert "no such architecture" in sup.fatal_reason
+    assert signal.SIGKILL in seam.procs[0].signals and len(seam.procs) == 1
+
+
+def test_the_default_startup_timeout_grows_with_the_model_size(tmp_path):
+    from mlxctl.supervisor.daemon import weights_bytes
+    from mlxctl.supervisor.policy import auto_startup_timeout
+
+    (tmp_path / "model.safetensors").write_bytes(b"x" * 4096)
+    assert weights_bytes(str(tmp_path)) == 4096
+    assert weights_bytes("org/some-hub-id") is None
+    small, large = auto_startup_timeout(1024**3), auto_startup_timeout(40 * 1024**3)
+    assert 0 < small < large < auto_startup_timeout(None) * 2
+    assert large >= 20 * 60  # a 40 GiB model gets at least 20 minutes
+
+
+def test_a_stuck_worker_is_killed_and_restarted_under_backoff():
+    sup, seam, lines, _ = make()
+    sup.start()
+    become_healthy(sup, seam)
+    seam.current.health, seam.current.stuck = 503, "generation made no progress for 9s"
+    run_for(sup, seam, 1.5)
+    assert (
+        sup.state is State.BACKOFF and "stuck: generation made no progress" in sup.last_exit.reason
+    )
+    assert seam.procs[0].signals == [signal.SIGKILL]
+    run_for(sup, seam, POLICY.backoff_initial + 0.5)
+    assert sup.state is State.STARTING and len(seam.procs) == 2
+
+
+def test_the_canary_runs_when_due_and_its_failure_restarts_the_worker():
+    timing = Timing(health_interval=1, liveness_timeout=5, canary_interval=30, canary_timeout=5)
+    sup, seam, _, _ = make(timing=timing)
+    sup.start()
+    become_healthy(sup, seam)
+    run_for(sup, seam, 29)
+    assert seam.canaries == []  # not due yet
+    run_for(sup, seam, 2)
+    assert len(seam.canaries) == 1
+    seam.canaries[0].result = ""  # answered: the next one waits a full interval
+    run_for(sup, seam, 20)
+    assert len(seam.canaries) == 1 and sup.state is State.RUNNING
+    run_for(sup, seam, 11)
+    seam.canaries[1].result = "no reply within 5s"
+    sup.tick()
+    assert (
+        sup.state is State.BACKOFF and sup.last_exit.reason == "canary failed: no reply within 5s"
+    )
+
+
+def test_a_requested_restart_is_graceful_and_goes_through_the_policy():
+    sup, seam, _, _ = make()
+    sup.start()
+    become_healthy(sup, seam)
+    sup.request_restart("memory past the hard limit")
+    assert sup.state is State.STOPPING and seam.procs[0].signals == [signal.SIGTERM]
+    sup.tick()
+    assert sup.state is State.BACKOFF and sup.last_exit.reason == "memory past the hard limit"
+    run_for(sup, seam, POLICY.backoff_initial + 0.5)
+    assert sup.state is State.STARTING and len(seam.procs) == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import httpx
 
@@ -256,7 +257,10 @@ def test_tool_choice_named_forces_call(anthropic_client):
 
 def test_models_status_metrics(worker, openai_client, anthropic_client):
     ids = [m.id for m in openai_client.models.list()]
-    assert ids and ids[0] == str(worker_model(worker))
+    # The model's name and ids a model picker keeps; never the absolute path.
+    assert ids[0] == Path(worker_model(worker)).name and "claude-sonnet-4-5" in ids
+    assert not any(i.startswith("/") for i in ids)
+    assert openai_client.models.retrieve(ids[0]).id == ids[0]
     assert anthropic_client.models.retrieve("claude-opus-4-1").id == "claude-opus-4-1"
     headers = {"authorization": f"Bearer {API_KEY}"}
     status = httpx.get(worker.base_url + "/v1/status", headers=headers).json()

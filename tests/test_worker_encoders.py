@@ -108,8 +108,9 @@ def test_anthropic_failure_after_200_ends_with_error_event():
 
 def test_openai_failure_after_200_ends_with_error_chunk():
     chunks = run_openai([Started(3, 0), TextDelta("a"), Failed(RuntimeError("secret"))])
-    last = json.loads(chunks[-1].removeprefix("data: "))
-    assert last["error"]["type"] == "server_error" and "secret" not in chunks[-1]
+    last = json.loads(chunks[-2].removeprefix("data: "))
+    assert last["error"]["type"] == "server_error" and "secret" not in chunks[-2]
+    assert chunks[-1].strip() == "data: [DONE]"
 
 
 def test_openai_tool_call_deltas_and_usage():

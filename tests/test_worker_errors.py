@@ -14,6 +14,20 @@ HELLO = [{"role": "user", "content": "Say hello."}]
 OK_OPENAI = {"model": "claude-x", "messages": HELLO, "max_tokens": 2}
 OK_ANTHROPIC = {"model": "claude-x", "messages": HELLO, "max_tokens": 2}
 AUTH = {"x-api-key": API_KEY}
+EVIL_HOST = {**AUTH, "host": "evil.example:8080"}
+EVIL_ORIGIN = {**AUTH, "origin": "http://evil.example"}
+NULL_ORIGIN = {**AUTH, "origin": "null"}
+UNKNOWN_TOOL_RESULT = [
+    {"role": "user", "content": "Run it."},
+    {
+        "role": "assistant",
+        "content": [{"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}],
+    },
+    {
+        "role": "user",
+        "content": [{"type": "tool_result", "tool_use_id": "toolu_9", "content": "x"}],
+    },
+]
 IMAGE = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA=="}}
 
 CASES = [
@@ -198,8 +212,48 @@ CASES = [
         401,
         "authentication_error",
     ),
+    (
+        "an-unknown-tool-use-id",
+        "POST",
+        "/v1/messages",
+        {**OK_ANTHROPIC, "messages": UNKNOWN_TOOL_RESULT},
+        AUTH,
+        400,
+        "invalid_request_error",
+    ),
     ("an-unknown-path", "POST", "/v1/messages/nothing", OK_ANTHROPIC, AUTH, 404, "not_found_error"),
     ("an-too-large", "POST", "/v1/messages", b"x" * (MAX_BODY + 1), AUTH, 413, "request_too_large"),
+    # DNS rebinding: a page at evil.example resolving to 127.0.0.1 sends its own Host and Origin.
+    (
+        "oa-rebound-host",
+        "POST",
+        "/v1/chat/completions",
+        OK_OPENAI,
+        EVIL_HOST,
+        403,
+        "permission_error",
+    ),
+    ("an-rebound-host", "POST", "/v1/messages", OK_ANTHROPIC, EVIL_HOST, 403, "permission_error"),
+    ("status-rebound-host", "GET", "/v1/status", None, EVIL_HOST, 403, "permission_error"),
+    ("cache-rebound-host", "DELETE", "/v1/cache", None, EVIL_HOST, 403, "permission_error"),
+    (
+        "an-foreign-origin",
+        "POST",
+        "/v1/messages",
+        OK_ANTHROPIC,
+        EVIL_ORIGIN,
+        403,
+        "permission_error",
+    ),
+    (
+        "oa-null-origin",
+        "POST",
+        "/v1/chat/completions",
+        OK_OPENAI,
+        NULL_ORIGIN,
+        403,
+        "permission_error",
+    ),
 ]
 
 
@@ -210,6 +264,8 @@ CASES = [
 )
 def test_bad_input(worker, method, path, body, headers, status, error_type):
     kwargs = {"content": body} if isinstance(body, bytes) else {"json": body}
+    if body is None:
+        kwargs = {}
     r = httpx.request(
         method,
         worker.base_url + path,
@@ -223,6 +279,31 @@ def test_bad_input(worker, method, path, body, headers, status, error_type):
         assert payload["type"] == "error"
     assert payload["error"]["type"] == error_type
     assert "Traceback" not in r.text and payload["error"]["message"]
+
+
+def test_loopback_names_and_local_origins_are_served(worker):
+    port = worker.base_url.rsplit(":", 1)[1]
+    for headers in (
+        {"host": f"localhost:{port}"},
+        {"host": f"[::1]:{port}"},
+        {"origin": f"http://localhost:{port}"},
+        {"origin": "http://127.0.0.1:3000"},
+    ):
+        assert httpx.get(worker.base_url + "/health", headers=headers).status_code == 200, headers
+
+
+def test_allowed_hosts_config_reaches_the_worker_and_extends_the_names():
+    from mlxctl import config
+    from server.contract import worker_argv
+    from server.settings import Settings, host_allowed
+
+    values = {**config.load(), "allowed_hosts": "my.box,other.box"}
+    argv = worker_argv("m", "127.0.0.1", 1, **config.worker_options(values))
+    assert argv[argv.index("--allowed-hosts") + 1] == "my.box,other.box"
+    settings = Settings(model="m", model_path="m", allowed_hosts=["my.box"])
+    assert host_allowed("my.box", settings) and not host_allowed("evil.example", settings)
+    assert host_allowed("anything", Settings(model="m", model_path="m", allowed_hosts=["*"]))
+    assert host_allowed("192.168.1.5", Settings(model="m", model_path="m", host="0.0.0.0"))
 
 
 def test_health_needs_no_key(worker):

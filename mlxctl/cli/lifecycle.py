@@ -1,4 +1,4 @@
-"""`mlxctl start | stop | restart | status`: thin commands over `mlxctl.lifecycle` and `.status`."""
+"""`mlxctl start | stop | restart | status | reset-failed`: thin commands over the core."""
 
 from __future__ import annotations
 
@@ -150,7 +150,20 @@ def status(
     raise typer.Exit(current_status(probe=False).exit_code)
 
 
+def reset_failed() -> None:
+    """Allow starts again after repeated FATAL ones (`restart.start_limit`); clears FATAL."""
+    outcome = lifecycle.reset_failed()
+    if not outcome["failed_starts"] and not outcome["was_fatal"]:
+        output.print("nothing to reset")
+        return
+    output.print(
+        f"reset: {outcome['failed_starts']} failed starts forgotten"
+        + ("; FATAL cleared" if outcome["was_fatal"] else "")
+    )
+
+
 def register(app: typer.Typer) -> None:
+    app.command("reset-failed")(reset_failed)
     app.command("start")(start)
     app.command("stop")(stop)
     app.command("restart")(restart)

@@ -51,6 +51,7 @@ COMMAND_MODULES = {
     "stop": "mlxctl.cli.lifecycle",
     "restart": "mlxctl.cli.lifecycle",
     "status": "mlxctl.cli.lifecycle",
+    "reset-failed": "mlxctl.cli.lifecycle",
     "logs": "mlxctl.cli.logs",
     "config": "mlxctl.cli.config",
     "doctor": "mlxctl.cli.doctor",

@@ -138,6 +138,13 @@ def _memory(st: dict) -> Panel:
             f"peak {human_bytes(mem.get('peak_bytes'))}",
         )
         grid.add_row("MLX cache", human_bytes(mem.get("cache_bytes")))
+    limits = st.get("memory_limits")
+    if limits:
+        grid.add_row(
+            "limits",
+            f"soft {human_bytes(limits['soft_bytes'])} (sheds the RAM cache), "
+            f"hard {human_bytes(limits['hard_bytes'])} (restart)",
+        )
     sysmem = st.get("system_memory") or {}
     total = sysmem.get("total_bytes")
     available = sysmem.get("available_bytes")

@@ -13,16 +13,19 @@ import signal
 import sys
 import time
 from datetime import datetime
+from pathlib import Path
 
 from mlxctl import config, paths, worker_client
 from mlxctl.errors import PortInUseError
 from mlxctl.logs import RotatingWriter
 from mlxctl.supervisor import state as state_file
 from mlxctl.supervisor.machine import Supervisor, Timing
-from mlxctl.supervisor.policy import RestartPolicy
+from mlxctl.supervisor.memory import MemoryGuard, MemoryLimits
+from mlxctl.supervisor.policy import RestartPolicy, auto_startup_timeout
 from mlxctl.supervisor.seam import RealSeam
 from mlxctl.supervisor.states import State
-from mlxctl.system import identity, processes
+from mlxctl.supervisor.worker_output import WorkerOutput
+from mlxctl.system import identity, processes, statefile
 from mlxctl.system.lock import FileLock
 from mlxctl.system.processes import WorkerSpec
 from server import contract
@@ -41,7 +44,8 @@ def override_argv(template: str, model: str, host: str, port: int) -> list[str]:
 class Daemon:
     def __init__(self, args: argparse.Namespace, foreground: bool):
         self.args = args
-        self.foreground = foreground
+        self.foreground = foreground  # echo to the terminal, until it goes away
+        self.hung_up = False
         self.settings = config.load()
         # `start` puts a nonce in our environment (without one: pid + create time only).
         self.nonce = os.environ.get(identity.NONCE_ENV, "")
@@ -49,11 +53,13 @@ class Daemon:
         self.started_wall = time.time()
         self.error: str | None = None
         self.announced = False
+        self.memory: MemoryGuard | None = None
+        self.counted = False  # this run's FATAL (or stable run) is in failed-starts.json
         paths.ensure_private_dir(paths.logs_dir())
         limits = (self.settings["logs.max_bytes"], self.settings["logs.backups"])
         rotate = None if foreground else self._point_stdio_at
         self.sup_log = RotatingWriter(paths.supervisor_log(), *limits, on_rotate=rotate)
-        self.worker_log = RotatingWriter(paths.worker_log(), *limits)
+        self.output = WorkerOutput(paths.worker_log(), *limits, log=self.log)
         self.url = worker_client.base_url(args.host, args.port)
 
     @staticmethod
@@ -65,13 +71,29 @@ class Daemon:
     def log(self, message: str) -> None:
         line = f"{datetime.now().isoformat(timespec='milliseconds')} {message}"
         self.sup_log.write_line(line)
-        if self.foreground:
-            print(line, file=sys.stderr, flush=True)
+        self._echo(line)
+
+    def _echo(self, *lines: str) -> None:
+        if not self.foreground:
+            return
+        try:
+            for line in lines:
+                print(line, file=sys.stderr, flush=True)
+        except OSError:
+            self._detach("writing to the terminal failed")
+
+    def _detach(self, why: str) -> None:
+        """The terminal is gone: keep supervising, log to the file only (like a detached start)."""
+        self.foreground = False
+        with open(paths.supervisor_log(), "ab") as log:
+            self._point_stdio_at(log.fileno())
+        self.sup_log.on_rotate = self._point_stdio_at
+        self.log(f"{why}: the terminal is gone; carrying on, logging to this file only")
 
     def make_spec(self) -> WorkerSpec:
         argv, health_path, extra_env = self._worker_command()
         # Marks where each run starts in the shared log (`start` reads progress from here on).
-        self.worker_log.write_line(f"{SPAWN_MARK} {self.args.model_name} on {self.url}")
+        self.output.mark(f"{SPAWN_MARK} {self.args.model_name} on {self.url}")
         url = f"{self.url}{health_path}"
         return processes.worker_spec(argv, extra_env, self.settings["api_key"], url)
 
@@ -83,6 +105,11 @@ class Daemon:
             argv = override_argv(template, args.model, args.host, args.port)
             return argv, contract.HEALTH_PATH, {}
         cache = config.cache_options(self.settings)
+        own_log = {
+            "log_file": paths.worker_log(),
+            "log_max_bytes": self.settings["logs.max_bytes"],
+            "log_backups": self.settings["logs.backups"],
+        }
         if args.release:
             from dataclasses import replace
 
@@ -91,9 +118,12 @@ class Daemon:
 
             store = ReleaseStore()
             release = replace(store.get(args.release), model=args.model)
+            # An archived snapshot may predate --log-file and --allowed-hosts: cache flags only.
             spec = launch(release, store.folder(release.id), args.host, args.port, **cache)
             return spec.argv, spec.health_path, spec.env
-        argv = contract.worker_argv(args.model, args.host, args.port, **cache)
+        options = {**config.worker_options(self.settings), **own_log}
+        options["model_name"] = args.model_name
+        argv = contract.worker_argv(args.model, args.host, args.port, **options)
         return argv, contract.HEALTH_PATH, {}
 
     # -- state file ----------------------------------------------------------------------------
@@ -129,27 +159,48 @@ class Daemon:
             now.last_exit = {"code": e.code, "reason": e.reason, "at": to_wall(e.at)}
         now.running_since = to_wall(sup.running_since)
         now.restarts = sup.restarts
+        if self.memory is not None:
+            now.memory_limits = self.memory.limits.to_dict()
         now.fatal_reason = sup.fatal_reason
         return now
 
     def write_state(self, sup: Supervisor | None) -> None:
         state_file.write(self.snapshot(sup))
+        self._count_failed_start(sup)
         running = sup is not None and sup.state is State.RUNNING
         if self.foreground and running and not self.announced:
             self.announced = True  # the lines `mlxctl start` prints, once
-            print(f"serving {self.args.model_name} at {self.url}", file=sys.stderr)
-            print(f"  export ANTHROPIC_BASE_URL={self.url}", file=sys.stderr)
-            print(f"  export OPENAI_BASE_URL={self.url}/v1", file=sys.stderr, flush=True)
+            self._echo(
+                f"serving {self.args.model_name} at {self.url}",
+                f"  export ANTHROPIC_BASE_URL={self.url}",
+                f"  export OPENAI_BASE_URL={self.url}/v1",
+            )
+
+    def _count_failed_start(self, sup: Supervisor | None) -> None:
+        """FATAL counts against `restart.start_limit`; a stable run forgives earlier ones."""
+        if sup is None or self.counted:
+            return
+        if sup.state is State.FATAL:
+            self.counted = True
+            state_file.record_failed_start(sup.fatal_reason)
+        elif sup.running_since is not None:
+            stable = time.monotonic() - sup.running_since >= self.settings["restart.stable_after"]
+            if stable and state_file.failed_starts()["count"]:
+                self.counted = True
+                state_file.reset_failed_starts()
 
     # -- orphans from a supervisor that was SIGKILLed -------------------------------------------
 
     def clean_up_orphan(self) -> None:
         previous = state_file.read_or_none()
-        orphan = identity.process_of(previous.worker_identity if previous else None)
-        if orphan is None:
-            return  # gone, or the pid now belongs to another process: never signal it
-        self.log(f"stopping the worker left by a dead supervisor (pid {orphan.pid})")
-        processes.stop_group(orphan, self.settings["restart.stop_timeout"])
+        worker = previous.worker_identity if previous else None
+        orphan = identity.process_of(worker)
+        if orphan is not None:  # else gone, or the pid is another process's: never signal it
+            self.log(f"stopping the worker left by a dead supervisor (pid {orphan.pid})")
+            processes.stop_group(orphan, self.settings["restart.stop_timeout"])
+        swept = processes.sweep(worker)  # its children outlive it (external commands)
+        if swept:
+            self.log(f"killed {len(swept)} processes left behind by that worker: {swept}")
 
     # -- main loop -------------------------------------------------------------------------------
 
@@ -175,10 +226,15 @@ class Daemon:
         timing = Timing(
             s["restart.health_interval"],
             s["restart.liveness_timeout"],
-            s["restart.startup_timeout"],
+            s["restart.startup_timeout"] or auto_startup_timeout(weights_bytes(self.args.model)),
             s["restart.stop_timeout"],
+            s["restart.canary_interval"],
+            s["restart.canary_timeout"],
         )
         self.clean_up_orphan()
+        for folder in (paths.run_dir(), paths.home()):
+            for tmp in statefile.clean_stale_temp(folder):
+                self.log(f"removed {tmp.name}, left by a write that was killed")
         state_file.clear_stop_request()
         self.log(f"supervisor started (pid {os.getpid()}), model {self.args.model_name}")
         try:
@@ -189,20 +245,30 @@ class Daemon:
             self.write_state(None)
             return 1
         processes.become_subreaper()
-        seam = RealSeam(self.worker_log.write_line)
+        seam = RealSeam(
+            lambda spec: self.output.open_for(spec.argv), self.args.model, s["api_key"] or None
+        )
         sup = Supervisor(seam, self.make_spec, policy, timing, self.log, self.write_state)
+        self.memory = self._memory_guard(sup)
 
         def on_signal(signum: int, frame: object) -> None:
             sup.request_stop(self._stop_timeout())
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        # A closed terminal (SIGHUP) is no reason to stop serving: note it, stop echoing.
+        signal.signal(signal.SIGHUP, lambda signum, frame: setattr(self, "hung_up", True))
         try:
             sup.start()
             last_write = time.monotonic()
             while not sup.done:
                 sup.tick()
+                self.output.keep(time.monotonic())
+                if self.memory.restart_wanted:
+                    sup.request_restart(self.memory.restart_wanted)
+                    self.memory.restart_wanted = None
+                if self.hung_up and self.foreground:
+                    self._detach("SIGHUP")
                 if time.monotonic() - last_write > 5:
                     self.write_state(sup)  # keeps `updated_at` fresh for `status`
                     last_write = time.monotonic()
@@ -213,13 +279,37 @@ class Daemon:
             if sup.handle is not None:
                 seam.signal_group(sup.handle, signal.SIGKILL)
                 seam.cleanup(sup.handle)
+            self.error = f"supervisor failed: {exc!r}"
+            self.write_state(None)  # never leave the state file saying RUNNING
             raise
         self.write_state(sup)
         self.log(f"supervisor exiting ({sup.state.value})")
         return 0 if sup.state is State.STOPPED else 1
 
+    def _memory_guard(self, sup: Supervisor) -> MemoryGuard:
+        s = self.settings
+        limits = MemoryLimits.from_config(s["memory.soft_limit"], s["memory.hard_limit"])
+
+        def current() -> tuple[int, str] | None:
+            handle = sup.handle
+            return (handle.pid, self.url) if sup.state is State.RUNNING and handle else None
+
+        guard = MemoryGuard(limits, current, s["api_key"] or None, self.log)
+        guard.start()
+        return guard
+
     def _stop_timeout(self) -> float | None:
         return state_file.take_stop_request()
+
+
+def weights_bytes(model: str) -> int | None:
+    """The size of a local model folder (or file); None for a hub id."""
+    path = Path(model).expanduser()
+    if path.is_file():
+        return path.stat().st_size
+    if not path.is_dir():
+        return None
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

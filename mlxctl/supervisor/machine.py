@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from mlxctl.supervisor.policy import RestartPolicy, RestartTracker
-from mlxctl.supervisor.seam import Handle, Seam
+from mlxctl.supervisor.policy import Decision, RestartPolicy, RestartTracker
+from mlxctl.supervisor.seam import Canary, Handle, Seam
 from mlxctl.supervisor.states import State, transition
 from mlxctl.system.processes import WorkerSpec
 
@@ -30,8 +30,10 @@ def describe_exit(code: int | None) -> str:
 class Timing:
     health_interval: float = 2.0  # seconds between /health probes of a RUNNING worker
     liveness_timeout: float = 30.0  # no /health answer for this long -> kill and restart
-    startup_timeout: float = 0.0  # 0: loading may take as long as it takes
+    startup_timeout: float = 0.0  # 0: no limit (the daemon fills in the config's auto value)
     stop_timeout: float = 15.0  # grace between SIGTERM and SIGKILL
+    canary_interval: float = 0.0  # seconds between canary requests while RUNNING; 0: none
+    canary_timeout: float = 60.0
 
     @property
     def probe_timeout(self) -> float:
@@ -76,6 +78,9 @@ class Supervisor:
         self.stop_requested = False
         self.stop_deadline = 0.0
         self.killed = False
+        self.canary: Canary | None = None
+        self.restart_reason: str | None = None  # a graceful restart we asked for
+        self.next_canary = 0.0
 
     # -- transitions -------------------------------------------------------------------------
 
@@ -104,12 +109,16 @@ class Supervisor:
     def request_stop(self, timeout: float | None = None) -> None:
         self.stop_requested = True
         if timeout is not None:
-            self.timing = Timing(
-                self.timing.health_interval,
-                self.timing.liveness_timeout,
-                self.timing.startup_timeout,
-                timeout,
-            )
+            self.timing = replace(self.timing, stop_timeout=timeout)
+
+    def request_restart(self, reason: str) -> None:
+        """RUNNING -> STOPPING -> EXITED -> the policy: a graceful restart (memory pressure)."""
+        if self.state is State.RUNNING and not self.stop_requested:
+            self.restart_reason = reason
+            self.seam.signal_group(self.handle, signal.SIGTERM)
+            self.stop_deadline = self.seam.now() + self.timing.stop_timeout
+            self.killed = False
+            self._enter(State.STOPPING, f"restarting: {reason}")
 
     # -- one step ----------------------------------------------------------------------------
 
@@ -140,8 +149,13 @@ class Supervisor:
 
     def _tick_stopping(self, now: float) -> None:
         code = self.handle.poll()
-        if code is not None:
+        if code is not None and self.restart_reason and not self.stop_requested:
+            # STOPPING -> EXITED: the restart we asked for; the policy spaces repeated ones.
+            reason, self.restart_reason = self.restart_reason, None
+            self._exited(now, code, reason)
+        elif code is not None:
             # STOPPING -> STOPPED: gone; kill and reap whatever it left behind.
+            self.restart_reason = None
             self.seam.cleanup(self.handle)
             self.last_exit = ExitInfo(code, "stopped", now)
             self._enter(State.STOPPED, describe_exit(code))
@@ -158,13 +172,19 @@ class Supervisor:
         if code is not None:
             self._exited(now, code, f"exited while loading ({describe_exit(code)})")
             return
-        status = self.seam.probe(self.spec.url, self.timing.probe_timeout)
-        if status == 200:
+        health = self.seam.probe(self.spec.url, self.timing.probe_timeout)
+        if health is not None and health.failed:
+            # STARTING -> EXITED -> FATAL: it says it cannot start (the model failed to load);
+            # a retry would load the same broken model again.
+            self._kill_and_wait(now)
+            self._exited(now, self.handle.poll(), health.failed, permanent=True)
+        elif health is not None and health.status == 200:
             # STARTING -> RUNNING: healthy, not merely forked.
             self.ever_healthy = True
             self.running_since = now
             self.last_answer = now
             self.next_probe = now + self.timing.health_interval
+            self.next_canary = now + self.timing.canary_interval
             self._enter(State.RUNNING)
         elif self.timing.startup_timeout and now - self.spawned_at > self.timing.startup_timeout:
             # STARTING -> EXITED: never became healthy; kill the group and let the policy decide.
@@ -179,12 +199,15 @@ class Supervisor:
         if code is not None:
             self._exited(now, code, f"exited unexpectedly ({describe_exit(code)})")
             return
-        if now < self.next_probe:
+        if self._tick_canary(now) or now < self.next_probe:
             return
-        status = self.seam.probe(self.spec.url, self.timing.probe_timeout)
+        health = self.seam.probe(self.spec.url, self.timing.probe_timeout)
         now = self.seam.now()
         self.next_probe = now + self.timing.health_interval
-        if status is not None:
+        if health is not None and health.stuck:
+            # RUNNING -> EXITED: up but not working (its watchdog dumped the stacks to the log).
+            self._restart_stuck(now, f"stuck: {health.stuck}")
+        elif health is not None:
             self.last_answer = now  # any answer (even 503 under load) means it is alive
             return
         silent = now - self.last_answer
@@ -194,24 +217,51 @@ class Supervisor:
             self._kill_and_wait(now)
             self._exited(now, self.handle.poll(), f"no /health answer for {silent:.0f}s")
 
+    def _tick_canary(self, now: float) -> bool:
+        """Start a due canary or read its verdict; True when it failed and the worker went."""
+        if not self.timing.canary_interval:
+            return False
+        if self.canary is None:
+            if now >= self.next_canary:
+                self.canary = self.seam.canary(self.spec, self.timing.canary_timeout)
+            return False
+        verdict = self.canary.verdict()
+        if verdict is None:
+            return False
+        self.canary = None
+        self.next_canary = now + self.timing.canary_interval
+        if verdict:
+            # RUNNING -> EXITED: a 1-token request through the real path did not come back.
+            self._restart_stuck(now, f"canary failed: {verdict}")
+            return True
+        return False
+
+    def _restart_stuck(self, now: float, reason: str) -> None:
+        self.log(f"worker is {reason}; killing its group")
+        self._kill_and_wait(now)
+        self._exited(now, self.handle.poll(), reason)
+
     def _kill_and_wait(self, now: float) -> None:
         self.seam.signal_group(self.handle, signal.SIGKILL)
         deadline = now + 5.0
         while self.handle.poll() is None and self.seam.now() < deadline:
             self.seam.sleep(0.02)
 
-    def _exited(self, now: float, code: int | None, reason: str) -> None:
+    def _exited(self, now: float, code: int | None, reason: str, permanent: bool = False) -> None:
         uptime = now - self.spawned_at
         self.seam.cleanup(self.handle)
         self.last_exit = ExitInfo(code, reason, now)
         self._enter(State.EXITED, reason)
         self.handle = None
         self.running_since = None
+        self.canary = None
         if self.stop_requested:
             # EXITED -> STOPPED: it died on its own while we were asked to stop anyway.
             self._enter(State.STOPPED)
             return
         decision = self.tracker.on_exit(uptime, self.ever_healthy)
+        if permanent:
+            decision = Decision(None, "the worker cannot start")
         if decision.delay is None:
             # EXITED -> FATAL: no more spawns until `mlxctl start`.
             self.fatal_reason = f"{decision.reason} (last: {reason})"

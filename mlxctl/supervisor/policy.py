@@ -31,11 +31,10 @@ class RestartTracker:
         self.fast_failures = 0
 
     def on_exit(self, uptime: float, ever_healthy: bool = True) -> Decision:
+        # A death before the first healthy answer is a fast failure like any other: retried with
+        # backoff up to the cap (a worker that says it cannot load is FATAL at once, machine.py).
         policy = self.policy
-        if not ever_healthy:
-            # Dying before the first healthy answer is a broken setup, not a crash to retry.
-            return Decision(None, "worker exited before it became healthy")
-        if uptime >= policy.stable_after:
+        if ever_healthy and uptime >= policy.stable_after:
             self.fast_failures = 0  # a long healthy run resets the backoff
         self.fast_failures += 1
         if self.fast_failures > policy.max_fast_failures:
@@ -45,3 +44,16 @@ class RestartTracker:
 
     def reset(self) -> None:
         self.fast_failures = 0
+
+
+# Loading reads every weight once, then warm prompts prefill: generous, but never "forever".
+STARTUP_BASE_SECONDS = 300.0
+STARTUP_SECONDS_PER_GIB = 30.0
+STARTUP_UNKNOWN_SECONDS = 3600.0  # a hub id mlx-lm may still have to download
+
+
+def auto_startup_timeout(weight_bytes: int | None) -> float:
+    """`restart.startup_timeout = 0`: a limit that grows with the model's size on disk."""
+    if weight_bytes is None:
+        return STARTUP_UNKNOWN_SECONDS
+    return STARTUP_BASE_SECONDS + STARTUP_SECONDS_PER_GIB * weight_bytes / 1024**3

@@ -6,19 +6,23 @@ processes; `RealSeam` is the thing `daemon.py` uses, a thin adapter over `mlxctl
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
+from urllib.parse import urlsplit
 
 from mlxctl import worker_client
 from mlxctl.system import identity, processes
 from mlxctl.system.processes import WorkerSpec
+from mlxctl.worker_client import Health
 
-__all__ = ["Handle", "RealHandle", "RealSeam", "Seam", "WorkerSpec"]
+__all__ = ["Handle", "Health", "RealHandle", "RealSeam", "Seam", "WorkerSpec"]
 
 
 class Handle(Protocol):
@@ -38,9 +42,35 @@ class Seam(Protocol):
 
     def signal_group(self, handle: Handle, sig: int) -> None: ...
 
-    def probe(self, url: str, timeout: float) -> int | None: ...
+    def probe(self, url: str, timeout: float) -> Health | None: ...
 
     def cleanup(self, handle: Handle) -> None: ...
+
+    def canary(self, spec: WorkerSpec, timeout: float) -> Canary: ...
+
+
+class Canary(Protocol):
+    def verdict(self) -> str | None:
+        """None while it runs; "" when the worker answered; else why it failed."""
+
+
+class ThreadCanary:
+    """The canary request on a thread of its own: the supervision loop never blocks on it."""
+
+    def __init__(self, run: Callable[[], str]):
+        self.result: str | None = None
+        self.thread = threading.Thread(target=self._run, args=(run,), name="canary", daemon=True)
+        self.thread.start()
+
+    def _run(self, run: Callable[[], str]) -> None:
+        try:
+            self.result = run()
+        except Exception as exc:  # a bug in the canary must not read as a stuck worker
+            self.result = ""
+            del exc
+
+    def verdict(self) -> str | None:
+        return self.result
 
 
 @dataclass
@@ -48,8 +78,6 @@ class RealHandle:
     process: subprocess.Popen
     nonce: str
     create_time: float
-    last_line: str = ""
-    reader: threading.Thread | None = field(default=None, repr=False)
 
     @property
     def pid(self) -> int:
@@ -60,10 +88,14 @@ class RealHandle:
 
 
 class RealSeam:
-    """Real processes: the worker in its own process group, its output piped to `sink` by line."""
+    """Real processes: the worker in its own process group, its output straight into a file."""
 
-    def __init__(self, sink: Callable[[str], None]):
-        self.sink = sink
+    def __init__(
+        self, output_fd: Callable[[WorkerSpec], int], model: str = "", api_key: str | None = None
+    ):
+        self.output_fd = output_fd  # a fresh fd per spawn, closed here once the child has it
+        self.model = model
+        self.api_key = api_key
 
     def now(self) -> float:
         return time.monotonic()
@@ -72,30 +104,26 @@ class RealSeam:
         time.sleep(seconds)
 
     def spawn(self, spec: WorkerSpec) -> RealHandle:
-        process = processes.spawn_worker(spec)
+        fd = self.output_fd(spec)
+        try:
+            process = processes.spawn_worker(spec, stdout=fd)
+        finally:
+            os.close(fd)
         ident = identity.Identity.of(process.pid, spec.nonce)
-        handle = RealHandle(process, spec.nonce, ident.create_time if ident else 0.0)
-        handle.reader = threading.Thread(target=self._pump, args=(handle,), daemon=True)
-        handle.reader.start()
-        return handle
-
-    def _pump(self, handle: RealHandle) -> None:
-        for raw in iter(handle.process.stdout.readline, b""):
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            if line.strip():
-                handle.last_line = line
-            self.sink(line)
-        handle.process.stdout.close()
+        return RealHandle(process, spec.nonce, ident.create_time if ident else 0.0)
 
     def signal_group(self, handle: Handle, sig: int) -> None:
         processes.signal_group(handle.pid, sig)
 
-    def probe(self, url: str, timeout: float) -> int | None:
-        return worker_client.probe(url, timeout)
+    def probe(self, url: str, timeout: float) -> Health | None:
+        return worker_client.probe_health(url, timeout)
+
+    def canary(self, spec: WorkerSpec, timeout: float) -> ThreadCanary:
+        parts = urlsplit(spec.url)
+        url = f"{parts.scheme}://{parts.netloc}"
+        return ThreadCanary(partial(worker_client.canary, url, self.model, timeout, self.api_key))
 
     def cleanup(self, handle: Handle) -> None:
         """After the worker exited: kill what is left of its group and its orphans, reap all."""
         self.signal_group(handle, signal.SIGKILL)
         processes.reap_descendants()
-        if isinstance(handle, RealHandle) and handle.reader is not None:
-            handle.reader.join(timeout=2)

@@ -14,6 +14,7 @@ from mlxctl.system import statefile
 from mlxctl.system.identity import Identity
 
 STOP_REQUEST = "stop-request.json"
+FAILED_STARTS = "failed-starts.json"  # starts in a row that ended FATAL
 VERSION = 1
 
 
@@ -36,6 +37,7 @@ class SupervisorState:
     port: int | None = None
     url: str | None = None
     release: str | None = None
+    memory_limits: dict | None = None  # MemoryLimits.to_dict(): soft, hard, used, sheds
     updated_at: float | None = None
     version: int = VERSION
 
@@ -88,6 +90,26 @@ def take_stop_request() -> float | None:
         return None
     timeout = request.get("timeout")
     return float(timeout) if isinstance(timeout, (int, float)) else None
+
+
+def failed_starts() -> dict:
+    """{"count": N, "reason": the last FATAL reason}; count 0 when none (or unreadable)."""
+    try:
+        data = statefile.read_json(paths.run_dir() / FAILED_STARTS) or {}
+    except StateError:
+        data = {}
+    count = data.get("count")
+    return {"count": count if isinstance(count, int) else 0, "reason": data.get("reason")}
+
+
+def record_failed_start(reason: str | None) -> int:
+    count = failed_starts()["count"] + 1
+    statefile.write_json(paths.run_dir() / FAILED_STARTS, {"count": count, "reason": reason})
+    return count
+
+
+def reset_failed_starts() -> None:
+    (paths.run_dir() / FAILED_STARTS).unlink(missing_ok=True)
 
 
 def clear_stop_request() -> None:

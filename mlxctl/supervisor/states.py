@@ -24,7 +24,7 @@ ALLOWED: dict[State, frozenset[State]] = {
     State.STARTING: frozenset({State.RUNNING, State.EXITED, State.STOPPING}),
     State.RUNNING: frozenset({State.EXITED, State.STOPPING}),
     State.BACKOFF: frozenset({State.STARTING, State.STOPPED}),
-    State.STOPPING: frozenset({State.STOPPED}),
+    State.STOPPING: frozenset({State.STOPPED, State.EXITED}),  # EXITED: a restart we asked for
     State.EXITED: frozenset({State.BACKOFF, State.FATAL, State.STOPPED}),
     State.FATAL: frozenset({State.STARTING, State.STOPPED}),
 }

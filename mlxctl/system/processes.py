@@ -110,6 +110,31 @@ def reap_descendants() -> None:
             os.waitpid(child.pid, 0)
 
 
+def sweep(worker: identity.Identity | None) -> list[int]:
+    """Kill what is left of a dead worker's tree: every process carrying its nonce (children
+    inherit the environment, even those that left its group), else its process group."""
+    if worker is None:
+        return []
+    found = []
+    for proc in psutil.process_iter(["create_time"]):
+        try:
+            if proc.pid == os.getpid() or proc.info["create_time"] < worker.create_time - 0.05:
+                continue  # born before the worker: not its descendant
+            try:
+                ours = bool(worker.nonce) and proc.environ().get(identity.NONCE_ENV) == worker.nonce
+            except psutil.AccessDenied:
+                ours = os.getpgid(proc.pid) == worker.pid
+        except (psutil.Error, OSError):
+            continue
+        if ours:
+            found.append(proc)
+    for proc in found:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(found, timeout=KILL_WAIT_SECONDS)
+    return [proc.pid for proc in found]
+
+
 def become_subreaper() -> None:
     """Linux: orphaned descendants of the worker are re-parented to us, so we can reap them."""
     if sys.platform.startswith("linux"):

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from mlxctl.errors import StateError
 from server.atomic import fsync_dir, write_bytes
 
-__all__ = ["fsync_dir", "read_json", "write_bytes", "write_json", "write_text"]
+__all__ = [
+    "clean_stale_temp",
+    "fsync_dir",
+    "read_json",
+    "write_bytes",
+    "write_json",
+    "write_text",
+]
+STALE_TEMP_SECONDS = 60.0  # a live writer's temp file is younger than this
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -17,6 +26,20 @@ def write_json(path: Path, data: dict) -> None:
 
 def write_text(path: Path, text: str) -> None:
     write_bytes(path, text.encode())
+
+
+def clean_stale_temp(folder: Path) -> list[Path]:
+    """Remove temp files that writes killed mid-way left behind (`.NAME.XXXX.tmp`)."""
+    removed = []
+    now = time.time()
+    for tmp in folder.glob(".*.tmp") if folder.is_dir() else []:
+        try:
+            if now - tmp.stat().st_mtime > STALE_TEMP_SECONDS:
+                tmp.unlink()
+                removed.append(tmp)
+        except OSError:
+            continue
+    return removed
 
 
 def read_json(path: Path) -> dict | None:

@@ -95,6 +95,7 @@ def _messages(body: CountTokensRequest) -> list[dict[str, Any]]:
     system = _system_text(body.system)
     if system:
         out.append({"role": "system", "content": system})
+    offered: set[str] = set()  # tool_use ids of the previous assistant turn
     for i, m in enumerate(body.messages):
         where = f"messages[{i}]"
         blocks = [{"type": "text", "text": m.content}] if isinstance(m.content, str) else m.content
@@ -116,6 +117,7 @@ def _messages(body: CountTokensRequest) -> list[dict[str, Any]]:
                         }
                     )
                 # thinking / redacted_thinking: accepted, not fed to a model that does not think
+            offered = {c["id"] for c in calls if isinstance(c["id"], str)}
             message: dict[str, Any] = {"role": "assistant", "content": "".join(text)}
             if calls:
                 message["tool_calls"] = calls
@@ -132,6 +134,13 @@ def _messages(body: CountTokensRequest) -> list[dict[str, Any]]:
                     text = []
                 if not isinstance(block.get("tool_use_id"), str):
                     raise BadRequest(f"{where}.content[{j}]: tool_result needs tool_use_id")
+                if block["tool_use_id"] not in offered:
+                    # As the API does: a result must answer a call of the previous turn.
+                    raise BadRequest(
+                        f"{where}.content[{j}]: unexpected tool_use_id {block['tool_use_id']!r} "
+                        "in tool_result blocks: each tool_result block must have a "
+                        "corresponding tool_use block in the previous message"
+                    )
                 out.append(
                     {
                         "role": "tool",
@@ -200,6 +209,7 @@ STOP_REASONS = {
 _TYPES = {
     "bad_request": "invalid_request_error",
     "unauthorized": "authentication_error",
+    "forbidden": "permission_error",
     "not_found": "not_found_error",
     "too_large": "request_too_large",
     "overloaded": "overloaded_error",

@@ -151,6 +151,7 @@ FINISH_REASONS = {
 _TYPES = {
     "bad_request": "invalid_request_error",
     "unauthorized": "authentication_error",
+    "forbidden": "permission_error",
     "not_found": "not_found_error",
     "too_large": "invalid_request_error",
     "overloaded": "rate_limit_error",

@@ -9,7 +9,7 @@ from functools import partial
 from fastapi import APIRouter, Request
 
 from server import serving
-from server.model_names import check_model, served_names
+from server.model_names import check_model, listed_names
 from server.openai_api.protocol import ChatCompletionRequest, to_chat_request
 from server.openai_api.reply import completion_body
 from server.openai_api.stream import encode
@@ -46,7 +46,7 @@ def _model_entry(name: str, created: int) -> dict:
 async def list_models(request: Request):
     settings = request.app.state.settings
     created = int(request.app.state.engine.started_at)
-    names = served_names(settings)
+    names = listed_names(settings)
     data = [_model_entry(name, created) for name in names]
     return {
         "object": "list",

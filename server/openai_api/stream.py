@@ -84,3 +84,4 @@ async def encode(
             on_finish(None)
             error = event.error if isinstance(event.error, WorkerError) else InternalError()
             yield sse(error_body(error)[1])
+            yield sse("[DONE]")  # clients wait for it: without it a failed stream looks cut off
