@@ -208,6 +208,9 @@ class Engine:
         try:
             self._generate(job, run, parser, self._max_tokens(job.request, len(tokens)))
         except Cancelled:
+            if not run.prefilled:
+                # A prefill cut short keeps what it computed: a retry resumes from there.
+                self._store(tokens, run.prompt_cache)
             usage.completion_tokens = len(run.generated)
             return self._finish_cancelled(job, usage, time.perf_counter() - run.started)
         self._finish(job, run, parser, usage)
@@ -246,21 +249,46 @@ class Engine:
             primed=rendered.primed,
         )
 
+    def _prefill(self, job: Job, run: _Generation) -> int:
+        """Prefill all but the last prompt token, storing the checkpoints an untrimmable cache
+        needs on the way; returns where decoding starts."""
+        from server.prefill import checkpoints, prefill
+
+        tokens, end = job.rendered.tokens, len(job.rendered.tokens) - 1
+        stops = checkpoints(run.prompt_cache, run.n_cached, end, job.rendered.system_len)
+        run.checkpointed = bool(stops)
+
+        def on_stop(n: int) -> None:
+            kind = "system" if n == job.rendered.system_len and n < end else "prompt"
+            self._store(tokens[:n], run.prompt_cache, kind=kind)
+
+        start = prefill(
+            self.loaded.model,
+            run.prompt_cache,
+            tokens,
+            run.n_cached,
+            max(end, run.n_cached),
+            step=self.prefill_step_size,
+            stops=stops,
+            on_chunk=lambda n: job.on_prefill_progress(n, len(tokens)),
+            on_stop=on_stop,
+        )
+        run.prefilled = True
+        return start
+
     def _generate(self, job: Job, run: _Generation, parser: ReplyParser, max_tokens: int) -> None:
         """Prefill the uncached tokens and decode into `run`, emitting the parsed events."""
         import mlx.core as mx
         from mlx_lm import stream_generate
 
-        kwargs = {"prefill_step_size": self.prefill_step_size} if self.prefill_step_size else {}
+        start = self._prefill(job, run)
         for response in stream_generate(
             self.loaded.model,
             self.loaded.tokenizer,
-            mx.array(job.rendered.tokens[run.n_cached :]),
+            mx.array(job.rendered.tokens[start:]),
             max_tokens=max_tokens,
             sampler=_sampler(job.request.sampling),
             prompt_cache=run.prompt_cache,
-            prompt_progress_callback=job.on_prefill_progress,
-            **kwargs,
         ):
             if run.first_token_at is None:
                 run.first_token_at = time.perf_counter()
@@ -298,7 +326,8 @@ class Engine:
             False,
         )
         job.emit(Finished(reason, usage, parser.stopped, first - job.submitted, tps))
-        self._store(job.rendered.tokens + generated, run.prompt_cache)
+        if not run.checkpointed:  # else its prompt checkpoint is what the next turn can use
+            self._store(job.rendered.tokens + generated, run.prompt_cache)
 
     def _warm_up(self) -> None:
         for name, request in self._warm:
@@ -318,7 +347,8 @@ class Engine:
         self._generate(job, run, self._parser(job), max_tokens=1)
         seconds = (run.first_token_at or time.perf_counter()) - run.started
         self._record_prefill(len(tokens) - n_cached, seconds)
-        self._store(tokens + run.generated, prompt_cache)
+        if not run.checkpointed:
+            self._store(tokens + run.generated, prompt_cache)
         log.info(
             "warm prompt %s: %d tokens (%d already cached) in %.1fs",
             name,
@@ -333,12 +363,14 @@ class Engine:
         if n_tokens >= 64 and seconds > 0:
             self.cache.record_prefill(n_tokens, seconds)
 
-    def _store(self, tokens: list[int], prompt_cache: list[Any]) -> None:
-        offset = getattr(prompt_cache[0], "offset", None) if prompt_cache else None
-        if not isinstance(offset, int) or offset > len(tokens):
+    def _store(self, tokens: list[int], prompt_cache: list[Any], kind: str = "prompt") -> None:
+        from server.prefix_cache.kv_state import cache_len
+
+        offset = cache_len(prompt_cache) if prompt_cache else 0
+        if offset <= 0 or offset > len(tokens):
             return
         try:
-            self.cache.store(tokens[:offset], prompt_cache)
+            self.cache.store(tokens[:offset], prompt_cache, kind=kind)
         except Exception:
             log.exception("prefix cache store failed")
 
@@ -361,6 +393,8 @@ class _Generation:
     generated: list[int] = field(default_factory=list)
     reason: str = "length"
     first_token_at: float | None = None
+    prefilled: bool = False  # the prompt (all but its last token) is in prompt_cache
+    checkpointed: bool = False  # exact checkpoints were stored: the final state is not
     started: float = field(default_factory=time.perf_counter)
 
 

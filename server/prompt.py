@@ -19,6 +19,8 @@ class Rendered:
     primed: str
     tools: list[dict] | None
     parse_tools: bool
+    # Tokens of the system+tools prefix that every session on this system prompt shares.
+    system_len: int = 0
 
 
 def context_length(config: dict, tokenizer: Any) -> int | None:
@@ -94,4 +96,20 @@ class PromptRenderer:
         tokens = self.encoder.encode(text + primed)
         if check_context and self.context_length and len(tokens) >= self.context_length:
             raise ContextLengthExceeded(len(tokens), self.context_length)
-        return Rendered(tokens, primed, tools, parse_tools=bool(tools) and self.has_tools)
+        system_len = self._system_len(messages, kwargs, tokens)
+        return Rendered(tokens, primed, tools, bool(tools) and self.has_tools, system_len)
+
+    def _system_len(self, messages: list[dict], kwargs: dict, tokens: list[int]) -> int:
+        """How many leading tokens the system message and tools alone render to (0: none)."""
+        head = messages[:1] if messages[0]["role"] == "system" else []
+        if not head and not kwargs:
+            return 0
+        try:
+            text = self.tokenizer.apply_chat_template(
+                head or [{"role": "user", "content": ""}], tokenize=False, **kwargs
+            )
+        except Exception:  # a template that wants more than a system message: no checkpoint
+            return 0
+        ids = self.encoder.encode(text)
+        n = next((i for i, (a, b) in enumerate(zip(ids, tokens, strict=False)) if a != b), None)
+        return min(len(ids), len(tokens)) if n is None else n

@@ -39,7 +39,7 @@ class PrefixListCache:
             layer.state = (keys[..., :best, :], values[..., :best, :], best)
         return cache, best
 
-    def store(self, tokens, prompt_cache):
+    def store(self, tokens, prompt_cache, kind="prompt"):
         self.stores.append((len(tokens), prompt_cache[0].offset))
         states = [(c.keys[..., : c.offset, :], c.values[..., : c.offset, :]) for c in prompt_cache]
         self.entries.append((list(tokens), states))

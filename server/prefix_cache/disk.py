@@ -22,6 +22,8 @@ import numpy as np
 from server.atomic import fsync_dir
 
 from . import disk_index as di
+from .kv_state import cache_len
+from .policy import supersedes
 from .trie import TokenTrie, as_tokens
 
 log = logging.getLogger(__name__)
@@ -82,6 +84,7 @@ class DiskTier:
         self._lock = threading.RLock()
         self._trie = TokenTrie()  # compatible entries only: tokens -> key
         self._tokens: dict[str, np.ndarray] = {}  # key -> tokens, for removal from the trie
+        self._traits: dict[str, tuple[str, bool]] = {}  # key -> (kind, trimmable)
         self.bytes_written = 0  # this process
         self._open()
 
@@ -90,6 +93,16 @@ class DiskTier:
     def search(self, tokens):
         with self._lock:
             return self._trie.search(tokens)
+
+    def candidates(self, tokens) -> list:
+        with self._lock:
+            return self._trie.candidates(tokens)
+
+    def kind(self, key: str) -> str:
+        return self._traits.get(key, ("prompt", True))[0]
+
+    def trimmable(self, key: str) -> bool:
+        return self._traits.get(key, ("prompt", True))[1]
 
     def index(self) -> dict:
         with self._lock:
@@ -133,9 +146,7 @@ class DiskTier:
                 log.warning("kv cache file %s skipped: unreadable (%s)", path.name, e)
                 self._drop(key)
                 return None
-            if len(tokens) != int(meta.get("token_count", -1)) or any(
-                c.size() != len(tokens) for c in cache if hasattr(c, "size") and c.size()
-            ):
+            if len(tokens) != int(meta.get("token_count", -1)) or cache_len(cache) != len(tokens):
                 log.warning("kv cache file %s skipped: token count mismatch", path.name)
                 self._drop(key)
                 return None
@@ -143,8 +154,17 @@ class DiskTier:
                 self.touch(key)
             return tokens, cache
 
-    def save(self, tokens, cache: list[Any], nbytes: int, last_used: float | None = None) -> bool:
-        """Write one entry unless present; False when it does not fit the budget."""
+    def save(
+        self,
+        tokens,
+        cache: list[Any],
+        nbytes: int,
+        last_used: float | None = None,
+        traits: dict[str, str] | None = None,
+    ) -> bool:
+        """Write one entry unless present; False when it does not fit the budget. `traits`:
+        kind ("prompt"/"system") and trimmable ("1"/"0"), kept in the file and the index."""
+        traits = {"kind": "prompt", "trimmable": "1", **(traits or {})}
         from mlx_lm.models.cache import save_prompt_cache
 
         tokens = as_tokens(tokens)
@@ -165,11 +185,13 @@ class DiskTier:
                 "token_count": str(len(tokens)),
                 "tokens": encode_tokens(tokens),
                 "created": str(time.time()),
+                **traits,
             }
             name = f"{key}{di.SUFFIX}"
             tmp = self.folder / f"{di.TMP_PREFIX}{key}-{os.getpid()}{di.SUFFIX}"
             try:
                 save_prompt_cache(str(tmp), cache, meta)
+                os.chmod(tmp, 0o600)  # the prompts' content, like the folder
                 with open(tmp, "rb+") as f:
                     os.fsync(f.fileno())
                 digest, size = di.sha256_file(tmp), tmp.stat().st_size
@@ -187,6 +209,7 @@ class DiskTier:
                         "created": float(meta["created"]),
                         "last_used": last_used,
                         **{k: meta[k] for k in ("format", "model", "tokenizer", "mlx", "mlx_lm")},
+                        **traits,
                     }
                     index["bytes_written"] = index.get("bytes_written", 0) + size
                     di.write_index(self.folder, index)
@@ -196,9 +219,12 @@ class DiskTier:
                     tmp.unlink()
                 return False
             self.bytes_written += size
-            self._remember(tokens, key)
-            # An entry this one extends is redundant: a trimmed copy of this one replaces it.
-            ancestors = [k for _, k in self._trie.prefixes_of(tokens)]
+            self._remember(tokens, key, traits)
+            # One entry per conversation: this one replaces the ancestors it supersedes.
+            can_trim = traits["trimmable"] == "1"
+            ancestors = [
+                k for _, k in self._trie.prefixes_of(tokens) if supersedes(can_trim, self.kind(k))
+            ]
             if ancestors:
                 self.remove(ancestors)
             return True
@@ -246,7 +272,7 @@ class DiskTier:
                 # index stays small enough to rewrite on every touch.
                 try:
                     meta = di.cache_file_metadata(self.folder / entry["file"])
-                    self._remember(decode_tokens(meta["tokens"]), key)
+                    self._remember(decode_tokens(meta["tokens"]), key, meta)
                 except (OSError, KeyError, ValueError) as e:
                     log.warning("kv cache file %s skipped: bad header (%s)", entry["file"], e)
 
@@ -269,12 +295,14 @@ class DiskTier:
         if not incompatible:
             di.remove_entries(self.folder, [key])
 
-    def _remember(self, tokens: np.ndarray, key: str) -> None:
+    def _remember(self, tokens: np.ndarray, key: str, traits: dict) -> None:
         self._tokens[key] = tokens
+        self._traits[key] = (traits.get("kind", "prompt"), traits.get("trimmable", "1") == "1")
         self._trie.insert(tokens, key)
 
     def _forget(self, key: str) -> None:
         tokens = self._tokens.pop(key, None)
+        self._traits.pop(key, None)
         if tokens is not None:
             self._trie.remove(tokens)
 

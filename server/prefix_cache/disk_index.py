@@ -122,6 +122,22 @@ def _age(path: Path) -> float:
         return 0.0
 
 
+def _writer_alive(name: str) -> bool:
+    """Whether the process named in a KV temp file (`.tmp-<id>-<pid>.safetensors`) still runs:
+    a killed write's leftover goes at the next start, not 10 minutes later."""
+    stem = name.removesuffix(SUFFIX)
+    pid = stem.rsplit("-", 1)[-1]
+    if stem == name or not pid.isdigit():
+        return True  # not one of ours with a pid: let the age rule decide
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
 def reconcile(folder: Path, index: dict, grace_seconds: float = 600.0) -> dict:
     """Drop entries whose file is gone or has the wrong size; delete orphan files and temp
     files older than `grace_seconds` (younger ones may be another process's write)."""
@@ -139,7 +155,7 @@ def reconcile(folder: Path, index: dict, grace_seconds: float = 600.0) -> dict:
     named = {e["file"] for e in entries.values()}
     for path in folder.iterdir():
         if path.name.startswith(TMP_PREFIX):
-            stale = _age(path) >= grace_seconds
+            stale = _age(path) >= grace_seconds or not _writer_alive(path.name)
         else:
             stale = path.suffix == SUFFIX and path.name not in named
         if stale:

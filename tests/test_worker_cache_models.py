@@ -1,0 +1,126 @@
+"""The prefix cache on the models people run: hybrid (qwen3_next: ArraysCache + KVCache) and
+sliding-window (gemma3_text: RotatingKVCache far shorter than the prompt) caches, which cannot be
+trimmed back, so only exact checkpoints (end of prompt, end of system+tools) can be reused.
+
+Real workers on tiny random models, the official SDKs, in RAM and after a restart from disk.
+"""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from server.testing.tiny_model import WEATHER_TOOL
+from tests.conftest import tiny_model
+from tests.fixtures_worker import API_KEY, start_worker
+from tests.test_worker_cache import AUTH, MODEL, anthropic_client, long_text, openai_client
+
+FAMILIES = ["qwen3_next", "gemma3_text"]
+ANTHROPIC_TOOL = {
+    "name": "get_weather",
+    "description": WEATHER_TOOL["function"]["description"],
+    "input_schema": WEATHER_TOOL["function"]["parameters"],
+}
+
+
+class Session:
+    """One conversation over one protocol; `ask` returns (cached, prompt) tokens of a turn."""
+
+    def __init__(self, protocol: str, system: str):
+        self.protocol, self.system, self.messages = protocol, system, []
+
+    def ask(self, handle, text: str) -> tuple[int, int]:
+        self.messages.append({"role": "user", "content": text})
+        if self.protocol == "openai":
+            reply = openai_client(handle).chat.completions.create(
+                model=MODEL,
+                messages=[{"role": "system", "content": self.system}, *self.messages],
+                tools=[WEATHER_TOOL],
+                max_tokens=6,
+            )
+            content = reply.choices[0].message.content or "Done."
+            cached = reply.usage.prompt_tokens_details.cached_tokens
+            prompt = reply.usage.prompt_tokens
+        else:
+            reply = anthropic_client(handle).messages.create(
+                model=MODEL,
+                system=self.system,
+                messages=self.messages,
+                tools=[ANTHROPIC_TOOL],
+                max_tokens=6,
+            )
+            content = "".join(b.text for b in reply.content if b.type == "text") or "Done."
+            u = reply.usage
+            cached = u.cache_read_input_tokens
+            prompt = u.input_tokens + u.cache_read_input_tokens + u.cache_creation_input_tokens
+        self.messages.append({"role": "assistant", "content": content})
+        return cached, prompt
+
+
+def cache_stats(handle) -> dict:
+    r = httpx.get(handle.base_url + "/v1/status", headers=AUTH)
+    assert r.status_code == 200, r.text
+    return r.json()["cache"]
+
+
+def ram_entries(handle) -> list[dict]:
+    r = httpx.get(handle.base_url + "/v1/cache", headers=AUTH)
+    return [e for e in r.json()["entries"] if e["tier"] == "ram"]
+
+
+@pytest.mark.parametrize("protocol", ["openai", "anthropic"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_five_turn_session_reuses_90_percent_in_ram_and_after_a_restart(family, protocol, tmp_path):
+    model = tiny_model(family=family)
+    cache_dir = str(tmp_path / "kv")
+    system = long_text(500, seed=21)
+    session = Session(protocol, system)
+    handle = start_worker(
+        model, "--cache-dir", cache_dir, "--max-output-tokens", "8", api_key=API_KEY
+    )
+    try:
+        cached, prompt = session.ask(handle, "List the files.")
+        assert cached == 0
+        for turn in range(1, 5):
+            cached, prompt = session.ask(handle, f"Now read file {turn}.")
+            assert cached >= 0.9 * prompt, (turn, cached, prompt)
+        # One conversation is one entry (plus the system+tools checkpoint).
+        entries = ram_entries(handle)
+        assert len(entries) == 2, entries
+    finally:
+        assert handle.stop() == 0
+
+    handle = start_worker(
+        model, "--cache-dir", cache_dir, "--max-output-tokens", "8", api_key=API_KEY
+    )
+    try:
+        cached, prompt = session.ask(handle, "And the last one.")
+        assert cached >= 0.9 * prompt, (cached, prompt)
+        # A new session on the same system prompt and tools starts from its checkpoint.
+        other = Session(protocol, system)
+        cached, prompt = other.ask(handle, "Something else entirely: say hi.")
+        assert cached >= 0.8 * prompt, (cached, prompt)
+    finally:
+        handle.stop()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_ten_turn_session_holds_about_one_entry(family, tmp_path):
+    handle = start_worker(
+        tiny_model(family=family),
+        "--cache-disk-bytes",
+        "0",
+        "--max-output-tokens",
+        "8",
+        api_key=API_KEY,
+    )
+    try:
+        session = Session("openai", long_text(400, seed=22))
+        for turn in range(10):
+            session.ask(handle, f"Step {turn}: go on.")
+        entries = sorted(ram_entries(handle), key=lambda e: e["tokens"])
+        system, conversation = entries[0], entries[-1]
+        held = cache_stats(handle)["ram"]["bytes"]
+        assert held <= 1.3 * conversation["bytes"] + system["bytes"], entries
+    finally:
+        handle.stop()
