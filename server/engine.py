@@ -211,6 +211,7 @@ class Engine:
             if not run.prefilled:
                 # A prefill cut short keeps what it computed: a retry resumes from there.
                 self._store(tokens, run.prompt_cache)
+                log.info("prefill cancelled; kept its KV state for a retry")
             usage.completion_tokens = len(run.generated)
             return self._finish_cancelled(job, usage, time.perf_counter() - run.started)
         self._finish(job, run, parser, usage)

@@ -380,3 +380,38 @@ def test_piecewise_tokenization_equals_plain_and_falls_back():
     odd = SegmentEncoder(Counting())
     assert odd.encode("<|im_start|>hi<|im_end|>") == [len("<|im_start|>hi<|im_end|>")]
     assert not odd.enabled
+
+
+def test_a_prefill_cut_short_is_resumed_by_the_same_request_sent_again(tmp_path):
+    step = 128
+    handle = start_worker(
+        tiny_model(),
+        "--cache-disk-bytes",
+        "0",
+        "--prefill-step-size",
+        str(step),
+        "--max-output-tokens",
+        "4",
+        api_key=API_KEY,
+    )
+    body = {
+        "model": MODEL,
+        "max_tokens": 4,
+        "messages": [{"role": "user", "content": long_text(9000, seed=31)}],
+    }
+    try:
+        headers = {**AUTH, "anthropic-version": "2023-06-01"}
+        with httpx.stream(
+            "POST", handle.base_url + "/v1/messages", json={**body, "stream": True}, headers=headers
+        ) as r:
+            for line in r.iter_lines():
+                if line == "event: ping":  # prefill progress: the first chunks are in
+                    break
+        # Queued behind the cancelled one: it runs once that prefill has stopped.
+        usage = anthropic_client(handle).messages.create(**body).usage
+        prompt = usage.input_tokens + usage.cache_read_input_tokens
+        # Resumed from the chunk where the first request stopped, not from scratch or the end.
+        assert 0 < usage.cache_read_input_tokens < prompt - step
+        assert usage.cache_read_input_tokens % step == 0
+    finally:
+        handle.stop()
