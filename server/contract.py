@@ -40,6 +40,7 @@ def worker_argv(
     cache_dir: str | Path | None = None,
     cache_ram_bytes: int | None = None,
     cache_disk_bytes: int | None = None,
+    stop_grace_s: float | None = None,
     python: str = sys.executable,
 ) -> list[str]:
     """The command line that runs the worker on host:port (None leaves the worker's default)."""
@@ -51,4 +52,7 @@ def worker_argv(
         argv += ["--cache-ram-bytes", str(cache_ram_bytes)]
     if cache_disk_bytes is not None:
         argv += ["--cache-disk-bytes", str(cache_disk_bytes)]
+    if stop_grace_s is not None:
+        # The supervisor's SIGTERM-to-SIGKILL grace: the worker fits its stop (cache flush) in it.
+        argv += ["--stop-grace", f"{stop_grace_s:g}"]
     return argv

@@ -18,6 +18,7 @@ from typing import Any
 from server.errors import InternalError, Overloaded, ServiceUnavailable
 from server.job import Cancelled, Job, JobQueue
 from server.metrics import Metrics
+from server.prefix_cache.kv_state import cache_len
 from server.prefix_cache.seam import NoPrefixCache, PrefixCache
 from server.prompt import PromptRenderer
 from server.reply_parser import ReplyParser
@@ -250,43 +251,30 @@ class Engine:
             primed=rendered.primed,
         )
 
-    def _prefill(self, job: Job, run: _Generation) -> int:
-        """Prefill all but the last prompt token, storing the checkpoints an untrimmable cache
-        needs on the way; returns where decoding starts."""
-        from server.prefill import checkpoints, prefill
+    def _generate(self, job: Job, run: _Generation, parser: ReplyParser, max_tokens: int) -> None:
+        """Prefill the uncached tokens (storing the checkpoints an untrimmable cache needs on
+        the way) and decode into `run`, emitting the parsed events."""
+        import mlx.core as mx
+        from mlx_lm import stream_generate
 
-        tokens, end = job.rendered.tokens, len(job.rendered.tokens) - 1
-        stops = checkpoints(run.prompt_cache, run.n_cached, end, job.rendered.system_len)
-        run.checkpointed = bool(stops)
+        from server.prefill import prefill_prompt
 
-        def on_stop(n: int) -> None:
-            kind = "system" if n == job.rendered.system_len and n < end else "prompt"
-            self._store(tokens[:n], run.prompt_cache, kind=kind)
-
-        start = prefill(
+        tokens = job.rendered.tokens
+        start, run.checkpointed = prefill_prompt(
             self.loaded.model,
             run.prompt_cache,
             tokens,
             run.n_cached,
-            max(end, run.n_cached),
+            job.rendered.system_len,
             step=self.prefill_step_size,
-            stops=stops,
             on_chunk=lambda n: job.on_prefill_progress(n, len(tokens)),
-            on_stop=on_stop,
+            store=lambda n, kind: self._store(tokens[:n], run.prompt_cache, kind=kind),
         )
         run.prefilled = True
-        return start
-
-    def _generate(self, job: Job, run: _Generation, parser: ReplyParser, max_tokens: int) -> None:
-        """Prefill the uncached tokens and decode into `run`, emitting the parsed events."""
-        import mlx.core as mx
-        from mlx_lm import stream_generate
-
-        start = self._prefill(job, run)
         for response in stream_generate(
             self.loaded.model,
             self.loaded.tokenizer,
-            mx.array(job.rendered.tokens[start:]),
+            mx.array(tokens[start:]),
             max_tokens=max_tokens,
             sampler=_sampler(job.request.sampling),
             prompt_cache=run.prompt_cache,
@@ -365,8 +353,6 @@ class Engine:
             self.cache.record_prefill(n_tokens, seconds)
 
     def _store(self, tokens: list[int], prompt_cache: list[Any], kind: str = "prompt") -> None:
-        from server.prefix_cache.kv_state import cache_len
-
         offset = cache_len(prompt_cache) if prompt_cache else 0
         if offset <= 0 or offset > len(tokens):
             return

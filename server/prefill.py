@@ -55,3 +55,37 @@ def prefill(
             on_chunk(pos)
             mx.clear_cache()
     return end
+
+
+def prefill_prompt(
+    model: Any,
+    cache: list[Any],
+    tokens: list[int],
+    n_cached: int,
+    system_len: int,
+    *,
+    step: int | None,
+    on_chunk: Callable[[int], None],
+    store: Callable[[int, str], None],
+) -> tuple[int, bool]:
+    """Prefill a prompt but its last token (which decoding runs for the first logits) into
+    `cache`, calling `store(n, kind)` at its checkpoints. Returns (where decoding starts,
+    whether checkpoints were stored: then the final state is not worth keeping)."""
+    end = max(len(tokens) - 1, n_cached)
+    stops = checkpoints(cache, n_cached, end, system_len)
+
+    def on_stop(n: int) -> None:
+        store(n, "system" if n == system_len and n < end else "prompt")
+
+    prefill(
+        model,
+        cache,
+        tokens,
+        n_cached,
+        end,
+        step=step,
+        stops=stops,
+        on_chunk=on_chunk,
+        on_stop=on_stop,
+    )
+    return end, bool(stops)

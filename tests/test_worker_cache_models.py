@@ -7,9 +7,14 @@ Real workers on tiny random models, the official SDKs, in RAM and after a restar
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import time
+
 import httpx
 import pytest
 
+from server.prefix_cache import disk_index
 from server.testing.tiny_model import WEATHER_TOOL
 from tests.conftest import tiny_model
 from tests.fixtures_worker import API_KEY, start_worker
@@ -124,3 +129,63 @@ def test_ten_turn_session_holds_about_one_entry(family, tmp_path):
         assert held <= 1.3 * conversation["bytes"] + system["bytes"], entries
     finally:
         handle.stop()
+
+
+def wait_clean(handle, timeout: float = 30.0) -> dict:
+    """The cache stats once the write-behind has put every entry on disk."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stats = cache_stats(handle)
+        if stats["dirty_entries"] == 0:
+            return stats
+        time.sleep(0.1)
+    raise AssertionError(f"still dirty after {timeout}s: {cache_stats(handle)}")
+
+
+def test_kill_9_after_a_few_turns_loses_nothing_written_behind(tmp_path):
+    model = tiny_model(family="qwen3_next")
+    cache_dir = tmp_path / "kv"
+    args = ("--cache-dir", str(cache_dir), "--cache-write-behind", "0.2")
+    handle = start_worker(model, *args, api_key=API_KEY)
+    session = Session("anthropic", long_text(500, seed=23))
+    try:
+        for turn in range(3):
+            session.ask(handle, f"Turn {turn}.")
+        stats = wait_clean(handle)
+        assert stats["bytes_written_behind"] > 0
+        assert stats["restore"]["mode"] == "lazy"
+    finally:
+        handle.process.send_signal(signal.SIGKILL)
+        handle.process.wait(10)
+    # A write killed half way leaves a temp file named after its (now dead) process.
+    (folder,) = [p for p in cache_dir.iterdir() if p.is_dir()]
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (folder / f".tmp-0123456789abcdef01234567-{dead.pid}.safetensors").write_bytes(b"\0" * 100)
+
+    handle = start_worker(model, *args, api_key=API_KEY)
+    try:
+        cached, prompt = session.ask(handle, "After the crash.")
+        assert cached >= 0.9 * prompt, (cached, prompt)
+        assert [p.name for p in folder.iterdir() if p.name.startswith(".tmp-")] == []
+        assert all(oct(p.stat().st_mode & 0o777) == "0o600" for p in folder.glob("*.safetensors"))
+    finally:
+        handle.stop()
+
+
+def test_a_stop_with_many_dirty_entries_writes_them_within_its_grace(tmp_path):
+    cache_dir = tmp_path / "kv"
+    handle = start_worker(
+        tiny_model(family="gemma3_text"),
+        *("--cache-dir", str(cache_dir), "--cache-write-behind", "-1", "--stop-grace", "8"),
+        api_key=API_KEY,
+    )
+    try:
+        for seed in range(4):  # four conversations, nothing on disk yet
+            Session("openai", long_text(300, seed=40 + seed)).ask(handle, "Hi.")
+        assert cache_stats(handle)["dirty_entries"] >= 4
+    finally:
+        code = handle.stop(timeout=8)  # SIGKILL after the grace: -9
+    assert code == 0
+    assert len(disk_index.list_entries(cache_dir)) >= 4
+    assert "0 still dirty" in handle.log()

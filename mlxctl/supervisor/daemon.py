@@ -93,7 +93,8 @@ class Daemon:
             release = replace(store.get(args.release), model=args.model)
             spec = launch(release, store.folder(release.id), args.host, args.port, **cache)
             return spec.argv, spec.health_path, spec.env
-        argv = contract.worker_argv(args.model, args.host, args.port, **cache)
+        grace = self.settings["restart.stop_timeout"]
+        argv = contract.worker_argv(args.model, args.host, args.port, **cache, stop_grace_s=grace)
         return argv, contract.HEALTH_PATH, {}
 
     # -- state file ----------------------------------------------------------------------------

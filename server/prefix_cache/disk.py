@@ -108,6 +108,18 @@ class DiskTier:
         with self._lock:
             return di.read_index(self.folder)
 
+    def stats(self) -> dict:
+        index = self.index()
+        entries = index["entries"]
+        return {
+            "entries": len(entries),
+            "bytes": sum(e.get("bytes", 0) for e in entries.values()),
+            "budget_bytes": self.max_bytes,
+            "bytes_written": self.bytes_written,  # by this process
+            "bytes_written_total": index.get("bytes_written", 0),  # by this folder's life
+            "folder": str(self.folder),
+        }
+
     def entries(self) -> dict[str, dict]:
         return self.index()["entries"]
 

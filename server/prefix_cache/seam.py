@@ -93,8 +93,9 @@ class StoreAdapter:
 
     enabled = True
 
-    def __init__(self, store: PrefixStore):
+    def __init__(self, store: PrefixStore, flush_s: float | None = None):
         self.prefix_store = store
+        self.flush_s = flush_s  # the stop's time budget for writing what is still dirty
 
     def restore(self) -> int:
         """Load the disk tier's most recent entries into RAM (start-up); logged with timing."""
@@ -133,10 +134,11 @@ class StoreAdapter:
 
     def close(self) -> None:
         started = time.perf_counter()
-        written = self.prefix_store.flush()
+        written = self.prefix_store.flush(self.flush_s)
         if self.prefix_store.disk is not None:
             log.info(
-                "kv cache: flush on stop wrote %d entries in %.2fs",
+                "kv cache: flush on stop wrote %d entries in %.2fs (%d still dirty)",
                 written,
                 time.perf_counter() - started,
+                len(self.prefix_store.dirty()),
             )

@@ -82,9 +82,12 @@ class PrefixStore:
         self._entries: OrderedDict[str, _Entry] = OrderedDict()  # LRU order, oldest first
         self._ram_bytes = 0
         self.disk: DiskTier | None = None
+        self.restored: dict = {"mode": "lazy" if lazy_disk else "eager", "seconds": None}
         if disk_root is not None:
             compat = Compat.current(model_id, tokenizer_id)
+            started = time.perf_counter()
             self.disk = DiskTier(Path(disk_root) / model_id, compat, disk_bytes)
+            self.restored.update(seconds=round(time.perf_counter() - started, 3), at=time.time())
         self._counters = dict.fromkeys(
             ("hits", "ram_hits", "disk_hits", "misses", "lookup_tokens", "tokens_reused"), 0
         )
@@ -94,7 +97,7 @@ class PrefixStore:
         self.writer = None
         if self.disk is not None and write_delay is not None:
             self.writer = WriteBehind(self.write_dirty, write_delay)
-        self.restored: dict = {"mode": "lazy" if lazy_disk else "eager", "seconds": None}
+        self.written_behind = 0  # bytes the writer thread put on disk
 
     @classmethod
     def for_model(
@@ -196,9 +199,12 @@ class PrefixStore:
                 if self._entries.get(tokens_key(entry.tokens)) is not entry:
                     continue  # superseded or evicted since: its successor carries it
             meta = {"kind": entry.kind, "trimmable": "1" if entry.trimmable else "0"}
+            before = self.disk.bytes_written
             if self.disk.save(entry.tokens, entry.cache, entry.nbytes, entry.last_used, meta):
                 entry.on_disk = True
                 written += 1
+                if stop is not None:  # the writer thread's pass, not the stop's flush
+                    self.written_behind += self.disk.bytes_written - before
         return written
 
     def flush(self, budget_s: float | None = None) -> int:
@@ -235,7 +241,11 @@ class PrefixStore:
         with self._lock:
             ordered = sorted(self._entries.items(), key=lambda kv: kv[1].last_used)
             self._entries = OrderedDict(ordered)
-        self.restored = {"mode": "eager", "seconds": round(time.perf_counter() - started, 3)}
+        self.restored = {
+            "mode": "eager",
+            "seconds": round(time.perf_counter() - started, 3),
+            "at": time.time(),
+        }
         log.info("kv cache: restored %d entries from disk", loaded)
         return loaded
 
@@ -261,21 +271,10 @@ class PrefixStore:
                 "prefill_seconds_saved": c["tokens_reused"] / tps if tps else None,
                 "dirty_entries": sum(1 for e in self._entries.values() if not e.on_disk),
                 "write_behind_s": None if self.writer is None else self.writer.delay,
+                "bytes_written_behind": self.written_behind,
                 "restore": dict(self.restored),
             }
-        if self.disk is not None:
-            index = self.disk.index()
-            entries = index["entries"]
-            out["disk"] = {
-                "entries": len(entries),
-                "bytes": sum(e.get("bytes", 0) for e in entries.values()),
-                "budget_bytes": self.disk.max_bytes,
-                "bytes_written": self.disk.bytes_written,  # by this process
-                "bytes_written_total": index.get("bytes_written", 0),  # by this folder's life
-                "folder": str(self.disk.folder),
-            }
-        else:
-            out["disk"] = None
+        out["disk"] = self.disk.stats() if self.disk is not None else None
         return out
 
     def list_entries(self) -> list[dict]:
