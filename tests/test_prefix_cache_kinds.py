@@ -131,3 +131,25 @@ def test_a_list_mixing_every_kind_round_trips_through_ram_and_disk(tiny_model_pa
     assert [type(c) for c in hit.cache] == [type(c) for c in cache]
     for got, want in zip(state_arrays(hit.cache), state_arrays(snapshot(cache, 300)), strict=True):
         assert got.shape == want.shape and mx.array_equal(got, want).item()
+
+
+def test_a_disk_entry_is_read_once_and_the_verified_bytes_are_what_loads(
+    tiny_model_path, tmp_path, monkeypatch
+):
+    from server.prefix_cache.disk import DiskTier
+
+    cache = mixed_cache()
+    tokens = rand_tokens(300, 7)
+    store = make(None, tmp_path)
+    store.store(tokens, cache)
+    store.flush()
+    verify = DiskTier._verify
+
+    def verify_then_clobber(self, path, entry):
+        checked = verify(self, path, entry)
+        path.write_bytes(b"\0" * entry["bytes"])  # a second read would see this
+        return checked
+
+    monkeypatch.setattr(DiskTier, "_verify", verify_then_clobber)
+    hit = make(None, tmp_path).lookup(tokens + [9])
+    assert (hit.source, hit.cached_tokens) == ("disk", 300)

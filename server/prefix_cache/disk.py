@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import io
 import logging
 import os
 import threading
@@ -72,6 +73,14 @@ def encode_tokens(tokens: np.ndarray) -> str:
 
 def decode_tokens(text: str) -> np.ndarray:
     return np.frombuffer(base64.b64decode(text), dtype="<i4").astype(np.int64)
+
+
+class _Named(io.BytesIO):
+    """A file's bytes in memory, named so mlx-lm's loader picks the safetensors format."""
+
+    def __init__(self, data: bytes, name: str):
+        super().__init__(data)
+        self.name = name
 
 
 class DiskTier:
@@ -138,14 +147,14 @@ class DiskTier:
                 self._forget(key)
                 return None
             path = self.folder / entry["file"]
-            problem, incompatible = self._verify(path, entry)
+            # One read: the bytes are hashed and parsed in memory, never read from disk twice.
+            data, problem, incompatible = self._verify(path, entry)
             if problem is not None:
                 log.warning("kv cache file %s skipped: %s", path.name, problem)
                 self._drop(key, incompatible=incompatible)
                 return None
             try:
-                cache, meta = load_prompt_cache(str(path), return_metadata=True)
-                # Read now, not at first use: the file was verified a moment ago.
+                cache, meta = load_prompt_cache(_Named(data, path.name), return_metadata=True)
                 mx.eval(
                     [
                         a
@@ -288,18 +297,22 @@ class DiskTier:
                 except (OSError, KeyError, ValueError) as e:
                     log.warning("kv cache file %s skipped: bad header (%s)", entry["file"], e)
 
-    def _verify(self, path: Path, entry: dict) -> tuple[str | None, bool]:
-        """(problem or None, whether the file is sound but made for something else)."""
+    def _verify(self, path: Path, entry: dict) -> tuple[bytes, str | None, bool]:
+        """(the file's bytes, problem or None, whether the file is sound but made for
+        something else)."""
         try:
             if path.stat().st_size != entry.get("bytes"):
-                return "truncated or resized", False
-            if di.sha256_file(path) != entry.get("sha256"):
-                return "checksum mismatch", False
-            meta = di.cache_file_metadata(path)
+                return b"", "truncated or resized", False
+            data = path.read_bytes()
+            if len(data) != entry.get("bytes"):
+                return b"", "truncated or resized", False
+            if hashlib.sha256(data).hexdigest() != entry.get("sha256"):
+                return b"", "checksum mismatch", False
+            meta = di.cache_metadata(di.safetensors_metadata(io.BytesIO(data)))
         except (OSError, ValueError) as e:
-            return f"unreadable ({e})", False
+            return b"", f"unreadable ({e})", False
         problem = self.compat.mismatch(meta)
-        return problem, problem is not None
+        return data, problem, problem is not None
 
     def _drop(self, key: str, incompatible: bool = False) -> None:
         """Stop offering `key`; delete it unless merely incompatible (a rollback may want it)."""

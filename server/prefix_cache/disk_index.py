@@ -21,6 +21,7 @@ import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from server.atomic import write_bytes
 
@@ -56,13 +57,18 @@ def sha256_file(path: Path) -> str:
 def read_safetensors_metadata(path: Path) -> dict[str, str]:
     """The `__metadata__` of a safetensors file from its JSON header; raises ValueError if bad."""
     with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) != 8:
-            raise ValueError("truncated header")
-        (n,) = struct.unpack("<Q", head)
-        if n > 100 << 20:
-            raise ValueError("header too large")
-        raw = f.read(n)
+        return safetensors_metadata(f)
+
+
+def safetensors_metadata(f: BinaryIO) -> dict[str, str]:
+    """`read_safetensors_metadata` of an open binary file (or the bytes of one, in memory)."""
+    head = f.read(8)
+    if len(head) != 8:
+        raise ValueError("truncated header")
+    (n,) = struct.unpack("<Q", head)
+    if n > 100 << 20:
+        raise ValueError("header too large")
+    raw = f.read(n)
     if len(raw) != n:
         raise ValueError("truncated header")
     try:
@@ -73,7 +79,10 @@ def read_safetensors_metadata(path: Path) -> dict[str, str]:
 
 def cache_file_metadata(path: Path) -> dict[str, str]:
     """Our metadata of a KV file (mlx-lm's `save_prompt_cache` nests it under "0.")."""
-    meta = read_safetensors_metadata(path)
+    return cache_metadata(read_safetensors_metadata(path))
+
+
+def cache_metadata(meta: dict[str, str]) -> dict[str, str]:
     return {k[2:]: v for k, v in meta.items() if k.startswith("0.")}
 
 
