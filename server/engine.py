@@ -315,8 +315,8 @@ class Engine:
             False,
         )
         job.emit(Finished(reason, usage, parser.stopped, first - job.submitted, tps))
-        if not run.checkpointed:  # else its prompt checkpoint is what the next turn can use
-            self._store(job.rendered.tokens + generated, run.prompt_cache)
+        if not run.checkpointed:  # the prompt but its last token, which the next re-renders
+            self._store(job.rendered.tokens[:-1], run.prompt_cache)
 
     def _warm_up(self) -> None:
         for name, request in self._warm:
@@ -337,7 +337,7 @@ class Engine:
         seconds = (run.first_token_at or time.perf_counter()) - run.started
         self._record_prefill(len(tokens) - n_cached, seconds)
         if not run.checkpointed:
-            self._store(tokens + run.generated, prompt_cache)
+            self._store(tokens[:-1], prompt_cache)
         log.info(
             "warm prompt %s: %d tokens (%d already cached) in %.1fs",
             name,
@@ -354,7 +354,7 @@ class Engine:
 
     def _store(self, tokens: list[int], prompt_cache: list[Any], kind: str = "prompt") -> None:
         offset = cache_len(prompt_cache) if prompt_cache else 0
-        if offset <= 0 or offset > len(tokens):
+        if offset <= 0:
             return
         try:
             self.cache.store(tokens[:offset], prompt_cache, kind=kind)

@@ -197,48 +197,50 @@ class DiskTier:
                 return True
             if not self._make_room(nbytes, last_used):
                 return False
-            meta = {
-                "format": str(self.compat.format),
-                "model": self.compat.model,
-                "tokenizer": self.compat.tokenizer,
-                "mlx": self.compat.mlx,
-                "mlx_lm": self.compat.mlx_lm,
-                "token_count": str(len(tokens)),
-                "tokens": encode_tokens(tokens),
-                "created": str(time.time()),
-                **traits,
-            }
-            name = f"{key}{di.SUFFIX}"
-            tmp = self.folder / f"{di.TMP_PREFIX}{key}-{os.getpid()}{di.SUFFIX}"
-            try:
-                save_prompt_cache(str(tmp), cache, meta)
-                os.chmod(tmp, 0o600)  # the prompts' content, like the folder
-                with open(tmp, "rb+") as f:
-                    os.fsync(f.fileno())
-                digest, size = di.sha256_file(tmp), tmp.stat().st_size
-                # Rename and index together under the lock: another process opening this
-                # folder never sees a named file the index does not know yet.
-                with di.locked(self.folder):
-                    os.replace(tmp, self.folder / name)
-                    fsync_dir(self.folder)
-                    index = di.read_index(self.folder)
-                    index["entries"][key] = {
-                        "file": name,
-                        "tokens": len(tokens),
-                        "bytes": size,
-                        "sha256": digest,
-                        "created": float(meta["created"]),
-                        "last_used": last_used,
-                        **{k: meta[k] for k in ("format", "model", "tokenizer", "mlx", "mlx_lm")},
-                        **traits,
-                    }
-                    index["bytes_written"] = index.get("bytes_written", 0) + size
-                    di.write_index(self.folder, index)
-            except Exception as e:  # disk full, read-only home...: the cache is optional
-                log.warning("kv cache: could not write %s (%s)", name, e)
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
-                return False
+        meta = {
+            "format": str(self.compat.format),
+            "model": self.compat.model,
+            "tokenizer": self.compat.tokenizer,
+            "mlx": self.compat.mlx,
+            "mlx_lm": self.compat.mlx_lm,
+            "token_count": str(len(tokens)),
+            "tokens": encode_tokens(tokens),
+            "created": str(time.time()),
+            **traits,
+        }
+        name = f"{key}{di.SUFFIX}"
+        tmp = self.folder / f"{di.TMP_PREFIX}{key}-{os.getpid()}{di.SUFFIX}"
+        try:
+            # Written outside the lock: lookups on the request path search the index meanwhile.
+            save_prompt_cache(str(tmp), cache, meta)
+            os.chmod(tmp, 0o600)  # the prompts' content, like the folder
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            digest, size = di.sha256_file(tmp), tmp.stat().st_size
+            # Rename and index together under the lock: another process opening this
+            # folder never sees a named file the index does not know yet.
+            with self._lock, di.locked(self.folder):
+                os.replace(tmp, self.folder / name)
+                fsync_dir(self.folder)
+                index = di.read_index(self.folder)
+                index["entries"][key] = {
+                    "file": name,
+                    "tokens": len(tokens),
+                    "bytes": size,
+                    "sha256": digest,
+                    "created": float(meta["created"]),
+                    "last_used": last_used,
+                    **{k: meta[k] for k in ("format", "model", "tokenizer", "mlx", "mlx_lm")},
+                    **traits,
+                }
+                index["bytes_written"] = index.get("bytes_written", 0) + size
+                di.write_index(self.folder, index)
+        except Exception as e:  # disk full, read-only home...: the cache is optional
+            log.warning("kv cache: could not write %s (%s)", name, e)
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            return False
+        with self._lock:
             self.bytes_written += size
             self._remember(tokens, key, traits)
             # One entry per conversation: this one replaces the ancestors it supersedes.

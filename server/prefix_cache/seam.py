@@ -8,8 +8,8 @@ loads. Then, on that same thread (the one that owns MLX), for every request:
       len(tokens) the engine trims one token off, since the last one must run for logits.
   store(tokens, prompt_cache, kind="prompt"): at checkpoints during prefill (kind "system" at
       the end of the system+tools prefix), after a request that finished, and after a prefill
-      cut short; `tokens` are exactly the tokens whose KV state `prompt_cache` holds, so
-      len(tokens) == cache_len(prompt_cache). The cache copies what it keeps.
+      cut short; `tokens` are the tokens whose KV state `prompt_cache` holds (or, for a
+      trimmable cache, a prefix of them: the prompt of a finished reply). The cache copies.
   record_prefill(n_tokens, seconds): after each prefill of 64+ new tokens (measured speed).
   close(): once, on graceful shutdown, before the generation thread ends (flush to disk).
 From any thread: stats() -> dict | None ("cache" in /v1/status, gauges on /metrics),

@@ -98,6 +98,7 @@ class PrefixStore:
         if self.disk is not None and write_delay is not None:
             self.writer = WriteBehind(self.write_dirty, write_delay)
         self.written_behind = 0  # bytes the writer thread put on disk
+        self._write_bps: float | None = None  # measured, to keep the stop's flush in budget
 
     @classmethod
     def for_model(
@@ -149,12 +150,15 @@ class PrefixStore:
             return Lookup(cache, usable, source)
 
     def store(self, tokens, cache: list[Any], kind: str = "prompt") -> bool:
-        """Keep the state of `cache` for `tokens` (the ids whose KV it holds, e.g. prompt +
-        generated). Extra trailing ids beyond the cache's length are ignored. Copies the state
+        """Keep the state of `cache` for `tokens` (the ids whose KV it holds, or a prefix of
+        them when it can be trimmed). Extra trailing ids beyond the cache's length are ignored.
+        Copies the state
         (the caller goes on using `cache`). `kind="system"`: a shared system+tools checkpoint,
         which a longer untrimmable entry does not replace. False when it was not kept."""
         tokens = as_tokens(tokens)
         n = cache_len(cache)
+        if n > len(tokens) and trimmable(cache):
+            n = len(tokens)  # e.g. the prompt of a cache that also holds the reply
         if n > len(tokens) or n == 0:
             log.warning("kv cache: not storing %d cached tokens for %d ids", n, len(tokens))
             return False
@@ -191,18 +195,21 @@ class PrefixStore:
             return 0
         written = 0
         for entry in self.dirty():
-            if (stop is not None and stop.is_set()) or (
-                deadline is not None and time.monotonic() >= deadline
-            ):
+            if stop is not None and stop.is_set():
                 break
+            if deadline is not None and (
+                time.monotonic() + entry.nbytes / (self._write_bps or float("inf")) > deadline
+            ):
+                continue  # would not finish in time (at the measured speed); a smaller one may
             with self._lock:
                 if self._entries.get(tokens_key(entry.tokens)) is not entry:
                     continue  # superseded or evicted since: its successor carries it
             meta = {"kind": entry.kind, "trimmable": "1" if entry.trimmable else "0"}
-            before = self.disk.bytes_written
+            before, t0 = self.disk.bytes_written, time.monotonic()
             if self.disk.save(entry.tokens, entry.cache, entry.nbytes, entry.last_used, meta):
                 entry.on_disk = True
                 written += 1
+                self._write_bps = entry.nbytes / max(time.monotonic() - t0, 1e-6)
                 if stop is not None:  # the writer thread's pass, not the stop's flush
                     self.written_behind += self.disk.bytes_written - before
         return written
