@@ -271,6 +271,51 @@ class Server:
                 continue
 
 
+class Supervised(Server):
+    """Our worker under `mlxctl` (its own home): start and stop through the CLI, and a kill -9
+    of the worker that the supervisor restarts by itself."""
+
+    def __init__(self, model: str, port: int, env: dict, log_dir: Path):
+        super().__init__("ours", [], port, env, log_dir)
+        self.model, self.up = model, False
+
+    def mlxctl(self, *args: str, timeout: float = 600.0) -> subprocess.CompletedProcess:
+        argv = [sys.executable, "-m", "mlxctl", *args]
+        return subprocess.run(
+            argv, env=self.env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout
+        )
+
+    def start(self, timeout: float) -> float:
+        t0 = time.perf_counter()
+        args = ("start", "--model", self.model, "--port", str(self.port))
+        done = self.mlxctl(*args, timeout=timeout)
+        if done.returncode != 0:
+            raise RuntimeError(f"mlxctl start failed: {done.stderr.strip()[-400:]}")
+        self.up = True
+        return time.perf_counter() - t0
+
+    def stop(self, grace: float = 120.0) -> None:
+        if self.up:
+            self.mlxctl("stop", timeout=grace)
+            self.up = False
+
+    def kill_worker(self, timeout: float) -> float:
+        """kill -9 the worker; the seconds until the supervisor has a new one healthy."""
+        t0 = time.perf_counter()
+        pid = json.loads(self.mlxctl("status", "--json").stdout)["worker_pid"]
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = json.loads(self.mlxctl("status", "--json").stdout)
+            if state["state"] == "RUNNING" and state["worker_pid"] not in (None, pid):
+                with contextlib.suppress(httpx.HTTPError):
+                    r = httpx.get(self.url + "/health", timeout=2, trust_env=False)
+                    if r.status_code == 200:
+                        return time.perf_counter() - t0
+            time.sleep(0.1)
+        raise RuntimeError(f"the supervisor did not bring the worker back in {timeout:.0f}s")
+
+
 # -- one request -------------------------------------------------------------------------------
 
 
@@ -446,6 +491,10 @@ def run_interleaved(contenders, session: Session, args, say) -> list[Run]:
     def bounce(name: str, kill: bool) -> float:
         """Stop (SIGTERM and its grace, or kill -9) and start again; the wall seconds."""
         t0 = time.perf_counter()
+        if kill and isinstance(servers[name], Supervised):
+            seconds = servers[name].kill_worker(args.startup_timeout)
+            say(f"{name}: worker killed (-9), back under mlxctl in {seconds:.1f}s")
+            return seconds
         if kill:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(servers[name].process.pid, signal.SIGKILL)
@@ -717,6 +766,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--max-tokens", type=int, default=8, help="tokens per reply (default 8)")
     p.add_argument(
+        "--no-supervisor",
+        dest="supervised",
+        action="store_false",
+        help="run our worker directly instead of under mlxctl (which restarts it after kill -9)",
+    )
+    p.add_argument(
         "--settle",
         type=float,
         default=3.0,
@@ -766,6 +821,8 @@ def main(argv=None) -> int:
 
     def ours_server():
         port = free_port()
+        if args.supervised:
+            return Supervised(model, port, env, work)
         argv = [sys.executable, "-m", "server", "--model", model, "--port", str(port)]
         return Server("ours", argv, port, env, work)
 
