@@ -501,7 +501,8 @@ def run_interleaved(contenders, session: Session, args, say) -> list[Run]:
             servers[name].process.wait(10)
         else:
             servers[name].stop()
-        say(f"{name}: {'killed (-9)' if kill else 'stopped'}, starting again")
+        stopped = time.perf_counter() - t0
+        say(f"{name}: {'killed (-9)' if kill else 'stopped'} in {stopped:.1f}s, starting again")
         start(name)
         return time.perf_counter() - t0
 

@@ -104,11 +104,12 @@ class PromptRenderer:
         head = messages[:1] if messages[0]["role"] == "system" else []
         if not head and not kwargs:
             return 0
+        # An empty user turn after it: many templates (Qwen3's) refuse a prompt without one,
+        # some (Gemma's) put the system text inside it; the shared prefix is what counts.
+        probe = [*head, {"role": "user", "content": ""}]
         try:
-            text = self.tokenizer.apply_chat_template(
-                head or [{"role": "user", "content": ""}], tokenize=False, **kwargs
-            )
-        except Exception:  # a template that wants more than a system message: no checkpoint
+            text = self.tokenizer.apply_chat_template(probe, tokenize=False, **kwargs)
+        except Exception:  # a template that rejects even that: no system checkpoint
             return 0
         ids = self.encoder.encode(text)
         n = next((i for i, (a, b) in enumerate(zip(ids, tokens, strict=False)) if a != b), None)

@@ -153,3 +153,36 @@ def test_a_disk_entry_is_read_once_and_the_verified_bytes_are_what_loads(
     monkeypatch.setattr(DiskTier, "_verify", verify_then_clobber)
     hit = make(None, tmp_path).lookup(tokens + [9])
     assert (hit.source, hit.cached_tokens) == ("disk", 300)
+
+
+def test_the_system_and_tools_prefix_is_shared_by_sessions_and_survives_strict_templates(
+    tiny_model_path, monkeypatch
+):
+    from server.model_loading import load_model
+    from server.prompt import PromptRenderer
+    from server.request import ChatRequest
+    from server.testing.tiny_model import WEATHER_TOOL
+
+    tokenizer = load_model(str(tiny_model_path)).tokenizer
+    renderer = PromptRenderer(tokenizer, {"max_position_embeddings": 32768})
+    system = {"role": "system", "content": "You are a careful coding agent. " * 40}
+
+    def render(text: str):
+        messages = [system, {"role": "user", "content": text}]
+        return renderer.render(ChatRequest(messages=messages, tools=[WEATHER_TOOL]))
+
+    a, b = render("Fix the bug."), render("Write the docs instead.")
+    assert a.system_len == b.system_len > 300
+    assert a.tokens[: a.system_len] == b.tokens[: b.system_len]
+    assert a.tokens[: a.system_len + 8] != b.tokens[: b.system_len + 8]  # the sessions diverge
+
+    # Templates such as Qwen3's refuse a conversation without a user turn.
+    original = tokenizer.apply_chat_template
+
+    def strict(messages, **kwargs):
+        if not any(m["role"] == "user" for m in messages):
+            raise ValueError("No user query found in messages.")
+        return original(messages, **kwargs)
+
+    monkeypatch.setattr(tokenizer, "apply_chat_template", strict)
+    assert render("Fix the bug.").system_len == a.system_len

@@ -152,9 +152,9 @@ class PrefixStore:
     def store(self, tokens, cache: list[Any], kind: str = "prompt") -> bool:
         """Keep the state of `cache` for `tokens` (the ids whose KV it holds, or a prefix of
         them when it can be trimmed). Extra trailing ids beyond the cache's length are ignored.
-        Copies the state
-        (the caller goes on using `cache`). `kind="system"`: a shared system+tools checkpoint,
-        which a longer untrimmable entry does not replace. False when it was not kept."""
+        Copies the state (the caller goes on using `cache`). `kind="system"`: a shared
+        system+tools checkpoint, which a longer untrimmable entry does not replace. False when
+        it was not kept."""
         tokens = as_tokens(tokens)
         n = cache_len(cache)
         if n > len(tokens) and trimmable(cache):
