@@ -25,6 +25,13 @@ def family_model(request):
     )
 
 
+@pytest.fixture(scope="module", params=["qwen3_next", "gemma3_text"])
+def untrimmable_model(request):
+    from server.model_loading import load_model
+
+    return load_model(str(tiny_model(family=request.param)))
+
+
 def run(model, cache, tokens):
     """Prefill all of `tokens` into `cache`; the logits after the last one."""
     prefill(model, cache, tokens, 0, len(tokens) - 1, step=128)
@@ -56,14 +63,13 @@ def test_a_checkpoint_from_disk_continues_exactly_like_a_cold_prefill(family_mod
     assert_close(warm, run(model, fresh(model), tokens))
 
 
-def test_untrimmable_checkpoints_are_used_whole_and_never_trimmed(family_model):
-    model = family_model.model
+def test_untrimmable_checkpoints_are_used_whole_and_never_trimmed(untrimmable_model):
+    model = untrimmable_model.model
     tokens = rand_tokens(600, 2)
     cache = fresh(model)
     stops = checkpoints(cache, 0, 500, system_len=200)
-    if trimmable(fresh(model)) and not stops:
-        pytest.skip("plain KVCache: every prefix is served by trimming")
     assert stops == [200, 500]
+    assert checkpoints(fresh(family_model_plain()), 0, 500, system_len=200) == []
     store = make(model)
     prefill(
         model,
@@ -95,6 +101,13 @@ def test_an_extension_replaces_its_ancestor_but_not_the_system_checkpoint(family
         store.store(tokens[:end], cache)
     held = sorted(e["tokens"] for e in store.list_entries())
     assert held == ([700] if trimmable(cache) else [200, 700])
+
+
+def family_model_plain():
+    """The plain-attention tiny model: every prefix of its cache is served by trimming."""
+    from server.model_loading import load_model
+
+    return load_model(str(tiny_model())).model
 
 
 def mixed_cache():
