@@ -108,6 +108,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "negative: only on stop (default 2)",
     )
     cache.add_argument(
+        "--cache-write-budget",
+        type=byte_size,
+        default=None,
+        metavar="BYTES",
+        help="most bytes written behind per hour, e.g. 50GiB (SSD wear; the rest waits for the "
+        "stop's flush; default no limit)",
+    )
+    cache.add_argument(
         "--cache-restore",
         choices=["lazy", "eager"],
         default="lazy",
@@ -191,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         cache_dir=args.cache_dir or str(contract.kv_cache_dir()),
         cache_write_behind_s=None if args.cache_write_behind < 0 else args.cache_write_behind,
         cache_restore=args.cache_restore,
+        cache_write_bytes_per_hour=args.cache_write_budget,
         stop_grace_s=args.stop_grace,
         warm_prompts=_warm_prompts(args.warm_prompt),
     )

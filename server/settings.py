@@ -28,6 +28,7 @@ class Settings:
     cache_disk_bytes: int | None = None
     cache_dir: str | None = None
     cache_write_behind_s: float | None = 2.0  # None: written on stop only
+    cache_write_bytes_per_hour: int | None = None  # SSD wear budget of the write-behind
     cache_restore: str = "lazy"  # "eager": load disk entries into RAM before ready
     warm_prompts: list[str] = field(default_factory=list)
 

@@ -199,3 +199,31 @@ def test_the_system_and_tools_prefix_is_shared_by_sessions_and_survives_strict_t
 
     monkeypatch.setattr(tokenizer, "apply_chat_template", strict)
     assert render("Fix the bug.").system_len == a.system_len
+
+
+def wait_until(predicate, timeout: float = 10.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+def test_write_behind_puts_entries_on_disk_within_its_hourly_byte_budget(tmp_path):
+    import time
+
+    cache = mixed_cache()
+    one = sum(c.nbytes for c in snapshot(cache, 300))
+    store = make(None, tmp_path, write_delay=0.05, write_bytes_per_hour=int(one * 1.5))
+    assert store.store(rand_tokens(300, 8), cache)
+    assert wait_until(lambda: store.stats()["dirty_entries"] == 0)
+    assert store.stats()["bytes_written_behind"] > 0
+    # The second entry would pass the hour's budget: it waits, dirty, for the stop's flush.
+    assert store.store(rand_tokens(300, 9), cache)
+    time.sleep(0.5)
+    assert store.stats()["dirty_entries"] == 1
+    assert store.flush(budget_s=10) == 1
+    assert store.stats()["dirty_entries"] == 0 and store.stats()["disk"]["entries"] == 2

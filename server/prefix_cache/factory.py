@@ -52,6 +52,7 @@ def cache_factory(settings: Settings):
         kwargs: dict[str, Any] = {
             "ram_bytes": settings.cache_ram_bytes,
             "write_delay": settings.cache_write_behind_s,
+            "write_bytes_per_hour": settings.cache_write_bytes_per_hour,
         }
         if settings.cache_dir and settings.cache_disk_bytes != 0:
             kwargs["disk_root"] = Path(settings.cache_dir).expanduser()

@@ -1,10 +1,20 @@
-"""Which stored entry serves a prompt, and which entries a new one replaces (pure, no MLX)."""
+"""Which stored entry serves a prompt, which entries a new one replaces, and the default
+budgets (pure, no MLX)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+DEFAULT_RAM_FRACTION = 0.10
+DEFAULT_DISK_BYTES = 20 << 30
+
+
+def default_ram_bytes(fraction: float = DEFAULT_RAM_FRACTION) -> int:
+    import psutil
+
+    return int(psutil.virtual_memory().total * fraction)
 
 
 @dataclass

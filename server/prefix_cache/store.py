@@ -25,21 +25,12 @@ from .disk import Compat, DiskTier, tokens_key
 from .disk_index import entry_row, index_row
 from .fingerprint import model_fingerprint, tokenizer_fingerprint
 from .kv_state import cache_len, cache_nbytes, snapshot, trimmable
-from .policy import Lookup, choose, supersedes
+from .policy import DEFAULT_DISK_BYTES, Lookup, choose, default_ram_bytes, supersedes
 from .seam import check_tier
 from .trie import TokenTrie, as_tokens
 from .writer import WriteBehind
 
 log = logging.getLogger(__name__)
-
-DEFAULT_RAM_FRACTION = 0.10
-DEFAULT_DISK_BYTES = 20 << 30
-
-
-def default_ram_bytes(fraction: float = DEFAULT_RAM_FRACTION) -> int:
-    import psutil
-
-    return int(psutil.virtual_memory().total * fraction)
 
 
 @dataclass
@@ -69,6 +60,7 @@ class PrefixStore:
         lazy_disk: bool = True,
         min_disk_gain: int = 256,
         write_delay: float | None = None,
+        write_bytes_per_hour: int | None = None,
     ):
         self.model = model
         self.model_id = model_id
@@ -96,7 +88,7 @@ class PrefixStore:
         # None: entries reach disk only on flush (graceful stop).
         self.writer = None
         if self.disk is not None and write_delay is not None:
-            self.writer = WriteBehind(self.write_dirty, write_delay)
+            self.writer = WriteBehind(self.write_dirty, write_delay, write_bytes_per_hour)
         self.written_behind = 0  # bytes the writer thread put on disk
         self._write_bps: float | None = None  # measured, to keep the stop's flush in budget
 
@@ -204,6 +196,8 @@ class PrefixStore:
             with self._lock:
                 if self._entries.get(tokens_key(entry.tokens)) is not entry:
                     continue  # superseded or evicted since: its successor carries it
+            if stop is not None and not self.writer.allow(entry.nbytes):
+                continue  # over the write budget: the stop's flush writes it
             meta = {"kind": entry.kind, "trimmable": "1" if entry.trimmable else "0"}
             before, t0 = self.disk.bytes_written, time.monotonic()
             if self.disk.save(entry.tokens, entry.cache, entry.nbytes, entry.last_used, meta):
