@@ -11,7 +11,12 @@ once and take each step in turn, so both see the same load on a shared machine:
 
   session 1, turns 0..N on a fresh server (turn 0 is the cold first request);
   restart the server, then turn N+1 (the first request after a restart);
+  kill -9 the server (after --settle seconds) and start it again, then turn N+2;
   session 2: a new first request whose billing-header value differs.
+
+A second table gives the life cycle in wall seconds (stop or kill + start + TTFT: restart and
+crash to first token, against a cold start) and the RAM our cache holds after the session
+against one entry's size.
 
 Time to first token (TTFT) is measured on the client per request. The default model is the tiny
 random-weight 32K-context test model; its cold ~20K-token prefill takes about a minute on 2 CPU
@@ -266,6 +271,51 @@ class Server:
                 continue
 
 
+class Supervised(Server):
+    """Our worker under `mlxctl` (its own home): start and stop through the CLI, and a kill -9
+    of the worker that the supervisor restarts by itself."""
+
+    def __init__(self, model: str, port: int, env: dict, log_dir: Path):
+        super().__init__("ours", [], port, env, log_dir)
+        self.model, self.up = model, False
+
+    def mlxctl(self, *args: str, timeout: float = 600.0) -> subprocess.CompletedProcess:
+        argv = [sys.executable, "-m", "mlxctl", *args]
+        return subprocess.run(
+            argv, env=self.env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout
+        )
+
+    def start(self, timeout: float) -> float:
+        t0 = time.perf_counter()
+        args = ("start", "--model", self.model, "--port", str(self.port))
+        done = self.mlxctl(*args, timeout=timeout)
+        if done.returncode != 0:
+            raise RuntimeError(f"mlxctl start failed: {done.stderr.strip()[-400:]}")
+        self.up = True
+        return time.perf_counter() - t0
+
+    def stop(self, grace: float = 120.0) -> None:
+        if self.up:
+            self.mlxctl("stop", timeout=grace)
+            self.up = False
+
+    def kill_worker(self, timeout: float) -> float:
+        """kill -9 the worker; the seconds until the supervisor has a new one healthy."""
+        t0 = time.perf_counter()
+        pid = json.loads(self.mlxctl("status", "--json").stdout)["worker_pid"]
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = json.loads(self.mlxctl("status", "--json").stdout)
+            if state["state"] == "RUNNING" and state["worker_pid"] not in (None, pid):
+                with contextlib.suppress(httpx.HTTPError):
+                    r = httpx.get(self.url + "/health", timeout=2, trust_env=False)
+                    if r.status_code == 200:
+                        return time.perf_counter() - t0
+            time.sleep(0.1)
+        raise RuntimeError(f"the supervisor did not bring the worker back in {timeout:.0f}s")
+
+
 # -- one request -------------------------------------------------------------------------------
 
 
@@ -409,6 +459,8 @@ class Run:
     samples: list[Sample] = field(default_factory=list)
     startup: list[float] = field(default_factory=list)
     error: str | None = None
+    # Wall seconds of the life-cycle steps and the RAM figures after the session (ours only).
+    life: dict = field(default_factory=dict)
 
 
 def run_interleaved(contenders, session: Session, args, say) -> list[Run]:
@@ -436,6 +488,24 @@ def run_interleaved(contenders, session: Session, args, say) -> list[Run]:
                 continue
             runs[name].samples.append(_report(say, name, sample))
 
+    def bounce(name: str, kill: bool) -> float:
+        """Stop (SIGTERM and its grace, or kill -9) and start again; the wall seconds."""
+        t0 = time.perf_counter()
+        if kill and isinstance(servers[name], Supervised):
+            seconds = servers[name].kill_worker(args.startup_timeout)
+            say(f"{name}: worker killed (-9), back under mlxctl in {seconds:.1f}s")
+            return seconds
+        if kill:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(servers[name].process.pid, signal.SIGKILL)
+            servers[name].process.wait(10)
+        else:
+            servers[name].stop()
+        stopped = time.perf_counter() - t0
+        say(f"{name}: {'killed (-9)' if kill else 'stopped'} in {stopped:.1f}s, starting again")
+        start(name)
+        return time.perf_counter() - t0
+
     try:
         for name in servers:
             try:
@@ -445,17 +515,82 @@ def run_interleaved(contenders, session: Session, args, say) -> list[Run]:
                 say(f"{name}: {exc}")
         for turn in range(args.turns + 1):
             step(session, turn, "0 (cold)" if turn == 0 else str(turn))
-        for name in servers:
-            if not runs[name].error:
-                servers[name].stop()
-                say(f"{name}: restarting")
-                start(name)
-        step(session, args.turns + 1, f"{args.turns + 1} (restart)")
+        if "ours" in servers and not runs["ours"].error:
+            runs["ours"].life.update(ram_held(servers["ours"].url))
+        restart, crash = f"{args.turns + 1} (restart)", f"{args.turns + 2} (kill -9)"
+        for label, kill in ((restart, False), (crash, True)):
+            if kill:
+                time.sleep(args.settle)  # a crash after the write-behind window has passed
+            for name in servers:
+                if not runs[name].error:
+                    try:
+                        runs[name].life[f"bounce {label}"] = bounce(name, kill)
+                    except RuntimeError as exc:
+                        runs[name].error = str(exc)
+                        say(f"{name}: {exc}")
+            step(session, args.turns + (2 if kill else 1), label)
         step(s2, 0, "session 2")
     finally:
         for server in servers.values():
             server.stop()
     return [runs[name] for name, _, _ in contenders]
+
+
+def ram_held(url: str) -> dict:
+    """RAM bytes the worker's cache holds after the session, and its largest entry's."""
+    try:
+        stats = httpx.get(url + "/v1/status", timeout=10, trust_env=False).json()["cache"]
+        entries = httpx.get(url + "/v1/cache", timeout=10, trust_env=False).json()["entries"]
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return {}
+    ram = [e["bytes"] for e in entries if e.get("tier") == "ram"]
+    return {"ram_bytes": stats["ram"]["bytes"], "ram_entries": len(ram), "entry_bytes": max(ram)}
+
+
+def life_rows(run: Run | None, turns: int) -> dict[str, float | None]:
+    """Wall seconds to the first token: cold start, after a restart, after a kill -9."""
+    if run is None:
+        return {}
+    life = run.life
+    restart, crash = f"{turns + 1} (restart)", f"{turns + 2} (kill -9)"
+
+    def total(bounce: float | None, label: str) -> float | None:
+        ttft = _ttft(run, label)
+        return None if bounce is None or ttft is None else bounce + ttft
+
+    return {
+        "cold start to first token": total(run.startup[0] if run.startup else None, "0 (cold)"),
+        "restart to first token": total(life.get(f"bounce {restart}"), restart),
+        "kill -9 to first token": total(life.get(f"bounce {crash}"), crash),
+    }
+
+
+def print_life(console, ours: Run | None, mlx: Run | None, turns: int) -> None:
+    from rich.table import Table
+
+    table = Table(title="life cycle (wall seconds; stop/kill + start + time to first token)")
+    for col in ("row", "ours", "mlx_lm.server", "target (ours)"):
+        table.add_column(col, justify="right")
+    a, b = life_rows(ours, turns), life_rows(mlx, turns)
+    load = ours.startup[0] if ours and ours.startup else None
+    follow = [t for i in range(1, turns + 1) if (t := _ttft(ours, str(i))) is not None]
+    bound = load + 2 + statistics.median(follow) if load and follow else None
+    for row in a or b:
+        target = ""
+        if row != "cold start to first token" and bound is not None and a.get(row) is not None:
+            met = "met" if a[row] <= bound else "MISSED"
+            target = f"<= {bound:.2f} (load + 2 s + follow-up): {met}"
+        table.add_row(row, _fmt(a.get(row), ""), _fmt(b.get(row), ""), target)
+    life = ours.life if ours else {}
+    if life.get("entry_bytes"):
+        ratio = life["ram_bytes"] / life["entry_bytes"]
+        table.add_row(
+            "RAM held after the session / one entry",
+            f"{ratio:.2f}x ({life['ram_entries']} entries)",
+            "-",
+            f"<= 1.3x: {'met' if ratio <= 1.3 else 'MISSED'}",
+        )
+    console.print(table)
 
 
 def _report(say, name: str, s: Sample) -> Sample:
@@ -566,6 +701,7 @@ def print_report(console, ours: Run | None, mlx: Run | None, args) -> None:
             "" if label == "0 (cold)" else _fmt(_ratio(cold, _ttft(ours, label)), "x"),
         )
     console.print(table)
+    print_life(console, ours, mlx, args.turns)
     for run in (ours, mlx):
         if run and run.error:
             console.print(f"[red]{run.name} failed:[/] {run.error}")
@@ -631,6 +767,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--max-tokens", type=int, default=8, help="tokens per reply (default 8)")
     p.add_argument(
+        "--no-supervisor",
+        dest="supervised",
+        action="store_false",
+        help="run our worker directly instead of under mlxctl (which restarts it after kill -9)",
+    )
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=3.0,
+        help="seconds between the restart turn and the kill -9: our write-behind delay has "
+        "passed (default 3)",
+    )
+    p.add_argument(
         "--servers",
         default="ours,mlx_lm",
         help="which to run, comma-separated: ours, mlx_lm (default both)",
@@ -663,7 +812,7 @@ def main(argv=None) -> int:
 
     model = str(Path(args.model).expanduser()) if args.model else str(default_model())
     session = build_session(
-        load_fixture(args.fixtures), args.turns + 1, args.result_lines, args.quick
+        load_fixture(args.fixtures), args.turns + 2, args.result_lines, args.quick
     )
     work = Path(tempfile.mkdtemp(prefix="mlxctl-bench-"))
     # A fresh mlxctl home: our worker's disk cache starts empty, so turn 0 is really cold.
@@ -673,6 +822,8 @@ def main(argv=None) -> int:
 
     def ours_server():
         port = free_port()
+        if args.supervised:
+            return Supervised(model, port, env, work)
         argv = [sys.executable, "-m", "server", "--model", model, "--port", str(port)]
         return Server("ours", argv, port, env, work)
 

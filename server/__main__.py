@@ -118,6 +118,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"disk tier folder (default ${contract.HOME_ENV}/cache/kv)",
     )
     cache.add_argument(
+        "--cache-write-behind",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="write new entries to disk this long after they settle, on a background thread; "
+        "negative: only on stop (default 2)",
+    )
+    cache.add_argument(
+        "--cache-write-budget",
+        type=byte_size,
+        default=None,
+        metavar="BYTES",
+        help="most bytes written behind per hour, e.g. 50GiB (SSD wear; the rest waits for the "
+        "stop's flush; default no limit)",
+    )
+    cache.add_argument(
+        "--cache-restore",
+        choices=["lazy", "eager"],
+        default="lazy",
+        help="lazy: ready at once, an entry loads on first use; eager: load before ready",
+    )
+    cache.add_argument(
         "--no-cache", action="store_true", help="no prefix cache: every request prefills"
     )
     cache.add_argument(
@@ -138,6 +160,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--log-max-bytes", type=byte_size, default=10 << 20, help="rotate at this size (10MiB)"
     )
     logs.add_argument("--log-backups", type=int, default=3, help="rotated files kept (3)")
+    parser.add_argument(
+        "--stop-grace",
+        type=float,
+        default=15.0,
+        metavar="SECONDS",
+        help="SIGTERM to exit, request grace and cache flush included; the supervisor passes "
+        "its own stop grace (default 15)",
+    )
     parser.add_argument(
         "--log-level",
         default="info",
@@ -202,6 +232,10 @@ def main(argv: list[str] | None = None) -> int:
         cache_ram_bytes=args.cache_ram_bytes,
         cache_disk_bytes=args.cache_disk_bytes,
         cache_dir=args.cache_dir or str(contract.kv_cache_dir()),
+        cache_write_behind_s=None if args.cache_write_behind < 0 else args.cache_write_behind,
+        cache_restore=args.cache_restore,
+        cache_write_bytes_per_hour=args.cache_write_budget,
+        stop_grace_s=args.stop_grace,
         warm_prompts=_warm_prompts(args.warm_prompt),
         allowed_hosts=[h.strip() for h in args.allowed_hosts.split(",") if h.strip()],
     )

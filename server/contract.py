@@ -47,6 +47,7 @@ def worker_argv(
     log_file: str | Path | None = None,
     log_max_bytes: int | None = None,
     log_backups: int | None = None,
+    stop_grace_s: float | None = None,
     python: str = sys.executable,
 ) -> list[str]:
     """The command line that runs the worker on host:port (None leaves the worker's default)."""
@@ -70,4 +71,7 @@ def worker_argv(
         argv += ["--log-max-bytes", str(log_max_bytes)]
     if log_backups is not None:
         argv += ["--log-backups", str(log_backups)]
+    if stop_grace_s is not None:
+        # The supervisor's SIGTERM-to-SIGKILL grace: the worker fits its stop (cache flush) in it.
+        argv += ["--stop-grace", f"{stop_grace_s:g}"]
     return argv

@@ -13,12 +13,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 from server.errors import InternalError, Overloaded, ServiceUnavailable
 from server.job import Cancelled, Job, JobQueue
 from server.metrics import Metrics
+from server.prefix_cache.kv_state import cache_len
 from server.prefix_cache.seam import NoPrefixCache, PrefixCache
 from server.prompt import PromptRenderer
 from server.reply_parser import ReplyParser
@@ -215,6 +215,10 @@ class Engine:
         try:
             self._generate(job, run, parser, self._max_tokens(job.request, len(tokens)))
         except Cancelled:
+            if not run.prefilled:
+                # A prefill cut short keeps what it computed: a retry resumes from there.
+                self._store(tokens, run.prompt_cache)
+                log.info("prefill cancelled; kept its KV state for a retry")
             usage.completion_tokens = len(run.generated)
             return self._finish_cancelled(job, usage, time.perf_counter() - run.started)
         self._finish(job, run, parser, usage)
@@ -254,20 +258,32 @@ class Engine:
         )
 
     def _generate(self, job: Job, run: _Generation, parser: ReplyParser, max_tokens: int) -> None:
-        """Prefill the uncached tokens and decode into `run`, emitting the parsed events."""
+        """Prefill the uncached tokens (storing the checkpoints an untrimmable cache needs on
+        the way) and decode into `run`, emitting the parsed events."""
         import mlx.core as mx
         from mlx_lm import stream_generate
 
-        kwargs = {"prefill_step_size": self.prefill_step_size} if self.prefill_step_size else {}
+        from server.prefill import prefill_prompt
+
+        tokens = job.rendered.tokens
+        start, run.checkpointed = prefill_prompt(
+            self.loaded.model,
+            run.prompt_cache,
+            tokens,
+            run.n_cached,
+            job.rendered.system_len,
+            step=self.prefill_step_size,
+            on_chunk=lambda n: _beat_then(self.watchdog, job.on_prefill_progress, n, len(tokens)),
+            store=lambda n, kind: self._store(tokens[:n], run.prompt_cache, kind=kind),
+        )
+        run.prefilled = True
         for response in stream_generate(
             self.loaded.model,
             self.loaded.tokenizer,
-            mx.array(job.rendered.tokens[run.n_cached :]),
+            mx.array(tokens[start:]),
             max_tokens=max_tokens,
             sampler=_sampler(job.request.sampling),
             prompt_cache=run.prompt_cache,
-            prompt_progress_callback=partial(_beat_then, self.watchdog, job.on_prefill_progress),
-            **kwargs,
         ):
             self.watchdog.beat()
             if run.first_token_at is None:
@@ -306,7 +322,8 @@ class Engine:
             False,
         )
         job.emit(Finished(reason, usage, parser.stopped, first - job.submitted, tps))
-        self._store(job.rendered.tokens + generated, run.prompt_cache)
+        if not run.checkpointed:  # the prompt but its last token, which the next re-renders
+            self._store(job.rendered.tokens[:-1], run.prompt_cache)
 
     def _warm_up(self) -> None:
         for name, request in self._warm:
@@ -326,7 +343,8 @@ class Engine:
         self._generate(job, run, self._parser(job), max_tokens=1)
         seconds = (run.first_token_at or time.perf_counter()) - run.started
         self._record_prefill(len(tokens) - n_cached, seconds)
-        self._store(tokens + run.generated, prompt_cache)
+        if not run.checkpointed:
+            self._store(tokens[:-1], prompt_cache)
         log.info(
             "warm prompt %s: %d tokens (%d already cached) in %.1fs",
             name,
@@ -341,12 +359,12 @@ class Engine:
         if n_tokens >= 64 and seconds > 0:
             self.cache.record_prefill(n_tokens, seconds)
 
-    def _store(self, tokens: list[int], prompt_cache: list[Any]) -> None:
-        offset = getattr(prompt_cache[0], "offset", None) if prompt_cache else None
-        if not isinstance(offset, int) or offset > len(tokens):
+    def _store(self, tokens: list[int], prompt_cache: list[Any], kind: str = "prompt") -> None:
+        offset = cache_len(prompt_cache) if prompt_cache else 0
+        if offset <= 0:
             return
         try:
-            self.cache.store(tokens[:offset], prompt_cache)
+            self.cache.store(tokens[:offset], prompt_cache, kind=kind)
         except Exception:
             log.exception("prefix cache store failed")
 
@@ -369,6 +387,8 @@ class _Generation:
     generated: list[int] = field(default_factory=list)
     reason: str = "length"
     first_token_at: float | None = None
+    prefilled: bool = False  # the prompt (all but its last token) is in prompt_cache
+    checkpointed: bool = False  # exact checkpoints were stored: the final state is not
     started: float = field(default_factory=time.perf_counter)
 
 

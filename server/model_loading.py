@@ -91,4 +91,14 @@ def load_model(path: str, *, dequantize_on_cpu: bool = True) -> LoadedModel:
         model.set_dtype(mx.float32)
         mx.eval(model.parameters())
         log.info("cpu backend: weights held as float32 (dequantized=%s)", dequantized)
+    warm_up(model)
     return LoadedModel(model, tokenizer, config, str(path), backend, dequantized)
+
+
+def warm_up(model: Any, n_tokens: int = 16) -> None:
+    """One forward through a fresh cache, so first-use work (kernels, buffers) is done before
+    the worker says ready rather than on the first request."""
+    import mlx.core as mx
+    from mlx_lm.models.cache import make_prompt_cache
+
+    mx.eval(model(mx.arange(n_tokens)[None], cache=make_prompt_cache(model)))

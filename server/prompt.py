@@ -20,6 +20,8 @@ class Rendered:
     tools: list[dict] | None
     parse_tools: bool
     text: str = ""  # the rendered prompt (with `primed`); `cache why` maps tokens back onto it
+    # Tokens of the system+tools prefix that every session on this system prompt shares.
+    system_len: int = 0
 
 
 def context_length(config: dict, tokenizer: Any) -> int | None:
@@ -95,6 +97,28 @@ class PromptRenderer:
         tokens = self.encoder.encode(text + primed)
         if check_context and self.context_length and len(tokens) >= self.context_length:
             raise ContextLengthExceeded(len(tokens), self.context_length)
+        system_len = self._system_len(messages, kwargs, tokens)
         return Rendered(
-            tokens, primed, tools, parse_tools=bool(tools) and self.has_tools, text=text + primed
+            tokens,
+            primed,
+            tools,
+            parse_tools=bool(tools) and self.has_tools,
+            system_len=system_len,
+            text=text + primed,
         )
+
+    def _system_len(self, messages: list[dict], kwargs: dict, tokens: list[int]) -> int:
+        """How many leading tokens the system message and tools alone render to (0: none)."""
+        head = messages[:1] if messages[0]["role"] == "system" else []
+        if not head and not kwargs:
+            return 0
+        # An empty user turn after it: many templates (Qwen3's) refuse a prompt without one,
+        # some (Gemma's) put the system text inside it; the shared prefix is what counts.
+        probe = [*head, {"role": "user", "content": ""}]
+        try:
+            text = self.tokenizer.apply_chat_template(probe, tokenize=False, **kwargs)
+        except Exception:  # a template that rejects even that: no system checkpoint
+            return 0
+        ids = self.encoder.encode(text)
+        n = next((i for i, (a, b) in enumerate(zip(ids, tokens, strict=False)) if a != b), None)
+        return min(len(ids), len(tokens)) if n is None else n

@@ -10,7 +10,7 @@ import uvicorn
 
 from server.app import create_app
 from server.engine import Engine
-from server.settings import Settings
+from server.settings import Settings, stop_budget
 
 log = logging.getLogger("server")
 
@@ -59,6 +59,7 @@ def build_engine(settings: Settings, cache_factory=None) -> Engine:
 
 def serve(settings: Settings, engine: Engine | None = None, cache_factory=None) -> int:
     engine = engine or build_engine(settings, cache_factory)
+    request_grace, flush_s = stop_budget(settings)
     # The HTTP server comes up first (503 on /health) while the model loads on its own thread.
     engine.start()
     config = uvicorn.Config(
@@ -68,12 +69,12 @@ def serve(settings: Settings, engine: Engine | None = None, cache_factory=None) 
         log_config=None,
         access_log=False,
         log_level=settings.log_level,
-        timeout_graceful_shutdown=int(settings.shutdown_grace_s + 5),
+        timeout_graceful_shutdown=int(request_grace + 1),
         lifespan="off",
     )
-    server = _Server(config, engine, settings.shutdown_grace_s)
+    server = _Server(config, engine, request_grace)
     log.info("worker for %s on http://%s:%d", settings.model, settings.host, settings.port)
     server.run()
-    engine.stop()
+    engine.stop(timeout=flush_s + 1)  # the cache's flush fits `flush_s` (factory)
     log.info("worker stopped")
     return 0 if server.started else 1

@@ -20,12 +20,17 @@ class Settings:
     prefill_step_size: int | None = None
     heartbeat_s: float = 5.0
     shutdown_grace_s: float = 10.0
+    # SIGTERM to exit, all of it (the supervisor's stop grace): in-flight requests, then flush.
+    stop_grace_s: float = 15.0
     log_level: str = "info"
     # Prefix KV cache: None budgets mean the cache's own defaults; no cache_dir, no disk tier.
     cache_enabled: bool = True
     cache_ram_bytes: int | None = None
     cache_disk_bytes: int | None = None
     cache_dir: str | None = None
+    cache_write_behind_s: float | None = 2.0  # None: written on stop only
+    cache_write_bytes_per_hour: int | None = None  # SSD wear budget of the write-behind
+    cache_restore: str = "lazy"  # "eager": load disk entries into RAM before ready
     warm_prompts: list[str] = field(default_factory=list)
     # Host header names served besides loopback names and `host`; "*" serves any.
     allowed_hosts: list[str] = field(default_factory=list)
@@ -51,6 +56,14 @@ def host_allowed(name: str, settings: Settings) -> bool:
     if name in (settings.host.lower(), *(h.lower() for h in allowed)):
         return True
     return name in LOOPBACK_NAMES or name.endswith(".localhost") or is_loopback(name)
+
+
+def stop_budget(settings: Settings) -> tuple[float, float]:
+    """(grace for the running request, budget for the cache flush) within `stop_grace_s`,
+    keeping a second or two for the rest of the exit."""
+    total = max(2.0, settings.stop_grace_s)
+    request = min(settings.shutdown_grace_s, 0.4 * total)
+    return request, max(0.5, total - request - 2.0)
 
 
 def is_loopback(host: str) -> bool:

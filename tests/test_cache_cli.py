@@ -205,3 +205,19 @@ def test_parse_duration():
     assert parse_duration("90m") == 5400 and parse_duration("30") == 30
     with pytest.raises(Exception, match="duration"):
         parse_duration("soon")
+
+
+def test_stats_show_the_write_behind_and_restore_figures():
+    from mlxctl.cli.cache import life_cycle_lines
+
+    stats = {
+        "dirty_entries": 2,
+        "write_behind_s": 2.0,
+        "bytes_written_behind": 3 << 20,
+        "restore": {"mode": "lazy", "seconds": 0.012},
+    }
+    assert life_cycle_lines(stats) == [
+        "write-behind (2s after a change): 2 dirty entries, 3.0 MiB written behind",
+        "restore: lazy, last in 0.01s",
+    ]
+    assert life_cycle_lines({"hits": 1}) == []  # an older worker: nothing made up

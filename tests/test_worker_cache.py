@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from server.prefix_cache import disk_index
 from tests.conftest import tiny_model
 from tests.fixtures_worker import API_KEY, start_worker
 
@@ -239,12 +240,13 @@ def test_restart_restores_the_cache_from_disk(tmp_path):
         messages, prompt_tokens = _stored_prompt(handle)
     finally:
         assert handle.stop() == 0
-    assert "flush on stop wrote 1 entries" in handle.log()
+    (entry,) = disk_index.list_entries(cache_dir)  # written behind or on stop
     assert oct(os.stat(cache_dir).st_mode & 0o777) == "0o700"
+    assert oct(os.stat(entry["path"]).st_mode & 0o777) == "0o600"
 
     handle = start_worker(tiny_model(), "--cache-dir", cache_dir, api_key=API_KEY)
     try:
-        assert "restored 1 entries" in handle.log()
+        assert "disk index of 1 entries" in handle.log()  # lazy: tensors load on first use
         messages += [{"role": "assistant", "content": "Ok."}, {"role": "user", "content": "Go."}]
         reply = openai_client(handle).chat.completions.create(
             model=MODEL, messages=messages, max_tokens=2
@@ -268,13 +270,12 @@ def test_a_corrupt_cache_file_is_skipped_and_the_worker_serves(tmp_path):
 
     handle = start_worker(tiny_model(), "--cache-dir", str(cache_dir), api_key=API_KEY)
     try:
-        log = wait_for_log(handle, "skipped")
-        assert entry.name in log and "checksum mismatch" in log
-        assert "restored 0 entries" in log
         reply = openai_client(handle).chat.completions.create(
             model=MODEL, messages=messages, max_tokens=2
         )
         assert reply.usage.prompt_tokens_details.cached_tokens == 0
+        log = wait_for_log(handle, "skipped")
+        assert entry.name in log and "checksum mismatch" in log
         assert reply.choices[0].finish_reason in ("stop", "length")
     finally:
         handle.stop()
@@ -380,3 +381,38 @@ def test_piecewise_tokenization_equals_plain_and_falls_back():
     odd = SegmentEncoder(Counting())
     assert odd.encode("<|im_start|>hi<|im_end|>") == [len("<|im_start|>hi<|im_end|>")]
     assert not odd.enabled
+
+
+def test_a_prefill_cut_short_is_resumed_by_the_same_request_sent_again(tmp_path):
+    step = 128
+    handle = start_worker(
+        tiny_model(),
+        "--cache-disk-bytes",
+        "0",
+        "--prefill-step-size",
+        str(step),
+        "--max-output-tokens",
+        "4",
+        api_key=API_KEY,
+    )
+    body = {
+        "model": MODEL,
+        "max_tokens": 4,
+        "messages": [{"role": "user", "content": long_text(9000, seed=31)}],
+    }
+    try:
+        headers = {**AUTH, "anthropic-version": "2023-06-01"}
+        with httpx.stream(
+            "POST", handle.base_url + "/v1/messages", json={**body, "stream": True}, headers=headers
+        ) as r:
+            for line in r.iter_lines():
+                if line == "event: ping":  # prefill progress: the first chunks are in
+                    break
+        # Queued behind the cancelled one: it runs once that prefill has stopped.
+        usage = anthropic_client(handle).messages.create(**body).usage
+        prompt = usage.input_tokens + usage.cache_read_input_tokens
+        # Resumed from the chunk where the first request stopped, not from scratch or the end.
+        assert 0 < usage.cache_read_input_tokens < prompt - step
+        assert usage.cache_read_input_tokens % step == 0
+    finally:
+        handle.stop()

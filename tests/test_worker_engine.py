@@ -39,7 +39,7 @@ class PrefixListCache:
             layer.state = (keys[..., :best, :], values[..., :best, :], best)
         return cache, best
 
-    def store(self, tokens, prompt_cache):
+    def store(self, tokens, prompt_cache, kind="prompt"):
         self.stores.append((len(tokens), prompt_cache[0].offset))
         states = [(c.keys[..., : c.offset, :], c.values[..., : c.offset, :]) for c in prompt_cache]
         self.entries.append((list(tokens), states))
@@ -100,6 +100,9 @@ def test_prefix_cache_seam_reuses_state_and_keeps_output(engine):
     assert [(c.name, c.arguments) for c in second.calls] == [("get_weather", {"city": "Paris"})]
     assert [(c.name, c.arguments) for c in first.calls] == [("get_weather", {"city": "Paris"})]
     assert second.finished.usage.cached_tokens == second.started.cached_tokens
-    # store() gets exactly the tokens whose KV state the cache holds.
-    assert all(n == offset for n, offset in engine.cache.stores)
+    # store() gets the prompt but its last token (the next prompt re-renders the reply from
+    # there), of a cache that holds at least that.
+    prompt = first.started.prompt_tokens
+    assert [n for n, _ in engine.cache.stores] == [prompt - 1, prompt - 1]
+    assert all(n <= offset for n, offset in engine.cache.stores)
     assert engine.cache.stats() == {"entries": 2}

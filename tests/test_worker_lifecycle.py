@@ -70,3 +70,16 @@ def test_loading_then_ready_then_sigterm_ends_stream_cleanly():
         assert "worker stopped" in handle.log()
     finally:
         handle.stop()
+
+
+def test_the_worker_fits_its_stop_into_the_grace_the_supervisor_passes():
+    from server.__main__ import parse_args
+    from server.contract import worker_argv
+    from server.settings import Settings, stop_budget
+
+    argv = worker_argv("m", "127.0.0.1", 8080, stop_grace_s=30)
+    assert parse_args(argv[4:]).stop_grace == 30.0
+    for grace in (3.0, 15.0, 30.0):
+        request, flush = stop_budget(Settings("m", "m", stop_grace_s=grace))
+        # Request grace, cache flush and a second for the rest of the exit, before SIGKILL.
+        assert request > 0 and flush > 0 and request + flush + 1 <= grace

@@ -103,6 +103,26 @@ def stats_command(as_json: bool = typer.Option(False, "--json", help="Print JSON
         saved = stats.get("prefill_seconds_saved")
         if isinstance(saved, int | float):
             output.print(f"prefill time saved: {human_duration(saved)}")
+        for line in life_cycle_lines(stats):
+            output.print(line)
+
+
+def life_cycle_lines(stats: dict) -> list[str]:
+    """The worker's write-behind and restore figures (absent from older workers: no lines)."""
+    lines = []
+    if "dirty_entries" in stats:
+        delay = stats.get("write_behind_s")
+        when = f"{delay:g}s after a change" if isinstance(delay, int | float) else "on stop only"
+        lines.append(
+            f"write-behind ({when}): {stats['dirty_entries']} dirty entries, "
+            f"{human_bytes(stats.get('bytes_written_behind') or 0)} written behind"
+        )
+    restore = stats.get("restore")
+    if isinstance(restore, dict) and restore.get("mode"):
+        seconds = restore.get("seconds")
+        took = f", last in {seconds:.2f}s" if isinstance(seconds, int | float) else ""
+        lines.append(f"restore: {restore['mode']}{took}")
+    return lines
 
 
 def _run(plan, dry_run: bool, yes: bool, as_json: bool) -> None:

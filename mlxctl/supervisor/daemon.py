@@ -123,6 +123,8 @@ class Daemon:
             return spec.argv, spec.health_path, spec.env
         options = {**config.worker_options(self.settings), **own_log}
         options["model_name"] = args.model_name
+        # The worker fits its stop (the cache flush) inside the SIGTERM-to-SIGKILL grace.
+        options["stop_grace_s"] = self.settings["restart.stop_timeout"]
         argv = contract.worker_argv(args.model, args.host, args.port, **options)
         return argv, contract.HEALTH_PATH, {}
 

@@ -3,7 +3,10 @@
     seam.py        the PrefixCache protocol the engine calls, NoPrefixCache, StoreAdapter
     factory.py     the worker's cache built from its Settings (restore and flush logged)
     store.py       PrefixStore: the RAM tier (LRU) over the disk tier
-    kv_state.py    slicing, sizing and copying mlx-lm cache lists
+    policy.py      which entry serves a prompt (never trimming an untrimmable one), which a
+                   new entry replaces (one per conversation, plus the system checkpoint)
+    writer.py      WriteBehind: the background thread that puts dirty entries on disk
+    kv_state.py    slicing, sizing, trimmability and copying of mlx-lm cache lists
     disk.py        DiskTier: checksummed safetensors files
     disk_index.py  the folder layout and index, without MLX (the supervisor CLI imports it)
     trie.py  fingerprint.py

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import io
 import logging
 import os
 import threading
@@ -22,6 +23,8 @@ import numpy as np
 from server.atomic import fsync_dir
 
 from . import disk_index as di
+from .kv_state import cache_len
+from .policy import supersedes
 from .trie import TokenTrie, as_tokens
 
 log = logging.getLogger(__name__)
@@ -72,6 +75,14 @@ def decode_tokens(text: str) -> np.ndarray:
     return np.frombuffer(base64.b64decode(text), dtype="<i4").astype(np.int64)
 
 
+class _Named(io.BytesIO):
+    """A file's bytes in memory, named so mlx-lm's loader picks the safetensors format."""
+
+    def __init__(self, data: bytes, name: str):
+        super().__init__(data)
+        self.name = name
+
+
 class DiskTier:
     """One model's folder of KV files with an LRU byte budget. Thread-safe."""
 
@@ -82,6 +93,7 @@ class DiskTier:
         self._lock = threading.RLock()
         self._trie = TokenTrie()  # compatible entries only: tokens -> key
         self._tokens: dict[str, np.ndarray] = {}  # key -> tokens, for removal from the trie
+        self._traits: dict[str, tuple[str, bool]] = {}  # key -> (kind, trimmable)
         self.bytes_written = 0  # this process
         self._open()
 
@@ -91,9 +103,31 @@ class DiskTier:
         with self._lock:
             return self._trie.search(tokens)
 
+    def candidates(self, tokens) -> list:
+        with self._lock:
+            return self._trie.candidates(tokens)
+
+    def kind(self, key: str) -> str:
+        return self._traits.get(key, ("prompt", True))[0]
+
+    def trimmable(self, key: str) -> bool:
+        return self._traits.get(key, ("prompt", True))[1]
+
     def index(self) -> dict:
         with self._lock:
             return di.read_index(self.folder)
+
+    def stats(self) -> dict:
+        index = self.index()
+        entries = index["entries"]
+        return {
+            "entries": len(entries),
+            "bytes": sum(e.get("bytes", 0) for e in entries.values()),
+            "budget_bytes": self.max_bytes,
+            "bytes_written": self.bytes_written,  # by this process
+            "bytes_written_total": index.get("bytes_written", 0),  # by this folder's life
+            "folder": str(self.folder),
+        }
 
     def entries(self) -> dict[str, dict]:
         return self.index()["entries"]
@@ -113,14 +147,14 @@ class DiskTier:
                 self._forget(key)
                 return None
             path = self.folder / entry["file"]
-            problem, incompatible = self._verify(path, entry)
+            # One read: the bytes are hashed and parsed in memory, never read from disk twice.
+            data, problem, incompatible = self._verify(path, entry)
             if problem is not None:
                 log.warning("kv cache file %s skipped: %s", path.name, problem)
                 self._drop(key, incompatible=incompatible)
                 return None
             try:
-                cache, meta = load_prompt_cache(str(path), return_metadata=True)
-                # Read now, not at first use: the file was verified a moment ago.
+                cache, meta = load_prompt_cache(_Named(data, path.name), return_metadata=True)
                 mx.eval(
                     [
                         a
@@ -133,9 +167,7 @@ class DiskTier:
                 log.warning("kv cache file %s skipped: unreadable (%s)", path.name, e)
                 self._drop(key)
                 return None
-            if len(tokens) != int(meta.get("token_count", -1)) or any(
-                c.size() != len(tokens) for c in cache if hasattr(c, "size") and c.size()
-            ):
+            if len(tokens) != int(meta.get("token_count", -1)) or cache_len(cache) != len(tokens):
                 log.warning("kv cache file %s skipped: token count mismatch", path.name)
                 self._drop(key)
                 return None
@@ -143,8 +175,17 @@ class DiskTier:
                 self.touch(key)
             return tokens, cache
 
-    def save(self, tokens, cache: list[Any], nbytes: int, last_used: float | None = None) -> bool:
-        """Write one entry unless present; False when it does not fit the budget."""
+    def save(
+        self,
+        tokens,
+        cache: list[Any],
+        nbytes: int,
+        last_used: float | None = None,
+        traits: dict[str, str] | None = None,
+    ) -> bool:
+        """Write one entry unless present; False when it does not fit the budget. `traits`:
+        kind ("prompt"/"system") and trimmable ("1"/"0"), kept in the file and the index."""
+        traits = {"kind": "prompt", "trimmable": "1", **(traits or {})}
         from mlx_lm.models.cache import save_prompt_cache
 
         tokens = as_tokens(tokens)
@@ -156,49 +197,57 @@ class DiskTier:
                 return True
             if not self._make_room(nbytes, last_used):
                 return False
-            meta = {
-                "format": str(self.compat.format),
-                "model": self.compat.model,
-                "tokenizer": self.compat.tokenizer,
-                "mlx": self.compat.mlx,
-                "mlx_lm": self.compat.mlx_lm,
-                "token_count": str(len(tokens)),
-                "tokens": encode_tokens(tokens),
-                "created": str(time.time()),
-            }
-            name = f"{key}{di.SUFFIX}"
-            tmp = self.folder / f"{di.TMP_PREFIX}{key}-{os.getpid()}{di.SUFFIX}"
-            try:
-                save_prompt_cache(str(tmp), cache, meta)
-                with open(tmp, "rb+") as f:
-                    os.fsync(f.fileno())
-                digest, size = di.sha256_file(tmp), tmp.stat().st_size
-                # Rename and index together under the lock: another process opening this
-                # folder never sees a named file the index does not know yet.
-                with di.locked(self.folder):
-                    os.replace(tmp, self.folder / name)
-                    fsync_dir(self.folder)
-                    index = di.read_index(self.folder)
-                    index["entries"][key] = {
-                        "file": name,
-                        "tokens": len(tokens),
-                        "bytes": size,
-                        "sha256": digest,
-                        "created": float(meta["created"]),
-                        "last_used": last_used,
-                        **{k: meta[k] for k in ("format", "model", "tokenizer", "mlx", "mlx_lm")},
-                    }
-                    index["bytes_written"] = index.get("bytes_written", 0) + size
-                    di.write_index(self.folder, index)
-            except Exception as e:  # disk full, read-only home...: the cache is optional
-                log.warning("kv cache: could not write %s (%s)", name, e)
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
-                return False
+        meta = {
+            "format": str(self.compat.format),
+            "model": self.compat.model,
+            "tokenizer": self.compat.tokenizer,
+            "mlx": self.compat.mlx,
+            "mlx_lm": self.compat.mlx_lm,
+            "token_count": str(len(tokens)),
+            "tokens": encode_tokens(tokens),
+            "created": str(time.time()),
+            **traits,
+        }
+        name = f"{key}{di.SUFFIX}"
+        tmp = self.folder / f"{di.TMP_PREFIX}{key}-{os.getpid()}{di.SUFFIX}"
+        try:
+            # Written outside the lock: lookups on the request path search the index meanwhile.
+            save_prompt_cache(str(tmp), cache, meta)
+            os.chmod(tmp, 0o600)  # the prompts' content, like the folder
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            digest, size = di.sha256_file(tmp), tmp.stat().st_size
+            # Rename and index together under the lock: another process opening this
+            # folder never sees a named file the index does not know yet.
+            with self._lock, di.locked(self.folder):
+                os.replace(tmp, self.folder / name)
+                fsync_dir(self.folder)
+                index = di.read_index(self.folder)
+                index["entries"][key] = {
+                    "file": name,
+                    "tokens": len(tokens),
+                    "bytes": size,
+                    "sha256": digest,
+                    "created": float(meta["created"]),
+                    "last_used": last_used,
+                    **{k: meta[k] for k in ("format", "model", "tokenizer", "mlx", "mlx_lm")},
+                    **traits,
+                }
+                index["bytes_written"] = index.get("bytes_written", 0) + size
+                di.write_index(self.folder, index)
+        except Exception as e:  # disk full, read-only home...: the cache is optional
+            log.warning("kv cache: could not write %s (%s)", name, e)
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            return False
+        with self._lock:
             self.bytes_written += size
-            self._remember(tokens, key)
-            # An entry this one extends is redundant: a trimmed copy of this one replaces it.
-            ancestors = [k for _, k in self._trie.prefixes_of(tokens)]
+            self._remember(tokens, key, traits)
+            # One entry per conversation: this one replaces the ancestors it supersedes.
+            can_trim = traits["trimmable"] == "1"
+            ancestors = [
+                k for _, k in self._trie.prefixes_of(tokens) if supersedes(can_trim, self.kind(k))
+            ]
             if ancestors:
                 self.remove(ancestors)
             return True
@@ -246,22 +295,26 @@ class DiskTier:
                 # index stays small enough to rewrite on every touch.
                 try:
                     meta = di.cache_file_metadata(self.folder / entry["file"])
-                    self._remember(decode_tokens(meta["tokens"]), key)
+                    self._remember(decode_tokens(meta["tokens"]), key, meta)
                 except (OSError, KeyError, ValueError) as e:
                     log.warning("kv cache file %s skipped: bad header (%s)", entry["file"], e)
 
-    def _verify(self, path: Path, entry: dict) -> tuple[str | None, bool]:
-        """(problem or None, whether the file is sound but made for something else)."""
+    def _verify(self, path: Path, entry: dict) -> tuple[bytes, str | None, bool]:
+        """(the file's bytes, problem or None, whether the file is sound but made for
+        something else)."""
         try:
             if path.stat().st_size != entry.get("bytes"):
-                return "truncated or resized", False
-            if di.sha256_file(path) != entry.get("sha256"):
-                return "checksum mismatch", False
-            meta = di.cache_file_metadata(path)
+                return b"", "truncated or resized", False
+            data = path.read_bytes()
+            if len(data) != entry.get("bytes"):
+                return b"", "truncated or resized", False
+            if hashlib.sha256(data).hexdigest() != entry.get("sha256"):
+                return b"", "checksum mismatch", False
+            meta = di.cache_metadata(di.safetensors_metadata(io.BytesIO(data)))
         except (OSError, ValueError) as e:
-            return f"unreadable ({e})", False
+            return b"", f"unreadable ({e})", False
         problem = self.compat.mismatch(meta)
-        return problem, problem is not None
+        return data, problem, problem is not None
 
     def _drop(self, key: str, incompatible: bool = False) -> None:
         """Stop offering `key`; delete it unless merely incompatible (a rollback may want it)."""
@@ -269,12 +322,14 @@ class DiskTier:
         if not incompatible:
             di.remove_entries(self.folder, [key])
 
-    def _remember(self, tokens: np.ndarray, key: str) -> None:
+    def _remember(self, tokens: np.ndarray, key: str, traits: dict) -> None:
         self._tokens[key] = tokens
+        self._traits[key] = (traits.get("kind", "prompt"), traits.get("trimmable", "1") == "1")
         self._trie.insert(tokens, key)
 
     def _forget(self, key: str) -> None:
         tokens = self._tokens.pop(key, None)
+        self._traits.pop(key, None)
         if tokens is not None:
             self._trie.remove(tokens)
 

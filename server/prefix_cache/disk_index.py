@@ -21,6 +21,7 @@ import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from server.atomic import write_bytes
 
@@ -56,13 +57,18 @@ def sha256_file(path: Path) -> str:
 def read_safetensors_metadata(path: Path) -> dict[str, str]:
     """The `__metadata__` of a safetensors file from its JSON header; raises ValueError if bad."""
     with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) != 8:
-            raise ValueError("truncated header")
-        (n,) = struct.unpack("<Q", head)
-        if n > 100 << 20:
-            raise ValueError("header too large")
-        raw = f.read(n)
+        return safetensors_metadata(f)
+
+
+def safetensors_metadata(f: BinaryIO) -> dict[str, str]:
+    """`read_safetensors_metadata` of an open binary file (or the bytes of one, in memory)."""
+    head = f.read(8)
+    if len(head) != 8:
+        raise ValueError("truncated header")
+    (n,) = struct.unpack("<Q", head)
+    if n > 100 << 20:
+        raise ValueError("header too large")
+    raw = f.read(n)
     if len(raw) != n:
         raise ValueError("truncated header")
     try:
@@ -73,7 +79,10 @@ def read_safetensors_metadata(path: Path) -> dict[str, str]:
 
 def cache_file_metadata(path: Path) -> dict[str, str]:
     """Our metadata of a KV file (mlx-lm's `save_prompt_cache` nests it under "0.")."""
-    meta = read_safetensors_metadata(path)
+    return cache_metadata(read_safetensors_metadata(path))
+
+
+def cache_metadata(meta: dict[str, str]) -> dict[str, str]:
     return {k[2:]: v for k, v in meta.items() if k.startswith("0.")}
 
 
@@ -122,6 +131,22 @@ def _age(path: Path) -> float:
         return 0.0
 
 
+def _writer_alive(name: str) -> bool:
+    """Whether the process named in a KV temp file (`.tmp-<id>-<pid>.safetensors`) still runs:
+    a killed write's leftover goes at the next start, not 10 minutes later."""
+    stem = name.removesuffix(SUFFIX)
+    pid = stem.rsplit("-", 1)[-1]
+    if stem == name or not pid.isdigit():
+        return True  # not one of ours with a pid: let the age rule decide
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
 def reconcile(folder: Path, index: dict, grace_seconds: float = 600.0) -> dict:
     """Drop entries whose file is gone or has the wrong size; delete orphan files and temp
     files older than `grace_seconds` (younger ones may be another process's write)."""
@@ -139,7 +164,7 @@ def reconcile(folder: Path, index: dict, grace_seconds: float = 600.0) -> dict:
     named = {e["file"] for e in entries.values()}
     for path in folder.iterdir():
         if path.name.startswith(TMP_PREFIX):
-            stale = _age(path) >= grace_seconds
+            stale = _age(path) >= grace_seconds or not _writer_alive(path.name)
         else:
             stale = path.suffix == SUFFIX and path.name not in named
         if stale:

@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from server.settings import Settings
+from server.settings import Settings, stop_budget
 
 from .seam import StoreAdapter
 
@@ -49,7 +49,11 @@ def cache_factory(settings: Settings):
         from .disk_index import ensure_dir
         from .store import PrefixStore
 
-        kwargs: dict[str, Any] = {"ram_bytes": settings.cache_ram_bytes}
+        kwargs: dict[str, Any] = {
+            "ram_bytes": settings.cache_ram_bytes,
+            "write_delay": settings.cache_write_behind_s,
+            "write_bytes_per_hour": settings.cache_write_bytes_per_hour,
+        }
         if settings.cache_dir and settings.cache_disk_bytes != 0:
             kwargs["disk_root"] = Path(settings.cache_dir).expanduser()
             if settings.cache_disk_bytes is not None:
@@ -75,8 +79,16 @@ def cache_factory(settings: Settings):
             kwargs.pop("disk_root", None)
             kwargs.pop("disk_bytes", None)
             store = open_store(**kwargs)
-        cache = StoreAdapter(store)
-        cache.restore()
+        cache = StoreAdapter(store, flush_s=stop_budget(settings)[1])
+        if settings.cache_restore == "eager":
+            cache.restore()
+        elif store.disk is not None:
+            # Lazy: only the index (token ids from file headers) is read; tensors on first use.
+            log.info(
+                "kv cache: disk index of %d entries read in %.2fs (lazy restore)",
+                len(store.disk.recent_keys()),
+                store.restored["seconds"] or 0.0,
+            )
         stats = store.stats()
         log.info(
             "kv cache: RAM %d entries, budget %.1f GiB; disk %s",

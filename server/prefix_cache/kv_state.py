@@ -1,4 +1,8 @@
-"""KV state as mlx-lm cache lists: their size in tokens and bytes, and prefix snapshots."""
+"""KV state as mlx-lm cache lists: their size in tokens and bytes, trimmability, snapshots.
+
+Works for every kind mlx-lm makes (KVCache, QuantizedKVCache, RotatingKVCache, ArraysCache and
+lists mixing them). Only call these on the generation thread: they build and evaluate arrays.
+"""
 
 from __future__ import annotations
 
@@ -11,35 +15,58 @@ def cache_nbytes(cache: list[Any]) -> int:
 
 
 def cache_len(cache: list[Any]) -> int:
-    """Tokens held by a cache list (the first layer that knows its size)."""
+    """Tokens held by a cache list (the first layer that counts them; ArraysCache does not)."""
     for c in cache:
         if hasattr(c, "offset"):
             return int(c.offset)
     return max((c.size() for c in cache), default=0)
 
 
-def snapshot(cache: list[Any], n: int) -> list[Any] | None:
-    """A new cache list holding the first `n` tokens of `cache`, or None if it cannot trim.
+def trimmable(cache: list[Any]) -> bool:
+    """Whether the list can be trimmed back (mlx-lm's `can_trim_prompt_cache`)."""
+    from mlx_lm.models.cache import can_trim_prompt_cache
 
-    Plain KVCache layers become slices (no copy; the new arrays are exactly `n` long, so the
-    first extension concatenates into a new buffer); other kinds are deep-copied and trimmed.
+    return can_trim_prompt_cache(cache)
+
+
+def trimmable_at(cache: list[Any], n: int) -> bool:
+    """Whether this list will still be trimmable once it holds `n` tokens."""
+    from mlx_lm.models.cache import RotatingKVCache
+
+    return all(
+        n < c.max_size if isinstance(c, RotatingKVCache) else c.is_trimmable() for c in cache
+    )
+
+
+def snapshot(cache: list[Any], n: int, detach: bool = True) -> list[Any] | None:
+    """A new cache list holding the first `n` tokens of `cache`, or None when that needs
+    trimming a cache that cannot be trimmed.
+
+    KVCache layers become slices; with `detach` (what the store keeps), exact-length contiguous
+    copies, evaluated, so a writer thread serializes them without running MLX ops. Other kinds
+    are deep-copied and trimmed. MLX arrays are values: extending the result never changes
+    `cache`.
     """
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
     from mlx_lm.models.cache import KVCache
 
+    total = cache_len(cache)
+    if n > total or (n < total and not trimmable(cache)):
+        return None
     out = []
     for c in cache:
         if type(c) is KVCache and c.keys is not None:
-            if n > c.offset:
-                return None
             k = KVCache()
             k.keys, k.values, k.offset = c.keys[..., :n, :], c.values[..., :n, :], n
+            if detach:
+                k.keys, k.values = mx.contiguous(k.keys), mx.contiguous(k.values)
             out.append(k)
             continue
-        size = c.offset if hasattr(c, "offset") else c.size()
-        if n != size and not (c.is_trimmable() and n < size):
-            return None
         c = copy.deepcopy(c)
-        if n < size:
-            c.trim(size - n)
+        if n < total:
+            c.trim(total - n)
         out.append(c)
+    if detach:
+        mx.eval([a for _, a in tree_flatten([c.state for c in out]) if isinstance(a, mx.array)])
     return out

@@ -6,9 +6,10 @@ loads. Then, on that same thread (the one that owns MLX), for every request:
   lookup(tokens) -> (prompt_cache or None, n_cached): a cache holding the KV state of
       tokens[:n_cached]. Generation mutates it in place, so hand out a copy. If n_cached equals
       len(tokens) the engine trims one token off, since the last one must run for logits.
-  store(tokens, prompt_cache): after a request that finished (not a cancelled one); `tokens`
-      are exactly the tokens whose KV state `prompt_cache` holds (the prompt plus the generated
-      tokens fed back), so len(tokens) == prompt_cache[0].offset. Trim to the prompt if wanted.
+  store(tokens, prompt_cache, kind="prompt"): at checkpoints during prefill (kind "system" at
+      the end of the system+tools prefix), after a request that finished, and after a prefill
+      cut short; `tokens` are the tokens whose KV state `prompt_cache` holds (or, for a
+      trimmable cache, a prefix of them: the prompt of a finished reply). The cache copies.
   record_prefill(n_tokens, seconds): after each prefill of 64+ new tokens (measured speed).
   close(): once, on graceful shutdown, before the generation thread ends (flush to disk).
 From any thread: stats() -> dict | None ("cache" in /v1/status, gauges on /metrics),
@@ -43,7 +44,7 @@ def check_tier(tier: str) -> str:
 class PrefixCache(Protocol):
     def lookup(self, tokens: list[int]) -> tuple[list[Any] | None, int]: ...
 
-    def store(self, tokens: list[int], prompt_cache: list[Any]) -> None: ...
+    def store(self, tokens: list[int], prompt_cache: list[Any], kind: str = "prompt") -> None: ...
 
     def record_prefill(self, n_tokens: int, seconds: float) -> None: ...
 
@@ -67,7 +68,7 @@ class NoPrefixCache:
     def lookup(self, tokens: list[int]) -> tuple[list[Any] | None, int]:
         return None, 0
 
-    def store(self, tokens: list[int], prompt_cache: list[Any]) -> None:
+    def store(self, tokens: list[int], prompt_cache: list[Any], kind: str = "prompt") -> None:
         pass
 
     def record_prefill(self, n_tokens: int, seconds: float) -> None:
@@ -92,8 +93,9 @@ class StoreAdapter:
 
     enabled = True
 
-    def __init__(self, store: PrefixStore):
+    def __init__(self, store: PrefixStore, flush_s: float | None = None):
         self.prefix_store = store
+        self.flush_s = flush_s  # the stop's time budget for writing what is still dirty
 
     def restore(self) -> int:
         """Load the disk tier's most recent entries into RAM (start-up); logged with timing."""
@@ -115,8 +117,8 @@ class StoreAdapter:
         hit = self.prefix_store.lookup(tokens)
         return hit.cache, hit.cached_tokens
 
-    def store(self, tokens: list[int], prompt_cache: list[Any]) -> None:
-        self.prefix_store.store(tokens, prompt_cache)
+    def store(self, tokens: list[int], prompt_cache: list[Any], kind: str = "prompt") -> None:
+        self.prefix_store.store(tokens, prompt_cache, kind=kind)
 
     def record_prefill(self, n_tokens: int, seconds: float) -> None:
         self.prefix_store.record_prefill(n_tokens, seconds)
@@ -132,10 +134,11 @@ class StoreAdapter:
 
     def close(self) -> None:
         started = time.perf_counter()
-        written = self.prefix_store.flush()
+        written = self.prefix_store.flush(self.flush_s)
         if self.prefix_store.disk is not None:
             log.info(
-                "kv cache: flush on stop wrote %d entries in %.2fs",
+                "kv cache: flush on stop wrote %d entries in %.2fs (%d still dirty)",
                 written,
                 time.perf_counter() - started,
+                len(self.prefix_store.dirty()),
             )

@@ -4,6 +4,8 @@ Used from the worker's single generation thread (lookup, store, flush, restore);
 listing, clear and prune may come from HTTP threads, so all RAM state sits behind one lock.
 Handed-out caches are fresh objects whose arrays are slices of the stored ones: MLX arrays are
 values, so extending them (concatenate, slice assignment) never changes the stored entry.
+Caches that cannot be trimmed (ArraysCache, RotatingKVCache past its window) are only served
+from an exact checkpoint: an entry that is a prefix of the prompt, used whole.
 """
 
 from __future__ import annotations
@@ -22,34 +24,13 @@ import numpy as np
 from .disk import Compat, DiskTier, tokens_key
 from .disk_index import entry_row, index_row
 from .fingerprint import model_fingerprint, tokenizer_fingerprint
-from .kv_state import cache_len, cache_nbytes, snapshot
+from .kv_state import cache_len, cache_nbytes, snapshot, trimmable
+from .policy import DEFAULT_DISK_BYTES, Lookup, choose, default_ram_bytes, supersedes
 from .seam import check_tier
 from .trie import TokenTrie, as_tokens
+from .writer import WriteBehind
 
 log = logging.getLogger(__name__)
-
-DEFAULT_RAM_FRACTION = 0.10
-DEFAULT_DISK_BYTES = 20 << 30
-
-
-def default_ram_bytes(fraction: float = DEFAULT_RAM_FRACTION) -> int:
-    import psutil
-
-    return int(psutil.virtual_memory().total * fraction)
-
-
-@dataclass
-class Lookup:
-    """What `PrefixStore.lookup` hands the generation.
-
-    `cache` is a per-layer cache list holding the KV of `tokens[:cached_tokens]` (a fresh, empty
-    one on a miss); prefill `tokens[cached_tokens:]` into it. `cached_tokens < len(tokens)`
-    always, so at least one token is left to compute the next-token logits from.
-    """
-
-    cache: list[Any]
-    cached_tokens: int
-    source: str  # "ram", "disk" or "miss"
 
 
 @dataclass
@@ -60,6 +41,8 @@ class _Entry:
     created: float = field(default_factory=time.time)
     last_used: float = field(default_factory=time.time)
     on_disk: bool = False
+    kind: str = "prompt"  # "system": the shared system+tools checkpoint, kept for new sessions
+    trimmable: bool = True
 
 
 class PrefixStore:
@@ -76,6 +59,8 @@ class PrefixStore:
         disk_bytes: int = DEFAULT_DISK_BYTES,
         lazy_disk: bool = True,
         min_disk_gain: int = 256,
+        write_delay: float | None = None,
+        write_bytes_per_hour: int | None = None,
     ):
         self.model = model
         self.model_id = model_id
@@ -89,14 +74,23 @@ class PrefixStore:
         self._entries: OrderedDict[str, _Entry] = OrderedDict()  # LRU order, oldest first
         self._ram_bytes = 0
         self.disk: DiskTier | None = None
+        self.restored: dict = {"mode": "lazy" if lazy_disk else "eager", "seconds": None}
         if disk_root is not None:
             compat = Compat.current(model_id, tokenizer_id)
+            started = time.perf_counter()
             self.disk = DiskTier(Path(disk_root) / model_id, compat, disk_bytes)
+            self.restored.update(seconds=round(time.perf_counter() - started, 3), at=time.time())
         self._counters = dict.fromkeys(
             ("hits", "ram_hits", "disk_hits", "misses", "lookup_tokens", "tokens_reused"), 0
         )
         self._prefill_tokens = 0
         self._prefill_seconds = 0.0
+        # None: entries reach disk only on flush (graceful stop).
+        self.writer = None
+        if self.disk is not None and write_delay is not None:
+            self.writer = WriteBehind(self.write_dirty, write_delay, write_bytes_per_hour)
+        self.written_behind = 0  # bytes the writer thread put on disk
+        self._write_bps: float | None = None  # measured, to keep the stop's flush in budget
 
     @classmethod
     def for_model(
@@ -123,18 +117,19 @@ class PrefixStore:
         tokens = as_tokens(tokens)
         limit = len(tokens) - 1  # keep one token to prefill: generation needs its logits
         with self._lock:
-            key, usable = self._best(self._trie.search(tokens), limit)
+            found = self._trie.candidates(tokens)
+            key, usable = choose(found, limit, lambda k: self._entries[k].trimmable)
         source = "ram"
         if self.disk is not None and self.lazy_disk and limit > 0:
             # Only the index is searched here; a file is read when it beats RAM.
-            disk_key, disk_usable = self._best(self.disk.search(tokens), limit)
+            disk_key, disk_usable = choose(self.disk.candidates(tokens), limit, self.disk.trimmable)
             if disk_key is not None and disk_usable >= usable + self.min_disk_gain:
                 ram_key = self._load_from_disk(disk_key)
                 if ram_key is not None:
                     key, usable, source = ram_key, disk_usable, "disk"
         with self._lock:
             entry = self._entries.get(key) if key is not None and usable > 0 else None
-            cache = snapshot(entry.cache, usable) if entry is not None else None
+            cache = snapshot(entry.cache, usable, detach=False) if entry is not None else None
             self._counters["lookup_tokens"] += len(tokens)
             if cache is None:
                 self._counters["misses"] += 1
@@ -146,12 +141,16 @@ class PrefixStore:
             self._counters["tokens_reused"] += usable
             return Lookup(cache, usable, source)
 
-    def store(self, tokens, cache: list[Any]) -> bool:
-        """Keep the state of `cache` for `tokens` (the ids whose KV it holds, e.g. prompt +
-        generated). Extra trailing ids beyond the cache's length are ignored. Cheap: slices,
-        no copy; the caller may go on using `cache`. False when it was not kept."""
+    def store(self, tokens, cache: list[Any], kind: str = "prompt") -> bool:
+        """Keep the state of `cache` for `tokens` (the ids whose KV it holds, or a prefix of
+        them when it can be trimmed). Extra trailing ids beyond the cache's length are ignored.
+        Copies the state (the caller goes on using `cache`). `kind="system"`: a shared
+        system+tools checkpoint, which a longer untrimmable entry does not replace. False when
+        it was not kept."""
         tokens = as_tokens(tokens)
         n = cache_len(cache)
+        if n > len(tokens) and trimmable(cache):
+            n = len(tokens)  # e.g. the prompt of a cache that also holds the reply
         if n > len(tokens) or n == 0:
             log.warning("kv cache: not storing %d cached tokens for %d ids", n, len(tokens))
             return False
@@ -163,7 +162,10 @@ class PrefixStore:
         if nbytes > self.ram_budget:
             return False
         with self._lock:
-            return self._insert(tokens, kept, nbytes, on_disk=False)
+            kept_now = self._insert(tokens, kept, nbytes, on_disk=False, kind=kind)
+        if kept_now and self.writer is not None:
+            self.writer.poke()
+        return kept_now
 
     def record_prefill(self, tokens: int, seconds: float) -> None:
         """The worker's measured prefill speed, to estimate the seconds the cache saved."""
@@ -173,18 +175,51 @@ class PrefixStore:
 
     # persistence
 
-    def flush(self) -> int:
-        """Write RAM entries missing from disk, most recent first (graceful stop). Returns count."""
+    def dirty(self) -> list[_Entry]:
+        """RAM entries not on disk yet, most recent first."""
+        with self._lock:
+            return [e for e in reversed(self._entries.values()) if not e.on_disk]
+
+    def write_dirty(self, stop: threading.Event | None = None, deadline: float | None = None):
+        """Write dirty entries, most recent first, until `stop` is set or `deadline`
+        (time.monotonic()) passes. Returns how many were written."""
         if self.disk is None:
             return 0
-        with self._lock:
-            todo = [e for e in reversed(self._entries.values()) if not e.on_disk]
         written = 0
-        for entry in todo:
-            if self.disk.save(entry.tokens, entry.cache, entry.nbytes, entry.last_used):
+        for entry in self.dirty():
+            if stop is not None and stop.is_set():
+                break
+            if deadline is not None and (
+                time.monotonic() + entry.nbytes / (self._write_bps or float("inf")) > deadline
+            ):
+                continue  # would not finish in time (at the measured speed); a smaller one may
+            with self._lock:
+                if self._entries.get(tokens_key(entry.tokens)) is not entry:
+                    continue  # superseded or evicted since: its successor carries it
+            if stop is not None and not self.writer.allow(entry.nbytes):
+                continue  # over the write budget: the stop's flush writes it
+            meta = {"kind": entry.kind, "trimmable": "1" if entry.trimmable else "0"}
+            before, t0 = self.disk.bytes_written, time.monotonic()
+            if self.disk.save(entry.tokens, entry.cache, entry.nbytes, entry.last_used, meta):
                 entry.on_disk = True
                 written += 1
-        log.info("kv cache: flushed %d of %d entries to disk", written, len(todo))
+                self._write_bps = entry.nbytes / max(time.monotonic() - t0, 1e-6)
+                if stop is not None:  # the writer thread's pass, not the stop's flush
+                    self.written_behind += self.disk.bytes_written - before
+        return written
+
+    def flush(self, budget_s: float | None = None) -> int:
+        """Graceful stop: stop the writer, then write what is still dirty, most recent first,
+        within `budget_s` seconds. Returns how many were written."""
+        if self.disk is None:
+            return 0
+        deadline = None if budget_s is None else time.monotonic() + budget_s
+        if self.writer is not None and not self.writer.stop(budget_s or 30.0):
+            log.warning("kv cache: write-behind still busy at stop")
+            return 0
+        todo = len(self.dirty())
+        written = self.write_dirty(deadline=deadline)
+        log.info("kv cache: flushed %d of %d dirty entries to disk", written, todo)
         return written
 
     def restore(self, max_bytes: int | None = None) -> int:
@@ -192,6 +227,7 @@ class PrefixStore:
         if self.disk is None:
             return 0
         budget = self.ram_budget if max_bytes is None else min(max_bytes, self.ram_budget)
+        started = time.perf_counter()
         loaded = 0
         entries = self.disk.entries()
         for key in self.disk.recent_keys():
@@ -206,6 +242,11 @@ class PrefixStore:
         with self._lock:
             ordered = sorted(self._entries.items(), key=lambda kv: kv[1].last_used)
             self._entries = OrderedDict(ordered)
+        self.restored = {
+            "mode": "eager",
+            "seconds": round(time.perf_counter() - started, 3),
+            "at": time.time(),
+        }
         log.info("kv cache: restored %d entries from disk", loaded)
         return loaded
 
@@ -229,20 +270,12 @@ class PrefixStore:
                 else 0.0,
                 "prefill_tokens_per_second": tps,
                 "prefill_seconds_saved": c["tokens_reused"] / tps if tps else None,
+                "dirty_entries": sum(1 for e in self._entries.values() if not e.on_disk),
+                "write_behind_s": None if self.writer is None else self.writer.delay,
+                "bytes_written_behind": self.written_behind,
+                "restore": dict(self.restored),
             }
-        if self.disk is not None:
-            index = self.disk.index()
-            entries = index["entries"]
-            out["disk"] = {
-                "entries": len(entries),
-                "bytes": sum(e.get("bytes", 0) for e in entries.values()),
-                "budget_bytes": self.disk.max_bytes,
-                "bytes_written": self.disk.bytes_written,  # by this process
-                "bytes_written_total": index.get("bytes_written", 0),  # by this folder's life
-                "folder": str(self.disk.folder),
-            }
-        else:
-            out["disk"] = None
+        out["disk"] = self.disk.stats() if self.disk is not None else None
         return out
 
     def list_entries(self) -> list[dict]:
@@ -293,37 +326,32 @@ class PrefixStore:
 
         return make_prompt_cache(self.model)
 
-    @staticmethod
-    def _best(match, limit: int) -> tuple[str | None, int]:
-        """(key, usable tokens) of the better of the match's prefix and extension entries."""
-        key, usable = None, 0
-        if match.prefix_value is not None:
-            key, usable = match.prefix_value, min(match.prefix_len, limit)
-        if match.extension_value is not None and min(match.shared, limit) > usable:
-            key, usable = match.extension_value, min(match.shared, limit)
-        return key, usable
-
-    def _insert(self, tokens: np.ndarray, cache: list[Any], nbytes: int, on_disk: bool) -> bool:
+    def _insert(
+        self, tokens: np.ndarray, cache: list[Any], nbytes: int, on_disk: bool, kind: str
+    ) -> bool:
         key = tokens_key(tokens)
         if key in self._entries:
-            self._entries[key].last_used = time.time()
+            entry = self._entries[key]
+            entry.last_used = time.time()
+            entry.kind = "system" if "system" in (kind, entry.kind) else entry.kind
             self._entries.move_to_end(key)
             return True
         # A stored entry that extends this one already serves it (after trimming).
         longer = self._trie.search(tokens)
         if longer.extension_value is not None and longer.shared == len(tokens):
             ext = self._entries[longer.extension_value]
-            if all(c.is_trimmable() for c in ext.cache):
+            if ext.trimmable:
                 ext.last_used = time.time()
                 self._entries.move_to_end(longer.extension_value)
                 return True
-        entry = _Entry(tokens, cache, nbytes, on_disk=on_disk)
+        can_trim = trimmable(cache)
+        entry = _Entry(tokens, cache, nbytes, on_disk=on_disk, kind=kind, trimmable=can_trim)
         self._entries[key] = entry
         self._trie.insert(tokens, key)
         self._ram_bytes += nbytes
-        # Entries this one extends are now redundant: replace the shorter ancestors.
-        if all(c.is_trimmable() for c in cache):
-            for _, old in self._trie.prefixes_of(tokens):
+        # One entry per conversation: this one replaces the shorter ancestors it supersedes.
+        for _, old in self._trie.prefixes_of(tokens):
+            if supersedes(can_trim, self._entries[old].kind):
                 self._remove(old)
         while self._ram_bytes > self.ram_budget and len(self._entries) > 1:
             self._remove(next(iter(self._entries)))
@@ -350,7 +378,7 @@ class PrefixStore:
         with self._lock:
             if nbytes > self.ram_budget:
                 return None
-            self._insert(tokens, cache, nbytes, on_disk=True)
+            self._insert(tokens, cache, nbytes, on_disk=True, kind=self.disk.kind(key))
             ram_key = tokens_key(tokens)
             if ram_key not in self._entries:
                 # Served by a longer RAM entry after all (inserted since the search).

@@ -142,6 +142,19 @@ class TokenTrie:
             node, pos = child, pos + len(child.label)
         return found
 
+    def candidates(self, tokens) -> list[tuple[int, Any, bool]]:
+        """Every stored sequence usable for `tokens` as (tokens usable, value, needs trimming
+        beyond that): each stored prefix (the exact match too) and the shallowest extension."""
+        tokens = as_tokens(tokens)
+        found = [(n, v, False) for n, v in self.prefixes_of(tokens)]
+        exact = self.get(tokens)
+        if exact is not None:
+            found.append((len(tokens), exact, False))
+        match = self.search(tokens)
+        if match.extension_value is not None and match.extension_value is not exact:
+            found.append((match.shared, match.extension_value, True))
+        return found
+
     def items(self) -> Iterator[tuple[np.ndarray, Any]]:
         """All (tokens, value) pairs, depth first."""
         stack = [(self._root, [])]

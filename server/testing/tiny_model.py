@@ -115,8 +115,44 @@ def train_tokenizer(vocab_size: int = 8192):
     return tokenizer
 
 
-def _model_config(vocab_size: int, layers: int, hidden: int, context: int, eos_id: int) -> dict:
+def _model_config(
+    vocab_size: int, layers: int, hidden: int, context: int, eos_id: int, family: str, window: int
+) -> dict:
     heads = max(1, hidden // 16)
+    if family == "qwen3_next":
+        # Hybrid: linear-attention layers (ArraysCache) with a full-attention one every 2nd.
+        return {
+            **_QWEN3_NEXT,
+            "hidden_size": hidden,
+            "num_hidden_layers": layers,
+            "intermediate_size": hidden * 2,
+            "num_attention_heads": heads,
+            "num_key_value_heads": max(1, heads // 2),
+            "max_position_embeddings": context,
+            "vocab_size": vocab_size,
+            "eos_token_id": eos_id,
+        }
+    if family == "gemma3_text":
+        # Sliding window (RotatingKVCache of `window` tokens) with a global layer every 2nd.
+        return {
+            "model_type": "gemma3_text",
+            "architectures": ["Gemma3ForCausalLM"],
+            "hidden_size": hidden,
+            "num_hidden_layers": layers,
+            "intermediate_size": hidden * 2,
+            "num_attention_heads": heads,
+            "num_key_value_heads": 1,
+            "head_dim": 16,
+            "query_pre_attn_scalar": 16,
+            "sliding_window": window,
+            "sliding_window_pattern": 2,
+            "rms_norm_eps": 1e-6,
+            "max_position_embeddings": context,
+            "vocab_size": vocab_size,
+            "eos_token_id": eos_id,
+        }
+    if family != "qwen2":
+        raise ValueError(f"unknown tiny model family {family!r}")
     return {
         "model_type": "qwen2",
         "architectures": ["Qwen2ForCausalLM"],
@@ -134,6 +170,30 @@ def _model_config(vocab_size: int, layers: int, hidden: int, context: int, eos_i
     }
 
 
+_QWEN3_NEXT = {
+    "model_type": "qwen3_next",
+    "architectures": ["Qwen3NextForCausalLM"],
+    "linear_num_value_heads": 2,
+    "linear_num_key_heads": 2,
+    "linear_key_head_dim": 16,
+    "linear_value_head_dim": 16,
+    "linear_conv_kernel_dim": 4,
+    "num_experts": 0,
+    "num_experts_per_tok": 1,
+    "decoder_sparse_step": 1,
+    "shared_expert_intermediate_size": 0,
+    "mlp_only_layers": [],
+    "moe_intermediate_size": 0,
+    "rms_norm_eps": 1e-6,
+    "rope_theta": 1000000.0,
+    "partial_rotary_factor": 0.25,
+    "head_dim": 16,
+    "full_attention_interval": 2,
+    "tie_word_embeddings": True,
+}
+FAMILIES = ("qwen2", "qwen3_next", "gemma3_text")
+
+
 def build_tiny_model(
     destination: Path,
     *,
@@ -144,6 +204,8 @@ def build_tiny_model(
     seed: int = 0,
     scripted: bool = False,
     tool_format: str = "json",
+    family: str = "qwen2",
+    window: int = 64,
 ) -> Path:
     """Write a tiny random-weight qwen2 model directory at `destination` and return it.
 
@@ -152,6 +214,8 @@ def build_tiny_model(
     `scripted=True` then overfits it on SCRIPT, so greedy decoding of those prompts gives
     those exact replies (real tool-call text from a real model, for end-to-end tests).
     `tool_format="xml"` writes Qwen3-Coder style calls instead of Hermes JSON ones.
+    `family` picks the network: qwen2, or the untrimmable-cache kinds qwen3_next (hybrid) and
+    gemma3_text (sliding window of `window` tokens); all share the tokenizer and template.
     """
     import mlx.core as mx
     from mlx.utils import tree_flatten
@@ -162,7 +226,9 @@ def build_tiny_model(
         return destination
     tokenizer = train_tokenizer(vocab_size)
     eos_id = tokenizer.token_to_id("<|im_end|>")
-    config = _model_config(tokenizer.get_vocab_size(), layers, hidden, context, eos_id)
+    config = _model_config(
+        tokenizer.get_vocab_size(), layers, hidden, context, eos_id, family, window
+    )
     model_class, args_class = _get_classes(config)
     mx.random.seed(seed)
     model = model_class(args_class.from_dict(config))

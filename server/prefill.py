@@ -1,0 +1,91 @@
+"""Chunked prefill with exact checkpoints (generation thread only).
+
+Like mlx-lm's `generate_step` prefill loop, but a chunk also ends at each checkpoint, where the
+cache holds exactly that many tokens: caches that cannot be trimmed back (ArraysCache,
+RotatingKVCache past its window) are reusable only from such exact states.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+DEFAULT_STEP = 2048  # mlx-lm's prefill_step_size
+
+
+def checkpoints(cache: list[Any], n_cached: int, end: int, system_len: int) -> list[int]:
+    """Where to snapshot `cache` while it grows from `n_cached` to `end` tokens: nowhere when
+    it stays trimmable (its final state serves every prefix), else the end of the system+tools
+    prefix (new sessions start there) and the end of the prompt (the next turn does)."""
+    from server.prefix_cache.kv_state import trimmable_at
+
+    if end <= 0 or trimmable_at(cache, end):
+        return []
+    return [n for n in (system_len, end) if n_cached < n <= end]
+
+
+def prefill(
+    model: Any,
+    cache: list[Any],
+    tokens: list[int],
+    start: int,
+    end: int,
+    *,
+    step: int | None = None,
+    stops: list[int] = (),
+    on_chunk: Callable[[int], None] = lambda n: None,
+    on_stop: Callable[[int], None] = lambda n: None,
+) -> int:
+    """Run `tokens[start:end]` through `model` into `cache`; `on_stop(n)` at each of `stops`,
+    then `on_chunk(n)` after every chunk (it may raise to cut the prefill short: the cache then
+    holds exactly `n` tokens). Returns `end`."""
+    import mlx.core as mx
+    from mlx_lm.generate import generation_stream
+
+    step = step or DEFAULT_STEP
+    pos = start
+    with mx.stream(generation_stream):
+        while pos < end:
+            nxt = min([pos + step, end, *(s for s in stops if s > pos)])
+            model(mx.array(tokens[pos:nxt])[None], cache=cache)
+            mx.eval([c.state for c in cache])
+            pos = nxt
+            if pos in stops:
+                on_stop(pos)
+            on_chunk(pos)
+            mx.clear_cache()
+    return end
+
+
+def prefill_prompt(
+    model: Any,
+    cache: list[Any],
+    tokens: list[int],
+    n_cached: int,
+    system_len: int,
+    *,
+    step: int | None,
+    on_chunk: Callable[[int], None],
+    store: Callable[[int, str], None],
+) -> tuple[int, bool]:
+    """Prefill a prompt but its last token (which decoding runs for the first logits) into
+    `cache`, calling `store(n, kind)` at its checkpoints. Returns (where decoding starts,
+    whether checkpoints were stored: then the final state is not worth keeping)."""
+    end = max(len(tokens) - 1, n_cached)
+    stops = checkpoints(cache, n_cached, end, system_len)
+
+    def on_stop(n: int) -> None:
+        store(n, "system" if n == system_len and n < end else "prompt")
+
+    prefill(
+        model,
+        cache,
+        tokens,
+        n_cached,
+        end,
+        step=step,
+        stops=stops,
+        on_chunk=on_chunk,
+        on_stop=on_stop,
+    )
+    return end, bool(stops)
