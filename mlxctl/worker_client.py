@@ -169,6 +169,10 @@ class WorkerClient:
     def cache_clear(self, tier: str) -> object:
         return self.json("DELETE", "/v1/cache", params={"tier": tier})
 
+    def cache_shed(self, budget_s: float) -> object:
+        """Write the dirty RAM entries to disk (within `budget_s`), then drop the RAM tier."""
+        return self.json("POST", "/v1/cache/shed", params={"budget_s": f"{budget_s:g}"})
+
 
 @dataclass(frozen=True)
 class Health:

@@ -97,6 +97,15 @@ def clear_cache(request: Request, tier: str = "both"):
     return {"tier": tier, "freed_bytes": freed, "stats": cache.stats()}
 
 
+@router.post("/v1/cache/shed")
+def shed_cache(request: Request, budget_s: float = 10.0):
+    """The supervisor's soft memory limit: write dirty entries, then free the RAM tier."""
+    if not 0 <= budget_s <= 600:
+        raise BadRequest("budget_s must be between 0 and 600 seconds", param="budget_s")
+    cache = request.app.state.engine.cache
+    return {**cache.shed(budget_s), "stats": cache.stats()}
+
+
 @router.get("/v1/cache/why")
 def cache_why(request: Request, request_id: str | None = None):
     """Where a recent request's prompt left the nearest earlier one (`mlxctl cache why`)."""

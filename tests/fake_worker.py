@@ -99,6 +99,9 @@ class FakeWorker(BaseHTTPRequestHandler):
 
     def do_POST(self):
         self.seen.append(("POST", self.path, self.headers.get("authorization")))
+        if urlparse(self.path).path == "/v1/cache/shed" and self.has_cache_endpoint:
+            freed = sum(e["bytes"] for e in self.entries if e["tier"] == "ram")
+            return self.send_json(200, {"written": 0, "freed_bytes": freed})
         body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
         if self.broken_tools and body.get("tools"):
             return self.send_json(500, {"error": {"message": "tool calling is broken"}})

@@ -289,6 +289,22 @@ def test_store_adapter_restores_looks_up_and_flushes_on_close(model, base, tmp_p
     assert_close(prefill(model, prompt_cache, tokens[n_cached:]), logits)
 
 
+def test_a_shed_writes_dirty_entries_before_it_frees_the_ram_tier(model, base, tmp_path):
+    from server.prefix_cache.seam import StoreAdapter
+
+    tokens, cache, logits = base
+    shedding = StoreAdapter(make(model, tmp_path))  # no write-behind thread: stays dirty
+    shedding.store(tokens, cache)
+    assert shedding.stats()["dirty_entries"] == 1
+    result = shedding.shed(budget_s=30)
+    assert result["written"] == 1 and result["freed_bytes"] > 0
+    assert shedding.stats()["ram"]["entries"] == 0
+    # What RAM alone held is on disk: the next lookup loads it from there.
+    prompt_cache, n_cached = shedding.lookup(tokens)
+    assert n_cached == len(tokens) - 1
+    assert_close(prefill(model, prompt_cache, tokens[n_cached:]), logits)
+
+
 # disk tier
 
 

@@ -187,7 +187,7 @@ def test_past_the_soft_memory_limit_the_worker_sheds_its_ram_cache(fake_ctl):
     ctl = fake_ctl
     ctl.run("config", "set", "memory.soft_limit", "1024", check=True)
     start(ctl)
-    ctl.wait_for(lambda: "DELETE /v1/cache?tier=ram" in ctl.worker_log(), timeout=15)
+    ctl.wait_for(lambda: "POST /v1/cache/shed?budget_s=5" in ctl.worker_log(), timeout=15)
     # The state file (what `status` reads) catches up within its 5 s refresh.
     st = ctl.wait_for(lambda: (ctl.status()[0].get("memory_limits") or {}).get("sheds"), timeout=15)
     st, code = ctl.status()

@@ -416,3 +416,22 @@ def test_a_prefill_cut_short_is_resumed_by_the_same_request_sent_again(tmp_path)
         assert usage.cache_read_input_tokens % step == 0
     finally:
         handle.stop()
+
+
+def test_shed_writes_the_ram_tier_to_disk_then_frees_it(kv_worker):
+    client = openai_client(kv_worker)
+    clear(kv_worker)
+    messages = [{"role": "user", "content": long_text(300, seed=6)}]
+    client.chat.completions.create(model=MODEL, messages=messages, max_tokens=2)
+    url = kv_worker.base_url + "/v1/cache/shed"
+    assert httpx.post(url).status_code == 401
+    bad = httpx.post(url, params={"budget_s": "-1"}, headers=AUTH)
+    assert bad.status_code == 400 and bad.json()["error"]["type"] == "invalid_request_error"
+
+    shed = httpx.post(url, params={"budget_s": "30"}, headers=AUTH, timeout=60).json()
+    assert shed["freed_bytes"] > 0 and shed["stats"]["ram"]["entries"] == 0
+    on_disk = httpx.get(kv_worker.base_url + "/v1/cache", headers=AUTH).json()["entries"]
+    assert [e["tier"] for e in on_disk] == ["disk"] * len(on_disk) and on_disk
+    # Nothing RAM alone held was lost: the same prompt is served from the disk tier.
+    again = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=2)
+    assert again.usage.prompt_tokens_details.cached_tokens > 250

@@ -15,12 +15,13 @@ from dataclasses import asdict, dataclass
 
 import psutil
 
-from mlxctl.errors import SupervisorError
+from mlxctl.errors import SupervisorError, WorkerUnavailable
 from mlxctl.worker_client import WorkerClient
 
 SOFT_FRACTION = 0.85  # of the machine's RAM, when the config says 0 (auto)
 HARD_FRACTION = 0.95
 SHED_COOLDOWN = 30.0  # seconds between two requests to shed
+SHED_BUDGET_S = 5.0  # how long the worker may write dirty entries before it frees its RAM tier
 
 
 @dataclass
@@ -103,8 +104,15 @@ class MemoryGuard:
                 f"memory {used >> 20} MiB past the soft limit {self.limits.soft_bytes >> 20} MiB:"
                 " asking the worker to shed its RAM cache tier"
             )
-            with contextlib.suppress(SupervisorError):
-                client.cache_clear("ram")
+            # Its own thread: the shed may take the whole budget writing to disk.
+            shedder = WorkerClient(url, self.api_key, timeout=SHED_BUDGET_S + 10)
+            try:
+                shedder.cache_shed(SHED_BUDGET_S)
+            except WorkerUnavailable:  # a worker without the endpoint (older, external)
+                with contextlib.suppress(SupervisorError):
+                    client.cache_clear("ram")
+            except SupervisorError:
+                pass
 
     @staticmethod
     def _mlx_active(client: WorkerClient) -> int:

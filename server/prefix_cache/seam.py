@@ -54,6 +54,8 @@ class PrefixCache(Protocol):
 
     def clear(self, tier: str) -> int: ...
 
+    def shed(self, budget_s: float) -> dict: ...
+
     def close(self) -> None: ...
 
     @property
@@ -83,6 +85,9 @@ class NoPrefixCache:
     def clear(self, tier: str) -> int:
         check_tier(tier)
         return 0
+
+    def shed(self, budget_s: float) -> dict:
+        return {"written": 0, "freed_bytes": 0}
 
     def close(self) -> None:
         pass
@@ -131,6 +136,14 @@ class StoreAdapter:
 
     def clear(self, tier: str) -> int:
         return self.prefix_store.clear(tier)
+
+    def shed(self, budget_s: float) -> dict:
+        """Memory pressure: write what is dirty (most recent first, within `budget_s`), then
+        drop the RAM tier, so a shed costs RAM, not the conversations only RAM held."""
+        written = self.prefix_store.write_dirty(deadline=time.monotonic() + budget_s)
+        freed = self.prefix_store.clear("ram")
+        log.info("kv cache: shed the RAM tier (%d bytes) after writing %d entries", freed, written)
+        return {"written": written, "freed_bytes": freed}
 
     def close(self) -> None:
         started = time.perf_counter()
