@@ -30,6 +30,7 @@ from server.request import (
     Started,
     Usage,
 )
+from server.sampling import make_request_sampler
 from server.watchdog import Watchdog
 
 log = logging.getLogger("server.engine")
@@ -282,7 +283,7 @@ class Engine:
             self.loaded.tokenizer,
             mx.array(tokens[start:]),
             max_tokens=max_tokens,
-            sampler=_sampler(job.request.sampling),
+            sampler=make_request_sampler(job.request.sampling),
             prompt_cache=run.prompt_cache,
         ):
             self.watchdog.beat()
@@ -395,13 +396,3 @@ class _Generation:
 def _beat_then(watchdog: Watchdog, progress: Callable[[int, int], None], done: int, total: int):
     watchdog.beat()
     progress(done, total)
-
-
-def _sampler(s: Sampling):
-    """mlx-lm's sampler for these settings, after seeding MLX's generator when a seed is given."""
-    import mlx.core as mx
-    from mlx_lm.sample_utils import make_sampler
-
-    if s.seed is not None:
-        mx.random.seed(s.seed)
-    return make_sampler(temp=s.temperature, top_p=s.top_p if s.top_p < 1.0 else 0.0, top_k=s.top_k)
