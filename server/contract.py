@@ -6,6 +6,7 @@ readable by every user on the host).
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 from pathlib import Path
@@ -31,6 +32,13 @@ def models_dir() -> Path:
 def kv_cache_dir() -> Path:
     """The prefix cache's disk tier (one folder per model fingerprint inside)."""
     return home() / "cache" / "kv"
+
+
+def option_names() -> list[str]:
+    """The options `worker_argv` can pass to this version of the worker (a release records them,
+    so a later supervisor never hands an archived worker a flag it does not know)."""
+    params = inspect.signature(worker_argv).parameters.values()
+    return [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name != "python"]
 
 
 def worker_argv(

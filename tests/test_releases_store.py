@@ -172,6 +172,27 @@ def test_launch_fills_placeholders_and_puts_snapshots_first(mlxctl_home, tmp_pat
     assert spec.env["PYTHONPATH"].split(os.pathsep)[0] == str(tmp_path / "src")
 
 
+def test_launch_gives_a_snapshot_only_the_options_it_accepts(mlxctl_home, tmp_path):
+    options = {"cache_ram_bytes": 5, "allowed_hosts": "box.lan", "stop_grace_s": 20.0}
+    legacy = Release(id="r3", kind=BUILTIN, model="demo")  # recorded before worker_options
+    argv = launch(legacy, None, "127.0.0.1", 9001, **options).argv
+    assert "--cache-ram-bytes" in argv and "--allowed-hosts" not in argv
+    assert "--stop-grace" not in argv, "an older worker would refuse an unknown flag"
+    knows = Release(id="r4", kind=BUILTIN, model="demo", worker_options=["allowed_hosts"])
+    argv = launch(knows, None, "127.0.0.1", 9001, **options).argv
+    assert argv[-2:] == ["--allowed-hosts", "box.lan"] and "--cache-ram-bytes" not in argv
+
+
+def test_an_archive_records_every_option_of_its_worker(mlxctl_home):
+    from mlxctl.releases.snapshot import archive_installed
+    from server.contract import option_names
+
+    release = archive_installed(ReleaseStore(), "demo")
+    assert release.worker_options == option_names()
+    assert {"cache_dir", "allowed_hosts", "log_file", "stop_grace_s"} <= set(option_names())
+    assert ReleaseStore().get(release.id).worker_options == release.worker_options
+
+
 def test_launch_gives_cache_options_to_our_worker_only(mlxctl_home, tmp_path):
     options = {"cache_dir": tmp_path / "kv", "cache_ram_bytes": 5, "cache_disk_bytes": 0}
     builtin = Release(id="r2", kind=BUILTIN, model="demo", args=["--x"])

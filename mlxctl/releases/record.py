@@ -19,6 +19,8 @@ KINDS = (BUILTIN, COMMAND)
 # What a worker can claim; migration smoke tests check exactly the claimed features.
 FEATURES = ("openai", "anthropic", "tools", "stream", "cache")
 BUILTIN_FEATURES = list(FEATURES)
+# What every archived worker accepts: records from before `worker_options` was kept.
+LEGACY_WORKER_OPTIONS = ("cache_dir", "cache_ram_bytes", "cache_disk_bytes")
 
 
 def new_release_id() -> str:
@@ -41,6 +43,8 @@ class Release:
     command: str | None = None
     health_path: str = "/health"
     features: list[str] = field(default_factory=lambda: list(BUILTIN_FEATURES))
+    # builtin: the launch options its snapshot's worker accepts (None: an older record).
+    worker_options: list[str] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -75,15 +79,19 @@ def launch(
 ) -> Launch:
     """The command line and environment that run `release` on host:port.
 
-    `worker_options` (cache_dir, cache_ram_bytes, cache_disk_bytes) go to our own worker only:
-    an external server has flags of its own.
+    `worker_options` (server.contract.worker_argv's: cache budgets, allowed hosts, log file...)
+    go to our own worker only, and only those its snapshot accepts; an external server has
+    flags of its own.
     """
     env = dict(release.env)
     if release.kind == COMMAND:
         fields = {"python": sys.executable, "model": release.model, "host": host, "port": port}
         argv = [part.format(**fields) for part in shlex.split(release.command or "")]
         return Launch(argv + list(release.args), env, release.health_path)
-    argv = [*worker_argv(release.model, host, port, **worker_options), *release.args]
+    accepted = release.worker_options
+    accepted = LEGACY_WORKER_OPTIONS if accepted is None else accepted
+    options = {name: value for name, value in worker_options.items() if name in accepted}
+    argv = [*worker_argv(release.model, host, port, **options), *release.args]
     if release.source and release_dir is not None:
         # The snapshot comes first on the path, so its `server` shadows the installed one:
         # an archived release keeps running after the package changes.

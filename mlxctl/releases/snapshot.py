@@ -11,6 +11,7 @@ from pathlib import Path
 import server
 from mlxctl.releases.record import BUILTIN, Release, new_release_id
 from mlxctl.releases.store import ReleaseStore
+from server.contract import option_names
 
 # The worker stands alone (it imports nothing from mlxctl): a release is the worker package.
 PACKAGES = (server,)
@@ -64,5 +65,6 @@ def archive_installed(store: ReleaseStore, model: str, note: str = "") -> Releas
         source="src",
         note=note,
         versions={**runtime_versions(), "source_sha256": digest.hexdigest()},
+        worker_options=option_names(),
     )
     return store.create(release, lambda folder: copy_sources(folder / "src"))

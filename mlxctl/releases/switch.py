@@ -60,10 +60,11 @@ class SideWorker:
         settings = config.load()
         self.port = processes.free_port(host)
         self.model = resolve_model_arg(release.model)
-        # The configured cache budgets and key, as the supervisor's own worker gets them.
-        cache = config.cache_options(settings)
+        # The configured cache budgets, hosts and key, as the supervisor's own worker gets them
+        # (its output goes to its own side log, not to worker.log).
+        options = config.worker_options(settings)
         folder = store.folder(release.id)
-        run = launch(replace(release, model=self.model), folder, host, self.port, **cache)
+        run = launch(replace(release, model=self.model), folder, host, self.port, **options)
         self.health_url = base_url(host, self.port) + run.health_path
         self.client = WorkerClient(base_url(host, self.port), settings["api_key"], smoke.TIMEOUT)
         spec = processes.worker_spec(run.argv, run.env, settings["api_key"])

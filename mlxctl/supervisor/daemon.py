@@ -104,11 +104,14 @@ class Daemon:
         if template:
             argv = override_argv(template, args.model, args.host, args.port)
             return argv, contract.HEALTH_PATH, {}
-        cache = config.cache_options(self.settings)
-        own_log = {
+        options = {
+            **config.worker_options(self.settings),
             "log_file": paths.worker_log(),
             "log_max_bytes": self.settings["logs.max_bytes"],
             "log_backups": self.settings["logs.backups"],
+            "model_name": args.model_name,
+            # The worker fits its stop (the cache flush) inside the SIGTERM-to-SIGKILL grace.
+            "stop_grace_s": self.settings["restart.stop_timeout"],
         }
         if args.release:
             from dataclasses import replace
@@ -118,13 +121,9 @@ class Daemon:
 
             store = ReleaseStore()
             release = replace(store.get(args.release), model=args.model)
-            # An archived snapshot may predate --log-file and --allowed-hosts: cache flags only.
-            spec = launch(release, store.folder(release.id), args.host, args.port, **cache)
+            # launch() passes only the options the release's snapshot knows.
+            spec = launch(release, store.folder(release.id), args.host, args.port, **options)
             return spec.argv, spec.health_path, spec.env
-        options = {**config.worker_options(self.settings), **own_log}
-        options["model_name"] = args.model_name
-        # The worker fits its stop (the cache flush) inside the SIGTERM-to-SIGKILL grace.
-        options["stop_grace_s"] = self.settings["restart.stop_timeout"]
         argv = contract.worker_argv(args.model, args.host, args.port, **options)
         return argv, contract.HEALTH_PATH, {}
 
