@@ -11,7 +11,9 @@ loads. Then, on that same thread (the one that owns MLX), for every request:
       cut short; `tokens` are the tokens whose KV state `prompt_cache` holds (or, for a
       trimmable cache, a prefix of them: the prompt of a finished reply). The cache copies.
   record_prefill(n_tokens, seconds): after each prefill of 64+ new tokens (measured speed).
-  close(): once, on graceful shutdown, before the generation thread ends (flush to disk).
+  close(): once, on graceful shutdown, before the generation thread ends: writes what is
+      still dirty within the stop's budget (StoreAdapter(flush_s=...)); entries otherwise
+      reach disk on the store's write-behind thread.
 From any thread: stats() -> dict | None ("cache" in /v1/status, gauges on /metrics),
 list_entries() and clear(tier) -> freed bytes (GET and DELETE /v1/cache).
 The n_cached of a lookup is what the APIs report as cached prompt tokens.
