@@ -140,6 +140,10 @@ class Engine:
         self._warm_up()
         self._snapshot_memory()
         self._ready.set()
+        try:  # disk entries into RAM, most recent first, until the first job comes
+            self.cache.prefetch(lambda: len(self._queue) > 0)
+        except Exception:
+            log.exception("prefix cache prefetch failed")
         while True:
             job = self._queue.get()
             if job is None:
@@ -257,7 +261,7 @@ class Engine:
         import mlx.core as mx
         from mlx_lm import stream_generate
 
-        from server.prefill import prefill_prompt
+        from server.prefill import prefill_prompt, sampler_for
 
         tokens = job.rendered.tokens
         start, run.checkpointed = prefill_prompt(
@@ -276,7 +280,7 @@ class Engine:
             self.loaded.tokenizer,
             mx.array(tokens[start:]),
             max_tokens=max_tokens,
-            sampler=_sampler(job.request.sampling),
+            sampler=sampler_for(job.request.sampling),
             prompt_cache=run.prompt_cache,
         ):
             if run.first_token_at is None:
@@ -383,13 +387,3 @@ class _Generation:
     prefilled: bool = False  # the prompt (all but its last token) is in prompt_cache
     checkpointed: bool = False  # exact checkpoints were stored: the final state is not
     started: float = field(default_factory=time.perf_counter)
-
-
-def _sampler(s: Sampling):
-    """mlx-lm's sampler for these settings, after seeding MLX's generator when a seed is given."""
-    import mlx.core as mx
-    from mlx_lm.sample_utils import make_sampler
-
-    if s.seed is not None:
-        mx.random.seed(s.seed)
-    return make_sampler(temp=s.temperature, top_p=s.top_p if s.top_p < 1.0 else 0.0, top_k=s.top_k)
