@@ -30,7 +30,6 @@ from server.request import (
     Started,
     Usage,
 )
-from server.sampling import make_request_sampler
 from server.watchdog import Watchdog
 
 log = logging.getLogger("server.engine")
@@ -145,6 +144,10 @@ class Engine:
         self._warm_up()
         self._snapshot_memory()
         self._ready.set()
+        try:  # disk entries into RAM, most recent first, until the first job comes
+            self.cache.prefetch(lambda: len(self._queue) > 0)
+        except Exception:
+            log.exception("prefix cache prefetch failed")
         while True:
             job = self._queue.get()
             if job is None:
@@ -264,7 +267,7 @@ class Engine:
         import mlx.core as mx
         from mlx_lm import stream_generate
 
-        from server.prefill import prefill_prompt
+        from server.prefill import prefill_prompt, sampler_for
 
         tokens = job.rendered.tokens
         start, run.checkpointed = prefill_prompt(
@@ -274,7 +277,7 @@ class Engine:
             run.n_cached,
             job.rendered.system_len,
             step=self.prefill_step_size,
-            on_chunk=lambda n: _beat_then(self.watchdog, job.on_prefill_progress, n, len(tokens)),
+            on_chunk=self.watchdog.beating(lambda n: job.on_prefill_progress(n, len(tokens))),
             store=lambda n, kind: self._store(tokens[:n], run.prompt_cache, kind=kind),
         )
         run.prefilled = True
@@ -283,7 +286,7 @@ class Engine:
             self.loaded.tokenizer,
             mx.array(tokens[start:]),
             max_tokens=max_tokens,
-            sampler=make_request_sampler(job.request.sampling),
+            sampler=sampler_for(job.request.sampling),
             prompt_cache=run.prompt_cache,
         ):
             self.watchdog.beat()
@@ -391,8 +394,3 @@ class _Generation:
     prefilled: bool = False  # the prompt (all but its last token) is in prompt_cache
     checkpointed: bool = False  # exact checkpoints were stored: the final state is not
     started: float = field(default_factory=time.perf_counter)
-
-
-def _beat_then(watchdog: Watchdog, progress: Callable[[int, int], None], done: int, total: int):
-    watchdog.beat()
-    progress(done, total)

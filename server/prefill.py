@@ -1,4 +1,4 @@
-"""Chunked prefill with exact checkpoints (generation thread only).
+"""Chunked prefill with exact checkpoints, and the sampler (generation thread only).
 
 Like mlx-lm's `generate_step` prefill loop, but a chunk also ends at each checkpoint, where the
 cache holds exactly that many tokens: caches that cannot be trimmed back (ArraysCache,
@@ -89,3 +89,14 @@ def prefill_prompt(
         on_stop=on_stop,
     )
     return end, bool(stops)
+
+
+def sampler_for(s: Any):
+    """mlx-lm's sampler for these `Sampling` settings, after seeding MLX's generator when a
+    seed is given."""
+    import mlx.core as mx
+    from mlx_lm.sample_utils import make_sampler
+
+    if s.seed is not None:
+        mx.random.seed(s.seed)
+    return make_sampler(temp=s.temperature, top_p=s.top_p if s.top_p < 1.0 else 0.0, top_k=s.top_k)

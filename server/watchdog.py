@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 
 log = logging.getLogger("server.watchdog")
 # Test-only: block the generation thread for good at this progress beat (tests/ set it).
@@ -32,6 +33,15 @@ class Watchdog:
     def begin(self, what: str) -> None:
         self.last_beat = time.monotonic()
         self.busy = what
+
+    def beating(self, progress: Callable[[int], None]) -> Callable[[int], None]:
+        """`progress`, with a beat before each call (a prefill chunk's callback)."""
+
+        def beat_then(done: int) -> None:
+            self.beat()
+            progress(done)
+
+        return beat_then
 
     def beat(self) -> None:
         """One token decoded or one prefill chunk done."""

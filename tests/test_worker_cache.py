@@ -246,12 +246,16 @@ def test_restart_restores_the_cache_from_disk(tmp_path):
 
     handle = start_worker(tiny_model(), "--cache-dir", cache_dir, api_key=API_KEY)
     try:
-        assert "disk index of 1 entries" in handle.log()  # lazy: tensors load on first use
+        assert "disk index of 1 entries" in handle.log()  # lazy: ready before any tensor loads
+        wait_for_log(handle, "prefetched 1 entries")  # then loaded in the background
         messages += [{"role": "assistant", "content": "Ok."}, {"role": "user", "content": "Go."}]
         reply = openai_client(handle).chat.completions.create(
             model=MODEL, messages=messages, max_tokens=2
         )
         assert reply.usage.prompt_tokens_details.cached_tokens >= prompt_tokens - 1
+        stats = httpx.get(handle.base_url + "/v1/status", headers=AUTH).json()["cache"]
+        assert (stats["ram_hits"], stats["disk_hits"]) == (1, 0)
+        assert stats["restore"]["mode"] == "lazy" and stats["restore"]["entries"] == 1
     finally:
         handle.stop()
 

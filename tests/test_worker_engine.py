@@ -49,6 +49,9 @@ class PrefixListCache:
     def record_prefill(self, n_tokens, seconds):
         pass
 
+    def prefetch(self, should_stop):
+        pass
+
     def stats(self):
         return {"entries": len(self.entries)}
 

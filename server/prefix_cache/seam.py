@@ -11,7 +11,11 @@ loads. Then, on that same thread (the one that owns MLX), for every request:
       cut short; `tokens` are the tokens whose KV state `prompt_cache` holds (or, for a
       trimmable cache, a prefix of them: the prompt of a finished reply). The cache copies.
   record_prefill(n_tokens, seconds): after each prefill of 64+ new tokens (measured speed).
-  close(): once, on graceful shutdown, before the generation thread ends (flush to disk).
+  prefetch(should_stop): once, right after ready: disk entries into RAM, most recent first,
+      until should_stop() (a job is waiting).
+  close(): once, on graceful shutdown, before the generation thread ends: writes what is
+      still dirty within the stop's budget (StoreAdapter(flush_s=...)); entries otherwise
+      reach disk on the store's write-behind thread.
 From any thread: stats() -> dict | None ("cache" in /v1/status, gauges on /metrics),
 list_entries() and clear(tier) -> freed bytes (GET and DELETE /v1/cache).
 The n_cached of a lookup is what the APIs report as cached prompt tokens.
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -48,6 +53,8 @@ class PrefixCache(Protocol):
 
     def record_prefill(self, n_tokens: int, seconds: float) -> None: ...
 
+    def prefetch(self, should_stop: Callable[[], bool]) -> None: ...
+
     def stats(self) -> dict | None: ...
 
     def list_entries(self) -> list[dict]: ...
@@ -74,6 +81,9 @@ class NoPrefixCache:
         pass
 
     def record_prefill(self, n_tokens: int, seconds: float) -> None:
+        pass
+
+    def prefetch(self, should_stop: Callable[[], bool]) -> None:
         pass
 
     def stats(self) -> dict | None:
@@ -127,6 +137,14 @@ class StoreAdapter:
 
     def record_prefill(self, n_tokens: int, seconds: float) -> None:
         self.prefix_store.record_prefill(n_tokens, seconds)
+
+    def prefetch(self, should_stop: Callable[[], bool]) -> None:
+        """Lazy restore's second half: entries load now unless a request needs them first."""
+        if self.prefix_store.disk is None or self.prefix_store.restored["mode"] != "lazy":
+            return
+        started = time.perf_counter()
+        count = self.prefix_store.restore(should_stop=should_stop, mode="lazy")
+        log.info("kv cache: prefetched %d entries in %.2fs", count, time.perf_counter() - started)
 
     def stats(self) -> dict | None:
         return self.prefix_store.stats()

@@ -222,8 +222,9 @@ class PrefixStore:
         log.info("kv cache: flushed %d of %d dirty entries to disk", written, todo)
         return written
 
-    def restore(self, max_bytes: int | None = None) -> int:
-        """Load disk entries into RAM, most recent first, while they fit. Returns count."""
+    def restore(self, max_bytes=None, should_stop=None, mode: str = "eager") -> int:
+        """Load disk entries into RAM, most recent first, while they fit (and until
+        `should_stop()`, checked between entries). Returns count."""
         if self.disk is None:
             return 0
         budget = self.ram_budget if max_bytes is None else min(max_bytes, self.ram_budget)
@@ -231,6 +232,8 @@ class PrefixStore:
         loaded = 0
         entries = self.disk.entries()
         for key in self.disk.recent_keys():
+            if should_stop is not None and should_stop():
+                break
             with self._lock:
                 if key in self._entries:
                     continue
@@ -242,11 +245,8 @@ class PrefixStore:
         with self._lock:
             ordered = sorted(self._entries.items(), key=lambda kv: kv[1].last_used)
             self._entries = OrderedDict(ordered)
-        self.restored = {
-            "mode": "eager",
-            "seconds": round(time.perf_counter() - started, 3),
-            "at": time.time(),
-        }
+        seconds = round(time.perf_counter() - started, 3)
+        self.restored = {"mode": mode, "seconds": seconds, "at": time.time(), "entries": loaded}
         log.info("kv cache: restored %d entries from disk", loaded)
         return loaded
 
