@@ -14,8 +14,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import psutil
-
 from mlxctl import paths
 from mlxctl.errors import PortInUseError, StartFailedError, StartLimitError, SupervisorError
 from mlxctl.logs import tail
@@ -320,9 +318,7 @@ def stop(timeout: float | None = None) -> StopOutcome:
             return outcome
         state_file.request_stop(timeout)
         sup.send_signal(signal.SIGTERM)
-        try:
-            sup.wait(timeout + 10)
-        except psutil.TimeoutExpired:
+        if not processes.wait_exited(sup, timeout + 10):
             # The supervisor itself is stuck: take both down by force.
             outcome.forced = True
             sup.kill()

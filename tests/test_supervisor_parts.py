@@ -77,3 +77,23 @@ def test_identity_needs_pid_create_time_and_nonce():
         child.wait()
     assert not identity.is_alive(ours)
     assert identity.Identity.from_dict({"pid": "x"}) is None
+
+
+def test_an_exited_process_counts_as_gone_before_anyone_reaps_it():
+    import psutil
+
+    from mlxctl.system.processes import wait_exited
+
+    # Not reaped yet: a zombie, as a detached supervisor is until its adopter reaps it.
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc = psutil.Process(child.pid)
+    began = time.monotonic()
+    assert wait_exited(proc, timeout=10)
+    assert proc.status() == psutil.STATUS_ZOMBIE and time.monotonic() - began < 5
+    child.wait()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert not wait_exited(psutil.Process(sleeper.pid), timeout=0.3)
+    finally:
+        sleeper.kill()
+        sleeper.wait()

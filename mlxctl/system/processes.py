@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +78,20 @@ def signal_group(pid: int, sig: int) -> bool:
     except (ProcessLookupError, PermissionError):
         return False
     return True
+
+
+def wait_exited(proc: psutil.Process, timeout: float, poll: float = 0.02) -> bool:
+    """Until `proc` has exited (True) or `timeout` passes (False). A zombie has exited: a detached
+    process is reaped by whoever adopted it, which may take seconds (psutil's wait counts it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(poll)
+    return False
 
 
 def stop_group(proc: psutil.Process | subprocess.Popen, grace: float) -> bool:
