@@ -28,6 +28,7 @@ class Job:
     abort_reason: str | None = None
     done: bool = False
     admitted: float | None = None  # when the scheduler took it (queue time ends)
+    waits_on: int | None = None  # the batch member whose prefill this job waits for
 
     def emit(self, event: Any) -> None:
         if self.loop is not None:

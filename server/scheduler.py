@@ -98,6 +98,7 @@ class Scheduler:
         self.active: dict[int, _Seq] = {}
         self.waiting: collections.deque[Job] = collections.deque()
         self._rate: collections.deque[tuple[float, int]] = collections.deque()
+        self.peak_batch = 0  # the most sequences decoded in one step since start
         log.info(
             "scheduler: batched (decode %d, prefill %d at once; KV estimate %d B/token, "
             "budget %.1f GB)",
@@ -118,6 +119,7 @@ class Scheduler:
             "waiting": sum(1 for j in list(self.waiting) if not j.cancelled),
             "batch_size": sum(1 for s in list(self.active.values()) if not s.prefilling),
             "prefilling": sum(1 for s in list(self.active.values()) if s.prefilling),
+            "peak_batch_size": self.peak_batch,
             "tokens_per_second": round(sum(recent) / RATE_WINDOW_S, 1),
             "kv_bytes_estimate": sum(s.estimate for s in list(self.active.values())),
             "kv_budget_bytes": self.budget,
@@ -199,6 +201,14 @@ class Scheduler:
             if seq.end <= shared or not useful:
                 useful = [seq.end]  # a trimmable state, or an identical retry
             if not all(b in seq.stored for b in useful if b > seq.run.n_cached):
+                if job.waits_on != seq.uid:
+                    job.waits_on = seq.uid
+                    log.info(
+                        "request %s waits for the prefill of %s (%d shared tokens)",
+                        job.request.request_id,
+                        seq.job.request.request_id,
+                        shared,
+                    )
                 return True
         return False
 
@@ -257,6 +267,7 @@ class Scheduler:
             if 0 < done < total:
                 seq.job.emit(Progress(done + seq.run.n_cached, total + seq.run.n_cached))
         if gen_responses:
+            self.peak_batch = max(self.peak_batch, len(gen_responses))
             self._rate.append((time.monotonic(), len(gen_responses)))
             while self._rate and time.monotonic() - self._rate[0][0] > RATE_WINDOW_S:
                 self._rate.popleft()
