@@ -54,6 +54,8 @@ async def status(request: Request):
         "max_output_tokens": settings.max_output_tokens,
         # Generations run at once (one today); `mlxctl claude` sizes tool concurrency by it.
         "batch_capacity": getattr(engine, "batch_capacity", 1),
+        # mode (batched or sequential and why), running, waiting, batch size, tokens/s.
+        "scheduler": engine.scheduler_status(),
         "requests": engine.metrics.snapshot(),
         "cache": engine.cache.stats(),
         "recent": _recent(request),
@@ -77,6 +79,9 @@ async def metrics(request: Request):
         "memory_peak_bytes": memory["peak_bytes"],
         "memory_rss_bytes": memory["rss_bytes"],
     }
+    scheduler = engine.scheduler_status()
+    for name in ("running", "waiting", "batch_size", "tokens_per_second"):
+        gauges[f"scheduler_{name}"] = scheduler.get(name) or 0
     text = prometheus_text(engine.metrics.snapshot(), gauges, engine.cache.stats())
     return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 

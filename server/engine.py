@@ -12,7 +12,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from server.errors import InternalError, Overloaded, ServiceUnavailable
@@ -30,6 +29,8 @@ from server.request import (
     Started,
     Usage,
 )
+from server.scheduler import DECODE_CONCURRENCY, Scheduler, cannot_batch
+from server.sequential import Generation, generate_alone
 from server.watchdog import Watchdog
 
 log = logging.getLogger("server.engine")
@@ -47,6 +48,7 @@ class Engine:
         load_fn: Callable[[str], Any] | None = None,
         cache_factory: Callable[[Any], PrefixCache] | None = None,
         progress_timeout: float = 0.0,
+        batch: bool = True,
     ):
         self.model_ref = model_ref
         self.max_output_tokens = max_output_tokens
@@ -60,6 +62,9 @@ class Engine:
         self._accepting = True
         self._abort_timer: threading.Timer | None = None
         self.current: Job | None = None
+        self.batch = batch  # False: one request at a time (the mode before batching)
+        self.scheduler: Scheduler | None = None  # set on the generation thread once loaded
+        self.unbatched: str | None = None  # why requests run one at a time
         self.loaded: Any = None
         self.renderer: PromptRenderer | None = None
         self.cache: PrefixCache = NoPrefixCache()
@@ -82,7 +87,27 @@ class Engine:
 
     @property
     def queue_depth(self) -> int:
-        return len(self._queue) + (1 if self.current is not None else 0)
+        running = self.scheduler.status()["running"] if self.scheduler else 0
+        return self._waiting() + running + (1 if self.current is not None else 0)
+
+    @property
+    def batch_capacity(self) -> int:
+        return DECODE_CONCURRENCY if self.scheduler is not None else 1
+
+    def scheduler_status(self) -> dict:
+        """Mode, running, waiting, batch size, aggregate tok/s (safe on the event loop)."""
+        if self.scheduler is not None:
+            return self.scheduler.status()
+        return {
+            "mode": "sequential",
+            "reason": self.unbatched,
+            "running": 1 if self.current is not None else 0,
+            "waiting": len(self._queue),
+            "batch_size": 1 if self.current is not None else 0,
+        }
+
+    def _waiting(self) -> int:
+        return len(self._queue) + (self.scheduler.status()["waiting"] if self.scheduler else 0)
 
     def warm(self, prompts: list[tuple[str, ChatRequest]]) -> None:
         """Prefill these (name, request) pairs into the prefix cache after the model loads, before
@@ -100,7 +125,7 @@ class Engine:
             raise ServiceUnavailable("the server is shutting down", retry_after=5)
         if not self.ready:
             raise ServiceUnavailable("the model is still loading", retry_after=2)
-        if not self._queue.put(job):
+        if self._waiting() >= self._queue.limit or not self._queue.put(job):
             raise Overloaded("too many requests are waiting; retry shortly")
 
     def begin_shutdown(self, grace_s: float) -> None:
@@ -108,13 +133,18 @@ class Engine:
         self._accepting = False
         for job in self._queue.drain():
             job.emit(Failed(ServiceUnavailable("the server is shutting down")))
-        running = self.current
+        scheduler = self.scheduler
+        for job in list(scheduler.waiting) if scheduler else []:
+            job.cancel("the server is shutting down")  # the scheduler fails it at once
+        running = [self.current] if self.current is not None else []
+        running += [s.job for s in list(scheduler.active.values())] if scheduler else []
 
         def abort_later():
-            if running is not None and not running.done:
-                running.cancel("the server is shutting down")
+            for job in running:
+                if not job.done:
+                    job.cancel("the server is shutting down")
 
-        if running is not None:
+        if running:
             self._abort_timer = threading.Timer(grace_s, abort_later)
             self._abort_timer.daemon = True  # must not hold the process open after a clean stop
             self._abort_timer.start()
@@ -126,6 +156,8 @@ class Engine:
         if self._thread.is_alive():
             if self.current is not None:
                 self.current.cancel("the server is shutting down")
+            for seq in list(self.scheduler.active.values()) if self.scheduler else []:
+                seq.job.cancel("the server is shutting down")
             self._queue.close()
             self._thread.join(timeout)
             if self._thread.is_alive():
@@ -143,33 +175,41 @@ class Engine:
             return
         self._warm_up()
         self._snapshot_memory()
+        self.unbatched = None if self.batch else "batching is off"
+        self.unbatched = self.unbatched or cannot_batch(self.loaded.model)
+        if self.unbatched is None:
+            self.scheduler = Scheduler(self)
+        else:
+            log.info("scheduler: one request at a time (%s)", self.unbatched)
         self._ready.set()
         try:  # disk entries into RAM, most recent first, until the first job comes
             self.cache.prefetch(lambda: len(self._queue) > 0)
         except Exception:
             log.exception("prefix cache prefetch failed")
-        while True:
-            job = self._queue.get()
-            if job is None:
-                break
-            self.current = job
-            self.watchdog.begin(f"request {job.request.request_id}")
-            try:
-                self._run(job)
-            except Exception as exc:  # one bad request must not take the worker down
-                log.exception("generation failed for request %s", job.request.request_id)
-                job.emit(Failed(InternalError()))
-                del exc
-            finally:
-                self.watchdog.end()
-                self._settle()
-                self._snapshot_memory()
-                job.done = True
-                self.current = None
+        if self.scheduler is not None:
+            self.scheduler.run()
+        while self.scheduler is None and (job := self._queue.get()) is not None:
+            self._run_alone(job)
         try:
             self.cache.close()
         except Exception:
             log.exception("prefix cache close failed")
+
+    def _run_alone(self, job: Job) -> None:
+        job.admitted = time.perf_counter()
+        self.current = job
+        self.watchdog.begin(f"request {job.request.request_id}")
+        try:
+            self._run(job)
+        except Exception:  # one bad request must not take the worker down
+            log.exception("generation failed for request %s", job.request.request_id)
+            job.emit(Failed(InternalError()))
+        finally:
+            self.watchdog.end()
+            self._settle()
+            self._snapshot_memory()
+            job.done = True
+            self.current = None
 
     @staticmethod
     def _settle() -> None:
@@ -215,7 +255,7 @@ class Engine:
         usage = Usage(prompt_tokens=len(tokens), cached_tokens=n_cached)
         job.emit(Started(len(tokens), n_cached))
         parser = self._parser(job)
-        run = _Generation(prompt_cache, n_cached)
+        run = Generation(prompt_cache, n_cached)
         try:
             self._generate(job, run, parser, self._max_tokens(job.request, len(tokens)))
         except Cancelled:
@@ -261,49 +301,10 @@ class Engine:
             primed=rendered.primed,
         )
 
-    def _generate(self, job: Job, run: _Generation, parser: ReplyParser, max_tokens: int) -> None:
-        """Prefill the uncached tokens (storing the checkpoints an untrimmable cache needs on
-        the way) and decode into `run`, emitting the parsed events."""
-        import mlx.core as mx
-        from mlx_lm import stream_generate
+    def _generate(self, job: Job, run: Generation, parser: ReplyParser, max_tokens: int) -> None:
+        generate_alone(self, job, run, parser, max_tokens)
 
-        from server.prefill import prefill_prompt, sampler_for
-
-        tokens = job.rendered.tokens
-        start, run.checkpointed = prefill_prompt(
-            self.loaded.model,
-            run.prompt_cache,
-            tokens,
-            run.n_cached,
-            job.rendered.system_len,
-            step=self.prefill_step_size,
-            on_chunk=self.watchdog.beating(lambda n: job.on_prefill_progress(n, len(tokens))),
-            store=lambda n, kind: self._store(tokens[:n], run.prompt_cache, kind=kind),
-        )
-        run.prefilled = True
-        for response in stream_generate(
-            self.loaded.model,
-            self.loaded.tokenizer,
-            mx.array(tokens[start:]),
-            max_tokens=max_tokens,
-            sampler=sampler_for(job.request.sampling),
-            prompt_cache=run.prompt_cache,
-        ):
-            self.watchdog.beat()
-            if run.first_token_at is None:
-                run.first_token_at = time.perf_counter()
-            if job.cancelled:
-                raise Cancelled
-            run.generated.append(response.token)
-            for event in parser.feed(response.text):
-                job.emit(event)
-            if parser.stopped:
-                run.reason = "stop_sequence"
-                break
-            if response.finish_reason:
-                run.reason = response.finish_reason
-
-    def _finish(self, job: Job, run: _Generation, parser: ReplyParser, usage: Usage) -> None:
+    def _finish(self, job: Job, run: Generation, parser: ReplyParser, usage: Usage) -> None:
         """Count the reply's tokens, flush the parser, report, and store the KV state."""
         generated, reason = run.generated, run.reason
         eos = self.loaded.tokenizer.eos_token_ids
@@ -325,7 +326,8 @@ class Engine:
             now - run.started,
             False,
         )
-        job.emit(Finished(reason, usage, parser.stopped, first - job.submitted, tps))
+        queued = (job.admitted or job.submitted) - job.submitted
+        job.emit(Finished(reason, usage, parser.stopped, first - job.submitted, tps, queued))
         if not run.checkpointed:  # the prompt but its last token, which the next re-renders
             self._store(job.rendered.tokens[:-1], run.prompt_cache)
 
@@ -343,7 +345,7 @@ class Engine:
         job = Job(request=greedy, rendered=rendered, loop=None)
         tokens = rendered.tokens
         prompt_cache, n_cached = self._cache_for(tokens)
-        run = _Generation(prompt_cache, n_cached)
+        run = Generation(prompt_cache, n_cached)
         self._generate(job, run, self._parser(job), max_tokens=1)
         seconds = (run.first_token_at or time.perf_counter()) - run.started
         self._record_prefill(len(tokens) - n_cached, seconds)
@@ -380,17 +382,3 @@ class Engine:
             job.emit(Failed(ServiceUnavailable(job.abort_reason)))
         else:
             job.emit(Finished("cancelled", usage))
-
-
-@dataclass
-class _Generation:
-    """One generation's running state: the KV cache it extends and what it produced so far."""
-
-    prompt_cache: list[Any]
-    n_cached: int
-    generated: list[int] = field(default_factory=list)
-    reason: str = "length"
-    first_token_at: float | None = None
-    prefilled: bool = False  # the prompt (all but its last token) is in prompt_cache
-    checkpointed: bool = False  # exact checkpoints were stored: the final state is not
-    started: float = field(default_factory=time.perf_counter)

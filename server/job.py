@@ -27,6 +27,8 @@ class Job:
     cancel_event: threading.Event = field(default_factory=threading.Event)
     abort_reason: str | None = None
     done: bool = False
+    admitted: float | None = None  # when the scheduler took it (queue time ends)
+    waits_on: int | None = None  # the batch member whose prefill this job waits for
 
     def emit(self, event: Any) -> None:
         if self.loop is not None:
@@ -69,12 +71,16 @@ class JobQueue:
             self._cond.notify()
             return True
 
-    def get(self) -> Job | None:
-        """The next job, or None once closed."""
+    def get(self, timeout: float | None = None) -> Job | None:
+        """The next job, or None once closed (or when `timeout` passed with none)."""
         with self._cond:
-            while not self._jobs and not self._closed:
-                self._cond.wait()
+            if not self._jobs and not self._closed:
+                self._cond.wait_for(lambda: self._jobs or self._closed, timeout)
             return self._jobs.popleft() if self._jobs else None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def drain(self) -> list[Job]:
         with self._cond:

@@ -79,6 +79,7 @@ class Finished:
     stop_sequence: str | None = None
     ttft_s: float = 0.0
     decode_tps: float = 0.0
+    queue_s: float = 0.0  # accepted -> taken by the scheduler
 
 
 @dataclass

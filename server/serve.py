@@ -4,6 +4,7 @@ graceful shutdown in one place."""
 from __future__ import annotations
 
 import logging
+import os
 import signal
 
 import uvicorn
@@ -49,6 +50,8 @@ def build_engine(settings: Settings, cache_factory=None) -> Engine:
         prefill_step_size=settings.prefill_step_size,
         cache_factory=cache_factory,
         progress_timeout=settings.progress_timeout,
+        # MLXCTL_SCHEDULER=sequential: one request at a time, as before batching (benchmarks).
+        batch=os.environ.get("MLXCTL_SCHEDULER", "batched") != "sequential",
     )
     if settings.warm_prompts and cache_factory is not None:
         from server.warm import read_prompts

@@ -9,6 +9,7 @@ message, so nothing is left in shared request state for the middleware to read.
 from __future__ import annotations
 
 import asyncio
+import time
 from array import array
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -18,7 +19,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from server.engine import Engine
-from server.errors import InternalError, ServiceUnavailable, WorkerError
+from server.errors import InternalError, Overloaded, ServiceUnavailable, WorkerError
 from server.job import Job
 from server.prompt import Rendered
 from server.request import (
@@ -50,15 +51,25 @@ def submit(engine: Engine, request: ChatRequest, rendered: Rendered) -> Job:
     return job
 
 
+# Until its first token a stream hears from us this often: a queued client must never go silent.
+WAITING_HEARTBEAT_S = 1.0
+# A non-stream request still queued after this long answers 429/529 (Claude Code retries at 300).
+QUEUE_DEADLINE_S = 240.0
+
+
 async def events(job: Job, heartbeat_s: float = 5.0) -> AsyncIterator[Any]:
-    """Yield the job's events until Finished/Failed; cancel the job if the consumer goes away."""
+    """Yield the job's events until Finished/Failed; cancel the job if the consumer goes away.
+    Heartbeats come every WAITING_HEARTBEAT_S until the first token, then every `heartbeat_s`."""
+    first_token = False
     try:
         while True:
+            wait = heartbeat_s if first_token else min(heartbeat_s, WAITING_HEARTBEAT_S)
             try:
-                event = await asyncio.wait_for(job.events.get(), timeout=heartbeat_s)
+                event = await asyncio.wait_for(job.events.get(), timeout=wait)
             except TimeoutError:
                 yield Heartbeat()
                 continue
+            first_token = first_token or isinstance(event, TextDelta | ToolCallDelta)
             yield event
             if isinstance(event, Finished | Failed):
                 return
@@ -75,6 +86,9 @@ async def collect(job: Job, is_disconnected) -> Collected:
         if isinstance(event, Heartbeat):
             if await is_disconnected():
                 job.cancel()
+            elif out.started is None and time.perf_counter() - job.submitted > QUEUE_DEADLINE_S:
+                job.cancel()
+                raise Overloaded("the request waited too long in the queue; retry", retry_after=5)
             continue
         if isinstance(event, Started):
             out.started = event
@@ -101,6 +115,7 @@ def stats(finished: Finished | None) -> dict:
         "cached": finished.usage.cached_tokens,
         "completion": finished.usage.completion_tokens,
         "ttft_ms": round(finished.ttft_s * 1000),
+        "queue_ms": round(finished.queue_s * 1000),
         "tps": round(finished.decode_tps, 1),
         "finish": finished.reason,
     }

@@ -61,7 +61,9 @@ async def encode(
             )
             yield sse("ping", {"type": "ping"})
         elif isinstance(event, Heartbeat | Progress):
-            if started:  # nothing may come before message_start
+            # Queued (no message_start yet: its usage needs the cache lookup) pings too: never
+            # silent; the SDKs skip ping events wherever they come.
+            if started or isinstance(event, Heartbeat):
                 yield sse("ping", {"type": "ping"})
         elif isinstance(event, TextDelta):
             if open_kind != "text":

@@ -39,7 +39,7 @@ async def encode(
     calls = 0
     async for event in events:
         if isinstance(event, Heartbeat):
-            yield ": ping\n\n"  # an SSE comment: keeps proxies from timing out, clients skip it
+            yield ": keep-alive\n\n"  # an SSE comment: proxies keep the line, clients skip it
         elif isinstance(event, TextDelta):
             yield chunk({"content": event.text})
         elif isinstance(event, ToolCallDelta):
