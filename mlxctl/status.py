@@ -58,6 +58,7 @@ class Status:
     cache_hit_rate: float | None = None
     backend: str | None = None
     context_length: int | None = None
+    scheduler: dict | None = None  # the worker's batch: mode, running, waiting, tokens/s
     recent: list = field(default_factory=list)  # the worker's last requests, newest first
     memory_limits: dict | None = None  # soft/hard limits, the latest sample, sheds so far
 
@@ -135,6 +136,8 @@ def _ask_worker(result: Status, url: str) -> None:
     result.queue_depth, result.requests = report.get("queue_depth"), report.get("requests")
     result.backend, result.context_length = report.get("backend"), report.get("context_length")
     result.recent = [r for r in report.get("recent") or [] if isinstance(r, dict)]
+    scheduler = report.get("scheduler")
+    result.scheduler = scheduler if isinstance(scheduler, dict) else None
     requests = report.get("requests") or {}
     prompt, cached = requests.get("prompt_tokens"), requests.get("cached_tokens")
     if isinstance(cached, int):

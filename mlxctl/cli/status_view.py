@@ -124,7 +124,24 @@ def _service(st: dict) -> Panel:
     if st.get("context_length"):
         backend = f", {st['backend']} backend" if st.get("backend") else ""
         grid.add_row("context", f"{_count(st['context_length'])} tokens{backend}")
+    if isinstance(st.get("scheduler"), dict):
+        for label, value in _scheduler(st["scheduler"]):
+            grid.add_row(label, value)
     return Panel(grid, title="service", title_align="left")
+
+
+def _scheduler(s: dict) -> list[tuple[str, str]]:
+    """Rows for the worker's batch: running and decoding, waiting and tok/s, and its mode
+    when it is not batching (and why)."""
+    batch = f"{_count(s.get('running'))} running, {_count(s.get('batch_size'))} decoding"
+    rows = [("batch", batch)]
+    queue = f"{_count(s.get('waiting'))} waiting"
+    if isinstance(s.get("tokens_per_second"), int | float):
+        queue += f", {s['tokens_per_second']:,.1f} tok/s"
+    rows.append(("queue", queue))
+    if s.get("mode") and s["mode"] != "batched":
+        rows.append(("mode", s["mode"] + (f": {s['reason']}" if s.get("reason") else "")))
+    return rows
 
 
 def _memory(st: dict) -> Panel:
