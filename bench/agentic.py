@@ -212,6 +212,12 @@ def to_openai(session: Session, turn: int) -> tuple[list[dict], list[dict]]:
 # -- servers -----------------------------------------------------------------------------------
 
 
+def mlx_lm_argv(model: str, port: int, max_tokens: int) -> list[str]:
+    """mlx_lm.server from the same mlx-lm, on `port`, replies capped at `max_tokens`."""
+    argv = [sys.executable, "-m", "mlx_lm", "server", "--model", model, "--port", str(port)]
+    return [*argv, "--max-tokens", str(max_tokens)]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -829,19 +835,7 @@ def main(argv=None) -> int:
 
     def mlx_lm_server():
         port = free_port()
-        argv = [
-            sys.executable,
-            "-m",
-            "mlx_lm",
-            "server",
-            "--model",
-            model,
-            "--port",
-            str(port),
-            "--max-tokens",
-            str(args.max_tokens),
-        ]
-        return Server("mlx_lm", argv, port, env, work)
+        return Server("mlx_lm", mlx_lm_argv(model, port, args.max_tokens), port, env, work)
 
     contenders = [
         (name, make, request)

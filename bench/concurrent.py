@@ -327,18 +327,7 @@ def main(argv=None) -> int:
         port, home = free_port(), work / f"{name}-{n}"
         env = worker_env({**os.environ, "MLXCTL_HOME": str(home)})
         if name == "mlx_lm":
-            argv = [
-                sys.executable,
-                "-m",
-                "mlx_lm",
-                "server",
-                "--model",
-                model,
-                "--port",
-                str(port),
-                "--max-tokens",
-                str(args.max_tokens),
-            ]
+            argv = agentic.mlx_lm_argv(model, port, args.max_tokens)
         else:
             argv = [
                 sys.executable,
