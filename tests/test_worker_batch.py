@@ -68,9 +68,10 @@ def stream_text(handle, question: str, max_tokens: int = 24) -> tuple[str, int]:
 
 
 def test_concurrent_streams_give_the_greedy_text_of_one_by_one(batch_worker):
-    alone = [stream_text(batch_worker, q) for q in QUESTIONS]
+    # Replies of a few hundred tokens: long enough to overlap on a busy machine.
+    alone = [stream_text(batch_worker, q, 400) for q in QUESTIONS]
     with ThreadPoolExecutor(len(QUESTIONS)) as pool:
-        together = list(pool.map(lambda q: stream_text(batch_worker, q), QUESTIONS))
+        together = list(pool.map(lambda q: stream_text(batch_worker, q, 400), QUESTIONS))
     assert together == alone
     assert sum(n for _, n in alone) > len(QUESTIONS)  # real replies, not empty ones
     scheduler = status(batch_worker)["scheduler"]
