@@ -16,6 +16,7 @@ from typing import Any
 
 from server.errors import InternalError, Overloaded, ServiceUnavailable
 from server.job import Cancelled, Job, JobQueue
+from server.logits import default_factories, processors_for
 from server.metrics import Metrics
 from server.prefix_cache.kv_state import cache_len
 from server.prefix_cache.seam import NoPrefixCache, PrefixCache
@@ -72,6 +73,7 @@ class Engine:
         self.started_at = time.time()
         self.watchdog = Watchdog(progress_timeout)  # beats at every token and prefill chunk
         self._warm: list[tuple[str, ChatRequest]] = []
+        self.processor_factories = default_factories()  # per-request logits processors
         # MLX memory figures, read on the generation thread after each job for the admin routes.
         self._memory = {"active_bytes": 0, "peak_bytes": 0, "cache_bytes": 0}
 
@@ -255,6 +257,7 @@ class Engine:
         usage = Usage(prompt_tokens=len(tokens), cached_tokens=n_cached)
         job.emit(Started(len(tokens), n_cached))
         parser = self._parser(job)
+        self._attach_processors(job)
         run = Generation(prompt_cache, n_cached)
         try:
             self._generate(job, run, parser, self._max_tokens(job.request, len(tokens)))
@@ -300,6 +303,9 @@ class Engine:
             stop=job.request.stop,
             primed=rendered.primed,
         )
+
+    def _attach_processors(self, job: Job) -> None:
+        job.logits_processors = processors_for(self.processor_factories, job, self.loaded)
 
     def _generate(self, job: Job, run: Generation, parser: ReplyParser, max_tokens: int) -> None:
         generate_alone(self, job, run, parser, max_tokens)

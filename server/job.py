@@ -29,6 +29,7 @@ class Job:
     done: bool = False
     admitted: float | None = None  # when the scheduler took it (queue time ends)
     waits_on: int | None = None  # the batch member whose prefill this job waits for
+    logits_processors: list = field(default_factory=list)  # set at admission (server.logits)
 
     def emit(self, event: Any) -> None:
         if self.loop is not None:

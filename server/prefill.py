@@ -7,6 +7,7 @@ RotatingKVCache past its window) are reusable only from such exact states.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -93,10 +94,17 @@ def prefill_prompt(
 
 def sampler_for(s: Any):
     """mlx-lm's sampler for these `Sampling` settings, after seeding MLX's generator when a
-    seed is given."""
+    seed is given. Equal settings get the same sampler object: a batch whose members share one
+    samples in one call instead of one per member."""
     import mlx.core as mx
-    from mlx_lm.sample_utils import make_sampler
 
     if s.seed is not None:
         mx.random.seed(s.seed)
-    return make_sampler(temp=s.temperature, top_p=s.top_p if s.top_p < 1.0 else 0.0, top_k=s.top_k)
+    return _sampler(s.temperature, s.top_p if s.top_p < 1.0 else 0.0, s.top_k)
+
+
+@functools.lru_cache(maxsize=64)
+def _sampler(temperature: float, top_p: float, top_k: int):
+    from mlx_lm.sample_utils import make_sampler
+
+    return make_sampler(temp=temperature, top_p=top_p, top_k=top_k)

@@ -218,6 +218,7 @@ class Scheduler:
 
         engine, tokens = self.engine, job.rendered.tokens
         job.admitted = time.perf_counter()
+        engine._attach_processors(job)
         prompt_cache, n_cached = engine._cache_for(tokens)
         end = len(tokens) - 1
         boundaries = checkpoints(prompt_cache, n_cached, end, job.rendered.system_len)
@@ -231,6 +232,7 @@ class Scheduler:
             caches=[prompt_cache],
             all_tokens=[tokens[:n_cached]],
             samplers=[sampler_for(job.request.sampling)],
+            logits_processors=[job.logits_processors],
             stop_sequences=[self.stop_sequences],
         )
         # No checkpoint on the way (all cached): the final state is stored, as when alone.

@@ -53,6 +53,7 @@ def generate_alone(
         mx.array(tokens[start:]),
         max_tokens=max_tokens,
         sampler=sampler_for(job.request.sampling),
+        logits_processors=job.logits_processors or None,
         prompt_cache=run.prompt_cache,
     ):
         engine.watchdog.beat()

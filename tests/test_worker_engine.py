@@ -76,9 +76,10 @@ def engine(scripted_model_path):
     assert engine.cache.closed
 
 
-def ask(engine, messages, **kwargs):
+def ask(engine, messages, seed=None, **kwargs):
     async def go():
-        request = ChatRequest(messages=messages, sampling=Sampling(temperature=0.0), **kwargs)
+        sampling = Sampling(temperature=0.0, seed=seed)
+        request = ChatRequest(messages=messages, sampling=sampling, **kwargs)
         job = serving.submit(engine, request, await serving.prepare(engine, request))
 
         async def connected():
@@ -109,3 +110,34 @@ def test_prefix_cache_seam_reuses_state_and_keeps_output(engine):
     assert [n for n, _ in engine.cache.stores] == [prompt - 1, prompt - 1]
     assert all(n <= offset for n, offset in engine.cache.stores)
     assert engine.cache.stats() == {"entries": 2}
+
+
+@pytest.mark.parametrize("seed", [None, 7], ids=["batched", "alone"])
+def test_a_logits_processor_steers_every_token_on_both_paths(engine, seed):
+    """A factory's processor sees the fed-in token last and decides the sampled one."""
+    import mlx.core as mx
+
+    tokenizer = engine.loaded.tokenizer
+    forced = tokenizer.encode(" Paris", add_special_tokens=False)[-1]
+    seen: list[int] = []
+
+    def force(tokens, logits):
+        seen.append(int(tokens[-1].item()))
+        return mx.where(mx.arange(logits.shape[-1]) == forced, 0.0, -mx.inf)[None]
+
+    def factory(request, rendered, loaded):
+        return force if request.max_tokens == 5 else None
+
+    engine.processor_factories = [factory]
+    try:
+        hello = [{"role": "user", "content": "Say hello."}]
+        reply = ask(engine, hello, max_tokens=5, seed=seed)
+        untouched = ask(engine, hello, max_tokens=6, seed=seed)
+    finally:
+        engine.processor_factories = []
+    assert reply.finished.usage.completion_tokens == 5
+    assert reply.text == tokenizer.decode([forced] * 5)
+    # First call: the prompt's last token; then each sampled token as it is fed back (decoding
+    # runs one step ahead, so there may be one call past the last token).
+    assert len(seen) in (5, 6) and set(seen[1:]) == {forced}
+    assert untouched.text != reply.text
