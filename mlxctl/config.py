@@ -68,6 +68,8 @@ SCHEMA: list[Key] = [
     ),
     Key("memory.soft_limit", int, 0, "worker memory that sheds the RAM cache (0 = 85% of RAM)", 0),
     Key("memory.hard_limit", int, 0, "worker memory that restarts it (0 = 95% of RAM)", 0),
+    Key("batch.decode_concurrency", int, 32, "requests that decode together in one batch", 1),
+    Key("batch.prompt_concurrency", int, 8, "prompts that prefill together in one batch", 1),
     Key("cache.ram_bytes", int, -1, "RAM budget of the prefix KV cache (-1 = 10% of RAM)", -1),
     Key("cache.disk_bytes", int, 32 * 1024**3, "disk budget of the prefix KV cache", 0),
     Key("logs.max_bytes", int, 10 * 1024**2, "a log rotates when it reaches this size", 1024),
@@ -241,4 +243,6 @@ def worker_options(values: dict[str, Any]) -> dict[str, Any]:
         **cache_options(values),
         "allowed_hosts": values["allowed_hosts"] or None,
         "progress_timeout": values["restart.progress_timeout"],
+        "decode_concurrency": values["batch.decode_concurrency"],
+        "prompt_concurrency": values["batch.prompt_concurrency"],
     }

@@ -35,6 +35,16 @@ def byte_size(text: str) -> int:
     return int(float(match.group(1)) * _UNITS[match.group(2)])
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a positive whole number: {text!r}")
+    return value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m server",
@@ -92,6 +102,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=180.0,
         help="seconds a busy generation may go without a token or prefill chunk before /health "
         "says stuck (503) and thread stacks go to the log; 0 = off (default 180)",
+    )
+    parser.add_argument(
+        "--decode-concurrency",
+        type=positive_int,
+        default=32,
+        help="sequences that decode together in one batch; more wait (default 32)",
+    )
+    parser.add_argument(
+        "--prompt-concurrency",
+        type=positive_int,
+        default=8,
+        help="prompts that prefill together in one batch (default 8)",
+    )
+    parser.add_argument(
+        "--queue-timeout",
+        type=float,
+        default=240.0,
+        metavar="SECONDS",
+        help="a non-stream request still queued this long answers 529/429 with retry-after; "
+        "streams get keep-alives instead (default 240; Claude Code retries at 300)",
     )
     parser.add_argument(
         "--prefill-step-size",
@@ -220,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
         model_path=model_path,
         model_name=args.model_name,
         progress_timeout=args.progress_timeout,
+        decode_concurrency=args.decode_concurrency,
+        prompt_concurrency=args.prompt_concurrency,
+        queue_timeout_s=args.queue_timeout,
         host=args.host,
         port=args.port,
         api_key=api_key,

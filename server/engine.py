@@ -30,7 +30,7 @@ from server.request import (
     Started,
     Usage,
 )
-from server.scheduler import DECODE_CONCURRENCY, Scheduler, cannot_batch
+from server.scheduler import DECODE_CONCURRENCY, PROMPT_CONCURRENCY, Scheduler, cannot_batch
 from server.sequential import Generation, generate_alone
 from server.watchdog import Watchdog
 
@@ -50,6 +50,9 @@ class Engine:
         cache_factory: Callable[[Any], PrefixCache] | None = None,
         progress_timeout: float = 0.0,
         batch: bool = True,
+        decode_concurrency: int = DECODE_CONCURRENCY,
+        prompt_concurrency: int = PROMPT_CONCURRENCY,
+        queue_timeout_s: float = 240.0,
     ):
         self.model_ref = model_ref
         self.max_output_tokens = max_output_tokens
@@ -64,6 +67,9 @@ class Engine:
         self._abort_timer: threading.Timer | None = None
         self.current: Job | None = None
         self.batch = batch  # False: one request at a time (the mode before batching)
+        self.decode_concurrency = decode_concurrency
+        self.prompt_concurrency = prompt_concurrency
+        self.queue_timeout_s = queue_timeout_s  # read by the HTTP side for non-stream requests
         self.scheduler: Scheduler | None = None  # set on the generation thread once loaded
         self.unbatched: str | None = None  # why requests run one at a time
         self.loaded: Any = None
@@ -94,7 +100,7 @@ class Engine:
 
     @property
     def batch_capacity(self) -> int:
-        return DECODE_CONCURRENCY if self.scheduler is not None else 1
+        return self.decode_concurrency if self.scheduler is not None else 1
 
     def scheduler_status(self) -> dict:
         """Mode, running, waiting, batch size, aggregate tok/s (safe on the event loop)."""

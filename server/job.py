@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import threading
 import time
 from dataclasses import dataclass, field
@@ -15,6 +16,28 @@ from server.request import ChatRequest, Progress
 
 class Cancelled(Exception):
     """Raised inside generation when the client went away."""
+
+
+class Outbox:
+    """A batch step's events, handed to each event loop in one wake-up instead of one per event
+    (each wake-up is a write to the loop's self-pipe, and the loop contends for the GIL)."""
+
+    def __init__(self) -> None:
+        self._by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+
+    def put(self, loop: asyncio.AbstractEventLoop, events: asyncio.Queue, event: Any) -> None:
+        self._by_loop.setdefault(loop, []).append((events, event))
+
+    def flush(self) -> None:
+        by_loop, self._by_loop = self._by_loop, {}
+        for loop, items in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody listens any more
+                loop.call_soon_threadsafe(_deliver, items)
+
+
+def _deliver(items: list) -> None:
+    for events, event in items:
+        events.put_nowait(event)
 
 
 @dataclass
@@ -30,9 +53,16 @@ class Job:
     admitted: float | None = None  # when the scheduler took it (queue time ends)
     waits_on: int | None = None  # the batch member whose prefill this job waits for
     logits_processors: list = field(default_factory=list)  # set at admission (server.logits)
+    outbox: Outbox | None = None  # set while in a batch: events leave once per step
+    # A non-stream request still queued this long answers 429/529 (Claude Code retries at 300).
+    queue_timeout_s: float = 240.0
 
     def emit(self, event: Any) -> None:
-        if self.loop is not None:
+        if self.loop is None:
+            return
+        if self.outbox is not None:
+            self.outbox.put(self.loop, self.events, event)
+        else:
             self.loop.call_soon_threadsafe(self.events.put_nowait, event)
 
     def on_prefill_progress(self, processed: int, total: int) -> None:

@@ -13,16 +13,19 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.job import Job
+from server.job import Job, Outbox
 from server.reply_parser import ReplyParser
 from server.request import Progress, Started
 
 log = logging.getLogger("server.engine")
 
 MIN_SHARED = 64  # a shared uncached prefix shorter than this is cheaper to prefill twice
-DECODE_CONCURRENCY = 32  # mlx_lm.server's --decode-concurrency default
-PROMPT_CONCURRENCY = 8  # its --prompt-concurrency default
+DECODE_CONCURRENCY = 32  # mlx_lm.server's --decode-concurrency default (--decode-concurrency)
+PROMPT_CONCURRENCY = 8  # its --prompt-concurrency default (--prompt-concurrency)
 RATE_WINDOW_S = 5.0
+# While others decode, a new prompt waits up to this long for them to finish before its prefill
+# starts slowing their steps: short replies end first and new prompts prefill together.
+PREFILL_WAIT_S = 0.5
 
 
 def cannot_batch(model: Any) -> str | None:
@@ -86,24 +89,26 @@ class Scheduler:
         self.engine = engine
         model = engine.loaded.model
         self.step_size = engine.prefill_step_size or 2048
+        self.decode_concurrency = engine.decode_concurrency
         self.gen = BatchGenerator(
             model,
-            completion_batch_size=DECODE_CONCURRENCY,
-            prefill_batch_size=PROMPT_CONCURRENCY,
+            completion_batch_size=self.decode_concurrency,
+            prefill_batch_size=engine.prompt_concurrency,
             prefill_step_size=self.step_size,
         )
         self.stop_sequences = make_stop_sequences(engine.loaded.tokenizer)
         self.kv_per_token = kv_bytes_per_token(model)
         self.budget = memory_budget if memory_budget is not None else _memory_budget(engine, mx)
         self.active: dict[int, _Seq] = {}
+        self.outbox = Outbox()  # members' events, delivered once per loop iteration
         self.waiting: collections.deque[Job] = collections.deque()
         self._rate: collections.deque[tuple[float, int]] = collections.deque()
         self.peak_batch = 0  # the most sequences decoded in one step since start
         log.info(
             "scheduler: batched (decode %d, prefill %d at once; KV estimate %d B/token, "
             "budget %.1f GB)",
-            DECODE_CONCURRENCY,
-            PROMPT_CONCURRENCY,
+            self.decode_concurrency,
+            engine.prompt_concurrency,
             self.kv_per_token,
             self.budget / 1e9,
         )
@@ -153,6 +158,7 @@ class Scheduler:
                 for job in self.waiting:
                     job.cancel("the server is shutting down")
                 self._reap_cancelled()
+            self.outbox.flush()
         self.gen.close()
 
     def _admit(self) -> None:
@@ -175,16 +181,25 @@ class Scheduler:
                 continue
             if self._blocked_by_shared_prefill(job):
                 continue
+            if not self._prefill_due(job):
+                return
             tokens = job.rendered.tokens
             max_tokens = engine._max_tokens(job.request, len(tokens))
             estimate = self.kv_per_token * (len(tokens) + max_tokens)
             in_use = sum(s.estimate for s in self.active.values())
             if self.active and (
-                in_use + estimate > self.budget or len(self.active) >= DECODE_CONCURRENCY
+                in_use + estimate > self.budget or len(self.active) >= self.decode_concurrency
             ):
                 return
             self.waiting.remove(job)
             self._insert(job, max_tokens, estimate)
+
+    def _prefill_due(self, job: Job) -> bool:
+        """Whether `job` may start prefilling now: nothing decodes, a prefill already shares the
+        steps (it joins that prefill batch), or it has waited its turn."""
+        if not self.active or any(s.prefilling for s in self.active.values()):
+            return True
+        return time.perf_counter() - job.submitted >= PREFILL_WAIT_S
 
     def _blocked_by_shared_prefill(self, job: Job) -> bool:
         """Whether a member still prefills a long prefix this job shares: the job then waits
@@ -218,6 +233,7 @@ class Scheduler:
 
         engine, tokens = self.engine, job.rendered.tokens
         job.admitted = time.perf_counter()
+        job.outbox = self.outbox
         engine._attach_processors(job)
         prompt_cache, n_cached = engine._cache_for(tokens)
         end = len(tokens) - 1

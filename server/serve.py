@@ -50,6 +50,9 @@ def build_engine(settings: Settings, cache_factory=None) -> Engine:
         prefill_step_size=settings.prefill_step_size,
         cache_factory=cache_factory,
         progress_timeout=settings.progress_timeout,
+        decode_concurrency=settings.decode_concurrency,
+        prompt_concurrency=settings.prompt_concurrency,
+        queue_timeout_s=settings.queue_timeout_s,
         # MLXCTL_SCHEDULER=sequential: one request at a time, as before batching (benchmarks).
         batch=os.environ.get("MLXCTL_SCHEDULER", "batched") != "sequential",
     )

@@ -47,14 +47,13 @@ async def prepare(engine: Engine, request: ChatRequest, *, check_context: bool =
 
 def submit(engine: Engine, request: ChatRequest, rendered: Rendered) -> Job:
     job = Job(request=request, rendered=rendered, loop=asyncio.get_running_loop())
+    job.queue_timeout_s = engine.queue_timeout_s
     engine.submit(job)
     return job
 
 
 # Until its first token a stream hears from us this often: a queued client must never go silent.
 WAITING_HEARTBEAT_S = 1.0
-# A non-stream request still queued after this long answers 429/529 (Claude Code retries at 300).
-QUEUE_DEADLINE_S = 240.0
 
 
 async def events(job: Job, heartbeat_s: float = 5.0) -> AsyncIterator[Any]:
@@ -86,7 +85,7 @@ async def collect(job: Job, is_disconnected) -> Collected:
         if isinstance(event, Heartbeat):
             if await is_disconnected():
                 job.cancel()
-            elif out.started is None and time.perf_counter() - job.submitted > QUEUE_DEADLINE_S:
+            elif out.started is None and time.perf_counter() - job.submitted > job.queue_timeout_s:
                 job.cancel()
                 raise Overloaded("the request waited too long in the queue; retry", retry_after=5)
             continue

@@ -35,6 +35,9 @@ class Settings:
     # Host header names served besides loopback names and `host`; "*" serves any.
     allowed_hosts: list[str] = field(default_factory=list)
     progress_timeout: float = 180.0  # a busy generation with no progress this long is stuck
+    decode_concurrency: int = 32  # sequences decoding in one batch (mlx_lm.server's default)
+    prompt_concurrency: int = 8  # prompts prefilling in one batch (mlx_lm.server's default)
+    queue_timeout_s: float = 240.0  # a non-stream request queued this long gets 429/529
 
 
 LOOPBACK_NAMES = ("localhost", "localhost.")

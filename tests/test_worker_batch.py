@@ -197,3 +197,45 @@ def test_a_queued_stream_pings_at_once_and_a_full_queue_is_turned_away(tiny_mode
     finally:
         handle.process.kill()  # its generation thread never returns
         handle.process.wait(10)
+
+
+def test_a_non_stream_request_queued_past_its_deadline_is_turned_away(tiny_model_path):
+    """One decode slot, held by a long stream: a non-stream request waits, then gets 529/429
+    with retry-after at the queue deadline; the stream goes on untouched."""
+    import anthropic
+    import openai
+
+    handle = start_worker(
+        tiny_model_path,
+        "--no-cache",
+        "--decode-concurrency",
+        "1",
+        "--queue-timeout",
+        "2",
+        api_key=API_KEY,
+    )
+    try:
+        done: list[tuple[str, int]] = []
+        long = threading.Thread(
+            target=lambda: done.append(stream_text(handle, QUESTIONS[0], max_tokens=4000))
+        )
+        long.start()
+        while status(handle)["scheduler"]["batch_size"] < 1:
+            time.sleep(0.02)
+        assert status(handle)["batch_capacity"] == 1
+        hello = [{"role": "user", "content": "hi"}]
+        sent = time.monotonic()
+        with anthropic_client(handle) as client, pytest.raises(anthropic.APIStatusError) as err:
+            client.messages.create(model="claude-x", max_tokens=8, messages=hello)
+        assert time.monotonic() - sent >= 2.0
+        assert err.value.status_code == 529
+        assert int(err.value.response.headers["retry-after"]) >= 1
+        with openai_client(handle) as client, pytest.raises(openai.RateLimitError) as err:
+            client.chat.completions.create(model="claude-x", max_tokens=8, messages=hello)
+        assert "retry-after" in err.value.response.headers
+        assert status(handle)["scheduler"]["running"] == 1  # the stream still decodes
+        long.join(300)
+        assert done and done[0][1] == 4000
+        assert status(handle)["scheduler"]["waiting"] == 0
+    finally:
+        handle.stop()
