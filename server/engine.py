@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from server.batch_limits import DECODE_CONCURRENCY, PROMPT_CONCURRENCY, cannot_batch
 from server.errors import InternalError, Overloaded, ServiceUnavailable
 from server.job import Cancelled, Job, JobQueue
 from server.logits import default_factories, processors_for
@@ -30,7 +31,7 @@ from server.request import (
     Started,
     Usage,
 )
-from server.scheduler import DECODE_CONCURRENCY, PROMPT_CONCURRENCY, Scheduler, cannot_batch
+from server.scheduler import Scheduler
 from server.sequential import Generation, generate_alone
 from server.watchdog import Watchdog
 
@@ -145,7 +146,7 @@ class Engine:
         for job in list(scheduler.waiting) if scheduler else []:
             job.cancel("the server is shutting down")  # the scheduler fails it at once
         running = [self.current] if self.current is not None else []
-        running += [s.job for s in list(scheduler.active.values())] if scheduler else []
+        running += scheduler.in_flight() if scheduler else []
 
         def abort_later():
             for job in running:
@@ -164,8 +165,8 @@ class Engine:
         if self._thread.is_alive():
             if self.current is not None:
                 self.current.cancel("the server is shutting down")
-            for seq in list(self.scheduler.active.values()) if self.scheduler else []:
-                seq.job.cancel("the server is shutting down")
+            for job in self.scheduler.in_flight() if self.scheduler else []:
+                job.cancel("the server is shutting down")
             self._queue.close()
             self._thread.join(timeout)
             if self._thread.is_alive():

@@ -25,6 +25,22 @@ def checkpoints(cache: list[Any], n_cached: int, end: int, system_len: int) -> l
     return [n for n in (system_len, end) if n_cached < n <= end]
 
 
+def prefill_chunk(
+    model: Any, cache: list[Any], tokens: list[int], pos: int, end: int, step: int, stops=()
+) -> int:
+    """Run one chunk of `tokens[pos:end]` into `cache`, at most `step` tokens and never past the
+    next of `stops`; returns the new position (the cache then holds exactly that many)."""
+    import mlx.core as mx
+    from mlx_lm.generate import generation_stream
+
+    nxt = min([pos + step, end, *(s for s in stops if s > pos)])
+    with mx.stream(generation_stream):
+        model(mx.array(tokens[pos:nxt])[None], cache=cache)
+        mx.eval([c.state for c in cache])
+    mx.clear_cache()
+    return nxt
+
+
 def prefill(
     model: Any,
     cache: list[Any],
@@ -40,21 +56,12 @@ def prefill(
     """Run `tokens[start:end]` through `model` into `cache`; `on_stop(n)` at each of `stops`,
     then `on_chunk(n)` after every chunk (it may raise to cut the prefill short: the cache then
     holds exactly `n` tokens). Returns `end`."""
-    import mlx.core as mx
-    from mlx_lm.generate import generation_stream
-
-    step = step or DEFAULT_STEP
     pos = start
-    with mx.stream(generation_stream):
-        while pos < end:
-            nxt = min([pos + step, end, *(s for s in stops if s > pos)])
-            model(mx.array(tokens[pos:nxt])[None], cache=cache)
-            mx.eval([c.state for c in cache])
-            pos = nxt
-            if pos in stops:
-                on_stop(pos)
-            on_chunk(pos)
-            mx.clear_cache()
+    while pos < end:
+        pos = prefill_chunk(model, cache, tokens, pos, end, step or DEFAULT_STEP, stops)
+        if pos in stops:
+            on_stop(pos)
+        on_chunk(pos)
     return end
 
 

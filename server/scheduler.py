@@ -1,8 +1,9 @@
 """Continuous batching on mlx-lm's BatchGenerator (generation thread only).
 
-Running sequences decode together; new ones prefill in chunks between decode steps, each from
-its own prefix-cache state. The prompt is inserted as segments that end at its checkpoints
-(system+tools end, prompt end), so each state is stored exactly when its segment completes.
+Running sequences decode together in the BatchGenerator. New prompts prefill outside it, on their
+own prefix-cache state as when alone (`batch_prefill.PrefillTask`), one chunk between two decode
+steps, taking turns; each stores its checkpoints as it reaches them and then joins the batch
+with its last prompt token.
 """
 
 from __future__ import annotations
@@ -10,105 +11,74 @@ from __future__ import annotations
 import collections
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from server.batch_limits import kv_bytes_per_token, memory_budget
+from server.batch_prefill import PrefillTask
 from server.job import Job, Outbox
 from server.reply_parser import ReplyParser
 from server.request import Progress, Started
+from server.sequential import Generation
 
 log = logging.getLogger("server.engine")
 
 MIN_SHARED = 64  # a shared uncached prefix shorter than this is cheaper to prefill twice
-DECODE_CONCURRENCY = 32  # mlx_lm.server's --decode-concurrency default (--decode-concurrency)
-PROMPT_CONCURRENCY = 8  # its --prompt-concurrency default (--prompt-concurrency)
 RATE_WINDOW_S = 5.0
 # While others decode, a new prompt waits up to this long for them to finish before its prefill
 # starts slowing their steps: short replies end first and new prompts prefill together.
 PREFILL_WAIT_S = 0.5
 
 
-def cannot_batch(model: Any) -> str | None:
-    """Why this model's caches cannot be merged into a batch (None: they can)."""
-    from mlx_lm.models.cache import make_prompt_cache
-
-    kinds = {type(c).__name__ for c in make_prompt_cache(model) if not hasattr(c, "merge")}
-    return f"cache kinds {sorted(kinds)} cannot batch" if kinds else None
-
-
-def kv_bytes_per_token(model: Any) -> int:
-    """A simple upper estimate of one token's KV bytes: 2 (K, V) x layers x kv heads x head dim
-    x the weights' item size; hybrid and sliding-window layers hold less, so it overestimates."""
-    try:
-        args = model.args
-        heads = getattr(args, "num_key_value_heads", None) or args.num_attention_heads
-        head_dim = getattr(args, "head_dim", None) or args.hidden_size // args.num_attention_heads
-        itemsize = next(iter(_leaves(model.parameters()))).dtype.size
-        return 2 * len(model.layers) * heads * head_dim * max(itemsize, 2)
-    except Exception:  # unknown shape: no memory gating beyond the batch size
-        return 0
-
-
-def _leaves(tree):
-    if isinstance(tree, dict):
-        for v in tree.values():
-            yield from _leaves(v)
-    elif isinstance(tree, list | tuple):
-        for v in tree:
-            yield from _leaves(v)
-    else:
-        yield tree
-
-
 @dataclass
 class _Seq:
-    """One request inside the BatchGenerator."""
+    """One request decoding inside the BatchGenerator."""
 
     job: Job
     uid: int
-    run: Any  # engine._Generation
+    run: Generation
     parser: ReplyParser
     detokenizer: Any
-    boundaries: list[int]  # checkpoint positions still to reach, in order
-    end: int  # prompt length but its last token
     estimate: int  # admitted KV bytes
-    stored: set[int] = field(default_factory=set)
-
-    @property
-    def prefilling(self) -> bool:
-        return self.run.first_token_at is None
 
 
 class Scheduler:
-    """Admits queued jobs into one BatchGenerator, steps it, streams each member's events."""
+    """Admits queued jobs, prefills them between decode steps, decodes them in one batch."""
 
-    def __init__(self, engine: Any, *, memory_budget: int | None = None):
+    def __init__(self, engine: Any, *, memory_budget_bytes: int | None = None):
         import mlx.core as mx
         from mlx_lm.generate import BatchGenerator, make_stop_sequences
+
+        from server import batch_attention
 
         self.engine = engine
         model = engine.loaded.model
         self.step_size = engine.prefill_step_size or 2048
         self.decode_concurrency = engine.decode_concurrency
+        self.prompt_concurrency = engine.prompt_concurrency
         self.gen = BatchGenerator(
             model,
             completion_batch_size=self.decode_concurrency,
-            prefill_batch_size=engine.prompt_concurrency,
-            prefill_step_size=self.step_size,
+            prefill_batch_size=self.decode_concurrency,  # joins only: prompts prefill here
         )
+        if not mx.metal.is_available():  # Metal's fused decode attention takes the mask itself
+            batch_attention.install(model)
         self.stop_sequences = make_stop_sequences(engine.loaded.tokenizer)
         self.kv_per_token = kv_bytes_per_token(model)
-        self.budget = memory_budget if memory_budget is not None else _memory_budget(engine, mx)
+        self.budget = (
+            memory_budget_bytes if memory_budget_bytes is not None else memory_budget(engine)
+        )
         self.active: dict[int, _Seq] = {}
-        self.outbox = Outbox()  # members' events, delivered once per loop iteration
+        self.prefills: collections.deque[PrefillTask] = collections.deque()
         self.waiting: collections.deque[Job] = collections.deque()
+        self.outbox = Outbox()  # members' events, delivered once per loop iteration
         self._rate: collections.deque[tuple[float, int]] = collections.deque()
         self.peak_batch = 0  # the most sequences decoded in one step since start
         log.info(
             "scheduler: batched (decode %d, prefill %d at once; KV estimate %d B/token, "
             "budget %.1f GB)",
             self.decode_concurrency,
-            engine.prompt_concurrency,
+            self.prompt_concurrency,
             self.kv_per_token,
             self.budget / 1e9,
         )
@@ -118,15 +88,17 @@ class Scheduler:
     def status(self) -> dict:
         now = time.monotonic()
         recent = [n for t, n in list(self._rate) if now - t <= RATE_WINDOW_S]
+        members = list(self.active.values())
+        prefills = list(self.prefills)
         return {
             "mode": "batched",
-            "running": len(self.active),
+            "running": len(members) + len(prefills),
             "waiting": sum(1 for j in list(self.waiting) if not j.cancelled),
-            "batch_size": sum(1 for s in list(self.active.values()) if not s.prefilling),
-            "prefilling": sum(1 for s in list(self.active.values()) if s.prefilling),
+            "batch_size": len(members),
+            "prefilling": len(prefills),
             "peak_batch_size": self.peak_batch,
             "tokens_per_second": round(sum(recent) / RATE_WINDOW_S, 1),
-            "kv_bytes_estimate": sum(s.estimate for s in list(self.active.values())),
+            "kv_bytes_estimate": sum(s.estimate for s in members + prefills),
             "kv_budget_bytes": self.budget,
         }
 
@@ -135,8 +107,8 @@ class Scheduler:
     def run(self) -> None:
         """Until the queue closes and the last member finishes."""
         queue, closed = self.engine._queue, False
-        while not closed or self.active or self.waiting:
-            idle = not self.active
+        while not closed or self.active or self.prefills or self.waiting:
+            idle = not self.active and not self.prefills
             while not closed:  # block only when there is nothing else to do
                 job = queue.get(timeout=None if idle and not self.waiting else 0)
                 if job is None:
@@ -146,24 +118,32 @@ class Scheduler:
                 idle = False
             self._reap_cancelled()
             self._admit()
-            if self.active:
+            if self.active or self.prefills:
                 try:
                     self._step()
                 except Exception:  # a failed step must not take the worker down
-                    log.exception("batch step failed; failing its %d requests", len(self.active))
+                    log.exception("batch step failed; failing its %d requests", self._busy())
                     self._fail_all()
             elif self.waiting:
                 time.sleep(0.01)  # deferred jobs only: their blocker just left, retry
-            if closed and not self.active:
+            if closed and not self.active and not self.prefills:
                 for job in self.waiting:
                     job.cancel("the server is shutting down")
                 self._reap_cancelled()
             self.outbox.flush()
         self.gen.close()
 
+    def in_flight(self) -> list[Job]:
+        """Every job prefilling or decoding (safe from any thread)."""
+        return [s.job for s in list(self.active.values())] + [t.job for t in list(self.prefills)]
+
+    def _busy(self) -> int:
+        return len(self.active) + len(self.prefills)
+
     def _admit(self) -> None:
-        """FIFO: each waiting job joins unless it waits on a shared prefill (it then lets later
-        ones pass) or memory is short (then the queue waits behind it)."""
+        """FIFO: each waiting job starts prefilling unless it waits on a shared prefill (it then
+        lets later ones pass), or memory, the batch or the prefill slots are full, or others
+        decode and it has not waited its turn (then the queue waits behind it)."""
         engine = self.engine
         for job in list(self.waiting):
             if job.cancelled:
@@ -173,7 +153,7 @@ class Scheduler:
                 continue
             if job.request.sampling.seed is not None:
                 # A seed sets MLX's global generator: one at a time, after the batch drains.
-                if self.active:
+                if self._busy():
                     return
                 self.waiting.remove(job)
                 log.info("request %s runs alone (a seed cannot batch)", job.request.request_id)
@@ -186,129 +166,118 @@ class Scheduler:
             tokens = job.rendered.tokens
             max_tokens = engine._max_tokens(job.request, len(tokens))
             estimate = self.kv_per_token * (len(tokens) + max_tokens)
-            in_use = sum(s.estimate for s in self.active.values())
-            if self.active and (
-                in_use + estimate > self.budget or len(self.active) >= self.decode_concurrency
+            in_use = sum(s.estimate for s in self.active.values()) + sum(
+                t.estimate for t in self.prefills
+            )
+            if self._busy() and (
+                in_use + estimate > self.budget
+                or self._busy() >= self.decode_concurrency
+                or len(self.prefills) >= self.prompt_concurrency
             ):
                 return
             self.waiting.remove(job)
-            self._insert(job, max_tokens, estimate)
+            self._start(job, max_tokens, estimate)
 
     def _prefill_due(self, job: Job) -> bool:
         """Whether `job` may start prefilling now: nothing decodes, a prefill already shares the
-        steps (it joins that prefill batch), or it has waited its turn."""
-        if not self.active or any(s.prefilling for s in self.active.values()):
+        steps, or it has waited its turn."""
+        if not self.active or self.prefills:
             return True
         return time.perf_counter() - job.submitted >= PREFILL_WAIT_S
 
     def _blocked_by_shared_prefill(self, job: Job) -> bool:
-        """Whether a member still prefills a long prefix this job shares: the job then waits
-        for that member's checkpoint instead of computing the same state again."""
+        """Whether a prompt still prefilling shares a long prefix with this job: the job then
+        waits for that prompt's checkpoint instead of computing the same state again."""
         tokens = job.rendered.tokens
-        for seq in self.active.values():
-            if not seq.prefilling:
+        for task in self.prefills:
+            shared = _common_prefix(tokens, task.job.rendered.tokens)
+            if shared < MIN_SHARED or shared <= task.n_cached:
                 continue
-            shared = _common_prefix(tokens, seq.job.rendered.tokens)
-            if shared < MIN_SHARED or shared <= seq.run.n_cached:
-                continue
-            # The member's checkpoints at or below `shared` that the job could start from.
-            useful = [b for b in (seq.job.rendered.system_len, seq.end) if b <= shared]
-            if seq.end <= shared or not useful:
-                useful = [seq.end]  # a trimmable state, or an identical retry
-            if not all(b in seq.stored for b in useful if b > seq.run.n_cached):
-                if job.waits_on != seq.uid:
-                    job.waits_on = seq.uid
+            # The task's checkpoints at or below `shared` that the job could start from.
+            useful = [b for b in task.stops if b <= shared]
+            if task.end <= shared or not useful:
+                useful = [task.end]  # a trimmable state, or an identical retry
+            if not all(b in task.stored for b in useful):
+                if job.waits_on != id(task):
+                    job.waits_on = id(task)
                     log.info(
                         "request %s waits for the prefill of %s (%d shared tokens)",
                         job.request.request_id,
-                        seq.job.request.request_id,
+                        task.job.request.request_id,
                         shared,
                     )
                 return True
         return False
 
-    def _insert(self, job: Job, max_tokens: int, estimate: int) -> None:
-        from server.prefill import checkpoints, sampler_for
-        from server.sequential import Generation
-
-        engine, tokens = self.engine, job.rendered.tokens
+    def _start(self, job: Job, max_tokens: int, estimate: int) -> None:
+        engine = self.engine
         job.admitted = time.perf_counter()
         job.outbox = self.outbox
         engine._attach_processors(job)
-        prompt_cache, n_cached = engine._cache_for(tokens)
-        end = len(tokens) - 1
-        boundaries = checkpoints(prompt_cache, n_cached, end, job.rendered.system_len)
-        if not boundaries and n_cached < end:
-            boundaries = [end]  # trimmable: the prompt's state serves every shorter prefix
-        cuts = [n_cached, *boundaries, len(tokens)]
-        segments = [tokens[a:b] for a, b in zip(cuts, cuts[1:], strict=False) if b > a]
-        (uid,) = self.gen.insert_segments(
-            [segments],
-            max_tokens=[max_tokens],
-            caches=[prompt_cache],
-            all_tokens=[tokens[:n_cached]],
+        task = PrefillTask.start(engine, job, max_tokens, estimate)
+        job.emit(Started(len(job.rendered.tokens), task.n_cached))
+        if not self._busy():
+            engine.watchdog.begin("a batch of requests")
+        self.prefills.append(task)
+
+    def _step(self) -> None:
+        """One decode step of the batch, then one chunk of the next prompt in turn (a quarter
+        of a prefill step while others decode, so neither side starves the other)."""
+        if self.active:
+            self._decode()
+        if self.prefills:
+            task = self.prefills[0]
+            if not task.done:  # an all-cached prompt joins at once
+                chunk = max(128, self.step_size // 4) if self.active else self.step_size
+                task.advance(self.engine, chunk)
+                self.engine.watchdog.beat()
+            self.prefills.rotate(-1)
+            if task.done:
+                self.prefills.remove(task)
+                self._join(task)
+            else:
+                task.job.emit(Progress(task.pos, len(task.job.rendered.tokens)))
+
+    def _join(self, task: PrefillTask) -> None:
+        """The prefilled prompt joins the batch with its last token (mlx-lm merges its cache)."""
+        from server.prefill import sampler_for
+
+        engine, job, run = self.engine, task.job, task.run
+        tokens = job.rendered.tokens
+        (uid,) = self.gen.insert(
+            [tokens[task.end :]],
+            max_tokens=[task.max_tokens],
+            caches=[run.prompt_cache],
+            all_tokens=[tokens[: task.end]],
             samplers=[sampler_for(job.request.sampling)],
             logits_processors=[job.logits_processors],
             stop_sequences=[self.stop_sequences],
         )
-        # No checkpoint on the way (all cached): the final state is stored, as when alone.
-        run = Generation(prompt_cache, n_cached, checkpointed=bool(boundaries))
-        self.active[uid] = _Seq(
-            job,
-            uid,
-            run,
-            engine._parser(job),
-            engine.loaded.tokenizer.detokenizer,
-            boundaries,
-            end,
-            estimate,
-        )
-        del prompt_cache  # the batch owns it now
-        job.emit(Started(len(tokens), n_cached))
-        if len(self.active) == 1:
-            engine.watchdog.begin("a batch of requests")
+        run.prompt_cache = None  # the batch holds its own copy now
+        run.prefilled = True
+        parser = engine._parser(job)
+        detokenizer = engine.loaded.tokenizer.detokenizer
+        self.active[uid] = _Seq(job, uid, run, parser, detokenizer, task.estimate)
 
-    def _step(self) -> None:
-        engine = self.engine
-        decoding = any(not s.prefilling for s in self.active.values())
-        # A prefill chunk runs between two decode steps: keep it short while others decode.
-        self.gen.prefill_step_size = max(128, self.step_size // 4) if decoding else self.step_size
-        prompt_responses, gen_responses = self.gen.next()
-        engine.watchdog.beat()
-        for r in prompt_responses:
-            seq = self.active.get(r.uid)
-            if seq is None:
-                continue
-            if r.end_of_segment and not r.end_of_prompt and seq.boundaries:
-                self._checkpoint(seq, seq.boundaries.pop(0))
-            done, total = r.progress
-            if 0 < done < total:
-                seq.job.emit(Progress(done + seq.run.n_cached, total + seq.run.n_cached))
-        if gen_responses:
-            self.peak_batch = max(self.peak_batch, len(gen_responses))
-            self._rate.append((time.monotonic(), len(gen_responses)))
-            while self._rate and time.monotonic() - self._rate[0][0] > RATE_WINDOW_S:
-                self._rate.popleft()
-        for r in gen_responses:
+    def _decode(self) -> None:
+        _, responses = self.gen.next()
+        self.engine.watchdog.beat()
+        if not responses:
+            return
+        now = time.monotonic()
+        self.peak_batch = max(self.peak_batch, len(responses))
+        self._rate.append((now, len(responses)))
+        while self._rate and now - self._rate[0][0] > RATE_WINDOW_S:
+            self._rate.popleft()
+        for r in responses:
             seq = self.active.get(r.uid)
             if seq is not None:
                 self._token(seq, r)
-
-    def _checkpoint(self, seq: _Seq, n: int) -> None:
-        cache, held = self.gen.extract_cache([seq.uid])[seq.uid]
-        tokens = seq.job.rendered.tokens
-        if len(held) != n:
-            log.warning("checkpoint at %d holds %d tokens; not stored", n, len(held))
-            return
-        kind = "system" if n == seq.job.rendered.system_len and n < seq.end else "prompt"
-        self.engine._store(tokens[:n], cache, kind=kind)
-        seq.stored.add(n)
 
     def _token(self, seq: _Seq, r: Any) -> None:
         run, job = seq.run, seq.job
         if run.first_token_at is None:
             run.first_token_at = time.perf_counter()
-            run.prefilled = True
         run.generated.append(r.token)
         if r.finish_reason == "stop":
             seq.detokenizer.finalize()  # the end-of-turn token itself is not text
@@ -328,36 +297,45 @@ class Scheduler:
         else:
             return
         self.engine._finish(job, run, seq.parser, _usage(job, run.n_cached))
-        self._release(seq)  # done only once stored: the next request may count on it
+        self._release(seq.job, seq.uid)  # done only once stored: the next may count on it
 
     def _reap_cancelled(self) -> None:
         """Remove cancelled members at once; a prefill cut short keeps its state for a retry."""
+        for task in [t for t in self.prefills if t.job.cancelled]:
+            self.prefills.remove(task)
+            if kept := task.keep_partial(self.engine):
+                log.info("prefill cancelled; kept its KV state (%d tokens) for a retry", kept)
+            self._cancelled(task.job, task.run)
         for seq in [s for s in self.active.values() if s.job.cancelled]:
-            caches = self.gen.remove([seq.uid], return_prompt_caches=seq.prefilling)
-            cache, held = caches.get(seq.uid, (None, []))
-            if cache is not None and len(held) > seq.run.n_cached:
-                self.engine._store(seq.job.rendered.tokens[: len(held)], cache)
-                log.info("prefill cancelled; kept its KV state (%d tokens) for a retry", len(held))
-            usage = _usage(seq.job, seq.run.n_cached)
-            usage.completion_tokens = len(seq.run.generated)
-            self.engine._finish_cancelled(seq.job, usage, time.perf_counter() - seq.run.started)
-            self._release(seq)
+            self.gen.remove([seq.uid])
+            self.active.pop(seq.uid, None)
+            self._cancelled(seq.job, seq.run)
+
+    def _cancelled(self, job: Job, run: Generation) -> None:
+        usage = _usage(job, run.n_cached)
+        usage.completion_tokens = len(run.generated)
+        self.engine._finish_cancelled(job, usage, time.perf_counter() - run.started)
+        self._release(job)
 
     def _fail_all(self) -> None:
         from server.errors import InternalError
         from server.request import Failed
 
         uids = list(self.active)
-        for seq in list(self.active.values()):
-            seq.job.emit(Failed(InternalError()))
-            self._release(seq)
+        jobs = [s.job for s in self.active.values()] + [t.job for t in self.prefills]
+        self.active.clear()
+        self.prefills.clear()
+        for job in jobs:
+            job.emit(Failed(InternalError()))
+            self._release(job)
         self.gen.remove(uids)
         self.engine._settle()
 
-    def _release(self, seq: _Seq) -> None:
-        self.active.pop(seq.uid, None)
-        seq.job.done = True
-        if not self.active:
+    def _release(self, job: Job, uid: int | None = None) -> None:
+        if uid is not None:
+            self.active.pop(uid, None)
+        job.done = True
+        if not self._busy():
             self.engine.watchdog.end()
             self.engine._snapshot_memory()
 
@@ -374,18 +352,3 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     while i < n and a[i] == b[i]:
         i += 1
     return i
-
-
-def _memory_budget(engine: Any, mx: Any) -> int:
-    """The device's limit (Metal's recommended working set, else RAM) less the weights and the
-    prefix cache's RAM budget: what running sequences' KV may use."""
-    import psutil
-
-    try:
-        limit = int(mx.device_info().get("max_recommended_working_set_size", 0))
-    except Exception:
-        limit = 0
-    limit = limit or int(psutil.virtual_memory().total)
-    ram = (engine.cache.stats() or {}).get("ram") or {}
-    cache_budget = int(ram.get("budget_bytes", 0) or 0)
-    return max(0, int(limit * 0.9) - int(mx.get_active_memory()) - cache_budget)

@@ -1,0 +1,71 @@
+"""A prompt prefilled chunk by chunk between batch decode steps (generation thread only).
+
+The prefill runs outside mlx-lm's BatchGenerator, on the request's own cache exactly as when it
+runs alone: plain causal attention (no padding mask, measured 1.8x faster on MLX CUDA), and
+exact checkpoints stored on the way. The sequence then joins the batch with its last token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from server.job import Job
+from server.sequential import Generation
+
+
+@dataclass
+class PrefillTask:
+    job: Job
+    run: Generation
+    max_tokens: int
+    estimate: int  # admitted KV bytes
+    end: int  # where decoding starts: the prompt but its last token
+    stops: list[int]  # checkpoints to store on the way
+    pos: int = 0
+    stored: set[int] = field(default_factory=set)
+
+    @classmethod
+    def start(cls, engine: Any, job: Job, max_tokens: int, estimate: int) -> PrefillTask:
+        """Look the prompt up in the prefix cache now (earlier prompts may just have stored a
+        state it extends) and plan its checkpoints."""
+        from server.prefill import checkpoints
+
+        tokens = job.rendered.tokens
+        prompt_cache, n_cached = engine._cache_for(tokens)
+        end = len(tokens) - 1
+        stops = checkpoints(prompt_cache, n_cached, end, job.rendered.system_len)
+        if not stops and n_cached < end:
+            stops = [end]  # trimmable: the prompt's state serves every shorter prefix at once
+        # Checkpoints stored on the way: the final state is not worth storing again.
+        run = Generation(prompt_cache, n_cached, checkpointed=bool(stops))
+        return cls(job, run, max_tokens, estimate, end, stops, pos=n_cached)
+
+    @property
+    def n_cached(self) -> int:
+        return self.run.n_cached
+
+    @property
+    def done(self) -> bool:
+        return self.pos >= self.end
+
+    def advance(self, engine: Any, step: int) -> None:
+        """One chunk of at most `step` tokens, storing a checkpoint where it ends on one."""
+        from server.prefill import prefill_chunk
+
+        tokens = self.job.rendered.tokens
+        cache = self.run.prompt_cache
+        self.pos = prefill_chunk(
+            engine.loaded.model, cache, tokens, self.pos, self.end, step, self.stops
+        )
+        if self.pos in self.stops:
+            system = self.pos == self.job.rendered.system_len and self.pos < self.end
+            engine._store(tokens[: self.pos], cache, kind="system" if system else "prompt")
+            self.stored.add(self.pos)
+
+    def keep_partial(self, engine: Any) -> int:
+        """A prefill cut short keeps what it computed (exactly `pos` tokens) for a retry."""
+        if self.pos <= self.n_cached:
+            return 0
+        engine._store(self.job.rendered.tokens[: self.pos], self.run.prompt_cache)
+        return self.pos
