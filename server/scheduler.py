@@ -28,6 +28,9 @@ RATE_WINDOW_S = 5.0
 # While others decode, a new prompt waits up to this long for them to finish before its prefill
 # starts slowing their steps: short replies end first and new prompts prefill together.
 PREFILL_WAIT_S = 0.5
+# While prompts prefill and others decode, prefill chunks get at most this share of the time: a
+# streaming reply slows to about half its speed instead of stalling behind other prompts.
+PREFILL_SHARE = 0.5
 
 
 @dataclass
@@ -74,6 +77,7 @@ class Scheduler:
         self.outbox = Outbox()  # members' events, delivered once per loop iteration
         self._rate: collections.deque[tuple[float, int]] = collections.deque()
         self.peak_batch = 0  # the most sequences decoded in one step since start
+        self._shared_s = {"decode": 0.0, "prefill": 0.0}  # time each side had while both wait
         log.info(
             "scheduler: batched (decode %d, prefill %d at once; KV estimate %d B/token, "
             "budget %.1f GB)",
@@ -221,22 +225,33 @@ class Scheduler:
         self.prefills.append(task)
 
     def _step(self) -> None:
-        """One decode step of the batch, then one chunk of the next prompt in turn (a quarter
-        of a prefill step while others decode, so neither side starves the other)."""
+        """One decode step of the batch, then, within the prefill's share of the time, one chunk
+        of the next prompt in turn (a quarter of a prefill step while others decode)."""
+        shared = self._shared_s
+        if not (self.active and self.prefills):
+            shared["decode"] = shared["prefill"] = 0.0
         if self.active:
+            started = time.perf_counter()
             self._decode()
-        if self.prefills:
-            task = self.prefills[0]
-            if not task.done:  # an all-cached prompt joins at once
-                chunk = max(128, self.step_size // 4) if self.active else self.step_size
-                task.advance(self.engine, chunk)
-                self.engine.watchdog.beat()
-            self.prefills.rotate(-1)
-            if task.done:
-                self.prefills.remove(task)
-                self._join(task)
-            else:
-                task.job.emit(Progress(task.pos, len(task.job.rendered.tokens)))
+            shared["decode"] += time.perf_counter() - started
+        due = shared["prefill"] * (1 - PREFILL_SHARE) <= shared["decode"] * PREFILL_SHARE
+        if self.prefills and (not self.active or due):
+            started = time.perf_counter()
+            self._prefill_chunk()
+            shared["prefill"] += time.perf_counter() - started
+
+    def _prefill_chunk(self) -> None:
+        task = self.prefills[0]
+        if not task.done:  # an all-cached prompt joins at once
+            chunk = max(128, self.step_size // 4) if self.active else self.step_size
+            task.advance(self.engine, chunk)
+            self.engine.watchdog.beat()
+        self.prefills.rotate(-1)
+        if task.done:
+            self.prefills.remove(task)
+            self._join(task)
+        else:
+            task.job.emit(Progress(task.pos, len(task.job.rendered.tokens)))
 
     def _join(self, task: PrefillTask) -> None:
         """The prefilled prompt joins the batch with its last token (mlx-lm merges its cache)."""
