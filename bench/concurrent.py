@@ -10,7 +10,9 @@ mlx_lm.server (default --decode-concurrency/--prompt-concurrency) over OpenAI ch
 worker also runs one request at a time (MLXCTL_SCHEDULER=sequential): the no-regression baseline.
 
 Per N: TTFT p50/p95 (client side), aggregate decode tok/s (output tokens over the seconds when
-at least one reply was decoding), wall time, prompt tokens reused (reported cached tokens).
+at least one reply was decoding), wall time, prompt tokens reused (reported cached tokens), and
+for our batching worker its batch's own decode speed (tokens over the seconds spent in decode
+steps, from `/v1/status`: what batching buys once prefills of others are set aside).
 """
 
 from __future__ import annotations
@@ -181,8 +183,20 @@ def summary(results: list[Result], wall: float) -> dict:
         "decode_tps": out_tokens / busy if busy > 0 else None,
         "wall": wall,
         "reused": sum(r.cached for r in results),
+        "batch_decode_tps": None,
         "first_error": next((r.error for r in results if r.error), None),
     }
+
+
+def batch_decode_speed(url: str) -> float | None:
+    """Our worker's own decode speed: tokens over the seconds its batch spent in decode steps."""
+    try:
+        status = httpx.get(url + "/v1/status", headers={"x-api-key": "bench"}, timeout=10).json()
+    except (httpx.HTTPError, ValueError):
+        return None
+    scheduler = status.get("scheduler") or {}
+    seconds = scheduler.get("decode_seconds") or 0
+    return scheduler.get("decode_tokens", 0) / seconds if seconds else None
 
 
 def _p95(xs: list[float]) -> float | None:
@@ -227,6 +241,14 @@ def targets(rows: dict) -> list[tuple[str, bool | None]]:
             ),
         ),
         (
+            f"N={top}: our batch's own decode speed >= 3x its N=1",
+            ratio_ok(
+                get("ours", top, "batch_decode_tps"),
+                get("ours", 1, "batch_decode_tps"),
+                lambda a, b: a >= 3 * b,
+            ),
+        ),
+        (
             "N=1: TTFT p50 <= 1.05x one-at-a-time",
             ratio_ok(
                 get("ours", 1, "ttft_p50"),
@@ -256,6 +278,7 @@ def print_report(console, rows: dict) -> None:
         "TTFT p50",
         "TTFT p95",
         "decode tok/s",
+        "batch decode tok/s",
         "wall",
         "reused tok",
         "errors",
@@ -269,6 +292,7 @@ def print_report(console, rows: dict) -> None:
             _fmt(s["ttft_p50"]),
             _fmt(s["ttft_p95"]),
             f"{s['decode_tps']:.1f}" if s["decode_tps"] else "-",
+            f"{s['batch_decode_tps']:.1f}" if s.get("batch_decode_tps") else "-",
             _fmt(s["wall"]),
             str(s["reused"]),
             str(s["errors"]),
@@ -299,6 +323,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--max-tokens", type=int, default=16, help="tokens per reply (default 16)")
     p.add_argument("--servers", default="ours,mlx_lm", help="ours, mlx_lm (default both)")
+    p.add_argument(
+        "--mlx-lm-args", default="", help="extra mlx_lm.server flags, e.g. '--prompt-concurrency 2'"
+    )
     p.add_argument("--startup-timeout", type=float, default=300.0)
     p.add_argument("--request-timeout", type=float, default=900.0)
     p.add_argument("--json", type=Path, help="also write the summaries to this file")
@@ -327,7 +354,7 @@ def main(argv=None) -> int:
         port, home = free_port(), work / f"{name}-{n}"
         env = worker_env({**os.environ, "MLXCTL_HOME": str(home)})
         if name == "mlx_lm":
-            argv = agentic.mlx_lm_argv(model, port, args.max_tokens)
+            argv = agentic.mlx_lm_argv(model, port, args.max_tokens) + args.mlx_lm_args.split()
         else:
             argv = [
                 sys.executable,
@@ -354,10 +381,11 @@ def main(argv=None) -> int:
         try:
             ask = ask_mlx if name == "mlx_lm" else ask_ours
             results, wall = closed_loop(s.url, sessions_for(base, n), ask, args)
+            batch_tps = batch_decode_speed(s.url) if name == "ours" else None
         finally:
             with contextlib.suppress(Exception):
                 s.stop(grace=30)
-        rows[(name, n)] = summary(results, wall)
+        rows[(name, n)] = {**summary(results, wall), "batch_decode_tps": batch_tps}
     print_report(console, rows)
     if args.json:
         args.json.write_text(json.dumps({f"{k[0]}@{k[1]}": v for k, v in rows.items()}, indent=1))

@@ -25,10 +25,10 @@ log = logging.getLogger("server.engine")
 
 MIN_SHARED = 64  # a shared uncached prefix shorter than this is cheaper to prefill twice
 RATE_WINDOW_S = 5.0
-# While others decode, a new prompt waits up to this long for them to finish before its prefill
-# starts slowing their steps: short replies end first and new prompts prefill together.
-PREFILL_WAIT_S = 0.5
-# While prompts prefill and others decode, prefill chunks get at most this share of the time: a
+# While others decode, a new prompt waits up to this long (from its arrival) for them to finish
+# before its chunks slow their steps: short replies end first and prompts then prefill together.
+PREFILL_WAIT_S = 1.0
+# Past that wait, prefill chunks get at most this share of the time while others decode: a
 # streaming reply slows to about half its speed instead of stalling behind other prompts.
 PREFILL_SHARE = 0.5
 
@@ -78,6 +78,8 @@ class Scheduler:
         self._rate: collections.deque[tuple[float, int]] = collections.deque()
         self.peak_batch = 0  # the most sequences decoded in one step since start
         self._shared_s = {"decode": 0.0, "prefill": 0.0}  # time each side had while both wait
+        self.decode_seconds = 0.0  # in decode steps since start (the batch's own decode speed)
+        self.decode_tokens = 0
         log.info(
             "scheduler: batched (decode %d, prefill %d at once; KV estimate %d B/token, "
             "budget %.1f GB)",
@@ -102,6 +104,8 @@ class Scheduler:
             "prefilling": len(prefills),
             "peak_batch_size": self.peak_batch,
             "tokens_per_second": round(sum(recent) / RATE_WINDOW_S, 1),
+            "decode_tokens": self.decode_tokens,
+            "decode_seconds": round(self.decode_seconds, 3),
             "kv_bytes_estimate": sum(s.estimate for s in members + prefills),
             "kv_budget_bytes": self.budget,
         }
@@ -165,8 +169,6 @@ class Scheduler:
                 continue
             if self._blocked_by_shared_prefill(job):
                 continue
-            if not self._prefill_due(job):
-                return
             tokens = job.rendered.tokens
             max_tokens = engine._max_tokens(job.request, len(tokens))
             estimate = self.kv_per_token * (len(tokens) + max_tokens)
@@ -181,13 +183,6 @@ class Scheduler:
                 return
             self.waiting.remove(job)
             self._start(job, max_tokens, estimate)
-
-    def _prefill_due(self, job: Job) -> bool:
-        """Whether `job` may start prefilling now: nothing decodes, a prefill already shares the
-        steps, or it has waited its turn."""
-        if not self.active or self.prefills:
-            return True
-        return time.perf_counter() - job.submitted >= PREFILL_WAIT_S
 
     def _blocked_by_shared_prefill(self, job: Job) -> bool:
         """Whether a prompt still prefilling shares a long prefix with this job: the job then
@@ -232,25 +227,39 @@ class Scheduler:
             shared["decode"] = shared["prefill"] = 0.0
         if self.active:
             started = time.perf_counter()
-            self._decode()
-            shared["decode"] += time.perf_counter() - started
-        due = shared["prefill"] * (1 - PREFILL_SHARE) <= shared["decode"] * PREFILL_SHARE
-        if self.prefills and (not self.active or due):
+            self.decode_tokens += self._decode()
+            elapsed = time.perf_counter() - started
+            shared["decode"] += elapsed
+            self.decode_seconds += elapsed
+        task = self._next_prefill()
+        if task is not None:
             started = time.perf_counter()
-            self._prefill_chunk()
+            self._prefill_chunk(task)
             shared["prefill"] += time.perf_counter() - started
 
-    def _prefill_chunk(self) -> None:
-        task = self.prefills[0]
+    def _next_prefill(self) -> PrefillTask | None:
+        """The prompt whose chunk runs now: in turn when nothing decodes; while others decode,
+        only one that waited PREFILL_WAIT_S, and only within the prefill's share of the time."""
+        if not self.prefills:
+            return None
+        if not self.active:
+            return self.prefills[0]
+        shared = self._shared_s
+        if shared["prefill"] * (1 - PREFILL_SHARE) > shared["decode"] * PREFILL_SHARE:
+            return None
+        now = time.perf_counter()
+        return next((t for t in self.prefills if now - t.job.submitted >= PREFILL_WAIT_S), None)
+
+    def _prefill_chunk(self, task: PrefillTask) -> None:
         if not task.done:  # an all-cached prompt joins at once
             chunk = max(128, self.step_size // 4) if self.active else self.step_size
             task.advance(self.engine, chunk)
             self.engine.watchdog.beat()
-        self.prefills.rotate(-1)
+        self.prefills.remove(task)  # to the back of the turn
         if task.done:
-            self.prefills.remove(task)
             self._join(task)
         else:
+            self.prefills.append(task)
             task.job.emit(Progress(task.pos, len(task.job.rendered.tokens)))
 
     def _join(self, task: PrefillTask) -> None:
@@ -274,11 +283,12 @@ class Scheduler:
         detokenizer = engine.loaded.tokenizer.detokenizer
         self.active[uid] = _Seq(job, uid, run, parser, detokenizer, task.estimate)
 
-    def _decode(self) -> None:
+    def _decode(self) -> int:
+        """One decode step of the batch; returns how many tokens it produced."""
         _, responses = self.gen.next()
         self.engine.watchdog.beat()
         if not responses:
-            return
+            return 0
         now = time.monotonic()
         self.peak_batch = max(self.peak_batch, len(responses))
         self._rate.append((now, len(responses)))
@@ -288,6 +298,7 @@ class Scheduler:
             seq = self.active.get(r.uid)
             if seq is not None:
                 self._token(seq, r)
+        return len(responses)
 
     def _token(self, seq: _Seq, r: Any) -> None:
         run, job = seq.run, seq.job
