@@ -227,10 +227,8 @@ class Scheduler:
             shared["decode"] = shared["prefill"] = 0.0
         if self.active:
             started = time.perf_counter()
-            self.decode_tokens += self._decode()
-            elapsed = time.perf_counter() - started
-            shared["decode"] += elapsed
-            self.decode_seconds += elapsed
+            self._decode()
+            shared["decode"] += time.perf_counter() - started
         task = self._next_prefill()
         if task is not None:
             started = time.perf_counter()
@@ -283,12 +281,15 @@ class Scheduler:
         detokenizer = engine.loaded.tokenizer.detokenizer
         self.active[uid] = _Seq(job, uid, run, parser, detokenizer, task.estimate)
 
-    def _decode(self) -> int:
-        """One decode step of the batch; returns how many tokens it produced."""
+    def _decode(self) -> None:
+        """One decode step of the batch, then each member's token."""
+        started = time.perf_counter()
         _, responses = self.gen.next()
+        self.decode_seconds += time.perf_counter() - started  # the step alone, not the replies
+        self.decode_tokens += len(responses)
         self.engine.watchdog.beat()
         if not responses:
-            return 0
+            return
         now = time.monotonic()
         self.peak_batch = max(self.peak_batch, len(responses))
         self._rate.append((now, len(responses)))
@@ -298,7 +299,6 @@ class Scheduler:
             seq = self.active.get(r.uid)
             if seq is not None:
                 self._token(seq, r)
-        return len(responses)
 
     def _token(self, seq: _Seq, r: Any) -> None:
         run, job = seq.run, seq.job
