@@ -21,6 +21,7 @@ from server.metrics import Metrics
 from server.prefix_cache.kv_state import cache_len
 from server.prefix_cache.seam import NoPrefixCache, PrefixCache
 from server.prompt import PromptRenderer
+from server.reasoning import reply_parser
 from server.reply_parser import ReplyParser
 from server.request import (
     ChatRequest,
@@ -295,7 +296,7 @@ class Engine:
 
     def _parser(self, job: Job) -> ReplyParser:
         tokenizer, rendered = self.loaded.tokenizer, job.rendered
-        return ReplyParser(
+        answer = ReplyParser(
             tool_parser=tokenizer.tool_parser if rendered.parse_tools else None,
             call_start=tokenizer.tool_call_start,
             call_end=tokenizer.tool_call_end,
@@ -303,6 +304,7 @@ class Engine:
             stop=job.request.stop,
             primed=rendered.primed,
         )
+        return reply_parser(answer, tokenizer, rendered)  # reasoning split off, where it thinks
 
     def _attach_processors(self, job: Job) -> None:
         job.logits_processors = processors_for(self.processor_factories, job, self.loaded)
@@ -316,6 +318,7 @@ class Engine:
         eos = self.loaded.tokenizer.eos_token_ids
         ends_with_eos = reason == "stop" and bool(generated) and generated[-1] in eos
         usage.completion_tokens = len(generated) - (1 if ends_with_eos else 0)
+        usage.reasoning_tokens = min(getattr(parser, "reasoning_tokens", 0), len(generated))
         for event in parser.finish():
             job.emit(event)
         if parser.calls and reason != "length":
