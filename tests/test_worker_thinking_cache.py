@@ -1,0 +1,145 @@
+"""Random tiny models on the always-thinking Qwen3 template (its generation prompt opens
+`<think>`, so every reply starts in reasoning): the budget closes the reasoning, and a
+Claude-Code-shaped session with thinking on keeps hitting the prefix cache, on a plain (qwen2,
+trimmable KVCache) and a hybrid (qwen3_next, ArraysCache + KVCache: exact checkpoints only)
+family, because the reasoning sent back renders as the model wrote it.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from server.testing.tiny_model import WEATHER_TOOL
+from tests.conftest import tiny_model
+from tests.fixtures_worker import API_KEY, start_worker
+from tests.test_worker_api import ANTHROPIC_TOOL, MODEL, sse_events
+from tests.test_worker_cache import anthropic_client, long_text, openai_client
+from tests.test_worker_stream import check_grammar
+from tests.test_worker_thinking import private_home
+
+TEMPLATE = "qwen3_thinking"
+
+
+@pytest.fixture(scope="module")
+def random_thinker(tmp_path_factory):
+    handle = start_worker(
+        tiny_model(template=TEMPLATE), env=private_home(tmp_path_factory), api_key=API_KEY
+    )
+    yield handle
+    assert handle.stop() == 0
+
+
+def test_the_budget_closes_the_reasoning_and_the_answer_starts(random_thinker):
+    import httpx
+
+    body = {
+        "model": MODEL,
+        "max_tokens": 40,
+        "messages": [{"role": "user", "content": "Think about it."}],
+        "thinking": {"type": "enabled", "budget_tokens": 6},
+        "stream": True,  # sampled at temperature 1: greedy, a random model repeats one token
+    }
+    with httpx.stream(
+        "POST",
+        random_thinker.base_url + "/v1/messages",
+        json=body,
+        headers={"x-api-key": API_KEY},
+        timeout=60,
+    ) as r:
+        assert r.status_code == 200
+        events = sse_events(r)
+    check_grammar(events)
+    starts = [d["content_block"]["type"] for n, d in events if n == "content_block_start"]
+    assert starts[:2] == ["thinking", "text"], starts
+    # One delta per reasoning token at most: the budget's 6 (a random model never closes it).
+    thinking = [d for n, d in events if n == "content_block_delta" and d["index"] == 0]
+    assert sum(d["delta"]["type"] == "thinking_delta" for d in thinking) <= 6
+
+    # OpenAI has no budget field: the cap keeps a quarter of max_tokens for the answer.
+    r = openai_client(random_thinker).chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Think about it."}],
+        max_tokens=40,
+    )
+    assert r.usage.completion_tokens_details.reasoning_tokens <= 30 + 1  # and the end marker
+    assert r.choices[0].message.content
+    assert r.choices[0].message.model_extra["reasoning_content"]
+
+
+class ThinkingSession:
+    """One conversation with thinking on: a question, then tool results, as Claude Code runs.
+    Each reply's reasoning and text go back with a tool call; `turn` returns (cached, prompt)."""
+
+    def __init__(self, protocol: str, system: str):
+        self.protocol, self.system = protocol, system
+        self.messages: list[dict] = [{"role": "user", "content": "List the files, then read them."}]
+
+    def turn(self, handle, n: int) -> tuple[int, int]:
+        call_id = f"toolu_{n:02d}"
+        if self.protocol == "anthropic":
+            reply = anthropic_client(handle).messages.create(
+                model=MODEL,
+                system=self.system,
+                messages=self.messages,
+                tools=[ANTHROPIC_TOOL],
+                max_tokens=12,
+                thinking={"type": "enabled", "budget_tokens": 1024},
+            )
+            blocks = [b.model_dump(exclude_none=True) for b in reply.content]
+            assert blocks[0]["type"] == "thinking" and blocks[0]["signature"], blocks
+            kept = [b for b in blocks if b["type"] in ("thinking", "text")]
+            call = {
+                "type": "tool_use",
+                "id": call_id,
+                "name": "get_weather",
+                "input": {"city": str(n)},
+            }
+            result = {"type": "tool_result", "tool_use_id": call_id, "content": f"file {n} read"}
+            self.messages += [
+                {"role": "assistant", "content": [*kept, call]},
+                {"role": "user", "content": [result]},
+            ]
+            u = reply.usage
+            return u.cache_read_input_tokens, u.input_tokens + u.cache_read_input_tokens
+        reply = openai_client(handle).chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "system", "content": self.system}, *self.messages],
+            tools=[WEATHER_TOOL],
+            max_tokens=12,
+        )
+        message = reply.choices[0].message
+        assert message.model_extra["reasoning_content"]
+        function = {"name": "get_weather", "arguments": f'{{"city": "{n}"}}'}
+        self.messages += [
+            {
+                "role": "assistant",
+                "content": message.content,
+                "reasoning_content": message.model_extra["reasoning_content"],
+                "tool_calls": [{"id": call_id, "type": "function", "function": function}],
+            },
+            {"role": "tool", "tool_call_id": call_id, "content": f"file {n} read"},
+        ]
+        return reply.usage.prompt_tokens_details.cached_tokens, reply.usage.prompt_tokens
+
+
+@pytest.mark.parametrize("protocol", ["anthropic", "openai"])
+@pytest.mark.parametrize("family", ["qwen2", "qwen3_next"])
+def test_five_turn_thinking_session_reuses_90_percent(family, protocol, tmp_path_factory):
+    handle = start_worker(
+        tiny_model(family=family, template=TEMPLATE),
+        env=private_home(tmp_path_factory),
+        api_key=API_KEY,
+    )
+    try:
+        session = ThinkingSession(protocol, long_text(500, seed=31))
+        cached, prompt = session.turn(handle, 1)
+        assert cached == 0
+        for n in range(2, 6):
+            previous = prompt
+            cached, prompt = session.turn(handle, n)
+            assert cached >= 0.9 * prompt, (n, cached, prompt)
+            # The whole previous prompt (but its last token, re-rendered) is a prefix of this
+            # one: the reasoning sent back rendered to the tokens the model saw and wrote.
+            assert cached >= previous - 1, (n, cached, previous)
+    finally:
+        assert handle.stop() == 0
