@@ -24,6 +24,9 @@ class Rendered:
     # Tokens of the system+tools prefix that every session on this system prompt shares.
     system_len: int = 0
     reasoning: bool = False  # the prompt opens a think block: the reply starts reasoning
+    # Where the generation prompt that opens it begins: untrimmable caches checkpoint there, as
+    # the next turn renders this reply without that think block when the template drops it.
+    turn_start: int = 0
     thinking: bool = True  # reasoning is shown (False: the request turned it off)
 
 
@@ -109,6 +112,7 @@ class PromptRenderer:
         if check_context and self.context_length and len(tokens) >= self.context_length:
             raise ContextLengthExceeded(len(tokens), self.context_length)
         system_len = self._system_len(messages, kwargs, tokens, switch)
+        turn_start = self._turn_start(text, tokens, kwargs, switch) if reasoning else 0
         return Rendered(
             tokens,
             primed,
@@ -118,7 +122,27 @@ class PromptRenderer:
             text=text + primed,
             reasoning=reasoning,
             thinking=request.thinking is not False,
+            turn_start=turn_start,
         )
+
+    def _turn_start(self, text: str, tokens: list[int], kwargs: dict, switch: dict) -> int:
+        """Where the generation prompt begins in `tokens` (0: not found where it should be)."""
+        probe = [{"role": "user", "content": ""}]
+        try:
+            rendered = [
+                self.tokenizer.apply_chat_template(
+                    probe, tokenize=False, add_generation_prompt=opening, **kwargs, **switch
+                )
+                for opening in (False, True)
+            ]
+        except Exception:  # a template that rejects the probe: the prompt's end checkpoint
+            return 0
+        without, with_opening = rendered
+        opening = with_opening.removeprefix(without)
+        if not opening or opening == with_opening or not text.endswith(opening):
+            return 0
+        ids = self.encoder.encode(opening)
+        return len(tokens) - len(ids) if ids and tokens[-len(ids) :] == ids else 0
 
     def _system_len(
         self, messages: list[dict], kwargs: dict, tokens: list[int], switch: dict

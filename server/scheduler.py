@@ -197,9 +197,10 @@ class Scheduler:
             if shared < MIN_SHARED or shared <= seq.run.n_cached:
                 continue
             # The member's checkpoints at or below `shared` that the job could start from.
-            useful = [b for b in (seq.job.rendered.system_len, seq.end) if b <= shared]
+            last = seq.job.rendered.turn_start or seq.end  # its last checkpoint
+            useful = [b for b in (seq.job.rendered.system_len, last) if b <= shared]
             if seq.end <= shared or not useful:
-                useful = [seq.end]  # a trimmable state, or an identical retry
+                useful = [last]  # a trimmable state, or an identical retry
             if not all(b in seq.stored for b in useful if b > seq.run.n_cached):
                 if job.waits_on != seq.uid:
                     job.waits_on = seq.uid
@@ -221,7 +222,10 @@ class Scheduler:
         engine._attach_processors(job)
         prompt_cache, n_cached = engine._cache_for(tokens)
         end = len(tokens) - 1
-        boundaries = checkpoints(prompt_cache, n_cached, end, job.rendered.system_len)
+        rendered = job.rendered
+        boundaries = checkpoints(
+            prompt_cache, n_cached, end, rendered.system_len, rendered.turn_start
+        )
         if not boundaries and n_cached < end:
             boundaries = [end]  # trimmable: the prompt's state serves every shorter prefix
         cuts = [n_cached, *boundaries, len(tokens)]

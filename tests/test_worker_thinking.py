@@ -1,8 +1,8 @@
 """Thinking models over real workers and the official SDKs.
 
-A scripted tiny model on Qwen3's template thinks, then calls a tool (or answers); random tiny
-models on the always-thinking Qwen3 template (plain and hybrid caches) show the budget and the
-prefix cache over a Claude-Code-shaped session with thinking on.
+Scripted tiny models think, then call a tool (or answer): one on Qwen3's template (the model
+opens `<think>`, Hermes JSON calls, a plain KVCache) and one Qwen3.5-style (the prompt opens
+`<think>`, Qwen3-Coder XML calls, a hybrid qwen3_next cache). Both have `enable_thinking`.
 """
 
 from __future__ import annotations
@@ -39,10 +39,13 @@ def private_home(tmp_path_factory) -> dict[str, str]:
     return {**os.environ, "MLXCTL_HOME": str(tmp_path_factory.mktemp("worker-home"))}
 
 
-@pytest.fixture(scope="module")
-def thinker(tmp_path_factory):
+FAMILIES = {"qwen3": {}, "qwen35": {"family": "qwen3_next"}}
+
+
+@pytest.fixture(scope="module", params=list(FAMILIES))
+def thinker(request, tmp_path_factory):
     handle = start_worker(
-        tiny_model(scripted=True, template="qwen3"),
+        tiny_model(scripted=True, template=request.param, **FAMILIES[request.param]),
         *("--max-output-tokens", "96"),
         env=private_home(tmp_path_factory),
         api_key=API_KEY,

@@ -6,11 +6,15 @@ assistant turns after the last user query (a tool loop keeps it, a new question 
 `qwen3_thinking` is the always-thinking variant (Qwen3-2507 Thinking, Qwen3-Next Thinking): its
 generation prompt opens `<think>` and there is no switch. Both call tools as Hermes JSON, so
 mlx-lm picks its `json_tools` parser and infers the think markers from the vocabulary.
+`qwen35` is Qwen3.5-style: the generation prompt opens `<think>` (`enable_thinking` false closes
+it empty) and calls are Qwen3-Coder XML (`<function=...>`), so mlx-lm picks `qwen3_coder`.
 """
 
 from __future__ import annotations
 
-THINK_TOKENS = ["<think>", "</think>"]
+from dataclasses import dataclass
+
+THINK_TOKENS = ("<think>", "</think>")
 
 _TOOLS_SYSTEM = """\
 {%- if tools %}
@@ -59,10 +63,7 @@ _TURNS = """\
 {%- for tool_call in message.tool_calls or [] %}
 {%- if (loop.first and content) or not loop.first %}{{- '\\n' }}{%- endif %}
 {%- if tool_call.function is defined %}{%- set tool_call = tool_call.function %}{%- endif %}
-{{- '<tool_call>\\n{"name": "' + tool_call.name + '", "arguments": ' }}
-{%- if tool_call.arguments is string %}{{- tool_call.arguments }}\
-{%- else %}{{- tool_call.arguments | tojson }}{%- endif %}
-{{- '}\\n</tool_call>' }}
+CALL
 {%- endfor %}
 {{- '<|im_end|>\\n' }}
 {%- elif message.role == 'tool' %}
@@ -75,10 +76,26 @@ _TURNS = """\
 {%- endfor %}
 """
 
+_JSON_CALL = """\
+{{- '<tool_call>\\n{"name": "' + tool_call.name + '", "arguments": ' }}
+{%- if tool_call.arguments is string %}{{- tool_call.arguments }}\
+{%- else %}{{- tool_call.arguments | tojson }}{%- endif %}
+{{- '}\\n</tool_call>' }}"""
+
+_XML_CALL = """\
+{{- '<tool_call>\\n<function=' + tool_call.name + '>\\n' }}
+{%- for key, value in tool_call.arguments.items() %}{{- '<parameter=' + key + '>\\n' }}
+{%- if value is string %}{{- value }}{%- else %}{{- value | tojson }}{%- endif %}
+{{- '\\n</parameter>\\n' }}{%- endfor %}{{- '</function>\\n</tool_call>' }}"""
+
+_SWITCH_OFF = """\
+{%- if enable_thinking is defined and enable_thinking is false %}\
+{{- '<think>\\n\\n</think>\\n\\n' }}"""
+
 QWEN3 = (
     _TOOLS_SYSTEM
     + _LAST_QUERY
-    + _TURNS
+    + _TURNS.replace("CALL", _JSON_CALL)
     + """\
 {%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}
 {%- if enable_thinking is defined and enable_thinking is false %}\
@@ -90,24 +107,50 @@ QWEN3 = (
 QWEN3_THINKING = (
     _TOOLS_SYSTEM
     + _LAST_QUERY
-    + _TURNS
+    + _TURNS.replace("CALL", _JSON_CALL)
     + "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n<think>\\n' }}{%- endif %}\n"
 )
 
-# name -> (chat template, tokens the tokenizer must have beside the Hermes ones)
-TEMPLATES = {"qwen3": (QWEN3, THINK_TOKENS), "qwen3_thinking": (QWEN3_THINKING, THINK_TOKENS)}
+QWEN35 = (
+    _TOOLS_SYSTEM
+    + _LAST_QUERY
+    + _TURNS.replace("CALL", _XML_CALL)
+    + "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}\n"
+    + _SWITCH_OFF
+    + "{%- else %}{{- '<think>\\n' }}{%- endif %}{%- endif %}\n"
+)
+
+
+@dataclass(frozen=True)
+class Template:
+    text: str
+    tool_format: str  # "json" (Hermes) or "xml" (Qwen3-Coder)
+    opens_think: bool  # the generation prompt opens `<think>`: replies start inside it
+    switch: bool  # has `enable_thinking`
+    tokens: tuple[str, ...] = THINK_TOKENS  # the tokenizer needs them beside the Hermes ones
+
+
+TEMPLATES = {
+    "qwen3": Template(QWEN3, "json", opens_think=False, switch=True),
+    "qwen3_thinking": Template(QWEN3_THINKING, "json", opens_think=True, switch=False),
+    "qwen35": Template(QWEN35, "xml", opens_think=True, switch=True),
+}
 
 PARIS_REASONING = "The user wants the weather in Paris. I will call the weather tool."
 SUNNY_REASONING = "The tool answered: sunny, 21 C."
 
 
-def script() -> list[tuple]:
-    """(messages, tools, reply[, template options]) the scripted `qwen3` model answers."""
+def script(template: str = "qwen3") -> list[tuple]:
+    """(messages, tools, reply[, template options]) a scripted model on `template` answers.
+    Where the generation prompt opens `<think>` the reply starts inside it."""
     from server.testing.tiny_model import WEATHER_TOOL, _call
+
+    spec = TEMPLATES[template]
+    think = (lambda r: r.removeprefix("<think>\n")) if spec.opens_think else (lambda r: r)
 
     paris = [{"role": "user", "content": "What is the weather in Paris?"}]
     hello = [{"role": "user", "content": "Say hello."}]
-    call = _call("get_weather", {"city": "Paris"})
+    call = _call("get_weather", {"city": "Paris"}, spec.tool_format)
     answered = [
         *paris,
         {
@@ -124,13 +167,13 @@ def script() -> list[tuple]:
         },
         {"role": "tool", "tool_call_id": "call_1", "content": "sunny, 21 C"},
     ]
+    off = [(hello, None, "Hello there, no thinking.", {"enable_thinking": False})]
     return [
-        (paris, [WEATHER_TOOL], f"<think>\n{PARIS_REASONING}\n</think>\n\n{call}"),
+        (paris, [WEATHER_TOOL], think(f"<think>\n{PARIS_REASONING}\n</think>\n\n{call}")),
         (
             answered,
             [WEATHER_TOOL],
-            f"<think>\n{SUNNY_REASONING}\n</think>\n\nIt is sunny in Paris.",
+            think(f"<think>\n{SUNNY_REASONING}\n</think>\n\nIt is sunny in Paris."),
         ),
-        (hello, None, "<think>\nA greeting.\n</think>\n\nHello! How can I help you today?"),
-        (hello, None, "Hello there, no thinking.", {"enable_thinking": False}),
-    ]
+        (hello, None, think("<think>\nA greeting.\n</think>\n\nHello! How can I help you today?")),
+    ] + (off if spec.switch else [])

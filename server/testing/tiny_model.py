@@ -228,10 +228,9 @@ def build_tiny_model(
     destination = Path(destination)
     if (destination / "config.json").exists():
         return destination
-    chat_template, extra = (CHAT_TEMPLATE_XML if tool_format == "xml" else CHAT_TEMPLATE), ()
-    if template != "hermes":
-        chat_template, extra = thinking_templates.TEMPLATES[template]
-    tokenizer = train_tokenizer(vocab_size, tuple(extra))
+    spec = None if template == "hermes" else thinking_templates.TEMPLATES[template]
+    hermes = CHAT_TEMPLATE_XML if tool_format == "xml" else CHAT_TEMPLATE
+    tokenizer = train_tokenizer(vocab_size, spec.tokens if spec else ())
     eos_id = tokenizer.token_to_id("<|im_end|>")
     config = _model_config(
         tokenizer.get_vocab_size(), layers, hidden, context, eos_id, family, window
@@ -259,13 +258,13 @@ def build_tiny_model(
                     "add_bos_token": False,
                     "clean_up_tokenization_spaces": False,
                     "model_max_length": context,
-                    "chat_template": chat_template,
+                    "chat_template": spec.text if spec else hermes,
                 },
                 indent=2,
             )
         )
         if scripted:
-            pairs = script(tool_format) if template == "hermes" else thinking_templates.script()
+            pairs = thinking_templates.script(template) if spec else script(tool_format)
             train_on_script(model, staging, pairs)
             weights = dict(tree_flatten(model.parameters()))
             mx.save_safetensors(
