@@ -307,7 +307,10 @@ class Engine:
         return reply_parser(answer, tokenizer, rendered)  # reasoning split off, where it thinks
 
     def _attach_processors(self, job: Job) -> None:
-        job.logits_processors = processors_for(self.processor_factories, job, self.loaded)
+        # Factories see the limit the request decodes under (the worker's cap included).
+        limit = self._max_tokens(job.request, len(job.rendered.tokens))
+        seen = dataclasses.replace(job, request=dataclasses.replace(job.request, max_tokens=limit))
+        job.logits_processors = processors_for(self.processor_factories, seen, self.loaded)
 
     def _generate(self, job: Job, run: Generation, parser: ReplyParser, max_tokens: int) -> None:
         generate_alone(self, job, run, parser, max_tokens)

@@ -24,7 +24,10 @@ TEMPLATE = "qwen3_thinking"
 @pytest.fixture(scope="module")
 def random_thinker(tmp_path_factory):
     handle = start_worker(
-        tiny_model(template=TEMPLATE), env=private_home(tmp_path_factory), api_key=API_KEY
+        tiny_model(template=TEMPLATE),
+        *("--max-output-tokens", "40"),
+        env=private_home(tmp_path_factory),
+        api_key=API_KEY,
     )
     yield handle
     assert handle.stop() == 0
@@ -56,12 +59,12 @@ def test_the_budget_closes_the_reasoning_and_the_answer_starts(random_thinker):
     thinking = [d for n, d in events if n == "content_block_delta" and d["index"] == 0]
     assert sum(d["delta"]["type"] == "thinking_delta" for d in thinking) <= 6
 
-    # OpenAI has no budget field: the cap keeps a quarter of max_tokens for the answer.
+    # OpenAI has no budget field: the cap keeps a quarter of the output limit for the answer,
+    # here the worker's --max-output-tokens (the request sets none).
     r = openai_client(random_thinker).chat.completions.create(
-        model=MODEL,
-        messages=[{"role": "user", "content": "Think about it."}],
-        max_tokens=40,
+        model=MODEL, messages=[{"role": "user", "content": "Think about it."}]
     )
+    assert r.usage.completion_tokens <= 40
     assert r.usage.completion_tokens_details.reasoning_tokens <= 30 + 1  # and the end marker
     assert r.choices[0].message.content
     assert r.choices[0].message.model_extra["reasoning_content"]
