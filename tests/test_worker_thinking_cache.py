@@ -183,3 +183,42 @@ def test_new_questions_after_thinking_replies_reuse_90_percent(family, tmp_path_
             assert cached >= previous - opening_tokens(model), (n, cached, previous)
     finally:
         assert handle.stop() == 0
+
+
+def test_claude_code_requests_on_a_thinking_model(claude_code_requests, tmp_path_factory):
+    """Claude Code's captured requests (thinking enabled, display omitted) replayed on a thinking
+    model: each stream opens with a thinking block that has no text, only a signature carrying
+    the reasoning, and the stream grammar holds."""
+    import httpx
+
+    from tests.test_worker_stream import HOP_BY_HOP
+    from tests.test_worker_thinking import carried
+
+    handle = start_worker(
+        tiny_model(layers=1, template=TEMPLATE),  # one layer: ~28K-token prefills in seconds
+        *("--max-output-tokens", "32"),
+        env=private_home(tmp_path_factory),
+    )
+    try:
+        for captured in claude_code_requests:
+            assert captured["body"]["thinking"]["display"] == "omitted"
+            headers = {k: v for k, v in captured["headers"].items() if k.lower() not in HOP_BY_HOP}
+            with httpx.stream(
+                "POST",
+                handle.base_url + captured["path"],
+                headers=headers,
+                json=captured["body"],
+                timeout=180,
+            ) as r:
+                assert r.status_code == 200
+                events = sse_events(r)
+            check_grammar(events)
+            first = next(d for n, d in events if n == "content_block_start")
+            assert first["content_block"]["type"] == "thinking"
+            deltas = [
+                d["delta"] for n, d in events if n == "content_block_delta" and d["index"] == 0
+            ]
+            assert [d["type"] for d in deltas] == ["signature_delta"]
+            assert carried(deltas[0]["signature"])  # the hidden reasoning, for the next turn
+    finally:
+        assert handle.stop() == 0
