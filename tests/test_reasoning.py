@@ -151,3 +151,42 @@ def test_a_signature_carries_the_reasoning_and_only_ours_verify():
     assert reasoning_of(payload + ".AAAA") is None
     assert reasoning_of("EqQBCkgIARABGAIiQL") is None  # another server's signature
     assert reasoning_of(None) is None
+
+
+def renderer(template: str):
+    from mlx_lm.utils import load_tokenizer
+
+    from server.prompt import PromptRenderer
+    from tests.conftest import tiny_model
+
+    return PromptRenderer(load_tokenizer(tiny_model(template=template)), {})
+
+
+def render(prompts, **kwargs):
+    from server.request import ChatRequest
+    from server.testing.tiny_model import WEATHER_TOOL
+
+    messages = [{"role": "user", "content": "What is the weather in Paris?"}]
+    return prompts.render(ChatRequest(messages=messages, tools=[WEATHER_TOOL], **kwargs))
+
+
+def test_the_switch_and_the_opening_decide_where_the_reply_starts():
+    qwen3 = renderer("qwen3")
+    on, off = render(qwen3, thinking=True), render(qwen3, thinking=False)
+    assert not on.reasoning and on.thinking and on.text.endswith("<|im_start|>assistant\n")
+    assert off.text.endswith("<think>\n\n</think>\n\n") and not off.reasoning and not off.thinking
+    assert on.turn_start == off.turn_start == 0  # the model opens it: no checkpoint moves
+
+    prompts = renderer("qwen3_thinking")
+    opening = render(prompts, thinking=True)
+    assert opening.reasoning and opening.text.endswith("<|im_start|>assistant\n<think>\n")
+    # The generation prompt starts at its <|im_start|>: the hybrid checkpoint goes there.
+    assert opening.turn_start > opening.system_len > 0
+    tail = prompts.tokenizer.decode(opening.tokens[opening.turn_start :])
+    assert tail == "<|im_start|>assistant\n<think>\n"
+
+
+def test_a_forced_call_closes_the_reasoning_the_prompt_opened():
+    forced = render(renderer("qwen3_thinking"), thinking=True, tool_choice="get_weather")
+    assert forced.primed.startswith("</think>\n\n<tool_call>\n")
+    assert not forced.reasoning and forced.turn_start == 0
