@@ -59,12 +59,16 @@ class ReasoningBudget:
 
 
 def budget_factory(request: Any, rendered: Any, loaded: Any) -> ReasoningBudget | None:
-    """The processor for a request that reasons (None: no budget, or a model that cannot)."""
+    """The processor for a model that reasons (None: no budget, or a model that cannot). With
+    thinking turned off the budget is 0: a template without an off switch still opens the
+    reasoning, and it is closed at once."""
     tokenizer = loaded.tokenizer
-    if request.thinking is False or not getattr(tokenizer, "has_thinking", False):
+    if not getattr(tokenizer, "has_thinking", False):
         return None
-    budget = budget_for(request.thinking_budget, request.max_tokens)
+    budget = (
+        0 if request.thinking is False else budget_for(request.thinking_budget, request.max_tokens)
+    )
     if budget is None:
-        return None
+        return None  # no limit to keep room under: the context bounds it
     start, end = tokenizer.think_start_tokens, tokenizer.think_end_tokens
     return ReasoningBudget(budget, tuple(start), tuple(end), rendered.reasoning)

@@ -70,6 +70,22 @@ def test_the_budget_closes_the_reasoning_and_the_answer_starts(random_thinker):
     assert r.choices[0].message.model_extra["reasoning_content"]
 
 
+def test_thinking_off_closes_the_reasoning_a_template_cannot_switch_off(random_thinker):
+    """This template opens `<think>` whatever the switch says: the reasoning is closed at once,
+    so the answer gets the whole output limit and nothing of it is hidden reasoning."""
+    question = [{"role": "user", "content": "Answer at once."}]
+    reply = anthropic_client(random_thinker).messages.create(
+        model=MODEL, max_tokens=20, messages=question
+    )
+    assert [b.type for b in reply.content] == ["text"] and reply.content[0].text
+    r = openai_client(random_thinker).chat.completions.create(
+        model=MODEL, messages=question, max_tokens=20, reasoning_effort="none"
+    )
+    assert r.usage.completion_tokens_details.reasoning_tokens == 1  # the end marker, forced
+    assert r.choices[0].message.content
+    assert "reasoning_content" not in r.choices[0].message.model_extra
+
+
 class ThinkingSession:
     """One conversation with thinking on: a question, then tool results, as Claude Code runs.
     Each reply's reasoning and text go back with a tool call; `turn` returns (cached, prompt)."""
