@@ -22,7 +22,44 @@ def budget_for(budget: int | None, max_tokens: int | None) -> int | None:
     return min(budget, cap) if budget else cap
 
 
+def _only(token: int, logits: Any) -> Any:
+    """Logits that leave `token` the one choice."""
+    import mlx.core as mx
+
+    allowed = mx.arange(logits.shape[-1]) == token
+    return mx.where(allowed, mx.zeros_like(logits), mx.full(logits.shape, -mx.inf, logits.dtype))
+
+
+class LazyReasoningBudget:
+    """Single-token markers (`<think>` / `</think>` in the vocabulary): the state is kept in MLX
+    arrays and updated lazily, so no step waits for the token being fed in (decoding runs one
+    step ahead; reading the token on the host would stall that pipeline every step)."""
+
+    def __init__(self, budget: int, start: int, end: int, reasoning: bool):
+        import mlx.core as mx
+
+        self.budget, self.start, self.end = budget, start, end
+        self.reasoning = mx.array(reasoning)
+        self.used = mx.array(0)  # reasoning tokens so far
+        self.calls = 0
+
+    def __call__(self, tokens: Any, logits: Any) -> Any:
+        import mlx.core as mx
+
+        self.calls += 1
+        if self.calls > 1:  # the first call feeds the prompt's last token, not a reply token
+            token = tokens[-1]
+            ends = token == self.end
+            self.used = self.used + (self.reasoning & ~ends).astype(mx.int32)
+            # One budget for the whole reply, however many think blocks it opens.
+            self.reasoning = mx.where(ends, False, (token == self.start) | self.reasoning)
+        force = self.reasoning & (self.used >= self.budget)
+        return mx.where(force, _only(self.end, logits), logits)
+
+
 class ReasoningBudget:
+    """Markers of several tokens: followed on the host, token by token."""
+
     def __init__(self, budget: int, start: tuple[int, ...], end: tuple[int, ...], reasoning: bool):
         self.budget = budget
         self.start, self.end = list(start), list(end)
@@ -33,8 +70,6 @@ class ReasoningBudget:
         self._tail: list[int] = []  # the last generated tokens, to spot a marker
 
     def __call__(self, tokens: Any, logits: Any) -> Any:
-        import mlx.core as mx
-
         self.calls += 1
         if self.calls > 1:  # the first call feeds the prompt's last token, not a reply token
             self._saw(int(tokens[-1].item()))
@@ -42,11 +77,7 @@ class ReasoningBudget:
             self.forcing = list(self.end)
         if not self.forcing:
             return logits
-        token = self.forcing.pop(0)
-        allowed = mx.arange(logits.shape[-1]) == token
-        return mx.where(
-            allowed, mx.zeros_like(logits), mx.full(logits.shape, -mx.inf, logits.dtype)
-        )
+        return _only(self.forcing.pop(0), logits)
 
     def _saw(self, token: int) -> None:
         self._tail = (self._tail + [token])[-max(len(self.start), len(self.end)) :]
@@ -70,5 +101,7 @@ def budget_factory(request: Any, rendered: Any, loaded: Any) -> ReasoningBudget 
     )
     if budget is None:
         return None  # no limit to keep room under: the context bounds it
-    start, end = tokenizer.think_start_tokens, tokenizer.think_end_tokens
-    return ReasoningBudget(budget, tuple(start), tuple(end), rendered.reasoning)
+    start, end = tuple(tokenizer.think_start_tokens), tuple(tokenizer.think_end_tokens)
+    if len(start) == len(end) == 1:
+        return LazyReasoningBudget(budget, start[0], end[0], rendered.reasoning)
+    return ReasoningBudget(budget, start, end, rendered.reasoning)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from server.reasoning import ReasoningParser
-from server.reasoning_budget import ReasoningBudget, budget_for
+from server.reasoning_budget import LazyReasoningBudget, ReasoningBudget, budget_for
 from server.reply_parser import ReplyParser
 from server.request import ToolCallDelta
 from server.thinking_signature import reasoning_of, sign
@@ -120,9 +120,17 @@ class Logits:
         return finite[0] if len(finite) == 1 else None
 
 
-@pytest.mark.parametrize("end", [(9,), (9, 10)], ids=["one-token end", "two-token end"])
-def test_the_budget_forces_the_end_marker_then_lets_go(end):
-    steps = Logits(ReasoningBudget(3, start=(8,), end=end, reasoning=True))
+def budget(kind: str, budget: int, start: tuple, end: tuple, reasoning: bool):
+    if kind == "lazy":  # one-token markers: the state stays in MLX arrays
+        return LazyReasoningBudget(budget, start[0], end[0], reasoning)
+    return ReasoningBudget(budget, start, end, reasoning)
+
+
+@pytest.mark.parametrize(
+    "kind, end", [("lazy", (9,)), ("host", (9,)), ("host", (9, 10))], ids=["lazy", "host", "two"]
+)
+def test_the_budget_forces_the_end_marker_then_lets_go(kind, end):
+    steps = Logits(budget(kind, 3, start=(8,), end=end, reasoning=True))
     assert steps.step() is None  # the prompt's last token: nothing reasoned yet
     assert [steps.step(t) for t in (1, 2)] == [None, None]
     forced = [steps.step(3)]
@@ -134,8 +142,9 @@ def test_the_budget_forces_the_end_marker_then_lets_go(end):
     assert steps.step(8) == end[0]
 
 
-def test_the_budget_counts_only_from_the_think_start():
-    steps = Logits(ReasoningBudget(2, start=(8,), end=(9,), reasoning=False))
+@pytest.mark.parametrize("kind", ["lazy", "host"])
+def test_the_budget_counts_only_from_the_think_start(kind):
+    steps = Logits(budget(kind, 2, start=(8,), end=(9,), reasoning=False))
     assert [steps.step(t) for t in (None, 1, 2, 3, 8, 4)] == [None] * 6
     assert steps.step(5) == 9
 
