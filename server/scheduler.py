@@ -226,8 +226,10 @@ class Scheduler:
         boundaries = checkpoints(
             prompt_cache, n_cached, end, rendered.system_len, rendered.turn_start
         )
-        if not boundaries and n_cached < end:
-            boundaries = [end]  # trimmable: the prompt's state serves every shorter prefix
+        # Trimmable: the prompt's state serves every shorter prefix. Not past a turn-start
+        # checkpoint already held (a retry): an end state would replace it.
+        if not boundaries and n_cached < end and not 0 < rendered.turn_start <= n_cached:
+            boundaries = [end]
         cuts = [n_cached, *boundaries, len(tokens)]
         segments = [tokens[a:b] for a, b in zip(cuts, cuts[1:], strict=False) if b > a]
         (uid,) = self.gen.insert_segments(
