@@ -31,12 +31,15 @@ class PrefillTask:
         state it extends) and plan its checkpoints."""
         from server.prefill import checkpoints
 
-        tokens = job.rendered.tokens
+        rendered = job.rendered
+        tokens = rendered.tokens
         prompt_cache, n_cached = engine._cache_for(tokens)
         end = len(tokens) - 1
-        stops = checkpoints(prompt_cache, n_cached, end, job.rendered.system_len)
-        if not stops and n_cached < end:
-            stops = [end]  # trimmable: the prompt's state serves every shorter prefix at once
+        stops = checkpoints(prompt_cache, n_cached, end, rendered.system_len, rendered.turn_start)
+        # Trimmable: the prompt's state serves every shorter prefix at once. Not past a
+        # turn-start checkpoint already held (a retry): an end state would replace it.
+        if not stops and n_cached < end and not 0 < rendered.turn_start <= n_cached:
+            stops = [end]
         # Checkpoints stored on the way: the final state is not worth storing again.
         run = Generation(prompt_cache, n_cached, checkpointed=bool(stops))
         return cls(job, run, max_tokens, estimate, end, stops, pos=n_cached)

@@ -22,12 +22,12 @@ from server.metrics import Metrics
 from server.prefix_cache.kv_state import cache_len
 from server.prefix_cache.seam import NoPrefixCache, PrefixCache
 from server.prompt import PromptRenderer
+from server.reasoning import reply_parser
 from server.reply_parser import ReplyParser
 from server.request import (
     ChatRequest,
     Failed,
     Finished,
-    Sampling,
     Started,
     Usage,
 )
@@ -302,7 +302,7 @@ class Engine:
 
     def _parser(self, job: Job) -> ReplyParser:
         tokenizer, rendered = self.loaded.tokenizer, job.rendered
-        return ReplyParser(
+        answer = ReplyParser(
             tool_parser=tokenizer.tool_parser if rendered.parse_tools else None,
             call_start=tokenizer.tool_call_start,
             call_end=tokenizer.tool_call_end,
@@ -310,9 +310,13 @@ class Engine:
             stop=job.request.stop,
             primed=rendered.primed,
         )
+        return reply_parser(answer, tokenizer, rendered)  # reasoning split off, where it thinks
 
     def _attach_processors(self, job: Job) -> None:
-        job.logits_processors = processors_for(self.processor_factories, job, self.loaded)
+        # Factories see the limit the request decodes under (the worker's cap included).
+        limit = self._max_tokens(job.request, len(job.rendered.tokens))
+        seen = dataclasses.replace(job, request=dataclasses.replace(job.request, max_tokens=limit))
+        job.logits_processors = processors_for(self.processor_factories, seen, self.loaded)
 
     def _generate(self, job: Job, run: Generation, parser: ReplyParser, max_tokens: int) -> None:
         generate_alone(self, job, run, parser, max_tokens)
@@ -323,6 +327,7 @@ class Engine:
         eos = self.loaded.tokenizer.eos_token_ids
         ends_with_eos = reason == "stop" and bool(generated) and generated[-1] in eos
         usage.completion_tokens = len(generated) - (1 if ends_with_eos else 0)
+        usage.reasoning_tokens = min(getattr(parser, "reasoning_tokens", 0), len(generated))
         for event in parser.finish():
             job.emit(event)
         if parser.calls and reason != "length":
@@ -345,32 +350,9 @@ class Engine:
             self._store(job.rendered.tokens[:-1], run.prompt_cache)
 
     def _warm_up(self) -> None:
-        for name, request in self._warm:
-            try:
-                self._warm_one(name, request)
-            except Exception as exc:
-                log.error("warm prompt %s skipped: %s", name, exc)
+        from server.warm import warm_up
 
-    def _warm_one(self, name: str, request: ChatRequest) -> None:
-        """One greedy token through the request path: its prompt's KV state lands in the cache."""
-        rendered = self.renderer.render(request)
-        greedy = dataclasses.replace(request, sampling=Sampling(temperature=0.0))
-        job = Job(request=greedy, rendered=rendered, loop=None)
-        tokens = rendered.tokens
-        prompt_cache, n_cached = self._cache_for(tokens)
-        run = Generation(prompt_cache, n_cached)
-        self._generate(job, run, self._parser(job), max_tokens=1)
-        seconds = (run.first_token_at or time.perf_counter()) - run.started
-        self._record_prefill(len(tokens) - n_cached, seconds)
-        if not run.checkpointed:
-            self._store(tokens[:-1], prompt_cache)
-        log.info(
-            "warm prompt %s: %d tokens (%d already cached) in %.1fs",
-            name,
-            len(tokens),
-            n_cached,
-            seconds,
-        )
+        warm_up(self, self._warm)
 
     def _record_prefill(self, n_tokens: int, seconds: float) -> None:
         # Measured speed lets the cache report the prefill seconds it saved. Short prefills are

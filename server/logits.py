@@ -13,6 +13,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from server.reasoning_budget import budget_factory
+
 log = logging.getLogger("server.engine")
 
 LogitsProcessor = Callable[[Any, Any], Any]
@@ -22,7 +24,7 @@ ProcessorFactory = Callable[[Any, Any, Any], LogitsProcessor | None]
 
 def default_factories() -> list[ProcessorFactory]:
     """The processors every worker applies, in order (reasoning budgets, constrained calls)."""
-    return []
+    return [budget_factory]
 
 
 def processors_for(factories: list[ProcessorFactory], job: Any, loaded: Any) -> list:

@@ -14,15 +14,19 @@ from typing import Any
 DEFAULT_STEP = 2048  # mlx-lm's prefill_step_size
 
 
-def checkpoints(cache: list[Any], n_cached: int, end: int, system_len: int) -> list[int]:
+def checkpoints(
+    cache: list[Any], n_cached: int, end: int, system_len: int, turn_start: int = 0
+) -> list[int]:
     """Where to snapshot `cache` while it grows from `n_cached` to `end` tokens: nowhere when
     it stays trimmable (its final state serves every prefix), else the end of the system+tools
-    prefix (new sessions start there) and the end of the prompt (the next turn does)."""
+    prefix (new sessions start there) and the end of the prompt (the next turn does), or the
+    start of the reply's turn where the next may render it differently (`Rendered.turn_start`)."""
     from server.prefix_cache.kv_state import trimmable_at
 
     if end <= 0 or trimmable_at(cache, end):
         return []
-    return [n for n in (system_len, end) if n_cached < n <= end]
+    last = turn_start if 0 < turn_start <= end else end
+    return sorted({n for n in (system_len, last) if n_cached < n <= end})
 
 
 def prefill_chunk(
@@ -72,6 +76,7 @@ def prefill_prompt(
     n_cached: int,
     system_len: int,
     *,
+    turn_start: int = 0,
     step: int | None,
     on_chunk: Callable[[int], None],
     store: Callable[[int, str], None],
@@ -80,7 +85,7 @@ def prefill_prompt(
     `cache`, calling `store(n, kind)` at its checkpoints. Returns (where decoding starts,
     whether checkpoints were stored: then the final state is not worth keeping)."""
     end = max(len(tokens) - 1, n_cached)
-    stops = checkpoints(cache, n_cached, end, system_len)
+    stops = checkpoints(cache, n_cached, end, system_len, turn_start)
 
     def on_stop(n: int) -> None:
         store(n, "system" if n == system_len and n < end else "prompt")

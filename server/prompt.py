@@ -8,6 +8,7 @@ from typing import Any
 
 from server.errors import BadRequest, ContextLengthExceeded
 from server.normalize import normalize
+from server.reasoning import opens_reasoning
 from server.request import ChatRequest
 from server.segment_encode import SegmentEncoder
 
@@ -22,6 +23,11 @@ class Rendered:
     text: str = ""  # the rendered prompt (with `primed`); `cache why` maps tokens back onto it
     # Tokens of the system+tools prefix that every session on this system prompt shares.
     system_len: int = 0
+    reasoning: bool = False  # the prompt opens a think block: the reply starts reasoning
+    # Where the generation prompt that opens it begins: untrimmable caches checkpoint there, as
+    # the next turn renders this reply without that think block when the template drops it.
+    turn_start: int = 0
+    thinking: bool = True  # reasoning is shown (False: the request turned it off)
 
 
 def context_length(config: dict, tokenizer: Any) -> int | None:
@@ -82,6 +88,8 @@ class PromptRenderer:
         messages = request.messages
         continue_final = messages[-1]["role"] == "assistant" and bool(messages[-1].get("content"))
         kwargs: dict[str, Any] = {"tools": tools} if tools else {}
+        # The template's own reasoning switch (Qwen3's enable_thinking; mlx-lm renames it).
+        switch = {} if request.thinking is None else {"enable_thinking": request.thinking}
         try:
             text = self.tokenizer.apply_chat_template(
                 messages,
@@ -89,15 +97,22 @@ class PromptRenderer:
                 add_generation_prompt=not continue_final,
                 continue_final_message=continue_final,
                 **kwargs,
+                **switch,
             )
         except Exception as exc:
             # Templates raise on shapes they do not support (e.g. roles out of order).
             raise BadRequest(f"the chat template rejected these messages: {exc}") from exc
         primed = self._forced_opening(request.tool_choice, tools)
         tokens = self.encoder.encode(text + primed)
+        reasoning = opens_reasoning(self.tokenizer, tokens)
+        if primed and reasoning:
+            # A forced call is the answer: close the think block the template opened first.
+            primed = f"{self.tokenizer.think_end}\n\n{primed}"
+            tokens, reasoning = self.encoder.encode(text + primed), False
         if check_context and self.context_length and len(tokens) >= self.context_length:
             raise ContextLengthExceeded(len(tokens), self.context_length)
-        system_len = self._system_len(messages, kwargs, tokens)
+        system_len = self._system_len(messages, kwargs, tokens, switch)
+        turn_start = self._turn_start(text, tokens, kwargs, switch) if reasoning else 0
         return Rendered(
             tokens,
             primed,
@@ -105,9 +120,33 @@ class PromptRenderer:
             parse_tools=bool(tools) and self.has_tools,
             system_len=system_len,
             text=text + primed,
+            reasoning=reasoning,
+            thinking=request.thinking is not False,
+            turn_start=turn_start,
         )
 
-    def _system_len(self, messages: list[dict], kwargs: dict, tokens: list[int]) -> int:
+    def _turn_start(self, text: str, tokens: list[int], kwargs: dict, switch: dict) -> int:
+        """Where the generation prompt begins in `tokens` (0: not found where it should be)."""
+        probe = [{"role": "user", "content": ""}]
+        try:
+            rendered = [
+                self.tokenizer.apply_chat_template(
+                    probe, tokenize=False, add_generation_prompt=opening, **kwargs, **switch
+                )
+                for opening in (False, True)
+            ]
+        except Exception:  # a template that rejects the probe: the prompt's end checkpoint
+            return 0
+        without, with_opening = rendered
+        opening = with_opening.removeprefix(without)
+        if not opening or opening == with_opening or not text.endswith(opening):
+            return 0
+        ids = self.encoder.encode(opening)
+        return len(tokens) - len(ids) if ids and tokens[-len(ids) :] == ids else 0
+
+    def _system_len(
+        self, messages: list[dict], kwargs: dict, tokens: list[int], switch: dict
+    ) -> int:
         """How many leading tokens the system message and tools alone render to (0: none)."""
         head = messages[:1] if messages[0]["role"] == "system" else []
         if not head and not kwargs:
@@ -116,7 +155,7 @@ class PromptRenderer:
         # some (Gemma's) put the system text inside it; the shared prefix is what counts.
         probe = [*head, {"role": "user", "content": ""}]
         try:
-            text = self.tokenizer.apply_chat_template(probe, tokenize=False, **kwargs)
+            text = self.tokenizer.apply_chat_template(probe, tokenize=False, **kwargs, **switch)
         except Exception:  # a template that rejects even that: no system checkpoint
             return 0
         ids = self.encoder.encode(text)

@@ -35,10 +35,15 @@ class ChatRequest:
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:24])
     # Anthropic `system` blocks as sent (joined into the first message): `cache why` names them.
     system_blocks: list[str] | None = None
+    # Reasoning: True/False asks the template's switch (None: its default); reasoning past
+    # `thinking_budget` tokens is closed so the answer starts (server.reasoning).
+    thinking: bool | None = None
+    thinking_budget: int | None = None
 
 
 # Events the generation thread sends to a request's HTTP handler, in this order:
-# Started, then any of Progress / TextDelta / ToolCallDelta, then exactly one Finished or Failed.
+# Started, then any of Progress / ThinkingDelta / TextDelta / ToolCallDelta, then exactly one
+# Finished or Failed.
 # Between any two the HTTP side may add a Heartbeat.
 
 
@@ -60,6 +65,13 @@ class TextDelta:
 
 
 @dataclass
+class ThinkingDelta:
+    """Reasoning text (between the model's think markers), shown only when it was asked for."""
+
+    text: str
+
+
+@dataclass
 class ToolCallDelta:
     call: ToolCall
 
@@ -69,6 +81,7 @@ class Usage:
     prompt_tokens: int = 0
     cached_tokens: int = 0
     completion_tokens: int = 0
+    reasoning_tokens: int = 0  # of completion_tokens, those the model reasoned with
 
 
 @dataclass
@@ -93,7 +106,8 @@ class Heartbeat:
 
 @dataclass
 class Collected:
-    """A whole reply: blocks in order ("text", str) or ("tool", ToolCall), and how it ended."""
+    """A whole reply: blocks in order ("thinking", str), ("text", str) or ("tool", ToolCall),
+    and how it ended."""
 
     blocks: list[tuple[str, Any]] = field(default_factory=list)
     started: Started | None = None
@@ -102,6 +116,10 @@ class Collected:
     @property
     def text(self) -> str:
         return "".join(value for kind, value in self.blocks if kind == "text")
+
+    @property
+    def reasoning(self) -> str:
+        return "".join(value for kind, value in self.blocks if kind == "thinking")
 
     @property
     def calls(self) -> list[ToolCall]:

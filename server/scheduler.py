@@ -195,7 +195,7 @@ class Scheduler:
             # The task's checkpoints at or below `shared` that the job could start from.
             useful = [b for b in task.stops if b <= shared]
             if task.end <= shared or not useful:
-                useful = [task.end]  # a trimmable state, or an identical retry
+                useful = task.stops[-1:] or [task.end]  # a trimmable state, an identical retry
             if not all(b in task.stored for b in useful):
                 if job.waits_on != id(task):
                     job.waits_on = id(task)

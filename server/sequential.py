@@ -42,6 +42,7 @@ def generate_alone(
         tokens,
         run.n_cached,
         job.rendered.system_len,
+        turn_start=job.rendered.turn_start,
         step=engine.prefill_step_size,
         on_chunk=engine.watchdog.beating(lambda n: job.on_prefill_progress(n, len(tokens))),
         store=lambda n, kind: engine._store(tokens[:n], run.prompt_cache, kind=kind),

@@ -30,6 +30,7 @@ from server.request import (
     Heartbeat,
     Started,
     TextDelta,
+    ThinkingDelta,
     ToolCallDelta,
 )
 from server.request_ring import Recorded
@@ -68,7 +69,9 @@ async def events(job: Job, heartbeat_s: float = 5.0) -> AsyncIterator[Any]:
             except TimeoutError:
                 yield Heartbeat()
                 continue
-            first_token = first_token or isinstance(event, TextDelta | ToolCallDelta)
+            first_token = first_token or isinstance(
+                event, TextDelta | ThinkingDelta | ToolCallDelta
+            )
             yield event
             if isinstance(event, Finished | Failed):
                 return
@@ -91,11 +94,12 @@ async def collect(job: Job, is_disconnected) -> Collected:
             continue
         if isinstance(event, Started):
             out.started = event
-        elif isinstance(event, TextDelta):
-            if out.blocks and out.blocks[-1][0] == "text":
-                out.blocks[-1] = ("text", out.blocks[-1][1] + event.text)
+        elif isinstance(event, TextDelta | ThinkingDelta):
+            kind = "text" if isinstance(event, TextDelta) else "thinking"
+            if out.blocks and out.blocks[-1][0] == kind:
+                out.blocks[-1] = (kind, out.blocks[-1][1] + event.text)
             else:
-                out.blocks.append(("text", event.text))
+                out.blocks.append((kind, event.text))
         elif isinstance(event, ToolCallDelta):
             out.blocks.append(("tool", event.call))
         elif isinstance(event, Failed):

@@ -60,3 +60,41 @@ def read_prompts(files: list[str]) -> list[tuple[str, ChatRequest]]:
         except Exception as exc:
             log.error("warm prompt %s skipped: %s", path, exc)
     return prompts
+
+
+def warm_up(engine, prompts: list[tuple[str, ChatRequest]]) -> None:
+    """Prefill each (name, request) through the engine's own path; a failure is logged, skipped."""
+    for name, request in prompts:
+        try:
+            _warm_one(engine, name, request)
+        except Exception as exc:
+            log.error("warm prompt %s skipped: %s", name, exc)
+
+
+def _warm_one(engine, name: str, request: ChatRequest) -> None:
+    """One greedy token through the request path: its prompt's KV state lands in the cache."""
+    import dataclasses
+    import time
+
+    from server.job import Job
+    from server.request import Sampling
+    from server.sequential import Generation
+
+    rendered = engine.renderer.render(request)
+    greedy = dataclasses.replace(request, sampling=Sampling(temperature=0.0))
+    job = Job(request=greedy, rendered=rendered, loop=None)
+    tokens = rendered.tokens
+    prompt_cache, n_cached = engine._cache_for(tokens)
+    run = Generation(prompt_cache, n_cached)
+    engine._generate(job, run, engine._parser(job), max_tokens=1)
+    seconds = (run.first_token_at or time.perf_counter()) - run.started
+    engine._record_prefill(len(tokens) - n_cached, seconds)
+    if not run.checkpointed:
+        engine._store(tokens[:-1], prompt_cache)
+    log.info(
+        "warm prompt %s: %d tokens (%d already cached) in %.1fs",
+        name,
+        len(tokens),
+        n_cached,
+        seconds,
+    )

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from server.errors import BadRequest, WorkerError
 from server.request import ChatRequest, Sampling
+from server.thinking_signature import reasoning_of
 
 
 class _Open(BaseModel):
@@ -34,12 +35,20 @@ class ToolChoice(_Open):
     name: str | None = None
 
 
+class ThinkingConfig(_Open):
+    # "adaptive" and "between_tools" think as the model sees fit: on, with no budget of theirs.
+    type: Literal["enabled", "disabled", "adaptive", "between_tools"]
+    budget_tokens: int | None = Field(default=None, ge=1)
+    display: Literal["summarized", "omitted"] | None = None
+
+
 class CountTokensRequest(_Open):
     model: str
     messages: list[Message] = Field(min_length=1)
     system: str | list[dict[str, Any]] | None = None
     tools: list[Tool] | None = None
     tool_choice: ToolChoice | None = None
+    thinking: ThinkingConfig | None = None
 
 
 class MessagesRequest(CountTokensRequest):
@@ -100,7 +109,7 @@ def _messages(body: CountTokensRequest) -> list[dict[str, Any]]:
         where = f"messages[{i}]"
         blocks = [{"type": "text", "text": m.content}] if isinstance(m.content, str) else m.content
         if m.role == "assistant":
-            text, calls = [], []
+            text, calls, reasoning = [], [], []
             for j, block in enumerate(blocks):
                 kind = _block_type(block, f"{where}.content[{j}]")
                 if kind == "text":
@@ -116,9 +125,18 @@ def _messages(body: CountTokensRequest) -> list[dict[str, Any]]:
                             "function": {"name": block["name"], "arguments": args},
                         }
                     )
-                # thinking / redacted_thinking: accepted, not fed to a model that does not think
+                elif kind == "thinking":
+                    # Ours carry the exact reasoning (also when display omitted its text).
+                    signed = reasoning_of(block.get("signature"))
+                    reasoning.append(
+                        signed if signed is not None else str(block.get("thinking") or "")
+                    )
+                # redacted_thinking: accepted, its data means nothing to a local model
             offered = {c["id"] for c in calls if isinstance(c["id"], str)}
             message: dict[str, Any] = {"role": "assistant", "content": "".join(text)}
+            if any(reasoning):
+                # The name Qwen3-style templates (and most others that keep reasoning) read.
+                message["reasoning_content"] = "\n".join(r for r in reasoning if r)
             if calls:
                 message["tool_calls"] = calls
             out.append(message)
@@ -179,7 +197,23 @@ def _tool_choice(choice: ToolChoice | None) -> str | None:
     return {"auto": "auto", "any": "required", "none": "none"}[choice.type]
 
 
+def thinking_of(body: CountTokensRequest) -> tuple[bool, int | None]:
+    """(reasoning on, its budget): off when absent or disabled, as the API has it."""
+    config = body.thinking
+    if config is None or config.type == "disabled":
+        return False, None
+    if config.type == "enabled" and config.budget_tokens is None:
+        raise BadRequest("thinking.budget_tokens: Field required")
+    return True, config.budget_tokens
+
+
+def shows_thinking(body: CountTokensRequest) -> bool:
+    """False when the client asked for `display: omitted` (signed blocks without their text)."""
+    return not (body.thinking and body.thinking.display == "omitted")
+
+
 def to_chat_request(body: CountTokensRequest) -> ChatRequest:
+    thinking, budget = thinking_of(body)
     sampling = Sampling()
     if isinstance(body, MessagesRequest):
         sampling = Sampling(
@@ -195,6 +229,8 @@ def to_chat_request(body: CountTokensRequest) -> ChatRequest:
         system_blocks=[str(b.get("text", "")) for b in body.system]
         if isinstance(body.system, list)
         else None,
+        thinking=thinking,
+        thinking_budget=budget,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from server.anthropic_api.protocol import STOP_REASONS
 from server.request import Collected, Usage
+from server.thinking_signature import sign
 
 
 def usage_dict(usage: Usage) -> dict:
@@ -20,10 +21,19 @@ def tool_use_id(call_id: str) -> str:
     return "toolu_" + call_id.removeprefix("call_")
 
 
-def message_body(result: Collected, *, message_id: str, model: str) -> dict:
+def thinking_block(reasoning: str, show: bool) -> dict:
+    """A signed thinking block; `display: omitted` keeps only the signature (it holds the text)."""
+    return {"type": "thinking", "thinking": reasoning if show else "", "signature": sign(reasoning)}
+
+
+def message_body(
+    result: Collected, *, message_id: str, model: str, show_thinking: bool = True
+) -> dict:
     content = []
     for kind, value in result.blocks:
-        if kind == "text":
+        if kind == "thinking":
+            content.append(thinking_block(value, show_thinking))
+        elif kind == "text":
             content.append({"type": "text", "text": value})
         else:
             content.append(

@@ -8,7 +8,12 @@ from functools import partial
 from fastapi import APIRouter, Request
 
 from server import serving
-from server.anthropic_api.protocol import CountTokensRequest, MessagesRequest, to_chat_request
+from server.anthropic_api.protocol import (
+    CountTokensRequest,
+    MessagesRequest,
+    shows_thinking,
+    to_chat_request,
+)
 from server.anthropic_api.reply import message_body
 from server.anthropic_api.stream import encode
 from server.model_names import check_model
@@ -21,6 +26,7 @@ async def messages(body: MessagesRequest, request: Request):
     check_model(request.app.state.settings, body.model)
     job = await serving.start(request, to_chat_request(body))
     ids = {"message_id": f"msg_{uuid.uuid4().hex[:24]}", "model": body.model}
+    ids["show_thinking"] = shows_thinking(body)
     if body.stream:
         return serving.stream(request, job, partial(encode, **ids))
     return await serving.reply(request, job, partial(message_body, **ids))

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 from server.anthropic_api.protocol import STOP_REASONS, error_body
 from server.anthropic_api.reply import tool_use_id, usage_dict
+from server.anthropic_api.thinking_stream import ThinkingBlocks
 from server.errors import InternalError, WorkerError
 from server.request import (
     Failed,
@@ -18,6 +19,7 @@ from server.request import (
     Progress,
     Started,
     TextDelta,
+    ThinkingDelta,
     ToolCallDelta,
     Usage,
 )
@@ -28,16 +30,19 @@ def sse(event: str, data: dict) -> str:
 
 
 async def encode(
-    events: AsyncIterator, *, message_id: str, model: str, on_finish
+    events: AsyncIterator, *, message_id: str, model: str, on_finish, show_thinking: bool = True
 ) -> AsyncIterator[str]:
     index = -1
     open_kind: str | None = None
     started = False
+    thinking = ThinkingBlocks(sse, show_thinking)
 
     def close_block():
         nonlocal open_kind
+        # A thinking block ends with its signature_delta (unsigned ones are dropped by clients).
+        signed = thinking.close(index) if open_kind == "thinking" else ""
         open_kind = None
-        return sse("content_block_stop", {"type": "content_block_stop", "index": index})
+        return signed + sse("content_block_stop", {"type": "content_block_stop", "index": index})
 
     async for event in events:
         if isinstance(event, Started):
@@ -65,6 +70,15 @@ async def encode(
             # silent; the SDKs skip ping events wherever they come.
             if started or isinstance(event, Heartbeat):
                 yield sse("ping", {"type": "ping"})
+        elif isinstance(event, ThinkingDelta):
+            if open_kind != "thinking":
+                if open_kind:
+                    yield close_block()
+                index += 1
+                open_kind = "thinking"
+                yield thinking.open(index)
+            if chunk := thinking.delta(index, event.text):
+                yield chunk
         elif isinstance(event, TextDelta):
             if open_kind != "text":
                 if open_kind:

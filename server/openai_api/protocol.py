@@ -63,6 +63,12 @@ class ChatCompletionRequest(_Open):
     stop: str | list[str] | None = None
     seed: int | None = None
     n: int = Field(default=1, ge=1)
+    # Reasoning on or off (default: the model's template decides): "none" turns it off.
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"] | None = (
+        None
+    )
+    enable_thinking: bool | None = None  # as vLLM and mlx-lm clients send it
+    chat_template_kwargs: dict[str, Any] | None = None  # only `enable_thinking` is read
 
 
 def _text(content: str | list[dict[str, Any]] | None, where: str) -> str:
@@ -106,6 +112,18 @@ def _tool_choice(choice: str | dict[str, Any] | None) -> str | None:
     )
 
 
+def _thinking(body: ChatCompletionRequest) -> bool | None:
+    """The request's reasoning switch: None leaves the template's default."""
+    switch = (body.chat_template_kwargs or {}).get("enable_thinking")
+    if body.enable_thinking is not None:
+        switch = body.enable_thinking
+    if body.reasoning_effort is not None:
+        switch = body.reasoning_effort != "none"
+    if switch is not None and not isinstance(switch, bool):
+        raise BadRequest("enable_thinking must be true or false", param="chat_template_kwargs")
+    return switch
+
+
 def to_chat_request(body: ChatCompletionRequest) -> ChatRequest:
     if body.n != 1:
         raise BadRequest("only n=1 is supported", param="n")
@@ -128,6 +146,11 @@ def to_chat_request(body: ChatCompletionRequest) -> ChatRequest:
             ]
         if m.role == "tool":
             out["tool_call_id"] = m.tool_call_id
+        reasoning = (m.model_extra or {}).get("reasoning_content") or (m.model_extra or {}).get(
+            "reasoning"
+        )
+        if m.role == "assistant" and isinstance(reasoning, str) and reasoning:
+            out["reasoning_content"] = reasoning  # rendered where the template keeps it
         messages.append(out)
     stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
     return ChatRequest(
@@ -137,6 +160,7 @@ def to_chat_request(body: ChatCompletionRequest) -> ChatRequest:
         max_tokens=body.max_completion_tokens or body.max_tokens,
         stop=stop,
         sampling=Sampling(temperature=body.temperature, top_p=body.top_p, seed=body.seed),
+        thinking=_thinking(body),
     )
 
 

@@ -15,11 +15,14 @@ def usage_dict(usage: Usage) -> dict:
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.prompt_tokens + usage.completion_tokens,
         "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
+        "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
     }
 
 
 def completion_body(result: Collected, *, completion_id: str, model: str) -> dict:
     message: dict = {"role": "assistant", "content": result.text or None}
+    if result.reasoning:
+        message["reasoning_content"] = result.reasoning
     if result.calls:
         message["tool_calls"] = [
             {

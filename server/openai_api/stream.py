@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from server.errors import InternalError, WorkerError
 from server.openai_api.protocol import FINISH_REASONS, error_body
 from server.openai_api.reply import usage_dict
-from server.request import Failed, Finished, Heartbeat, TextDelta, ToolCallDelta
+from server.request import Failed, Finished, Heartbeat, TextDelta, ThinkingDelta, ToolCallDelta
 
 
 def sse(data: dict | str) -> str:
@@ -42,6 +42,8 @@ async def encode(
             yield ": keep-alive\n\n"  # an SSE comment: proxies keep the line, clients skip it
         elif isinstance(event, TextDelta):
             yield chunk({"content": event.text})
+        elif isinstance(event, ThinkingDelta):
+            yield chunk({"reasoning_content": event.text})
         elif isinstance(event, ToolCallDelta):
             call = event.call
             # id, type and name only in the first delta of a call; arguments follow.

@@ -98,7 +98,7 @@ def _corpus() -> list[str]:
     return texts
 
 
-def train_tokenizer(vocab_size: int = 8192):
+def train_tokenizer(vocab_size: int = 8192, extra_tokens: tuple[str, ...] = ()):
     """A byte-level BPE tokenizer (`tokenizers.Tokenizer`) trained on a fixed stdlib corpus."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -107,7 +107,7 @@ def train_tokenizer(vocab_size: int = 8192):
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS + TOOL_TOKENS,
+        special_tokens=SPECIAL_TOKENS + TOOL_TOKENS + list(extra_tokens),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
@@ -206,6 +206,7 @@ def build_tiny_model(
     tool_format: str = "json",
     family: str = "qwen2",
     window: int = 64,
+    template: str = "hermes",
 ) -> Path:
     """Write a tiny random-weight qwen2 model directory at `destination` and return it.
 
@@ -216,15 +217,20 @@ def build_tiny_model(
     `tool_format="xml"` writes Qwen3-Coder style calls instead of Hermes JSON ones.
     `family` picks the network: qwen2, or the untrimmable-cache kinds qwen3_next (hybrid) and
     gemma3_text (sliding window of `window` tokens); all share the tokenizer and template.
+    `template` names a thinking family's (server.testing.thinking_templates) instead of Hermes.
     """
     import mlx.core as mx
     from mlx.utils import tree_flatten
     from mlx_lm.utils import _get_classes
 
+    from server.testing import thinking_templates
+
     destination = Path(destination)
     if (destination / "config.json").exists():
         return destination
-    tokenizer = train_tokenizer(vocab_size)
+    spec = None if template == "hermes" else thinking_templates.TEMPLATES[template]
+    hermes = CHAT_TEMPLATE_XML if tool_format == "xml" else CHAT_TEMPLATE
+    tokenizer = train_tokenizer(vocab_size, spec.tokens if spec else ())
     eos_id = tokenizer.token_to_id("<|im_end|>")
     config = _model_config(
         tokenizer.get_vocab_size(), layers, hidden, context, eos_id, family, window
@@ -252,13 +258,14 @@ def build_tiny_model(
                     "add_bos_token": False,
                     "clean_up_tokenization_spaces": False,
                     "model_max_length": context,
-                    "chat_template": CHAT_TEMPLATE_XML if tool_format == "xml" else CHAT_TEMPLATE,
+                    "chat_template": spec.text if spec else hermes,
                 },
                 indent=2,
             )
         )
         if scripted:
-            train_on_script(model, staging, script(tool_format))
+            pairs = thinking_templates.script(template) if spec else script(tool_format)
+            train_on_script(model, staging, pairs)
             weights = dict(tree_flatten(model.parameters()))
             mx.save_safetensors(
                 str(staging / "model.safetensors"), weights, metadata={"format": "mlx"}
@@ -347,8 +354,8 @@ def train_on_script(
 
     tokenizer = load_tokenizer(model_dir)
     rows = []
-    for messages, tools, reply in pairs or SCRIPT:
-        kwargs = {"tools": tools} if tools else {}
+    for messages, tools, reply, *options in pairs or SCRIPT:  # options: template kwargs
+        kwargs = {"tools": tools, **dict(*options)} if tools else dict(*options)
         prompt = tokenizer.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=True, **kwargs
         )
