@@ -150,6 +150,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="prefill this prompt at startup (text, or an OpenAI/Anthropic JSON body); "
         f"repeatable; default ${contract.WARM_PROMPTS_ENV} (os.pathsep-separated)",
     )
+    parser.add_argument(
+        "--parallel",
+        choices=["tensor", "pipeline"],
+        default="tensor",
+        help="under mlx.launch: split the model across the ranks by tensor (model.shard) or "
+        "by pipeline stage (default tensor); rank 0 serves HTTP",
+    )
     logs = parser.add_argument_group("log file")
     logs.add_argument(
         "--log-file",
@@ -238,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         stop_grace_s=args.stop_grace,
         warm_prompts=_warm_prompts(args.warm_prompt),
         allowed_hosts=[h.strip() for h in args.allowed_hosts.split(",") if h.strip()],
+        parallel=args.parallel,
     )
     from server.serve import serve
 

@@ -129,16 +129,9 @@ class Scheduler:
 
     def run(self) -> None:
         """Until the queue closes and the last member finishes."""
-        queue, closed = self.engine._queue, False
+        closed = False
         while not closed or self.active or self.waiting:
-            idle = not self.active
-            while not closed:  # block only when there is nothing else to do
-                job = queue.get(timeout=None if idle and not self.waiting else 0)
-                if job is None:
-                    closed = queue.closed
-                    break
-                self.waiting.append(job)
-                idle = False
+            closed = self._take_jobs(closed)
             self._reap_cancelled()
             self._admit()
             if self.active:
@@ -154,6 +147,18 @@ class Scheduler:
                     job.cancel("the server is shutting down")
                 self._reap_cancelled()
         self.gen.close()
+
+    def _take_jobs(self, closed: bool) -> bool:
+        """Move queued jobs into `waiting`, blocking only when there is nothing else to do;
+        returns whether the queue has closed (server.lockstep replays rank 0's instead)."""
+        queue, idle = self.engine._queue, not self.active
+        while not closed:
+            job = queue.get(timeout=None if idle and not self.waiting else 0)
+            if job is None:
+                return queue.closed
+            self.waiting.append(job)
+            idle = False
+        return closed
 
     def _admit(self) -> None:
         """FIFO: each waiting job joins unless it waits on a shared prefill (it then lets later

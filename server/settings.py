@@ -35,6 +35,7 @@ class Settings:
     # Host header names served besides loopback names and `host`; "*" serves any.
     allowed_hosts: list[str] = field(default_factory=list)
     progress_timeout: float = 180.0  # a busy generation with no progress this long is stuck
+    parallel: str = "tensor"  # how ranks under mlx.launch split the model: tensor or pipeline
 
 
 LOOPBACK_NAMES = ("localhost", "localhost.")
