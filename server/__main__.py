@@ -6,9 +6,12 @@ import argparse
 import logging
 import os
 import re
+import signal
 import sys
+from pathlib import Path
 
 from server import contract
+from server.distributed import launched_rank
 
 # Exit code when the command line cannot run (0 is a graceful stop, 1 a failed start).
 EXIT_USAGE = 2
@@ -194,6 +197,14 @@ def main(argv: list[str] | None = None) -> int:
     if sys.platform.startswith("linux") and argv is None:
         _reexec_with_openblas()
     args = parse_args(argv)
+    rank = launched_rank()
+    if rank is not None:
+        # server.launch ignores SIGTERM for itself (the group's ranks take it), not for us.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if rank > 0 and args.log_file:  # one log per rank: worker.log, worker.rank1.log, ...
+            log_path = Path(args.log_file)
+            args.log_file = str(log_path.with_name(f"{log_path.stem}.rank{rank}{log_path.suffix}"))
     if args.log_file:
         from server.logfile import OwnedLog
 

@@ -79,6 +79,29 @@ def share(group: Any, obj: Any) -> Any:
     return obj if group.rank() == 0 else pickle.loads(memoryview(np.array(total)))
 
 
+def gather_objects(group: Any, obj: Any) -> list[Any]:
+    """Every rank's `obj` (picklable), in rank order, on every rank."""
+    import mlx.core as mx
+    import numpy as np
+
+    data = pickle.dumps(obj)
+    sizes = [row[0] for row in gather_ints(group, [len(data)])]
+    padded = np.zeros(max(sizes), dtype=np.uint8)
+    padded[: len(data)] = np.frombuffer(data, dtype=np.uint8)
+    rows = mx.distributed.all_gather(
+        mx.array(padded)[None], group=group, stream=collective_stream()
+    )
+    rows = np.array(rows)
+    return [pickle.loads(rows[r, :n].tobytes()) for r, n in enumerate(sizes)]
+
+
+def rank_identity(rank: int) -> dict:
+    """What status shows for a rank: its number, host name and pid."""
+    import socket
+
+    return {"rank": rank, "host": socket.gethostname(), "pid": os.getpid()}
+
+
 def gather_ints(group: Any, values: list[int]) -> list[list[int]]:
     """Every rank's `values` (same length on all), in rank order, on every rank."""
     import mlx.core as mx

@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.distributed import collective_stream, share
+from server.distributed import collective_stream, gather_objects, rank_identity, share
 from server.job import Job
 from server.scheduler import Scheduler
 
 log = logging.getLogger("server.distributed")
+
+# An idle group's cadence: a request arriving then waits at most ~0.8 of it for the others.
+IDLE_TICK_S = 0.25
 
 
 @dataclass
@@ -61,8 +65,15 @@ class Lockstep:
 
     def exchange(self, block: bool) -> tuple[list[LockstepJob], bool]:
         """This iteration's new jobs (replicas, in rank 0's order) and whether the queue closed.
-        Rank 0 blocks for a job only when `block` (nothing runs or waits)."""
-        message = self._changes(block) if self.rank == 0 else None
+        With nothing running or waiting (`block`, the same on every rank) the group idles in
+        ticks: rank 0 waits up to IDLE_TICK_S for a job, the others sleep most of that, since
+        a rank waiting in a ring collective spins a core (mlx's socket threads poll)."""
+        if self.rank == 0:
+            message = self._changes(block)
+        else:
+            message = None
+            if block:
+                time.sleep(IDLE_TICK_S * 0.8)
         message = share(self.group, message)
         if message is None:
             return [], False
@@ -77,7 +88,7 @@ class Lockstep:
 
     def _changes(self, block: bool) -> dict | None:
         taken, closed = [], False
-        job = self.queue.get(timeout=None if block else 0)
+        job = self.queue.get(timeout=IDLE_TICK_S if block else 0)
         while job is not None:
             taken.append(job)
             job = self.queue.get(timeout=0)
@@ -116,6 +127,7 @@ class LockstepScheduler(Scheduler):
         self.lockstep = Lockstep(group, engine._queue)
         self.budget = share(group, self.budget)  # admissions depend on it: one value for all
         # Sampling draws from MLX's global generator: the same seed everywhere, as mlx_lm.server.
+        self.ranks = gather_objects(group, rank_identity(group.rank()))  # /v1/status shows them
         seed = mx.distributed.all_sum(mx.random.state[0], group=group, stream=collective_stream())
         mx.random.seed(seed.view(mx.uint64).item())
 
