@@ -22,7 +22,7 @@ from server.scheduler import Scheduler
 log = logging.getLogger("server.distributed")
 
 # An idle group's cadence: a request arriving then waits at most ~0.8 of it for the others.
-IDLE_TICK_S = 0.25
+IDLE_TICK_S = 0.05
 
 
 @dataclass
