@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import threading
+import time
 
 import uvicorn
 
@@ -15,6 +16,7 @@ from server.engine import Engine
 from server.settings import Settings, stop_budget
 
 log = logging.getLogger("server")
+LOAD_FAILURE_LINGER_S = 60.0
 
 
 class _Server(uvicorn.Server):
@@ -99,6 +101,11 @@ def follow(engine: Engine, grace_s: float) -> int:
     signal.signal(signal.SIGINT, on_signal)
     engine.start()
     engine.join()
+    if engine.load_error:
+        # Stay until the supervisor reads rank 0's "failed" /health (a retry cannot help) and
+        # stops the group: leaving now would restart it as a crash.
+        time.sleep(LOAD_FAILURE_LINGER_S)
+        return 1
     closed = engine.scheduler is not None and engine.scheduler.lockstep.closed
     log.info("rank stopped (%s)", "rank 0 closed the group" if closed else "lost the group")
     return 0 if closed else 1

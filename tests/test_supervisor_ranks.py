@@ -62,3 +62,21 @@ def test_two_ranks_run_as_one_unit_and_a_dead_rank_restarts_the_group(ranks_ctl)
     ctl.run("stop", check=True, timeout=120)
     assert processes_of(ctl) == {"supervisor": [], "worker": []}
     assert not any(alive(r["pid"]) for r in again["ranks"])
+
+
+def test_pipeline_on_a_model_without_stages_is_refused_with_the_reason(tmp_path):
+    from tests.conftest import tiny_model
+
+    sliding = tiny_model(family="gemma3_text")  # neither model.shard nor pipeline stages
+    ctl = _make(tmp_path, REAL_WORKER, str(sliding))
+    ctl.env.pop("MLXCTL_WORKER_COMMAND")
+    try:
+        result = ctl.run("start", "--ranks", "2", "--parallel", "pipeline", timeout=300)
+        assert result.returncode != 0
+        st, _ = ctl.status()
+        assert st["state"] == "FATAL" and st["restarts"] == 0  # a retry would fail the same way
+        assert "does not support pipelining" in st["fatal_reason"]
+        assert "does not support pipelining" in result.stdout + result.stderr
+    finally:
+        _teardown(ctl)
+    assert processes_of(ctl) == {"supervisor": [], "worker": []}

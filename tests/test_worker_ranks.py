@@ -122,6 +122,32 @@ def test_greedy_answers_over_both_apis_equal_the_single_process_ones(ranks, sing
     ranks.stop()  # the next tests use the random model's ranks
 
 
+@pytest.fixture(scope="module")
+def pipeline_model_path(scripted_model_path, tmp_path_factory):
+    """The scripted model with the weight index mlx-lm's pipeline loading picks files from."""
+    import json
+    import shutil
+
+    import mlx.core as mx
+
+    folder = tmp_path_factory.mktemp("pipeline") / "model"
+    shutil.copytree(scripted_model_path, folder)
+    names = mx.load(str(folder / "model.safetensors")).keys()
+    index = {"metadata": {}, "weight_map": dict.fromkeys(names, "model.safetensors")}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    return folder
+
+
+def test_pipeline_stages_give_the_single_process_answers_too(pipeline_model_path, single_answers):
+    split = ("--parallel", "pipeline", "--no-cache")
+    handle = start_ranks(pipeline_model_path, *split, api_key=API_KEY)
+    try:
+        assert answers(handle) == single_answers
+    finally:
+        handle.stop()
+    assert "rank 0 of 2, pipeline parallel" in handle.log()
+
+
 def test_a_stream_cancelled_mid_way_frees_every_rank(random_ranks):
     ranks = random_ranks
     before = reply(ranks, "What is seven times six?")
