@@ -133,6 +133,16 @@ class LockstepScheduler(Scheduler):
 
     def _take_jobs(self, closed: bool) -> bool:
         block = not self.active and not self.waiting and not closed
-        jobs, now_closed = self.lockstep.exchange(block)
+        # An idle exchange is watched too: a rank that wedges stalls it, and rank 0's /health
+        # then says stuck, so the supervisor restarts the group even with nothing running.
+        watchdog = self.engine.watchdog
+        idle = watchdog.busy is None
+        if idle:
+            watchdog.begin("an exchange with the other ranks")
+        try:
+            jobs, now_closed = self.lockstep.exchange(block)
+        finally:
+            if idle:
+                watchdog.end()
         self.waiting.extend(jobs)
         return closed or now_closed

@@ -1,11 +1,11 @@
-"""A worker of several ranks under `mlx.launch --backend ring` on loopback, as tests run it."""
+"""A worker of several ranks under mlx.launch (`python -m server.launch --backend ring -n N`,
+mlx.launch minus its busy loop) on loopback, as tests run it."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -15,28 +15,10 @@ from pathlib import Path
 
 import psutil
 
+from server.contract import free_port_run
 from tests.fixtures_worker import REPO_ROOT, WorkerHandle, free_port, wait_healthy
 
-MLX_LAUNCH = str(Path(sys.executable).with_name("mlx.launch"))
-
-
-def free_port_run(n: int) -> int:
-    """A port p with p .. p+n-1 free (the ring backend listens on one per rank)."""
-    for _ in range(50):
-        start = free_port()
-        try:
-            socks = []
-            for port in range(start, start + n):
-                s = socket.socket()
-                s.bind(("127.0.0.1", port))
-                socks.append(s)
-            return start
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no run of free ports")
+LAUNCH = [sys.executable, "-m", "server.launch"]
 
 
 @dataclass
@@ -83,13 +65,13 @@ def start_ranks(
         worker += ["--api-key", api_key]
     if "--no-cache" not in extra_args and "--cache-dir" not in extra_args:
         worker += ["--cache-dir", tempfile.mkdtemp(prefix=f"ranks-{port}-kv-")]
-    launch = [MLX_LAUNCH, "--backend", "ring", "-n", str(ranks)]
+    launch = [*LAUNCH, "--backend", "ring", "-n", str(ranks)]
     launch += ["--starting-port", str(free_port_run(ranks)), "--"]
     process = subprocess.Popen(
         [*launch, *worker, *extra_args],
         cwd=REPO_ROOT,
         env=worker_env(),
-        stdin=subprocess.PIPE,  # the launcher forwards its stdin; /dev/null would spin it
+        stdin=subprocess.DEVNULL,
         stdout=fd,
         stderr=subprocess.STDOUT,
         start_new_session=True,

@@ -80,3 +80,15 @@ def test_pipeline_on_a_model_without_stages_is_refused_with_the_reason(tmp_path)
     finally:
         _teardown(ctl)
     assert processes_of(ctl) == {"supervisor": [], "worker": []}
+
+
+def test_a_wedged_rank_restarts_the_group_even_when_idle(ranks_ctl):
+    ctl = ranks_ctl
+    ctl.run("config", "set", "restart.progress_timeout", "5", check=True)
+    start(ctl, "--ranks", "2")
+    st = ranks_running(ctl, restarts=0)
+    wedged = st["ranks"][1]["pid"]
+    os.kill(wedged, signal.SIGSTOP)  # alive, but it never answers rank 0's next exchange
+    again = ranks_running(ctl, restarts=1)
+    assert not alive(wedged) and wedged not in [r["pid"] for r in again["ranks"]]
+    assert "no progress" in ctl.supervisor_log()  # the watchdog's reason, through /health
