@@ -7,6 +7,7 @@ supervisor needs it to run the ranks as one unit.
 - mlx.launch's I/O loop polls its ranks' stdin for writability, which never blocks: with
   nothing to forward (a supervised worker reads no stdin) it would spin a core. Its select
   waits on reads only here, and its own stdin is a pipe nobody writes.
+- It exits 1 when a rank failed (mlx.launch itself exits 0 either way).
 """
 
 from __future__ import annotations
@@ -31,7 +32,18 @@ def main(argv: list[str] | None = None) -> None:
     os.dup2(quiet, 0)
     launch.select = _reads_only
     sys.argv = ["mlx.launch", *(sys.argv[1:] if argv is None else argv)]
+    # mlx.launch exits 0 whatever its ranks did; it warns about each that failed: exit 1 then.
+    failures: list[str] = []
+    warn = launch.log_warning
+
+    def noted(*parts, **kwargs):
+        failures.append(" ".join(map(str, parts)))
+        warn(*parts, **kwargs)
+
+    launch.log_warning = noted
     launch.main()
+    failed = [f for f in failures if "exited with code" in f or "was killed" in f]
+    sys.exit(1 if failed else 0)
 
 
 if __name__ == "__main__":
