@@ -114,6 +114,9 @@ def status(probe: bool = True) -> Status:
     if probe and result.running and saved.url:
         _ask_worker(result, saved.url)
         result.ranks = _with_rss(result.ranks, worker)
+        here = [r["rss_bytes"] for r in result.ranks if r["rss_bytes"]]
+        if here and result.worker_rss_bytes is not None:
+            result.worker_rss_bytes += sum(here)  # the launcher and this host's ranks
     return result
 
 

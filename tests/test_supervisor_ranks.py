@@ -41,6 +41,7 @@ def test_two_ranks_run_as_one_unit_and_a_dead_rank_restarts_the_group(ranks_ctl)
     st = ranks_running(ctl, restarts=0)
     assert [r["rank"] for r in st["ranks"]] == [0, 1]
     assert all(r["host"] and r["pid"] > 0 and r["rss_bytes"] > 0 for r in st["ranks"])
+    assert st["worker_rss_bytes"] > sum(r["rss_bytes"] for r in st["ranks"])  # the whole group
     pids = [r["pid"] for r in st["ranks"]]
     assert st["worker_pid"] not in pids  # the group's leader is the launcher
 
