@@ -72,6 +72,11 @@ SCHEMA: list[Key] = [
     Key("batch.prompt_concurrency", int, 8, "prompts that prefill together in one batch", 1),
     Key("cache.ram_bytes", int, -1, "RAM budget of the prefix KV cache (-1 = 10% of RAM)", -1),
     Key("cache.disk_bytes", int, 32 * 1024**3, "disk budget of the prefix KV cache", 0),
+    Key("distributed.ranks", int, 1, "ranks on this machine under mlx.launch (1 = one process)", 1),
+    Key("distributed.hosts", str, "", "hosts (IPs for ring), comma-separated, one rank each"),
+    Key("distributed.hostfile", str, "", "an mlx.launch hostfile (see mlx.distributed_config)"),
+    Key("distributed.backend", str, "ring", "mlx.launch backend: ring, jaccl, mpi or nccl"),
+    Key("distributed.parallel", str, "tensor", "how ranks split the model: tensor or pipeline"),
     Key("logs.max_bytes", int, 10 * 1024**2, "a log rotates when it reaches this size", 1024),
     Key("logs.backups", int, 3, "rotated logs kept per log", 0),
 ]
@@ -237,12 +242,40 @@ def cache_options(values: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+BACKENDS = ("ring", "jaccl", "mpi", "nccl")
+PARALLEL = ("tensor", "pipeline")
+
+
+def distributed_options(values: dict[str, Any]) -> dict[str, Any]:
+    """The worker's across-ranks flags (server.contract.worker_argv), checked; {} for one."""
+    backend, parallel = values["distributed.backend"], values["distributed.parallel"]
+    if backend not in BACKENDS:
+        raise ConfigError(
+            f"distributed.backend must be one of {', '.join(BACKENDS)}, got {backend!r}"
+        )
+    if parallel not in PARALLEL:
+        raise ConfigError(
+            f"distributed.parallel must be one of {', '.join(PARALLEL)}, got {parallel!r}"
+        )
+    hosts, hostfile = values["distributed.hosts"], values["distributed.hostfile"]
+    if values["distributed.ranks"] <= 1 and not hosts and not hostfile:
+        return {}
+    return {
+        "ranks": values["distributed.ranks"],
+        "hosts": hosts or None,
+        "hostfile": str(Path(hostfile).expanduser()) if hostfile else None,
+        "backend": backend,
+        "parallel": parallel,
+    }
+
+
 def worker_options(values: dict[str, Any]) -> dict[str, Any]:
-    """Every worker flag the config sets (cache budgets and folder, allowed hosts)."""
+    """Every worker flag the config sets (cache budgets and folder, allowed hosts, ranks)."""
     return {
         **cache_options(values),
         "allowed_hosts": values["allowed_hosts"] or None,
         "progress_timeout": values["restart.progress_timeout"],
         "decode_concurrency": values["batch.decode_concurrency"],
         "prompt_concurrency": values["batch.prompt_concurrency"],
+        **distributed_options(values),
     }

@@ -139,11 +139,29 @@ def check_ram(model_bytes: int | None) -> Check:
     return Check("ram", PASS, detail)
 
 
-def run_checks(model: str | None = None, port: int | None = None) -> list[Check]:
+def run_checks(
+    model: str | None = None, port: int | None = None, hostfile: str | None = None
+) -> list[Check]:
+    from mlxctl.doctor_hosts import host_checks
+
     settings = config.load()
+    if hostfile:
+        settings["distributed.hostfile"] = hostfile
     checks = [check_python()]
     mlx_check, backend = probe_mlx()
     checks += [mlx_check, check_openblas(backend), check_disk(settings)]
     model_check, size = check_model(settings, model)
     checks += [model_check, check_port(settings, port), check_ram(size)]
-    return checks
+    return checks + host_checks(settings, _model_path(settings, model))
+
+
+def _model_path(settings: dict, model: str | None) -> str | None:
+    """The local folder the ranks load (None when it does not resolve to one)."""
+    from mlxctl.errors import ModelError
+    from mlxctl.models import registry
+
+    try:
+        resolved = registry.resolve(model or settings["model"] or registry.DEMO_MODEL)
+    except ModelError:
+        return None
+    return resolved if Path(resolved).is_dir() else None

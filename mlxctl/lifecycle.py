@@ -77,24 +77,46 @@ class _Launch:
     host: str
     port: int
     release_id: str
+    overrides: dict[str, str] = field(default_factory=dict)  # config keys set for this run
 
     def daemon_argv(self, start_id: str = "", foreground: bool = False) -> list[str]:
         argv = [sys.executable, "-m", DAEMON_MODULE, "--model", self.model_path]
         argv += ["--model-name", self.name, "--host", self.host, "--port", str(self.port)]
         argv += ["--start-id", start_id, "--release", self.release_id]
+        for key, value in self.overrides.items():
+            argv += ["--set", f"{key}={value}"]
         return argv + (["--foreground"] if foreground else [])
 
 
+def apply_overrides(settings: dict, overrides: dict[str, str] | None) -> dict[str, str]:
+    """Config values given on the command line for this run (`start --ranks 2`), parsed and
+    checked into `settings`; returns them as text for the daemon."""
+    from mlxctl import config
+
+    overrides = {k: str(v) for k, v in (overrides or {}).items() if v is not None}
+    for key, text in overrides.items():
+        settings[key] = config.parse_value(key, text)
+    config.distributed_options(settings)  # a bad backend or split fails here, not in the daemon
+    return overrides
+
+
 def _prepare(
-    settings: dict, model: str | None, port: int | None, host: str | None, pull_progress=None
+    settings: dict,
+    model: str | None,
+    port: int | None,
+    host: str | None,
+    pull_progress=None,
+    overrides: dict[str, str] | None = None,
 ) -> _Launch:
     """Under the start lock with no supervisor alive: the model resolved, the port checked."""
+    given = apply_overrides(settings, overrides)
     release = current_release()
     name = choose_model(model, release, settings)
     launch = _Launch(
         name, "", host or settings["host"], port or settings["port"], release.id if release else ""
     )
     launch.model_path = resolve_model(name, pull_progress)
+    launch.overrides = given
     processes.require_free_port(launch.host, launch.port)
     return launch
 
@@ -142,6 +164,7 @@ def start(
     host: str | None = None,
     on_wait: Callable[[float, str], None] | None = None,
     pull_progress: object | None = None,
+    overrides: dict[str, str] | None = None,
 ) -> StartOutcome:
     """Start the supervisor unless one runs; return once the worker answers /health 200."""
     from mlxctl import config
@@ -155,7 +178,7 @@ def start(
         else:
             _check_start_limit(settings["restart.start_limit"])
             _stop_orphan(settings["restart.stop_timeout"])
-            launch = _prepare(settings, model, port, host, pull_progress)
+            launch = _prepare(settings, model, port, host, pull_progress, overrides)
             start_id = uuid.uuid4().hex
             paths.ensure_private_dir(paths.logs_dir())
             process = processes.spawn_detached(
@@ -201,6 +224,7 @@ def restart(
     timeout: float | None = None,
     on_wait: Callable[[float, str], None] | None = None,
     pull_progress: object | None = None,
+    overrides: dict[str, str] | None = None,
 ) -> StartOutcome:
     """Stop, then start again with the same model and port unless given."""
     previous = status(probe=False)
@@ -247,7 +271,9 @@ def _start_failure(saved: state_file.SupervisorState) -> SupervisorError:
     )
 
 
-def run_foreground(model: str | None = None, port: int | None = None) -> int:
+def run_foreground(
+    model: str | None = None, port: int | None = None, overrides: dict[str, str] | None = None
+) -> int:
     """Run the supervisor on this terminal (logs on stderr); Ctrl-C stops the worker cleanly."""
     from mlxctl import config
 
@@ -257,7 +283,7 @@ def run_foreground(model: str | None = None, port: int | None = None) -> int:
             raise SupervisorError(
                 "the supervisor is already running", hint="`mlxctl stop` first, or `mlxctl status`"
             )
-        launch = _prepare(settings, model, port, None)
+        launch = _prepare(settings, model, port, None, overrides=overrides)
     # Its module entry, not an in-process call: the core never imports the daemon.
     return processes.run_attached(launch.daemon_argv(foreground=True), _daemon_env())
 

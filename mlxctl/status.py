@@ -61,6 +61,8 @@ class Status:
     scheduler: dict | None = None  # the worker's batch: mode, running, waiting, tokens/s
     recent: list = field(default_factory=list)  # the worker's last requests, newest first
     memory_limits: dict | None = None  # soft/hard limits, the latest sample, sheds so far
+    # Across machines: [{rank, host, pid, rss_bytes}] (rss null for another host's rank).
+    ranks: list = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -111,7 +113,28 @@ def status(probe: bool = True) -> Status:
         result.uptime_seconds = round(time.time() - saved.running_since, 1)
     if probe and result.running and saved.url:
         _ask_worker(result, saved.url)
+        result.ranks = _with_rss(result.ranks, worker)
+        here = [r["rss_bytes"] for r in result.ranks if r["rss_bytes"]]
+        if here and result.worker_rss_bytes is not None:
+            result.worker_rss_bytes += sum(here)  # the launcher and this host's ranks
     return result
+
+
+def _with_rss(ranks: list, worker: psutil.Process | None) -> list:
+    """The worker's ranks with the RSS of those in its process tree here (the others run on
+    other hosts: a pid there says nothing here)."""
+    local: dict[int, psutil.Process] = {}
+    if worker is not None:
+        with contextlib.suppress(psutil.Error):
+            local = {p.pid: p for p in worker.children(recursive=True)}
+    rows = []
+    for row in ranks:
+        rss = None
+        if row.get("pid") in local:
+            with contextlib.suppress(psutil.Error):
+                rss = local[row["pid"]].memory_info().rss
+        rows.append({**row, "rss_bytes": rss})
+    return rows
 
 
 def _ask_worker(result: Status, url: str) -> None:
@@ -136,6 +159,8 @@ def _ask_worker(result: Status, url: str) -> None:
     result.queue_depth, result.requests = report.get("queue_depth"), report.get("requests")
     result.backend, result.context_length = report.get("backend"), report.get("context_length")
     result.recent = [r for r in report.get("recent") or [] if isinstance(r, dict)]
+    ranks = report.get("ranks")
+    result.ranks = [r for r in ranks if isinstance(r, dict)] if isinstance(ranks, list) else []
     scheduler = report.get("scheduler")
     result.scheduler = scheduler if isinstance(scheduler, dict) else None
     requests = report.get("requests") or {}

@@ -6,9 +6,12 @@ import argparse
 import logging
 import os
 import re
+import signal
 import sys
+from pathlib import Path
 
 from server import contract
+from server.distributed import launched_rank
 
 # Exit code when the command line cannot run (0 is a graceful stop, 1 a failed start).
 EXIT_USAGE = 2
@@ -180,6 +183,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="prefill this prompt at startup (text, or an OpenAI/Anthropic JSON body); "
         f"repeatable; default ${contract.WARM_PROMPTS_ENV} (os.pathsep-separated)",
     )
+    parser.add_argument(
+        "--parallel",
+        choices=["tensor", "pipeline"],
+        default="tensor",
+        help="under mlx.launch: split the model across the ranks by tensor (model.shard) or "
+        "by pipeline stage (default tensor); rank 0 serves HTTP",
+    )
     logs = parser.add_argument_group("log file")
     logs.add_argument(
         "--log-file",
@@ -217,6 +227,14 @@ def main(argv: list[str] | None = None) -> int:
     if sys.platform.startswith("linux") and argv is None:
         _reexec_with_openblas()
     args = parse_args(argv)
+    rank = launched_rank()
+    if rank is not None:
+        # server.launch ignores SIGTERM for itself (the group's ranks take it), not for us.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if rank > 0 and args.log_file:  # one log per rank: worker.log, worker.rank1.log, ...
+            log_path = Path(args.log_file)
+            args.log_file = str(log_path.with_name(f"{log_path.stem}.rank{rank}{log_path.suffix}"))
     if args.log_file:
         from server.logfile import OwnedLog
 
@@ -271,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         stop_grace_s=args.stop_grace,
         warm_prompts=_warm_prompts(args.warm_prompt),
         allowed_hosts=[h.strip() for h in args.allowed_hosts.split(",") if h.strip()],
+        parallel=args.parallel,
     )
     from server.serve import serve
 

@@ -56,6 +56,8 @@ async def status(request: Request):
         "batch_capacity": getattr(engine, "batch_capacity", 1),
         # mode (batched or sequential and why), running, waiting, batch size, tokens/s.
         "scheduler": engine.scheduler_status(),
+        # Across machines: each rank's number, host and pid (empty for one process).
+        "ranks": list(getattr(engine.scheduler, "ranks", None) or []),
         "requests": engine.metrics.snapshot(),
         "cache": engine.cache.stats(),
         "recent": _recent(request),

@@ -58,9 +58,16 @@ def worker_argv(
     stop_grace_s: float | None = None,
     decode_concurrency: int | None = None,
     prompt_concurrency: int | None = None,
+    ranks: int | None = None,
+    hosts: str | None = None,
+    hostfile: str | Path | None = None,
+    backend: str | None = None,
+    parallel: str | None = None,
     python: str = sys.executable,
 ) -> list[str]:
-    """The command line that runs the worker on host:port (None leaves the worker's default)."""
+    """The command line that runs the worker on host:port (None leaves the worker's default).
+    Across ranks (`ranks` > 1 on this machine, or `hosts` / an mlx `hostfile`) it is the
+    worker under mlx.launch (server.launch), one rank per host; rank 0 serves host:port."""
     # -P: the working directory must not shadow the installed `server` package.
     argv = [python, "-P", "-m", "server", "--model", model, "--host", host, "--port", str(port)]
     if cache_dir is not None:
@@ -88,4 +95,39 @@ def worker_argv(
         argv += ["--decode-concurrency", str(decode_concurrency)]
     if prompt_concurrency is not None:
         argv += ["--prompt-concurrency", str(prompt_concurrency)]
-    return argv
+    if not (hosts or hostfile or (ranks or 1) > 1):
+        return argv
+    argv += ["--parallel", parallel or "tensor"]
+    launcher = [python, "-P", "-m", "server.launch", "--backend", backend or "ring"]
+    if hostfile:
+        launcher += ["--hostfile", str(hostfile)]
+    elif hosts:
+        launcher += ["--hosts", hosts]
+    else:  # N ranks on this machine: the ring listens on N free loopback ports
+        launcher += ["-n", str(ranks), "--starting-port", str(free_port_run(ranks))]
+    return [*launcher, "--", *argv]
+
+
+def free_port_run(n: int, host: str = "127.0.0.1") -> int:
+    """A port p with p .. p+n-1 free on `host` (the ring backend listens on one per rank)."""
+    import socket
+
+    for _ in range(100):
+        with socket.socket() as probe:
+            probe.bind((host, 0))
+            start = probe.getsockname()[1]
+        if start + n > 65535:
+            continue
+        held = []
+        try:
+            for port in range(start, start + n):
+                sock = socket.socket()
+                held.append(sock)
+                sock.bind((host, port))
+            return start
+        except OSError:
+            continue
+        finally:
+            for sock in held:
+                sock.close()
+    raise OSError(f"no {n} consecutive free ports on {host}")

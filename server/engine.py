@@ -54,6 +54,7 @@ class Engine:
         decode_concurrency: int = DECODE_CONCURRENCY,
         prompt_concurrency: int = PROMPT_CONCURRENCY,
         queue_timeout_s: float = 240.0,
+        scheduler_factory: Callable[[Any], Scheduler] | None = None,
     ):
         self.model_ref = model_ref
         self.max_output_tokens = max_output_tokens
@@ -71,6 +72,8 @@ class Engine:
         self.decode_concurrency = decode_concurrency
         self.prompt_concurrency = prompt_concurrency
         self.queue_timeout_s = queue_timeout_s  # read by the HTTP side for non-stream requests
+        # Set for ranks in lockstep (server.lockstep): they need the batched scheduler.
+        self._scheduler_factory = scheduler_factory
         self.scheduler: Scheduler | None = None  # set on the generation thread once loaded
         self.unbatched: str | None = None  # why requests run one at a time
         self.loaded: Any = None
@@ -158,6 +161,10 @@ class Engine:
             self._abort_timer.daemon = True  # must not hold the process open after a clean stop
             self._abort_timer.start()
 
+    def join(self) -> None:
+        """Until the generation thread ends (a rank that follows rank 0)."""
+        self._thread.join()
+
     def stop(self, timeout: float = 30.0) -> None:
         self._accepting = False
         if self._abort_timer is not None:
@@ -187,7 +194,13 @@ class Engine:
         self.unbatched = None if self.batch else "batching is off"
         self.unbatched = self.unbatched or cannot_batch(self.loaded.model)
         if self.unbatched is None:
-            self.scheduler = Scheduler(self)
+            self.scheduler = (self._scheduler_factory or Scheduler)(self)
+        elif self._scheduler_factory is not None:
+            # Ranks replay rank 0's batch decisions; the one-at-a-time loop makes none to share.
+            self.load_error = f"serving across ranks needs the batched scheduler ({self.unbatched})"
+            log.error("%s", self.load_error)
+            self._ready.set()
+            return
         else:
             log.info("scheduler: one request at a time (%s)", self.unbatched)
         self._ready.set()

@@ -69,6 +69,7 @@ class LoadedModel:
     path: str
     backend: str
     dequantized: bool
+    shard: str = ""  # this rank's part, e.g. tensor-2-rank-1 ("" when not distributed)
 
 
 def load_model(path: str, *, dequantize_on_cpu: bool = True) -> LoadedModel:
@@ -77,11 +78,29 @@ def load_model(path: str, *, dequantize_on_cpu: bool = True) -> LoadedModel:
     On the CPU backend quantized matmuls are ~20x slower than float32 ones through OpenBLAS,
     so quantized layers are expanded to float32 at load (costs memory, which CPU hosts have).
     """
-    import mlx.core as mx
     from mlx_lm import load
-    from mlx_lm.utils import dequantize_model
 
     model, tokenizer, config = load(path, return_config=True)
+    return _prepared(model, tokenizer, config, path, dequantize_on_cpu)
+
+
+def load_model_shard(path: str, group: Any, info: Any) -> LoadedModel:
+    """This rank's part of `path` (`info`: server.distributed.RankInfo), prepared as
+    `load_model` prepares a whole model."""
+    import dataclasses
+
+    from server.distributed import load_sharded
+
+    model, tokenizer, config = load_sharded(path, group, info.parallel)
+    # Sharded quantized layers have no dequantized form: they stay quantized on CPU.
+    loaded = _prepared(model, tokenizer, config, path, "quantization" not in config)
+    return dataclasses.replace(loaded, shard=info.label)
+
+
+def _prepared(model, tokenizer, config, path, dequantize_on_cpu: bool) -> LoadedModel:
+    import mlx.core as mx
+    from mlx_lm.utils import dequantize_model
+
     backend = backend_name()
     dequantized = False
     if backend == "cpu" and dequantize_on_cpu:

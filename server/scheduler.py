@@ -114,16 +114,9 @@ class Scheduler:
 
     def run(self) -> None:
         """Until the queue closes and the last member finishes."""
-        queue, closed = self.engine._queue, False
+        closed = False
         while not closed or self.active or self.prefills or self.waiting:
-            idle = not self.active and not self.prefills
-            while not closed:  # block only when there is nothing else to do
-                job = queue.get(timeout=None if idle and not self.waiting else 0)
-                if job is None:
-                    closed = queue.closed
-                    break
-                self.waiting.append(job)
-                idle = False
+            closed = self._take_jobs(closed)
             self._reap_cancelled()
             self._admit()
             if self.active or self.prefills:
@@ -140,6 +133,18 @@ class Scheduler:
                 self._reap_cancelled()
             self.outbox.flush()
         self.gen.close()
+
+    def _take_jobs(self, closed: bool) -> bool:
+        """Move queued jobs into `waiting`, blocking only when there is nothing else to do;
+        returns whether the queue has closed (server.lockstep replays rank 0's instead)."""
+        queue, idle = self.engine._queue, not self._busy()
+        while not closed:
+            job = queue.get(timeout=None if idle and not self.waiting else 0)
+            if job is None:
+                return queue.closed
+            self.waiting.append(job)
+            idle = False
+        return closed
 
     def in_flight(self) -> list[Job]:
         """Every job prefilling or decoding (safe from any thread)."""

@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
+import time
 
 import uvicorn
 
@@ -14,6 +16,7 @@ from server.engine import Engine
 from server.settings import Settings, stop_budget
 
 log = logging.getLogger("server")
+LOAD_FAILURE_LINGER_S = 60.0
 
 
 class _Server(uvicorn.Server):
@@ -35,14 +38,18 @@ class _Server(uvicorn.Server):
         self.should_exit = True
 
 
-def build_engine(settings: Settings, cache_factory=None) -> Engine:
+def build_engine(settings: Settings, cache_factory=None, group=None, rank=None) -> Engine:
     """`cache_factory(loaded_model) -> PrefixCache` plugs a prefix cache in (see
     prefix_cache.seam); without one, the settings' prefix KV cache unless it is turned off.
-    Warm prompts are read here and prefilled by the engine itself once the model loads."""
+    Warm prompts are read here and prefilled by the engine itself once the model loads.
+    With a distributed `group` (server.distributed), this rank's part of the engine."""
     if cache_factory is None:
         from server.prefix_cache.factory import cache_factory as settings_cache
 
         cache_factory = settings_cache(settings)
+    extra = {} if group is None else _rank_parts(group, rank)
+    if group is not None and cache_factory is not None:
+        cache_factory = _agreed(cache_factory, group)
     engine = Engine(
         settings.model_path,
         max_queue=settings.max_queue,
@@ -55,6 +62,7 @@ def build_engine(settings: Settings, cache_factory=None) -> Engine:
         queue_timeout_s=settings.queue_timeout_s,
         # MLXCTL_SCHEDULER=sequential: one request at a time, as before batching (benchmarks).
         batch=os.environ.get("MLXCTL_SCHEDULER", "batched") != "sequential",
+        **extra,
     )
     if settings.warm_prompts and cache_factory is not None:
         from server.warm import read_prompts
@@ -63,9 +71,59 @@ def build_engine(settings: Settings, cache_factory=None) -> Engine:
     return engine
 
 
+def _rank_parts(group, rank) -> dict:
+    """What a rank's engine needs: its shard of the model and the lockstep scheduler."""
+    from server.lockstep import LockstepScheduler
+    from server.model_loading import load_model_shard
+
+    return {
+        "load_fn": lambda path: load_model_shard(path, group, rank),
+        "scheduler_factory": lambda engine: LockstepScheduler(engine, group),
+    }
+
+
+def _agreed(cache_factory, group):
+    """Each rank's own prefix cache, with lookups all ranks agree on."""
+    from server.prefix_cache.ranks import AgreedCache
+
+    return lambda loaded: AgreedCache(cache_factory(loaded), group)
+
+
+def follow(engine: Engine, grace_s: float) -> int:
+    """A rank other than 0: no HTTP, the same generation as rank 0 until rank 0 closes it.
+    SIGTERM reaches the whole group; this rank then waits for rank 0's stop, at most `grace_s`
+    (mlx.launch stops the others with SIGTERM when one rank dies)."""
+
+    def on_signal(sig, frame) -> None:
+        log.info("signal %s: following rank 0's stop (at most %.0fs)", sig, grace_s)
+        timer = threading.Timer(grace_s, lambda: os._exit(1))
+        timer.daemon = True
+        timer.start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    engine.start()
+    engine.join()
+    if engine.load_error:
+        # Stay until the supervisor reads rank 0's "failed" /health (a retry cannot help) and
+        # stops the group: leaving now would restart it as a crash.
+        time.sleep(LOAD_FAILURE_LINGER_S)
+        return 1
+    closed = engine.scheduler is not None and engine.scheduler.lockstep.closed
+    log.info("rank stopped (%s)", "rank 0 closed the group" if closed else "lost the group")
+    return 0 if closed else 1
+
+
 def serve(settings: Settings, engine: Engine | None = None, cache_factory=None) -> int:
-    engine = engine or build_engine(settings, cache_factory)
+    group, rank = None, None
+    if engine is None:
+        from server.distributed import join_group
+
+        group, rank = join_group(settings.parallel)
+        engine = build_engine(settings, cache_factory, group, rank)
     request_grace, flush_s = stop_budget(settings)
+    if rank is not None and rank.rank > 0:
+        return follow(engine, request_grace + flush_s)
     # The HTTP server comes up first (503 on /health) while the model loads on its own thread.
     engine.start()
     config = uvicorn.Config(
@@ -79,7 +137,8 @@ def serve(settings: Settings, engine: Engine | None = None, cache_factory=None) 
         lifespan="off",
     )
     server = _Server(config, engine, request_grace)
-    log.info("worker for %s on http://%s:%d", settings.model, settings.host, settings.port)
+    shard = f" (rank 0 of {rank.size}, {rank.parallel} parallel)" if rank and rank.size > 1 else ""
+    log.info("worker for %s on http://%s:%d%s", settings.model, settings.host, settings.port, shard)
     server.run()
     engine.stop(timeout=flush_s + 1)  # the cache's flush fits `flush_s` (factory)
     log.info("worker stopped")

@@ -128,3 +128,19 @@ def test_the_ram_cache_default_is_the_workers_ten_percent_of_ram():
     chosen = {**config.load(), "cache.ram_bytes": 1024}
     argv = worker_argv("m", "127.0.0.1", 1, **config.cache_options(chosen))
     assert argv[argv.index("--cache-ram-bytes") + 1] == "1024"
+
+
+def test_the_distributed_layout_becomes_worker_flags_and_bad_values_are_refused(mlxctl_home):
+    values = config.load()
+    assert config.distributed_options(values) == {}  # one process: no launcher
+    values["distributed.ranks"] = 2
+    options = config.worker_options(values)
+    assert options["ranks"] == 2 and options["backend"] == "ring"
+    assert options["parallel"] == "tensor"
+    values["distributed.parallel"] = "diagonal"
+    with pytest.raises(ConfigError, match="distributed.parallel must be one of tensor, pipeline"):
+        config.worker_options(values)
+    # `start` refuses before it spawns anything, in one line.
+    result = CliRunner().invoke(app, ["start", "--ranks", "2", "--backend", "carrier-pigeon"])
+    assert result.exit_code == exit_codes.FAILURE
+    assert result.output.startswith("error: ") and "distributed.backend" in result.output

@@ -76,3 +76,34 @@ def test_ram_against_model_size():
     assert doctor.check_ram(None).status == "pass"
     assert doctor.check_ram(1024).status == "pass"
     assert doctor.check_ram(1 << 60).status == "fail"
+
+
+def test_a_hostfile_is_checked_host_by_host(mlxctl_home, tiny_model_path, quick_mlx, tmp_path):
+    # This machine passes (versions and model files against itself); a name that resolves
+    # nowhere fails as unreachable over SSH; the port is free so only hosts can fail.
+    hostfile = tmp_path / "ring.json"
+    hosts = [{"ssh": "127.0.0.1", "ips": ["127.0.0.1"]}, {"ssh": "nohost.invalid", "ips": []}]
+    hostfile.write_text(json.dumps({"backend": "ring", "hosts": hosts}))
+    args = ["doctor", "--json", "--model", str(tiny_model_path), "--port", str(free_port())]
+    result = CliRunner().invoke(app, [*args, "--hostfile", str(hostfile)])
+    checks = checks_of(result)
+    assert result.exit_code == 1
+    assert checks["hostfile"]["status"] == "pass" and "2 hosts" in checks["hostfile"]["detail"]
+    local = checks["host 127.0.0.1"]
+    assert local["status"] == "pass" and "model files match" in local["detail"]
+    remote = checks["host nohost.invalid"]
+    assert remote["status"] == "fail" and "unreachable over SSH" in remote["detail"]
+
+
+def test_a_broken_hostfile_is_a_failure(mlxctl_home, tiny_model_path, quick_mlx, tmp_path):
+    hostfile = tmp_path / "ring.json"
+    hostfile.write_text("{not json")
+    result = CliRunner().invoke(
+        app, ["doctor", "--json", "--model", str(tiny_model_path), "--hostfile", str(hostfile)]
+    )
+    check = checks_of(result)["hostfile"]
+    assert (
+        result.exit_code == 1
+        and check["status"] == "fail"
+        and "not an mlx hostfile" in check["detail"]
+    )

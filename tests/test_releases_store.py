@@ -230,3 +230,21 @@ def test_archive_snapshots_the_worker_alone_with_versions(mlxctl_home):
     assert set(first.versions) == {"mlxctl", "mlx", "mlx-lm", "python", "source_sha256"}
     assert first.versions["source_sha256"] == second.versions["source_sha256"]
     assert store.current_id() is None, "archiving alone must not move current"
+
+
+def test_a_release_carries_its_hosts_unless_the_config_names_some(mlxctl_home):
+    from mlxctl.releases.snapshot import archive_installed
+
+    layout = {"ranks": 1, "hosts": "10.0.0.1,10.0.0.2", "hostfile": None, "backend": "ring"}
+    layout["parallel"] = "tensor"
+    release = archive_installed(ReleaseStore(), "demo", distributed=layout)
+    assert ReleaseStore().get(release.id).distributed == release.distributed
+    argv = launch(release, None, "127.0.0.1", 9001).argv
+    assert argv[3:9] == ["server.launch", "--backend", "ring", "--hosts", "10.0.0.1,10.0.0.2", "--"]
+    assert argv[argv.index("--parallel") + 1] == "tensor"
+    # The config's own layout wins (here: two ranks on this machine, pipeline).
+    argv = launch(release, None, "127.0.0.1", 9001, ranks=2, parallel="pipeline").argv
+    assert argv[6:8] == ["-n", "2"] and "--hosts" not in argv
+    assert argv[argv.index("--parallel") + 1] == "pipeline"
+    single = launch(Release(id="r5", kind=BUILTIN, model="demo"), None, "127.0.0.1", 9001).argv
+    assert "server.launch" not in single

@@ -13,13 +13,18 @@ _STYLE = {"pass": "green", "warn": "yellow", "fail": "red"}
 def doctor(
     model: str = typer.Option(None, "--model", "-m", help="Check this model instead of config's."),
     port: int = typer.Option(None, "--port", "-p", help="Check this port instead of config's."),
+    hostfile: str = typer.Option(
+        None, "--hostfile", help="Check this mlx hostfile instead of config's distributed.*."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the checks as JSON."),
 ) -> None:
-    """Check Python, mlx and its backend, OpenBLAS, disk, model, port and RAM. Exit 1 on a fail."""
+    """Check Python, mlx and its backend, OpenBLAS, disk, model, port and RAM; across machines
+    also the hostfile and, on each host over SSH, mlx/mlx-lm versions and the model files.
+    Exit 1 on a fail."""
     from mlxctl.doctor import FAIL, run_checks
 
     with output.err.status("checking"):
-        checks = run_checks(model, port)
+        checks = run_checks(model, port, hostfile)
     if as_json:
         output.json([c.__dict__ for c in checks])
     else:

@@ -99,15 +99,36 @@ def start(
     foreground: bool = typer.Option(
         False, "--foreground", help="Run the supervisor here; Ctrl-C stops it cleanly."
     ),
+    ranks: int = typer.Option(
+        None, "--ranks", min=1, help="Ranks on this machine under mlx.launch (config)."
+    ),
+    hosts: str = typer.Option(
+        None, "--hosts", help="One rank per host, comma-separated IPs; the first is this one."
+    ),
+    hostfile: str = typer.Option(
+        None, "--hostfile", help="An mlx.launch hostfile (mlx.distributed_config writes one)."
+    ),
+    backend: str = typer.Option(None, "--backend", help="ring, jaccl, mpi or nccl (ring)."),
+    parallel: str = typer.Option(
+        None, "--parallel", help="Split the model by tensor or pipeline (tensor)."
+    ),
 ) -> None:
     """Start the supervisor and its worker; returns once the worker answers /health.
 
     With no model configured it serves the demo model, pulling it first if needed.
-    Already running: says so and exits 0.
+    Already running: says so and exits 0. --ranks/--hosts/--hostfile run one model across
+    several processes or machines (mlx.distributed); rank 0 serves HTTP here.
     """
+    overrides = {
+        "distributed.ranks": ranks,
+        "distributed.hosts": hosts,
+        "distributed.hostfile": hostfile,
+        "distributed.backend": backend,
+        "distributed.parallel": parallel,
+    }
     if foreground:
-        raise typer.Exit(lifecycle.run_foreground(model, port))
-    _run_start(partial(lifecycle.start, model, port))
+        raise typer.Exit(lifecycle.run_foreground(model, port, overrides))
+    _run_start(partial(lifecycle.start, model, port, overrides=overrides))
 
 
 def stop(

@@ -149,10 +149,12 @@ def archive_command(
     ),
 ) -> None:
     """Snapshot the installed worker as a builtin release, so an upgrade can be undone."""
+    from mlxctl import config
     from mlxctl.releases.snapshot import archive_installed
 
     store = ReleaseStore()
-    release = archive_installed(store, _chosen_model(model), note)
+    layout = config.distributed_options(config.load())  # ranks and hosts travel with it
+    release = archive_installed(store, _chosen_model(model), note, layout)
     if make_current or (make_current is None and store.current_id() is None):
         store.set_current(release.id, "archive")
     output.print(

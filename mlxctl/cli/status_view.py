@@ -233,6 +233,28 @@ def _recent(rows: list[dict]) -> Panel:
     return Panel(table, title="last requests", title_align="left")
 
 
+def _ranks(rows: list[dict], cache: dict | None) -> Panel:
+    """One line per rank: where it runs, its pid and memory, and its own prefix-cache hits."""
+    hits = {r.get("rank"): r for r in (cache or {}).get("ranks") or [] if isinstance(r, dict)}
+    table = Table(box=None, pad_edge=False, expand=True)
+    table.add_column("rank", justify="right", no_wrap=True)
+    table.add_column("host", no_wrap=True)
+    table.add_column("pid", justify="right", no_wrap=True)
+    table.add_column("RSS", justify="right", no_wrap=True)
+    table.add_column("cache hits", justify="right", no_wrap=True)
+    for row in rows:
+        rss = row.get("rss_bytes")
+        own = hits.get(row.get("rank")) or {}
+        table.add_row(
+            _count(row.get("rank")),
+            str(row.get("host") or "-"),
+            str(row.get("pid") or "-"),
+            human_bytes(rss) if isinstance(rss, int) else "-",
+            f"{own['hits']}/{own['lookups']}" if "hits" in own and "lookups" in own else "-",
+        )
+    return Panel(table, title=f"ranks ({len(rows)})", title_align="left")
+
+
 def status_table(st: dict) -> Group:
     """The `mlxctl status` view of the core's status dict (fits 100 columns)."""
     top = Table.grid(expand=True, padding=(0, 1))
@@ -240,6 +262,8 @@ def status_table(st: dict) -> Group:
     top.add_column(ratio=1)
     top.add_row(_service(st), _memory(st))
     parts: list = [top]
+    if st.get("ranks"):
+        parts.append(_ranks(st["ranks"], st.get("cache")))
     if isinstance(st.get("cache"), dict):
         parts.append(_cache(st["cache"]))
     if st.get("recent"):

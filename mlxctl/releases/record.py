@@ -45,6 +45,9 @@ class Release:
     features: list[str] = field(default_factory=lambda: list(BUILTIN_FEATURES))
     # builtin: the launch options its snapshot's worker accepts (None: an older record).
     worker_options: list[str] | None = None
+    # builtin, across machines: the layout it ran with (ranks, hosts, hostfile, backend,
+    # parallel), used when the config names none, so a rollback goes back to the same hosts.
+    distributed: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -90,6 +93,8 @@ def launch(
         return Launch(argv + list(release.args), env, release.health_path)
     accepted = release.worker_options
     accepted = LEGACY_WORKER_OPTIONS if accepted is None else accepted
+    if release.distributed and not worker_options.get("ranks"):
+        worker_options = {**worker_options, **release.distributed}
     options = {name: value for name, value in worker_options.items() if name in accepted}
     argv = [*worker_argv(release.model, host, port, **options), *release.args]
     if release.source and release_dir is not None:

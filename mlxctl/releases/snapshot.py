@@ -53,8 +53,11 @@ def copy_sources(destination: Path) -> None:
         shutil.copytree(source, destination / source.name, ignore=_IGNORE)
 
 
-def archive_installed(store: ReleaseStore, model: str, note: str = "") -> Release:
-    """Record the installed worker (a source snapshot plus its runtime versions) as a release."""
+def archive_installed(
+    store: ReleaseStore, model: str, note: str = "", distributed: dict | None = None
+) -> Release:
+    """Record the installed worker (a source snapshot plus its runtime versions) as a release;
+    `distributed`: the across-machines layout it runs with (config.distributed_options)."""
     digest = hashlib.sha256()
     for folder in _package_dirs():
         digest.update(source_digest(folder).encode())
@@ -66,5 +69,6 @@ def archive_installed(store: ReleaseStore, model: str, note: str = "") -> Releas
         note=note,
         versions={**runtime_versions(), "source_sha256": digest.hexdigest()},
         worker_options=option_names(),
+        distributed=dict(distributed or {}),
     )
     return store.create(release, lambda folder: copy_sources(folder / "src"))

@@ -165,7 +165,8 @@ def ensure_baseline(store: ReleaseStore, settings: dict) -> Release | None:
     from mlxctl.releases.snapshot import archive_installed
 
     model = lifecycle.choose_model(settings=settings)
-    recorded = archive_installed(store, model, "installed worker")
+    layout = config.distributed_options(settings)  # the hosts it runs on now travel with it
+    recorded = archive_installed(store, model, "installed worker", layout)
     store.set_current(recorded.id, "archive")
     return recorded
 

@@ -47,6 +47,9 @@ class Daemon:
         self.foreground = foreground  # echo to the terminal, until it goes away
         self.hung_up = False
         self.settings = config.load()
+        for item in args.set:  # `mlxctl start --ranks 2 ...`: config values for this run
+            key, _, text = item.partition("=")
+            self.settings[key] = config.parse_value(key, text)
         # `start` puts a nonce in our environment (without one: pid + create time only).
         self.nonce = os.environ.get(identity.NONCE_ENV, "")
         self.me = identity.current(self.nonce)
@@ -322,6 +325,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--start-id", default="")
     parser.add_argument("--release", default="", help="release id whose worker to run")
     parser.add_argument("--foreground", action="store_true", help="log to stderr too")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     args.model_name = args.model_name or args.model
     return args

@@ -28,6 +28,8 @@ def model_variant(loaded: Any) -> str:
         parts.append("float32")
     if getattr(loaded, "dequantized", False):
         parts.append("dequantized")
+    if getattr(loaded, "shard", ""):
+        parts.append(loaded.shard)  # a rank's KV is its shard: its own entries, its own folder
     return "-".join(parts)
 
 
