@@ -318,6 +318,8 @@ class Engine:
         usage.completion_tokens = len(generated) - (1 if ends_with_eos else 0)
         for event in parser.finish():
             job.emit(event)
+        if any(getattr(p, "cut_short", False) for p in job.logits_processors):
+            reason = "length"  # a call closed early to fit max_tokens: say it was cut
         if parser.calls and reason != "length":
             reason = "tool_calls"
         now = time.perf_counter()

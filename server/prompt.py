@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from server.constrained.plan import plan as plan_constraint
 from server.errors import BadRequest, ContextLengthExceeded
 from server.normalize import normalize
 from server.request import ChatRequest
@@ -22,6 +23,8 @@ class Rendered:
     text: str = ""  # the rendered prompt (with `primed`); `cache why` maps tokens back onto it
     # Tokens of the system+tools prefix that every session on this system prompt shares.
     system_len: int = 0
+    # The tool-call grammar decoding keeps to (server.constrained); None: unconstrained.
+    constraint: Any = None
 
 
 def context_length(config: dict, tokenizer: Any) -> int | None:
@@ -93,7 +96,14 @@ class PromptRenderer:
         except Exception as exc:
             # Templates raise on shapes they do not support (e.g. roles out of order).
             raise BadRequest(f"the chat template rejected these messages: {exc}") from exc
-        primed = self._forced_opening(request.tool_choice, tools)
+        constraint = None
+        if tools and self.has_tools:
+            constraint = plan_constraint(
+                self.tokenizer, tools, request.tool_choice, request.parallel_tool_calls
+            )
+        # A forced call is the grammar's job then: the prompt stays as `auto` renders it.
+        forced = constraint is not None and constraint.forced
+        primed = "" if forced else self._forced_opening(request.tool_choice, tools)
         tokens = self.encoder.encode(text + primed)
         if check_context and self.context_length and len(tokens) >= self.context_length:
             raise ContextLengthExceeded(len(tokens), self.context_length)
@@ -105,6 +115,7 @@ class PromptRenderer:
             parse_tools=bool(tools) and self.has_tools,
             system_len=system_len,
             text=text + primed,
+            constraint=constraint,
         )
 
     def _system_len(self, messages: list[dict], kwargs: dict, tokens: list[int]) -> int:

@@ -29,6 +29,7 @@ class ChatRequest:
     messages: list[dict[str, Any]]
     tools: list[dict[str, Any]] | None = None  # OpenAI function shape, in the client's order
     tool_choice: str | None = None  # "auto", "none", "required", or a tool name
+    parallel_tool_calls: bool = True  # a forced choice may make several calls
     max_tokens: int | None = None
     stop: list[str] = field(default_factory=list)
     sampling: Sampling = field(default_factory=Sampling)
