@@ -13,10 +13,11 @@ from typing import Any
 
 import numpy as np
 
-# Closing is planned only this close to the budget's end; a call needing more is cut anyway.
+# In a call's last HORIZON tokens of budget it grows no new items where it can close instead,
+# and closing is planned by a dry run; it starts with SLACK tokens in hand (XML: an optional
+# parameter may still open, ~8 tokens).
 HORIZON = 64
-# Tokens kept in hand beyond a dry run's count: the model's own next steps may add some.
-RESERVE = 16
+SLACK = {"json_tools": 2, "qwen3_coder": 10}
 
 
 @functools.lru_cache(maxsize=4)
@@ -79,8 +80,11 @@ def by_length(llt: Any) -> np.ndarray:
     return np.array(sorted(ids.values(), key=lambda i: (len(llt.decode_bytes([i])), i)))
 
 
-def next_token(llt: Any, fmt: str, call: bytes, end: bytes, words: np.ndarray) -> int | None:
-    """Of the tokens `words` allows, the one that brings `call` soonest to its end."""
+def next_token(
+    llt: Any, fmt: str, call: bytes, end: bytes, words: np.ndarray, matcher: Any
+) -> int | None:
+    """Of the tokens `words` allows, the one that brings `call` soonest to its end: the closing
+    text, else what the grammar forces (a key's name), else the shortest token."""
     from server.constrained.masks import allowed_among
 
     want = target(fmt, call, end)
@@ -91,17 +95,18 @@ def next_token(llt: Any, fmt: str, call: bytes, end: bytes, words: np.ndarray) -
         found = np.array([ids[want[:k]] for k in range(len(want), 0, -1) if want[:k] in ids])
         found = allowed_among(words, found.astype(np.int64)) if found.size else found
         if not found.size:
-            found = by_length(llt)
+            forced = matcher.compute_ff_tokens()
+            found = np.array(forced[:1], dtype=np.int64) if forced else by_length(llt)
     allowed = allowed_among(words, found)
     return int(allowed[0]) if allowed.size else None
 
 
 @functools.lru_cache(maxsize=8)
 def _openers(llt: Any, at_least: int) -> np.ndarray:
-    """A mask of the tokens that open `at_least` JSON objects or arrays (`{`, `[`)."""
+    """A mask of the tokens that open `at_least` JSON objects, arrays or items (`{[,`)."""
     bits = np.zeros(((llt.vocab_size + 31) // 32) * 32, dtype=np.uint8)
     for data, i in token_ids(llt).items():
-        if data.count(b"{") + data.count(b"[") >= at_least:
+        if data.count(b"{") + data.count(b"[") + data.count(b",") >= at_least:
             bits[i] = 1
     return np.packbits(bits, bitorder="little").view(np.int32).reshape(1, -1)
 
@@ -116,16 +121,30 @@ def _xml_json_value(call: bytes) -> bytes | None:
 
 
 def no_new_structure(llt: Any, fmt: str, call: bytes, words: np.ndarray) -> np.ndarray:
-    """`words` less the tokens that open objects or arrays where that is a choice (outside
-    strings; the fewest openings the grammar allows): near the end, depth only costs."""
+    """`words` less the tokens that open objects, arrays or items where that is a choice
+    (outside strings; the fewest the grammar allows): near the end, growth only costs."""
     text = call if fmt == "json_tools" else _xml_json_value(call)
-    if text is None or _json_close(text).startswith(b'"'):
+    if text is None:
         return words
+    if _json_close(text).startswith(b'"'):  # in a string: no `",` (ends it, opens an item)
+        fewer = words & ~_openers_after_quote(llt)
+        return fewer if fewer.any() else words
     for at_least in (1, 2):
         fewer = words & ~_openers(llt, at_least)
         if fewer.any():
             return fewer
     return words
+
+
+@functools.lru_cache(maxsize=4)
+def _openers_after_quote(llt: Any) -> np.ndarray:
+    """A mask of the tokens with `{`, `[` or `,` after a `"` (from inside a JSON string)."""
+    bits = np.zeros(((llt.vocab_size + 31) // 32) * 32, dtype=np.uint8)
+    for data, i in token_ids(llt).items():
+        _, quote, after = data.partition(b'"')
+        if quote and any(c in after for c in b"{[,"):
+            bits[i] = 1
+    return np.packbits(bits, bitorder="little").view(np.int32).reshape(1, -1)
 
 
 def steps_to_close(matcher: Any, llt: Any, fmt: str, call: bytes, end: bytes) -> int:
@@ -138,7 +157,7 @@ def steps_to_close(matcher: Any, llt: Any, fmt: str, call: bytes, end: bytes) ->
         if target(fmt, call, end) is None:
             return n + 1  # and the end of turn
         fill_next_token_bitmask(matcher, words)
-        token = next_token(llt, fmt, call, end, words)
+        token = next_token(llt, fmt, call, end, words, matcher)
         if token is None or not matcher.consume_token(token):
             return HORIZON
         call += llt.decode_bytes([token])

@@ -42,7 +42,7 @@ def _xml_value(rule: str, schema: dict, lenient: bool) -> list[str]:
     kind = schema.get("type")
     if "$ref" in schema and not lenient:
         raise ValueError("$ref in a parameter (XML calls)")
-    stop = '[stop="\\n</parameter>"]'
+    stop = '[suffix="\\n</parameter>"]'
     if isinstance(kind, str) and kind.strip().lower() in _STRING_TYPES:
         if "enum" in schema:
             options = " | ".join(_literal(str(v)) for v in schema["enum"])

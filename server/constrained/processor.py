@@ -59,8 +59,7 @@ class CallProcessor:
         if matcher.is_error():
             self._give_up(matcher.get_error())
             return logits
-        words = self._closing(self.words)
-        return masks.apply(logits, words)
+        return self._closing(self.words, logits)
 
     def _advance(self, token: int) -> None:
         self.generated += 1
@@ -83,25 +82,30 @@ class CallProcessor:
         if not self.constraint.forced and self.matcher.is_accepting():
             self.matcher, self.call = None, None  # the call is complete: back to free text
 
-    def _closing(self, words: np.ndarray) -> np.ndarray:
-        """Near the budget's end, keep only the allowed token that closes the call soonest."""
-        if not self.max_tokens or self.call is None:
-            return words
-        fmt, call = self.constraint.fmt, bytes(self.call)
-        if not self.closing:
-            left = self.max_tokens - self.generated
-            if left > closing.HORIZON:
-                return words
-            done = closing.target(fmt, call, self._end) is None
-            # A finished call ends the turn here rather than open one that cannot finish.
-            need = (
-                0 if done else closing.steps_to_close(self.matcher, self.llt, fmt, call, self._end)
-            )
-            if left > need + closing.RESERVE and not done:
-                return closing.no_new_structure(self.llt, fmt, call, words)
-            self.closing, self.cut_short = True, not done
-        token = closing.next_token(self.llt, fmt, call, self._end, words)
-        return words if token is None else masks.only(words, np.array([token]))
+    def _closing(self, words: np.ndarray, logits):
+        """Masked logits. In the budget's last tokens the call grows no new items where it can
+        close instead, and when closing needs all that is left, only the token that closes it
+        soonest is allowed (the call counts as cut short where that was not the model's pick)."""
+        left = (self.max_tokens or 0) - self.generated
+        if not self.max_tokens or self.call is None or left > closing.HORIZON:
+            return masks.apply(logits, words)
+        fmt, call, end = self.constraint.fmt, bytes(self.call), self._end
+        done = closing.target(fmt, call, end) is None
+        if not (self.closing or done):
+            need = closing.steps_to_close(self.matcher, self.llt, fmt, call, end)
+            self.closing = left <= need + closing.SLACK.get(fmt, 2)
+        if self.closing or done:  # a finished call ends the turn rather than open another
+            token = closing.next_token(self.llt, fmt, call, end, words, self.matcher)
+            chosen = words if token is None else masks.only(words, np.array([token]))
+        else:
+            chosen = closing.no_new_structure(self.llt, fmt, call, words)
+        if chosen is words:
+            return masks.apply(logits, words)
+        out = masks.apply(logits, chosen)
+        if not done and not self.cut_short:
+            free = masks.apply(logits, words)
+            self.cut_short = int(free.argmax().item()) != int(out.argmax().item())
+        return out
 
     def _give_up(self, error: str) -> None:
         log.warning(
