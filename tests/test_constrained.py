@@ -122,9 +122,11 @@ def test_random_logits_under_a_forced_choice_always_make_a_valid_call(
 
     for seed in range(20):
         name = PICKED[seed % len(PICKED)]
-        constraint = plan(tokenizer, tools, name)
+        parallel = bool(seed % 2)
+        constraint = plan(tokenizer, tools, name, parallel=parallel)
         out = sample(constraint, max_tokens=48 + 8 * (seed % 4), seed=seed, temperature=temperature)
-        text = constraint.tokenizer.decode_str(out)
+        eos = constraint.tokenizer.eos_tokens
+        text = constraint.tokenizer.decode_str([t for t in out if t not in eos])
         parser = ReplyParser(
             tool_parser=tokenizer.tool_parser,
             call_start=tokenizer.tool_call_start,
@@ -136,6 +138,8 @@ def test_random_logits_under_a_forced_choice_always_make_a_valid_call(
         assert calls and {c.name for c in calls} == {name}, text  # parallel calls allowed
         for call in calls:
             jsonschema.validate(call.arguments, schema_of(tools, name))
+        if not parallel:  # one call, then the end of turn
+            assert len(calls) == 1 and not [e for e in events if not hasattr(e, "call")], text
 
 
 def test_auto_leaves_text_alone_and_constrains_a_call_once_opened(tokenizer, tools):
@@ -170,3 +174,11 @@ def test_claude_code_tools_compile_fast_enough_to_not_matter(tokenizer, tools):
     assert plan(tokenizer, tools, "required").forced
     assert not plan(tokenizer, tools, "auto").forced
     assert json.dumps(schema_of(tools, "Read"))
+
+
+def test_parallel_calls_only_where_allowed(tokenizer, tools):
+    fmt = "xml" if fmt_of(tokenizer) == "qwen3_coder" else "json"
+    one = _call("Read", {"file_path": "/a"}, fmt)
+    assert accepts(plan(tokenizer, tools, "Read", parallel=True), one + "\n" + one)
+    single = plan(tokenizer, tools, "Read", parallel=False)
+    assert accepts(single, one) and not accepts(single, one + "\n" + one)

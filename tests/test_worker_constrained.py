@@ -211,3 +211,20 @@ def test_an_uncompilable_schema_is_a_400_naming_tool_and_construct(worker):
     error = caught.value.body
     assert error["type"] == "invalid_request_error" and error["param"] == "tools"
     assert "'Grep'" in error["message"] and "look-around" in error["message"]
+
+
+def test_disable_parallel_tool_use_makes_one_call(random_worker, claude_tools):
+    with anthropic(random_worker) as client:
+        for seed in range(4):
+            message = client.messages.create(
+                model=MODEL,
+                max_tokens=MAX_TOKENS,
+                messages=[{"role": "user", "content": f"Read file {seed}."}],
+                tools=claude_tools,
+                tool_choice={"type": "tool", "name": "Read", "disable_parallel_tool_use": True},
+                extra_body={"temperature": 1.0},
+            )
+            assert len(message.content) == 1, message.content
+            [block] = message.content
+            assert block.type == "tool_use" and block.name == "Read"
+            jsonschema.validate(block.input, schema(claude_tools, "Read"))

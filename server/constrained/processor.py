@@ -51,8 +51,11 @@ class CallProcessor:
             self._advance(int(tokens.reshape(-1)[-1].item()))
         self.seen += 1
         matcher = self.matcher
-        if self.off or matcher is None or matcher.is_stopped():
+        if self.off or matcher is None:
             return logits
+        if matcher.is_stopped():  # the grammar is complete: only the end of turn may follow
+            eos = np.array(self.llt.eos_tokens, dtype=np.int64)
+            return masks.apply(logits, masks.only(self.words, eos))
         from llguidance.numpy import fill_next_token_bitmask
 
         fill_next_token_bitmask(matcher, self.words)
