@@ -56,6 +56,8 @@ async def status(request: Request):
         "batch_capacity": getattr(engine, "batch_capacity", 1),
         # mode (batched or sequential and why), running, waiting, batch size, tokens/s.
         "scheduler": engine.scheduler_status(),
+        # The mlx-lm tool parser and why (chat template, --tool-parser, fallback).
+        "tool_parser": getattr(engine.loaded, "tool_parser", None),
         "requests": engine.metrics.snapshot(),
         "cache": engine.cache.stats(),
         "recent": _recent(request),

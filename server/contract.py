@@ -56,6 +56,7 @@ def worker_argv(
     log_max_bytes: int | None = None,
     log_backups: int | None = None,
     stop_grace_s: float | None = None,
+    tool_parser: str | None = None,
     python: str = sys.executable,
 ) -> list[str]:
     """The command line that runs the worker on host:port (None leaves the worker's default)."""
@@ -82,4 +83,6 @@ def worker_argv(
     if stop_grace_s is not None:
         # The supervisor's SIGTERM-to-SIGKILL grace: the worker fits its stop (cache flush) in it.
         argv += ["--stop-grace", f"{stop_grace_s:g}"]
+    if tool_parser:
+        argv += ["--tool-parser", tool_parser]
     return argv

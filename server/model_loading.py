@@ -69,19 +69,30 @@ class LoadedModel:
     path: str
     backend: str
     dequantized: bool
+    tool_parser: dict | None = None  # {"name", "source"} for /v1/status
 
 
-def load_model(path: str, *, dequantize_on_cpu: bool = True) -> LoadedModel:
+def load_model(
+    path: str, *, dequantize_on_cpu: bool = True, tool_parser: str | None = None
+) -> LoadedModel:
     """Load `path` (a local MLX directory or a Hugging Face repo id) with mlx-lm.
 
     On the CPU backend quantized matmuls are ~20x slower than float32 ones through OpenBLAS,
     so quantized layers are expanded to float32 at load (costs memory, which CPU hosts have).
+    `tool_parser` names an mlx-lm tool parser module (else inferred; see tool_parser_choice).
     """
     import mlx.core as mx
     from mlx_lm import load
     from mlx_lm.utils import dequantize_model
 
-    model, tokenizer, config = load(path, return_config=True)
+    from server import tool_parser_choice as parsers
+
+    model, tokenizer, config = load(
+        path, tokenizer_config=parsers.tokenizer_config(tool_parser), return_config=True
+    )
+    source = "--tool-parser" if tool_parser else "chat template"
+    if not tool_parser and (hermes := parsers.fallback(path, tokenizer)) is not None:
+        tokenizer, source = hermes, "fallback"
     backend = backend_name()
     dequantized = False
     if backend == "cpu" and dequantize_on_cpu:
@@ -92,7 +103,9 @@ def load_model(path: str, *, dequantize_on_cpu: bool = True) -> LoadedModel:
         mx.eval(model.parameters())
         log.info("cpu backend: weights held as float32 (dequantized=%s)", dequantized)
     warm_up(model)
-    return LoadedModel(model, tokenizer, config, str(path), backend, dequantized)
+    loaded = LoadedModel(model, tokenizer, config, str(path), backend, dequantized)
+    loaded.tool_parser = parsers.describe(tokenizer, source)
+    return loaded
 
 
 def warm_up(model: Any, n_tokens: int = 16) -> None:

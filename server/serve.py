@@ -3,6 +3,7 @@ graceful shutdown in one place."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -43,8 +44,11 @@ def build_engine(settings: Settings, cache_factory=None) -> Engine:
         from server.prefix_cache.factory import cache_factory as settings_cache
 
         cache_factory = settings_cache(settings)
+    from server.model_loading import load_model
+
     engine = Engine(
         settings.model_path,
+        load_fn=functools.partial(load_model, tool_parser=settings.tool_parser),
         max_queue=settings.max_queue,
         max_output_tokens=settings.max_output_tokens,
         prefill_step_size=settings.prefill_step_size,

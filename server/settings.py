@@ -35,6 +35,7 @@ class Settings:
     # Host header names served besides loopback names and `host`; "*" serves any.
     allowed_hosts: list[str] = field(default_factory=list)
     progress_timeout: float = 180.0  # a busy generation with no progress this long is stuck
+    tool_parser: str | None = None  # an mlx-lm tool parser module; None: inferred
 
 
 LOOPBACK_NAMES = ("localhost", "localhost.")
