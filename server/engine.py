@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from server.constrained.streaming import call_streamer
 from server.errors import InternalError, Overloaded, ServiceUnavailable
 from server.job import Cancelled, Job, JobQueue
 from server.logits import default_factories, processors_for
@@ -302,6 +303,7 @@ class Engine:
             tools=rendered.tools,
             stop=job.request.stop,
             primed=rendered.primed,
+            call_streamer=call_streamer(rendered.constraint),
         )
 
     def _attach_processors(self, job: Job) -> None:

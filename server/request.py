@@ -39,7 +39,8 @@ class ChatRequest:
 
 
 # Events the generation thread sends to a request's HTTP handler, in this order:
-# Started, then any of Progress / TextDelta / ToolCallDelta, then exactly one Finished or Failed.
+# Started, then any of Progress / TextDelta / ToolCallDelta (a streamed call: ToolCallBegin,
+# ToolCallArgs..., then its ToolCallDelta), then exactly one Finished or Failed.
 # Between any two the HTTP side may add a Heartbeat.
 
 
@@ -63,6 +64,21 @@ class TextDelta:
 @dataclass
 class ToolCallDelta:
     call: ToolCall
+
+
+@dataclass
+class ToolCallBegin:
+    """A call whose arguments stream as generated (constrained): id and name come first..."""
+
+    id: str
+    name: str
+
+
+@dataclass
+class ToolCallArgs:
+    """...then its arguments' JSON text, piece by piece; a ToolCallDelta of that id ends it."""
+
+    text: str
 
 
 @dataclass

@@ -30,6 +30,7 @@ from server.request import (
     Heartbeat,
     Started,
     TextDelta,
+    ToolCallBegin,
     ToolCallDelta,
 )
 from server.request_ring import Recorded
@@ -69,7 +70,9 @@ async def events(job: Job, heartbeat_s: float = 5.0) -> AsyncIterator[Any]:
             except TimeoutError:
                 yield Heartbeat()
                 continue
-            first_token = first_token or isinstance(event, TextDelta | ToolCallDelta)
+            first_token = first_token or isinstance(
+                event, TextDelta | ToolCallDelta | ToolCallBegin
+            )
             yield event
             if isinstance(event, Finished | Failed):
                 return

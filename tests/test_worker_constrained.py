@@ -228,3 +228,49 @@ def test_disable_parallel_tool_use_makes_one_call(random_worker, claude_tools):
             [block] = message.content
             assert block.type == "tool_use" and block.name == "Read"
             jsonschema.validate(block.input, schema(claude_tools, "Read"))
+
+
+def test_constrained_arguments_stream_as_they_are_generated(random_worker, claude_tools):
+    import httpx
+
+    from tests.test_worker_api import sse_events
+
+    body = {
+        "model": MODEL,
+        "max_tokens": MAX_TOKENS,
+        "stream": True,
+        "messages": GO,
+        "tools": claude_tools,
+        "tool_choice": {"type": "tool", "name": "Write"},
+        "temperature": 1,
+    }
+    headers = {"x-api-key": API_KEY}
+    url = random_worker.base_url + "/v1/messages"
+    with httpx.stream("POST", url, json=body, headers=headers, timeout=300) as response:
+        events = sse_events(response)
+    names = [name for name, _ in events]
+    start = names.index("content_block_start")
+    assert events[start][1]["content_block"]["name"] == "Write"
+    pieces = [
+        data["delta"]["partial_json"]
+        for name, data in events
+        if name == "content_block_delta" and data["delta"]["type"] == "input_json_delta"
+    ]
+    assert len(pieces) > 5  # piece by piece, not one blob at the end
+    jsonschema.validate(json.loads("".join(pieces)), schema(claude_tools, "Write"))
+    assert names.index("content_block_stop") > names.index("content_block_delta")
+    chat = {**body, "tools": openai_tools(claude_tools), "stream": True}
+    chat["tool_choice"] = {"type": "function", "function": {"name": "Write"}}
+    with httpx.stream(
+        "POST",
+        random_worker.base_url + "/v1/chat/completions",
+        json=chat,
+        headers={"authorization": f"Bearer {API_KEY}"},
+        timeout=300,
+    ) as response:
+        chunks = [data for _, data in sse_events(response) if data != "[DONE]"]
+    calls = [c["choices"][0]["delta"].get("tool_calls") for c in chunks if c["choices"]]
+    pieces = [d[0]["function"]["arguments"] for d in calls if d and "id" not in d[0]]
+    assert [d[0]["function"]["name"] for d in calls if d and "id" in d[0]] == ["Write"]
+    assert len(pieces) > 5
+    jsonschema.validate(json.loads("".join(pieces)), schema(claude_tools, "Write"))

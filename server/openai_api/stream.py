@@ -9,7 +9,15 @@ from collections.abc import AsyncIterator
 from server.errors import InternalError, WorkerError
 from server.openai_api.protocol import FINISH_REASONS, error_body
 from server.openai_api.reply import usage_dict
-from server.request import Failed, Finished, Heartbeat, TextDelta, ToolCallDelta
+from server.request import (
+    Failed,
+    Finished,
+    Heartbeat,
+    TextDelta,
+    ToolCallArgs,
+    ToolCallBegin,
+    ToolCallDelta,
+)
 
 
 def sse(data: dict | str) -> str:
@@ -37,11 +45,27 @@ async def encode(
 
     yield chunk({"role": "assistant", "content": ""})
     calls = 0
+    streaming_call: str | None = None  # the id of a call whose arguments are streaming
     async for event in events:
         if isinstance(event, Heartbeat):
             yield ": keep-alive\n\n"  # an SSE comment: proxies keep the line, clients skip it
         elif isinstance(event, TextDelta):
             yield chunk({"content": event.text})
+        elif isinstance(event, ToolCallBegin):
+            streaming_call = event.id
+            function = {"name": event.name, "arguments": ""}
+            yield chunk(
+                {
+                    "tool_calls": [
+                        {"index": calls, "id": event.id, "type": "function", "function": function}
+                    ]
+                }
+            )
+        elif isinstance(event, ToolCallArgs):
+            yield chunk({"tool_calls": [{"index": calls, "function": {"arguments": event.text}}]})
+        elif isinstance(event, ToolCallDelta) and event.call.id == streaming_call:
+            streaming_call = None  # its arguments went out as they were generated
+            calls += 1
         elif isinstance(event, ToolCallDelta):
             call = event.call
             # id, type and name only in the first delta of a call; arguments follow.
