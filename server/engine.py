@@ -303,7 +303,7 @@ class Engine:
             tools=rendered.tools,
             stop=job.request.stop,
             primed=rendered.primed,
-            call_streamer=call_streamer(rendered.constraint),
+            call_streamer=call_streamer(rendered.constraint, rendered.tools),
         )
 
     def _attach_processors(self, job: Job) -> None:

@@ -182,3 +182,33 @@ def test_parallel_calls_only_where_allowed(tokenizer, tools):
     assert accepts(plan(tokenizer, tools, "Read", parallel=True), one + "\n" + one)
     single = plan(tokenizer, tools, "Read", parallel=False)
     assert accepts(single, one) and not accepts(single, one + "\n" + one)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_streamed_arguments_are_the_arguments_the_parser_reads(fmt, tools):
+    import importlib
+
+    from server.constrained.streaming import STREAMERS, XmlStreamer
+    from server.reply_parser import parse_calls
+    from server.request import ToolCallArgs, ToolCallBegin
+
+    args = {
+        "file_path": '/tmp/a "quoted".py',
+        "old_string": "line\n</param but not the end\n\té",
+        "new_string": "x = 2\n",
+        "replace_all": True,
+    }
+    text = _call("Edit", args, "xml" if fmt == "qwen3_coder" else "json")
+    if fmt == "qwen3_coder":  # the XML form writes non-strings as JSON
+        text = text.replace("<parameter=replace_all>\nTrue", "<parameter=replace_all>\ntrue")
+    body = text.removeprefix("<tool_call>").removesuffix("</tool_call>")
+    streamer = XmlStreamer(tools) if fmt == "qwen3_coder" else STREAMERS[fmt]()
+    events = []
+    for i in range(1, len(body) + 1, 3):  # a few characters at a time, as tokens come
+        events += streamer.update(body[:i])
+    events += streamer.update(body)
+    assert isinstance(events[0], ToolCallBegin) and events[0].name == "Edit"
+    streamed = json.loads("".join(e.text for e in events if isinstance(e, ToolCallArgs)))
+    parser = importlib.import_module(f"mlx_lm.tool_parsers.{fmt}").parse_tool_call
+    [call] = parse_calls(parser, body, tools)
+    assert streamed == call.arguments == args

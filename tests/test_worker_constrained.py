@@ -274,3 +274,36 @@ def test_constrained_arguments_stream_as_they_are_generated(random_worker, claud
     assert [d[0]["function"]["name"] for d in calls if d and "id" in d[0]] == ["Write"]
     assert len(pieces) > 5
     jsonschema.validate(json.loads("".join(pieces)), schema(claude_tools, "Write"))
+
+
+@pytest.fixture(scope="module")
+def xml_random_worker():
+    from tests.conftest import tiny_model
+
+    handle = start_worker(tiny_model(tool_format="xml"), api_key=API_KEY)
+    yield handle
+    handle.stop()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_qwen3_coder_xml_forced_calls_validate(xml_random_worker, claude_tools, stream):
+    with anthropic(xml_random_worker) as client:
+        for seed in range(10):
+            name = PICKED[seed % len(PICKED)]
+            kwargs = dict(
+                model=MODEL,
+                max_tokens=96,  # the XML form takes more tokens than JSON
+                messages=GO,
+                tools=claude_tools,
+                tool_choice={"type": "tool", "name": name},
+                extra_body={"temperature": [0.0, 1.0][seed % 2]},
+            )
+            if stream:
+                with client.messages.stream(**kwargs) as events:
+                    message = events.get_final_message()
+            else:
+                message = client.messages.create(**kwargs)
+            assert message.content and {b.type for b in message.content} == {"tool_use"}
+            for block in message.content:
+                assert block.name == name
+                jsonschema.validate(block.input, schema(claude_tools, name))

@@ -37,13 +37,19 @@ _STRING_TYPES = {"string", "str", "text", "varchar", "char", "enum"}
 _RAW = r"/(?s:.*)/ & ~/(?s:.*)<\/parameter>(?s:.*)/ & ~/(?i:null)/"
 
 
+def is_raw(schema: dict) -> bool:
+    """Whether the XML form writes this parameter's value as raw text (strings, untyped);
+    otherwise it is JSON text."""
+    kind = schema.get("type")
+    return kind is None or (isinstance(kind, str) and kind.strip().lower() in _STRING_TYPES)
+
+
 def _xml_value(rule: str, schema: dict, lenient: bool) -> list[str]:
     """Rules for one parameter's value as mlx-lm's `qwen3_coder` parser reads it back."""
-    kind = schema.get("type")
     if "$ref" in schema and not lenient:
         raise ValueError("$ref in a parameter (XML calls)")
     stop = '[suffix="\\n</parameter>"]'
-    if isinstance(kind, str) and kind.strip().lower() in _STRING_TYPES:
+    if is_raw(schema):
         if "enum" in schema:
             options = " | ".join(_literal(str(v)) for v in schema["enum"])
             return [f'{rule}: ({options}) "\\n</parameter>"']
@@ -53,8 +59,6 @@ def _xml_value(rule: str, schema: dict, lenient: bool) -> list[str]:
             # Constrained strings: the JSON string grammar's inside, as its own lexeme.
             inner = {k: v for k, v in schema.items() if k != "description"}
             return [f"{rule}{stop}: {_string_regex(inner, lenient)}"]
-        return [f"{rule}{stop}: {_RAW}"]
-    if kind is None and "enum" not in schema:
         return [f"{rule}{stop}: {_RAW}"]  # untyped: raw text, or JSON the parser decodes
     return [f'{rule}: {json_schema(schema, lenient)} "\\n</parameter>"']
 
