@@ -212,3 +212,17 @@ def test_streamed_arguments_are_the_arguments_the_parser_reads(fmt, tools):
     parser = importlib.import_module(f"mlx_lm.tool_parsers.{fmt}").parse_tool_call
     [call] = parse_calls(parser, body, tools)
     assert streamed == call.arguments == args
+
+
+def test_a_forced_choice_renders_the_same_prompt_as_auto(tokenizer, tools):
+    # The grammar does the forcing, so the prompt (and its cached prefix) stays the same.
+    from server.prompt import PromptRenderer
+    from server.request import ChatRequest
+
+    renderer = PromptRenderer(tokenizer, {})
+    messages = [{"role": "user", "content": "Edit the file."}]
+    auto = renderer.render(ChatRequest(messages=messages, tools=tools, tool_choice="auto"))
+    for choice in ("required", "Edit"):
+        forced = renderer.render(ChatRequest(messages=messages, tools=tools, tool_choice=choice))
+        assert forced.tokens == auto.tokens and forced.primed == ""
+        assert forced.constraint.forced and not auto.constraint.forced
