@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from server.constrained.plan import can_constrain
 from server.constrained.plan import plan as plan_constraint
 from server.errors import BadRequest, ContextLengthExceeded
 from server.normalize import normalize
@@ -96,13 +97,17 @@ class PromptRenderer:
         except Exception as exc:
             # Templates raise on shapes they do not support (e.g. roles out of order).
             raise BadRequest(f"the chat template rejected these messages: {exc}") from exc
+        constrainable = bool(tools and self.has_tools) and can_constrain(self.tokenizer)
         constraint = None
-        if tools and self.has_tools:
+        if constrainable and check_context:  # (without it, a token count: nothing decodes)
             constraint = plan_constraint(
                 self.tokenizer, tools, request.tool_choice, request.parallel_tool_calls
             )
-        # A forced call is the grammar's job then: the prompt stays as `auto` renders it.
-        forced = constraint is not None and constraint.forced
+        # A forced call is the grammar's job: the prompt stays as `auto` renders it.
+        if check_context:
+            forced = constraint is not None and constraint.forced
+        else:
+            forced = constrainable and request.tool_choice not in (None, "auto", "none")
         primed = "" if forced else self._forced_opening(request.tool_choice, tools)
         tokens = self.encoder.encode(text + primed)
         if check_context and self.context_length and len(tokens) >= self.context_length:

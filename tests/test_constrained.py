@@ -226,3 +226,15 @@ def test_a_forced_choice_renders_the_same_prompt_as_auto(tokenizer, tools):
         forced = renderer.render(ChatRequest(messages=messages, tools=tools, tool_choice=choice))
         assert forced.tokens == auto.tokens and forced.primed == ""
         assert forced.constraint.forced and not auto.constraint.forced
+
+
+def test_count_tokens_renders_a_forced_choice_as_the_request_does(tokenizer, tools):
+    from server.prompt import PromptRenderer
+    from server.request import ChatRequest
+
+    renderer = PromptRenderer(tokenizer, {})
+    request = ChatRequest(messages=[{"role": "user", "content": "Go."}], tools=tools)
+    request.tool_choice = "Read"
+    counted = renderer.render(request, check_context=False)
+    assert counted.constraint is None  # nothing to compile for a count
+    assert counted.tokens == renderer.render(request).tokens

@@ -16,6 +16,7 @@ from server.constrained.formats import SUPPORTED, reply_grammar
 from server.errors import BadRequest
 
 log = logging.getLogger("server.engine")
+_WARNED: set[str] = set()
 
 
 @dataclass
@@ -41,6 +42,11 @@ def tool_format(tokenizer: Any) -> str | None:
     """The mlx-lm tool parser module's short name (`json_tools`, `qwen3_coder`, ...)."""
     module = getattr(getattr(tokenizer, "tool_parser", None), "__module__", "") or ""
     return module.rsplit(".", 1)[-1] or None
+
+
+def can_constrain(tokenizer: Any) -> bool:
+    """Whether calls in this tokenizer's tool syntax get a grammar."""
+    return tool_format(tokenizer) in SUPPORTED
 
 
 @functools.lru_cache(maxsize=4)
@@ -90,8 +96,9 @@ def plan(
     if matcher is None and not forced:
         # `auto` worked before constraints: keep what can be enforced rather than refuse.
         matcher, grammar = _compile(llt, fmt, allowed, start, end, forced, parallel, lenient=True)
-        if matcher is not None:
-            log.warning("tool schemas partly enforced (unsupported keywords skipped)")
+        if matcher is not None and grammar not in _WARNED:
+            _WARNED.add(grammar)  # once per tool set, not on every request
+            log.warning("tool schemas partly enforced under auto (unsupported keywords skipped)")
     if matcher is None:
         _refuse(llt, fmt, allowed, start, end)
     opener_id = opener[0] if len(opener) == 1 else None
