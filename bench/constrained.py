@@ -147,22 +147,29 @@ def decode_table(loaded, tools, max_tokens: int, runs: int) -> None:
     rendered = renderer.render(request)
     prompt = mx.array(rendered.tokens)
     print(f"\ndecode, one request, up to {max_tokens} tokens, temperature 1 (median of {runs})")
-    print(f"{'mode':34s} {'tokens':>7s} {'tok/s':>9s} {'ratio':>7s}")
+    print(f"{'mode (forced Write call)':34s} {'tokens':>7s} {'tok/s':>9s} {'ratio':>7s}")
     base = None
-    for label, constrained in [("unconstrained", False), ("forced Write call, constrained", True)]:
+    modes = [
+        ("unconstrained", None),
+        ("constrained, budget far off", 100 * max_tokens),
+        ("constrained, closing in last 64", max_tokens),
+    ]
+    for label, budget in modes:
         rates, counts = [], []
         for run in range(runs):
             mx.random.seed(run)
-            processors = [CallProcessor(rendered.constraint, max_tokens)] if constrained else None
+            processors = [CallProcessor(rendered.constraint, budget)] if budget else None
             for response in stream_generate(
                 loaded.model,
                 loaded.tokenizer,
                 prompt,
-                max_tokens=max_tokens,
+                max_tokens=budget or max_tokens,
                 sampler=make_sampler(1.0),
                 logits_processors=processors,
             ):
                 last = response
+                if response.generation_tokens >= max_tokens:
+                    break
             rates.append(last.generation_tps)
             counts.append(last.generation_tokens)
         rate = statistics.median(rates)

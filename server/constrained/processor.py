@@ -33,6 +33,7 @@ class CallProcessor:
         self.off = False  # set on an unexpected state: decoding goes on unconstrained
         self.closing = False  # steering the open call to its end (max_tokens is near)
         self.cut_short = False  # ...and it had not ended by itself: the reply says "length"
+        self._need: int | None = None  # tokens closing took in the last dry run
         self._end = self.llt.decode_bytes(self.llt.tokenize_str(constraint.end))
 
     def __call__(self, tokens, logits):
@@ -95,8 +96,11 @@ class CallProcessor:
         fmt, call, end = self.constraint.fmt, bytes(self.call), self._end
         done = closing.target(fmt, call, end) is None
         if not (self.closing or done):
-            need = closing.steps_to_close(self.matcher, self.llt, fmt, call, end)
-            self.closing = left <= need + closing.SLACK.get(fmt, 2)
+            slack = closing.SLACK.get(fmt, 2)
+            # A dry run costs a mask per step: every 8th token, and each token once it is near.
+            if self._need is None or left <= self._need + slack + 8 or left % 8 == 0:
+                self._need = closing.steps_to_close(self.matcher, self.llt, fmt, call, end)
+            self.closing = left <= self._need + slack
         if self.closing or done:  # a finished call ends the turn rather than open another
             token = closing.next_token(self.llt, fmt, call, end, words, self.matcher)
             chosen = words if token is None else masks.only(words, np.array([token]))
