@@ -35,6 +35,12 @@ SCHEMA: list[Key] = [
         "",
         "Host names served besides loopback and `host`, comma-separated ('*' = any)",
     ),
+    Key(
+        "tool_parser",
+        str,
+        "",
+        "mlx-lm tool parser for the model's calls, e.g. json_tools, qwen3_coder ('' = inferred)",
+    ),
     Key("restart.backoff_initial", float, 1.0, "seconds before the first restart", 0),
     Key("restart.backoff_factor", float, 2.0, "each fast failure multiplies the delay", 1),
     Key("restart.backoff_max", float, 60.0, "cap on the restart delay in seconds", 0),
@@ -270,7 +276,8 @@ def distributed_options(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def worker_options(values: dict[str, Any]) -> dict[str, Any]:
-    """Every worker flag the config sets (cache budgets and folder, allowed hosts, ranks)."""
+    """Every worker flag the config sets (cache budgets and folder, allowed hosts, batch sizes,
+    tool parser, ranks)."""
     return {
         **cache_options(values),
         "allowed_hosts": values["allowed_hosts"] or None,
@@ -278,4 +285,5 @@ def worker_options(values: dict[str, Any]) -> dict[str, Any]:
         "decode_concurrency": values["batch.decode_concurrency"],
         "prompt_concurrency": values["batch.prompt_concurrency"],
         **distributed_options(values),
+        "tool_parser": values["tool_parser"] or None,
     }

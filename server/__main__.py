@@ -127,6 +127,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "streams get keep-alives instead (default 240; Claude Code retries at 300)",
     )
     parser.add_argument(
+        "--tool-parser",
+        default=None,
+        metavar="NAME",
+        help="the mlx-lm tool parser that reads the model's calls (json_tools, qwen3_coder, ...; "
+        "default: inferred from the chat template, Hermes JSON where it writes <tool_call>)",
+    )
+    parser.add_argument(
         "--prefill-step-size",
         type=int,
         default=None,
@@ -263,6 +270,13 @@ def main(argv: list[str] | None = None) -> int:
     except ModelRefError as exc:
         log.error("%s%s", exc, f" ({exc.hint})" if exc.hint else "")
         return EXIT_USAGE
+    from server.tool_parser_choice import parser_names
+
+    if args.tool_parser and args.tool_parser not in parser_names():
+        log.error(
+            "unknown --tool-parser %r (mlx-lm has: %s)", args.tool_parser, ", ".join(parser_names())
+        )
+        return EXIT_USAGE
     settings = Settings(
         model=args.model,
         model_path=model_path,
@@ -290,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         warm_prompts=_warm_prompts(args.warm_prompt),
         allowed_hosts=[h.strip() for h in args.allowed_hosts.split(",") if h.strip()],
         parallel=args.parallel,
+        tool_parser=args.tool_parser,
     )
     from server.serve import serve
 

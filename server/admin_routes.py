@@ -58,6 +58,8 @@ async def status(request: Request):
         "scheduler": engine.scheduler_status(),
         # Across machines: each rank's number, host and pid (empty for one process).
         "ranks": list(getattr(engine.scheduler, "ranks", None) or []),
+        # The mlx-lm tool parser and why (chat template, --tool-parser, fallback).
+        "tool_parser": getattr(engine.loaded, "tool_parser", None),
         "requests": engine.metrics.snapshot(),
         "cache": engine.cache.stats(),
         "recent": _recent(request),

@@ -63,6 +63,7 @@ def worker_argv(
     hostfile: str | Path | None = None,
     backend: str | None = None,
     parallel: str | None = None,
+    tool_parser: str | None = None,
     python: str = sys.executable,
 ) -> list[str]:
     """The command line that runs the worker on host:port (None leaves the worker's default).
@@ -95,6 +96,8 @@ def worker_argv(
         argv += ["--decode-concurrency", str(decode_concurrency)]
     if prompt_concurrency is not None:
         argv += ["--prompt-concurrency", str(prompt_concurrency)]
+    if tool_parser:
+        argv += ["--tool-parser", tool_parser]
     if not (hosts or hostfile or (ranks or 1) > 1):
         return argv
     argv += ["--parallel", parallel or "tensor"]

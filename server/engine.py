@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from server.batch_limits import DECODE_CONCURRENCY, PROMPT_CONCURRENCY, cannot_batch
+from server.constrained.streaming import call_streamer
 from server.errors import InternalError, Overloaded, ServiceUnavailable
 from server.job import Cancelled, Job, JobQueue
 from server.logits import default_factories, processors_for
@@ -322,6 +323,7 @@ class Engine:
             tools=rendered.tools,
             stop=job.request.stop,
             primed=rendered.primed,
+            call_streamer=call_streamer(rendered.constraint, rendered.tools),
         )
         return reply_parser(answer, tokenizer, rendered)  # reasoning split off, where it thinks
 
@@ -343,6 +345,8 @@ class Engine:
         usage.reasoning_tokens = min(getattr(parser, "reasoning_tokens", 0), len(generated))
         for event in parser.finish():
             job.emit(event)
+        if any(getattr(p, "cut_short", False) for p in job.logits_processors):
+            reason = "length"  # a call closed early to fit max_tokens: say it was cut
         if parser.calls and reason != "length":
             reason = "tool_calls"
         now = time.perf_counter()

@@ -24,7 +24,9 @@ ProcessorFactory = Callable[[Any, Any, Any], LogitsProcessor | None]
 
 def default_factories() -> list[ProcessorFactory]:
     """The processors every worker applies, in order (reasoning budgets, constrained calls)."""
-    return [budget_factory]
+    from server.constrained.processor import factory as constrained_calls
+
+    return [budget_factory, constrained_calls]
 
 
 def processors_for(factories: list[ProcessorFactory], job: Any, loaded: Any) -> list:

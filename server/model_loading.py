@@ -70,18 +70,31 @@ class LoadedModel:
     backend: str
     dequantized: bool
     shard: str = ""  # this rank's part, e.g. tensor-2-rank-1 ("" when not distributed)
+    tool_parser: dict | None = None  # {"name", "source"} for /v1/status
 
 
-def load_model(path: str, *, dequantize_on_cpu: bool = True) -> LoadedModel:
+def load_model(
+    path: str, *, dequantize_on_cpu: bool = True, tool_parser: str | None = None
+) -> LoadedModel:
     """Load `path` (a local MLX directory or a Hugging Face repo id) with mlx-lm.
 
     On the CPU backend quantized matmuls are ~20x slower than float32 ones through OpenBLAS,
     so quantized layers are expanded to float32 at load (costs memory, which CPU hosts have).
+    `tool_parser` names an mlx-lm tool parser module (else inferred; see tool_parser_choice).
     """
     from mlx_lm import load
 
-    model, tokenizer, config = load(path, return_config=True)
-    return _prepared(model, tokenizer, config, path, dequantize_on_cpu)
+    from server import tool_parser_choice as parsers
+
+    model, tokenizer, config = load(
+        path, tokenizer_config=parsers.tokenizer_config(tool_parser), return_config=True
+    )
+    source = "--tool-parser" if tool_parser else "chat template"
+    if not tool_parser and (hermes := parsers.fallback(path, tokenizer)) is not None:
+        tokenizer, source = hermes, "fallback"
+    loaded = _prepared(model, tokenizer, config, path, dequantize_on_cpu)
+    loaded.tool_parser = parsers.describe(tokenizer, source)
+    return loaded
 
 
 def load_model_shard(path: str, group: Any, info: Any) -> LoadedModel:

@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from server.constrained.plan import can_constrain
+from server.constrained.plan import plan as plan_constraint
 from server.errors import BadRequest, ContextLengthExceeded
 from server.normalize import normalize
 from server.reasoning import opens_reasoning
@@ -28,6 +30,8 @@ class Rendered:
     # the next turn renders this reply without that think block when the template drops it.
     turn_start: int = 0
     thinking: bool = True  # reasoning is shown (False: the request turned it off)
+    # The tool-call grammar decoding keeps to (server.constrained); None: unconstrained.
+    constraint: Any = None
 
 
 def context_length(config: dict, tokenizer: Any) -> int | None:
@@ -102,11 +106,23 @@ class PromptRenderer:
         except Exception as exc:
             # Templates raise on shapes they do not support (e.g. roles out of order).
             raise BadRequest(f"the chat template rejected these messages: {exc}") from exc
-        primed = self._forced_opening(request.tool_choice, tools)
+        constrainable = bool(tools and self.has_tools) and can_constrain(self.tokenizer)
+        constraint = None
+        if constrainable and check_context:  # (without it, a token count: nothing decodes)
+            constraint = plan_constraint(
+                self.tokenizer, tools, request.tool_choice, request.parallel_tool_calls
+            )
+        # A forced call is the grammar's job: the prompt stays as `auto` renders it.
+        if check_context:
+            forced = constraint is not None and constraint.forced
+        else:
+            forced = constrainable and request.tool_choice not in (None, "auto", "none")
+        primed = "" if forced else self._forced_opening(request.tool_choice, tools)
         tokens = self.encoder.encode(text + primed)
         reasoning = opens_reasoning(self.tokenizer, tokens)
-        if primed and reasoning:
-            # A forced call is the answer: close the think block the template opened first.
+        if reasoning and (primed or forced):
+            # A forced call is the answer: close the think block the template opened first
+            # (the grammar, or the primed opening, then starts the call right after it).
             primed = f"{self.tokenizer.think_end}\n\n{primed}"
             tokens, reasoning = self.encoder.encode(text + primed), False
         if check_context and self.context_length and len(tokens) >= self.context_length:
@@ -123,6 +139,7 @@ class PromptRenderer:
             reasoning=reasoning,
             thinking=request.thinking is not False,
             turn_start=turn_start,
+            constraint=constraint,
         )
 
     def _turn_start(self, text: str, tokens: list[int], kwargs: dict, switch: dict) -> int:

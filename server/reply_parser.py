@@ -68,6 +68,7 @@ class ReplyParser:
         tools: list[dict] | None = None,
         stop: list[str] | None = None,
         primed: str = "",
+        call_streamer: Callable[[], Any] | None = None,
     ):
         self.parse_tools = bool(tool_parser and call_start)
         self.tool_parser = tool_parser
@@ -81,6 +82,8 @@ class ReplyParser:
         self._in_call = False
         self._space = ""  # whitespace held back: dropped if a call follows it
         self._call_space = ""  # ...and given back if that call turns out malformed
+        # Constrained calls stream their arguments as generated (server.constrained.streaming).
+        self._new_streamer, self._streamer = call_streamer, None
         if primed:
             # A forced opening (tool_choice) was put in the prompt: parse as if the model wrote it.
             self.feed(primed, emit=False)
@@ -93,6 +96,7 @@ class ReplyParser:
         while True:
             if self._in_call:
                 if not self.end or self.end not in self._buf:
+                    events += self._streamer.update(self._buf) if self._streamer else []
                     break
                 body, _, self._buf = self._buf.partition(self.end)
                 events += self._close_call(body, self.end)
@@ -117,6 +121,7 @@ class ReplyParser:
                 break
             self._call_space, self._space = self._space, ""
             self._in_call = True
+            self._streamer = self._new_streamer() if self._new_streamer else None
         return events if emit else []
 
     def finish(self) -> list:
@@ -146,6 +151,13 @@ class ReplyParser:
     def _close_call(self, body: str, end: str) -> list:
         self._in_call = False
         calls = parse_calls(self.tool_parser, body, self.tools)
+        streamer, self._streamer = self._streamer, None
+        if streamer is not None and streamer.began:  # already open on the client: close it
+            events = streamer.update(body)
+            call = calls[0] if calls else ToolCall(streamer.id, streamer.name, {})
+            call.id = streamer.id
+            self.calls += 1
+            return [*events, ToolCallDelta(call)]
         if calls is None:
             return self._text(self._call_space + self.start + body + end)
         self.calls += len(calls)

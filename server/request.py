@@ -29,6 +29,7 @@ class ChatRequest:
     messages: list[dict[str, Any]]
     tools: list[dict[str, Any]] | None = None  # OpenAI function shape, in the client's order
     tool_choice: str | None = None  # "auto", "none", "required", or a tool name
+    parallel_tool_calls: bool = True  # a forced choice may make several calls
     max_tokens: int | None = None
     stop: list[str] = field(default_factory=list)
     sampling: Sampling = field(default_factory=Sampling)
@@ -42,8 +43,8 @@ class ChatRequest:
 
 
 # Events the generation thread sends to a request's HTTP handler, in this order:
-# Started, then any of Progress / ThinkingDelta / TextDelta / ToolCallDelta, then exactly one
-# Finished or Failed.
+# Started, then any of Progress / ThinkingDelta / TextDelta / ToolCallDelta (a streamed call:
+# ToolCallBegin, ToolCallArgs..., then its ToolCallDelta), then exactly one Finished or Failed.
 # Between any two the HTTP side may add a Heartbeat.
 
 
@@ -74,6 +75,21 @@ class ThinkingDelta:
 @dataclass
 class ToolCallDelta:
     call: ToolCall
+
+
+@dataclass
+class ToolCallBegin:
+    """A call whose arguments stream as generated (constrained): id and name come first..."""
+
+    id: str
+    name: str
+
+
+@dataclass
+class ToolCallArgs:
+    """...then its arguments' JSON text, piece by piece; a ToolCallDelta of that id ends it."""
+
+    text: str
 
 
 @dataclass

@@ -3,6 +3,7 @@ graceful shutdown in one place."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -47,9 +48,13 @@ def build_engine(settings: Settings, cache_factory=None, group=None, rank=None) 
         from server.prefix_cache.factory import cache_factory as settings_cache
 
         cache_factory = settings_cache(settings)
-    extra = {} if group is None else _rank_parts(group, rank)
-    if group is not None and cache_factory is not None:
-        cache_factory = _agreed(cache_factory, group)
+    from server.model_loading import load_model
+
+    extra = {"load_fn": functools.partial(load_model, tool_parser=settings.tool_parser)}
+    if group is not None:  # ranks load their shard (no --tool-parser there yet)
+        extra = _rank_parts(group, rank)
+        if cache_factory is not None:
+            cache_factory = _agreed(cache_factory, group)
     engine = Engine(
         settings.model_path,
         max_queue=settings.max_queue,

@@ -31,6 +31,7 @@ from server.request import (
     Started,
     TextDelta,
     ThinkingDelta,
+    ToolCallBegin,
     ToolCallDelta,
 )
 from server.request_ring import Recorded
@@ -70,7 +71,7 @@ async def events(job: Job, heartbeat_s: float = 5.0) -> AsyncIterator[Any]:
                 yield Heartbeat()
                 continue
             first_token = first_token or isinstance(
-                event, TextDelta | ThinkingDelta | ToolCallDelta
+                event, TextDelta | ThinkingDelta | ToolCallDelta | ToolCallBegin
             )
             yield event
             if isinstance(event, Finished | Failed):

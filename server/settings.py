@@ -39,6 +39,7 @@ class Settings:
     prompt_concurrency: int = 8  # prompts prefilling in one batch (mlx_lm.server's default)
     queue_timeout_s: float = 240.0  # a non-stream request queued this long gets 429/529
     parallel: str = "tensor"  # how ranks under mlx.launch split the model: tensor or pipeline
+    tool_parser: str | None = None  # an mlx-lm tool parser module; None: inferred
 
 
 LOOPBACK_NAMES = ("localhost", "localhost.")

@@ -197,5 +197,8 @@ def test_the_switch_and_the_opening_decide_where_the_reply_starts():
 
 def test_a_forced_call_closes_the_reasoning_the_prompt_opened():
     forced = render(renderer("qwen3_thinking"), thinking=True, tool_choice="get_weather")
-    assert forced.primed.startswith("</think>\n\n<tool_call>\n")
+    assert forced.primed.startswith("</think>\n\n")
     assert not forced.reasoning and forced.turn_start == 0
+    # The call itself: forced by the grammar where it can be, else primed after the close.
+    by_grammar = forced.constraint is not None and forced.constraint.forced
+    assert by_grammar != forced.primed.endswith("<tool_call>\n")

@@ -33,6 +33,7 @@ class Tool(_Open):
 class ToolChoice(_Open):
     type: Literal["auto", "any", "tool", "none"]
     name: str | None = None
+    disable_parallel_tool_use: bool = False
 
 
 class ThinkingConfig(_Open):
@@ -223,6 +224,7 @@ def to_chat_request(body: CountTokensRequest) -> ChatRequest:
         messages=_messages(body),
         tools=_tools(body.tools),
         tool_choice=_tool_choice(body.tool_choice),
+        parallel_tool_calls=not (body.tool_choice and body.tool_choice.disable_parallel_tool_use),
         max_tokens=getattr(body, "max_tokens", None),
         stop=list(getattr(body, "stop_sequences", None) or []),
         sampling=sampling,

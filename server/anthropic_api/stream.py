@@ -20,6 +20,8 @@ from server.request import (
     Started,
     TextDelta,
     ThinkingDelta,
+    ToolCallArgs,
+    ToolCallBegin,
     ToolCallDelta,
     Usage,
 )
@@ -36,6 +38,7 @@ async def encode(
     open_kind: str | None = None
     started = False
     thinking = ThinkingBlocks(sse, show_thinking)
+    streaming_call: str | None = None  # the id of a tool_use block whose input is streaming
 
     def close_block():
         nonlocal open_kind
@@ -101,6 +104,36 @@ async def encode(
                     "delta": {"type": "text_delta", "text": event.text},
                 },
             )
+        elif isinstance(event, ToolCallBegin):
+            if open_kind:
+                yield close_block()
+            index += 1
+            open_kind, streaming_call = "tool_use", event.id
+            yield sse(
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": index,
+                    "content_block": {
+                        "type": "tool_use",
+                        "id": tool_use_id(event.id),
+                        "name": event.name,
+                        "input": {},
+                    },
+                },
+            )
+        elif isinstance(event, ToolCallArgs):
+            yield sse(
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": index,
+                    "delta": {"type": "input_json_delta", "partial_json": event.text},
+                },
+            )
+        elif isinstance(event, ToolCallDelta) and event.call.id == streaming_call:
+            streaming_call = None  # its input went out as it was generated
+            yield close_block()
         elif isinstance(event, ToolCallDelta):
             if open_kind:
                 yield close_block()

@@ -54,6 +54,7 @@ class ChatCompletionRequest(_Open):
     messages: list[Message] = Field(min_length=1)
     tools: list[Tool] | None = None
     tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(default=None, ge=1)
@@ -157,6 +158,7 @@ def to_chat_request(body: ChatCompletionRequest) -> ChatRequest:
         messages=messages,
         tools=[t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None,
         tool_choice=_tool_choice(body.tool_choice),
+        parallel_tool_calls=body.parallel_tool_calls is not False,
         max_tokens=body.max_completion_tokens or body.max_tokens,
         stop=stop,
         sampling=Sampling(temperature=body.temperature, top_p=body.top_p, seed=body.seed),

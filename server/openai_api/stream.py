@@ -9,7 +9,16 @@ from collections.abc import AsyncIterator
 from server.errors import InternalError, WorkerError
 from server.openai_api.protocol import FINISH_REASONS, error_body
 from server.openai_api.reply import usage_dict
-from server.request import Failed, Finished, Heartbeat, TextDelta, ThinkingDelta, ToolCallDelta
+from server.request import (
+    Failed,
+    Finished,
+    Heartbeat,
+    TextDelta,
+    ThinkingDelta,
+    ToolCallArgs,
+    ToolCallBegin,
+    ToolCallDelta,
+)
 
 
 def sse(data: dict | str) -> str:
@@ -37,6 +46,7 @@ async def encode(
 
     yield chunk({"role": "assistant", "content": ""})
     calls = 0
+    streaming_call: str | None = None  # the id of a call whose arguments are streaming
     async for event in events:
         if isinstance(event, Heartbeat):
             yield ": keep-alive\n\n"  # an SSE comment: proxies keep the line, clients skip it
@@ -44,6 +54,21 @@ async def encode(
             yield chunk({"content": event.text})
         elif isinstance(event, ThinkingDelta):
             yield chunk({"reasoning_content": event.text})
+        elif isinstance(event, ToolCallBegin):
+            streaming_call = event.id
+            function = {"name": event.name, "arguments": ""}
+            yield chunk(
+                {
+                    "tool_calls": [
+                        {"index": calls, "id": event.id, "type": "function", "function": function}
+                    ]
+                }
+            )
+        elif isinstance(event, ToolCallArgs):
+            yield chunk({"tool_calls": [{"index": calls, "function": {"arguments": event.text}}]})
+        elif isinstance(event, ToolCallDelta) and event.call.id == streaming_call:
+            streaming_call = None  # its arguments went out as they were generated
+            calls += 1
         elif isinstance(event, ToolCallDelta):
             call = event.call
             # id, type and name only in the first delta of a call; arguments follow.

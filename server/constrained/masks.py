@@ -1,0 +1,35 @@
+"""Token masks on the MLX side: llguidance's bitmask (one bit per token) applied to logits."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def unpack(words: np.ndarray, vocab: int) -> np.ndarray:
+    """The bitmask (int32 words, bit i of word w = token 32w+i) as `vocab` booleans."""
+    bits = np.unpackbits(words.reshape(-1).view(np.uint8), bitorder="little")[:vocab]
+    if bits.size < vocab:  # the model's embedding may be padded past the tokenizer's vocab
+        bits = np.concatenate([bits, np.zeros(vocab - bits.size, np.uint8)])
+    return bits.view(np.bool_)
+
+
+def apply(logits, words: np.ndarray):
+    """`logits` (1, V) with every token the mask forbids at -inf."""
+    import mlx.core as mx
+
+    allowed = mx.array(unpack(words, logits.shape[-1]))
+    return mx.where(allowed, logits, mx.array(-mx.inf, dtype=logits.dtype))
+
+
+def only(words: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """A mask allowing just `ids` (int array), in the same layout as `words`."""
+    out = np.zeros_like(words).reshape(-1).view(np.uint32)
+    np.bitwise_or.at(out, ids >> 5, (np.uint32(1) << (ids & 31).astype(np.uint32)))
+    return out.view(np.int32).reshape(words.shape)
+
+
+def allowed_among(words: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Which of `ids` the mask allows."""
+    flat = words.reshape(-1).view(np.uint32)
+    inside = ids[(ids >> 5) < flat.size]
+    return inside[(flat[inside >> 5] >> (inside & 31).astype(np.uint32)) & 1 == 1]
