@@ -238,3 +238,33 @@ def test_count_tokens_renders_a_forced_choice_as_the_request_does(tokenizer, too
     counted = renderer.render(request, check_context=False)
     assert counted.constraint is None  # nothing to compile for a count
     assert counted.tokens == renderer.render(request).tokens
+
+
+def test_a_planned_constraint_survives_the_ranks_pickle_and_still_constrains():
+    """Ranks receive rendered prompts pickled: the constraint travels without llguidance's
+    objects and each rank rebuilds them from its own tokenizer."""
+    import pickle
+
+    from mlx_lm.utils import load_tokenizer
+
+    from server.prompt import PromptRenderer
+    from server.request import ChatRequest
+    from server.testing.tiny_model import WEATHER_TOOL
+    from tests.conftest import tiny_model
+
+    tokenizer = load_tokenizer(tiny_model())
+    rendered = PromptRenderer(tokenizer, {}).render(
+        ChatRequest(
+            messages=[{"role": "user", "content": "hi"}],
+            tools=[WEATHER_TOOL],
+            tool_choice="required",
+        )
+    )
+    replica = pickle.loads(pickle.dumps(rendered)).constraint
+    assert replica.tokenizer is None and replica.grammar == rendered.constraint.grammar
+    matcher = replica.attach(tokenizer).new_matcher()
+    opening = tokenizer.encode("<tool_call>", add_special_tokens=False)
+    assert matcher.consume_tokens(opening)  # the grammar still holds the call's syntax
+    assert not matcher.is_error()
+    prose = replica.new_matcher()
+    assert not prose.consume_tokens(tokenizer.encode("Hello there", add_special_tokens=False))

@@ -29,6 +29,17 @@ class CallConstraint:
     end: str = ""  # the call's end marker
     matcher: Any = None  # compiled here for the first use; later ones compile their own
 
+    def __getstate__(self) -> dict:
+        # Ranks receive rendered prompts pickled (server.lockstep): llguidance's objects are not
+        # picklable; each rank rebuilds them from its own tokenizer (`attach`).
+        return {**self.__dict__, "tokenizer": None, "matcher": None}
+
+    def attach(self, tokenizer: Any) -> CallConstraint:
+        """This constraint with llguidance's view of `tokenizer` (after unpickling)."""
+        if self.tokenizer is None:
+            self.tokenizer = ll_tokenizer(tokenizer)
+        return self
+
     def new_matcher(self):
         import llguidance
 

@@ -128,4 +128,5 @@ def factory(request: Any, rendered: Any, loaded: Any) -> CallProcessor | None:
     constraint = getattr(rendered, "constraint", None)
     if constraint is None:
         return None
+    constraint = constraint.attach(loaded.tokenizer)  # a rank's replica arrives without it
     return CallProcessor(constraint, request.max_tokens, request.request_id)
