@@ -407,18 +407,23 @@ def _anthropic_usage(sample: Sample, usage: dict) -> None:
         sample.prompt_tokens = sum(p for p in parts if isinstance(p, int))
 
 
-def openai_request(url: str, session: Session, turn: int, args, label: str) -> Sample:
-    """Stream /v1/chat/completions; TTFT = first chunk with content (else the first chunk)."""
+def openai_stream_body(session: Session, turn: int, max_tokens: int) -> dict:
+    """The greedy streamed /v1/chat/completions body of `session`'s turn (usage included)."""
     messages, tools = to_openai(session, turn)
-    body = {
+    return {
         "model": "default_model",
         "messages": messages,
         "tools": tools,
-        "max_tokens": args.max_tokens,
+        "max_tokens": max_tokens,
         "temperature": 0,
         "stream": True,
         "stream_options": {"include_usage": True},
     }
+
+
+def openai_request(url: str, session: Session, turn: int, args, label: str) -> Sample:
+    """Stream /v1/chat/completions; TTFT = first chunk with content (else the first chunk)."""
+    body = openai_stream_body(session, turn, args.max_tokens)
     sample = Sample(label)
     first_any = None
     t0 = time.perf_counter()

@@ -43,7 +43,7 @@ import httpx  # noqa: E402
 
 DEFAULT_FIXTURES, Server, Session = agentic.DEFAULT_FIXTURES, agentic.Server, agentic.Session
 _sse, build_session, default_model = agentic._sse, agentic.build_session, agentic.default_model
-free_port, load_fixture, to_openai = agentic.free_port, agentic.load_fixture, agentic.to_openai
+free_port, load_fixture = agentic.free_port, agentic.load_fixture
 
 
 @dataclass
@@ -83,16 +83,7 @@ def ask_ours(url: str, session: Session, turn: int, args) -> Result:
 
 
 def ask_mlx(url: str, session: Session, turn: int, args) -> Result:
-    messages, tools = to_openai(session, turn)
-    body = {
-        "model": "default_model",
-        "messages": messages,
-        "tools": tools,
-        "max_tokens": args.max_tokens,
-        "temperature": 0,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
+    body = agentic.openai_stream_body(session, turn, args.max_tokens)
     return _stream(url + "/v1/chat/completions", body, {}, args, _openai_event)
 
 

@@ -57,6 +57,14 @@ def anthropic(worker):
     return Anthropic(base_url=worker.base_url, api_key=API_KEY, max_retries=0, timeout=300)
 
 
+def anthropic_message(client, stream: bool, **kwargs):
+    """The final message of one Anthropic request, streamed or not."""
+    if stream:
+        with client.messages.stream(**kwargs) as events:
+            return events.get_final_message()
+    return client.messages.create(**kwargs)
+
+
 def openai(worker):
     from openai import OpenAI
 
@@ -77,11 +85,7 @@ def test_anthropic_forced_calls_always_validate(random_worker, claude_tools, str
                 tool_choice={"type": "tool", "name": name},
                 extra_body={"temperature": temperature},  # this SDK has no sampling arguments
             )
-            if stream:
-                with client.messages.stream(**kwargs) as events:
-                    message = events.get_final_message()
-            else:
-                message = client.messages.create(**kwargs)
+            message = anthropic_message(client, stream, **kwargs)
             assert message.content and {b.type for b in message.content} == {"tool_use"}
             assert message.stop_reason in ("tool_use", "max_tokens")  # max: closed early
             for block in message.content:
@@ -298,11 +302,7 @@ def test_qwen3_coder_xml_forced_calls_validate(xml_random_worker, claude_tools, 
                 tool_choice={"type": "tool", "name": name},
                 extra_body={"temperature": [0.0, 1.0][seed % 2]},
             )
-            if stream:
-                with client.messages.stream(**kwargs) as events:
-                    message = events.get_final_message()
-            else:
-                message = client.messages.create(**kwargs)
+            message = anthropic_message(client, stream, **kwargs)
             assert message.content and {b.type for b in message.content} == {"tool_use"}
             for block in message.content:
                 assert block.name == name

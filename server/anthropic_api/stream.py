@@ -31,6 +31,19 @@ def sse(event: str, data: dict) -> str:
     return f"event: {event}\ndata: {json.dumps(data)}\n\n"
 
 
+def tool_use_start(index: int, call_id: str, name: str) -> str:
+    block = {"type": "tool_use", "id": tool_use_id(call_id), "name": name, "input": {}}
+    start = {"type": "content_block_start", "index": index, "content_block": block}
+    return sse("content_block_start", start)
+
+
+def input_json_delta(index: int, partial_json: str) -> str:
+    delta = {"type": "input_json_delta", "partial_json": partial_json}
+    return sse(
+        "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
+    )
+
+
 async def encode(
     events: AsyncIterator, *, message_id: str, model: str, on_finish, show_thinking: bool = True
 ) -> AsyncIterator[str]:
@@ -109,28 +122,9 @@ async def encode(
                 yield close_block()
             index += 1
             open_kind, streaming_call = "tool_use", event.id
-            yield sse(
-                "content_block_start",
-                {
-                    "type": "content_block_start",
-                    "index": index,
-                    "content_block": {
-                        "type": "tool_use",
-                        "id": tool_use_id(event.id),
-                        "name": event.name,
-                        "input": {},
-                    },
-                },
-            )
+            yield tool_use_start(index, event.id, event.name)
         elif isinstance(event, ToolCallArgs):
-            yield sse(
-                "content_block_delta",
-                {
-                    "type": "content_block_delta",
-                    "index": index,
-                    "delta": {"type": "input_json_delta", "partial_json": event.text},
-                },
-            )
+            yield input_json_delta(index, event.text)
         elif isinstance(event, ToolCallDelta) and event.call.id == streaming_call:
             streaming_call = None  # its input went out as it was generated
             yield close_block()
@@ -139,30 +133,8 @@ async def encode(
                 yield close_block()
             index += 1
             call = event.call
-            yield sse(
-                "content_block_start",
-                {
-                    "type": "content_block_start",
-                    "index": index,
-                    "content_block": {
-                        "type": "tool_use",
-                        "id": tool_use_id(call.id),
-                        "name": call.name,
-                        "input": {},
-                    },
-                },
-            )
-            yield sse(
-                "content_block_delta",
-                {
-                    "type": "content_block_delta",
-                    "index": index,
-                    "delta": {
-                        "type": "input_json_delta",
-                        "partial_json": json.dumps(call.arguments),
-                    },
-                },
-            )
+            yield tool_use_start(index, call.id, call.name)
+            yield input_json_delta(index, json.dumps(call.arguments))
             open_kind = "tool_use"
             yield close_block()
         elif isinstance(event, Finished):
