@@ -20,6 +20,7 @@ from server.job import Job, Outbox
 from server.reply_parser import ReplyParser
 from server.request import Progress, Started
 from server.sequential import Generation
+from server.solo_decode import SOLO_UID, SoloDecode
 
 log = logging.getLogger("server.engine")
 
@@ -43,6 +44,7 @@ class _Seq:
     parser: ReplyParser
     detokenizer: Any
     estimate: int  # admitted KV bytes
+    solo: SoloDecode | None = None  # decoding alone, outside the BatchGenerator
 
 
 class Scheduler:
@@ -101,6 +103,7 @@ class Scheduler:
             "running": len(members) + len(prefills),
             "waiting": sum(1 for j in list(self.waiting) if not j.cancelled),
             "batch_size": len(members),
+            "decoding_alone": SOLO_UID in self.active,
             "prefilling": len(prefills),
             "peak_batch_size": self.peak_batch,
             "tokens_per_second": round(sum(recent) / RATE_WINDOW_S, 1),
@@ -258,38 +261,65 @@ class Scheduler:
             chunk = max(128, self.step_size // 4) if self.active else self.step_size
             task.advance(self.engine, chunk)
             self.engine.watchdog.beat()
-        self.prefills.remove(task)  # to the back of the turn
         if task.done:
             self._join(task)
+            self.prefills.remove(task)  # after joining: it counts as busy throughout
         else:
-            self.prefills.append(task)
+            self.prefills.remove(task)
+            self.prefills.append(task)  # to the back of the turn
             task.job.emit(Progress(task.pos, len(task.job.rendered.tokens)))
 
     def _join(self, task: PrefillTask) -> None:
-        """The prefilled prompt joins the batch with its last token (mlx-lm merges its cache)."""
+        """The prefilled prompt decodes alone when nothing else does; otherwise it joins the batch
+        with its last token (mlx-lm merges its cache), and a sequence decoding alone joins first."""
         from server.prefill import sampler_for
 
         engine, job, run = self.engine, task.job, task.run
         tokens = job.rendered.tokens
-        (uid,) = self.gen.insert(
-            [tokens[task.end :]],
-            max_tokens=[task.max_tokens],
-            caches=[run.prompt_cache],
-            all_tokens=[tokens[: task.end]],
-            samplers=[sampler_for(job.request.sampling)],
-            logits_processors=[job.logits_processors],
-            stop_sequences=[self.stop_sequences],
-        )
-        run.prompt_cache = None  # the batch holds its own copy now
-        run.prefilled = True
         parser = engine._parser(job)
         detokenizer = engine.loaded.tokenizer.detokenizer
+        options = {
+            "max_tokens": task.max_tokens,
+            "sampler": sampler_for(job.request.sampling),
+            "logits_processors": job.logits_processors,
+            "stop_sequences": self.stop_sequences,
+        }
+        run.prefilled = True
+        if not self.active:
+            solo = SoloDecode(engine.loaded.model, run.prompt_cache, tokens, task.end, **options)
+            self.active[SOLO_UID] = _Seq(job, SOLO_UID, run, parser, detokenizer, task.estimate, solo)
+            return
+        if (lone := self.active.get(SOLO_UID)) is not None:
+            self._into_batch(lone)
+        (uid,) = self.gen.insert(
+            [tokens[task.end :]],
+            max_tokens=[options["max_tokens"]],
+            caches=[run.prompt_cache],
+            all_tokens=[tokens[: task.end]],
+            samplers=[options["sampler"]],
+            logits_processors=[options["logits_processors"]],
+            stop_sequences=[options["stop_sequences"]],
+        )
+        run.prompt_cache = None  # the batch holds its own copy now
         self.active[uid] = _Seq(job, uid, run, parser, detokenizer, task.estimate)
 
+    def _into_batch(self, seq: _Seq) -> None:
+        """The lone sequence moves into the batch: the token it sampled ahead is delivered, and
+        the batch feeds it next on the same state."""
+        response, joining = seq.solo.handover()
+        del self.active[SOLO_UID]
+        if self._token(seq, response):
+            return  # that token ended it
+        (uid,) = self.gen.insert(**joining)
+        seq.uid, seq.solo = uid, None
+        seq.run.prompt_cache = None
+        self.active[uid] = seq
+
     def _decode(self) -> None:
-        """One decode step of the batch, then each member's token."""
+        """One decode step of the batch (or of the lone sequence), then each member's token."""
         started = time.perf_counter()
-        _, responses = self.gen.next()
+        lone = self.active.get(SOLO_UID)
+        responses = [lone.solo.next()] if lone is not None else self.gen.next()[1]
         self.decode_seconds += time.perf_counter() - started  # the step alone, not the replies
         self.decode_tokens += len(responses)
         self.engine.watchdog.beat()
@@ -305,7 +335,8 @@ class Scheduler:
             if seq is not None:
                 self._token(seq, r)
 
-    def _token(self, seq: _Seq, r: Any) -> None:
+    def _token(self, seq: _Seq, r: Any) -> bool:
+        """Deliver one token; True when it ended the reply."""
         run, job = seq.run, seq.job
         if run.first_token_at is None:
             run.first_token_at = time.perf_counter()
@@ -320,15 +351,19 @@ class Scheduler:
             job.emit(event)
         if seq.parser.stopped:
             run.reason = "stop_sequence"
-            final = self.gen.remove([seq.uid], return_prompt_caches=not run.checkpointed)
-            run.prompt_cache = final.get(seq.uid, (None,))[0]
+            if seq.solo is not None:
+                run.prompt_cache = seq.solo.cache
+            else:
+                final = self.gen.remove([seq.uid], return_prompt_caches=not run.checkpointed)
+                run.prompt_cache = final.get(seq.uid, (None,))[0]
         elif r.finish_reason:
             run.reason = r.finish_reason
             run.prompt_cache = r.prompt_cache
         else:
-            return
+            return False
         self.engine._finish(job, run, seq.parser, _usage(job, run.n_cached))
         self._release(seq.job, seq.uid)  # done only once stored: the next may count on it
+        return True
 
     def _reap_cancelled(self) -> None:
         """Remove cancelled members at once; a prefill cut short keeps its state for a retry."""
@@ -338,7 +373,8 @@ class Scheduler:
                 log.info("prefill cancelled; kept its KV state (%d tokens) for a retry", kept)
             self._cancelled(task.job, task.run)
         for seq in [s for s in self.active.values() if s.job.cancelled]:
-            self.gen.remove([seq.uid])
+            if seq.solo is None:
+                self.gen.remove([seq.uid])
             self.active.pop(seq.uid, None)
             self._cancelled(seq.job, seq.run)
 
@@ -352,7 +388,7 @@ class Scheduler:
         from server.errors import InternalError
         from server.request import Failed
 
-        uids = list(self.active)
+        uids = [uid for uid in self.active if uid != SOLO_UID]
         jobs = [s.job for s in self.active.values()] + [t.job for t in self.prefills]
         self.active.clear()
         self.prefills.clear()
