@@ -24,6 +24,7 @@ from server.distributed import (
 )
 from server.job import Job
 from server.scheduler import Scheduler
+from server.time_slices import DECODE, PREFILL
 
 log = logging.getLogger("server.distributed")
 
@@ -137,15 +138,13 @@ class LockstepScheduler(Scheduler):
         seed = mx.distributed.all_sum(mx.random.state[0], group=group, stream=collective_stream())
         mx.random.seed(seed.view(mx.uint64).item())
 
-    def _next_prefill(self):
-        """Which prompt's chunk runs now depends on time (the decode-first wait, the prefill's
-        share), which differs between ranks: rank 0's choice is every rank's."""
-        if not self.prefills:
-            return None
-        choice = super()._next_prefill() if self.lockstep.rank == 0 else None
-        index = list(self.prefills).index(choice) if choice is not None else -1
-        index = gather_ints(self.lockstep.group, [index])[0][0]
-        return self.prefills[index] if index >= 0 else None
+    def _turn(self):
+        """Whose turn it is depends on time, which differs between ranks: rank 0's is everyone's."""
+        if not (self.active and self.prefills):
+            return super()._turn()  # one side has work: the same on every rank
+        turns = (None, DECODE, PREFILL)
+        mine = turns.index(super()._turn()) if self.lockstep.rank == 0 else 0
+        return turns[gather_ints(self.lockstep.group, [mine])[0][0]]
 
     def _take_jobs(self, closed: bool) -> bool:
         block = not self._busy() and not self.waiting and not closed

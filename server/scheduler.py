@@ -21,17 +21,12 @@ from server.reply_parser import ReplyParser
 from server.request import Progress, Started
 from server.sequential import Generation
 from server.solo_decode import SOLO_UID, SoloDecode
+from server.time_slices import DECODE, PREFILL, TimeSlices
 
 log = logging.getLogger("server.engine")
 
 MIN_SHARED = 64  # a shared uncached prefix shorter than this is cheaper to prefill twice
 RATE_WINDOW_S = 5.0
-# While others decode, a new prompt waits up to this long (from its arrival) for them to finish
-# before its chunks slow their steps: short replies end first and prompts then prefill together.
-PREFILL_WAIT_S = 1.0
-# Past that wait, prefill chunks get at most this share of the time while others decode: a
-# streaming reply slows to about half its speed instead of stalling behind other prompts.
-PREFILL_SHARE = 0.5
 
 
 @dataclass
@@ -79,7 +74,7 @@ class Scheduler:
         self.outbox = Outbox()  # members' events, delivered once per loop iteration
         self._rate: collections.deque[tuple[float, int]] = collections.deque()
         self.peak_batch = 0  # the most sequences decoded in one step since start
-        self._shared_s = {"decode": 0.0, "prefill": 0.0}  # time each side had while both wait
+        self.turns = TimeSlices()  # decode steps and prefill chunks take turns
         self.decode_seconds = 0.0  # in decode steps since start (the batch's own decode speed)
         self.decode_tokens = 0
         log.info(
@@ -228,36 +223,20 @@ class Scheduler:
         self.prefills.append(task)
 
     def _step(self) -> None:
-        """One decode step of the batch, then, within the prefill's share of the time, one chunk
-        of the next prompt in turn (a quarter of a prefill step while others decode)."""
-        shared = self._shared_s
-        if not (self.active and self.prefills):
-            shared["decode"] = shared["prefill"] = 0.0
-        if self.active:
-            started = time.perf_counter()
+        """One decode step of the batch, or one chunk of the next prompt in turn."""
+        turn = self._turn()
+        if turn == DECODE:
             self._decode()
-            shared["decode"] += time.perf_counter() - started
-        task = self._next_prefill()
-        if task is not None:
-            started = time.perf_counter()
-            self._prefill_chunk(task)
-            shared["prefill"] += time.perf_counter() - started
+        elif turn == PREFILL:
+            self._prefill_chunk(self.prefills[0])
 
-    def _next_prefill(self) -> PrefillTask | None:
-        """The prompt whose chunk runs now: in turn when nothing decodes; while others decode,
-        only one that waited PREFILL_WAIT_S, and only within the prefill's share of the time."""
-        if not self.prefills:
-            return None
-        if not self.active:
-            return self.prefills[0]
-        shared = self._shared_s
-        if shared["prefill"] * (1 - PREFILL_SHARE) > shared["decode"] * PREFILL_SHARE:
-            return None
-        now = time.perf_counter()
-        return next((t for t in self.prefills if now - t.job.submitted >= PREFILL_WAIT_S), None)
+    def _turn(self) -> str | None:
+        """Whose turn it is (it depends on time: server.lockstep shares rank 0's)."""
+        return self.turns.next(bool(self.active), bool(self.prefills))
 
     def _prefill_chunk(self, task: PrefillTask) -> None:
         if not task.done:  # an all-cached prompt joins at once
+            # Smaller chunks while replies wait: the turn ends closer to its slice.
             chunk = max(128, self.step_size // 4) if self.active else self.step_size
             task.advance(self.engine, chunk)
             self.engine.watchdog.beat()
@@ -287,7 +266,8 @@ class Scheduler:
         run.prefilled = True
         if not self.active:
             solo = SoloDecode(engine.loaded.model, run.prompt_cache, tokens, task.end, **options)
-            self.active[SOLO_UID] = _Seq(job, SOLO_UID, run, parser, detokenizer, task.estimate, solo)
+            seq = _Seq(job, SOLO_UID, run, parser, detokenizer, task.estimate, solo)
+            self.active[SOLO_UID] = seq
             return
         if (lone := self.active.get(SOLO_UID)) is not None:
             self._into_batch(lone)
