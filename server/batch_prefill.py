@@ -13,6 +13,8 @@ from typing import Any
 from server.job import Job
 from server.sequential import Generation
 
+MIN_SHARED = 64  # a shared uncached prefix shorter than this is cheaper to prefill twice
+
 
 @dataclass
 class PrefillTask:
@@ -66,9 +68,29 @@ class PrefillTask:
             engine._store(tokens[: self.pos], cache, kind="system" if system else "prompt")
             self.stored.add(self.pos)
 
+    def shares_unfinished(self, tokens: list[int]) -> int:
+        """How many tokens another prompt shares with this one and should wait for: a long
+        uncached prefix whose checkpoint this prefill has not stored yet (0: none)."""
+        shared = _common_prefix(tokens, self.job.rendered.tokens)
+        if shared < MIN_SHARED or shared <= self.n_cached:
+            return 0
+        # This prompt's checkpoints at or below `shared` that the other could start from.
+        useful = [b for b in self.stops if b <= shared]
+        if self.end <= shared or not useful:
+            useful = self.stops[-1:] or [self.end]  # a trimmable state, an identical retry
+        return 0 if all(b in self.stored for b in useful) else shared
+
     def keep_partial(self, engine: Any) -> int:
         """A prefill cut short keeps what it computed (exactly `pos` tokens) for a retry."""
         if self.pos <= self.n_cached:
             return 0
         engine._store(self.job.rendered.tokens[: self.pos], self.run.prompt_cache)
         return self.pos
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i

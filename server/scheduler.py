@@ -25,7 +25,6 @@ from server.time_slices import DECODE, PREFILL, TimeSlices
 
 log = logging.getLogger("server.engine")
 
-MIN_SHARED = 64  # a shared uncached prefix shorter than this is cheaper to prefill twice
 RATE_WINDOW_S = 5.0
 
 
@@ -190,25 +189,18 @@ class Scheduler:
     def _blocked_by_shared_prefill(self, job: Job) -> bool:
         """Whether a prompt still prefilling shares a long prefix with this job: the job then
         waits for that prompt's checkpoint instead of computing the same state again."""
-        tokens = job.rendered.tokens
         for task in self.prefills:
-            shared = _common_prefix(tokens, task.job.rendered.tokens)
-            if shared < MIN_SHARED or shared <= task.n_cached:
+            if not (shared := task.shares_unfinished(job.rendered.tokens)):
                 continue
-            # The task's checkpoints at or below `shared` that the job could start from.
-            useful = [b for b in task.stops if b <= shared]
-            if task.end <= shared or not useful:
-                useful = task.stops[-1:] or [task.end]  # a trimmable state, an identical retry
-            if not all(b in task.stored for b in useful):
-                if job.waits_on != id(task):
-                    job.waits_on = id(task)
-                    log.info(
-                        "request %s waits for the prefill of %s (%d shared tokens)",
-                        job.request.request_id,
-                        task.job.request.request_id,
-                        shared,
-                    )
-                return True
+            if job.waits_on != id(task):
+                job.waits_on = id(task)
+                log.info(
+                    "request %s waits for the prefill of %s (%d shared tokens)",
+                    job.request.request_id,
+                    task.job.request.request_id,
+                    shared,
+                )
+            return True
         return False
 
     def _start(self, job: Job, max_tokens: int, estimate: int) -> None:
@@ -257,15 +249,19 @@ class Scheduler:
         tokens = job.rendered.tokens
         parser = engine._parser(job)
         detokenizer = engine.loaded.tokenizer.detokenizer
-        options = {
-            "max_tokens": task.max_tokens,
-            "sampler": sampler_for(job.request.sampling),
-            "logits_processors": job.logits_processors,
-            "stop_sequences": self.stop_sequences,
-        }
+        sampler = sampler_for(job.request.sampling)
         run.prefilled = True
         if not self.active:
-            solo = SoloDecode(engine.loaded.model, run.prompt_cache, tokens, task.end, **options)
+            solo = SoloDecode(
+                engine.loaded.model,
+                run.prompt_cache,
+                tokens,
+                task.end,
+                max_tokens=task.max_tokens,
+                sampler=sampler,
+                logits_processors=job.logits_processors,
+                stop_sequences=self.stop_sequences,
+            )
             seq = _Seq(job, SOLO_UID, run, parser, detokenizer, task.estimate, solo)
             self.active[SOLO_UID] = seq
             return
@@ -273,12 +269,12 @@ class Scheduler:
             self._into_batch(lone)
         (uid,) = self.gen.insert(
             [tokens[task.end :]],
-            max_tokens=[options["max_tokens"]],
+            max_tokens=[task.max_tokens],
             caches=[run.prompt_cache],
             all_tokens=[tokens[: task.end]],
-            samplers=[options["sampler"]],
-            logits_processors=[options["logits_processors"]],
-            stop_sequences=[options["stop_sequences"]],
+            samplers=[sampler],
+            logits_processors=[job.logits_processors],
+            stop_sequences=[self.stop_sequences],
         )
         run.prompt_cache = None  # the batch holds its own copy now
         self.active[uid] = _Seq(job, uid, run, parser, detokenizer, task.estimate)
@@ -391,11 +387,3 @@ def _usage(job: Job, n_cached: int = 0):
     from server.request import Usage
 
     return Usage(prompt_tokens=len(job.rendered.tokens), cached_tokens=n_cached)
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
