@@ -26,12 +26,15 @@ class PrefillTask:
     stops: list[int]  # checkpoints to store on the way
     pos: int = 0
     stored: set[int] = field(default_factory=set)
+    end_later: bool = False  # the trimmable end state: stored once the first token is out
+    held: list[Any] | None = None  # the cache holding that state meanwhile
 
     @classmethod
     def start(cls, engine: Any, job: Job, max_tokens: int, estimate: int) -> PrefillTask:
         """Look the prompt up in the prefix cache now (earlier prompts may just have stored a
         state it extends) and plan its checkpoints."""
         from server.prefill import checkpoints
+        from server.prefix_cache.kv_state import trimmable_at
 
         rendered = job.rendered
         tokens = rendered.tokens
@@ -40,11 +43,15 @@ class PrefillTask:
         stops = checkpoints(prompt_cache, n_cached, end, rendered.system_len, rendered.turn_start)
         # Trimmable: the prompt's state serves every shorter prefix at once. Not past a
         # turn-start checkpoint already held (a retry): an end state would replace it.
-        if not stops and n_cached < end and not 0 < rendered.turn_start <= n_cached:
-            stops = [end]
+        at_end = not stops and n_cached < end and not 0 < rendered.turn_start <= n_cached
+        stops = [end] if at_end else stops
+        # Stored off the first token's path where the cache stays trimmable as the reply grows.
+        end_later = at_end and trimmable_at(prompt_cache, end + max_tokens + 1)
         # Checkpoints stored on the way: the final state is not worth storing again.
         run = Generation(prompt_cache, n_cached, checkpointed=bool(stops))
-        return cls(job, run, max_tokens, estimate, end, stops, pos=n_cached)
+        task = cls(job, run, max_tokens, estimate, end, stops, pos=n_cached)
+        task.end_later = end_later
+        return task
 
     @property
     def n_cached(self) -> int:
@@ -63,10 +70,15 @@ class PrefillTask:
         self.pos = prefill_chunk(
             engine.loaded.model, cache, tokens, self.pos, self.end, step, self.stops
         )
-        if self.pos in self.stops:
-            system = self.pos == self.job.rendered.system_len and self.pos < self.end
-            engine._store(tokens[: self.pos], cache, kind="system" if system else "prompt")
-            self.stored.add(self.pos)
+        if self.pos in self.stops and not (self.end_later and self.pos == self.end):
+            self.store(engine, cache)
+
+    def store(self, engine: Any, cache: list[Any]) -> None:
+        """Keep the state at `pos` (a trimmable cache may hold more: the store trims it)."""
+        tokens = self.job.rendered.tokens
+        system = self.pos == self.job.rendered.system_len and self.pos < self.end
+        engine._store(tokens[: self.pos], cache, kind="system" if system else "prompt")
+        self.stored.add(self.pos)
 
     def shares_unfinished(self, tokens: list[int]) -> int:
         """How many tokens another prompt shares with this one and should wait for: a long
@@ -79,6 +91,10 @@ class PrefillTask:
         if self.end <= shared or not useful:
             useful = self.stops[-1:] or [self.end]  # a trimmable state, an identical retry
         return 0 if all(b in self.stored for b in useful) else shared
+
+    def store_held(self, engine: Any) -> None:
+        self.store(engine, self.held)
+        self.held = None
 
     def keep_partial(self, engine: Any) -> int:
         """A prefill cut short keeps what it computed (exactly `pos` tokens) for a retry."""

@@ -74,6 +74,7 @@ class Scheduler:
         self._rate: collections.deque[tuple[float, int]] = collections.deque()
         self.peak_batch = 0  # the most sequences decoded in one step since start
         self.turns = TimeSlices()  # decode steps and prefill chunks take turns
+        self._held: list[PrefillTask] = []  # end states to store once the first token is out
         self.decode_seconds = 0.0  # in decode steps since start (the batch's own decode speed)
         self.decode_tokens = 0
         log.info(
@@ -221,6 +222,11 @@ class Scheduler:
             self._decode()
         elif turn == PREFILL:
             self._prefill_chunk(self.prefills[0])
+        if ready := [t for t in self._held if t.run.first_token_at or t.job.done]:
+            self.outbox.flush()  # the first tokens go out before the copies of the end states
+            for task in ready:
+                task.store_held(self.engine)
+            self._held = [t for t in self._held if t.held is not None]
 
     def _turn(self) -> str | None:
         """Whose turn it is (it depends on time: server.lockstep shares rank 0's)."""
@@ -233,6 +239,12 @@ class Scheduler:
             task.advance(self.engine, chunk)
             self.engine.watchdog.beat()
         if task.done:
+            if task.end_later:  # now if a prompt waits for it, else once the first token is out
+                if any(job.waits_on == id(task) for job in self.waiting):
+                    task.store(self.engine, task.run.prompt_cache)
+                else:
+                    task.held = task.run.prompt_cache
+                    self._held.append(task)
             self._join(task)
             self.prefills.remove(task)  # after joining: it counts as busy throughout
         else:
@@ -368,6 +380,7 @@ class Scheduler:
         jobs = [s.job for s in self.active.values()] + [t.job for t in self.prefills]
         self.active.clear()
         self.prefills.clear()
+        self._held.clear()
         for job in jobs:
             job.emit(Failed(InternalError()))
             self._release(job)

@@ -68,10 +68,16 @@ def stream_text(handle, question: str, max_tokens: int = 24) -> tuple[str, int]:
 
 
 def test_concurrent_streams_give_the_greedy_text_of_one_by_one(batch_worker):
-    # Replies of a few hundred tokens: long enough to overlap on a busy machine.
+    # Replies of a few hundred tokens; the rest arrive while the first decodes (its greedy reply
+    # runs to max_tokens), so they join a running batch whatever this machine's speed.
     alone = [stream_text(batch_worker, q, 400) for q in QUESTIONS]
+    assert alone[0][1] == 400
     with ThreadPoolExecutor(len(QUESTIONS)) as pool:
-        together = list(pool.map(lambda q: stream_text(batch_worker, q, 400), QUESTIONS))
+        first = pool.submit(stream_text, batch_worker, QUESTIONS[0], 400)
+        while status(batch_worker)["scheduler"]["batch_size"] < 1 and not first.done():
+            time.sleep(0.02)
+        rest = list(pool.map(lambda q: stream_text(batch_worker, q, 400), QUESTIONS[1:]))
+        together = [first.result(), *rest]
     assert together == alone
     assert sum(n for _, n in alone) > len(QUESTIONS)  # real replies, not empty ones
     scheduler = status(batch_worker)["scheduler"]
