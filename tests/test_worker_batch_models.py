@@ -26,8 +26,8 @@ QUESTIONS = [
     long_text(140, seed=3) + " Write a short poem about rain.",
     long_text(200, seed=4) + " List three colours.",
 ]
-# A new prompt waits up to PREFILL_WAIT_S (1 s) for running replies to end before it prefills
-# between their steps: replies must outlast that to overlap (~0.15 s per 32 tokens here).
+# While replies decode, a new prompt waits up to one turn (server.time_slices.SLICE_S, 1 s):
+# replies must outlast that to overlap (~0.15 s per 32 tokens here).
 MAX_TOKENS = 800
 
 
