@@ -33,7 +33,7 @@ def test_while_both_wait_the_turn_passes_at_the_end_of_each_slice():
     for i in range(4, 28):  # steps of 1/8 s (exact in binary)
         clock.now = 100 + i / 8
         seen.append((clock.now - 100, turns.next(decoding=True, prefilling=True)))
-    changes = [t for (t, turn), (_, prev) in zip(seen[1:], seen) if turn != prev]
+    changes = [t for (t, turn), (_, prev) in zip(seen[1:], seen[:-1], strict=True) if turn != prev]
     assert seen[0][1] == DECODE
     assert changes == [1.0, 2.0, 3.0]  # each side at most one slice while the other waits
     decode_share = sum(1 for _, turn in seen if turn == DECODE) / len(seen)
