@@ -92,6 +92,14 @@ class PrefillTask:
             useful = self.stops[-1:] or [self.end]  # a trimmable state, an identical retry
         return 0 if all(b in self.stored for b in useful) else shared
 
+    def keep_end(self, engine: Any, now: bool) -> bool:
+        """Store the end state now (True), or hold its cache until the first token is out."""
+        if now:
+            self.store(engine, self.run.prompt_cache)
+        else:
+            self.held = self.run.prompt_cache
+        return now
+
     def store_held(self, engine: Any) -> None:
         self.store(engine, self.held)
         self.held = None

@@ -240,10 +240,8 @@ class Scheduler:
             self.engine.watchdog.beat()
         if task.done:
             if task.end_later:  # now if a prompt waits for it, else once the first token is out
-                if any(job.waits_on == id(task) for job in self.waiting):
-                    task.store(self.engine, task.run.prompt_cache)
-                else:
-                    task.held = task.run.prompt_cache
+                waited = any(job.waits_on == id(task) for job in self.waiting)
+                if not task.keep_end(self.engine, now=waited):
                     self._held.append(task)
             self._join(task)
             self.prefills.remove(task)  # after joining: it counts as busy throughout
@@ -254,7 +252,7 @@ class Scheduler:
 
     def _join(self, task: PrefillTask) -> None:
         """The prefilled prompt decodes alone when nothing else does; otherwise it joins the batch
-        with its last token (mlx-lm merges its cache), and a sequence decoding alone joins first."""
+        with its last token (mlx-lm merges its cache), a sequence decoding alone first."""
         from server.prefill import sampler_for
 
         engine, job, run = self.engine, task.job, task.run
@@ -263,6 +261,8 @@ class Scheduler:
         detokenizer = engine.loaded.tokenizer.detokenizer
         sampler = sampler_for(job.request.sampling)
         run.prefilled = True
+        if (lone := self.active.get(SOLO_UID)) is not None:
+            self._into_batch(lone)  # it may end on the token it had sampled ahead
         if not self.active:
             solo = SoloDecode(
                 engine.loaded.model,
@@ -277,8 +277,6 @@ class Scheduler:
             seq = _Seq(job, SOLO_UID, run, parser, detokenizer, task.estimate, solo)
             self.active[SOLO_UID] = seq
             return
-        if (lone := self.active.get(SOLO_UID)) is not None:
-            self._into_batch(lone)
         (uid,) = self.gen.insert(
             [tokens[task.end :]],
             max_tokens=[task.max_tokens],
@@ -299,8 +297,7 @@ class Scheduler:
         if self._token(seq, response):
             return  # that token ended it
         (uid,) = self.gen.insert(**joining)
-        seq.uid, seq.solo = uid, None
-        seq.run.prompt_cache = None
+        seq.uid, seq.solo, seq.run.prompt_cache = uid, None, None  # the batch holds the state
         self.active[uid] = seq
 
     def _decode(self) -> None:
