@@ -76,6 +76,7 @@ SCHEMA: list[Key] = [
     Key("memory.hard_limit", int, 0, "worker memory that restarts it (0 = 95% of RAM)", 0),
     Key("batch.decode_concurrency", int, 32, "requests that decode together in one batch", 1),
     Key("batch.prompt_concurrency", int, 8, "prompts that prefill together in one batch", 1),
+    Key("batch.turn_seconds", float, 1.0, "longest decode or prefill turn while both wait", 0.05),
     Key("cache.ram_bytes", int, -1, "RAM budget of the prefix KV cache (-1 = 10% of RAM)", -1),
     Key("cache.disk_bytes", int, 32 * 1024**3, "disk budget of the prefix KV cache", 0),
     Key("distributed.ranks", int, 1, "ranks on this machine under mlx.launch (1 = one process)", 1),
@@ -284,6 +285,7 @@ def worker_options(values: dict[str, Any]) -> dict[str, Any]:
         "progress_timeout": values["restart.progress_timeout"],
         "decode_concurrency": values["batch.decode_concurrency"],
         "prompt_concurrency": values["batch.prompt_concurrency"],
+        "turn_seconds": values["batch.turn_seconds"],
         **distributed_options(values),
         "tool_parser": values["tool_parser"] or None,
     }

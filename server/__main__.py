@@ -38,6 +38,16 @@ def byte_size(text: str) -> int:
     return int(float(match.group(1)) * _UNITS[match.group(2)])
 
 
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"not a positive number: {text!r}")
+    return value
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -117,6 +127,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=positive_int,
         default=8,
         help="prompts that prefill together in one batch (default 8)",
+    )
+    parser.add_argument(
+        "--turn-seconds",
+        type=positive_float,
+        default=1.0,
+        metavar="SECONDS",
+        help="while replies decode and prompts wait, each side's longest turn: shorter streams "
+        "more smoothly, longer batches more replies together (default 1)",
     )
     parser.add_argument(
         "--queue-timeout",
@@ -284,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         progress_timeout=args.progress_timeout,
         decode_concurrency=args.decode_concurrency,
         prompt_concurrency=args.prompt_concurrency,
+        turn_seconds=args.turn_seconds,
         queue_timeout_s=args.queue_timeout,
         host=args.host,
         port=args.port,

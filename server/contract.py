@@ -58,6 +58,7 @@ def worker_argv(
     stop_grace_s: float | None = None,
     decode_concurrency: int | None = None,
     prompt_concurrency: int | None = None,
+    turn_seconds: float | None = None,
     ranks: int | None = None,
     hosts: str | None = None,
     hostfile: str | Path | None = None,
@@ -96,6 +97,8 @@ def worker_argv(
         argv += ["--decode-concurrency", str(decode_concurrency)]
     if prompt_concurrency is not None:
         argv += ["--prompt-concurrency", str(prompt_concurrency)]
+    if turn_seconds is not None:
+        argv += ["--turn-seconds", str(turn_seconds)]
     if tool_parser:
         argv += ["--tool-parser", tool_parser]
     if not (hosts or hostfile or (ranks or 1) > 1):

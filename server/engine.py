@@ -34,6 +34,7 @@ from server.request import (
 )
 from server.scheduler import Scheduler
 from server.sequential import Generation, generate_alone
+from server.time_slices import SLICE_S
 from server.watchdog import Watchdog
 
 log = logging.getLogger("server.engine")
@@ -54,6 +55,7 @@ class Engine:
         batch: bool = True,
         decode_concurrency: int = DECODE_CONCURRENCY,
         prompt_concurrency: int = PROMPT_CONCURRENCY,
+        turn_seconds: float = SLICE_S,
         queue_timeout_s: float = 240.0,
         scheduler_factory: Callable[[Any], Scheduler] | None = None,
     ):
@@ -72,6 +74,7 @@ class Engine:
         self.batch = batch  # False: one request at a time (the mode before batching)
         self.decode_concurrency = decode_concurrency
         self.prompt_concurrency = prompt_concurrency
+        self.turn_seconds = turn_seconds
         self.queue_timeout_s = queue_timeout_s  # read by the HTTP side for non-stream requests
         # Set for ranks in lockstep (server.lockstep): they need the batched scheduler.
         self._scheduler_factory = scheduler_factory

@@ -73,7 +73,7 @@ class Scheduler:
         self.outbox = Outbox()  # members' events, delivered once per loop iteration
         self._rate: collections.deque[tuple[float, int]] = collections.deque()
         self.peak_batch = 0  # the most sequences decoded in one step since start
-        self.turns = TimeSlices()  # decode steps and prefill chunks take turns
+        self.turns = TimeSlices(slice_s=engine.turn_seconds)  # decode and prefill take turns
         self._held: list[PrefillTask] = []  # end states to store once the first token is out
         self.decode_seconds = 0.0  # in decode steps since start (the batch's own decode speed)
         self.decode_tokens = 0
@@ -99,6 +99,7 @@ class Scheduler:
             "waiting": sum(1 for j in list(self.waiting) if not j.cancelled),
             "batch_size": len(members),
             "decoding_alone": SOLO_UID in self.active,
+            "turn_seconds": self.turns.slice_s,
             "prefilling": len(prefills),
             "peak_batch_size": self.peak_batch,
             "tokens_per_second": round(sum(recent) / RATE_WINDOW_S, 1),

@@ -64,6 +64,7 @@ def build_engine(settings: Settings, cache_factory=None, group=None, rank=None) 
         progress_timeout=settings.progress_timeout,
         decode_concurrency=settings.decode_concurrency,
         prompt_concurrency=settings.prompt_concurrency,
+        turn_seconds=settings.turn_seconds,
         queue_timeout_s=settings.queue_timeout_s,
         # MLXCTL_SCHEDULER=sequential: one request at a time, as before batching (benchmarks).
         batch=os.environ.get("MLXCTL_SCHEDULER", "batched") != "sequential",

@@ -144,3 +144,15 @@ def test_the_distributed_layout_becomes_worker_flags_and_bad_values_are_refused(
     result = CliRunner().invoke(app, ["start", "--ranks", "2", "--backend", "carrier-pigeon"])
     assert result.exit_code == exit_codes.FAILURE
     assert result.output.startswith("error: ") and "distributed.backend" in result.output
+
+
+def test_the_batch_turn_length_reaches_the_worker_and_a_too_short_one_is_refused(mlxctl_home):
+    from server.contract import worker_argv
+
+    values = config.load()
+    assert "--turn-seconds" in worker_argv("m", "127.0.0.1", 1, **config.worker_options(values))
+    values["batch.turn_seconds"] = 0.25
+    argv = worker_argv("m", "127.0.0.1", 1, **config.worker_options(values))
+    assert argv[argv.index("--turn-seconds") + 1] == "0.25"
+    result = CliRunner().invoke(app, ["config", "set", "batch.turn_seconds", "0.01"])
+    assert result.exit_code != 0 and "batch.turn_seconds" in result.output

@@ -4,6 +4,8 @@ keep-alives while queued and a full queue, through the official SDKs and raw SSE
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -84,6 +86,21 @@ def test_concurrent_streams_give_the_greedy_text_of_one_by_one(batch_worker):
     assert scheduler["mode"] == "batched"
     assert scheduler["peak_batch_size"] >= 2  # they did decode together
     assert status(batch_worker)["batch_capacity"] > 1
+
+
+def test_the_turn_length_is_a_flag_and_a_bad_one_a_usage_error(tiny_model_path):
+    handle = start_worker(tiny_model_path, "--no-cache", "--turn-seconds", "0.25")
+    try:
+        assert status(handle)["scheduler"]["turn_seconds"] == 0.25
+    finally:
+        handle.stop()
+    bad = subprocess.run(
+        [sys.executable, "-m", "server", "--model", str(tiny_model_path), "--turn-seconds", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 2 and "--turn-seconds" in bad.stderr
 
 
 def test_a_cancelled_member_frees_its_slot_and_the_others_finish(batch_worker):
