@@ -44,7 +44,9 @@ def status(handle) -> dict:
 
 @pytest.fixture(scope="module")
 def batch_worker(tiny_model_path):
-    handle = start_worker(tiny_model_path, "--no-cache", api_key=API_KEY)
+    # Short turns: a prompt arriving while others decode prefills within 0.2 s, well before a
+    # few-hundred-token reply ends on any machine (the default turn is 1 s).
+    handle = start_worker(tiny_model_path, "--no-cache", "--turn-seconds", "0.2", api_key=API_KEY)
     yield handle
     handle.stop()
 
