@@ -49,9 +49,7 @@ class PrefillTask:
         end_later = at_end and trimmable_at(prompt_cache, end + max_tokens + 1)
         # Checkpoints stored on the way: the final state is not worth storing again.
         run = Generation(prompt_cache, n_cached, checkpointed=bool(stops))
-        task = cls(job, run, max_tokens, estimate, end, stops, pos=n_cached)
-        task.end_later = end_later
-        return task
+        return cls(job, run, max_tokens, estimate, end, stops, pos=n_cached, end_later=end_later)
 
     @property
     def n_cached(self) -> int:

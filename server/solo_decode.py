@@ -51,6 +51,7 @@ class SoloDecode:
         self.stop_sequences = stop_sequences
         self.count = 0
         self._matcher = stop_sequences.matcher()
+        self._mx, self._stream = mx, generation_stream  # per token: no imports on that path
         with mx.stream(generation_stream):  # where mlx-lm's generators run; the first step too
             self._batch = GenerationBatch(
                 model,
@@ -67,13 +68,10 @@ class SoloDecode:
 
     def next(self) -> SoloResponse:
         """The next token (the step after it is already queued)."""
-        import mlx.core as mx
-        from mlx_lm.generate import generation_stream
-
-        with mx.stream(generation_stream):  # where mlx-lm's generators run
+        with self._mx.stream(self._stream):  # where mlx-lm's generators run
             (r,) = self._batch.next()
         if self.count % 256 == 255:
-            mx.clear_cache()  # as mlx-lm's generate_step: freed buffers do not pile up
+            self._mx.clear_cache()  # as mlx-lm's generate_step: freed buffers do not pile up
         return self._response(r.token)
 
     def handover(self) -> tuple[SoloResponse, dict]:

@@ -16,7 +16,13 @@ from pathlib import Path
 import psutil
 
 from server.contract import free_port_run
-from tests.fixtures_worker import REPO_ROOT, WorkerHandle, free_port, wait_healthy
+from tests.fixtures_worker import (
+    REPO_ROOT,
+    WorkerHandle,
+    free_port,
+    wait_healthy,
+    worker_command,
+)
 
 LAUNCH = [sys.executable, "-m", "server.launch"]
 
@@ -60,15 +66,11 @@ def start_ranks(
 
     port = free_port()
     fd, log_name = tempfile.mkstemp(prefix=f"ranks-{port}-", suffix=".log")
-    worker = [sys.executable, "-m", "server", "--model", str(model_path), "--port", str(port)]
-    if api_key:
-        worker += ["--api-key", api_key]
-    if "--no-cache" not in extra_args and "--cache-dir" not in extra_args:
-        worker += ["--cache-dir", tempfile.mkdtemp(prefix=f"ranks-{port}-kv-")]
+    worker = worker_command(model_path, port, extra_args, api_key, "ranks")
     launch = [*LAUNCH, "--backend", "ring", "-n", str(ranks)]
     launch += ["--starting-port", str(free_port_run(ranks)), "--"]
     process = subprocess.Popen(
-        [*launch, *worker, *extra_args],
+        [*launch, *worker],
         cwd=REPO_ROOT,
         env=worker_env(),
         stdin=subprocess.DEVNULL,

@@ -65,14 +65,8 @@ def start_worker(
 
     port = free_port()
     fd, log_name = tempfile.mkstemp(prefix=f"worker-{port}-", suffix=".log")
-    args = [sys.executable, "-m", "server", "--model", str(model_path), "--port", str(port)]
-    if api_key:
-        args += ["--api-key", api_key]
-    if "--no-cache" not in extra_args and "--cache-dir" not in extra_args:
-        # Never the user's $MLXCTL_HOME/cache/kv: a private disk tier per worker.
-        args += ["--cache-dir", tempfile.mkdtemp(prefix=f"worker-{port}-kv-")]
     process = subprocess.Popen(
-        [*args, *extra_args],
+        worker_command(model_path, port, extra_args, api_key, "worker"),
         cwd=REPO_ROOT,
         env=worker_env(env),
         stdout=fd,
@@ -84,6 +78,17 @@ def start_worker(
     if wait:
         wait_healthy(handle, timeout)
     return handle
+
+
+def worker_command(model_path, port: int, extra_args, api_key: str | None, name: str) -> list:
+    """`python -m server` on `port` with `extra_args`, and a private disk tier unless they
+    choose one: never the user's $MLXCTL_HOME/cache/kv."""
+    args = [sys.executable, "-m", "server", "--model", str(model_path), "--port", str(port)]
+    if api_key:
+        args += ["--api-key", api_key]
+    if "--no-cache" not in extra_args and "--cache-dir" not in extra_args:
+        args += ["--cache-dir", tempfile.mkdtemp(prefix=f"{name}-{port}-kv-")]
+    return [*args, *extra_args]
 
 
 def wait_healthy(handle: WorkerHandle, timeout: float = 180.0) -> None:
