@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -30,15 +29,6 @@ TEXT = (
 
 SHORT = [{"role": "user", "content": "Hi"}]
 CLIENT = None  # one keep-alive connection, as a real client holds
-
-
-def reexec_with_openblas() -> None:
-    # Both sides must use the same BLAS; the worker preloads it, so this process does too.
-    from server.blas import find_openblas, worker_env
-
-    blas = find_openblas()
-    if blas and blas not in os.environ.get("LD_PRELOAD", ""):
-        os.execve(sys.executable, [sys.executable, *sys.argv], worker_env())
 
 
 def build_messages(tokenizer, target: int) -> list[dict]:
@@ -121,6 +111,9 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--verbose", action="store_true", help="print every run")
     args = parser.parse_args()
+    # Both sides must use the same BLAS; the worker preloads it, so this process does too.
+    from server.blas import reexec_with_openblas
+
     reexec_with_openblas()
 
     from rich.console import Console

@@ -17,16 +17,6 @@ from server.distributed import launched_rank
 EXIT_USAGE = 2
 
 
-def _reexec_with_openblas() -> None:
-    """Restart once with a system OpenBLAS preloaded (must run before mlx is imported)."""
-    from server.blas import find_openblas, worker_env
-
-    blas = find_openblas()
-    if blas and blas not in os.environ.get("LD_PRELOAD", ""):
-        # orig_argv keeps interpreter flags such as -P (no cwd on sys.path) across the re-exec.
-        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], worker_env())
-
-
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
@@ -250,7 +240,9 @@ def _warm_prompts(given: list[str] | None) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     if sys.platform.startswith("linux") and argv is None:
-        _reexec_with_openblas()
+        from server.blas import reexec_with_openblas
+
+        reexec_with_openblas()
     args = parse_args(argv)
     rank = launched_rank()
     if rank is not None:

@@ -33,3 +33,12 @@ def worker_env(base: dict[str, str] | None = None) -> dict[str, str]:
     if blas and blas not in env.get("LD_PRELOAD", ""):
         env["LD_PRELOAD"] = ":".join(p for p in (blas, env.get("LD_PRELOAD", "")) if p)
     return env
+
+
+def reexec_with_openblas() -> None:
+    """Restart this process once with a system OpenBLAS preloaded, where one is installed (call
+    it before mlx is imported: the library binds its BLAS at load)."""
+    blas = find_openblas()
+    if blas and blas not in os.environ.get("LD_PRELOAD", ""):
+        # orig_argv keeps interpreter flags such as -P (no cwd on sys.path) across the re-exec.
+        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], worker_env())

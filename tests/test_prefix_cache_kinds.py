@@ -227,3 +227,60 @@ def test_write_behind_puts_entries_on_disk_within_its_hourly_byte_budget(tmp_pat
     assert store.stats()["dirty_entries"] == 1
     assert store.flush(budget_s=10) == 1
     assert store.stats()["dirty_entries"] == 0 and store.stats()["disk"]["entries"] == 2
+
+
+def plain_state(cache):
+    from mlx.utils import tree_flatten
+
+    leaves = tree_flatten([c.state for c in cache])
+    return [(k, v) for k, v in leaves if not isinstance(v, mx.array)]
+
+
+def test_writer_copy_holds_the_same_state_in_buffers_of_its_own():
+    from server.prefix_cache.kv_state import cache_nbytes, writer_copy
+
+    kept = snapshot(mixed_cache(), 300)
+    before = mx.get_active_memory()
+    mine = writer_copy(kept)
+    assert mx.get_active_memory() - before >= cache_nbytes(kept)  # new buffers, not views
+    assert [type(c) for c in mine] == [type(c) for c in kept]
+    assert cache_len(mine) == 300 and plain_state(mine) == plain_state(kept)  # offsets, window
+    for a, b in zip(state_arrays(mine), state_arrays(kept), strict=True):
+        assert a.dtype == b.dtype and mx.array_equal(a, b).item()
+
+
+def test_private_writes_put_a_copy_on_disk_and_skip_entries_without_one(tmp_path):
+    import threading
+
+    cache = mixed_cache()
+    kept = snapshot(cache, 300)
+    one = sum(c.nbytes for c in kept)
+    # The writer thread never fires by itself here: each `writer_pass` is one of its passes.
+    store = make(
+        None, tmp_path, write_delay=3600, write_bytes_per_hour=int(one * 1.5), private_writes=True
+    )
+
+    def writer_pass() -> int:
+        return store.write_dirty(threading.Event())
+
+    first = rand_tokens(300, 10)
+    assert store.store(first, cache)
+    (entry,) = store._entries.values()
+    assert entry.to_write is not None and entry.to_write is not entry.cache
+    assert writer_pass() == 1
+    assert entry.on_disk and entry.to_write is None  # written from its copy, then dropped
+    hit = make(None, tmp_path).lookup(first + [5])  # a restart reads the file back
+    assert (hit.source, hit.cached_tokens) == ("disk", 300)
+    for a, b in zip(state_arrays(hit.cache), state_arrays(kept), strict=True):
+        assert mx.array_equal(a, b).item()
+
+    # Past the hour's byte budget the copy is dropped and the entry waits for the stop's flush;
+    # with budget to spare again, the writer still never reads the entry's own buffers.
+    assert store.store(rand_tokens(300, 11), cache)
+    assert writer_pass() == 0
+    assert store.stats()["dirty_entries"] == 1
+    assert all(e.to_write is None for e in store._entries.values())
+    store.writer.bytes_per_hour = None
+    assert writer_pass() == 0
+    assert store.flush(budget_s=10) == 1
+    assert store.stats()["dirty_entries"] == 0 and store.stats()["disk"]["entries"] == 2

@@ -49,13 +49,17 @@ def cache_factory(settings: Settings):
 
     def build(loaded) -> StoreAdapter:
         from .disk_index import ensure_dir
+        from .kv_state import host_reads_move_buffers
         from .store import PrefixStore
 
         kwargs: dict[str, Any] = {
             "ram_bytes": settings.cache_ram_bytes,
             "write_delay": settings.cache_write_behind_s,
             "write_bytes_per_hour": settings.cache_write_bytes_per_hour,
+            "private_writes": host_reads_move_buffers(),
         }
+        if kwargs["private_writes"] and settings.cache_write_behind_s is not None:
+            log.info("kv cache: the disk writer reads copies (host reads move MLX CUDA buffers)")
         if settings.cache_dir and settings.cache_disk_bytes != 0:
             kwargs["disk_root"] = Path(settings.cache_dir).expanduser()
             if settings.cache_disk_bytes is not None:

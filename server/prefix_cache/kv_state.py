@@ -70,3 +70,26 @@ def snapshot(cache: list[Any], n: int, detach: bool = True) -> list[Any] | None:
     if detach:
         mx.eval([a for _, a in tree_flatten([c.state for c in out]) if isinstance(a, mx.array)])
     return out
+
+
+def host_reads_move_buffers() -> bool:
+    """Whether reading an array on the host moves its buffer: MLX CUDA then copies a GPU buffer
+    into managed memory for good, which the GPU pages back on its next use."""
+    import mlx.core as mx
+
+    return mx.cuda.is_available() and mx.default_device() == mx.gpu
+
+
+def writer_copy(cache: list[Any]) -> list[Any]:
+    """The cache list in buffers of its own, evaluated: what the disk writer may read off the
+    GPU while the stored entry stays where the next prefill reads it."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten, tree_map
+
+    out = []
+    for c in cache:
+        mine = copy.copy(c)
+        mine.state = tree_map(lambda a: a * 1 if isinstance(a, mx.array) else a, c.state)
+        out.append(mine)
+    mx.eval([a for _, a in tree_flatten([c.state for c in out]) if isinstance(a, mx.array)])
+    return out

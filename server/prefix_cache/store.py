@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from . import kv_state
 from .disk import Compat, DiskTier, tokens_key
 from .disk_index import entry_row, index_row
 from .fingerprint import model_fingerprint, tokenizer_fingerprint
@@ -43,6 +44,7 @@ class _Entry:
     on_disk: bool = False
     kind: str = "prompt"  # "system": the shared system+tools checkpoint, kept for new sessions
     trimmable: bool = True
+    to_write: list[Any] | None = None  # the write-behind's own copy (see `private_writes`)
 
 
 class PrefixStore:
@@ -61,6 +63,7 @@ class PrefixStore:
         min_disk_gain: int = 256,
         write_delay: float | None = None,
         write_bytes_per_hour: int | None = None,
+        private_writes: bool = False,
     ):
         self.model = model
         self.model_id = model_id
@@ -87,6 +90,8 @@ class PrefixStore:
         self._prefill_seconds = 0.0
         # None: entries reach disk only on flush (graceful stop).
         self.writer = None
+        # The writer reads copies only (for MLX CUDA: `kv_state.host_reads_move_buffers`).
+        self.private_writes = private_writes and self.disk is not None and write_delay is not None
         if self.disk is not None and write_delay is not None:
             self.writer = WriteBehind(self.write_dirty, write_delay, write_bytes_per_hour)
         self.written_behind = 0  # bytes the writer thread put on disk
@@ -142,11 +147,10 @@ class PrefixStore:
             return Lookup(cache, usable, source)
 
     def store(self, tokens, cache: list[Any], kind: str = "prompt") -> bool:
-        """Keep the state of `cache` for `tokens` (the ids whose KV it holds, or a prefix of
-        them when it can be trimmed). Extra trailing ids beyond the cache's length are ignored.
-        Copies the state (the caller goes on using `cache`). `kind="system"`: a shared
-        system+tools checkpoint, which a longer untrimmable entry does not replace. False when
-        it was not kept."""
+        """Keep a copy of `cache`'s state for `tokens` (the ids whose KV it holds, or a prefix
+        of them when it can be trimmed; extra trailing ids are ignored). `kind="system"`: a
+        shared system+tools checkpoint, which a longer untrimmable entry does not replace.
+        False when it was not kept."""
         tokens = as_tokens(tokens)
         n = cache_len(cache)
         if n > len(tokens) and trimmable(cache):
@@ -156,13 +160,12 @@ class PrefixStore:
             return False
         tokens = tokens[:n].copy()
         kept = snapshot(cache, n)
-        if kept is None:
+        if kept is None or (nbytes := cache_nbytes(kept)) > self.ram_budget:
             return False
-        nbytes = cache_nbytes(kept)
-        if nbytes > self.ram_budget:
-            return False
+        # The writer's copy is not counted in the budget: it lives until the next write pass.
+        mine = kv_state.writer_copy(kept) if self.private_writes else None
         with self._lock:
-            kept_now = self._insert(tokens, kept, nbytes, on_disk=False, kind=kind)
+            kept_now = self._insert(tokens, kept, nbytes, on_disk=False, kind=kind, to_write=mine)
         if kept_now and self.writer is not None:
             self.writer.poke()
         return kept_now
@@ -196,11 +199,16 @@ class PrefixStore:
             with self._lock:
                 if self._entries.get(tokens_key(entry.tokens)) is not entry:
                     continue  # superseded or evicted since: its successor carries it
-            if stop is not None and not self.writer.allow(entry.nbytes):
-                continue  # over the write budget: the stop's flush writes it
+            copyless = self.private_writes and entry.to_write is None  # nothing it may read
+            if stop is not None and (copyless or not self.writer.allow(entry.nbytes)):
+                entry.to_write = None
+                continue  # the stop's flush writes it
             meta = {"kind": entry.kind, "trimmable": "1" if entry.trimmable else "0"}
             before, t0 = self.disk.bytes_written, time.monotonic()
-            if self.disk.save(entry.tokens, entry.cache, entry.nbytes, entry.last_used, meta):
+            arrays = entry.cache if entry.to_write is None else entry.to_write
+            saved = self.disk.save(entry.tokens, arrays, entry.nbytes, entry.last_used, meta)
+            entry.to_write = None  # one attempt per copy: a failed write waits for the stop
+            if saved:
                 entry.on_disk = True
                 written += 1
                 self._write_bps = entry.nbytes / max(time.monotonic() - t0, 1e-6)
@@ -327,7 +335,7 @@ class PrefixStore:
         return make_prompt_cache(self.model)
 
     def _insert(
-        self, tokens: np.ndarray, cache: list[Any], nbytes: int, on_disk: bool, kind: str
+        self, tokens: np.ndarray, cache: list[Any], nbytes: int, on_disk: bool, kind: str, **extra
     ) -> bool:
         key = tokens_key(tokens)
         if key in self._entries:
@@ -345,7 +353,7 @@ class PrefixStore:
                 self._entries.move_to_end(longer.extension_value)
                 return True
         can_trim = trimmable(cache)
-        entry = _Entry(tokens, cache, nbytes, on_disk=on_disk, kind=kind, trimmable=can_trim)
+        entry = _Entry(tokens, cache, nbytes, on_disk, kind=kind, trimmable=can_trim, **extra)
         self._entries[key] = entry
         self._trie.insert(tokens, key)
         self._ram_bytes += nbytes
