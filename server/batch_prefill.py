@@ -14,6 +14,8 @@ from server.job import Job
 from server.sequential import Generation
 
 MIN_SHARED = 64  # a shared uncached prefix shorter than this is cheaper to prefill twice
+# A reply decoding this long stores its prompt's held end state (for a crash, a retry).
+HOLD_S = 2.0
 
 
 @dataclass
@@ -26,7 +28,7 @@ class PrefillTask:
     stops: list[int]  # checkpoints to store on the way
     pos: int = 0
     stored: set[int] = field(default_factory=set)
-    end_later: bool = False  # the trimmable end state: stored once the first token is out
+    end_later: bool = False  # the trimmable end state: stored off the reply's path (`end_due`)
     held: list[Any] | None = None  # the cache holding that state meanwhile
 
     @classmethod
@@ -91,12 +93,18 @@ class PrefillTask:
         return 0 if all(b in self.stored for b in useful) else shared
 
     def keep_end(self, engine: Any, now: bool) -> bool:
-        """Store the end state now (True), or hold its cache until the first token is out."""
+        """Store the end state now (True), or hold its cache until `end_due`."""
         if now:
             self.store(engine, self.run.prompt_cache)
         else:
             self.held = self.run.prompt_cache
         return now
+
+    def end_due(self, now: float) -> bool:
+        """Whether the held end state is stored now: its reply has ended, or has decoded for
+        HOLD_S. A short reply then decodes with no copy in its way."""
+        first = self.run.first_token_at
+        return self.job.done or (first is not None and now - first >= HOLD_S)
 
     def store_held(self, engine: Any) -> None:
         self.store(engine, self.held)
@@ -108,6 +116,13 @@ class PrefillTask:
             return 0
         engine._store(self.job.rendered.tokens[: self.pos], self.run.prompt_cache)
         return self.pos
+
+
+def store_held(engine: Any, held: list[PrefillTask], due: list[PrefillTask]) -> list[PrefillTask]:
+    """Store the end states of `due`; returns the tasks of `held` still holding one."""
+    for task in due:
+        task.store_held(engine)
+    return [t for t in held if t.held is not None]
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from server.batch_limits import kv_bytes_per_token, memory_budget
-from server.batch_prefill import PrefillTask
+from server.batch_prefill import PrefillTask, store_held
 from server.job import Job, Outbox
 from server.reply_parser import ReplyParser
 from server.request import Progress, Started
@@ -74,7 +74,7 @@ class Scheduler:
         self._rate: collections.deque[tuple[float, int]] = collections.deque()
         self.peak_batch = 0  # the most sequences decoded in one step since start
         self.turns = TimeSlices(slice_s=engine.turn_seconds)  # decode and prefill take turns
-        self._held: list[PrefillTask] = []  # end states to store once the first token is out
+        self._held: list[PrefillTask] = []  # end states to store once due (or a prompt comes)
         self.decode_seconds = 0.0  # in decode steps since start (the batch's own decode speed)
         self.decode_tokens = 0
         log.info(
@@ -209,6 +209,7 @@ class Scheduler:
         engine = self.engine
         job.admitted = time.perf_counter()
         job.outbox = self.outbox
+        self._held = store_held(engine, self._held, self._held)  # its lookup sees them all
         engine._attach_processors(job)
         task = PrefillTask.start(engine, job, max_tokens, estimate)
         job.emit(Started(len(job.rendered.tokens), task.n_cached))
@@ -223,11 +224,9 @@ class Scheduler:
             self._decode()
         elif turn == PREFILL:
             self._prefill_chunk(self.prefills[0])
-        if ready := [t for t in self._held if t.run.first_token_at or t.job.done]:
-            self.outbox.flush()  # the first tokens go out before the copies of the end states
-            for task in ready:
-                task.store_held(self.engine)
-            self._held = [t for t in self._held if t.held is not None]
+        if ready := [t for t in self._held if t.end_due(time.perf_counter())]:
+            self.outbox.flush()  # the tokens go out before the copies of the end states
+            self._held = store_held(self.engine, self._held, ready)
 
     def _turn(self) -> str | None:
         """Whose turn it is (it depends on time: server.lockstep shares rank 0's)."""
@@ -240,7 +239,7 @@ class Scheduler:
             task.advance(self.engine, chunk)
             self.engine.watchdog.beat()
         if task.done:
-            if task.end_later:  # now if a prompt waits for it, else once the first token is out
+            if task.end_later:  # now if a prompt waits for it, else once due
                 waited = any(job.waits_on == id(task) for job in self.waiting)
                 if not task.keep_end(self.engine, now=waited):
                     self._held.append(task)

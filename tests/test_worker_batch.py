@@ -4,6 +4,7 @@ keep-alives while queued and a full queue, through the official SDKs and raw SSE
 from __future__ import annotations
 
 import contextlib
+import re
 import subprocess
 import sys
 import threading
@@ -172,6 +173,40 @@ def test_requests_sharing_an_uncached_prefix_prefill_it_once(tiny_model_path):
         handle.stop()
 
 
+def test_a_prompt_admitted_while_a_reply_decodes_finds_that_replys_prompt_cached(
+    tiny_model_path,
+):
+    # A prompt's end state is stored off its reply's path (once the reply ends, or has run a
+    # while), but a prompt admitted meanwhile (here a retry) must still find it.
+    handle = start_worker(tiny_model_path, "--turn-seconds", "0.2", api_key=API_KEY)
+    body = {
+        "model": "claude-x",
+        "system": long_text(1500, seed=7),
+        "messages": [{"role": "user", "content": "Tell me a long story."}],
+    }
+    client = anthropic_client(handle)  # built before: slow
+    try:
+        with httpx.stream(
+            "POST",
+            handle.base_url + "/v1/messages",
+            json={**body, "max_tokens": 1500, "stream": True},
+            headers={**AUTH, "anthropic-version": "2023-06-01"},
+        ) as r:
+            lines = r.iter_lines()
+            for line in lines:
+                if line == "event: content_block_delta":  # decoding
+                    break
+            retry = client.messages.create(**body, max_tokens=4)
+            assert any(line == "event: message_stop" for line in lines)
+        assert retry.usage.input_tokens == 1  # all but the prompt's last token came cached
+        # The retry finished while the first reply was still decoding.
+        finished = re.findall(r"POST /v1/messages 200 .* completion=(\d+)", handle.log())
+        done = [int(n) for n in finished]
+        assert done[0] <= 4 and done[1] > 4, done
+    finally:
+        handle.stop()
+
+
 def test_a_queued_stream_pings_at_once_and_a_full_queue_is_turned_away(tiny_model_path):
     # The first request blocks the generation thread (test hook): everything else queues.
     handle = start_worker(
@@ -239,10 +274,13 @@ def test_a_non_stream_request_queued_past_its_deadline_is_turned_away(tiny_model
         "2",
         api_key=API_KEY,
     )
+    # The stream must outlast two 2 s deadlines on any machine: 12000 tokens are ~15 s here.
+    reply = 12000
+    clients = anthropic_client(handle), openai_client(handle)  # built before: slow
     try:
         done: list[tuple[str, int]] = []
         long = threading.Thread(
-            target=lambda: done.append(stream_text(handle, QUESTIONS[0], max_tokens=4000))
+            target=lambda: done.append(stream_text(handle, QUESTIONS[0], max_tokens=reply))
         )
         long.start()
         while status(handle)["scheduler"]["batch_size"] < 1:
@@ -250,17 +288,17 @@ def test_a_non_stream_request_queued_past_its_deadline_is_turned_away(tiny_model
         assert status(handle)["batch_capacity"] == 1
         hello = [{"role": "user", "content": "hi"}]
         sent = time.monotonic()
-        with anthropic_client(handle) as client, pytest.raises(anthropic.APIStatusError) as err:
+        with clients[0] as client, pytest.raises(anthropic.APIStatusError) as err:
             client.messages.create(model="claude-x", max_tokens=8, messages=hello)
         assert time.monotonic() - sent >= 2.0
         assert err.value.status_code == 529
         assert int(err.value.response.headers["retry-after"]) >= 1
-        with openai_client(handle) as client, pytest.raises(openai.RateLimitError) as err:
+        with clients[1] as client, pytest.raises(openai.RateLimitError) as err:
             client.chat.completions.create(model="claude-x", max_tokens=8, messages=hello)
         assert "retry-after" in err.value.response.headers
         assert status(handle)["scheduler"]["running"] == 1  # the stream still decodes
         long.join(300)
-        assert done and done[0][1] == 4000
+        assert done and done[0][1] == reply
         assert status(handle)["scheduler"]["waiting"] == 0
     finally:
         handle.stop()
