@@ -31,6 +31,18 @@ def tiny_model(**kwargs) -> Path:
     return build_tiny_model(model_cache_dir() / f"tiny-{key}", **kwargs)
 
 
+def wait_until(predicate, timeout: float = 10.0) -> bool:
+    """Poll `predicate` until it holds or `timeout` passes; its last answer."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
 @pytest.fixture(scope="session")
 def tiny_model_path() -> Path:
     """2 layers, hidden 64, 32K context, tool-capable chat template."""

@@ -8,7 +8,7 @@ import pytest
 
 from server.prefill import checkpoints, prefill
 from server.prefix_cache.kv_state import cache_len, snapshot, trimmable
-from tests.conftest import tiny_model
+from tests.conftest import tiny_model, wait_until
 from tests.test_prefix_cache import assert_close, make, rand_tokens
 
 mx = pytest.importorskip("mlx.core")
@@ -199,17 +199,6 @@ def test_the_system_and_tools_prefix_is_shared_by_sessions_and_survives_strict_t
 
     monkeypatch.setattr(tokenizer, "apply_chat_template", strict)
     assert render("Fix the bug.").system_len == a.system_len
-
-
-def wait_until(predicate, timeout: float = 10.0) -> bool:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def test_write_behind_puts_entries_on_disk_within_its_hourly_byte_budget(tmp_path):

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from tests.conftest import wait_until
 from tests.fixtures_worker import start_worker
 from tests.test_worker_cache import long_text
 
@@ -199,15 +200,16 @@ def test_a_prompt_admitted_while_a_reply_decodes_finds_that_replys_prompt_cached
             retry = client.messages.create(**body, max_tokens=4)
             assert any(line == "event: message_stop" for line in lines)
         assert retry.usage.input_tokens == 1  # all but the prompt's last token came cached
+
         # The retry finished while the first reply was still decoding (access lines are written
         # as each response closes: the first's may come a moment after its last event).
-        done: list[int] = []
-        deadline = time.monotonic() + 10
-        while len(done) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        def completions() -> list[int]:
             finished = re.findall(r"POST /v1/messages 200 .* completion=(\d+)", handle.log())
-            done = [int(n) for n in finished]
-        assert len(done) == 2 and done[0] <= 4 < done[1], done
+            return [int(n) for n in finished]
+
+        assert wait_until(lambda: len(completions()) == 2), handle.log()
+        done = completions()
+        assert done[0] <= 4 < done[1], done
     finally:
         handle.stop()
 

@@ -58,8 +58,6 @@ def cache_factory(settings: Settings):
             "write_bytes_per_hour": settings.cache_write_bytes_per_hour,
             "private_writes": host_reads_move_buffers(),
         }
-        if kwargs["private_writes"] and settings.cache_write_behind_s is not None:
-            log.info("kv cache: the disk writer reads copies (host reads move MLX CUDA buffers)")
         if settings.cache_dir and settings.cache_disk_bytes != 0:
             kwargs["disk_root"] = Path(settings.cache_dir).expanduser()
             if settings.cache_disk_bytes is not None:
@@ -85,6 +83,8 @@ def cache_factory(settings: Settings):
             kwargs.pop("disk_root", None)
             kwargs.pop("disk_bytes", None)
             store = open_store(**kwargs)
+        if store.private_writes:
+            log.info("kv cache: the disk writer reads copies (host reads move MLX CUDA buffers)")
         cache = StoreAdapter(store, flush_s=stop_budget(settings)[1])
         if settings.cache_restore == "eager":
             cache.restore()

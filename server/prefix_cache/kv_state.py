@@ -48,7 +48,6 @@ def snapshot(cache: list[Any], n: int, detach: bool = True) -> list[Any] | None:
     `cache`.
     """
     import mlx.core as mx
-    from mlx.utils import tree_flatten
     from mlx_lm.models.cache import KVCache
 
     total = cache_len(cache)
@@ -68,7 +67,7 @@ def snapshot(cache: list[Any], n: int, detach: bool = True) -> list[Any] | None:
             c.trim(total - n)
         out.append(c)
     if detach:
-        mx.eval([a for _, a in tree_flatten([c.state for c in out]) if isinstance(a, mx.array)])
+        _evaluate(out)
     return out
 
 
@@ -84,12 +83,19 @@ def writer_copy(cache: list[Any]) -> list[Any]:
     """The cache list in buffers of its own, evaluated: what the disk writer may read off the
     GPU while the stored entry stays where the next prefill reads it."""
     import mlx.core as mx
-    from mlx.utils import tree_flatten, tree_map
+    from mlx.utils import tree_map
 
     out = []
     for c in cache:
         mine = copy.copy(c)
         mine.state = tree_map(lambda a: a * 1 if isinstance(a, mx.array) else a, c.state)
         out.append(mine)
-    mx.eval([a for _, a in tree_flatten([c.state for c in out]) if isinstance(a, mx.array)])
+    _evaluate(out)
     return out
+
+
+def _evaluate(cache: list[Any]) -> None:
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+
+    mx.eval([a for _, a in tree_flatten([c.state for c in cache]) if isinstance(a, mx.array)])

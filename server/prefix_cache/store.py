@@ -90,10 +90,10 @@ class PrefixStore:
         self._prefill_seconds = 0.0
         # None: entries reach disk only on flush (graceful stop).
         self.writer = None
-        # The writer reads copies only (for MLX CUDA: `kv_state.host_reads_move_buffers`).
-        self.private_writes = private_writes and self.disk is not None and write_delay is not None
         if self.disk is not None and write_delay is not None:
             self.writer = WriteBehind(self.write_dirty, write_delay, write_bytes_per_hour)
+        # The writer reads copies only (for MLX CUDA: `kv_state.host_reads_move_buffers`).
+        self.private_writes = private_writes and self.writer is not None
         self.written_behind = 0  # bytes the writer thread put on disk
         self._write_bps: float | None = None  # measured, to keep the stop's flush in budget
 
