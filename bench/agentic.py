@@ -46,7 +46,7 @@ import httpx
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # run as a script: `mlxctl` and `server` come from the checkout
 
-DEFAULT_FIXTURES = REPO_ROOT.parent / "shared" / "fixtures" / "claude-code-2.1.328"
+DEFAULT_FIXTURES = REPO_ROOT / "tests" / "fixtures" / "claude-code-2.1.328"
 FIXTURE_FILE = "fix-notes-session/001.json"
 BILLING_PREFIX = "x-anthropic-billing-header:"
 # Targets of issue 5 (ratios of time to first token).

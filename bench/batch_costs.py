@@ -99,7 +99,7 @@ def main(argv=None) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from server.model_loading import load_model
+    from server.model.loading import load_model
 
     p = argparse.ArgumentParser(prog="bench/batch_costs.py", description=__doc__.split("\n")[0])
     p.add_argument("--model", help="MLX model directory (default: the tiny 32K test model)")
@@ -154,7 +154,7 @@ def main(argv=None) -> int:
         "1.00x",
         "-",
     )
-    import server.batch_attention as batch_attention
+    import server.model.batch_attention as batch_attention
 
     module = sys.modules[type(model).__module__]
     masked = module.scaled_dot_product_attention

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     import numpy as np
     from mlx_lm.models.cache import make_prompt_cache
 
-    from server.model_loading import load_model
+    from server.model.loading import load_model
     from server.prefix_cache.store import PrefixStore
     from server.testing.tiny_model import build_tiny_model
 

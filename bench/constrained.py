@@ -2,7 +2,7 @@
 
 `python bench/constrained.py` builds (once, cached) a tiny random-weight model on a ~151K-token
 vocabulary (`server.testing.wide_vocab`) and prints:
-- grammar compile time per request for Claude Code's 12 tools (`../shared/fixtures/`), both
+- grammar compile time per request for Claude Code's 12 tools (`tests/fixtures/`), both
   call syntaxes, forced and `auto` (target: under 50 ms);
 - per-token cost of the mask: llguidance computing it, and applying it to MLX logits;
 - decode tok/s of the same prompt with and without the constraint (target: at least 0.9x).
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # bench/concurrent.py would shadow the stdlib's `concurrent` (asyncio needs it): bench/ off.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 sys.path.insert(0, str(ROOT))
-FIXTURE = ROOT.parent / "shared/fixtures/claude-code-2.1.328/fix-notes-session/001.json"
+FIXTURE = ROOT / "tests/fixtures/claude-code-2.1.328/fix-notes-session/001.json"
 
 
 def fixture_tools() -> list[dict]:
@@ -39,7 +39,7 @@ def ms(seconds: float) -> str:
 
 
 def compile_table(tokenizer, tools, repeat: int) -> None:
-    from server.constrained import plan as planning
+    from server.decoding.constrained import plan as planning
 
     planning.ll_tokenizer(tokenizer)  # built once per model (not per request)
     print(f"\ncompile per request, {len(tools)} tools (median of {repeat})")
@@ -71,9 +71,9 @@ def mask_table(tokenizer, tools) -> None:
     import mlx.core as mx
     from llguidance.numpy import allocate_token_bitmask, fill_next_token_bitmask
 
-    from server.constrained import masks
-    from server.constrained.plan import plan
-    from server.testing.tiny_model import _call
+    from server.decoding.constrained import masks
+    from server.decoding.constrained.plan import plan
+    from server.testing.scripts import call_text
 
     constraint = plan(tokenizer, tools, "required")
     llt = constraint.tokenizer
@@ -82,7 +82,7 @@ def mask_table(tokenizer, tools) -> None:
         "old_string": "def f(x):\n    return x\n" * 3,
         "new_string": "def f(x):\n    return 2 * x  # doubled\n" * 3,
     }
-    ids = llt.tokenize_str(_call("Edit", args))
+    ids = llt.tokenize_str(call_text("Edit", args))
     matcher = constraint.new_matcher()
     words = allocate_token_bitmask(1, llt.vocab_size)
     compute, unpack_np, apply_np, apply_mx = [], [], [], []
@@ -133,8 +133,8 @@ def decode_table(loaded, tools, max_tokens: int, runs: int) -> None:
     from mlx_lm import stream_generate
     from mlx_lm.sample_utils import make_sampler
 
-    from server.constrained.processor import CallProcessor
-    from server.prompt import PromptRenderer
+    from server.decoding.constrained.processor import CallProcessor
+    from server.prompt.render import PromptRenderer
     from server.request import ChatRequest
 
     renderer = PromptRenderer(loaded.tokenizer, loaded.config)
@@ -178,7 +178,7 @@ def decode_table(loaded, tools, max_tokens: int, runs: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from server.model_loading import load_model
+    from server.model.loading import load_model
     from server.testing.wide_vocab import build_wide_model
 
     ap = argparse.ArgumentParser(description=__doc__)

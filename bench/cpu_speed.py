@@ -33,7 +33,7 @@ def measure(model_path: str, dequantize: bool, decode_tokens: int) -> dict:
     import mlx.core as mx
     from mlx_lm.generate import stream_generate
 
-    from server.model_loading import load_model
+    from server.model.loading import load_model
 
     loaded = load_model(model_path, dequantize_on_cpu=dequantize)
     vocab = loaded.config["vocab_size"]

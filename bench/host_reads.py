@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from server.prefix_cache.kv_state import host_reads_move_buffers
+    from server.model.kv_state import host_reads_move_buffers
 
     p = argparse.ArgumentParser(prog="bench/host_reads.py", description=__doc__.split("\n")[0])
     p.add_argument("--layers", type=int, default=48)

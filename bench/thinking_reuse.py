@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from tests.conftest import tiny_model
     from tests.fixtures_worker import start_worker
-    from tests.test_worker_cache import long_text
+    from tests.worker.test_cache import long_text
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--turns", type=int, default=5)

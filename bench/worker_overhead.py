@@ -120,7 +120,7 @@ def main() -> int:
     from rich.table import Table
 
     from mlxctl.models.registry import resolve
-    from server.model_loading import load_model
+    from server.model.loading import load_model
     from tests.fixtures_worker import start_worker
 
     console = Console()

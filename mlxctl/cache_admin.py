@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+import server.prefix_cache.disk_index as disk_index
 from mlxctl import config, paths
 from mlxctl.errors import CacheAdminError, MlxctlError, WorkerRefused, WorkerUnavailable
 from mlxctl.worker_client import WorkerClient
-from server.prefix_cache import disk_index
 
 TIERS = ("ram", "disk", "both")
 NO_WORKER_NOTE = "no worker runs, so the RAM tier is empty; showing the disk tier"

@@ -23,7 +23,7 @@ from mlxctl.system import identity, processes
 from mlxctl.system.lock import FileLock, is_held
 
 POLL_SECONDS = 0.1
-DEMO_MODEL = "demo"  # server.model_loading.DEMO_MODEL, without importing the model loader
+DEMO_MODEL = "demo"  # server.model.loading.DEMO_MODEL, without importing the model loader
 DAEMON_MODULE = "mlxctl.supervisor.daemon"
 
 

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from server import contract
-from server.distributed import launched_rank
+from server.model.distributed import launched_rank
 
 # Exit code when the command line cannot run (0 is a graceful stop, 1 a failed start).
 EXIT_USAGE = 2
@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     log = logging.getLogger("server")
 
-    from server.model_loading import ModelRefError, resolve_model_ref
+    from server.model_ref import ModelRefError, resolve_model_ref
     from server.settings import Settings, is_loopback
 
     api_key = args.api_key or os.environ.get(contract.API_KEY_ENV) or None
@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     except ModelRefError as exc:
         log.error("%s%s", exc, f" ({exc.hint})" if exc.hint else "")
         return EXIT_USAGE
-    from server.tool_parser_choice import parser_names
+    from server.model.tool_parsers import parser_names
 
     if args.tool_parser and args.tool_parser not in parser_names():
         log.error(
@@ -316,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
         allowed_hosts=[h.strip() for h in args.allowed_hosts.split(",") if h.strip()],
         parallel=args.parallel,
         tool_parser=args.tool_parser,
+        # MLXCTL_SCHEDULER=sequential: one request at a time, as before batching (benchmarks).
+        batch=os.environ.get("MLXCTL_SCHEDULER", "batched") != "sequential",
     )
     from server.serve import serve
 

@@ -37,7 +37,7 @@ class ChatRequest:
     # Anthropic `system` blocks as sent (joined into the first message): `cache why` names them.
     system_blocks: list[str] | None = None
     # Reasoning: True/False asks the template's switch (None: its default); reasoning past
-    # `thinking_budget` tokens is closed so the answer starts (server.reasoning).
+    # `thinking_budget` tokens is closed so the answer starts (server.decoding.reasoning).
     thinking: bool | None = None
     thinking_budget: int | None = None
 

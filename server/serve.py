@@ -12,8 +12,8 @@ import time
 
 import uvicorn
 
-from server.app import create_app
-from server.engine import Engine
+from server.api.app import create_app
+from server.engine.engine import Engine
 from server.settings import Settings, stop_budget
 
 log = logging.getLogger("server")
@@ -43,35 +43,21 @@ def build_engine(settings: Settings, cache_factory=None, group=None, rank=None) 
     """`cache_factory(loaded_model) -> PrefixCache` plugs a prefix cache in (see
     prefix_cache.seam); without one, the settings' prefix KV cache unless it is turned off.
     Warm prompts are read here and prefilled by the engine itself once the model loads.
-    With a distributed `group` (server.distributed), this rank's part of the engine."""
+    With a distributed `group` (server.model.distributed), this rank's part of the engine."""
     if cache_factory is None:
         from server.prefix_cache.factory import cache_factory as settings_cache
 
         cache_factory = settings_cache(settings)
-    from server.model_loading import load_model
+    from server.model.loading import load_model
 
     extra = {"load_fn": functools.partial(load_model, tool_parser=settings.tool_parser)}
     if group is not None:  # ranks load their shard (no --tool-parser there yet)
         extra = _rank_parts(group, rank)
         if cache_factory is not None:
             cache_factory = _agreed(cache_factory, group)
-    engine = Engine(
-        settings.model_path,
-        max_queue=settings.max_queue,
-        max_output_tokens=settings.max_output_tokens,
-        prefill_step_size=settings.prefill_step_size,
-        cache_factory=cache_factory,
-        progress_timeout=settings.progress_timeout,
-        decode_concurrency=settings.decode_concurrency,
-        prompt_concurrency=settings.prompt_concurrency,
-        turn_seconds=settings.turn_seconds,
-        queue_timeout_s=settings.queue_timeout_s,
-        # MLXCTL_SCHEDULER=sequential: one request at a time, as before batching (benchmarks).
-        batch=os.environ.get("MLXCTL_SCHEDULER", "batched") != "sequential",
-        **extra,
-    )
+    engine = Engine(settings, cache_factory=cache_factory, **extra)
     if settings.warm_prompts and cache_factory is not None:
-        from server.warm import read_prompts
+        from server.api.warm_prompts import read_prompts
 
         engine.warm(read_prompts(settings.warm_prompts))
     return engine
@@ -79,12 +65,12 @@ def build_engine(settings: Settings, cache_factory=None, group=None, rank=None) 
 
 def _rank_parts(group, rank) -> dict:
     """What a rank's engine needs: its shard of the model and the lockstep scheduler."""
-    from server.lockstep import LockstepScheduler
-    from server.model_loading import load_model_shard
+    from server.engine.lockstep import LockstepScheduler
+    from server.model.loading import load_model_shard
 
     return {
         "load_fn": lambda path: load_model_shard(path, group, rank),
-        "scheduler_factory": lambda engine: LockstepScheduler(engine, group),
+        "scheduler_factory": lambda runner, queue: LockstepScheduler(runner, queue, group),
     }
 
 
@@ -115,7 +101,10 @@ def follow(engine: Engine, grace_s: float) -> int:
         # stops the group: leaving now would restart it as a crash.
         time.sleep(LOAD_FAILURE_LINGER_S)
         return 1
-    closed = engine.scheduler is not None and engine.scheduler.lockstep.closed
+    from server.engine.lockstep import LockstepScheduler
+
+    scheduler = engine.scheduler
+    closed = isinstance(scheduler, LockstepScheduler) and scheduler.lockstep.closed
     log.info("rank stopped (%s)", "rank 0 closed the group" if closed else "lost the group")
     return 0 if closed else 1
 
@@ -123,7 +112,7 @@ def follow(engine: Engine, grace_s: float) -> int:
 def serve(settings: Settings, engine: Engine | None = None, cache_factory=None) -> int:
     group, rank = None, None
     if engine is None:
-        from server.distributed import join_group
+        from server.model.distributed import join_group
 
         group, rank = join_group(settings.parallel)
         engine = build_engine(settings, cache_factory, group, rank)

@@ -41,6 +41,7 @@ class Settings:
     queue_timeout_s: float = 240.0  # a non-stream request queued this long gets 429/529
     parallel: str = "tensor"  # how ranks under mlx.launch split the model: tensor or pipeline
     tool_parser: str | None = None  # an mlx-lm tool parser module; None: inferred
+    batch: bool = True  # False: one request at a time, as before batching (benchmarks)
 
 
 LOOPBACK_NAMES = ("localhost", "localhost.")

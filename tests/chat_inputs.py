@@ -2,14 +2,14 @@
 
 Not the worker's adapter (that lives with the protocol layer); just enough to render captured
 Claude Code requests through a tokenizer's chat template the way a server would, normalised by
-the worker's own rule (server.normalize) unless asked not to.
+the worker's own rule (server.prompt.normalize) unless asked not to.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from server.normalize import normalize
+from server.prompt.normalize import normalize
 from server.request import ChatRequest
 
 

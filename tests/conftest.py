@@ -13,7 +13,7 @@ import pytest
 pytest_plugins = ["tests.fixtures_worker", "tests.fixtures_supervisor"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = REPO_ROOT.parent / "shared" / "fixtures" / "claude-code-2.1.328" / "fix-notes-session"
+FIXTURES = REPO_ROOT / "tests" / "fixtures" / "claude-code-2.1.328" / "fix-notes-session"
 
 
 def model_cache_dir() -> Path:
@@ -86,9 +86,9 @@ def mlxctl_home(isolated_home) -> Path:
 
 @pytest.fixture(scope="session")
 def claude_code_requests() -> list[dict]:
-    """The captured Claude Code session requests, in order (skips when shared/ is absent)."""
+    """The captured Claude Code session requests, in order (carried in tests/fixtures/)."""
     import json
 
-    if not FIXTURES.is_dir():
-        pytest.skip(f"fixtures not found at {FIXTURES}")
-    return [json.loads(p.read_text()) for p in sorted(FIXTURES.glob("*.json"))]
+    requests = [json.loads(p.read_text()) for p in sorted(FIXTURES.glob("*.json"))]
+    assert requests, f"no captured requests in {FIXTURES}"
+    return requests

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 
 from server.atomic import fsync_dir
+from server.model.kv_state import cache_len
 
 from . import disk_index as di
-from .kv_state import cache_len
 from .policy import supersedes
 from .trie import TokenTrie, as_tokens
 

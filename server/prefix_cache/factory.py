@@ -10,9 +10,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from server.prefix_cache.adapter import StoreAdapter
 from server.settings import Settings, stop_budget
-
-from .seam import StoreAdapter
 
 log = logging.getLogger("server.cache")
 
@@ -48,8 +47,9 @@ def cache_factory(settings: Settings):
         return None
 
     def build(loaded) -> StoreAdapter:
+        from server.model.kv_state import host_reads_move_buffers
+
         from .disk_index import ensure_dir
-        from .kv_state import host_reads_move_buffers
         from .store import PrefixStore
 
         kwargs: dict[str, Any] = {

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from server.distributed import gather_ints
+from server.model.distributed import gather_ints
 
 
 class AgreedCache:

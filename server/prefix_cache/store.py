@@ -21,11 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from . import kv_state
+from server.model import kv_state
+from server.model.kv_state import cache_len, cache_nbytes, snapshot, trimmable
+
 from .disk import Compat, DiskTier, tokens_key
 from .disk_index import entry_row, index_row
 from .fingerprint import model_fingerprint, tokenizer_fingerprint
-from .kv_state import cache_len, cache_nbytes, snapshot, trimmable
 from .policy import DEFAULT_DISK_BYTES, Lookup, choose, default_ram_bytes, supersedes
 from .seam import check_tier
 from .trie import TokenTrie, as_tokens

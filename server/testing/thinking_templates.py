@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from server.testing.scripts import WEATHER_TOOL, call_text
+
 THINK_TOKENS = ("<think>", "</think>")
 
 _TOOLS_SYSTEM = """\
@@ -140,17 +142,15 @@ PARIS_REASONING = "The user wants the weather in Paris. I will call the weather 
 SUNNY_REASONING = "The tool answered: sunny, 21 C."
 
 
-def script(template: str = "qwen3") -> list[tuple]:
+def thinking_script(template: str = "qwen3") -> list[tuple]:
     """(messages, tools, reply[, template options]) a scripted model on `template` answers.
     Where the generation prompt opens `<think>` the reply starts inside it."""
-    from server.testing.tiny_model import WEATHER_TOOL, _call
-
     spec = TEMPLATES[template]
     think = (lambda r: r.removeprefix("<think>\n")) if spec.opens_think else (lambda r: r)
 
     paris = [{"role": "user", "content": "What is the weather in Paris?"}]
     hello = [{"role": "user", "content": "Say hello."}]
-    call = _call("get_weather", {"city": "Paris"}, spec.tool_format)
+    call = call_text("get_weather", {"city": "Paris"}, spec.tool_format)
     answered = [
         *paris,
         {

@@ -224,6 +224,7 @@ def build_tiny_model(
     from mlx_lm.utils import _get_classes
 
     from server.testing import thinking_templates
+    from server.testing.scripts import script
 
     destination = Path(destination)
     if (destination / "config.json").exists():
@@ -264,7 +265,7 @@ def build_tiny_model(
             )
         )
         if scripted:
-            pairs = thinking_templates.script(template) if spec else script(tool_format)
+            pairs = thinking_templates.thinking_script(template) if spec else script(tool_format)
             train_on_script(model, staging, pairs)
             weights = dict(tree_flatten(model.parameters()))
             mx.save_safetensors(
@@ -278,71 +279,6 @@ def build_tiny_model(
     return destination
 
 
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Current weather for a city.",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string", "description": "City name"}},
-            "required": ["city"],
-        },
-    },
-}
-
-
-def _call(name: str, arguments: dict, tool_format: str = "json") -> str:
-    if tool_format == "xml":
-        params = "".join(f"<parameter={k}>\n{v}\n</parameter>\n" for k, v in arguments.items())
-        return f"<tool_call>\n<function={name}>\n{params}</function>\n</tool_call>"
-    return f'<tool_call>\n{{"name": "{name}", "arguments": {json.dumps(arguments)}}}\n</tool_call>'
-
-
-def script(tool_format: str = "json") -> list[tuple[list[dict], list[dict] | None, str]]:
-    """(messages, tools, reply): what the scripted tiny model answers under greedy decoding."""
-    call = lambda name, args: _call(name, args, tool_format)  # noqa: E731
-    return [
-        ([{"role": "user", "content": "Say hello."}], None, "Hello! How can I help you today?"),
-        ([{"role": "user", "content": "Say hello."}], [WEATHER_TOOL], "Hello there, weather fan."),
-        (
-            [{"role": "user", "content": "What is the weather in Paris?"}],
-            [WEATHER_TOOL],
-            call("get_weather", {"city": "Paris"}),
-        ),
-        (
-            [{"role": "user", "content": "Weather in Paris and Tokyo?"}],
-            [WEATHER_TOOL],
-            "Checking both cities.\n"
-            + call("get_weather", {"city": "Paris"})
-            + "\n"
-            + call("get_weather", {"city": "Tokyo"}),
-        ),
-        (
-            [
-                {"role": "user", "content": "What is the weather in Paris?"},
-                {
-                    "role": "assistant",
-                    "content": "",
-                    "tool_calls": [
-                        {
-                            "id": "call_1",
-                            "type": "function",
-                            "function": {"name": "get_weather", "arguments": {"city": "Paris"}},
-                        }
-                    ],
-                },
-                {"role": "tool", "tool_call_id": "call_1", "content": "sunny, 21 C"},
-            ],
-            [WEATHER_TOOL],
-            "It is sunny and 21 C in Paris.",
-        ),
-    ]
-
-
-SCRIPT = script()
-
-
 def train_on_script(
     model, model_dir: Path, pairs=None, steps: int = 600, learning_rate: float = 3e-3
 ) -> float:
@@ -351,6 +287,8 @@ def train_on_script(
     import mlx.nn as nn
     import mlx.optimizers as optim
     from mlx_lm.utils import load_tokenizer
+
+    from server.testing.scripts import SCRIPT
 
     tokenizer = load_tokenizer(model_dir)
     rows = []

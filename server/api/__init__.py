@@ -1,0 +1,1 @@
+"""HTTP on the event loop: the app, admin routes, protocol adapters. Never touches MLX."""

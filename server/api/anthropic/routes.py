@@ -1,0 +1,40 @@
+"""Anthropic routes: /v1/messages (also ?beta=true) and /v1/messages/count_tokens."""
+
+from __future__ import annotations
+
+import uuid
+from functools import partial
+
+from fastapi import APIRouter, Request
+
+from server.api import serving
+from server.api.anthropic.protocol import (
+    CountTokensRequest,
+    MessagesRequest,
+    shows_thinking,
+    to_chat_request,
+)
+from server.api.anthropic.reply import message_body
+from server.api.anthropic.stream import encode
+from server.api.model_names import check_model
+
+router = APIRouter()
+
+
+@router.post("/v1/messages")
+async def messages(body: MessagesRequest, request: Request):
+    check_model(request.app.state.settings, body.model)
+    job = await serving.start(request, to_chat_request(body))
+    ids = {"message_id": f"msg_{uuid.uuid4().hex[:24]}", "model": body.model}
+    ids["show_thinking"] = shows_thinking(body)
+    if body.stream:
+        return serving.stream(request, job, partial(encode, **ids))
+    return await serving.reply(request, job, partial(message_body, **ids))
+
+
+@router.post("/v1/messages/count_tokens")
+async def count_tokens(body: CountTokensRequest, request: Request):
+    engine, settings = request.app.state.engine, request.app.state.settings
+    check_model(settings, body.model)
+    rendered = await serving.prepare(engine, to_chat_request(body), check_context=False)
+    return {"input_tokens": len(rendered.tokens)}

@@ -1,0 +1,64 @@
+"""OpenAI routes: /v1/chat/completions and /v1/models."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from functools import partial
+
+from fastapi import APIRouter, Request
+
+from server.api import serving
+from server.api.model_names import check_model, listed_names
+from server.api.openai.protocol import ChatCompletionRequest, to_chat_request
+from server.api.openai.reply import completion_body
+from server.api.openai.stream import encode
+
+router = APIRouter()
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(body: ChatCompletionRequest, request: Request):
+    check_model(request.app.state.settings, body.model)
+    job = await serving.start(request, to_chat_request(body))
+    ids = {"completion_id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "model": body.model}
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return serving.stream(request, job, partial(encode, include_usage=include_usage, **ids))
+    return await serving.reply(request, job, partial(completion_body, **ids))
+
+
+def _model_entry(name: str, created: int) -> dict:
+    # Both SDKs read this list: OpenAI's fields and Anthropic's side by side.
+    iso = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created))
+    return {
+        "id": name,
+        "object": "model",
+        "created": created,
+        "owned_by": "mlxctl",
+        "type": "model",
+        "display_name": name,
+        "created_at": iso,
+    }
+
+
+@router.get("/v1/models")
+async def list_models(request: Request):
+    settings = request.app.state.settings
+    created = int(request.app.state.engine.started_at)
+    names = listed_names(settings)
+    data = [_model_entry(name, created) for name in names]
+    return {
+        "object": "list",
+        "data": data,
+        "has_more": False,
+        "first_id": names[0],
+        "last_id": names[-1],
+    }
+
+
+@router.get("/v1/models/{model_id:path}")
+async def get_model(model_id: str, request: Request):
+    settings = request.app.state.settings
+    check_model(settings, model_id)
+    return _model_entry(model_id, int(request.app.state.engine.started_at))

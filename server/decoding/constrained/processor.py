@@ -1,0 +1,132 @@
+"""The per-request logits processor that keeps a tool call inside its grammar.
+
+mlx-lm calls it with the tokens so far (the last one being fed in) and the next logits; the
+previous sampled token advances the matcher, then the matcher's mask goes onto the logits.
+A forced call is constrained from the first token; with `auto` the matcher starts when the model
+writes the call's opening token and stops at the call's end. Generation thread only.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from server.decoding.constrained import closing, masks
+from server.decoding.constrained.plan import CallConstraint
+
+log = logging.getLogger("server.engine")
+
+
+class CallProcessor:
+    def __init__(self, constraint: CallConstraint, max_tokens: int | None, request_id: str = ""):
+        self.constraint = constraint
+        self.llt = constraint.tokenizer
+        self.max_tokens = max_tokens
+        self.request_id = request_id
+        self.matcher = constraint.new_matcher() if constraint.forced else None
+        self.call: bytearray | None = bytearray() if constraint.forced else None
+        self.words = np.full((1, (self.llt.vocab_size + 31) // 32), -1, dtype=np.int32)
+        self.seen = 0  # calls so far; from the second on, tokens[-1] is the last sampled token
+        self.generated = 0
+        self.off = False  # set on an unexpected state: decoding goes on unconstrained
+        self.closing = False  # steering the open call to its end (max_tokens is near)
+        self.cut_short = False  # ...and it had not ended by itself: the reply says "length"
+        self._need: int | None = None  # tokens closing took in the last dry run
+        self._end = self.llt.decode_bytes(self.llt.tokenize_str(constraint.end))
+
+    def __call__(self, tokens, logits):
+        try:
+            return self._process(tokens, logits)
+        except Exception:  # a constraint bug must not fail the request: decode freely
+            log.exception("constrained decoding stopped for request %s", self.request_id)
+            self.off = True
+            return logits
+
+    def _process(self, tokens, logits):
+        import mlx.core as mx
+
+        mx.async_eval(logits)  # the forward pass runs while the mask is computed below
+        if self.seen:
+            self._advance(int(tokens.reshape(-1)[-1].item()))
+        self.seen += 1
+        matcher = self.matcher
+        if self.off or matcher is None:
+            return logits
+        if matcher.is_stopped():  # the grammar is complete: only the end of turn may follow
+            eos = np.array(self.llt.eos_tokens, dtype=np.int64)
+            return masks.apply(logits, masks.only(self.words, eos))
+        from llguidance.numpy import fill_next_token_bitmask
+
+        fill_next_token_bitmask(matcher, self.words)
+        if matcher.is_error():
+            self._give_up(matcher.get_error())
+            return logits
+        return self._closing(self.words, logits)
+
+    def _advance(self, token: int) -> None:
+        self.generated += 1
+        if self.off:
+            return
+        if self.matcher is None:
+            if token == self.constraint.opener:  # auto: the model opened a call
+                self.matcher = self.constraint.new_matcher()
+                self.call = bytearray()
+            return
+        if self.matcher.is_stopped():
+            return
+        if not self.matcher.consume_token(token):
+            self._give_up(self.matcher.get_error())
+            return
+        if token == self.constraint.opener:
+            self.call = bytearray()
+        elif self.call is not None:
+            self.call += self.llt.decode_bytes([token])
+        if not self.constraint.forced and self.matcher.is_accepting():
+            self.matcher, self.call = None, None  # the call is complete: back to free text
+
+    def _closing(self, words: np.ndarray, logits):
+        """Masked logits. In the budget's last tokens the call grows no new items where it can
+        close instead, and when closing needs all that is left, only the token that closes it
+        soonest is allowed (the call counts as cut short where that was not the model's pick)."""
+        left = (self.max_tokens or 0) - self.generated
+        if not self.max_tokens or self.call is None or left > closing.HORIZON:
+            return masks.apply(logits, words)
+        fmt, call, end = self.constraint.fmt, bytes(self.call), self._end
+        done = closing.target(fmt, call, end) is None
+        if not (self.closing or done):
+            slack = closing.SLACK.get(fmt, 2)
+            # A dry run costs a mask per step: every 8th token, and each token once it is near.
+            if self._need is None or left <= self._need + slack + 8 or left % 8 == 0:
+                self._need = closing.steps_to_close(self.matcher, self.llt, fmt, call, end)
+            self.closing = left <= self._need + slack
+        if self.closing or done:  # a finished call ends the turn rather than open another
+            token = closing.next_token(self.llt, fmt, call, end, words, self.matcher)
+            chosen = words if token is None else masks.only(words, np.array([token]))
+        else:
+            chosen = closing.no_new_structure(self.llt, fmt, call, words)
+        if chosen is words:
+            return masks.apply(logits, words)
+        out = masks.apply(logits, chosen)
+        if not done and not self.cut_short:
+            free = masks.apply(logits, words)
+            self.cut_short = int(free.argmax().item()) != int(out.argmax().item())
+        return out
+
+    def _give_up(self, error: str) -> None:
+        log.warning(
+            "constrained decoding stopped for request %s: %s",
+            self.request_id,
+            error.splitlines()[0] if error else "matcher error",
+        )
+        self.off = True
+
+
+def factory(request: Any, rendered: Any, loaded: Any) -> CallProcessor | None:
+    """`decoding.processors` factory: a processor for requests whose render planned a constraint."""
+    constraint = getattr(rendered, "constraint", None)
+    if constraint is None:
+        return None
+    constraint = constraint.attach(loaded.tokenizer)  # a rank's replica arrives without it
+    return CallProcessor(constraint, request.max_tokens, request.request_id)

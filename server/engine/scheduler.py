@@ -1,0 +1,362 @@
+"""Continuous batching on mlx-lm's BatchGenerator (generation thread only).
+
+Running sequences decode together in the BatchGenerator. New prompts prefill outside it, on their
+own prefix-cache state as when alone (`batch_prefill.PrefillTask`), one chunk between two decode
+steps, taking turns; each stores its checkpoints as it reaches them and then joins the batch
+with its last prompt token.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from server.decoding.reply_parser import ReplyParser
+from server.engine.admission import Admission, waits_for_shared_prefill
+from server.engine.batch_limits import kv_bytes_per_token, memory_budget
+from server.engine.decode_meter import DecodeMeter
+from server.engine.job import Generation, Job, JobQueue, Outbox
+from server.engine.prefill_task import PrefillTask, store_held
+from server.engine.runner import Runner
+from server.engine.sequential import run_alone
+from server.engine.solo_decode import SOLO_UID, SoloDecode
+from server.engine.turns import DECODE, PREFILL, TimeSlices
+from server.request import Progress, Started
+
+log = logging.getLogger("server.engine")
+
+
+@dataclass
+class _Seq:
+    """One request decoding inside the BatchGenerator."""
+
+    job: Job
+    uid: int
+    run: Generation
+    parser: ReplyParser
+    detokenizer: Any
+    estimate: int  # admitted KV bytes
+    solo: SoloDecode | None = None  # decoding alone, outside the BatchGenerator
+
+
+class Scheduler:
+    """Admits queued jobs, prefills them between decode steps, decodes them in one batch."""
+
+    def __init__(self, runner: Runner, queue: JobQueue):
+        import mlx.core as mx
+        from mlx_lm.generate import BatchGenerator, make_stop_sequences
+
+        from server.model import batch_attention
+
+        self.runner, self.queue = runner, queue
+        settings = runner.settings
+        model = runner.loaded.model
+        self.step_size = settings.prefill_step_size or 2048
+        self.admission = Admission(
+            kv_per_token=kv_bytes_per_token(model),
+            budget=memory_budget(runner.cache.stats()),
+            decode_concurrency=settings.decode_concurrency,
+            prompt_concurrency=settings.prompt_concurrency,
+        )
+        self.gen = BatchGenerator(
+            model,
+            completion_batch_size=settings.decode_concurrency,
+            prefill_batch_size=settings.decode_concurrency,  # joins only: prompts prefill here
+        )
+        if not mx.metal.is_available():  # Metal's fused decode attention takes the mask itself
+            batch_attention.install(model)
+        self.stop_sequences = make_stop_sequences(runner.loaded.tokenizer)
+        self.active: dict[int, _Seq] = {}
+        self.prefills: collections.deque[PrefillTask] = collections.deque()
+        self.waiting: collections.deque[Job] = collections.deque()
+        self.outbox = Outbox()  # members' events, delivered once per loop iteration
+        self.meter = DecodeMeter()
+        self.turns = TimeSlices(slice_s=settings.turn_seconds)  # decode and prefill take turns
+        self._held: list[PrefillTask] = []  # end states to store once due (or a prompt comes)
+        log.info(
+            "scheduler: batched (decode %d, prefill %d at once; KV estimate %d B/token, "
+            "budget %.1f GB)",
+            settings.decode_concurrency,
+            settings.prompt_concurrency,
+            self.admission.kv_per_token,
+            self.admission.budget / 1e9,
+        )
+
+    # -- status (read from any thread: plain Python values) -----------------------------------
+
+    def status(self) -> dict:
+        members = list(self.active.values())
+        prefills = list(self.prefills)
+        return {
+            "mode": "batched",
+            "running": len(members) + len(prefills),
+            "waiting": sum(1 for j in list(self.waiting) if not j.cancelled),
+            "batch_size": len(members),
+            "decoding_alone": SOLO_UID in self.active,
+            "turn_seconds": self.turns.slice_s,
+            "prefilling": len(prefills),
+            **self.meter.status(),
+            "kv_bytes_estimate": sum(s.estimate for s in members + prefills),
+            "kv_budget_bytes": self.admission.budget,
+        }
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Until the queue closes and the last member finishes."""
+        closed = False
+        while not closed or self.active or self.prefills or self.waiting:
+            closed = self._take_jobs(closed)
+            self._reap_cancelled()
+            self._admit()
+            if self.active or self.prefills:
+                try:
+                    self._step()
+                except Exception:  # a failed step must not take the worker down
+                    log.exception("batch step failed; failing its %d requests", self._busy())
+                    self._fail_all()
+            elif self.waiting:
+                time.sleep(0.01)  # deferred jobs only: their blocker just left, retry
+            if closed and not self.active and not self.prefills:
+                for job in self.waiting:
+                    job.cancel("the server is shutting down")
+                self._reap_cancelled()
+            self.outbox.flush()
+        self.gen.close()
+
+    def _take_jobs(self, closed: bool) -> bool:
+        """Move queued jobs into `waiting`, blocking only when there is nothing else to do;
+        returns whether the queue has closed (server.engine.lockstep replays rank 0's instead)."""
+        queue, idle = self.queue, not self._busy()
+        while not closed:
+            job = queue.get(timeout=None if idle and not self.waiting else 0)
+            if job is None:
+                return queue.closed
+            self.waiting.append(job)
+            idle = False
+        return closed
+
+    def in_flight(self) -> list[Job]:
+        """Every job prefilling or decoding (safe from any thread)."""
+        return [s.job for s in list(self.active.values())] + [t.job for t in list(self.prefills)]
+
+    def _busy(self) -> int:
+        return len(self.active) + len(self.prefills)
+
+    def _admit(self) -> None:
+        """FIFO: each waiting job starts prefilling unless it waits on a shared prefill (it then
+        lets later ones pass), or memory, the batch or the prefill slots are full, or others
+        decode and it has not waited its turn (then the queue waits behind it)."""
+        runner = self.runner
+        for job in list(self.waiting):
+            if job.cancelled:
+                self.waiting.remove(job)
+                runner.finish_cancelled(job, _usage(job), 0.0)
+                job.done = True
+                continue
+            if job.request.sampling.seed is not None:
+                # A seed sets MLX's global generator: one at a time, after the batch drains.
+                if self._busy():
+                    return
+                self.waiting.remove(job)
+                log.info("request %s runs alone (a seed cannot batch)", job.request.request_id)
+                run_alone(runner, job)
+                continue
+            if waits_for_shared_prefill(job, self.prefills):
+                continue
+            tokens = job.rendered.tokens
+            max_tokens = runner.max_tokens(job.request, len(tokens))
+            estimate = self.admission.estimate(len(tokens), max_tokens)
+            decoding = (s.estimate for s in self.active.values())
+            if not self.admission.fits(estimate, decoding, list(self.prefills)):
+                return
+            self.waiting.remove(job)
+            self._start(job, max_tokens, estimate)
+
+    def _start(self, job: Job, max_tokens: int, estimate: int) -> None:
+        runner = self.runner
+        job.admitted = time.perf_counter()
+        job.outbox = self.outbox
+        self._held = store_held(runner, self._held, self._held)  # its lookup sees them all
+        runner.attach_processors(job)
+        task = PrefillTask.start(runner, job, max_tokens, estimate)
+        job.emit(Started(len(job.rendered.tokens), task.n_cached))
+        if not self._busy():
+            runner.watchdog.begin("a batch of requests")
+        self.prefills.append(task)
+
+    def _step(self) -> None:
+        """One decode step of the batch, or one chunk of the next prompt in turn."""
+        turn = self._turn()
+        if turn == DECODE:
+            self._decode()
+        elif turn == PREFILL:
+            self._prefill_chunk(self.prefills[0])
+        if ready := [t for t in self._held if t.end_due(time.perf_counter())]:
+            self.outbox.flush()  # the tokens go out before the copies of the end states
+            self._held = store_held(self.runner, self._held, ready)
+
+    def _turn(self) -> str | None:
+        """Whose turn it is (it depends on time: server.engine.lockstep shares rank 0's)."""
+        return self.turns.next(bool(self.active), bool(self.prefills))
+
+    def _prefill_chunk(self, task: PrefillTask) -> None:
+        if not task.done:  # an all-cached prompt joins at once
+            # Smaller chunks while replies wait: the turn ends closer to its slice.
+            chunk = max(128, self.step_size // 4) if self.active else self.step_size
+            task.advance(self.runner, chunk)
+            self.runner.watchdog.beat()
+        if task.done:
+            if task.end_later:  # now if a prompt waits for it, else once due
+                waited = any(job.waits_on == id(task) for job in self.waiting)
+                if not task.keep_end(self.runner, now=waited):
+                    self._held.append(task)
+            self._join(task)
+            self.prefills.remove(task)  # after joining: it counts as busy throughout
+        else:
+            self.prefills.remove(task)
+            self.prefills.append(task)  # to the back of the turn
+            task.job.emit(Progress(task.pos, len(task.job.rendered.tokens)))
+
+    def _join(self, task: PrefillTask) -> None:
+        """The prefilled prompt decodes alone when nothing else does; otherwise it joins the batch
+        with its last token (mlx-lm merges its cache), a sequence decoding alone first."""
+        from server.engine.prefill import sampler_for
+
+        runner, job, run = self.runner, task.job, task.run
+        tokens = job.rendered.tokens
+        parser = runner.parser(job)
+        detokenizer = runner.loaded.tokenizer.detokenizer
+        sampler = sampler_for(job.request.sampling)
+        run.prefilled = True
+        if (lone := self.active.get(SOLO_UID)) is not None:
+            self._into_batch(lone)  # it may end on the token it had sampled ahead
+        if not self.active:
+            solo = SoloDecode(
+                runner.loaded.model,
+                run.prompt_cache,
+                tokens,
+                task.end,
+                max_tokens=task.max_tokens,
+                sampler=sampler,
+                logits_processors=job.logits_processors,
+                stop_sequences=self.stop_sequences,
+            )
+            seq = _Seq(job, SOLO_UID, run, parser, detokenizer, task.estimate, solo)
+            self.active[SOLO_UID] = seq
+            return
+        (uid,) = self.gen.insert(
+            [tokens[task.end :]],
+            max_tokens=[task.max_tokens],
+            caches=[run.prompt_cache],
+            all_tokens=[tokens[: task.end]],
+            samplers=[sampler],
+            logits_processors=[job.logits_processors],
+            stop_sequences=[self.stop_sequences],
+        )
+        run.prompt_cache = None  # the batch holds its own copy now
+        self.active[uid] = _Seq(job, uid, run, parser, detokenizer, task.estimate)
+
+    def _into_batch(self, seq: _Seq) -> None:
+        """The lone sequence moves into the batch: the token it sampled ahead is delivered, and
+        the batch feeds it next on the same state."""
+        response, joining = seq.solo.handover()
+        del self.active[SOLO_UID]
+        if self._token(seq, response):
+            return  # that token ended it
+        (uid,) = self.gen.insert(**joining)
+        seq.uid, seq.solo, seq.run.prompt_cache = uid, None, None  # the batch holds the state
+        self.active[uid] = seq
+
+    def _decode(self) -> None:
+        """One decode step of the batch (or of the lone sequence), then each member's token."""
+        started = time.perf_counter()
+        lone = self.active.get(SOLO_UID)
+        responses = [lone.solo.next()] if lone is not None else self.gen.next()[1]
+        self.meter.step(len(responses), time.perf_counter() - started)  # not the replies
+        self.runner.watchdog.beat()
+        for r in responses:
+            seq = self.active.get(r.uid)
+            if seq is not None:
+                self._token(seq, r)
+
+    def _token(self, seq: _Seq, r: Any) -> bool:
+        """Deliver one token; True when it ended the reply."""
+        run, job = seq.run, seq.job
+        if run.first_token_at is None:
+            run.first_token_at = time.perf_counter()
+        run.generated.append(r.token)
+        if r.finish_reason == "stop":
+            seq.detokenizer.finalize()  # the end-of-turn token itself is not text
+        else:
+            seq.detokenizer.add_token(r.token)
+            if r.finish_reason:
+                seq.detokenizer.finalize()
+        for event in seq.parser.feed(seq.detokenizer.last_segment):
+            job.emit(event)
+        if seq.parser.stopped:
+            run.reason = "stop_sequence"
+            if seq.solo is not None:
+                run.prompt_cache = seq.solo.cache
+            else:
+                final = self.gen.remove([seq.uid], return_prompt_caches=not run.checkpointed)
+                run.prompt_cache = final.get(seq.uid, (None,))[0]
+        elif r.finish_reason:
+            run.reason = r.finish_reason
+            run.prompt_cache = r.prompt_cache
+        else:
+            return False
+        self.runner.finish(job, run, seq.parser, _usage(job, run.n_cached))
+        self._release(seq.job, seq.uid)  # done only once stored: the next may count on it
+        return True
+
+    def _reap_cancelled(self) -> None:
+        """Remove cancelled members at once; a prefill cut short keeps its state for a retry."""
+        for task in [t for t in self.prefills if t.job.cancelled]:
+            self.prefills.remove(task)
+            if kept := task.keep_partial(self.runner):
+                log.info("prefill cancelled; kept its KV state (%d tokens) for a retry", kept)
+            self._cancelled(task.job, task.run)
+        for seq in [s for s in self.active.values() if s.job.cancelled]:
+            if seq.solo is None:
+                self.gen.remove([seq.uid])
+            self.active.pop(seq.uid, None)
+            self._cancelled(seq.job, seq.run)
+
+    def _cancelled(self, job: Job, run: Generation) -> None:
+        usage = _usage(job, run.n_cached)
+        usage.completion_tokens = len(run.generated)
+        self.runner.finish_cancelled(job, usage, time.perf_counter() - run.started)
+        self._release(job)
+
+    def _fail_all(self) -> None:
+        from server.errors import InternalError
+        from server.request import Failed
+
+        uids = [uid for uid in self.active if uid != SOLO_UID]
+        jobs = [s.job for s in self.active.values()] + [t.job for t in self.prefills]
+        self.active.clear()
+        self.prefills.clear()
+        self._held.clear()
+        for job in jobs:
+            job.emit(Failed(InternalError()))
+            self._release(job)
+        self.gen.remove(uids)
+        self.runner.settle()
+
+    def _release(self, job: Job, uid: int | None = None) -> None:
+        if uid is not None:
+            self.active.pop(uid, None)
+        job.done = True
+        if not self._busy():
+            self.runner.watchdog.end()
+            self.runner.snapshot_memory()
+
+
+def _usage(job: Job, n_cached: int = 0):
+    from server.request import Usage
+
+    return Usage(prompt_tokens=len(job.rendered.tokens), cached_tokens=n_cached)

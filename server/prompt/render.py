@@ -1,0 +1,180 @@
+"""Render an internal ChatRequest into prompt token ids: normalize, chat template, encode."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from server.decoding.constrained.plan import can_constrain
+from server.decoding.constrained.plan import plan as plan_constraint
+from server.decoding.reasoning import opens_reasoning
+from server.errors import BadRequest, ContextLengthExceeded
+from server.prompt.normalize import normalize
+from server.prompt.segments import SegmentEncoder
+from server.request import ChatRequest
+
+
+@dataclass
+class Rendered:
+    tokens: list[int]
+    # Text forced at the start of the reply (tool_choice); the output parser is primed with it.
+    primed: str
+    tools: list[dict] | None
+    parse_tools: bool
+    text: str = ""  # the rendered prompt (with `primed`); `cache why` maps tokens back onto it
+    # Tokens of the system+tools prefix that every session on this system prompt shares.
+    system_len: int = 0
+    reasoning: bool = False  # the prompt opens a think block: the reply starts reasoning
+    # Where the generation prompt that opens it begins: untrimmable caches checkpoint there, as
+    # the next turn renders this reply without that think block when the template drops it.
+    turn_start: int = 0
+    thinking: bool = True  # reasoning is shown (False: the request turned it off)
+    # The tool-call grammar decoding keeps to (server.decoding.constrained); None: unconstrained.
+    constraint: Any = None
+
+
+def context_length(config: dict, tokenizer: Any) -> int | None:
+    """The model's context window from its config (text_config for multimodal wrappers)."""
+    for source in (config, config.get("text_config") or {}):
+        for key in ("max_position_embeddings", "max_seq_len", "n_positions", "seq_length"):
+            value = source.get(key)
+            if isinstance(value, int) and value > 0:
+                return value
+    limit = getattr(tokenizer, "model_max_length", None)
+    return limit if isinstance(limit, int) and 0 < limit < 10**8 else None
+
+
+def canonical_tools(tools: list[dict] | None) -> list[dict] | None:
+    """Tools sorted by name with a fixed key order, so equal tool sets render to equal tokens."""
+    if not tools:
+        return None
+    out = []
+    for tool in sorted(tools, key=lambda t: t["function"]["name"]):
+        fn = tool["function"]
+        entry = {"name": fn["name"]}
+        if fn.get("description"):
+            entry["description"] = fn["description"]
+        entry["parameters"] = fn.get("parameters") or {"type": "object", "properties": {}}
+        out.append({"type": "function", "function": entry})
+    return out
+
+
+class PromptRenderer:
+    def __init__(self, tokenizer: Any, config: dict):
+        self.tokenizer = tokenizer
+        self.context_length = context_length(config, tokenizer)
+        self.has_tools = bool(getattr(tokenizer, "has_tool_calling", False))
+        self.encoder = SegmentEncoder(tokenizer)
+
+    def _forced_opening(self, choice: str | None, tools: list[dict] | None) -> str:
+        """Prompt text that makes the model call a tool when tool_choice demands one."""
+        if not (tools and self.has_tools) or choice in (None, "auto", "none"):
+            return ""
+        start = self.tokenizer.tool_call_start
+        if choice == "required":
+            return start
+        if choice not in {t["function"]["name"] for t in tools}:
+            raise BadRequest(f"tool_choice names an unknown tool: {choice!r}", param="tool_choice")
+        module = getattr(self.tokenizer.tool_parser, "__module__", "")
+        if module.endswith("qwen3_coder"):
+            return f"{start}\n<function={choice}>\n"
+        if module.endswith("json_tools"):
+            # No trailing space: models write `":` then ` {"`, so a bare space throws them off.
+            return f'{start}\n{{"name": {json.dumps(choice)}, "arguments":'
+        return start
+
+    def render(self, request: ChatRequest, *, check_context: bool = True) -> Rendered:
+        if not request.messages:
+            raise BadRequest("messages must not be empty", param="messages")
+        request = normalize(request)
+        tools = None if request.tool_choice == "none" else canonical_tools(request.tools)
+        messages = request.messages
+        continue_final = messages[-1]["role"] == "assistant" and bool(messages[-1].get("content"))
+        kwargs: dict[str, Any] = {"tools": tools} if tools else {}
+        # The template's own reasoning switch (Qwen3's enable_thinking; mlx-lm renames it).
+        switch = {} if request.thinking is None else {"enable_thinking": request.thinking}
+        try:
+            text = self.tokenizer.apply_chat_template(
+                messages,
+                tokenize=False,
+                add_generation_prompt=not continue_final,
+                continue_final_message=continue_final,
+                **kwargs,
+                **switch,
+            )
+        except Exception as exc:
+            # Templates raise on shapes they do not support (e.g. roles out of order).
+            raise BadRequest(f"the chat template rejected these messages: {exc}") from exc
+        constrainable = bool(tools and self.has_tools) and can_constrain(self.tokenizer)
+        constraint = None
+        if constrainable and check_context:  # (without it, a token count: nothing decodes)
+            constraint = plan_constraint(
+                self.tokenizer, tools, request.tool_choice, request.parallel_tool_calls
+            )
+        # A forced call is the grammar's job: the prompt stays as `auto` renders it.
+        if check_context:
+            forced = constraint is not None and constraint.forced
+        else:
+            forced = constrainable and request.tool_choice not in (None, "auto", "none")
+        primed = "" if forced else self._forced_opening(request.tool_choice, tools)
+        tokens = self.encoder.encode(text + primed)
+        reasoning = opens_reasoning(self.tokenizer, tokens)
+        if reasoning and (primed or forced):
+            # A forced call is the answer: close the think block the template opened first
+            # (the grammar, or the primed opening, then starts the call right after it).
+            primed = f"{self.tokenizer.think_end}\n\n{primed}"
+            tokens, reasoning = self.encoder.encode(text + primed), False
+        if check_context and self.context_length and len(tokens) >= self.context_length:
+            raise ContextLengthExceeded(len(tokens), self.context_length)
+        system_len = self._system_len(messages, kwargs, tokens, switch)
+        turn_start = self._turn_start(text, tokens, kwargs, switch) if reasoning else 0
+        return Rendered(
+            tokens,
+            primed,
+            tools,
+            parse_tools=bool(tools) and self.has_tools,
+            system_len=system_len,
+            text=text + primed,
+            reasoning=reasoning,
+            thinking=request.thinking is not False,
+            turn_start=turn_start,
+            constraint=constraint,
+        )
+
+    def _turn_start(self, text: str, tokens: list[int], kwargs: dict, switch: dict) -> int:
+        """Where the generation prompt begins in `tokens` (0: not found where it should be)."""
+        probe = [{"role": "user", "content": ""}]
+        try:
+            rendered = [
+                self.tokenizer.apply_chat_template(
+                    probe, tokenize=False, add_generation_prompt=opening, **kwargs, **switch
+                )
+                for opening in (False, True)
+            ]
+        except Exception:  # a template that rejects the probe: the prompt's end checkpoint
+            return 0
+        without, with_opening = rendered
+        opening = with_opening.removeprefix(without)
+        if not opening or opening == with_opening or not text.endswith(opening):
+            return 0
+        ids = self.encoder.encode(opening)
+        return len(tokens) - len(ids) if ids and tokens[-len(ids) :] == ids else 0
+
+    def _system_len(
+        self, messages: list[dict], kwargs: dict, tokens: list[int], switch: dict
+    ) -> int:
+        """How many leading tokens the system message and tools alone render to (0: none)."""
+        head = messages[:1] if messages[0]["role"] == "system" else []
+        if not head and not kwargs:
+            return 0
+        # An empty user turn after it: many templates (Qwen3's) refuse a prompt without one,
+        # some (Gemma's) put the system text inside it; the shared prefix is what counts.
+        probe = [*head, {"role": "user", "content": ""}]
+        try:
+            text = self.tokenizer.apply_chat_template(probe, tokenize=False, **kwargs, **switch)
+        except Exception:  # a template that rejects even that: no system checkpoint
+            return 0
+        ids = self.encoder.encode(text)
+        n = next((i for i, (a, b) in enumerate(zip(ids, tokens, strict=False)) if a != b), None)
+        return min(len(ids), len(tokens)) if n is None else n
