@@ -9,11 +9,16 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 
 import uvicorn
 
 from server.api.app import create_app
-from server.engine.engine import Engine
+from server.engine.engine import Engine, SchedulerFactory
+from server.engine.job import JobQueue
+from server.engine.runner import Runner
+from server.engine.scheduler import Scheduler
+from server.model.loading import LoadedModel
 from server.settings import Settings, stop_budget
 
 log = logging.getLogger("server")
@@ -50,12 +55,19 @@ def build_engine(settings: Settings, cache_factory=None, group=None, rank=None) 
         cache_factory = settings_cache(settings)
     from server.model.loading import load_model
 
-    extra = {"load_fn": functools.partial(load_model, tool_parser=settings.tool_parser)}
+    load_fn: Callable[[str], LoadedModel]
+    load_fn = functools.partial(load_model, tool_parser=settings.tool_parser)
+    scheduler_factory: SchedulerFactory | None = None
     if group is not None:  # ranks load their shard (no --tool-parser there yet)
-        extra = _rank_parts(group, rank)
+        load_fn, scheduler_factory = _rank_parts(group, rank)
         if cache_factory is not None:
             cache_factory = _agreed(cache_factory, group)
-    engine = Engine(settings, cache_factory=cache_factory, **extra)
+    engine = Engine(
+        settings,
+        load_fn=load_fn,
+        cache_factory=cache_factory,
+        scheduler_factory=scheduler_factory,
+    )
     if settings.warm_prompts and cache_factory is not None:
         from server.api.warm_prompts import read_prompts
 
@@ -63,15 +75,18 @@ def build_engine(settings: Settings, cache_factory=None, group=None, rank=None) 
     return engine
 
 
-def _rank_parts(group, rank) -> dict:
+def _rank_parts(group, rank) -> tuple[Callable[[str], LoadedModel], SchedulerFactory]:
     """What a rank's engine needs: its shard of the model and the lockstep scheduler."""
     from server.engine.lockstep import LockstepScheduler
     from server.model.loading import load_model_shard
 
-    return {
-        "load_fn": lambda path: load_model_shard(path, group, rank),
-        "scheduler_factory": lambda runner, queue: LockstepScheduler(runner, queue, group),
-    }
+    def load_fn(path: str) -> LoadedModel:
+        return load_model_shard(path, group, rank)
+
+    def scheduler_factory(runner: Runner, queue: JobQueue) -> Scheduler:
+        return LockstepScheduler(runner, queue, group)
+
+    return load_fn, scheduler_factory
 
 
 def _agreed(cache_factory, group):

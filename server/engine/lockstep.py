@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from server.engine.job import Job, JobQueue
 from server.engine.runner import Runner
@@ -137,8 +137,9 @@ class LockstepScheduler(Scheduler):
         self.admission.budget = share(group, self.admission.budget)
         # Sampling draws from MLX's global generator: the same seed everywhere, as mlx_lm.server.
         self.ranks = gather_objects(group, rank_identity(group.rank()))  # /v1/status shows them
-        seed = mx.distributed.all_sum(mx.random.state[0], group=group, stream=collective_stream())
-        mx.random.seed(seed.view(mx.uint64).item())
+        state = mx.random.state[0]  # type: ignore[index]  # mlx types the state list as object
+        seed = mx.distributed.all_sum(state, group=group, stream=collective_stream())
+        mx.random.seed(cast(int, seed.view(mx.uint64).item()))  # mlx types item() widely
 
     def _turn(self):
         """Whose turn it is depends on time, which differs between ranks: rank 0's is everyone's."""

@@ -8,7 +8,7 @@ RotatingKVCache past its window) are reusable only from such exact states.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 DEFAULT_STEP = 2048  # mlx-lm's prefill_step_size
@@ -53,7 +53,7 @@ def prefill(
     end: int,
     *,
     step: int | None = None,
-    stops: list[int] = (),
+    stops: Sequence[int] = (),
     on_chunk: Callable[[int], None] = lambda n: None,
     on_stop: Callable[[int], None] = lambda n: None,
 ) -> int:

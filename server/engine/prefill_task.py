@@ -67,6 +67,7 @@ class PrefillTask:
 
         tokens = self.job.rendered.tokens
         cache = self.run.prompt_cache
+        assert cache is not None, "a prompt prefills into its own cache"
         self.pos = prefill_chunk(
             runner.loaded.model, cache, tokens, self.pos, self.end, step, self.stops
         )

@@ -231,13 +231,15 @@ class Scheduler:
         parser = runner.parser(job)
         detokenizer = runner.loaded.tokenizer.detokenizer
         sampler = sampler_for(job.request.sampling)
+        cache = run.prompt_cache
+        assert cache is not None, "a prefilled prompt holds its cache until it joins"
         run.prefilled = True
-        if (lone := self.active.get(SOLO_UID)) is not None:
-            self._into_batch(lone)  # it may end on the token it had sampled ahead
+        if (lone := self._lone()) is not None:
+            self._into_batch(*lone)  # it may end on the token it had sampled ahead
         if not self.active:
             solo = SoloDecode(
                 runner.loaded.model,
-                run.prompt_cache,
+                cache,
                 tokens,
                 task.end,
                 max_tokens=task.max_tokens,
@@ -251,7 +253,7 @@ class Scheduler:
         (uid,) = self.gen.insert(
             [tokens[task.end :]],
             max_tokens=[task.max_tokens],
-            caches=[run.prompt_cache],
+            caches=[cache],
             all_tokens=[tokens[: task.end]],
             samplers=[sampler],
             logits_processors=[job.logits_processors],
@@ -260,10 +262,15 @@ class Scheduler:
         run.prompt_cache = None  # the batch holds its own copy now
         self.active[uid] = _Seq(job, uid, run, parser, detokenizer, task.estimate)
 
-    def _into_batch(self, seq: _Seq) -> None:
+    def _lone(self) -> tuple[_Seq, SoloDecode] | None:
+        """The sequence decoding alone and its decode (None: the batch decodes, or nothing)."""
+        seq = self.active.get(SOLO_UID)
+        return (seq, seq.solo) if seq is not None and seq.solo is not None else None
+
+    def _into_batch(self, seq: _Seq, solo: SoloDecode) -> None:
         """The lone sequence moves into the batch: the token it sampled ahead is delivered, and
         the batch feeds it next on the same state."""
-        response, joining = seq.solo.handover()
+        response, joining = solo.handover()
         del self.active[SOLO_UID]
         if self._token(seq, response):
             return  # that token ended it
@@ -274,8 +281,8 @@ class Scheduler:
     def _decode(self) -> None:
         """One decode step of the batch (or of the lone sequence), then each member's token."""
         started = time.perf_counter()
-        lone = self.active.get(SOLO_UID)
-        responses = [lone.solo.next()] if lone is not None else self.gen.next()[1]
+        lone = self._lone()
+        responses = [lone[1].next()] if lone is not None else self.gen.next()[1]
         self.meter.step(len(responses), time.perf_counter() - started)  # not the replies
         self.runner.watchdog.beat()
         for r in responses:

@@ -9,7 +9,7 @@ moves into the batch, state and all, only when a second one is ready to join.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 SOLO_UID = -1  # the scheduler's key for the lone sequence (the batch's uids start at 0)
 _NO_LIMIT = 1 << 62  # length and stop tokens are checked here: the batch never finishes it
@@ -61,7 +61,7 @@ class SoloDecode:
                 [list(tokens[:start])],
                 [sampler],
                 sampler,
-                [tuple(logits_processors)],
+                [list(logits_processors)],
                 [StopSequences()],
                 [_NO_LIMIT],
             )
@@ -72,12 +72,13 @@ class SoloDecode:
             (r,) = self._batch.next()
         if self.count % 256 == 255:
             self._mx.clear_cache()  # as mlx-lm's generate_step: freed buffers do not pile up
-        return self._response(r.token)
+        return self._response(int(r.token))
 
     def handover(self) -> tuple[SoloResponse, dict]:
         """Stop decoding alone: the token already sampled ahead, and what the batch needs to go on
         from it (the cache holds every token fed so far; that token is fed next)."""
-        token = self._batch._next_tokens.item()  # sampled by the last step, not delivered yet
+        # Sampled by the last step, not delivered yet (mlx types item() wider than a token id).
+        token = cast(int, self._batch._next_tokens.item())
         response = self._response(token)
         joining = {  # BatchGenerator.insert's arguments for this one sequence
             "prompts": [[token]],
