@@ -3,7 +3,8 @@
     seam.py        the PrefixCache protocol the engine calls, NoPrefixCache, tier names
     adapter.py     StoreAdapter: a PrefixStore behind the seam (restore and flush logged)
     factory.py     the worker's cache built from its Settings
-    store.py       PrefixStore: the RAM tier (LRU) over the disk tier
+    store.py       PrefixStore: lookup and store over the RAM tier, then the disk tier
+    ram_tier.py    RamTier: entries in LRU order under a byte budget, through a token trie
     policy.py      which entry serves a prompt (never trimming an untrimmable one), which a
                    new entry replaces (one per conversation, plus the system checkpoint)
     writer.py      WriteBehind: the background thread that puts dirty entries on disk

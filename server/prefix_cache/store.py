@@ -14,12 +14,8 @@ import logging
 import os
 import threading
 import time
-from collections import OrderedDict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from server.model import kv_state
 from server.model.kv_state import cache_len, cache_nbytes, snapshot, trimmable
@@ -27,25 +23,13 @@ from server.model.kv_state import cache_len, cache_nbytes, snapshot, trimmable
 from .disk import Compat, DiskTier, tokens_key
 from .disk_index import entry_row, index_row
 from .fingerprint import model_fingerprint, tokenizer_fingerprint
-from .policy import DEFAULT_DISK_BYTES, Lookup, choose, default_ram_bytes, supersedes
+from .policy import DEFAULT_DISK_BYTES, Lookup, choose, default_ram_bytes
+from .ram_tier import Entry, RamTier
 from .seam import check_tier
-from .trie import TokenTrie, as_tokens
+from .trie import as_tokens
 from .writer import WriteBehind
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class _Entry:
-    tokens: np.ndarray
-    cache: list[Any]
-    nbytes: int
-    created: float = field(default_factory=time.time)
-    last_used: float = field(default_factory=time.time)
-    on_disk: bool = False
-    kind: str = "prompt"  # "system": the shared system+tools checkpoint, kept for new sessions
-    trimmable: bool = True
-    to_write: list[Any] | None = None  # the write-behind's own copy (see `private_writes`)
 
 
 class PrefixStore:
@@ -68,15 +52,12 @@ class PrefixStore:
     ):
         self.model = model
         self.model_id = model_id
-        self.ram_budget = default_ram_bytes() if ram_bytes is None else int(ram_bytes)
         self.lazy_disk = lazy_disk
         # Read a file only when it beats RAM by this many tokens: a load costs about as much
         # as prefilling a few hundred tokens on a large model.
         self.min_disk_gain = min_disk_gain
         self._lock = threading.RLock()
-        self._trie = TokenTrie()  # tokens -> key
-        self._entries: OrderedDict[str, _Entry] = OrderedDict()  # LRU order, oldest first
-        self._ram_bytes = 0
+        self.ram = RamTier(default_ram_bytes() if ram_bytes is None else int(ram_bytes))
         self.disk: DiskTier | None = None
         self.restored: dict = {"mode": "lazy" if lazy_disk else "eager", "seconds": None}
         if disk_root is not None:
@@ -123,8 +104,8 @@ class PrefixStore:
         tokens = as_tokens(tokens)
         limit = len(tokens) - 1  # keep one token to prefill: generation needs its logits
         with self._lock:
-            found = self._trie.candidates(tokens)
-            key, usable = choose(found, limit, lambda k: self._entries[k].trimmable)
+            found = self.ram.trie.candidates(tokens)
+            key, usable = choose(found, limit, lambda k: self.ram.entries[k].trimmable)
         source = "ram"
         if self.disk is not None and self.lazy_disk and limit > 0:
             # Only the index is searched here; a file is read when it beats RAM.
@@ -134,14 +115,13 @@ class PrefixStore:
                 if ram_key is not None:
                     key, usable, source = ram_key, disk_usable, "disk"
         with self._lock:
-            entry = self._entries.get(key) if key is not None and usable > 0 else None
+            entry = self.ram.entries.get(key) if key is not None and usable > 0 else None
             cache = snapshot(entry.cache, usable, detach=False) if entry is not None else None
             self._counters["lookup_tokens"] += len(tokens)
             if cache is None:
                 self._counters["misses"] += 1
                 return Lookup(self._fresh_cache(), 0, "miss")
-            entry.last_used = time.time()
-            self._entries.move_to_end(key)
+            self.ram.touch(key)
             self._counters["hits"] += 1
             self._counters[f"{source}_hits"] += 1
             self._counters["tokens_reused"] += usable
@@ -161,12 +141,14 @@ class PrefixStore:
             return False
         tokens = tokens[:n].copy()
         kept = snapshot(cache, n)
-        if kept is None or (nbytes := cache_nbytes(kept)) > self.ram_budget:
+        if kept is None or (nbytes := cache_nbytes(kept)) > self.ram.budget:
             return False
         # The writer's copy is not counted in the budget: it lives until the next write pass.
         mine = kv_state.writer_copy(kept) if self.private_writes else None
         with self._lock:
-            kept_now = self._insert(tokens, kept, nbytes, on_disk=False, kind=kind, to_write=mine)
+            kept_now = self.ram.insert(
+                tokens, kept, nbytes, on_disk=False, kind=kind, to_write=mine
+            )
         if kept_now and self.writer is not None:
             self.writer.poke()
         return kept_now
@@ -179,10 +161,10 @@ class PrefixStore:
 
     # persistence
 
-    def dirty(self) -> list[_Entry]:
+    def dirty(self) -> list[Entry]:
         """RAM entries not on disk yet, most recent first."""
         with self._lock:
-            return [e for e in reversed(self._entries.values()) if not e.on_disk]
+            return self.ram.dirty()
 
     def write_dirty(self, stop: threading.Event | None = None, deadline: float | None = None):
         """Write dirty entries, most recent first, until `stop` is set or `deadline`
@@ -198,7 +180,7 @@ class PrefixStore:
             ):
                 continue  # would not finish in time (at the measured speed); a smaller one may
             with self._lock:
-                if self._entries.get(tokens_key(entry.tokens)) is not entry:
+                if self.ram.entries.get(tokens_key(entry.tokens)) is not entry:
                     continue  # superseded or evicted since: its successor carries it
             copyless = self.private_writes and entry.to_write is None  # nothing it may read
             if stop is not None and (copyless or not self.writer.allow(entry.nbytes)):
@@ -236,7 +218,7 @@ class PrefixStore:
         `should_stop()`, checked between entries). Returns count."""
         if self.disk is None:
             return 0
-        budget = self.ram_budget if max_bytes is None else min(max_bytes, self.ram_budget)
+        budget = self.ram.budget if max_bytes is None else min(max_bytes, self.ram.budget)
         started = time.perf_counter()
         loaded = 0
         entries = self.disk.entries()
@@ -244,16 +226,15 @@ class PrefixStore:
             if should_stop is not None and should_stop():
                 break
             with self._lock:
-                if key in self._entries:
+                if key in self.ram.entries:
                     continue
-                if self._ram_bytes + entries[key].get("bytes", 0) > budget:
+                if self.ram.bytes + entries[key].get("bytes", 0) > budget:
                     break
             # Keep the recorded use times, so LRU order survives the restart.
             if self._load_from_disk(key, last_used=entries[key].get("last_used")) is not None:
                 loaded += 1
         with self._lock:
-            ordered = sorted(self._entries.items(), key=lambda kv: kv[1].last_used)
-            self._entries = OrderedDict(ordered)
+            self.ram.order_by_use()
         seconds = round(time.perf_counter() - started, 3)
         self.restored = {"mode": mode, "seconds": seconds, "at": time.time(), "entries": loaded}
         log.info("kv cache: restored %d entries from disk", loaded)
@@ -268,9 +249,9 @@ class PrefixStore:
             tps = self._prefill_tokens / self._prefill_seconds if self._prefill_seconds else None
             out = {
                 "ram": {
-                    "entries": len(self._entries),
-                    "bytes": self._ram_bytes,
-                    "budget_bytes": self.ram_budget,
+                    "entries": len(self.ram.entries),
+                    "bytes": self.ram.bytes,
+                    "budget_bytes": self.ram.budget,
                 },
                 **c,
                 "hit_rate": c["hits"] / lookups if lookups else 0.0,
@@ -279,7 +260,7 @@ class PrefixStore:
                 else 0.0,
                 "prefill_tokens_per_second": tps,
                 "prefill_seconds_saved": c["tokens_reused"] / tps if tps else None,
-                "dirty_entries": sum(1 for e in self._entries.values() if not e.on_disk),
+                "dirty_entries": len(self.ram.dirty()),
                 "write_behind_s": None if self.writer is None else self.writer.delay,
                 "bytes_written_behind": self.written_behind,
                 "restore": dict(self.restored),
@@ -292,7 +273,7 @@ class PrefixStore:
         with self._lock:
             rows = [
                 entry_row("ram", k, len(e.tokens), e.nbytes, e.created, e.last_used, self.model_id)
-                for k, e in self._entries.items()
+                for k, e in self.ram.entries.items()
             ]
         if self.disk is not None:
             rows += [index_row(k, e, e.get("model", "")) for k, e in self.disk.entries().items()]
@@ -305,14 +286,11 @@ class PrefixStore:
         freed = 0
         if tier in ("ram", "both"):
             with self._lock:
-                freed += self._ram_bytes
-                self._entries.clear()
-                self._trie = TokenTrie()
-                self._ram_bytes = 0
+                freed += self.ram.clear()
         if tier in ("disk", "both") and self.disk is not None:
             freed += self.disk.clear()
             with self._lock:
-                for e in self._entries.values():
+                for e in self.ram.entries.values():
                     e.on_disk = False
         return freed
 
@@ -322,57 +300,18 @@ class PrefixStore:
         freed = 0
         if tier in ("ram", "both"):
             with self._lock:
-                for key in [k for k, e in self._entries.items() if e.last_used < cutoff]:
-                    freed += self._remove(key)
+                for key in [k for k, e in self.ram.entries.items() if e.last_used < cutoff]:
+                    freed += self.ram.remove(key)
         if tier in ("disk", "both") and self.disk is not None:
             freed += self.disk.prune(older_than_seconds)
         return freed
 
-    # internals (callers hold the lock unless noted)
+    # internals
 
     def _fresh_cache(self) -> list[Any]:
         from mlx_lm.models.cache import make_prompt_cache
 
         return make_prompt_cache(self.model)
-
-    def _insert(
-        self, tokens: np.ndarray, cache: list[Any], nbytes: int, on_disk: bool, kind: str, **extra
-    ) -> bool:
-        key = tokens_key(tokens)
-        if key in self._entries:
-            entry = self._entries[key]
-            entry.last_used = time.time()
-            entry.kind = "system" if "system" in (kind, entry.kind) else entry.kind
-            self._entries.move_to_end(key)
-            return True
-        # A stored entry that extends this one already serves it (after trimming).
-        longer = self._trie.search(tokens)
-        if longer.extension_value is not None and longer.shared == len(tokens):
-            ext = self._entries[longer.extension_value]
-            if ext.trimmable:
-                ext.last_used = time.time()
-                self._entries.move_to_end(longer.extension_value)
-                return True
-        can_trim = trimmable(cache)
-        entry = _Entry(tokens, cache, nbytes, on_disk, kind=kind, trimmable=can_trim, **extra)
-        self._entries[key] = entry
-        self._trie.insert(tokens, key)
-        self._ram_bytes += nbytes
-        # One entry per conversation: this one replaces the shorter ancestors it supersedes.
-        for _, old in self._trie.prefixes_of(tokens):
-            if supersedes(can_trim, self._entries[old].kind):
-                self._remove(old)
-        while self._ram_bytes > self.ram_budget and len(self._entries) > 1:
-            self._remove(next(iter(self._entries)))
-        return True
-
-    def _remove(self, key: str) -> int:
-        entry = self._entries.pop(key, None)
-        if entry is None:
-            return 0
-        self._trie.remove(entry.tokens)
-        self._ram_bytes -= entry.nbytes
-        return entry.nbytes
 
     def _load_from_disk(self, key: str, last_used: float | None = None) -> str | None:
         """Bring disk entry `key` into RAM (no lock held during the read); its RAM key or None.
@@ -385,15 +324,15 @@ class PrefixStore:
         tokens, cache = loaded
         nbytes = cache_nbytes(cache)
         with self._lock:
-            if nbytes > self.ram_budget:
+            if nbytes > self.ram.budget:
                 return None
-            self._insert(tokens, cache, nbytes, on_disk=True, kind=self.disk.kind(key))
+            self.ram.insert(tokens, cache, nbytes, on_disk=True, kind=self.disk.kind(key))
             ram_key = tokens_key(tokens)
-            if ram_key not in self._entries:
+            if ram_key not in self.ram.entries:
                 # Served by a longer RAM entry after all (inserted since the search).
                 return None
             if last_used is not None:
-                self._entries[ram_key].last_used = last_used
+                self.ram.entries[ram_key].last_used = last_used
         log.info(
             "kv cache: loaded %d tokens from disk in %.3fs", len(tokens), time.perf_counter() - t0
         )

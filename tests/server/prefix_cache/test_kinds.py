@@ -254,7 +254,7 @@ def test_private_writes_put_a_copy_on_disk_and_skip_entries_without_one(tmp_path
 
     first = rand_tokens(300, 10)
     assert store.store(first, cache)
-    (entry,) = store._entries.values()
+    (entry,) = store.ram.entries.values()
     assert entry.to_write is not None and entry.to_write is not entry.cache
     assert writer_pass() == 1
     assert entry.on_disk and entry.to_write is None  # written from its copy, then dropped
@@ -268,7 +268,7 @@ def test_private_writes_put_a_copy_on_disk_and_skip_entries_without_one(tmp_path
     assert store.store(rand_tokens(300, 11), cache)
     assert writer_pass() == 0
     assert store.stats()["dirty_entries"] == 1
-    assert all(e.to_write is None for e in store._entries.values())
+    assert all(e.to_write is None for e in store.ram.entries.values())
     store.writer.bytes_per_hour = None
     assert writer_pass() == 0
     assert store.flush(budget_s=10) == 1

@@ -142,7 +142,7 @@ def test_extending_a_returned_cache_never_changes_the_stored_entry(model, base):
     stored = [np.array(c.keys) for c in cache]
     hit = pc.lookup(tokens[:200] + rand_tokens(300, 10))  # trimmed copy, then extended
     prefill(model, hit.cache, rand_tokens(300, 10))
-    (entry,) = pc._entries.values()
+    (entry,) = pc.ram.entries.values()
     for kept, c in zip(stored, entry.cache, strict=True):
         assert np.array_equal(np.array(c.keys), kept[..., : len(tokens), :])
     assert_close(warm_logits(model, pc.lookup(tokens), tokens), logits)
@@ -194,7 +194,7 @@ def test_ram_budget_evicts_least_recently_used(model):
     assert {e["tokens"] for e in pc.list_entries()} == {200}
     assert pc.lookup(prompts["b"]).source == "miss"
     assert pc.lookup(prompts["a"]).source == "ram" and pc.lookup(prompts["c"]).source == "ram"
-    assert pc.stats()["ram"]["bytes"] <= pc.ram_budget
+    assert pc.stats()["ram"]["bytes"] <= pc.ram.budget
     assert not make(model, ram_bytes=one // 2).store(prompts["a"], caches["a"])  # too big
 
 
