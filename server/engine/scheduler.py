@@ -1,7 +1,7 @@
 """Continuous batching on mlx-lm's BatchGenerator (generation thread only).
 
 Running sequences decode together in the BatchGenerator. New prompts prefill outside it, on their
-own prefix-cache state as when alone (`batch_prefill.PrefillTask`), one chunk between two decode
+own prefix-cache state as when alone (`prefill_task.PrefillTask`), one chunk between two decode
 steps, taking turns; each stores its checkpoints as it reaches them and then joins the batch
 with its last prompt token.
 """

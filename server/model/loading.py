@@ -39,7 +39,7 @@ def load_model(
 
     On the CPU backend quantized matmuls are ~20x slower than float32 ones through OpenBLAS,
     so quantized layers are expanded to float32 at load (costs memory, which CPU hosts have).
-    `tool_parser` names an mlx-lm tool parser module (else inferred; see tool_parser_choice).
+    `tool_parser` names an mlx-lm tool parser module (else inferred; see model.tool_parsers).
     """
     from mlx_lm import load
 
