@@ -2,9 +2,10 @@
 
 Runs alternate (bare, status, bare, status, ...) so load from other jobs falls on both sides;
 the table reports medians. `status` runs in shell prompts and watch loops: the goals are < 0.3 s
-with no worker and < 0.5 s with one. "With one" is a real supervisor running the fake worker
-(`tests/fake_worker.py`, reporting a full cache and request ring), so the view has every panel;
-the view it printed comes last.
+with no worker and < 0.5 s with one, and at most 1.6x the CLI framework's own import (`import
+typer`: a yardstick for what any Typer CLI costs on this machine). "With one" is a real
+supervisor running the fake worker (`tests/fake_worker.py`, reporting a full cache and request
+ring), so the view has every panel; the view it printed comes last.
 
     uv run python bench/status_startup.py [--runs 10]
 """
@@ -23,6 +24,8 @@ from pathlib import Path
 
 GOAL_SECONDS = 0.3
 GOAL_WITH_WORKER = 0.5
+GOAL_RATIO = 1.6  # over `import typer`
+TYPER = "python -c 'import typer'"
 REPO = Path(__file__).resolve().parent.parent
 FAKE_WORKER = f"{{python}} {REPO / 'tests' / 'fake_worker.py'} --model {{model}} --port {{port}}"
 GIB = 1024**3
@@ -112,6 +115,7 @@ def with_worker(runs: int) -> tuple[dict, dict, str]:
         try:
             commands = {
                 "python -c pass": [sys.executable, "-c", "pass"],
+                TYPER: [sys.executable, "-c", "import typer"],
                 "mlxctl status": [*ctl, "status"],
                 "mlxctl status --json": [*ctl, "status", "--json"],
             }
@@ -130,6 +134,7 @@ def main() -> None:
         env = {**os.environ, "MLXCTL_HOME": home, "NO_COLOR": "1"}
         commands = {
             "python -c pass": [sys.executable, "-c", "pass"],
+            TYPER: [sys.executable, "-c", "import typer"],
             "mlxctl status": [*mlxctl_command(), "status"],
             "mlxctl status --json": [*mlxctl_command(), "status", "--json"],
         }
@@ -149,6 +154,10 @@ def main() -> None:
     ):
         verdict = "met" if value < goal else "NOT met"
         print(f"`mlxctl status` < {goal} s, {label}: {verdict} ({value:.3f} s)")
+    for label, samples in (("no worker", times), ("with a worker", live_times)):
+        ratio = statistics.median(samples["mlxctl status"]) / statistics.median(samples[TYPER])
+        verdict = "met" if ratio <= GOAL_RATIO else "NOT met"
+        print(f"`mlxctl status` <= {GOAL_RATIO}x `import typer`, {label}: {verdict} ({ratio:.2f}x)")
     print("\nthe view it printed (100 columns):\n")
     print(view)
 
