@@ -112,6 +112,7 @@ class Scheduler:
             closed = self._take_jobs(closed)
             self._reap_cancelled()
             self._admit()
+            self.outbox.flush()  # a started stream's message_start goes out before its prefill
             if self.active or self.prefills:
                 try:
                     self._step()
