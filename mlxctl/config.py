@@ -77,6 +77,13 @@ SCHEMA: list[Key] = [
     Key("batch.decode_concurrency", int, 32, "requests that decode together in one batch", 1),
     Key("batch.prompt_concurrency", int, 8, "prompts that prefill together in one batch", 1),
     Key("batch.turn_seconds", float, 1.0, "longest decode or prefill turn while both wait", 0.05),
+    Key(
+        "batch.kv_budget_bytes",
+        int,
+        0,
+        "KV bytes running requests may hold together (0 = planned from the device's memory)",
+        0,
+    ),
     Key("cache.ram_bytes", int, -1, "RAM budget of the prefix KV cache (-1 = 10% of RAM)", -1),
     Key("cache.disk_bytes", int, 32 * 1024**3, "disk budget of the prefix KV cache", 0),
     Key("distributed.ranks", int, 1, "ranks on this machine under mlx.launch (1 = one process)", 1),
@@ -286,6 +293,7 @@ def worker_options(values: dict[str, Any]) -> dict[str, Any]:
         "decode_concurrency": values["batch.decode_concurrency"],
         "prompt_concurrency": values["batch.prompt_concurrency"],
         "turn_seconds": values["batch.turn_seconds"],
+        "kv_budget_bytes": values["batch.kv_budget_bytes"] or None,
         **distributed_options(values),
         "tool_parser": values["tool_parser"] or None,
     }

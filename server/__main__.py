@@ -127,6 +127,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "more smoothly, longer batches more replies together (default 1)",
     )
     parser.add_argument(
+        "--kv-budget-bytes",
+        type=positive_int,
+        default=None,
+        metavar="BYTES",
+        help="KV bytes the running requests may hold together (each counted at its prompt plus "
+        "its whole reply); more wait. Default: planned from the device's memory",
+    )
+    parser.add_argument(
         "--queue-timeout",
         type=float,
         default=240.0,
@@ -295,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         decode_concurrency=args.decode_concurrency,
         prompt_concurrency=args.prompt_concurrency,
         turn_seconds=args.turn_seconds,
+        kv_budget_bytes=args.kv_budget_bytes,
         queue_timeout_s=args.queue_timeout,
         host=args.host,
         port=args.port,

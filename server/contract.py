@@ -59,6 +59,7 @@ def worker_argv(
     decode_concurrency: int | None = None,
     prompt_concurrency: int | None = None,
     turn_seconds: float | None = None,
+    kv_budget_bytes: int | None = None,
     ranks: int | None = None,
     hosts: str | None = None,
     hostfile: str | Path | None = None,
@@ -99,6 +100,8 @@ def worker_argv(
         argv += ["--prompt-concurrency", str(prompt_concurrency)]
     if turn_seconds is not None:
         argv += ["--turn-seconds", str(turn_seconds)]
+    if kv_budget_bytes:
+        argv += ["--kv-budget-bytes", str(kv_budget_bytes)]
     if tool_parser:
         argv += ["--tool-parser", tool_parser]
     if not (hosts or hostfile or (ranks or 1) > 1):

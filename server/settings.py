@@ -38,6 +38,7 @@ class Settings:
     decode_concurrency: int = 32  # sequences decoding in one batch (mlx_lm.server's default)
     prompt_concurrency: int = 8  # prompts prefilling in one batch (mlx_lm.server's default)
     turn_seconds: float = 1.0  # longest decode or prefill turn while the other side waits
+    kv_budget_bytes: int | None = None  # None: admission plans on the device's memory
     queue_timeout_s: float = 240.0  # a non-stream request queued this long gets 429/529
     parallel: str = "tensor"  # how ranks under mlx.launch split the model: tensor or pipeline
     tool_parser: str | None = None  # an mlx-lm tool parser module; None: inferred

@@ -1,42 +1,120 @@
-"""Whether a waiting job may start prefilling now (generation thread only): its KV estimate
-against the memory budget, the batch and prefill slots, and shared prefills."""
+"""Whether a waiting job may start prefilling now (generation thread only): the batch and prefill
+slots, shared prefills, and memory.
+
+Memory is planned on what the device really has: its limit less what MLX holds now (weights, KV,
+the prefix cache's RAM tier, the buffer pool), less what the prefix cache may still add, less what
+the running sequences may still grow to (their prompt and whole reply). A job that does not fit
+first makes room (the pool, then the cache's RAM tier), else waits; the HTTP side keeps its
+client alive meanwhile. A user's `--kv-budget-bytes` replaces the plan: the sequences' KV
+estimates alone are held to it.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 from server.engine.job import Job
 from server.engine.prefill_task import PrefillTask
+from server.model.memory import DeviceMemory
 
 log = logging.getLogger("server.engine")
 
 
 @dataclass
+class Relief:
+    """A way to free device memory for a waiting job, tried at most once per `every_s`."""
+
+    name: str
+    free: Callable[[], int]  # frees what it can; the bytes freed
+    every_s: float
+    last: float = float("-inf")
+
+    def try_now(self, now: float) -> int:
+        if now - self.last < self.every_s:
+            return 0
+        self.last = now
+        return self.free()
+
+
+@dataclass
 class Admission:
-    kv_per_token: int  # an upper estimate of one token's KV bytes (0: not gated on memory)
-    budget: int  # bytes the running sequences' KV may use
+    kv_per_token: int  # one token's KV bytes (0: unknown shape, not gated on memory)
     decode_concurrency: int  # sequences decoding in one batch
     prompt_concurrency: int  # prompts prefilling at once
+    memory: Callable[[], DeviceMemory]  # the device's limit and what MLX holds now
+    cache_growth: Callable[[], int] = lambda: 0  # what the prefix cache may still add
+    kv_budget: int | None = None  # the user's --kv-budget-bytes
+    reliefs: list[Relief] = field(default_factory=list)  # cheapest first
+    last: dict = field(default_factory=dict)  # the last memory check, for /v1/status
+    waited: int = 0  # jobs that waited for memory since start
 
     def estimate(self, prompt_tokens: int, max_tokens: int) -> int:
         """The KV bytes a sequence may grow to: its prompt and its whole reply."""
         return self.kv_per_token * (prompt_tokens + max_tokens)
 
-    def fits(self, estimate: int, decoding: Iterable[int], prefills: list[PrefillTask]) -> bool:
-        """Whether a sequence of `estimate` bytes may join those decoding (their estimates) and
-        prefilling; with nothing running anything fits, so a lone prompt always starts."""
-        decoding = list(decoding)
-        busy = len(decoding) + len(prefills)
-        if not busy:
+    def fits(
+        self, job: Job, estimate: int, running: list[tuple[int, int]], prefilling: int
+    ) -> bool:
+        """Whether `job`, of `estimate` KV bytes, may start beside the running sequences, given
+        as (estimate, KV bytes held now); with nothing running anything fits, so a lone prompt
+        always starts (after making what room it can)."""
+        busy = len(running)
+        if busy and (busy >= self.decode_concurrency or prefilling >= self.prompt_concurrency):
+            return False
+        if self.kv_budget is not None:
+            free = self.kv_budget - sum(e for e, _ in running)
+            room = free >= estimate
+        else:
+            free, room = self._room(estimate, pending=sum(max(0, e - h) for e, h in running))
+        if room or not busy:  # alone it runs on what there is: nothing else can make room
             return True
-        in_use = sum(decoding) + sum(t.estimate for t in prefills)
-        return (
-            in_use + estimate <= self.budget
-            and busy < self.decode_concurrency
-            and len(prefills) < self.prompt_concurrency
-        )
+        if not job.waits_for_memory:
+            job.waits_for_memory = True
+            self.waited += 1
+            log.info(
+                "request %s waits for memory (%.2f GB needed, %.2f GB free)",
+                job.request.request_id,
+                estimate / 1e9,
+                free / 1e9,
+            )
+        return False
+
+    def _room(self, estimate: int, pending: int) -> tuple[int, bool]:
+        """(free bytes, whether `estimate` fits them), making room first where it does not."""
+        if (free := self._free(pending)) >= estimate:
+            return free, True
+        for relief in self.reliefs:  # cheapest first
+            if (freed := relief.try_now(time.monotonic())) > 0:
+                log.info("admission: %s freed %.2f GB for a request", relief.name, freed / 1e9)
+                if (free := self._free(pending)) >= estimate:
+                    return free, True
+        return free, False
+
+    def _free(self, pending: int) -> int:
+        memory = self.memory()
+        growth = self.cache_growth()
+        free = memory.plannable - growth - pending
+        self.last = {
+            "limit_bytes": memory.limit,
+            "limit_source": memory.source,
+            "active_bytes": memory.active,
+            "pool_bytes": memory.pool,
+            "cache_growth_bytes": growth,
+            "pending_kv_bytes": pending,
+            "free_bytes": free,
+        }
+        return free
+
+    def status(self) -> dict:
+        return {
+            **self.last,
+            "kv_budget_bytes": self.kv_budget,
+            "kv_bytes_per_token": self.kv_per_token,
+            "waited_for_memory": self.waited,
+        }
 
 
 def waits_for_shared_prefill(job: Job, prefills: Iterable[PrefillTask]) -> bool:

@@ -1,8 +1,9 @@
-"""What a batch may hold: which models can batch, a sequence's KV size, the memory budget."""
+"""What a batch may hold: which models can batch, a sequence's KV size, what a store may add."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, cast
 
 DECODE_CONCURRENCY = 32  # mlx_lm.server's --decode-concurrency default (--decode-concurrency)
 PROMPT_CONCURRENCY = 8  # its --prompt-concurrency default (--prompt-concurrency)
@@ -17,40 +18,28 @@ def cannot_batch(model: Any) -> str | None:
 
 
 def kv_bytes_per_token(model: Any) -> int:
-    """A simple upper estimate of one token's KV bytes: 2 (K, V) x layers x kv heads x head dim
-    x the weights' item size; hybrid and sliding-window layers hold less, so it overestimates."""
+    """One token's KV bytes: 2 (K, V) x layers x kv heads x head dim x the compute dtype's size,
+    read off a floating-point weight (a packed 4-bit weight's uint32 would double it). Hybrid and
+    sliding-window layers hold less, so it overestimates them."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+
     try:
         args = model.args
         heads = getattr(args, "num_key_value_heads", None) or args.num_attention_heads
         head_dim = getattr(args, "head_dim", None) or args.hidden_size // args.num_attention_heads
-        itemsize = next(iter(_leaves(model.parameters()))).dtype.size
-        return 2 * len(model.layers) * heads * head_dim * max(itemsize, 2)
+        leaves = cast(
+            list[tuple[str, Any]], tree_flatten(model.parameters())
+        )  # mlx types it widely
+        floats = [w.dtype for _, w in leaves]
+        itemsize = next(d.size for d in floats if mx.issubdtype(d, mx.floating))
+        return 2 * len(model.layers) * heads * head_dim * itemsize
     except Exception:  # unknown shape: no memory gating beyond the batch size
         return 0
 
 
-def _leaves(tree):
-    if isinstance(tree, dict):
-        for v in tree.values():
-            yield from _leaves(v)
-    elif isinstance(tree, list | tuple):
-        for v in tree:
-            yield from _leaves(v)
-    else:
-        yield tree
-
-
-def memory_budget(cache_stats: dict | None) -> int:
-    """The device's limit (Metal's recommended working set, else RAM) less the weights and the
-    prefix cache's RAM budget: what running sequences' KV may use."""
-    import mlx.core as mx
-    import psutil
-
-    try:
-        limit = int(mx.device_info().get("max_recommended_working_set_size", 0))
-    except Exception:
-        limit = 0
-    limit = limit or int(psutil.virtual_memory().total)
-    ram = (cache_stats or {}).get("ram") or {}
-    cache_budget = int(ram.get("budget_bytes", 0) or 0)
-    return max(0, int(limit * 0.9) - int(mx.get_active_memory()) - cache_budget)
+def store_reserve(estimates: Iterable[int], writer_copies: bool) -> int:
+    """Memory a store may add for a moment: a finished sequence's state is copied into the prefix
+    cache before its own is freed, and on MLX CUDA the disk writer gets a copy of its own."""
+    largest = max(estimates, default=0)
+    return largest * (2 if writer_copies else 1)

@@ -52,6 +52,7 @@ class Job:
     done: bool = False
     admitted: float | None = None  # when the scheduler took it (queue time ends)
     waits_on: int | None = None  # the batch member whose prefill this job waits for
+    waits_for_memory: bool = False  # admission found no room for it yet
     logits_processors: list = field(default_factory=list)  # set at admission (decoding.processors)
     outbox: Outbox | None = None  # set while in a batch: events leave once per step
     # A non-stream request still queued this long answers 429/529 (Claude Code retries at 300).

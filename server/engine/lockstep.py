@@ -126,15 +126,13 @@ class Lockstep:
 
 
 class LockstepScheduler(Scheduler):
-    """The batch scheduler, fed by rank 0's broadcasts; its memory budget is rank 0's."""
+    """The batch scheduler, fed by rank 0's broadcasts; a job starts when it fits on every rank."""
 
     def __init__(self, runner: Runner, queue: JobQueue, group: Any):
         import mlx.core as mx
 
         super().__init__(runner, queue)
         self.lockstep = Lockstep(group, queue)
-        # Admissions depend on it: one value for all.
-        self.admission.budget = share(group, self.admission.budget)
         # Sampling draws from MLX's global generator: the same seed everywhere, as mlx_lm.server.
         self.ranks = gather_objects(group, rank_identity(group.rank()))  # /v1/status shows them
         state = mx.random.state[0]  # type: ignore[index]  # mlx types the state list as object
@@ -148,6 +146,14 @@ class LockstepScheduler(Scheduler):
         turns = (None, DECODE, PREFILL)
         mine = turns.index(super()._turn()) if self.lockstep.rank == 0 else 0
         return turns[gather_ints(self.lockstep.group, [mine])[0][0]]
+
+    def _fits(self, job: Job, estimate: int) -> bool:
+        """Each rank holds its own shard and cache: a job starts only where all have room. With
+        nothing running it always starts, on every rank alike, so no exchange is needed."""
+        mine = super()._fits(job, estimate)
+        if not self._busy():
+            return mine
+        return all(answer[0] for answer in gather_ints(self.lockstep.group, [int(mine)]))
 
     def _take_jobs(self, closed: bool) -> bool:
         block = not self._busy() and not self.waiting and not closed

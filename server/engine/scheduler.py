@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from server.decoding.reply_parser import ReplyParser
-from server.engine.admission import Admission, waits_for_shared_prefill
-from server.engine.batch_limits import kv_bytes_per_token, memory_budget
+from server.engine.admission import Admission, Relief, waits_for_shared_prefill
+from server.engine.batch_limits import kv_bytes_per_token, store_reserve
 from server.engine.decode_meter import DecodeMeter
 from server.engine.job import Generation, Job, JobQueue, Outbox
 from server.engine.prefill_task import PrefillTask, store_held
@@ -24,9 +24,14 @@ from server.engine.runner import Runner
 from server.engine.sequential import run_alone
 from server.engine.solo_decode import SOLO_UID, SoloDecode
 from server.engine.turns import DECODE, PREFILL, TimeSlices
+from server.model.kv_state import host_reads_move_buffers
+from server.model.memory import device_limit, release_pool
+from server.model.memory import snapshot as memory_snapshot
 from server.request import Progress, Started
 
 log = logging.getLogger("server.engine")
+
+SHED_WRITE_S = 2.0  # a shed writes dirty entries this long before dropping the RAM tier
 
 
 @dataclass
@@ -55,12 +60,7 @@ class Scheduler:
         settings = runner.settings
         model = runner.loaded.model
         self.step_size = settings.prefill_step_size or 2048
-        self.admission = Admission(
-            kv_per_token=kv_bytes_per_token(model),
-            budget=memory_budget(runner.cache.stats()),
-            decode_concurrency=settings.decode_concurrency,
-            prompt_concurrency=settings.prompt_concurrency,
-        )
+        self.admission = self._admission()
         self.gen = BatchGenerator(
             model,
             completion_batch_size=settings.decode_concurrency,
@@ -76,14 +76,51 @@ class Scheduler:
         self.meter = DecodeMeter()
         self.turns = TimeSlices(slice_s=settings.turn_seconds)  # decode and prefill take turns
         self._held: list[PrefillTask] = []  # end states to store once due (or a prompt comes)
+        limit, source = self._limit
         log.info(
-            "scheduler: batched (decode %d, prefill %d at once; KV estimate %d B/token, "
-            "budget %.1f GB)",
+            "scheduler: batched (decode %d, prefill %d at once; KV %d B/token; %s)",
             settings.decode_concurrency,
             settings.prompt_concurrency,
             self.admission.kv_per_token,
-            self.admission.budget / 1e9,
+            f"KV budget {settings.kv_budget_bytes / 1e9:.2f} GB"
+            if settings.kv_budget_bytes
+            else f"memory planned on {limit / 1e9:.1f} GB ({source})",
         )
+
+    def _admission(self) -> Admission:
+        """Admission on this device: memory planned on what it has, or on the user's budget."""
+        runner, settings = self.runner, self.runner.settings
+        self._limit = device_limit()
+        copies = host_reads_move_buffers()
+
+        def shed() -> int:  # dirty entries are written first: a shed costs RAM, not history
+            return runner.cache.shed(SHED_WRITE_S)["freed_bytes"] + release_pool()
+
+        return Admission(
+            kv_per_token=kv_bytes_per_token(runner.loaded.model),
+            decode_concurrency=settings.decode_concurrency,
+            prompt_concurrency=settings.prompt_concurrency,
+            memory=lambda: memory_snapshot(self._limit),
+            cache_growth=lambda: store_reserve((e for e, _ in self._held_kv()), copies),
+            kv_budget=settings.kv_budget_bytes,
+            reliefs=[
+                Relief("the buffer pool", release_pool, every_s=1.0),
+                Relief("the prefix cache's RAM tier", shed, every_s=30.0),
+            ],
+        )
+
+    def _fits(self, job: Job, estimate: int) -> bool:
+        """Whether `job` may start now (server.engine.lockstep asks every rank)."""
+        return self.admission.fits(job, estimate, self._held_kv(), len(self.prefills))
+
+    def _held_kv(self) -> list[tuple[int, int]]:
+        """(KV estimate, KV bytes held now) of each running sequence and prefill."""
+        per_token = self.admission.kv_per_token
+        held = [
+            (s.estimate, per_token * (len(s.job.rendered.tokens) + len(s.run.generated)))
+            for s in self.active.values()
+        ]
+        return held + [(t.estimate, per_token * t.pos) for t in self.prefills]
 
     # -- status (read from any thread: plain Python values) -----------------------------------
 
@@ -100,7 +137,7 @@ class Scheduler:
             "prefilling": len(prefills),
             **self.meter.status(),
             "kv_bytes_estimate": sum(s.estimate for s in members + prefills),
-            "kv_budget_bytes": self.admission.budget,
+            "memory": self.admission.status(),
         }
 
     # -- the loop -----------------------------------------------------------------------------
@@ -171,9 +208,9 @@ class Scheduler:
             tokens = job.rendered.tokens
             max_tokens = runner.max_tokens(job.request, len(tokens))
             estimate = self.admission.estimate(len(tokens), max_tokens)
-            decoding = (s.estimate for s in self.active.values())
-            if not self.admission.fits(estimate, decoding, list(self.prefills)):
+            if not self._fits(job, estimate):
                 return
+            job.waits_for_memory = False
             self.waiting.remove(job)
             self._start(job, max_tokens, estimate)
 
