@@ -16,11 +16,17 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from server.engine.batch_limits import kv_bytes_per_token, store_reserve
 from server.engine.job import Job
 from server.engine.prefill_task import PrefillTask
-from server.model.memory import DeviceMemory
+from server.engine.runner import Runner
+from server.model.kv_state import host_reads_move_buffers
+from server.model.memory import DeviceMemory, device_limit, release_pool
+from server.model.memory import snapshot as memory_snapshot
 
 log = logging.getLogger("server.engine")
+
+SHED_WRITE_S = 2.0  # a shed writes dirty entries this long before dropping the RAM tier
 
 
 @dataclass
@@ -45,6 +51,7 @@ class Admission:
     decode_concurrency: int  # sequences decoding in one batch
     prompt_concurrency: int  # prompts prefilling at once
     memory: Callable[[], DeviceMemory]  # the device's limit and what MLX holds now
+    limit: tuple[int, str] = (0, "")  # the device's limit and its source, for the log
     cache_growth: Callable[[], int] = lambda: 0  # what the prefix cache may still add
     kv_budget: int | None = None  # the user's --kv-budget-bytes
     reliefs: list[Relief] = field(default_factory=list)  # cheapest first
@@ -115,6 +122,31 @@ class Admission:
             "kv_bytes_per_token": self.kv_per_token,
             "waited_for_memory": self.waited,
         }
+
+
+def on_device(runner: Runner, held_kv: Callable[[], list[tuple[int, int]]]) -> Admission:
+    """Admission for this worker's device; `held_kv()` gives each running sequence's (KV
+    estimate, KV bytes held now)."""
+    settings = runner.settings
+    limit = device_limit()
+    copies = host_reads_move_buffers()
+
+    def shed() -> int:  # dirty entries are written first: a shed costs RAM, not history
+        return runner.cache.shed(SHED_WRITE_S)["freed_bytes"] + release_pool()
+
+    return Admission(
+        kv_per_token=kv_bytes_per_token(runner.loaded.model),
+        decode_concurrency=settings.decode_concurrency,
+        prompt_concurrency=settings.prompt_concurrency,
+        memory=lambda: memory_snapshot(limit),
+        limit=limit,
+        cache_growth=lambda: store_reserve((e for e, _ in held_kv()), copies),
+        kv_budget=settings.kv_budget_bytes,
+        reliefs=[
+            Relief("the buffer pool", release_pool, every_s=1.0),
+            Relief("the prefix cache's RAM tier", shed, every_s=30.0),
+        ],
+    )
 
 
 def waits_for_shared_prefill(job: Job, prefills: Iterable[PrefillTask]) -> bool:

@@ -11,40 +11,20 @@ from __future__ import annotations
 import collections
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any
 
-from server.decoding.reply_parser import ReplyParser
-from server.engine.admission import Admission, Relief, waits_for_shared_prefill
-from server.engine.batch_limits import kv_bytes_per_token, store_reserve
+from server.engine.admission import on_device, waits_for_shared_prefill
 from server.engine.decode_meter import DecodeMeter
 from server.engine.job import Generation, Job, JobQueue, Outbox
+from server.engine.member import Member
 from server.engine.prefill_task import PrefillTask, store_held
 from server.engine.runner import Runner
 from server.engine.sequential import run_alone
 from server.engine.solo_decode import SOLO_UID, SoloDecode
 from server.engine.turns import DECODE, PREFILL, TimeSlices
-from server.model.kv_state import host_reads_move_buffers
-from server.model.memory import device_limit, release_pool
-from server.model.memory import snapshot as memory_snapshot
 from server.request import Progress, Started
 
 log = logging.getLogger("server.engine")
-
-SHED_WRITE_S = 2.0  # a shed writes dirty entries this long before dropping the RAM tier
-
-
-@dataclass
-class _Seq:
-    """One request decoding inside the BatchGenerator."""
-
-    job: Job
-    uid: int
-    run: Generation
-    parser: ReplyParser
-    detokenizer: Any
-    estimate: int  # admitted KV bytes
-    solo: SoloDecode | None = None  # decoding alone, outside the BatchGenerator
 
 
 class Scheduler:
@@ -60,7 +40,7 @@ class Scheduler:
         settings = runner.settings
         model = runner.loaded.model
         self.step_size = settings.prefill_step_size or 2048
-        self.admission = self._admission()
+        self.admission = on_device(runner, self._held_kv)
         self.gen = BatchGenerator(
             model,
             completion_batch_size=settings.decode_concurrency,
@@ -69,14 +49,14 @@ class Scheduler:
         if not mx.metal.is_available():  # Metal's fused decode attention takes the mask itself
             batch_attention.install(model)
         self.stop_sequences = make_stop_sequences(runner.loaded.tokenizer)
-        self.active: dict[int, _Seq] = {}
+        self.active: dict[int, Member] = {}
         self.prefills: collections.deque[PrefillTask] = collections.deque()
         self.waiting: collections.deque[Job] = collections.deque()
         self.outbox = Outbox()  # members' events, delivered once per loop iteration
         self.meter = DecodeMeter()
         self.turns = TimeSlices(slice_s=settings.turn_seconds)  # decode and prefill take turns
         self._held: list[PrefillTask] = []  # end states to store once due (or a prompt comes)
-        limit, source = self._limit
+        limit, source = self.admission.limit
         log.info(
             "scheduler: batched (decode %d, prefill %d at once; KV %d B/token; %s)",
             settings.decode_concurrency,
@@ -87,28 +67,6 @@ class Scheduler:
             else f"memory planned on {limit / 1e9:.1f} GB ({source})",
         )
 
-    def _admission(self) -> Admission:
-        """Admission on this device: memory planned on what it has, or on the user's budget."""
-        runner, settings = self.runner, self.runner.settings
-        self._limit = device_limit()
-        copies = host_reads_move_buffers()
-
-        def shed() -> int:  # dirty entries are written first: a shed costs RAM, not history
-            return runner.cache.shed(SHED_WRITE_S)["freed_bytes"] + release_pool()
-
-        return Admission(
-            kv_per_token=kv_bytes_per_token(runner.loaded.model),
-            decode_concurrency=settings.decode_concurrency,
-            prompt_concurrency=settings.prompt_concurrency,
-            memory=lambda: memory_snapshot(self._limit),
-            cache_growth=lambda: store_reserve((e for e, _ in self._held_kv()), copies),
-            kv_budget=settings.kv_budget_bytes,
-            reliefs=[
-                Relief("the buffer pool", release_pool, every_s=1.0),
-                Relief("the prefix cache's RAM tier", shed, every_s=30.0),
-            ],
-        )
-
     def _fits(self, job: Job, estimate: int) -> bool:
         """Whether `job` may start now (server.engine.lockstep asks every rank)."""
         return self.admission.fits(job, estimate, self._held_kv(), len(self.prefills))
@@ -116,10 +74,7 @@ class Scheduler:
     def _held_kv(self) -> list[tuple[int, int]]:
         """(KV estimate, KV bytes held now) of each running sequence and prefill."""
         per_token = self.admission.kv_per_token
-        held = [
-            (s.estimate, per_token * (len(s.job.rendered.tokens) + len(s.run.generated)))
-            for s in self.active.values()
-        ]
+        held = [(s.estimate, s.held_kv(per_token)) for s in self.active.values()]
         return held + [(t.estimate, per_token * t.pos) for t in self.prefills]
 
     # -- status (read from any thread: plain Python values) -----------------------------------
@@ -285,7 +240,7 @@ class Scheduler:
                 logits_processors=job.logits_processors,
                 stop_sequences=self.stop_sequences,
             )
-            seq = _Seq(job, SOLO_UID, run, parser, detokenizer, task.estimate, solo)
+            seq = Member(job, SOLO_UID, run, parser, detokenizer, task.estimate, solo)
             self.active[SOLO_UID] = seq
             return
         (uid,) = self.gen.insert(
@@ -298,14 +253,14 @@ class Scheduler:
             stop_sequences=[self.stop_sequences],
         )
         run.prompt_cache = None  # the batch holds its own copy now
-        self.active[uid] = _Seq(job, uid, run, parser, detokenizer, task.estimate)
+        self.active[uid] = Member(job, uid, run, parser, detokenizer, task.estimate)
 
-    def _lone(self) -> tuple[_Seq, SoloDecode] | None:
+    def _lone(self) -> tuple[Member, SoloDecode] | None:
         """The sequence decoding alone and its decode (None: the batch decodes, or nothing)."""
         seq = self.active.get(SOLO_UID)
         return (seq, seq.solo) if seq is not None and seq.solo is not None else None
 
-    def _into_batch(self, seq: _Seq, solo: SoloDecode) -> None:
+    def _into_batch(self, seq: Member, solo: SoloDecode) -> None:
         """The lone sequence moves into the batch: the token it sampled ahead is delivered, and
         the batch feeds it next on the same state."""
         response, joining = solo.handover()
@@ -328,32 +283,21 @@ class Scheduler:
             if seq is not None:
                 self._token(seq, r)
 
-    def _token(self, seq: _Seq, r: Any) -> bool:
+    def _token(self, seq: Member, r: Any) -> bool:
         """Deliver one token; True when it ended the reply."""
         run, job = seq.run, seq.job
-        if run.first_token_at is None:
-            run.first_token_at = time.perf_counter()
-        run.generated.append(r.token)
-        if r.finish_reason == "stop":
-            seq.detokenizer.finalize()  # the end-of-turn token itself is not text
-        else:
-            seq.detokenizer.add_token(r.token)
-            if r.finish_reason:
-                seq.detokenizer.finalize()
-        for event in seq.parser.feed(seq.detokenizer.last_segment):
-            job.emit(event)
-        if seq.parser.stopped:
-            run.reason = "stop_sequence"
+        reason = seq.take(r.token, r.finish_reason)
+        if reason is None:
+            return False
+        run.reason = reason
+        if reason == "stop_sequence":  # mlx-lm does not know it ended: take its state back
             if seq.solo is not None:
                 run.prompt_cache = seq.solo.cache
             else:
                 final = self.gen.remove([seq.uid], return_prompt_caches=not run.checkpointed)
                 run.prompt_cache = final.get(seq.uid, (None,))[0]
-        elif r.finish_reason:
-            run.reason = r.finish_reason
-            run.prompt_cache = r.prompt_cache
         else:
-            return False
+            run.prompt_cache = r.prompt_cache
         self.runner.finish(job, run, seq.parser, _usage(job, run.n_cached))
         self._release(seq.job, seq.uid)  # done only once stored: the next may count on it
         return True
