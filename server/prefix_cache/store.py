@@ -90,7 +90,7 @@ class PrefixStore:
         self._prefill_tokens = 0
         self._prefill_seconds = 0.0
         # None: entries reach disk only on flush (graceful stop).
-        self.writer = None
+        self.writer: WriteBehind | None = None
         if self.disk is not None and write_delay is not None:
             self.writer = WriteBehind(self.write_dirty, write_delay, write_bytes_per_hour)
         # The writer reads copies only (for MLX CUDA: `kv_state.host_reads_move_buffers`).
@@ -137,7 +137,7 @@ class PrefixStore:
             entry = self._entries.get(key) if key is not None and usable > 0 else None
             cache = snapshot(entry.cache, usable, detach=False) if entry is not None else None
             self._counters["lookup_tokens"] += len(tokens)
-            if cache is None:
+            if entry is None or cache is None:
                 self._counters["misses"] += 1
                 return Lookup(self._fresh_cache(), 0, "miss")
             entry.last_used = time.time()
@@ -201,7 +201,8 @@ class PrefixStore:
                 if self._entries.get(tokens_key(entry.tokens)) is not entry:
                     continue  # superseded or evicted since: its successor carries it
             copyless = self.private_writes and entry.to_write is None  # nothing it may read
-            if stop is not None and (copyless or not self.writer.allow(entry.nbytes)):
+            writer = self.writer if stop is not None else None  # a stop: the writer thread's pass
+            if writer is not None and (copyless or not writer.allow(entry.nbytes)):
                 entry.to_write = None
                 continue  # the stop's flush writes it
             meta = {"kind": entry.kind, "trimmable": "1" if entry.trimmable else "0"}
@@ -237,8 +238,7 @@ class PrefixStore:
         if self.disk is None:
             return 0
         budget = self.ram_budget if max_bytes is None else min(max_bytes, self.ram_budget)
-        started = time.perf_counter()
-        loaded = 0
+        started, loaded = time.perf_counter(), 0
         entries = self.disk.entries()
         for key in self.disk.recent_keys():
             if should_stop is not None and should_stop():
@@ -307,8 +307,7 @@ class PrefixStore:
             with self._lock:
                 freed += self._ram_bytes
                 self._entries.clear()
-                self._trie = TokenTrie()
-                self._ram_bytes = 0
+                self._trie, self._ram_bytes = TokenTrie(), 0
         if tier in ("disk", "both") and self.disk is not None:
             freed += self.disk.clear()
             with self._lock:
@@ -378,6 +377,7 @@ class PrefixStore:
         """Bring disk entry `key` into RAM (no lock held during the read); its RAM key or None.
 
         `last_used` given (a restore): keep that time rather than marking the entry used now."""
+        assert self.disk is not None, "only a store with a disk tier has disk entries"
         t0 = time.perf_counter()
         loaded = self.disk.load(key, touch=last_used is None)
         if loaded is None:
