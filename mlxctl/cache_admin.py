@@ -215,6 +215,7 @@ def plan_prune(older_than_seconds: float, where: Target | None = None) -> Plan:
 def act(plan: Plan) -> int:
     """Carry out `plan`; returns the bytes actually freed."""
     if plan.action == "prune":
+        assert plan.older_than_seconds is not None  # plan_prune always sets it
         return disk_index.prune(kv_root(), plan.older_than_seconds)
     if plan.url:
         try:

@@ -11,8 +11,9 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from mlxctl import paths
 from mlxctl.errors import PortInUseError, StartFailedError, StartLimitError, SupervisorError
@@ -21,6 +22,9 @@ from mlxctl.status import Status, status
 from mlxctl.supervisor import state as state_file
 from mlxctl.system import identity, processes
 from mlxctl.system.lock import FileLock, is_held
+
+if TYPE_CHECKING:
+    from mlxctl.models.pull import Progress
 
 POLL_SECONDS = 0.1
 DEMO_MODEL = "demo"  # server.model.loading.DEMO_MODEL, without importing the model loader
@@ -38,7 +42,7 @@ def choose_model(model: str | None = None, release: object | None = None, settin
     return getattr(release, "model", "") or settings["model"] or DEMO_MODEL
 
 
-def resolve_model(name: str, pull_progress: object | None = None) -> str:
+def resolve_model(name: str, pull_progress: Progress | None = None) -> str:
     """The path/id the worker loads; the demo model is pulled first when missing."""
     from mlxctl.errors import ModelError
     from mlxctl.models import registry
@@ -88,16 +92,16 @@ class _Launch:
         return argv + (["--foreground"] if foreground else [])
 
 
-def apply_overrides(settings: dict, overrides: dict[str, str] | None) -> dict[str, str]:
+def apply_overrides(settings: dict, overrides: Mapping[str, object] | None) -> dict[str, str]:
     """Config values given on the command line for this run (`start --ranks 2`), parsed and
     checked into `settings`; returns them as text for the daemon."""
     from mlxctl import config
 
-    overrides = {k: str(v) for k, v in (overrides or {}).items() if v is not None}
-    for key, text in overrides.items():
+    given = {k: str(v) for k, v in (overrides or {}).items() if v is not None}
+    for key, text in given.items():
         settings[key] = config.parse_value(key, text)
     config.distributed_options(settings)  # a bad backend or split fails here, not in the daemon
-    return overrides
+    return given
 
 
 def _prepare(
@@ -105,8 +109,8 @@ def _prepare(
     model: str | None,
     port: int | None,
     host: str | None,
-    pull_progress=None,
-    overrides: dict[str, str] | None = None,
+    pull_progress: Progress | None = None,
+    overrides: Mapping[str, object] | None = None,
 ) -> _Launch:
     """Under the start lock with no supervisor alive: the model resolved, the port checked."""
     given = apply_overrides(settings, overrides)
@@ -163,8 +167,8 @@ def start(
     port: int | None = None,
     host: str | None = None,
     on_wait: Callable[[float, str], None] | None = None,
-    pull_progress: object | None = None,
-    overrides: dict[str, str] | None = None,
+    pull_progress: Progress | None = None,
+    overrides: Mapping[str, object] | None = None,
 ) -> StartOutcome:
     """Start the supervisor unless one runs; return once the worker answers /health 200."""
     from mlxctl import config
@@ -211,10 +215,11 @@ def reset_failed() -> dict:
         failed = state_file.failed_starts()
         state_file.reset_failed_starts()
         saved = state_file.read_or_none()
-        was_fatal = saved is not None and saved.state == "FATAL" and not _supervisor_alive()
-        if was_fatal:
+        was_fatal = False
+        if saved is not None and saved.state == "FATAL" and not _supervisor_alive():
             saved.state, saved.fatal_reason = "STOPPED", None
             state_file.write(saved)
+            was_fatal = True
     return {"failed_starts": failed["count"], "was_fatal": was_fatal}
 
 
@@ -223,8 +228,8 @@ def restart(
     port: int | None = None,
     timeout: float | None = None,
     on_wait: Callable[[float, str], None] | None = None,
-    pull_progress: object | None = None,
-    overrides: dict[str, str] | None = None,
+    pull_progress: Progress | None = None,
+    overrides: Mapping[str, object] | None = None,
 ) -> StartOutcome:
     """Stop, then start again with the same model and port unless given."""
     previous = status(probe=False)
@@ -261,7 +266,7 @@ def _progress_line() -> str:
 def _start_failure(saved: state_file.SupervisorState) -> SupervisorError:
     exit_info = saved.last_exit or {}
     reason = saved.error or exit_info.get("reason") or saved.fatal_reason
-    if (saved.error or "").startswith("port "):
+    if saved.error and saved.error.startswith("port "):
         return PortInUseError(saved.error, hint="pick another with `--port N`")
     return StartFailedError(
         f"the worker did not start: {reason or 'the supervisor exited'}",
@@ -272,7 +277,7 @@ def _start_failure(saved: state_file.SupervisorState) -> SupervisorError:
 
 
 def run_foreground(
-    model: str | None = None, port: int | None = None, overrides: dict[str, str] | None = None
+    model: str | None = None, port: int | None = None, overrides: Mapping[str, object] | None = None
 ) -> int:
     """Run the supervisor on this terminal (logs on stderr); Ctrl-C stops the worker cleanly."""
     from mlxctl import config

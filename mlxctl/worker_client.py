@@ -118,10 +118,12 @@ class WorkerClient:
 
             yield response.status, lines()
 
-    def json(self, method: str, path: str, **kwargs: object) -> object:
+    def json(
+        self, method: str, path: str, body: object = None, params: dict | None = None
+    ) -> object:
         """The JSON body of a 2xx reply; WorkerUnavailable for a missing endpoint (404/405),
         WorkerRefused for any other error status."""
-        return self._body(self.request(method, path, **kwargs), method, path)
+        return self._body(self.request(method, path, body, params), method, path)
 
     @staticmethod
     def _body(reply: Reply, method: str, path: str) -> object:
@@ -152,17 +154,19 @@ class WorkerClient:
 
     def cache_list(self) -> list[dict]:
         body = self.json("GET", "/v1/cache")
-        rows = body.get("entries", []) if isinstance(body, dict) else body
-        return [r for r in rows or [] if isinstance(r, dict)]
+        rows = body.get("entries") if isinstance(body, dict) else body
+        return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
 
     def cache_why(self, request_id: str | None) -> dict:
         """Where a recent request left the cache; WorkerRefused(404) when the ring lacks it."""
         params = {"request_id": request_id} if request_id else None
         reply = self.request("GET", "/v1/cache/why", params=params)
         if reply.status == 404 and "not among" in reply.text:  # not a missing endpoint
-            error = (reply.json() or {}).get("error") or {}
+            said = reply.json()
+            error = said.get("error") if isinstance(said, dict) else None
+            message = error.get("message") if isinstance(error, dict) else None
             hint = "`mlxctl status` lists the recent requests' ids"
-            raise WorkerRefused(str(error.get("message") or reply.text), 404, hint)
+            raise WorkerRefused(str(message or reply.text), 404, hint)
         body = self._body(reply, "GET", "/v1/cache/why")
         return body if isinstance(body, dict) else {}
 
@@ -197,8 +201,9 @@ def probe_health(url: str, timeout: float) -> Health | None:
             body = reply.json()
         except ValueError:
             body = {}
-    said = body.get("status") if isinstance(body, dict) else None
-    reason = str(body.get("error") or said) if said in ("error", "stuck") else None
+    fields = body if isinstance(body, dict) else {}
+    said = fields.get("status")
+    reason = str(fields.get("error") or said) if said in ("error", "stuck") else None
     return Health(
         reply.status, reason if said == "error" else None, reason if said == "stuck" else None
     )

@@ -104,7 +104,8 @@ def worker_argv(
         argv += ["--kv-budget-bytes", str(kv_budget_bytes)]
     if tool_parser:
         argv += ["--tool-parser", tool_parser]
-    if not (hosts or hostfile or (ranks or 1) > 1):
+    ranks_here = ranks or 1
+    if not (hosts or hostfile or ranks_here > 1):
         return argv
     argv += ["--parallel", parallel or "tensor"]
     launcher = [python, "-P", "-m", "server.launch", "--backend", backend or "ring"]
@@ -113,7 +114,7 @@ def worker_argv(
     elif hosts:
         launcher += ["--hosts", hosts]
     else:  # N ranks on this machine: the ring listens on N free loopback ports
-        launcher += ["-n", str(ranks), "--starting-port", str(free_port_run(ranks))]
+        launcher += ["-n", str(ranks_here), "--starting-port", str(free_port_run(ranks_here))]
     return [*launcher, "--", *argv]
 
 

@@ -137,8 +137,8 @@ def _run(plan, dry_run: bool, yes: bool, as_json: bool) -> None:
         if as_json:
             output.json({**plan.to_dict(), "dry_run": True, "freed_bytes": 0})
         else:
-            freed = human_bytes(plan.bytes)
-            output.print(f"would free {freed} ({what}); nothing deleted (dry run)")
+            size = human_bytes(plan.bytes)
+            output.print(f"would free {size} ({what}); nothing deleted (dry run)")
         return
     if not plan.entries:
         if as_json:

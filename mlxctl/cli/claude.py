@@ -9,7 +9,7 @@ import typer
 from mlxctl import claude_env, config, lifecycle
 from mlxctl.cli.lifecycle import _run_start
 from mlxctl.cli.output import output
-from mlxctl.errors import MlxctlError
+from mlxctl.errors import MlxctlError, WorkerUnavailable
 from mlxctl.status import status
 from mlxctl.system import processes
 from mlxctl.worker_client import WorkerClient
@@ -25,6 +25,8 @@ def _serving() -> tuple[str, dict]:
     if not (current.running and current.health == "ok"):
         _run_start(partial(lifecycle.start, None, None), report=False)
         current = status()
+    if current.url is None:
+        raise WorkerUnavailable("the state file names no worker URL", "see `mlxctl status`")
     client = WorkerClient.configured(current.url, timeout=5.0)
     return current.url, client.status()
 
@@ -49,6 +51,7 @@ def claude(
         for line in claude_env.export_lines(settings):
             output.plain(line)
         return
+    assert client is not None  # only --print-env goes on without one
     output.err.print(f"running {client} against {url} with:", soft_wrap=True)
     for s in settings:
         output.err.print(f"  [bold]{s.name}[/]={s.value}  [dim]# {s.why}[/]", soft_wrap=True)

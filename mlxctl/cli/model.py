@@ -10,6 +10,7 @@ from rich.progress import (
     DownloadColumn,
     Progress,
     SpinnerColumn,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
 )
@@ -27,7 +28,7 @@ class _RichPullProgress:
 
     def __init__(self, progress: Progress):
         self.progress = progress
-        self.task = None
+        self.task: TaskID | None = None
 
     def stage(self, name: str, total: int | None = None) -> None:
         if self.task is not None:
@@ -39,6 +40,7 @@ class _RichPullProgress:
         self.task = self.progress.add_task(name, total=total)
 
     def advance(self, done: int) -> None:
+        assert self.task is not None, "pull reports a stage before any progress"
         self.progress.update(self.task, completed=done)
 
 
@@ -58,7 +60,7 @@ def pull_command(name: str = typer.Argument(..., help="Model to pull: 'demo'."))
         reporter = _RichPullProgress(progress)
         info, installed = pull(name, reporter)
         reporter.stage("done", 1)
-        progress.update(reporter.task, completed=1)
+        reporter.advance(1)
     verb = "installed" if installed else "already installed"
     output.print(f"[green]{info.name}[/] {verb}: {info.path} ({human_bytes(info.size_bytes)})")
 

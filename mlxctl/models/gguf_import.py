@@ -12,7 +12,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from mlxctl.errors import UnsupportedModelError
 
@@ -66,9 +66,11 @@ def read_gguf(path: Path) -> tuple[dict, dict]:
     import mlx.core as mx
 
     try:
-        weights, metadata = mx.load(str(path), return_metadata=True)
+        # mlx's stub gives every mode one union; with metadata it is (weights, metadata).
+        loaded = cast("tuple[dict[str, mx.array], dict]", mx.load(str(path), return_metadata=True))
     except (ValueError, RuntimeError) as exc:
         raise UnsupportedModelError(f"cannot read {path.name}: {exc}") from exc
+    weights, metadata = loaded
     return weights, {key: _scalar(value) for key, value in metadata.items()}
 
 

@@ -7,6 +7,7 @@ import secrets
 import shlex
 import sys
 import time
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,8 +92,9 @@ def launch(
         fields = {"python": sys.executable, "model": release.model, "host": host, "port": port}
         argv = [part.format(**fields) for part in shlex.split(release.command or "")]
         return Launch(argv + list(release.args), env, release.health_path)
-    accepted = release.worker_options
-    accepted = LEGACY_WORKER_OPTIONS if accepted is None else accepted
+    accepted: Collection[str] = (
+        LEGACY_WORKER_OPTIONS if release.worker_options is None else release.worker_options
+    )
     if release.distributed and not worker_options.get("ranks"):
         worker_options = {**worker_options, **release.distributed}
     options = {name: value for name, value in worker_options.items() if name in accepted}

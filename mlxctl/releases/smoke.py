@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from mlxctl.errors import ReleaseError
 from mlxctl.releases.record import Release
@@ -46,7 +47,13 @@ def _post(client: WorkerClient, path: str, body: dict) -> dict:
     reply = client.request("POST", path, body)
     if reply.status != 200:
         raise SmokeFailure(f"HTTP {reply.status}: {reply.text[:200]}")
-    return reply.json()
+    try:
+        said = reply.json()
+    except ValueError:
+        said = None
+    if not isinstance(said, dict):  # a failed check, not a traceback that skips the roll-back
+        raise SmokeFailure(f"not a JSON object: {reply.text[:200]}")
+    return said
 
 
 def check_health(client: WorkerClient, model: str) -> str:
@@ -100,7 +107,7 @@ def check_stream(client: WorkerClient, model: str) -> str:
 def check_tools(client: WorkerClient, model: str) -> str:
     """A tool-call round trip: a request offering tools, then the history with a call and its
     result. Either reply may be text or a call, but each must be a well-formed message."""
-    messages = [{"role": "user", "content": "What is in README.md?"}]
+    messages: list[dict[str, Any]] = [{"role": "user", "content": "What is in README.md?"}]
     first = _post(
         client,
         "/v1/chat/completions",

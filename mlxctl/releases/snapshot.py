@@ -44,7 +44,12 @@ def source_digest(root: Path) -> str:
 
 
 def _package_dirs() -> list[Path]:
-    return [Path(package.__file__).parent for package in PACKAGES]
+    dirs = []
+    for package in PACKAGES:
+        # A regular package (with an __init__.py) has a file; only a namespace one has none.
+        assert package.__file__ is not None, f"{package.__name__} is a namespace package"
+        dirs.append(Path(package.__file__).parent)
+    return dirs
 
 
 def copy_sources(destination: Path) -> None:

@@ -7,6 +7,7 @@ A release folder becomes visible only once complete, so `current` never names a 
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import shutil
@@ -53,11 +54,12 @@ class ReleaseStore:
         """Create a new release from `base` with `changes` (a new id and time). A builtin base's
         source snapshot is copied along, so the variant runs the same worker code."""
         release = replace(base, id=new_release_id(), created=time.time(), **changes)
-        source = self.folder(base.id) / base.source if base.source else None
+        name = base.source
+        source = self.folder(base.id) / name if name else None
 
         def copy_source(folder: Path) -> None:
-            if source is not None:
-                shutil.copytree(source, folder / base.source)
+            if source is not None and name:  # both: source is set exactly when name is
+                shutil.copytree(source, folder / name)
 
         return self.create(release, copy_source)
 
@@ -107,7 +109,7 @@ class ReleaseStore:
             os.fsync(handle.fileno())
         return entry
 
-    def journal(self) -> list[dict]:
+    def journal(self) -> builtins.list[dict]:
         path = self.root / "journal.jsonl"
         if not path.is_file():
             return []
@@ -119,7 +121,7 @@ class ReleaseStore:
                 continue  # a line torn by a kill mid-write: the rest of the journal still counts
         return entries
 
-    def history(self) -> list[str]:
+    def history(self) -> builtins.list[str]:
         """Releases in the order they became current, as a stack: a rollback (or the restore after a
         failed switch) pops back to its target, every other move pushes."""
         stack: list[str] = []

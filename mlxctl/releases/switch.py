@@ -12,6 +12,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 from mlxctl import config, lifecycle, paths
@@ -150,9 +151,12 @@ def baseline() -> str:
     now = status(probe=False)
     if not now.running:
         return "nothing running"
+    model = now.model_path or now.model
+    if now.url is None or model is None:
+        return "the state file names no worker URL or model"
     client = WorkerClient.configured(now.url, smoke.TIMEOUT)
     try:
-        return "current release: " + smoke.check_chat(client, now.model_path or now.model)
+        return "current release: " + smoke.check_chat(client, model)
     except MlxctlError as exc:
         return f"current release did not answer a chat ({exc})"
 
@@ -173,6 +177,8 @@ def ensure_baseline(store: ReleaseStore, settings: dict) -> Release | None:
 
 def _start_current_and_check(store: ReleaseStore) -> str:
     outcome = lifecycle.start()
+    if outcome.status.url is None:
+        raise StepFailed("started, but the state file names no worker URL")
     code = WorkerClient.configured(outcome.status.url).health()
     if code != 200:
         raise StepFailed(f"/health answered {code} on the main port")
@@ -242,9 +248,11 @@ def switch(
             )
 
         step("side start", start_side)
+        started = side
+        assert started is not None  # start_side set it, or step raised
         for check in smoke.checks_for(target):
-            step(f"smoke: {check.name}", lambda c=check: c.run(side.client, side.model))
-        side.stop()
+            step(f"smoke: {check.name}", partial(check.run, started.client, started.model))
+        started.stop()
         side = None
 
         def cut_over() -> str:

@@ -97,6 +97,17 @@ class Supervisor:
             self.stop_requested or self.state is State.FATAL
         )
 
+    @property
+    def _process(self) -> Handle:
+        """The worker process: set from each spawn until its exit is handled."""
+        assert self.handle is not None, f"no worker process in {self.state.value}"
+        return self.handle
+
+    @property
+    def _spawned_spec(self) -> WorkerSpec:
+        assert self.spec is not None, "no spec before the first spawn"
+        return self.spec
+
     # -- commands ----------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -115,7 +126,7 @@ class Supervisor:
         """RUNNING -> STOPPING -> EXITED -> the policy: a graceful restart (memory pressure)."""
         if self.state is State.RUNNING and not self.stop_requested:
             self.restart_reason = reason
-            self.seam.signal_group(self.handle, signal.SIGTERM)
+            self.seam.signal_group(self._process, signal.SIGTERM)
             self.stop_deadline = self.seam.now() + self.timing.stop_timeout
             self.killed = False
             self._enter(State.STOPPING, f"restarting: {reason}")
@@ -127,7 +138,7 @@ class Supervisor:
         state = self.state
         if self.stop_requested and state in (State.STARTING, State.RUNNING):
             # STARTING/RUNNING -> STOPPING: SIGTERM to the whole group, then wait out the grace.
-            self.seam.signal_group(self.handle, signal.SIGTERM)
+            self.seam.signal_group(self._process, signal.SIGTERM)
             self.stop_deadline = now + self.timing.stop_timeout
             self.killed = False
             self._enter(State.STOPPING, f"SIGTERM, {self.timing.stop_timeout:g}s grace")
@@ -148,7 +159,7 @@ class Supervisor:
             self._spawn()
 
     def _tick_stopping(self, now: float) -> None:
-        code = self.handle.poll()
+        code = self._process.poll()
         if code is not None and self.restart_reason and not self.stop_requested:
             # STOPPING -> EXITED: the restart we asked for; the policy spaces repeated ones.
             reason, self.restart_reason = self.restart_reason, None
@@ -156,7 +167,7 @@ class Supervisor:
         elif code is not None:
             # STOPPING -> STOPPED: gone; kill and reap whatever it left behind.
             self.restart_reason = None
-            self.seam.cleanup(self.handle)
+            self.seam.cleanup(self._process)
             self.last_exit = ExitInfo(code, "stopped", now)
             self._enter(State.STOPPED, describe_exit(code))
             self.handle = None
@@ -164,20 +175,20 @@ class Supervisor:
         elif now >= self.stop_deadline and not self.killed:
             # Grace period over: SIGKILL the group; the next ticks see it gone.
             self.log(f"worker ignored SIGTERM for {self.timing.stop_timeout:g}s, sending SIGKILL")
-            self.seam.signal_group(self.handle, signal.SIGKILL)
+            self.seam.signal_group(self._process, signal.SIGKILL)
             self.killed = True
 
     def _tick_starting(self, now: float) -> None:
-        code = self.handle.poll()
+        code = self._process.poll()
         if code is not None:
             self._exited(now, code, f"exited while loading ({describe_exit(code)})")
             return
-        health = self.seam.probe(self.spec.url, self.timing.probe_timeout)
+        health = self.seam.probe(self._spawned_spec.url, self.timing.probe_timeout)
         if health is not None and health.failed:
             # STARTING -> EXITED -> FATAL: it says it cannot start (the model failed to load);
             # a retry would load the same broken model again.
             self._kill_and_wait(now)
-            self._exited(now, self.handle.poll(), health.failed, permanent=True)
+            self._exited(now, self._process.poll(), health.failed, permanent=True)
         elif health is not None and health.status == 200:
             # STARTING -> RUNNING: healthy, not merely forked.
             self.ever_healthy = True
@@ -190,18 +201,18 @@ class Supervisor:
             # STARTING -> EXITED: never became healthy; kill the group and let the policy decide.
             self._kill_and_wait(now)
             self._exited(
-                now, self.handle.poll(), f"not healthy after {self.timing.startup_timeout:g}s"
+                now, self._process.poll(), f"not healthy after {self.timing.startup_timeout:g}s"
             )
         # A 503 or a refused connection means still loading: not a hang, keep waiting.
 
     def _tick_running(self, now: float) -> None:
-        code = self.handle.poll()
+        code = self._process.poll()
         if code is not None:
             self._exited(now, code, f"exited unexpectedly ({describe_exit(code)})")
             return
         if self._tick_canary(now) or now < self.next_probe:
             return
-        health = self.seam.probe(self.spec.url, self.timing.probe_timeout)
+        health = self.seam.probe(self._spawned_spec.url, self.timing.probe_timeout)
         now = self.seam.now()
         self.next_probe = now + self.timing.health_interval
         if health is not None and health.stuck:
@@ -215,7 +226,7 @@ class Supervisor:
             # RUNNING -> EXITED: wedged (e.g. SIGSTOPped); SIGKILL the whole group.
             self.log(f"worker did not answer /health for {silent:.1f}s, killing its group")
             self._kill_and_wait(now)
-            self._exited(now, self.handle.poll(), f"no /health answer for {silent:.0f}s")
+            self._exited(now, self._process.poll(), f"no /health answer for {silent:.0f}s")
 
     def _tick_canary(self, now: float) -> bool:
         """Start a due canary or read its verdict; True when it failed and the worker went."""
@@ -223,7 +234,7 @@ class Supervisor:
             return False
         if self.canary is None:
             if now >= self.next_canary:
-                self.canary = self.seam.canary(self.spec, self.timing.canary_timeout)
+                self.canary = self.seam.canary(self._spawned_spec, self.timing.canary_timeout)
             return False
         verdict = self.canary.verdict()
         if verdict is None:
@@ -239,17 +250,17 @@ class Supervisor:
     def _restart_stuck(self, now: float, reason: str) -> None:
         self.log(f"worker is {reason}; killing its group")
         self._kill_and_wait(now)
-        self._exited(now, self.handle.poll(), reason)
+        self._exited(now, self._process.poll(), reason)
 
     def _kill_and_wait(self, now: float) -> None:
-        self.seam.signal_group(self.handle, signal.SIGKILL)
+        self.seam.signal_group(self._process, signal.SIGKILL)
         deadline = now + 5.0
-        while self.handle.poll() is None and self.seam.now() < deadline:
+        while self._process.poll() is None and self.seam.now() < deadline:
             self.seam.sleep(0.02)
 
     def _exited(self, now: float, code: int | None, reason: str, permanent: bool = False) -> None:
         uptime = now - self.spawned_at
-        self.seam.cleanup(self.handle)
+        self.seam.cleanup(self._process)
         self.last_exit = ExitInfo(code, reason, now)
         self._enter(State.EXITED, reason)
         self.handle = None

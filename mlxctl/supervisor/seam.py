@@ -26,9 +26,11 @@ __all__ = ["Handle", "Health", "RealHandle", "RealSeam", "Seam", "WorkerSpec"]
 
 
 class Handle(Protocol):
-    pid: int
     nonce: str
     create_time: float
+
+    @property
+    def pid(self) -> int: ...  # read-only: RealHandle reads it from its Popen
 
     def poll(self) -> int | None: ...
 

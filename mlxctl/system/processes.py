@@ -15,6 +15,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 import psutil
 
@@ -58,7 +59,7 @@ def worker_spec(
     return WorkerSpec(argv, env, nonce, url)
 
 
-def spawn_worker(spec: WorkerSpec, stdout: int | object = subprocess.PIPE) -> subprocess.Popen:
+def spawn_worker(spec: WorkerSpec, stdout: int | IO[Any] = subprocess.PIPE) -> subprocess.Popen:
     """Start `spec` through the die-with-parent shim, in its own process group, stdin closed."""
     return subprocess.Popen(
         [sys.executable, "-c", DIE_WITH_PARENT, str(os.getpid()), *spec.argv],

@@ -168,7 +168,7 @@ class WorkerMiddleware:
         )
 
 
-def create_app(settings: Settings, engine: Engine) -> FastAPI:
+def create_app(settings: Settings, engine: Engine) -> WorkerMiddleware:
     # The schema is served (behind the key) so schemathesis can check every route in CI.
     app = FastAPI(title="mlxctl worker", docs_url=None, redoc_url=None, openapi_url="/openapi.json")
     app.state.settings = settings
@@ -185,6 +185,7 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
+        error: WorkerError
         if exc.status_code == 404:
             error = NotFound(f"no such endpoint: {request.method} {request.url.path}")
         elif exc.status_code == 405:

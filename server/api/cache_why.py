@@ -92,13 +92,15 @@ def _find(text: str, needle: str, start: int) -> int:
 
 def segments(recorded: Recorded, markers: list[int]) -> tuple[list[tuple[int, str]], list[str]]:
     """(char start, name) of each part of the prompt, in text order, and notes about it."""
-    request, text = normalize(recorded.request), recorded.text
+    kept_request = recorded.request
+    assert kept_request is not None, "explain passes only entries that kept their request"
+    request, text = normalize(kept_request), recorded.text
     marks: list[tuple[int, str]] = [(0, "the chat template's opening")]
     notes, messages, cursor = [], request.messages, 0
     first = 0  # Anthropic numbers its messages without the system turn
     if messages and messages[0]["role"] == "system" and recorded.protocol == "anthropic":
         first = 1
-        for i, block in enumerate(recorded.request.system_blocks or []):
+        for i, block in enumerate(kept_request.system_blocks or []):
             kept = strip_billing_header(block).strip()
             if kept != block.strip():
                 notes.append(f"system block {i} holds the billing header: dropped before rendering")
@@ -106,7 +108,7 @@ def segments(recorded: Recorded, markers: list[int]) -> tuple[list[tuple[int, st
             if at >= 0:
                 marks.append((at, f"system block {i}"))
                 cursor = at + len(kept)
-        if not recorded.request.system_blocks:
+        if not kept_request.system_blocks:
             marks.append((max(0, _find(text, _content_text(messages[0]), 0)), "the system prompt"))
     tool_at = 0
     for tool in sorted(request.tools or [], key=lambda t: t["function"]["name"]):
@@ -152,7 +154,7 @@ def explain(ring: RequestRing, request_id: str | None, tokenizer: Any, encoder: 
         if earlier.request is not None and (n := _shared(entry.tokens, earlier.tokens)) > shared:
             nearest, shared = earlier, n
     point = max(cached, shared)
-    report = {
+    report: dict[str, Any] = {
         "request_id": entry.id, "protocol": entry.protocol, "time": round(entry.at, 3),
         "prompt_tokens": prompt, "cached_tokens": cached, "full_hit": cached >= prompt - 1,
         "nearest": {"request_id": nearest.id, "shared_tokens": shared} if nearest else None,
@@ -177,7 +179,7 @@ def explain(ring: RequestRing, request_id: str | None, tokenizer: Any, encoder: 
     if nearest is not None and shared >= cached:
         theirs = TokenText(nearest.text, list(nearest.tokens), tokenizer, encoder).char_of(point)
         where["nearest_after"] = _excerpt(nearest.text, theirs, theirs + EXCERPT_CHARS)
-    if shared > cached:
+    if nearest is not None and shared > cached:  # shared > 0: there is a nearest
         report["notes"].append(
             f"request {nearest.id} shares {shared:,} tokens but only {cached:,} came from the "
             "cache (its entry was evicted, not stored, or cannot be trimmed that far)"

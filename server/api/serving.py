@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from server.api.request_ring import Recorded
@@ -176,8 +176,9 @@ async def reply(request: Request, job: Job, build: Callable[[Collected], dict]) 
     return _JSONWithStats(build(result), stats=figures)
 
 
-class _CarriesStats:
-    """A response that adds `stats` to its last ASGI message (read by the access log)."""
+class _CarriesStats(Response):
+    """A response that adds `stats` to its last ASGI message (read by the access log); mixed in
+    before JSONResponse or StreamingResponse, whose __call__ its super() reaches."""
 
     stats: dict | None = None
 

@@ -44,12 +44,12 @@ def read_prompt(path: str | Path) -> ChatRequest:
         raise ValueError("a JSON warm prompt needs a 'messages' list")
     body = {**body, "model": body.get("model") or "warm"}
     if _is_anthropic(body):
-        from server.api.anthropic.protocol import CountTokensRequest, to_chat_request
+        from server.api.anthropic import protocol as anthropic
 
-        return to_chat_request(CountTokensRequest.model_validate(body))
-    from server.api.openai.protocol import ChatCompletionRequest, to_chat_request
+        return anthropic.to_chat_request(anthropic.CountTokensRequest.model_validate(body))
+    from server.api.openai import protocol as openai
 
-    return to_chat_request(ChatCompletionRequest.model_validate(body))
+    return openai.to_chat_request(openai.ChatCompletionRequest.model_validate(body))
 
 
 def read_prompts(files: list[str]) -> list[tuple[str, ChatRequest]]:

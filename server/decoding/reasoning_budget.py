@@ -89,7 +89,9 @@ class ReasoningBudget:
             self.used += 1
 
 
-def budget_factory(request: Any, rendered: Any, loaded: Any) -> ReasoningBudget | None:
+def budget_factory(
+    request: Any, rendered: Any, loaded: Any
+) -> LazyReasoningBudget | ReasoningBudget | None:
     """The processor for a model that reasons (None: no budget, or a model that cannot). With
     thinking turned off the budget is 0: a template without an off switch still opens the
     reasoning, and it is closed at once."""

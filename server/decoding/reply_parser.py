@@ -150,6 +150,7 @@ class ReplyParser:
 
     def _close_call(self, body: str, end: str) -> list:
         self._in_call = False
+        assert self.tool_parser is not None, "a call opens only when parse_tools, which needs one"
         calls = parse_calls(self.tool_parser, body, self.tools)
         streamer, self._streamer = self._streamer, None
         if streamer is not None and streamer.began:  # already open on the client: close it

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import Any, cast
 
 log = logging.getLogger("server.engine")
+ATTENTION = "scaled_dot_product_attention"  # mlx-lm's attention, as each model module imports it
 
 
 def needed() -> bool:
@@ -26,10 +27,10 @@ def install(model: Any) -> bool:
     """Route the model's batched one-token attention through per-sequence fused calls; True when
     the model's module exposes mlx-lm's `scaled_dot_product_attention` to wrap."""
     module = sys.modules.get(type(model).__module__)
-    original = getattr(module, "scaled_dot_product_attention", None)
-    if original is None or getattr(original, "_per_sequence", False):
+    original = getattr(module, ATTENTION, None)
+    if module is None or original is None or getattr(original, "_per_sequence", False):
         return original is not None
-    module.scaled_dot_product_attention = per_sequence(original)
+    setattr(module, ATTENTION, per_sequence(original))
     log.info("batched decode attention: one fused call per sequence (%s)", module.__name__)
     return True
 
@@ -46,7 +47,8 @@ def per_sequence(original):
             or sinks is not None
         ):
             return original(queries, keys, values, cache=cache, scale=scale, mask=mask, sinks=sinks)
-        pads = cache.left_padding.tolist()  # evaluated when the batch last changed: no sync
+        # Evaluated when the batch last changed: no sync. (A 1-D array's tolist is a list.)
+        pads = cast(list[int], cache.left_padding.tolist())
         return mx.concatenate(
             [
                 mx.fast.scaled_dot_product_attention(
@@ -60,6 +62,6 @@ def per_sequence(original):
             axis=0,
         )
 
-    attention._per_sequence = True
-    attention.__wrapped__ = original
+    # Through __dict__: mypy lets no function take attributes.
+    attention.__dict__.update(_per_sequence=True, __wrapped__=original)
     return attention

@@ -11,7 +11,7 @@ import logging
 import os
 import pickle
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 log = logging.getLogger("server.distributed")
 
@@ -70,13 +70,14 @@ def share(group: Any, obj: Any) -> Any:
 
     data = pickle.dumps(obj) if group.rank() == 0 and obj is not None else b""
     stream = collective_stream()
-    size = mx.distributed.all_sum(mx.array(len(data)), group=group, stream=stream).item()
+    # item() of an integer array is an int (mlx types it any scalar).
+    size = cast(int, mx.distributed.all_sum(mx.array(len(data)), group=group, stream=stream).item())
     if size == 0:
         return None
     buffer = np.frombuffer(data, dtype=np.uint8) if data else np.zeros(size, dtype=np.uint8)
     total = mx.distributed.all_sum(mx.array(buffer), group=group, stream=stream)
     mx.eval(total)  # rank 0 too: a collective every rank must take part in
-    return obj if group.rank() == 0 else pickle.loads(memoryview(np.array(total)))
+    return obj if group.rank() == 0 else pickle.loads(np.array(total).data)
 
 
 def gather_objects(group: Any, obj: Any) -> list[Any]:
@@ -88,10 +89,10 @@ def gather_objects(group: Any, obj: Any) -> list[Any]:
     sizes = [row[0] for row in gather_ints(group, [len(data)])]
     padded = np.zeros(max(sizes), dtype=np.uint8)
     padded[: len(data)] = np.frombuffer(data, dtype=np.uint8)
-    rows = mx.distributed.all_gather(
+    gathered = mx.distributed.all_gather(
         mx.array(padded)[None], group=group, stream=collective_stream()
     )
-    rows = np.array(rows)
+    rows = np.array(gathered)
     return [pickle.loads(rows[r, :n].tobytes()) for r, n in enumerate(sizes)]
 
 
@@ -107,7 +108,8 @@ def gather_ints(group: Any, values: list[int]) -> list[list[int]]:
     import mlx.core as mx
 
     local = mx.array([values], dtype=mx.int64)
-    return mx.distributed.all_gather(local, group=group, stream=collective_stream()).tolist()
+    rows = mx.distributed.all_gather(local, group=group, stream=collective_stream())
+    return cast(list[list[int]], rows.tolist())  # a 2-D array's tolist: a list of lists
 
 
 def load_sharded(path: str, group: Any, parallel: str):

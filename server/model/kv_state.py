@@ -7,7 +7,7 @@ lists mixing them). Only call these on the generation thread: they build and eva
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, cast
 
 
 def cache_nbytes(cache: list[Any]) -> int:
@@ -56,6 +56,7 @@ def snapshot(cache: list[Any], n: int, detach: bool = True) -> list[Any] | None:
     out = []
     for c in cache:
         if type(c) is KVCache and c.keys is not None:
+            assert c.values is not None  # set together with keys
             k = KVCache()
             k.keys, k.values, k.offset = c.keys[..., :n, :], c.values[..., :n, :], n
             if detach:
@@ -67,7 +68,7 @@ def snapshot(cache: list[Any], n: int, detach: bool = True) -> list[Any] | None:
             c.trim(total - n)
         out.append(c)
     if detach:
-        _evaluate(out)
+        evaluate(out)
     return out
 
 
@@ -90,12 +91,15 @@ def writer_copy(cache: list[Any]) -> list[Any]:
         mine = copy.copy(c)
         mine.state = tree_map(lambda a: a * 1 if isinstance(a, mx.array) else a, c.state)
         out.append(mine)
-    _evaluate(out)
+    evaluate(out)
     return out
 
 
-def _evaluate(cache: list[Any]) -> None:
+def evaluate(cache: list[Any]) -> None:
+    """Evaluate every array of a cache list's state."""
     import mlx.core as mx
     from mlx.utils import tree_flatten
 
-    mx.eval([a for _, a in tree_flatten([c.state for c in cache]) if isinstance(a, mx.array)])
+    # mlx types tree_flatten as a list or a dict; without `destination` it is the list.
+    flat = cast(list[tuple[str, Any]], tree_flatten([c.state for c in cache]))
+    mx.eval([a for _, a in flat if isinstance(a, mx.array)])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +45,10 @@ def load_model(
 
     from server.model import tool_parsers as parsers
 
-    model, tokenizer, config = load(
-        path, tokenizer_config=parsers.tokenizer_config(tool_parser), return_config=True
+    # mlx-lm types both return shapes as one union; return_config gives the three.
+    model, tokenizer, config = cast(
+        tuple[Any, Any, dict],
+        load(path, tokenizer_config=parsers.tokenizer_config(tool_parser), return_config=True),
     )
     source = "--tool-parser" if tool_parser else "chat template"
     if not tool_parser and (hermes := parsers.fallback(path, tokenizer)) is not None:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from server.atomic import fsync_dir
-from server.model.kv_state import cache_len
+from server.model.kv_state import cache_len, evaluate
 
 from . import disk_index as di
 from .policy import supersedes
@@ -45,7 +45,8 @@ class Compat:
         import mlx.core as mx
         import mlx_lm
 
-        return cls(model, tokenizer, mx.__version__, mlx_lm.__version__)
+        # mlx's stub leaves out __version__, which the extension module sets.
+        return cls(model, tokenizer, mx.__version__, mlx_lm.__version__)  # type: ignore[attr-defined]
 
     def mismatch(self, meta: dict) -> str | None:
         """Why `meta` (file metadata or index entry) is incompatible, or None."""
@@ -137,8 +138,6 @@ class DiskTier:
 
     def load(self, key: str, touch: bool = True) -> tuple[np.ndarray, list[Any]] | None:
         """(tokens, cache) of entry `key`, or None when it is missing, corrupt or incompatible."""
-        import mlx.core as mx
-        from mlx.utils import tree_flatten
         from mlx_lm.models.cache import load_prompt_cache
 
         with self._lock:
@@ -155,13 +154,7 @@ class DiskTier:
                 return None
             try:
                 cache, meta = load_prompt_cache(_Named(data, path.name), return_metadata=True)
-                mx.eval(
-                    [
-                        a
-                        for _, a in tree_flatten([c.state for c in cache])
-                        if isinstance(a, mx.array)
-                    ]
-                )
+                evaluate(cache)
                 tokens = decode_tokens(meta["tokens"])
             except Exception as e:  # a bad file must never take the worker down
                 log.warning("kv cache file %s skipped: unreadable (%s)", path.name, e)

@@ -71,7 +71,7 @@ class PrefixStore:
         self._prefill_tokens = 0
         self._prefill_seconds = 0.0
         # None: entries reach disk only on flush (graceful stop).
-        self.writer = None
+        self.writer: WriteBehind | None = None
         if self.disk is not None and write_delay is not None:
             self.writer = WriteBehind(self.write_dirty, write_delay, write_bytes_per_hour)
         # The writer reads copies only (for MLX CUDA: `kv_state.host_reads_move_buffers`).
@@ -118,7 +118,7 @@ class PrefixStore:
             entry = self.ram.entries.get(key) if key is not None and usable > 0 else None
             cache = snapshot(entry.cache, usable, detach=False) if entry is not None else None
             self._counters["lookup_tokens"] += len(tokens)
-            if cache is None:
+            if entry is None or cache is None:
                 self._counters["misses"] += 1
                 return Lookup(self._fresh_cache(), 0, "miss")
             self.ram.touch(key)
@@ -183,7 +183,8 @@ class PrefixStore:
                 if self.ram.entries.get(tokens_key(entry.tokens)) is not entry:
                     continue  # superseded or evicted since: its successor carries it
             copyless = self.private_writes and entry.to_write is None  # nothing it may read
-            if stop is not None and (copyless or not self.writer.allow(entry.nbytes)):
+            writer = self.writer if stop is not None else None  # a stop: the writer thread's pass
+            if writer is not None and (copyless or not writer.allow(entry.nbytes)):
                 entry.to_write = None
                 continue  # the stop's flush writes it
             meta = {"kind": entry.kind, "trimmable": "1" if entry.trimmable else "0"}
@@ -317,6 +318,7 @@ class PrefixStore:
         """Bring disk entry `key` into RAM (no lock held during the read); its RAM key or None.
 
         `last_used` given (a restore): keep that time rather than marking the entry used now."""
+        assert self.disk is not None, "only a store with a disk tier has disk entries"
         t0 = time.perf_counter()
         loaded = self.disk.load(key, touch=last_used is None)
         if loaded is None:

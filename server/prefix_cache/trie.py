@@ -37,6 +37,12 @@ class _Node:
         self.value: Any = None
         self.depth = depth  # tokens from the root to the end of this node's label
 
+    @property
+    def above(self) -> _Node:
+        """The parent of a node below the root (the only one without)."""
+        assert self.parent is not None, "the root has no parent"
+        return self.parent
+
 
 @dataclass(frozen=True)
 class Match:
@@ -157,7 +163,7 @@ class TokenTrie:
 
     def items(self) -> Iterator[tuple[np.ndarray, Any]]:
         """All (tokens, value) pairs, depth first."""
-        stack = [(self._root, [])]
+        stack: list[tuple[_Node, list[np.ndarray]]] = [(self._root, [])]
         while stack:
             node, parts = stack.pop()
             parts = [*parts, node.label]
@@ -180,7 +186,7 @@ class TokenTrie:
 
     def _split(self, child: _Node, m: int) -> _Node:
         """Insert a node after the first `m` tokens of `child`'s edge; returns it."""
-        parent = child.parent
+        parent = child.above
         mid = _Node(child.label[:m], parent, child.depth - len(child.label) + m)
         parent.children[int(child.label[0])] = mid
         child.label = child.label[m:]
@@ -191,14 +197,14 @@ class TokenTrie:
     def _prune(self, node: _Node) -> None:
         """Drop valueless leaves and merge valueless single-child nodes (keeps edges long)."""
         while node is not self._root and node.value is None and not node.children:
-            parent = node.parent
+            parent = node.above
             del parent.children[int(node.label[0])]
             node = parent
         if node is not self._root and node.value is None and len(node.children) == 1:
             (child,) = node.children.values()
             child.label = np.concatenate([node.label, child.label])
-            child.parent = node.parent
-            node.parent.children[int(child.label[0])] = child
+            child.parent = node.above
+            node.above.children[int(child.label[0])] = child
 
     @staticmethod
     def _any_value_below(node: _Node | None, exclude: _Node | None) -> _Node | None:

@@ -45,7 +45,7 @@ class SegmentEncoder:
         return list(self.tokenizer.encode(text, add_special_tokens=False))
 
     def encode(self, text: str) -> list[int]:
-        if not self.enabled:
+        if not self.enabled or self._split is None:  # enabled implies a split; says so to mypy
             return self._plain(text)
         ids: list[int] = []
         for piece in self._split.split(text):
@@ -64,7 +64,7 @@ class SegmentEncoder:
 
     def pieces(self, text: str) -> list[tuple[str, list[int]]]:
         """(piece, ids) between added tokens, as `encode` joins them (one piece when disabled)."""
-        if not self.enabled:
+        if not self.enabled or self._split is None:
             return [(text, self._plain(text))]
         return [(p, self._piece(p)) for p in self._split.split(text) if p]
 

@@ -331,4 +331,6 @@ def train_on_script(
             break
         optimizer.update(model, grads)
         mx.eval(model.parameters(), optimizer.state)
+    if loss is None:
+        raise ValueError(f"steps={steps}: training takes at least one step")
     return float(loss)

@@ -54,7 +54,7 @@ def wide_tokenizer_json(vocab_size: int = QWEN2_VOCAB) -> str:
             vocab.setdefault(piece, len(vocab))
         if len(vocab) >= want:
             break
-    ordered = sorted(vocab, key=vocab.get)[:want]
+    ordered = sorted(vocab, key=vocab.__getitem__)[:want]
     data["model"]["vocab"] = {piece: i for i, piece in enumerate(ordered)}
     for i, token in enumerate(added):
         token["id"] = len(ordered) + i
@@ -77,6 +77,7 @@ def build_wide_model(destination: Path, vocab_size: int = QWEN2_VOCAB, seed: int
     text = wide_tokenizer_json(vocab_size)
     tokenizer = Tokenizer.from_str(text)
     eos = tokenizer.token_to_id("<|im_end|>")
+    assert eos is not None, "the tiny model's added tokens include <|im_end|>"
     config = _model_config(tokenizer.get_vocab_size(), 2, 64, 32768, eos, "qwen2", 64)
     model_class, args_class = _get_classes(config)
     mx.random.seed(seed)

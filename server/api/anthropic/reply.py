@@ -29,6 +29,8 @@ def thinking_block(reasoning: str, show: bool) -> dict:
 def message_body(
     result: Collected, *, message_id: str, model: str, show_thinking: bool = True
 ) -> dict:
+    finished = result.finished
+    assert finished is not None, "collect returns only once the reply finished"
     content = []
     for kind, value in result.blocks:
         if kind == "thinking":
@@ -50,7 +52,7 @@ def message_body(
         "role": "assistant",
         "model": model,
         "content": content,
-        "stop_reason": STOP_REASONS.get(result.finished.reason, "end_turn"),
-        "stop_sequence": result.finished.stop_sequence,
-        "usage": usage_dict(result.finished.usage),
+        "stop_reason": STOP_REASONS.get(finished.reason, "end_turn"),
+        "stop_sequence": finished.stop_sequence,
+        "usage": usage_dict(finished.usage),
     }

@@ -25,11 +25,14 @@ router = APIRouter()
 async def messages(body: MessagesRequest, request: Request):
     check_model(request.app.state.settings, body.model)
     job = await serving.start(request, to_chat_request(body))
-    ids = {"message_id": f"msg_{uuid.uuid4().hex[:24]}", "model": body.model}
-    ids["show_thinking"] = shows_thinking(body)
+    message_id, show_thinking = f"msg_{uuid.uuid4().hex[:24]}", shows_thinking(body)
     if body.stream:
-        return serving.stream(request, job, partial(encode, **ids))
-    return await serving.reply(request, job, partial(message_body, **ids))
+        sse = partial(encode, message_id=message_id, model=body.model, show_thinking=show_thinking)
+        return serving.stream(request, job, sse)
+    build = partial(
+        message_body, message_id=message_id, model=body.model, show_thinking=show_thinking
+    )
+    return await serving.reply(request, job, build)
 
 
 @router.post("/v1/messages/count_tokens")

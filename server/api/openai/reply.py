@@ -20,6 +20,8 @@ def usage_dict(usage: Usage) -> dict:
 
 
 def completion_body(result: Collected, *, completion_id: str, model: str) -> dict:
+    finished = result.finished
+    assert finished is not None, "collect returns only once the reply finished"
     message: dict = {"role": "assistant", "content": result.text or None}
     if result.reasoning:
         message["reasoning_content"] = result.reasoning
@@ -43,8 +45,8 @@ def completion_body(result: Collected, *, completion_id: str, model: str) -> dic
                 "index": 0,
                 "message": message,
                 "logprobs": None,
-                "finish_reason": FINISH_REASONS.get(result.finished.reason, "stop"),
+                "finish_reason": FINISH_REASONS.get(finished.reason, "stop"),
             }
         ],
-        "usage": usage_dict(result.finished.usage),
+        "usage": usage_dict(finished.usage),
     }

@@ -21,11 +21,15 @@ router = APIRouter()
 async def chat_completions(body: ChatCompletionRequest, request: Request):
     check_model(request.app.state.settings, body.model)
     job = await serving.start(request, to_chat_request(body))
-    ids = {"completion_id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "model": body.model}
+    completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return serving.stream(request, job, partial(encode, include_usage=include_usage, **ids))
-    return await serving.reply(request, job, partial(completion_body, **ids))
+        sse = partial(
+            encode, completion_id=completion_id, model=body.model, include_usage=include_usage
+        )
+        return serving.stream(request, job, sse)
+    build = partial(completion_body, completion_id=completion_id, model=body.model)
+    return await serving.reply(request, job, build)
 
 
 def _model_entry(name: str, created: int) -> dict:
