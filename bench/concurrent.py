@@ -189,15 +189,31 @@ def summary(results: list[Result], wall: float) -> dict:
     }
 
 
-def batch_decode_speed(url: str) -> float | None:
-    """Our worker's own decode speed: tokens over the seconds its batch spent in decode steps."""
+def our_scheduler(url: str) -> dict:
+    """Our worker's `/v1/status` scheduler figures ({} when it does not answer)."""
     try:
         status = httpx.get(url + "/v1/status", headers={"x-api-key": "bench"}, timeout=10).json()
     except (httpx.HTTPError, ValueError):
-        return None
-    scheduler = status.get("scheduler") or {}
+        return {}
+    return status.get("scheduler") or {}
+
+
+def batch_decode_speed(scheduler: dict) -> float | None:
+    """Our worker's own decode speed: tokens over the seconds its batch spent in decode steps."""
     seconds = scheduler.get("decode_seconds") or 0
     return scheduler.get("decode_tokens", 0) / seconds if seconds else None
+
+
+def memory_line(n: int, scheduler: dict) -> str:
+    """What admission planned on and how often a request waited for memory."""
+    memory = scheduler.get("memory") or {}
+    gb = lambda key: f"{(memory.get(key) or 0) / 1e9:.1f} GB"  # noqa: E731
+    return (
+        f"ours N={n} memory: limit {gb('limit_bytes')} ({memory.get('limit_source')}), "
+        f"active {gb('active_bytes')}, pool {gb('pool_bytes')}, free at last check "
+        f"{gb('free_bytes')}; waited for memory: {memory.get('waited_for_memory', 0)} requests; "
+        f"peak batch {scheduler.get('peak_batch_size')}"
+    )
 
 
 def _p95(xs: list[float]) -> float | None:
@@ -392,6 +408,7 @@ def main(argv=None) -> int:
     plan = [(name, n) for n in ns for name in ("ours", "mlx_lm") if name in wanted]
     if 1 in ns and "ours" in wanted:
         plan.insert(0, ("ours-seq", 1))
+    memory_notes: list[str] = []
     for name, n in plan:
         s = server(name, n)
         console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {name} N={n} ...")
@@ -399,12 +416,17 @@ def main(argv=None) -> int:
         try:
             ask = ask_mlx if name == "mlx_lm" else ask_ours
             results, wall = closed_loop(s.url, sessions_for(base, n), ask, args)
-            batch_tps = batch_decode_speed(s.url) if name == "ours" else None
+            scheduler = our_scheduler(s.url) if name == "ours" else {}
+            batch_tps = batch_decode_speed(scheduler)
+            if scheduler:
+                memory_notes.append(memory_line(n, scheduler))
         finally:
             with contextlib.suppress(Exception):
                 s.stop(grace=30)
         rows[(name, n)] = {**summary(results, wall), "batch_decode_tps": batch_tps}
     print_report(console, rows)
+    for line in memory_notes:
+        console.print(line)
     if args.json:
         args.json.write_text(json.dumps({f"{k[0]}@{k[1]}": v for k, v in rows.items()}, indent=1))
     return 1 if any(s["errors"] for s in rows.values()) else 0
