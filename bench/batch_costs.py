@@ -17,10 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-# bench/concurrent.py shadows the stdlib `concurrent` package: keep bench/ off sys.path.
 _HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-sys.path.insert(0, str(_HERE.parent))
+sys.path.insert(0, str(_HERE.parent))  # the repository: server, tests
 
 
 def timed_sync(fn):

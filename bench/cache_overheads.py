@@ -14,9 +14,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# bench/concurrent.py shadows the stdlib `concurrent` (asyncio needs it): bench/ off the path.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # the repository: server, tests
 
 
 def _timed(fn, repeat: int = 1):

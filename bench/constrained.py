@@ -20,9 +20,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# bench/concurrent.py would shadow the stdlib's `concurrent` (asyncio needs it): bench/ off.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # the repository: server, tests
 FIXTURE = ROOT / "tests/fixtures/claude-code-2.1.328/fix-notes-session/001.json"
 
 

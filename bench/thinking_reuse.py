@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[0] = str(ROOT)  # not bench/: its concurrent.py would shadow the stdlib package
+sys.path.insert(0, str(ROOT))  # the repository: server, tests
 
 CASES = [  # (template, family)
     ("qwen3", "qwen2"),

@@ -1,6 +1,6 @@
 """Concurrent-sessions benchmark: our batching worker vs mlx_lm.server, N sessions at once.
 
-    uv run python bench/concurrent.py [--model PATH] [--quick] [--sessions 1,2,4,8]
+    uv run python bench/concurrency.py [--model PATH] [--quick] [--sessions 1,2,4,8]
 
 Closed loop: N Claude-Code-shaped sessions (the fixture's system prompt and tools, each its own
 conversation: its own first message and tool results) run at once, each sending its next turn
@@ -33,10 +33,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-# This file's name shadows the stdlib `concurrent` package (httpx and asyncio import it): keep
-# bench/ off sys.path and load the agentic bench's helpers by path.
+# The repository on the path (server, tests), and the agentic bench's helpers loaded by path.
 _HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path.insert(0, str(_HERE.parent))
 _spec = importlib.util.spec_from_file_location("agentic", _HERE / "agentic.py")
 agentic = sys.modules["agentic"] = importlib.util.module_from_spec(_spec)
@@ -335,7 +333,7 @@ def _fmt(x: float | None) -> str:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="bench/concurrent.py", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="bench/concurrency.py", description=__doc__.split("\n")[0])
     p.add_argument("--model", help="MLX model directory (default: the tiny 32K test model)")
     p.add_argument("--fixtures", type=Path, default=DEFAULT_FIXTURES)
     p.add_argument("--sessions", default="1,2,4,8", help="the N to run (default 1,2,4,8)")
