@@ -112,9 +112,8 @@ def _prepare(
     given = apply_overrides(settings, overrides)
     release = current_release()
     name = choose_model(model, release, settings)
-    launch = _Launch(
-        name, "", host or settings["host"], port or settings["port"], release.id if release else ""
-    )
+    host, port = state_file.service_address(settings, host, port)
+    launch = _Launch(name, "", host, port, release.id if release else "")
     launch.model_path = resolve_model(name, pull_progress)
     launch.overrides = given
     processes.require_free_port(launch.host, launch.port)
@@ -226,11 +225,15 @@ def restart(
     pull_progress: object | None = None,
     overrides: dict[str, str] | None = None,
 ) -> StartOutcome:
-    """Stop, then start again with the same model and port unless given."""
+    """Stop, then start again with the same model and address unless given."""
     previous = status(probe=False)
     stop(timeout)
     return start(
-        model or previous.model, port or previous.port, on_wait=on_wait, pull_progress=pull_progress
+        model or previous.model,
+        port,  # None: the address the service ran on (state_file.service_address)
+        on_wait=on_wait,
+        pull_progress=pull_progress,
+        overrides=overrides,
     )
 
 

@@ -148,6 +148,7 @@ class Daemon:
             host=self.args.host,
             port=self.args.port,
             url=self.url,
+            configured_address=state_file.configured_address(self.settings),
             release=self.args.release or None,
             updated_at=wall,
         )
