@@ -15,12 +15,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mlxctl import paths
-from mlxctl.errors import PortInUseError, StartFailedError, StartLimitError, SupervisorError
+from mlxctl.errors import (
+    ConfigError,
+    PortInUseError,
+    StartFailedError,
+    StartLimitError,
+    SupervisorError,
+)
 from mlxctl.logs import tail
-from mlxctl.status import Status, status
+from mlxctl.status import LOG_TAIL_LINES, Status, status
 from mlxctl.supervisor import state as state_file
 from mlxctl.system import identity, processes
-from mlxctl.system.lock import FileLock, is_held
+from mlxctl.system.lock import FileLock, holder, is_held
 
 POLL_SECONDS = 0.1
 DEMO_MODEL = "demo"  # server.model_loading.DEMO_MODEL, without importing the model loader
@@ -270,7 +276,7 @@ def _start_failure(saved: state_file.SupervisorState) -> SupervisorError:
         f"the worker did not start: {reason or 'the supervisor exited'}",
         hint="full log: `mlxctl logs -n 200` (supervisor: `mlxctl logs --supervisor`)",
         worker_exit_code=exit_info.get("code"),
-        log_tail=tail(paths.worker_log(), 20),
+        log_tail=tail(paths.worker_log(), LOG_TAIL_LINES),
     )
 
 
@@ -286,6 +292,7 @@ def run_foreground(
             raise SupervisorError(
                 "the supervisor is already running", hint="`mlxctl stop` first, or `mlxctl status`"
             )
+        _check_start_limit(settings["restart.start_limit"])  # as `start` does
         launch = _prepare(settings, model, port, None, overrides=overrides)
     # Its module entry, not an in-process call: the core never imports the daemon.
     return processes.run_attached(launch.daemon_argv(foreground=True), _daemon_env())
@@ -300,6 +307,7 @@ class StopOutcome:
     supervisor_pid: int | None = None
     worker_pid: int | None = None
     forced: bool = False
+    notes: list[str] = field(default_factory=list)
 
 
 def _stop_orphan(grace: float) -> int | None:
@@ -327,18 +335,18 @@ def _note(message: str) -> None:
 
 def stop(timeout: float | None = None) -> StopOutcome:
     """Stop the worker (SIGTERM, grace, SIGKILL) and its supervisor; idempotent."""
+    notes: list[str] = []
     if timeout is None:
-        from mlxctl import config
-
-        timeout = config.load()["restart.stop_timeout"]
+        timeout = _configured_stop_timeout(notes)
     with FileLock(paths.start_lock()):
         saved = state_file.read_or_none()
-        sup = identity.process_of(saved.supervisor_identity if saved else None)
+        sup = _supervisor_process(saved)
         worker = identity.process_of(saved.worker_identity if saved else None)
         outcome = StopOutcome(
             sup is not None or worker is not None,
             sup.pid if sup else None,
             worker.pid if worker else None,
+            notes=notes,
         )
         if sup is None:
             if worker is not None:  # orphan of a dead supervisor
@@ -354,3 +362,24 @@ def stop(timeout: float | None = None) -> StopOutcome:
             if worker is not None and worker.is_running():
                 processes.stop_group(worker, 0)
         return outcome
+
+
+def _supervisor_process(saved: state_file.SupervisorState | None):
+    """The live supervisor: by the state file's identity, else by the one its lock's holder
+    recorded (a damaged state file must not hide a running supervisor)."""
+    sup = identity.process_of(saved.supervisor_identity if saved else None)
+    if sup is None:
+        sup = identity.process_of(identity.Identity.from_dict(holder(paths.supervisor_lock())))
+    return sup
+
+
+def _configured_stop_timeout(notes: list[str]) -> float:
+    """The configured grace period; a broken config file must not keep `stop` from stopping."""
+    from mlxctl import config
+
+    try:
+        return config.load()["restart.stop_timeout"]
+    except ConfigError as exc:
+        default = config.KEYS["restart.stop_timeout"].default
+        notes.append(f"{exc}; stopping with the default grace period ({default:g}s)")
+        return default

@@ -214,6 +214,7 @@ class Daemon:
         if not lock.acquire(blocking=False):
             self.log("another supervisor holds the lock; exiting")
             return 0
+        lock.record_owner(self.me.to_dict())  # `stop` finds us even without a state file
         try:
             return self._run_locked()
         finally:
