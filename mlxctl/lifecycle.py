@@ -353,7 +353,10 @@ def stop(timeout: float | None = None) -> StopOutcome:
                 outcome.forced = processes.stop_group(worker, timeout)
             processes.sweep(saved.worker_identity if saved else None)
             return outcome
-        state_file.request_stop(timeout)
+        try:
+            state_file.request_stop(timeout)
+        except OSError as exc:  # a full disk: the supervisor uses its configured grace
+            outcome.notes.append(f"could not pass the grace period on ({exc})")
         sup.send_signal(signal.SIGTERM)
         if not processes.wait_exited(sup, timeout + 10):
             # The supervisor itself is stuck: take both down by force.
