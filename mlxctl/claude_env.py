@@ -1,10 +1,17 @@
 """The environment `mlxctl claude` gives Claude Code, derived from what the worker reports.
 
-Names checked against Claude Code 2.1.197 (read from its own binary): it clamps
-CLAUDE_CODE_AUTO_COMPACT_WINDOW to at least 100K tokens and CLAUDE_STREAM_IDLE_TIMEOUT_MS to at
-least 300 s, compacts at min(window * CLAUDE_AUTOCOMPACT_PCT_OVERRIDE %, window - 13K), and
+Names checked against Claude Code 2.1.332 (read from its own binary): it raises
+CLAUDE_CODE_AUTO_COMPACT_WINDOW below 100K to 100K, warning on every run (so we send the floor),
+clamps CLAUDE_STREAM_IDLE_TIMEOUT_MS to at least 300 s, compacts at
+min(window * CLAUDE_AUTOCOMPACT_PCT_OVERRIDE %, window - 13K), and
 CLAUDE_CODE_ATTRIBUTION_HEADER=0 drops the billing header. A smaller model needs the percentage
 and the blocking limit too, or Claude Code sends prompts the worker must refuse.
+ANTHROPIC_DEFAULT_FABLE_MODEL is one more alias (opus, sonnet, haiku, fable).
+CLAUDE_CODE_SUBAGENT_MODEL_FORCE (a boolean) makes every subagent use CLAUDE_CODE_SUBAGENT_MODEL,
+ignoring an agent definition's or a call's own model. CLAUDE_CODE_MAX_CONCURRENT_SUBAGENTS (an
+integer, at least 1, default 20) caps subagents running at once; we set the worker's batch slots.
+Claude Code applies its settings files' `env` over the environment it was started with, so a
+value there wins over ours by itself; in the environment, the user's own values win here.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import math
 import os
 import shlex
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +32,12 @@ MIN_REQUEST_TIMEOUT_S = 600  # Claude Code's own defaults; never shorten them
 MIN_STREAM_IDLE_S = 300
 # Variables that would send Claude Code elsewhere or make it pick another key.
 DROPPED = ("ANTHROPIC_API_KEY",)
+MODEL_ALIASES = (
+    "ANTHROPIC_MODEL", "ANTHROPIC_DEFAULT_OPUS_MODEL", "ANTHROPIC_DEFAULT_SONNET_MODEL",
+    "ANTHROPIC_DEFAULT_HAIKU_MODEL", "ANTHROPIC_DEFAULT_FABLE_MODEL", "CLAUDE_CODE_SUBAGENT_MODEL",
+)  # fmt: skip
+# Where Claude Code sends requests and as what: a user's value here would skip the worker.
+ROUTING = ("ANTHROPIC_BASE_URL", "ANTHROPIC_AUTH_TOKEN", *MODEL_ALIASES)
 INSTALL_HINT = (
     "install Claude Code: `npm install -g @anthropic-ai/claude-code` "
     f"(or point {CLIENT_ENV} at a `claude` binary)"
@@ -37,8 +51,12 @@ class Setting:
     why: str
 
 
-def settings_for(report: dict, url: str, api_key: str | None) -> list[Setting]:
-    """What to set for a worker at `url` whose /v1/status is `report`."""
+def settings_for(
+    report: dict, url: str, api_key: str | None, user: Mapping[str, str] | None = None
+) -> list[Setting]:
+    """What to set for a worker at `url` whose /v1/status is `report`; `user` (the caller's
+    environment) keeps its own values of everything but ROUTING."""
+    user = user or {}
     model = str(report.get("model") or "")
     out = [
         Setting("ANTHROPIC_BASE_URL", url, "the worker"),
@@ -46,22 +64,37 @@ def settings_for(report: dict, url: str, api_key: str | None) -> list[Setting]:
                 "any value: the worker has no key"),
     ]  # fmt: skip
     if model:
-        for name in ("ANTHROPIC_MODEL", "ANTHROPIC_DEFAULT_OPUS_MODEL",
-                     "ANTHROPIC_DEFAULT_SONNET_MODEL", "ANTHROPIC_DEFAULT_HAIKU_MODEL",
-                     "CLAUDE_CODE_SUBAGENT_MODEL"):  # fmt: skip
-            out.append(Setting(name, model, "the loaded model"))
+        out += [Setting(name, model, "the loaded model") for name in MODEL_ALIASES]
+        out.append(Setting("CLAUDE_CODE_SUBAGENT_MODEL_FORCE", "1",
+                           "subagents use the loaded model whatever model they name"))  # fmt: skip
     context = report.get("context_length")
     if isinstance(context, int) and context > 0:
-        out += _compaction(context)
+        out += _compaction(context, _tokens(user.get("CLAUDE_CODE_AUTO_COMPACT_WINDOW")))
     out += _output_limit(context, report.get("max_output_tokens"))
     out += _timeouts(context, (report.get("cache") or {}).get("prefill_tokens_per_second"))
     capacity = report.get("batch_capacity")
     slots = capacity if isinstance(capacity, int) and capacity > 0 else 1
-    out.append(Setting("CLAUDE_CODE_MAX_TOOL_USE_CONCURRENCY", str(slots),
-                       f"the worker generates {slots} request(s) at a time"))  # fmt: skip
+    for name in ("CLAUDE_CODE_MAX_TOOL_USE_CONCURRENCY", "CLAUDE_CODE_MAX_CONCURRENT_SUBAGENTS"):
+        out.append(Setting(name, str(slots), f"the worker generates {slots} request(s) at a time"))
     out.append(Setting("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1", "a local model"))
     out.append(Setting("CLAUDE_CODE_ATTRIBUTION_HEADER", "0", "keeps the prompt prefix stable"))
-    return out
+    return [_users_own(s, user) for s in out]
+
+
+def _users_own(setting: Setting, user: Mapping[str, str]) -> Setting:
+    """The user's own value, where they set one and it does not route requests elsewhere."""
+    mine = (user.get(setting.name) or "").strip()
+    if not mine or setting.name in ROUTING:
+        return setting
+    return Setting(setting.name, mine, "yours, from your environment")
+
+
+def _tokens(value: str | None) -> int | None:
+    """A token count as Claude Code reads one ("200000" or "200k"); None when it is neither."""
+    text = (value or "").strip().lower()
+    scale = 1000 if text.endswith("k") else 1
+    digits = text[:-1] if scale > 1 else text
+    return int(digits) * scale if digits.isdigit() else None
 
 
 def _compact_at(context: int) -> int:
@@ -69,13 +102,16 @@ def _compact_at(context: int) -> int:
     return context - min(COMPACT_RESERVE, context // 8)
 
 
-def _compaction(context: int) -> list[Setting]:
+def _compaction(context: int, users_window: int | None = None) -> list[Setting]:
     """Compact before the prompt reaches the context (the worker refuses a longer one)."""
     compact_at = _compact_at(context)
     window = max(context, MIN_COMPACT_WINDOW)
-    pct = math.floor(1000 * compact_at / window) / 10
+    # The percentage applies to the window in force: the user's own, when they set one.
+    pct_of = max(users_window or window, MIN_COMPACT_WINDOW)
+    pct = min(100.0, math.floor(1000 * compact_at / pct_of) / 10)
+    why = "the model's context length" if window == context else "Claude Code's smallest window"
     out = [
-        Setting("CLAUDE_CODE_AUTO_COMPACT_WINDOW", str(context), "the model's context length"),
+        Setting("CLAUDE_CODE_AUTO_COMPACT_WINDOW", str(window), why),
         Setting("CLAUDE_AUTOCOMPACT_PCT_OVERRIDE", f"{pct:g}", f"compact at {compact_at:,} tokens"),
     ]
     if context < MIN_COMPACT_WINDOW:

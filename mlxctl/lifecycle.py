@@ -16,12 +16,18 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from mlxctl import paths
-from mlxctl.errors import PortInUseError, StartFailedError, StartLimitError, SupervisorError
+from mlxctl.errors import (
+    ConfigError,
+    PortInUseError,
+    StartFailedError,
+    StartLimitError,
+    SupervisorError,
+)
 from mlxctl.logs import tail
-from mlxctl.status import Status, status
+from mlxctl.status import LOG_TAIL_LINES, Status, status
 from mlxctl.supervisor import state as state_file
 from mlxctl.system import identity, processes
-from mlxctl.system.lock import FileLock, is_held
+from mlxctl.system.lock import FileLock, holder, is_held
 
 if TYPE_CHECKING:
     from mlxctl.models.pull import Progress
@@ -116,9 +122,8 @@ def _prepare(
     given = apply_overrides(settings, overrides)
     release = current_release()
     name = choose_model(model, release, settings)
-    launch = _Launch(
-        name, "", host or settings["host"], port or settings["port"], release.id if release else ""
-    )
+    host, port = state_file.service_address(settings, host, port)
+    launch = _Launch(name, "", host, port, release.id if release else "")
     launch.model_path = resolve_model(name, pull_progress)
     launch.overrides = given
     processes.require_free_port(launch.host, launch.port)
@@ -231,11 +236,15 @@ def restart(
     pull_progress: Progress | None = None,
     overrides: Mapping[str, object] | None = None,
 ) -> StartOutcome:
-    """Stop, then start again with the same model and port unless given."""
+    """Stop, then start again with the same model and address unless given."""
     previous = status(probe=False)
     stop(timeout)
     return start(
-        model or previous.model, port or previous.port, on_wait=on_wait, pull_progress=pull_progress
+        model or previous.model,
+        port,  # None: the address the service ran on (state_file.service_address)
+        on_wait=on_wait,
+        pull_progress=pull_progress,
+        overrides=overrides,
     )
 
 
@@ -272,7 +281,7 @@ def _start_failure(saved: state_file.SupervisorState) -> SupervisorError:
         f"the worker did not start: {reason or 'the supervisor exited'}",
         hint="full log: `mlxctl logs -n 200` (supervisor: `mlxctl logs --supervisor`)",
         worker_exit_code=exit_info.get("code"),
-        log_tail=tail(paths.worker_log(), 20),
+        log_tail=tail(paths.worker_log(), LOG_TAIL_LINES),
     )
 
 
@@ -288,6 +297,7 @@ def run_foreground(
             raise SupervisorError(
                 "the supervisor is already running", hint="`mlxctl stop` first, or `mlxctl status`"
             )
+        _check_start_limit(settings["restart.start_limit"])  # as `start` does
         launch = _prepare(settings, model, port, None, overrides=overrides)
     # Its module entry, not an in-process call: the core never imports the daemon.
     return processes.run_attached(launch.daemon_argv(foreground=True), _daemon_env())
@@ -302,6 +312,7 @@ class StopOutcome:
     supervisor_pid: int | None = None
     worker_pid: int | None = None
     forced: bool = False
+    notes: list[str] = field(default_factory=list)
 
 
 def _stop_orphan(grace: float) -> int | None:
@@ -329,25 +340,28 @@ def _note(message: str) -> None:
 
 def stop(timeout: float | None = None) -> StopOutcome:
     """Stop the worker (SIGTERM, grace, SIGKILL) and its supervisor; idempotent."""
+    notes: list[str] = []
     if timeout is None:
-        from mlxctl import config
-
-        timeout = config.load()["restart.stop_timeout"]
+        timeout = _configured_stop_timeout(notes)
     with FileLock(paths.start_lock()):
         saved = state_file.read_or_none()
-        sup = identity.process_of(saved.supervisor_identity if saved else None)
+        sup = _supervisor_process(saved)
         worker = identity.process_of(saved.worker_identity if saved else None)
         outcome = StopOutcome(
             sup is not None or worker is not None,
             sup.pid if sup else None,
             worker.pid if worker else None,
+            notes=notes,
         )
         if sup is None:
             if worker is not None:  # orphan of a dead supervisor
                 outcome.forced = processes.stop_group(worker, timeout)
             processes.sweep(saved.worker_identity if saved else None)
             return outcome
-        state_file.request_stop(timeout)
+        try:
+            state_file.request_stop(timeout)
+        except OSError as exc:  # a full disk: the supervisor uses its configured grace
+            outcome.notes.append(f"could not pass the grace period on ({exc})")
         sup.send_signal(signal.SIGTERM)
         if not processes.wait_exited(sup, timeout + 10):
             # The supervisor itself is stuck: take both down by force.
@@ -356,3 +370,24 @@ def stop(timeout: float | None = None) -> StopOutcome:
             if worker is not None and worker.is_running():
                 processes.stop_group(worker, 0)
         return outcome
+
+
+def _supervisor_process(saved: state_file.SupervisorState | None):
+    """The live supervisor: by the state file's identity, else by the one its lock's holder
+    recorded (a damaged state file must not hide a running supervisor)."""
+    sup = identity.process_of(saved.supervisor_identity if saved else None)
+    if sup is None:
+        sup = identity.process_of(identity.Identity.from_dict(holder(paths.supervisor_lock())))
+    return sup
+
+
+def _configured_stop_timeout(notes: list[str]) -> float:
+    """The configured grace period; a broken config file must not keep `stop` from stopping."""
+    from mlxctl import config
+
+    try:
+        return config.load()["restart.stop_timeout"]
+    except ConfigError as exc:
+        default = config.KEYS["restart.stop_timeout"].default
+        notes.append(f"{exc}; stopping with the default grace period ({default:g}s)")
+        return default

@@ -12,13 +12,15 @@ from dataclasses import asdict, dataclass, field
 
 import psutil
 
-from mlxctl import exit_codes
+from mlxctl import exit_codes, paths
 from mlxctl.errors import MlxctlError, StateError, WorkerRefused
+from mlxctl.logs import tail
 from mlxctl.supervisor import state as state_file
 from mlxctl.system import identity
 from mlxctl.worker_client import WorkerClient, probe_health
 
 PROBE_TIMEOUT = 0.5
+LOG_TAIL_LINES = 20
 
 
 def _system_memory() -> dict:
@@ -63,6 +65,7 @@ class Status:
     memory_limits: dict | None = None  # soft/hard limits, the latest sample, sheds so far
     # Across machines: [{rank, host, pid, rss_bytes}] (rss null for another host's rank).
     ranks: list = field(default_factory=list)
+    log_tail: list = field(default_factory=list)  # FATAL: the worker log's last lines
 
     @property
     def exit_code(self) -> int:
@@ -96,6 +99,8 @@ def status(probe: bool = True) -> Status:
     result.state = saved.state or "UNKNOWN"
     if saved.error:
         result.fatal_reason = saved.error
+    if result.state == "FATAL":
+        result.log_tail = tail(paths.worker_log(), LOG_TAIL_LINES)  # what `start` shows too
     if sup is None:
         if worker is not None:
             # The supervisor died but its worker did not (yet): nobody is in charge.

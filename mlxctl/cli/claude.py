@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import partial
 
 import typer
@@ -40,13 +41,16 @@ def claude(
     """Run Claude Code against the local worker (started if needed); extra ARGS go to claude.
 
     Sets the base URL, token, model aliases, compaction window, timeouts from the measured
-    prefill speed, tool concurrency, and turns non-essential traffic and attribution off.
+    prefill speed, tool and subagent concurrency, and turns non-essential traffic and
+    attribution off. A value you already set in your environment is kept (except the address,
+    token and model names, which point Claude Code at the worker).
     """
     client = None if print_env else claude_env.find_client()
     if not print_env and client is None:
         raise ClaudeNotFound("`claude` (Claude Code) is not installed", claude_env.INSTALL_HINT)
     url, report = _serving()
-    settings = claude_env.settings_for(report, url, config.load().get("api_key") or None)
+    api_key = config.load().get("api_key") or None
+    settings = claude_env.settings_for(report, url, api_key, user=os.environ)
     if print_env:
         for line in claude_env.export_lines(settings):
             output.plain(line)

@@ -138,6 +138,8 @@ def stop(
 ) -> None:
     """Stop the worker (SIGTERM to its group, grace period, SIGKILL) and the supervisor."""
     outcome = lifecycle.stop(timeout)
+    for note in outcome.notes:
+        output.note(note)
     if not outcome.was_running:
         output.print("not running")
         return

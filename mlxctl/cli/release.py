@@ -30,9 +30,10 @@ def _switching():
 
 
 def _chosen_model(model: str | None) -> str:
-    from mlxctl.lifecycle import choose_model  # reads the config (tomlkit) only when needed
+    # Imported on use: it reads the config (tomlkit) and the state file.
+    from mlxctl.releases.model_ref import recorded_model
 
-    return choose_model(model)
+    return recorded_model(model)
 
 
 def _when(timestamp: float) -> str:

@@ -11,6 +11,7 @@ import time
 from rich.console import Group
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
 from mlxctl.cli.output import output
 from mlxctl.status import status
@@ -269,4 +270,7 @@ def status_table(st: dict) -> Group:
         parts.append(_cache(st["cache"]))
     if st.get("recent"):
         parts.append(_recent(st["recent"]))
+    if st.get("log_tail"):
+        lines = Text("\n".join(st["log_tail"]), no_wrap=False)  # the log's text, not markup
+        parts.append(Panel(lines, title="last lines of the worker log", title_align="left"))
     return Group(*parts)

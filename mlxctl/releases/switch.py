@@ -18,6 +18,7 @@ from pathlib import Path
 from mlxctl import config, lifecycle, paths
 from mlxctl.errors import MlxctlError, ReleaseError
 from mlxctl.releases import smoke
+from mlxctl.releases.model_ref import recorded_model
 from mlxctl.releases.record import COMMAND, Release, launch
 from mlxctl.releases.store import ReleaseStore
 from mlxctl.status import status
@@ -168,7 +169,7 @@ def ensure_baseline(store: ReleaseStore, settings: dict) -> Release | None:
         return None
     from mlxctl.releases.snapshot import archive_installed
 
-    model = lifecycle.choose_model(settings=settings)
+    model = recorded_model(settings=settings)  # what runs now, as a reference that resolves
     layout = config.distributed_options(settings)  # the hosts it runs on now travel with it
     recorded = archive_installed(store, model, "installed worker", layout)
     store.set_current(recorded.id, "archive")

@@ -31,6 +31,7 @@ from mlxctl.system.processes import WorkerSpec
 from server import contract
 
 TICK_SECONDS = 0.1
+STATE_RETRY_SECONDS = 1.0  # a failed state write (a full disk) is tried again this often
 WORKER_COMMAND_ENV = "MLXCTL_WORKER_COMMAND"  # override the worker command (tests, custom servers)
 SPAWN_MARK = "--- mlxctl: starting the worker for"
 
@@ -58,6 +59,7 @@ class Daemon:
         self.announced = False
         self.memory: MemoryGuard | None = None
         self.counted = False  # this run's FATAL (or stable run) is in failed-starts.json
+        self.state_failing: str | None = None  # the last state write's error, until one succeeds
         paths.ensure_private_dir(paths.logs_dir())
         limits = (self.settings["logs.max_bytes"], self.settings["logs.backups"])
         rotate = None if foreground else self._point_stdio_at
@@ -148,6 +150,7 @@ class Daemon:
             host=self.args.host,
             port=self.args.port,
             url=self.url,
+            configured_address=state_file.configured_address(self.settings),
             release=self.args.release or None,
             updated_at=wall,
         )
@@ -169,8 +172,19 @@ class Daemon:
         return now
 
     def write_state(self, sup: Supervisor | None) -> None:
-        state_file.write(self.snapshot(sup))
-        self._count_failed_start(sup)
+        # A full disk must not take the service down: log it, keep serving, retry (the loop).
+        try:
+            state_file.write(self.snapshot(sup))
+            self._count_failed_start(sup)
+        except OSError as exc:
+            if self.state_failing is None:
+                self.log(f"state write failed ({exc}); still serving, retrying every "
+                         f"{STATE_RETRY_SECONDS:g}s")  # fmt: skip
+            self.state_failing = str(exc)
+            return
+        if self.state_failing is not None:
+            self.state_failing = None
+            self.log("state written again")
         running = sup is not None and sup.state is State.RUNNING
         if self.foreground and running and not self.announced:
             self.announced = True  # the lines `mlxctl start` prints, once
@@ -185,13 +199,13 @@ class Daemon:
         if sup is None or self.counted:
             return
         if sup.state is State.FATAL:
-            self.counted = True
             state_file.record_failed_start(sup.fatal_reason)
+            self.counted = True  # after the write: a failed one is tried again
         elif sup.running_since is not None:
             stable = time.monotonic() - sup.running_since >= self.settings["restart.stable_after"]
             if stable and state_file.failed_starts()["count"]:
-                self.counted = True
                 state_file.reset_failed_starts()
+                self.counted = True
 
     # -- orphans from a supervisor that was SIGKILLed -------------------------------------------
 
@@ -213,6 +227,7 @@ class Daemon:
         if not lock.acquire(blocking=False):
             self.log("another supervisor holds the lock; exiting")
             return 0
+        lock.record_owner(self.me.to_dict())  # `stop` finds us even without a state file
         try:
             return self._run_locked()
         finally:
@@ -273,7 +288,8 @@ class Daemon:
                     self.memory.restart_wanted = None
                 if self.hung_up and self.foreground:
                     self._detach("SIGHUP")
-                if time.monotonic() - last_write > 5:
+                retry = self.state_failing is not None
+                if time.monotonic() - last_write > (STATE_RETRY_SECONDS if retry else 5):
                     self.write_state(sup)  # keeps `updated_at` fresh for `status`
                     last_write = time.monotonic()
                 time.sleep(TICK_SECONDS)

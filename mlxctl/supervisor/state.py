@@ -36,6 +36,9 @@ class SupervisorState:
     host: str | None = None
     port: int | None = None
     url: str | None = None
+    # The config's "host:port" when this address was chosen: while it still says so, the
+    # address is the service's (restarts, migrations and rollbacks keep it).
+    configured_address: str | None = None
     release: str | None = None
     memory_limits: dict | None = None  # MemoryLimits.to_dict(): soft, hard, used, sheds
     updated_at: float | None = None
@@ -70,6 +73,20 @@ def read_or_none() -> SupervisorState | None:
         return read()
     except StateError:
         return None
+
+
+def configured_address(settings: dict) -> str:
+    return f"{settings['host']}:{settings['port']}"
+
+
+def service_address(settings: dict, host: str | None, port: int | None) -> tuple[str, int]:
+    """Where to serve: what was given, else the address the service last ran on (until the
+    user changes the config's), else the config's."""
+    saved = read_or_none()
+    ours = saved is not None and saved.configured_address == configured_address(settings)
+    if saved is not None and ours and saved.host and saved.port:
+        host, port = host or saved.host, port or saved.port
+    return host or settings["host"], port or settings["port"]
 
 
 def write(state: SupervisorState) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import time
 from pathlib import Path
@@ -28,6 +29,13 @@ class FileLock:
                     return False
                 time.sleep(0.02)
 
+    def record_owner(self, owner: dict) -> None:
+        """Write who holds the lock into its file, so a reader can find the holder without any
+        other file (the state file may be damaged)."""
+        if self.fd is not None:
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, json.dumps(owner).encode(), 0)
+
     def release(self) -> None:
         if self.fd is not None:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
@@ -49,3 +57,14 @@ def is_held(path: Path) -> bool:
         probe.release()
         return False
     return True
+
+
+def holder(path: Path) -> dict | None:
+    """What the lock's holder recorded (`record_owner`), when the lock is held; else None."""
+    if not is_held(path):
+        return None
+    try:
+        owner = json.loads(path.read_bytes() or b"null")
+    except (OSError, ValueError):
+        return None
+    return owner if isinstance(owner, dict) else None

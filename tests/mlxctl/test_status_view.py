@@ -20,7 +20,7 @@ STATUS_KEYS = {
     "port", "model", "model_path", "release", "health", "last_exit", "fatal_reason",
     "worker_rss_bytes", "memory", "system_memory", "cache", "queue_depth", "requests",
     "tokens_reused", "cache_hit_rate", "backend", "context_length", "recent", "memory_limits",
-    "scheduler", "ranks",
+    "scheduler", "ranks", "log_tail",
 }  # fmt: skip
 RECENT_KEYS = {
     "id", "time", "protocol", "prompt_tokens", "cached_tokens", "completion_tokens", "ttft_ms",
