@@ -19,8 +19,9 @@ _MEDIA_PARTS = ("input_image", "input_file", "input_audio")
 _HOSTED_ITEMS = ("web_search_call", "file_search_call", "image_generation_call")
 
 
-def _text(content: Any, where: str) -> str:
-    """A message's or an output's content: a string or a list of text parts."""
+def _text(content: Any, where: str, *, tool_output: bool = False) -> str:
+    """A message's or an output's content: a string or a list of text parts. A tool's image
+    (Codex's view_image) must not fail the agent's whole turn: it is named, not sent."""
     if content is None or isinstance(content, str):
         return content or ""
     if not isinstance(content, list):
@@ -30,6 +31,8 @@ def _text(content: Any, where: str) -> str:
         kind = part.get("type") if isinstance(part, dict) else None
         if kind in _TEXT_PARTS:
             parts.append(str(part.get("text") or part.get("refusal") or ""))
+        elif kind in _MEDIA_PARTS and tool_output:
+            parts.append(f"[{kind} omitted: this model has no vision or audio input]")
         elif kind in _MEDIA_PARTS:
             raise BadRequest(
                 f"{where}.content[{j}]: this model has no vision or audio input ({kind} given)",
@@ -91,7 +94,7 @@ class _Turns:
                 f"{where}: no tool call found for output with call_id {call_id!r}", param="input"
             )
         output = item.get("output")
-        text = output if isinstance(output, str) else _text(output, where)
+        text = output if isinstance(output, str) else _text(output, where, tool_output=True)
         self.messages.append({"role": "tool", "tool_call_id": call_id, "content": text})
 
 

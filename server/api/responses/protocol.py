@@ -6,7 +6,6 @@ Stateless: the whole conversation comes in `input`. `store: true` is accepted an
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -16,8 +15,6 @@ from server.api.responses.items import messages_of
 from server.api.responses.tools import ToolSet, tool_choice, tool_set
 from server.errors import BadRequest, WorkerError
 from server.request import ChatRequest, Sampling
-
-log = logging.getLogger("server.api")
 
 
 class _Open(BaseModel):

@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 from server.decoding.constrained.formats import json_schema
-from server.decoding.constrained.plan import CallConstraint, _construct, ll_tokenizer
+from server.decoding.constrained.plan import CallConstraint, failed_construct, ll_tokenizer
 from server.errors import BadRequest
 
 log = logging.getLogger("server.engine")
@@ -27,7 +27,7 @@ def _compile(llt: Any, lark: str) -> tuple[str, str | None]:
 
     grammar = llguidance.LLMatcher.grammar_from_lark(lark)
     matcher = llguidance.LLMatcher(llt, grammar, log_level=0)
-    return grammar, (_construct(matcher.get_error()) if matcher.is_error() else None)
+    return grammar, (failed_construct(matcher.get_error()) if matcher.is_error() else None)
 
 
 def plan_text(tokenizer: Any, schema: dict, *, strict: bool, name: str = "") -> CallConstraint:

@@ -55,6 +55,22 @@ def test_one_assistant_turn_gathers_reasoning_text_and_calls():
     assert out2 == {"role": "tool", "tool_call_id": "c2", "content": "ok"}
 
 
+def test_an_image_in_a_tool_output_is_named_not_refused():
+    items = [
+        {"role": "user", "content": "Look."},
+        {"type": "function_call", "call_id": "c1", "name": "view_image", "arguments": "{}"},
+        {
+            "type": "function_call_output",
+            "call_id": "c1",
+            "output": [{"type": "input_text", "text": "shot: "}, {"type": "input_image"}],
+        },
+    ]
+    output = messages_of(None, items)[-1]
+    assert (
+        output["content"] == "shot: [input_image omitted: this model has no vision or audio input]"
+    )
+
+
 def test_reasoning_content_wins_over_its_summary_and_namespaced_calls_flatten():
     items = [
         {"role": "user", "content": "Q"},
