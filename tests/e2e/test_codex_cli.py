@@ -4,7 +4,8 @@ through a custom provider on the Responses API: `codex exec` completes a turn wi
 Codex sends its own ~12K-token prompt and nine tools, which the scripted tiny model never saw:
 its reply is random text at Codex's temperature, so a turn may hit the worker's output cap,
 which Codex rightly reports as a failed turn ("Incomplete response"). Runs repeat (each after
-the first prefills from the cache) until one completes; anything else fails the test.
+the first prefills from the cache) until one completes; anything else fails the test. Codex's
+idle timeout is set far below the cold prefill, so the stream's keep-alives must reach it.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ def codex_home(path: Path, worker) -> Path:
         'env_key = "MLXCTL_TEST_KEY"\n'
         "request_max_retries = 0\n"
         "stream_max_retries = 0\n"
+        # Far below a cold prefill of its prompt here (~20 s): the keep-alives must reach it.
+        "stream_idle_timeout_ms = 5000\n"
     )
     return path
 

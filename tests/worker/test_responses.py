@@ -46,7 +46,7 @@ def client(worker):
 
 
 def raw_stream(worker, body: dict) -> list[tuple[str, dict]]:
-    """(event line, data) of each SSE event; comments (keep-alives) skipped."""
+    """(event line, data) of each SSE event (the worker sends no comments here)."""
     out, name = [], None
     with httpx.stream(
         "POST",
@@ -58,6 +58,7 @@ def raw_stream(worker, body: dict) -> list[tuple[str, dict]]:
         assert r.status_code == 200, r.read()
         assert r.headers["content-type"].startswith("text/event-stream")
         for line in r.iter_lines():
+            assert not line.startswith(":"), line
             if line.startswith("event: "):
                 name = line[7:]
             elif line.startswith("data: "):
@@ -78,7 +79,10 @@ def check_grammar(events: list[tuple[str, dict]]) -> Response:
     done_items = []
     texts: dict[str, str] = {}
     for e in parsed[2:-1]:
-        if e.type == "response.output_item.added":
+        if e.type == "response.in_progress":  # a keep-alive: the same response, so far
+            assert e.response.id == parsed[0].response.id
+            assert [i.id for i in e.response.output] == [i.id for i in done_items]
+        elif e.type == "response.output_item.added":
             assert e.output_index == len(done_items) and not open_items
             open_items[e.item.id] = e.output_index
         elif e.type == "response.output_item.done":

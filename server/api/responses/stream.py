@@ -2,8 +2,10 @@
 
 `response.created` and `response.in_progress` go out at once; then per output item
 `output_item.added`, its parts and deltas, `output_item.done`; last `response.completed`
-(or `response.incomplete`). Every event carries a rising `sequence_number`; a waiting stream
-sends SSE comments. After the 200 a failure is an `error` event, then `response.failed`.
+(or `response.incomplete`). Every event carries a rising `sequence_number`. A waiting stream
+repeats `response.in_progress`: Codex's idle timeout ignores SSE comments (measured on 0.171: a
+5 s timeout cut a 19 s prefill that sent a comment every second). After the 200 a failure is an
+`error` event, then `response.failed`.
 """
 
 from __future__ import annotations
@@ -35,8 +37,6 @@ from server.request import (
     ToolCallDelta,
 )
 
-KEEP_ALIVE = ": keep-alive\n\n"  # an SSE comment: the SDK's and Codex's parsers skip it
-
 
 class _Encoder:
     """The stream's state: the sequence number, finished items and the one open item."""
@@ -62,6 +62,12 @@ class _Encoder:
         response = self.frame.response("in_progress", [])
         return self.event("response.created", response=response) + self.event(
             "response.in_progress", response=response
+        )
+
+    def keep_alive(self) -> str:
+        """The response so far, again: an event every client parses and none acts on."""
+        return self.event(
+            "response.in_progress", response=self.frame.response("in_progress", self.output)
         )
 
     def open(self, kind: str, item: dict) -> str:
@@ -197,7 +203,7 @@ async def encode(events: AsyncIterator, *, frame: Frame, on_finish) -> AsyncIter
     async for event in events:
         if isinstance(event, Heartbeat | Progress):
             if isinstance(event, Heartbeat):
-                yield KEEP_ALIVE
+                yield out.keep_alive()
         elif isinstance(event, ThinkingDelta):
             yield out.thinking(event.text)
         elif isinstance(event, TextDelta):
