@@ -137,13 +137,13 @@ def messages_of(instructions: str | None, items: str | list[Any]) -> list[dict[s
         elif kind == "function_call":
             if not isinstance(item.get("name"), str):
                 raise BadRequest(f"{where}: a function_call needs a name", param="input")
-            name = flat_name(item["name"], item.get("namespace"))
+            name = flat_name(item["name"], item.get("namespace"), param="input")
             args = call_arguments(item.get("arguments", "{}"), where)
             turns.add_call(item.get("call_id"), name, args, where)
         elif kind == "custom_tool_call":
             if not isinstance(item.get("name"), str) or not isinstance(item.get("input"), str):
                 raise BadRequest(f"{where}: a custom_tool_call needs name and input", param="input")
-            name = flat_name(item["name"], item.get("namespace"))
+            name = flat_name(item["name"], item.get("namespace"), param="input")
             turns.add_call(item.get("call_id"), name, {CUSTOM_INPUT: item["input"]}, where)
         elif kind in ("function_call_output", "custom_tool_call_output"):
             turns.add_output(item, where)

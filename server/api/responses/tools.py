@@ -37,8 +37,10 @@ class ToolSet:
     dropped: list[str] = field(default_factory=list)
 
 
-def flat_name(name: str, namespace: str | None) -> str:
+def flat_name(name: str, namespace: Any, param: str = "tools") -> str:
     """A namespaced tool's name as the model sees it (one flat list of tools)."""
+    if namespace is not None and not isinstance(namespace, str):
+        raise BadRequest(f"a namespace must be a string (got {namespace!r})", param=param)
     if not namespace or name.startswith(namespace):
         return name
     return f"{namespace}__{name}"
@@ -48,6 +50,8 @@ def _custom_parameters(tool: dict[str, Any], where: str) -> tuple[dict, str]:
     """A custom tool's input as a function parameter; a regex grammar becomes its pattern (the
     constrained decoder enforces it); a Lark grammar is shown to the model, not enforced."""
     fmt = tool.get("format") or {"type": "text"}
+    if not isinstance(fmt, dict):
+        raise BadRequest(f"{where}.format must be an object", param="tools")
     text: dict[str, Any] = {"type": "string", "description": "The tool's whole input, as text."}
     note = ""
     if fmt.get("type") == "grammar":
@@ -125,7 +129,7 @@ def _allowed(tools: ToolSet, listed: Any) -> ToolSet:
     if not isinstance(listed, list):
         raise BadRequest("tool_choice.tools must be a list", param="tool_choice")
     keep = {
-        flat_name(t["name"], t.get("namespace"))
+        flat_name(t["name"], t.get("namespace"), param="tool_choice")
         for t in listed
         if isinstance(t, dict) and isinstance(t.get("name"), str)
     }
@@ -150,7 +154,7 @@ def tool_choice(choice: Any, tools: ToolSet) -> tuple[str | None, ToolSet]:
     if kind in ("function", "custom"):
         if not isinstance(choice.get("name"), str):
             raise BadRequest(f"tool_choice of type {kind!r} needs a name", param="tool_choice")
-        flat = flat_name(choice["name"], choice.get("namespace"))
+        flat = flat_name(choice["name"], choice.get("namespace"), param="tool_choice")
         if flat not in tools.by_flat:
             raise BadRequest(f"tool_choice names an unknown tool: {flat!r}", param="tool_choice")
         return flat, tools

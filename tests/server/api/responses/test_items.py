@@ -105,6 +105,7 @@ def test_reasoning_content_wins_over_its_summary_and_namespaced_calls_flatten():
         ),
         ([{"role": "developer", "content": "only rules"}], "no user message"),
         (["just a string"], "must be an object"),
+        ([{"type": "function_call", "call_id": "c", "name": "f", "namespace": 5}], "namespace"),
     ],
 )
 def test_bad_items_are_400s_naming_the_place(items, words):

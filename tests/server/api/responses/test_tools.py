@@ -69,7 +69,12 @@ def test_tool_choice_forms():
         tools,
     )
     assert mode == "required" and [t["function"]["name"] for t in narrowed.functions] == ["get"]
-    for bad in ({"type": "function", "name": "nope"}, {"type": "web_search"}, 7):
+    for bad in (
+        {"type": "function", "name": "nope"},
+        {"type": "function", "name": "get", "namespace": 5},
+        {"type": "web_search"},
+        7,
+    ):
         with pytest.raises(BadRequest) as caught:
             tool_choice(bad, tools)
         assert caught.value.param == "tool_choice"
