@@ -17,9 +17,7 @@ from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
 from server.testing.scripts import WEATHER_TOOL
-from server.testing.thinking_templates import PARIS_REASONING
-from tests.conftest import tiny_model
-from tests.fixtures_worker import API_KEY, start_worker
+from tests.fixtures_worker import API_KEY
 
 MODEL = "claude-sonnet-4-5"  # any claude-* name means the loaded model
 PARIS = "What is the weather in Paris?"
@@ -386,106 +384,3 @@ def test_a_websocket_attempt_is_refused_at_once(worker):
     )
     assert r.status_code == 405 and "POST /v1/responses" in r.json()["error"]["message"]
     assert time.perf_counter() - started < 2
-
-
-# -- the prefix cache -----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def kv_worker(tmp_path_factory):
-    handle = start_worker(
-        tiny_model(scripted=True),
-        "--cache-dir",
-        str(tmp_path_factory.mktemp("kv")),
-        "--max-output-tokens",
-        "16",
-        api_key=API_KEY,
-    )
-    yield handle
-    handle.stop()
-
-
-def test_a_follow_up_reports_cached_tokens(kv_worker):
-    instructions = "You answer questions about the weather. " * 40
-    with client_for(kv_worker) as client:
-        first = client.responses.create(
-            model=MODEL, instructions=instructions, input=PARIS, tools=[WEATHER], temperature=0
-        )
-        assert first.usage.input_tokens_details.cached_tokens == 0
-        [call] = first.output
-        follow_up = [
-            {"role": "user", "content": PARIS},
-            {
-                "type": "function_call",
-                "call_id": call.call_id,
-                "name": call.name,
-                "arguments": call.arguments,
-            },
-            {"type": "function_call_output", "call_id": call.call_id, "output": "sunny, 21 C"},
-        ]
-        second = client.responses.create(
-            model=MODEL,
-            instructions=instructions,
-            input=follow_up,
-            tools=[WEATHER],
-            temperature=0,
-            stream=True,
-        )
-        ends = ("response.completed", "response.incomplete")
-        final = [e for e in second if e.type in ends][0].response
-    cached = final.usage.input_tokens_details.cached_tokens
-    assert first.usage.input_tokens * 0.9 <= cached < final.usage.input_tokens
-
-
-# -- reasoning ------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def thinker():
-    # Qwen3's template: the scripted model thinks, then calls the weather tool (or answers).
-    handle = start_worker(
-        tiny_model(scripted=True, template="qwen3"),
-        "--max-output-tokens",
-        "96",
-        "--no-cache",
-        api_key=API_KEY,
-    )
-    yield handle
-    handle.stop()
-
-
-def test_reasoning_is_an_item_before_the_call_and_goes_back_as_reasoning(thinker):
-    with client_for(thinker) as client:
-        r = client.responses.create(model=MODEL, input=PARIS, tools=[WEATHER], temperature=0)
-        reasoning, call = r.output
-        assert reasoning.type == "reasoning"
-        assert reasoning.summary[0].text == PARIS_REASONING
-        assert call.type == "function_call" and json.loads(call.arguments) == {"city": "Paris"}
-        assert 0 < r.usage.output_tokens_details.reasoning_tokens < r.usage.output_tokens
-
-        body = {"model": MODEL, "input": PARIS, "tools": [WEATHER], "temperature": 0}
-        final = check_grammar(raw_stream(thinker, body))
-        assert [item.type for item in final.output] == ["reasoning", "function_call"]
-        assert final.output[0].summary[0].text == PARIS_REASONING
-
-        # The items as the SDK returned them, then the call's output: the answer follows.
-        history = [
-            {"role": "user", "content": PARIS},
-            reasoning.model_dump(exclude_none=True),
-            call.model_dump(exclude_none=True),
-            {"type": "function_call_output", "call_id": call.call_id, "output": "sunny, 21 C"},
-        ]
-        answer = client.responses.create(model=MODEL, input=history, tools=[WEATHER], temperature=0)
-        assert answer.output_text == "It is sunny in Paris."
-
-
-def test_reasoning_effort_none_turns_thinking_off(thinker):
-    with client_for(thinker) as client:
-        on = client.responses.create(model=MODEL, input=HELLO, temperature=0)
-        assert [item.type for item in on.output] == ["reasoning", "message"]
-        off = client.responses.create(
-            model=MODEL, input=HELLO, temperature=0, reasoning={"effort": "none"}
-        )
-        assert [item.type for item in off.output] == ["message"]
-        assert off.output_text == "Hello there, no thinking."
-        assert off.usage.output_tokens_details.reasoning_tokens == 0
