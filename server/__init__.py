@@ -1,4 +1,5 @@
-"""The inference worker: OpenAI and Anthropic APIs over mlx-lm (`python -m server --model M`).
+"""The inference worker: OpenAI (Chat Completions, Responses) and Anthropic APIs over mlx-lm
+(`python -m server --model M`).
 
     api/           HTTP on the event loop (app, admin routes, the protocol adapters); never MLX
     prompt/        a ChatRequest into token ids with the chat template (a pool thread)

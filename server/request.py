@@ -40,6 +40,9 @@ class ChatRequest:
     # `thinking_budget` tokens is closed so the answer starts (server.decoding.reasoning).
     thinking: bool | None = None
     thinking_budget: int | None = None
+    # Structured output: the reply's text is JSON valid against `schema` ({"schema", "strict",
+    # "name"}); enforced by a grammar where no tool may be called instead.
+    text_format: dict[str, Any] | None = None
 
 
 # Events the generation thread sends to a request's HTTP handler, in this order:

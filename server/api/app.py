@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from server.api import admin, anthropic, openai
+from server.api import admin, anthropic, openai, responses
 from server.api.request_ring import RequestRing
 from server.api.serving import STATS_KEY
 from server.engine.engine import Engine
@@ -38,8 +38,12 @@ POLLED_PATHS = {"/health", "/v1/status", "/metrics"}
 
 def error_response(path: str, exc: WorkerError) -> JSONResponse:
     """An error in the shape of the protocol the path belongs to."""
-    module = anthropic if path.startswith("/v1/messages") else openai
-    status, body = module.error_body(exc)
+    if path.startswith("/v1/messages"):
+        status, body = anthropic.error_body(exc)
+    elif path.startswith("/v1/responses"):
+        status, body = responses.error_body(exc)
+    else:
+        status, body = openai.error_body(exc)
     return JSONResponse(body, status_code=status, headers=exc.headers)
 
 
@@ -202,6 +206,7 @@ def create_app(settings: Settings, engine: Engine) -> WorkerMiddleware:
     app.include_router(admin.router)
     app.include_router(openai.router)
     app.include_router(anthropic.router)
+    app.include_router(responses.router)
     return WorkerMiddleware(app, settings, engine)
 
 

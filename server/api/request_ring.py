@@ -22,7 +22,7 @@ RECENT_ROWS = 8  # how many rows /v1/status reports
 @dataclass(eq=False)
 class Recorded:
     id: str
-    protocol: str  # "anthropic" or "openai"
+    protocol: str  # "anthropic", "openai" or "responses"
     stats: dict  # serving.stats(): prompt, cached, completion, ttft_ms, tps, finish
     request: ChatRequest | None = None
     text: str = ""

@@ -130,7 +130,9 @@ def record(request: Request, job: Job, figures: dict) -> None:
     ring = getattr(request.app.state, "ring", None)
     if ring is None:
         return
-    protocol = "anthropic" if request.url.path.startswith("/v1/messages") else "openai"
+    path = request.url.path
+    protocol = "anthropic" if path.startswith("/v1/messages") else "openai"
+    protocol = "responses" if path.startswith("/v1/responses") else protocol
     tokens = array("I", job.rendered.tokens)
     ring.record(
         Recorded(job.request.request_id, protocol, figures, job.request, job.rendered.text, tokens)

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 from server.decoding.constrained.plan import can_constrain
 from server.decoding.constrained.plan import plan as plan_constraint
+from server.decoding.constrained.text_format import plan_text
 from server.decoding.reasoning import opens_reasoning
 from server.errors import BadRequest, ContextLengthExceeded
 from server.prompt.normalize import normalize
 from server.prompt.segments import SegmentEncoder
 from server.request import ChatRequest
+
+log = logging.getLogger("server.prompt")
 
 
 @dataclass
@@ -112,6 +116,8 @@ class PromptRenderer:
             constraint = plan_constraint(
                 self.tokenizer, tools, request.tool_choice, request.parallel_tool_calls
             )
+        if request.text_format and check_context and constraint is None:
+            constraint = self._text_constraint(request, tools)
         # A forced call is the grammar's job: the prompt stays as `auto` renders it.
         if check_context:
             forced = constraint is not None and constraint.forced
@@ -140,6 +146,17 @@ class PromptRenderer:
             thinking=request.thinking is not False,
             turn_start=turn_start,
             constraint=constraint,
+        )
+
+    def _text_constraint(self, request: ChatRequest, tools: list[dict] | None) -> Any:
+        """The JSON reply's grammar; None where the model may call a tool instead (a call is
+        not JSON text: the format is then asked of the model, not enforced)."""
+        fmt = request.text_format or {}
+        if tools and self.has_tools:
+            log.info("request %s: text.format not enforced beside tools", request.request_id)
+            return None
+        return plan_text(
+            self.tokenizer, fmt["schema"], strict=bool(fmt.get("strict")), name=fmt.get("name", "")
         )
 
     def _turn_start(self, text: str, tokens: list[int], kwargs: dict, switch: dict) -> int:

@@ -77,7 +77,7 @@ def _marker(llt: Any, text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-def _construct(message: str) -> str:
+def failed_construct(message: str) -> str:
     """The part of llguidance's error that names what failed (not the grammar it echoes)."""
     text = message.split("failed to compile JSON schema: ", 1)[-1]
     return re.split(r"\n\s+\d+ \|", text, maxsplit=1)[0].strip()
@@ -147,7 +147,7 @@ def _refuse(llt, fmt, tools, start, end) -> None:
             bad, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar, llt)
             if not bad:
                 continue
-            construct = _construct(messages[0])
+            construct = failed_construct(messages[0])
         raise BadRequest(
             f"tool {name!r}: its input schema cannot be enforced ({construct})", param="tools"
         )

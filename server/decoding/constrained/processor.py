@@ -15,6 +15,7 @@ import numpy as np
 
 from server.decoding.constrained import closing, masks
 from server.decoding.constrained.plan import CallConstraint
+from server.decoding.constrained.text_format import JSON_TEXT
 
 log = logging.getLogger("server.engine")
 
@@ -26,7 +27,9 @@ class CallProcessor:
         self.max_tokens = max_tokens
         self.request_id = request_id
         self.matcher = constraint.new_matcher() if constraint.forced else None
-        self.call: bytearray | None = bytearray() if constraint.forced else None
+        # A JSON reply (text.format) has no call to steer closed: its grammar alone decides.
+        steered = constraint.forced and constraint.fmt != JSON_TEXT
+        self.call: bytearray | None = bytearray() if steered else None
         self.words = np.full((1, (self.llt.vocab_size + 31) // 32), -1, dtype=np.int32)
         self.seen = 0  # calls so far; from the second on, tokens[-1] is the last sampled token
         self.generated = 0

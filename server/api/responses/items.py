@@ -1,0 +1,166 @@
+"""Responses `instructions` and `input` items onto chat-template messages.
+
+Items of one assistant turn (reasoning, message, function and custom tool calls) merge into one
+assistant message, as the template renders a turn; each call output becomes a `tool` message.
+System and developer text at the start joins `instructions` in the one system message; later
+it becomes a user turn (templates take a system turn only first).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from server.api.responses.tools import CUSTOM_INPUT, call_arguments, flat_name
+from server.errors import BadRequest
+
+_TEXT_PARTS = ("input_text", "output_text", "text", "summary_text", "reasoning_text", "refusal")
+_MEDIA_PARTS = ("input_image", "input_file", "input_audio")
+# Items of tools that ran on OpenAI's side: nothing of them reaches a local model's prompt.
+_HOSTED_ITEMS = ("web_search_call", "file_search_call", "image_generation_call")
+
+
+def _text(content: Any, where: str, *, tool_output: bool = False) -> str:
+    """A message's or an output's content: a string or a list of text parts. A tool's image
+    (Codex's view_image) must not fail the agent's whole turn: it is named, not sent."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    if not isinstance(content, list):
+        raise BadRequest(f"{where}.content must be a string or a list of parts", param="input")
+    parts = []
+    for j, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind in _TEXT_PARTS:
+            parts.append(str(part.get("text") or part.get("refusal") or ""))
+        elif kind in _MEDIA_PARTS and tool_output:
+            parts.append(f"[{kind} omitted: this model has no vision or audio input]")
+        elif kind in _MEDIA_PARTS:
+            raise BadRequest(
+                f"{where}.content[{j}]: this model has no vision or audio input ({kind} given)",
+                param="input",
+            )
+        else:
+            raise BadRequest(
+                f"{where}.content[{j}]: unsupported content part type {kind!r}", param="input"
+            )
+    return "".join(parts)
+
+
+def _reasoning_text(item: dict[str, Any]) -> str:
+    """A reasoning item's text: its full reasoning where sent, else its summary."""
+    for key in ("content", "summary"):
+        parts = item.get(key)
+        if isinstance(parts, list) and parts:
+            return "\n".join(str(p.get("text", "")) for p in parts if isinstance(p, dict))
+    return ""
+
+
+class _Turns:
+    """Messages being built, with the assistant turn still open to more items."""
+
+    def __init__(self, system: str):
+        self.system = [system] if system else []
+        self.messages: list[dict[str, Any]] = []
+        self.offered: set[str] = set()  # call ids the conversation has made so far
+        self.pending_reasoning: list[str] = []
+
+    def assistant(self) -> dict[str, Any]:
+        """The open assistant message (a new one after anything else)."""
+        if not self.messages or self.messages[-1]["role"] != "assistant":
+            self.messages.append({"role": "assistant", "content": ""})
+        message = self.messages[-1]
+        if self.pending_reasoning:
+            joined = "\n".join(r for r in self.pending_reasoning if r)
+            if joined:
+                previous = message.get("reasoning_content")
+                message["reasoning_content"] = f"{previous}\n{joined}" if previous else joined
+            self.pending_reasoning = []
+        return message
+
+    def add_call(self, call_id: Any, name: str, arguments: dict[str, Any], where: str) -> None:
+        if not isinstance(call_id, str) or not call_id:
+            raise BadRequest(f"{where}: a call needs its call_id", param="input")
+        message = self.assistant()
+        if message.get("tool_calls") is None:
+            message["tool_calls"] = []
+        function = {"name": name, "arguments": arguments}
+        message["tool_calls"].append({"id": call_id, "type": "function", "function": function})
+        self.offered.add(call_id)
+
+    def add_output(self, item: dict[str, Any], where: str) -> None:
+        call_id = item.get("call_id")
+        if call_id not in self.offered:
+            # As the API does: an output answers a call made earlier in the conversation.
+            raise BadRequest(
+                f"{where}: no tool call found for output with call_id {call_id!r}", param="input"
+            )
+        output = item.get("output")
+        text = output if isinstance(output, str) else _text(output, where, tool_output=True)
+        self.messages.append({"role": "tool", "tool_call_id": call_id, "content": text})
+
+
+def _message(turns: _Turns, item: dict[str, Any], where: str) -> None:
+    role = item.get("role")
+    text = _text(item.get("content"), where)
+    if role in ("system", "developer"):
+        if not turns.messages:
+            turns.system.append(text)
+        else:
+            turns.messages.append({"role": "user", "content": text})
+    elif role == "user":
+        turns.messages.append({"role": "user", "content": text})
+    elif role == "assistant":
+        message = turns.assistant()
+        if message.get("tool_calls"):  # text after this turn's calls: a turn of its own
+            turns.messages.append({"role": "assistant", "content": text})
+        else:
+            message["content"] += text
+    else:
+        raise BadRequest(
+            f"{where}.role must be system, developer, user or assistant (got {role!r})",
+            param="input",
+        )
+
+
+def messages_of(instructions: str | None, items: str | list[Any]) -> list[dict[str, Any]]:
+    if isinstance(items, str):
+        items = [{"role": "user", "content": items}]
+    turns = _Turns(instructions or "")
+    for i, item in enumerate(items):
+        where = f"input[{i}]"
+        if not isinstance(item, dict):
+            raise BadRequest(f"{where} must be an object", param="input")
+        kind = item.get("type", "message")
+        if kind == "message":
+            _message(turns, item, where)
+        elif kind == "reasoning":
+            turns.pending_reasoning.append(_reasoning_text(item))
+        elif kind == "function_call":
+            if not isinstance(item.get("name"), str):
+                raise BadRequest(f"{where}: a function_call needs a name", param="input")
+            name = flat_name(item["name"], item.get("namespace"), param="input")
+            args = call_arguments(item.get("arguments", "{}"), where)
+            turns.add_call(item.get("call_id"), name, args, where)
+        elif kind == "custom_tool_call":
+            if not isinstance(item.get("name"), str) or not isinstance(item.get("input"), str):
+                raise BadRequest(f"{where}: a custom_tool_call needs name and input", param="input")
+            name = flat_name(item["name"], item.get("namespace"), param="input")
+            turns.add_call(item.get("call_id"), name, {CUSTOM_INPUT: item["input"]}, where)
+        elif kind in ("function_call_output", "custom_tool_call_output"):
+            turns.add_output(item, where)
+        elif kind in _HOSTED_ITEMS:
+            continue
+        elif kind == "item_reference":
+            raise BadRequest(
+                f"{where}: item references need stored responses; this server is stateless "
+                "(send the items themselves)",
+                param="input",
+            )
+        else:
+            raise BadRequest(f"{where}: unsupported input item type {kind!r}", param="input")
+    if turns.pending_reasoning:  # reasoning with nothing after it: its turn is the last one
+        turns.assistant()
+    out = [{"role": "system", "content": "\n\n".join(turns.system)}] if turns.system else []
+    out += turns.messages
+    if not out or all(m["role"] == "system" for m in out):
+        raise BadRequest("input has no user message to answer", param="input")
+    return out

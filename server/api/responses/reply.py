@@ -1,0 +1,122 @@
+"""Responses reply pieces: usage, output items, and the `response` object (whole or streamed)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from server.api.responses.protocol import ResponsesRequest
+from server.api.responses.tools import ToolSet, is_custom, output_item
+from server.request import Collected, Finished, Usage
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:24]}"
+
+
+def usage_dict(usage: Usage) -> dict:
+    # Responses' input_tokens includes the cached ones (Chat Completions' convention).
+    return {
+        "input_tokens": usage.prompt_tokens,
+        # Nothing is billed for writing: 0, as Anthropic's cache_creation_input_tokens is.
+        "input_tokens_details": {"cached_tokens": usage.cached_tokens, "cache_write_tokens": 0},
+        "output_tokens": usage.completion_tokens,
+        "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
+        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+    }
+
+
+def status_of(finished: Finished) -> tuple[str, dict | None]:
+    """(status, incomplete_details): a reply cut at the token limit is incomplete."""
+    if finished.reason == "length":
+        return "incomplete", {"reason": "max_output_tokens"}
+    if finished.reason == "cancelled":
+        return "cancelled", None
+    return "completed", None
+
+
+def reasoning_item(item_id: str, text: str) -> dict:
+    # The model's own reasoning, sent as its summary: what Codex and SDK examples display.
+    summary = [{"type": "summary_text", "text": text}] if text else []
+    return {"type": "reasoning", "id": item_id, "summary": summary, "status": "completed"}
+
+
+def message_item(item_id: str, text: str, status: str = "completed") -> dict:
+    content = [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]
+    return {
+        "type": "message",
+        "id": item_id,
+        "role": "assistant",
+        "status": status,
+        "content": content if text or status == "completed" else [],
+    }
+
+
+@dataclass
+class Frame:
+    """What every `response` object of one request repeats: ids and the request's echo."""
+
+    body: ResponsesRequest
+    tools: ToolSet
+    response_id: str = field(default_factory=lambda: new_id("resp"))
+    created_at: int = field(default_factory=lambda: int(time.time()))
+
+    def response(
+        self,
+        status: str,
+        output: list[dict],
+        usage: Usage | None = None,
+        incomplete: dict | None = None,
+        error: dict | None = None,
+    ) -> dict[str, Any]:
+        b = self.body
+        reasoning = b.reasoning.model_dump(exclude_none=True) if b.reasoning else {}
+        text = b.text.model_dump(by_alias=True, exclude_none=True) if b.text else {}
+        return {
+            "id": self.response_id,
+            "object": "response",
+            "created_at": self.created_at,
+            "status": status,
+            "background": False,
+            "error": error,
+            "incomplete_details": incomplete,
+            "instructions": b.instructions,
+            "max_output_tokens": b.max_output_tokens,
+            "metadata": b.metadata or {},
+            "model": b.model,
+            "output": output,
+            "parallel_tool_calls": b.parallel_tool_calls is not False,
+            "previous_response_id": None,
+            "reasoning": {"effort": reasoning.get("effort"), "summary": reasoning.get("summary")},
+            "store": False,  # stateless: nothing is kept, whatever `store` asked
+            "temperature": 1.0 if b.temperature is None else b.temperature,
+            "text": {"format": {"type": "text"}, **text},
+            "tool_choice": b.tool_choice or "auto",
+            "tools": b.tools or [],
+            "top_p": b.top_p or 1.0,
+            "truncation": "disabled",
+            "usage": usage_dict(usage) if usage is not None else None,
+            "user": None,
+        }
+
+
+def output_items(result: Collected, tools: ToolSet) -> list[dict]:
+    out = []
+    for kind, value in result.blocks:
+        if kind == "thinking":
+            out.append(reasoning_item(new_id("rs"), value))
+        elif kind == "text":
+            out.append(message_item(new_id("msg"), value))
+        else:
+            prefix = "ctc" if is_custom(value.name, tools) else "fc"
+            out.append(output_item(value, tools, new_id(prefix)))
+    return out
+
+
+def response_body(result: Collected, *, frame: Frame) -> dict:
+    assert result.finished is not None
+    status, incomplete = status_of(result.finished)
+    output = output_items(result, frame.tools)
+    return frame.response(status, output, result.finished.usage, incomplete)

@@ -1,0 +1,124 @@
+"""OpenAI's Codex CLI (the npm package `.ci/run` pins under .tools/) against the real worker
+through a custom provider on the Responses API: `codex exec` completes a turn with rc 0.
+
+Codex sends its own ~12K-token prompt and nine tools, which the scripted tiny model never saw:
+its reply is random text at Codex's temperature, so a turn may hit the worker's output cap,
+which Codex rightly reports as a failed turn ("Incomplete response"). Runs repeat (each after
+the first prefills from the cache) until one completes; anything else fails the test. Codex's
+idle timeout is set far below the cold prefill, so the stream's keep-alives must reach it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import tiny_model
+from tests.fixtures_worker import API_KEY, REPO_ROOT, start_worker
+
+LOCAL_CODEX = REPO_ROOT / ".tools" / "codex" / "node_modules" / ".bin" / "codex"
+INCOMPLETE = "Incomplete response returned, reason: max_output_tokens"
+ATTEMPTS = 6
+
+
+def codex_binary() -> str | None:
+    return str(LOCAL_CODEX) if LOCAL_CODEX.exists() else shutil.which("codex")
+
+
+@pytest.fixture(scope="module")
+def codex_worker(tmp_path_factory):
+    handle = start_worker(
+        tiny_model(scripted=True),
+        *("--max-output-tokens", "64", "--cache-dir", str(tmp_path_factory.mktemp("kv"))),
+        api_key=API_KEY,
+    )
+    yield handle
+    handle.stop()
+
+
+def codex_home(path: Path, worker) -> Path:
+    """A private CODEX_HOME whose config points Codex at the worker (the key from the env)."""
+    models = httpx.get(worker.base_url + "/v1/models", headers={"x-api-key": API_KEY}).json()
+    path.mkdir()
+    (path / "config.toml").write_text(
+        f'model_provider = "mlxctl"\n'
+        f'model = "{models["data"][0]["id"]}"\n\n'
+        "[model_providers.mlxctl]\n"
+        'name = "mlxctl"\n'
+        f'base_url = "{worker.base_url}/v1"\n'
+        'wire_api = "responses"\n'
+        'env_key = "MLXCTL_TEST_KEY"\n'
+        "request_max_retries = 0\n"
+        "stream_max_retries = 0\n"
+        # Far below a cold prefill of its prompt here (~20 s): the keep-alives must reach it.
+        "stream_idle_timeout_ms = 5000\n"
+    )
+    return path
+
+
+def run_codex(home: Path, workdir: Path, prompt: str) -> tuple[int, list[dict], str]:
+    env = {
+        **os.environ,
+        "CODEX_HOME": str(home),
+        "HOME": str(workdir.parent),
+        "MLXCTL_TEST_KEY": API_KEY,
+    }
+    result = subprocess.run(
+        [codex_binary(), "exec", "--skip-git-repo-check", "--json", "-s", "read-only", prompt],
+        cwd=workdir,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    return result.returncode, events, result.stderr
+
+
+@pytest.mark.skipif(
+    codex_binary() is None, reason="Codex is not installed (.ci/run installs it with npm)"
+)
+def test_codex_exec_completes_a_turn_against_the_worker(codex_worker, tmp_path):
+    home = codex_home(tmp_path / "codex-home", codex_worker)
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    completed, runs = [], 0
+    while runs < ATTEMPTS and not (completed and runs >= 2):
+        rc, events, stderr = run_codex(home, workdir, "Say hello.")
+        runs += 1
+        kinds = [e["type"] for e in events]
+        if rc == 0:
+            assert "turn.completed" in kinds, (kinds, stderr)
+            completed.append(events)
+        else:  # the random reply ran into the output cap: the one failure allowed
+            failed = [e for e in events if e["type"] == "turn.failed"]
+            assert failed and failed[0]["error"]["message"] == INCOMPLETE, (events, stderr)
+    assert completed, f"no turn of {runs} completed"
+
+    status = httpx.get(codex_worker.base_url + "/v1/status", headers={"x-api-key": API_KEY})
+    rows = [r for r in status.json()["recent"] if r["protocol"] == "responses"][::-1]
+    assert len(rows) == runs  # one request per run: no retries, no WebSocket detour
+    # Codex read the usage of our response.completed: its prompt and cached token counts.
+    for events in completed:
+        [done] = [e for e in events if e["type"] == "turn.completed"]
+        usage = done["usage"]
+        assert any(
+            (r["prompt_tokens"], r["cached_tokens"])
+            == (usage["input_tokens"], usage["cached_input_tokens"])
+            for r in rows
+        ), (usage, rows)
+        messages = [e["item"] for e in events if e["type"] == "item.completed"]
+        assert any(m["type"] == "agent_message" for m in messages)
+    # The same Codex prompt again: later runs prefill from the prefix cache.
+    assert rows[0]["prompt_tokens"] > 5000 and rows[0]["cached_tokens"] == 0
+    assert all(r["cached_tokens"] >= 0.9 * r["prompt_tokens"] for r in rows[1:])
+    log = codex_worker.log()
+    assert "GET /v1/responses" not in log
+    assert log.count("POST /v1/responses 200") == runs
