@@ -1,7 +1,7 @@
 """What MLX may use on its device and what it holds now (generation thread only).
 
-The device is the GPU on Metal (its recommended working set) and on CUDA (the card's memory, not
-the host's RAM); on the CPU it is the host's RAM. What MLX holds is its live arrays (weights, KV
+The device is the GPU on Metal (its recommended working set) and on CUDA (the card's memory less
+what other processes hold, not the host's RAM); on the CPU it is the host's RAM. What MLX holds is its live arrays (weights, KV
 caches, the prefix cache's RAM tier) plus its buffer pool, which it keeps for reuse and which a
 CUDA allocation cannot take back by itself.
 """
@@ -36,8 +36,13 @@ def device_limit() -> tuple[int, str]:
         info = mx.device_info()
     except Exception:
         info = {}
-    # Metal's recommended working set; CUDA's card memory (total_memory, older: memory_size).
-    for key in ("max_recommended_working_set_size", "total_memory", "memory_size"):
+    total, free = info.get("total_memory"), info.get("free_memory")
+    if isinstance(total, int) and isinstance(free, int) and total > 0:
+        # CUDA: the card less what other processes hold (free counts ours as used: add it back).
+        ours = int(mx.get_active_memory()) + int(mx.get_cache_memory())
+        return min(total, free + ours), "total_memory less other processes"
+    # Metal's recommended working set; older CUDA builds' card memory.
+    for key in ("max_recommended_working_set_size", "memory_size"):
         value = info.get(key)
         if isinstance(value, int) and value > 0:
             return value, key
