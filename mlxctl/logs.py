@@ -74,7 +74,16 @@ class RotatingWriter:
 
 
 def tail(path: Path, lines: int) -> list[str]:
-    """The last `lines` lines of `path` (none when it does not exist)."""
+    """The last `lines` lines of the log at `path`, continued into its newest rotated file
+    (`path.1`) when the current one, just rotated, holds fewer."""
+    recent = _tail_of(path, lines)
+    if lines > 0 and len(recent) < lines:
+        recent = _tail_of(path.with_name(path.name + ".1"), lines - len(recent)) + recent
+    return recent
+
+
+def _tail_of(path: Path, lines: int) -> list[str]:
+    """The last `lines` lines of one file (none when it does not exist)."""
     if lines <= 0:
         return []
     try:

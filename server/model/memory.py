@@ -1,9 +1,9 @@
 """What MLX may use on its device and what it holds now (generation thread only).
 
 The device is the GPU on Metal (its recommended working set) and on CUDA (the card's memory less
-what other processes hold, not the host's RAM); on the CPU it is the host's RAM. What MLX holds is its live arrays (weights, KV
-caches, the prefix cache's RAM tier) plus its buffer pool, which it keeps for reuse and which a
-CUDA allocation cannot take back by itself.
+what other processes hold, not the host's RAM); on the CPU it is the host's RAM. What MLX holds
+is its live arrays (weights, KV caches, the prefix cache's RAM tier) plus its buffer pool, which
+it keeps for reuse and which a CUDA allocation cannot take back by itself.
 """
 
 from __future__ import annotations

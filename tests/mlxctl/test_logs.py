@@ -67,3 +67,12 @@ def test_a_deleted_log_is_recreated_and_rotation_after_it_never_raises(tmp_path)
         writer.write_line(f"line {i} " + "x" * 30)
     assert path.exists() and "line 19" in path.read_text()
     assert writer.dropped == 0
+
+
+def test_tail_continues_into_the_rotated_file_when_the_current_one_is_short(tmp_path):
+    log = tmp_path / "worker.log"
+    (tmp_path / "worker.log.1").write_text("".join(f"old {i}\n" for i in range(10)))
+    log.write_text("new 0\nnew 1\n")  # just rotated: two lines so far
+    assert tail(log, 5) == ["old 7", "old 8", "old 9", "new 0", "new 1"]
+    assert tail(log, 2) == ["new 0", "new 1"]
+    assert tail(tmp_path / "missing.log", 3) == []
