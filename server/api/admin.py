@@ -30,6 +30,10 @@ async def health(request: Request):
         return JSONResponse({"status": "error", "error": reason}, 503)
     if not engine.ready:
         return JSONResponse({"status": "loading"}, 503)
+    if engine.died:
+        # "stuck" (not "error"): a restart helps, as for a hang; the reason says what happened.
+        reason = f"generation thread died: {engine.died}"
+        return JSONResponse({"status": "stuck", "error": reason}, 503)
     stuck = engine.watchdog.check()
     if stuck:
         # Up but not working: a supervisor restarts it (`status` then says why).

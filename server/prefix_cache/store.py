@@ -21,6 +21,7 @@ from server.model import kv_state
 from server.model.kv_state import cache_len, cache_nbytes, snapshot, trimmable
 
 from .disk import Compat, DiskTier, tokens_key
+from .disk_health import DEFAULT_RETRY_S, DiskHealth
 from .disk_index import entry_row, index_row
 from .fingerprint import model_fingerprint, tokenizer_fingerprint
 from .policy import DEFAULT_DISK_BYTES, Lookup, choose, default_ram_bytes
@@ -49,6 +50,7 @@ class PrefixStore:
         write_delay: float | None = None,
         write_bytes_per_hour: int | None = None,
         private_writes: bool = False,
+        disk_retry_s: float = DEFAULT_RETRY_S,
     ):
         self.model = model
         self.model_id = model_id
@@ -59,6 +61,7 @@ class PrefixStore:
         self._lock = threading.RLock()
         self.ram = RamTier(default_ram_bytes() if ram_bytes is None else int(ram_bytes))
         self.disk: DiskTier | None = None
+        self.disk_health = DiskHealth(disk_retry_s)  # a failing disk: RAM only for a while
         self.restored: dict = {"mode": "lazy" if lazy_disk else "eager", "seconds": None}
         if disk_root is not None:
             compat = Compat.current(model_id, tokenizer_id)
@@ -107,11 +110,15 @@ class PrefixStore:
             found = self.ram.trie.candidates(tokens)
             key, usable = choose(found, limit, lambda k: self.ram.entries[k].trimmable)
         source = "ram"
-        if self.disk is not None and self.lazy_disk and limit > 0:
+        if self.disk is not None and self.lazy_disk and limit > 0 and self.disk_health.usable():
             # Only the index is searched here; a file is read when it beats RAM.
             disk_key, disk_usable = choose(self.disk.candidates(tokens), limit, self.disk.trimmable)
             if disk_key is not None and disk_usable >= usable + self.min_disk_gain:
-                ram_key = self._load_from_disk(disk_key)
+                try:
+                    ram_key = self._load_from_disk(disk_key)
+                except Exception as exc:  # costs this entry, never the request
+                    ram_key = None
+                    self.disk_health.failed("read", exc)
                 if ram_key is not None:
                     key, usable, source = ram_key, disk_usable, "disk"
         with self._lock:
@@ -169,8 +176,8 @@ class PrefixStore:
     def write_dirty(self, stop: threading.Event | None = None, deadline: float | None = None):
         """Write dirty entries, most recent first, until `stop` is set or `deadline`
         (time.monotonic()) passes. Returns how many were written."""
-        if self.disk is None:
-            return 0
+        if self.disk is None or not self.disk_health.usable():
+            return 0  # failing: the entries stay dirty in RAM until the disk is tried again
         written = 0
         for entry in self.dirty():
             if stop is not None and stop.is_set():
@@ -189,8 +196,14 @@ class PrefixStore:
             meta = {"kind": entry.kind, "trimmable": "1" if entry.trimmable else "0"}
             before, t0 = self.disk.bytes_written, time.monotonic()
             arrays = entry.cache if entry.to_write is None else entry.to_write
-            saved = self.disk.save(entry.tokens, arrays, entry.nbytes, entry.last_used, meta)
-            entry.to_write = None  # one attempt per copy: a failed write waits for the stop
+            try:
+                saved = self.disk.save(entry.tokens, arrays, entry.nbytes, entry.last_used, meta)
+            except Exception as exc:  # full or read-only: RAM keeps it, the disk waits
+                self.disk_health.failed("write", exc)
+                break
+            finally:
+                entry.to_write = None  # one attempt per copy: a failed write waits for the stop
+            self.disk_health.worked()
             if saved:
                 entry.on_disk = True
                 written += 1
@@ -205,6 +218,7 @@ class PrefixStore:
         if self.disk is None:
             return 0
         deadline = None if budget_s is None else time.monotonic() + budget_s
+        self.disk_health.retry_now()  # the last chance to keep RAM's entries
         if self.writer is not None and not self.writer.stop(budget_s or 30.0):
             log.warning("kv cache: write-behind still busy at stop")
             return 0
@@ -216,7 +230,7 @@ class PrefixStore:
     def restore(self, max_bytes=None, should_stop=None, mode: str = "eager") -> int:
         """Load disk entries into RAM, most recent first, while they fit (and until
         `should_stop()`, checked between entries). Returns count."""
-        if self.disk is None:
+        if self.disk is None or not self.disk_health.usable():
             return 0
         budget = self.ram.budget if max_bytes is None else min(max_bytes, self.ram.budget)
         started = time.perf_counter()
@@ -231,8 +245,12 @@ class PrefixStore:
                 if self.ram.bytes + entries[key].get("bytes", 0) > budget:
                     break
             # Keep the recorded use times, so LRU order survives the restart.
-            if self._load_from_disk(key, last_used=entries[key].get("last_used")) is not None:
-                loaded += 1
+            try:
+                found = self._load_from_disk(key, last_used=entries[key].get("last_used"))
+            except Exception as exc:  # a failing disk ends the restore, not the worker
+                self.disk_health.failed("read", exc)
+                break
+            loaded += found is not None
         with self._lock:
             self.ram.order_by_use()
         seconds = round(time.perf_counter() - started, 3)
@@ -265,7 +283,10 @@ class PrefixStore:
                 "bytes_written_behind": self.written_behind,
                 "restore": dict(self.restored),
             }
-        out["disk"] = self.disk.stats() if self.disk is not None else None
+        if self.disk is not None:
+            out["disk"] = {**self.disk.stats(), "error": self.disk_health.status()}
+        else:
+            out["disk"] = None
         return out
 
     def list_entries(self) -> list[dict]:
@@ -323,6 +344,7 @@ class PrefixStore:
             return None
         tokens, cache = loaded
         nbytes = cache_nbytes(cache)
+        self.disk_health.worked()
         with self._lock:
             if nbytes > self.ram.budget:
                 return None
