@@ -20,6 +20,7 @@ from typing import Any
 from server.model import kv_state
 from server.model.kv_state import cache_len, cache_nbytes, snapshot, trimmable
 
+from . import disk_writes
 from .disk import Compat, DiskTier, tokens_key
 from .disk_health import DEFAULT_RETRY_S, DiskHealth
 from .disk_index import entry_row, index_row
@@ -58,7 +59,8 @@ class PrefixStore:
         # Read a file only when it beats RAM by this many tokens: a load costs about as much
         # as prefilling a few hundred tokens on a large model.
         self.min_disk_gain = min_disk_gain
-        self._lock = threading.RLock()
+        self.lock = threading.RLock()
+        self.claimed: set[int] = set()  # ids of the entries being written (disk_writes)
         self.ram = RamTier(default_ram_bytes() if ram_bytes is None else int(ram_bytes))
         self.disk: DiskTier | None = None
         self.disk_health = DiskHealth(disk_retry_s)  # a failing disk: RAM only for a while
@@ -80,7 +82,7 @@ class PrefixStore:
         # The writer reads copies only (for MLX CUDA: `kv_state.host_reads_move_buffers`).
         self.private_writes = private_writes and self.writer is not None
         self.written_behind = 0  # bytes the writer thread put on disk
-        self._write_bps: float | None = None  # measured, to keep the stop's flush in budget
+        self.write_bps: float | None = None  # measured, to keep the stop's flush in budget
 
     @classmethod
     def for_model(
@@ -106,7 +108,7 @@ class PrefixStore:
         """The cached state sharing the longest prefix with `tokens` (RAM, then disk)."""
         tokens = as_tokens(tokens)
         limit = len(tokens) - 1  # keep one token to prefill: generation needs its logits
-        with self._lock:
+        with self.lock:
             found = self.ram.trie.candidates(tokens)
             key, usable = choose(found, limit, lambda k: self.ram.entries[k].trimmable)
         source = "ram"
@@ -121,7 +123,7 @@ class PrefixStore:
                     self.disk_health.failed("read", exc)
                 if ram_key is not None:
                     key, usable, source = ram_key, disk_usable, "disk"
-        with self._lock:
+        with self.lock:
             entry = self.ram.entries.get(key) if key is not None and usable > 0 else None
             cache = snapshot(entry.cache, usable, detach=False) if entry is not None else None
             self._counters["lookup_tokens"] += len(tokens)
@@ -152,7 +154,7 @@ class PrefixStore:
             return False
         # The writer's copy is not counted in the budget: it lives until the next write pass.
         mine = kv_state.writer_copy(kept) if self.private_writes else None
-        with self._lock:
+        with self.lock:
             kept_now = self.ram.insert(
                 tokens, kept, nbytes, on_disk=False, kind=kind, to_write=mine
             )
@@ -162,7 +164,7 @@ class PrefixStore:
 
     def record_prefill(self, tokens: int, seconds: float) -> None:
         """The worker's measured prefill speed, to estimate the seconds the cache saved."""
-        with self._lock:
+        with self.lock:
             self._prefill_tokens += tokens
             self._prefill_seconds += seconds
 
@@ -170,62 +172,16 @@ class PrefixStore:
 
     def dirty(self) -> list[Entry]:
         """RAM entries not on disk yet, most recent first."""
-        with self._lock:
+        with self.lock:
             return self.ram.dirty()
 
     def write_dirty(self, stop: threading.Event | None = None, deadline: float | None = None):
-        """Write dirty entries, most recent first, until `stop` is set or `deadline`
-        (time.monotonic()) passes. Returns how many were written."""
-        if self.disk is None or not self.disk_health.usable():
-            return 0  # failing: the entries stay dirty in RAM until the disk is tried again
-        written = 0
-        for entry in self.dirty():
-            if stop is not None and stop.is_set():
-                break
-            if deadline is not None and (
-                time.monotonic() + entry.nbytes / (self._write_bps or float("inf")) > deadline
-            ):
-                continue  # would not finish in time (at the measured speed); a smaller one may
-            with self._lock:
-                if self.ram.entries.get(tokens_key(entry.tokens)) is not entry:
-                    continue  # superseded or evicted since: its successor carries it
-            copyless = self.private_writes and entry.to_write is None  # nothing it may read
-            if stop is not None and (copyless or not self.writer.allow(entry.nbytes)):
-                entry.to_write = None
-                continue  # the stop's flush writes it
-            meta = {"kind": entry.kind, "trimmable": "1" if entry.trimmable else "0"}
-            before, t0 = self.disk.bytes_written, time.monotonic()
-            arrays = entry.cache if entry.to_write is None else entry.to_write
-            try:
-                saved = self.disk.save(entry.tokens, arrays, entry.nbytes, entry.last_used, meta)
-            except Exception as exc:  # full or read-only: RAM keeps it, the disk waits
-                self.disk_health.failed("write", exc)
-                break
-            finally:
-                entry.to_write = None  # one attempt per copy: a failed write waits for the stop
-            self.disk_health.worked()
-            if saved:
-                entry.on_disk = True
-                written += 1
-                self._write_bps = entry.nbytes / max(time.monotonic() - t0, 1e-6)
-                if stop is not None:  # the writer thread's pass, not the stop's flush
-                    self.written_behind += self.disk.bytes_written - before
-        return written
+        """Dirty entries to disk, most recent first (`disk_writes.write_dirty`)."""
+        return disk_writes.write_dirty(self, stop, deadline)
 
     def flush(self, budget_s: float | None = None) -> int:
-        """Graceful stop: stop the writer, then write what is still dirty, most recent first,
-        within `budget_s` seconds. Returns how many were written."""
-        if self.disk is None:
-            return 0
-        deadline = None if budget_s is None else time.monotonic() + budget_s
-        self.disk_health.retry_now()  # the last chance to keep RAM's entries
-        if self.writer is not None and not self.writer.stop(budget_s or 30.0):
-            log.warning("kv cache: write-behind still busy at stop")
-            return 0
-        todo = len(self.dirty())
-        written = self.write_dirty(deadline=deadline)
-        log.info("kv cache: flushed %d of %d dirty entries to disk", written, todo)
-        return written
+        """Graceful stop: the newest entries first, within `budget_s` (`disk_writes.flush`)."""
+        return disk_writes.flush(self, budget_s)
 
     def restore(self, max_bytes=None, should_stop=None, mode: str = "eager") -> int:
         """Load disk entries into RAM, most recent first, while they fit (and until
@@ -239,7 +195,7 @@ class PrefixStore:
         for key in self.disk.recent_keys():
             if should_stop is not None and should_stop():
                 break
-            with self._lock:
+            with self.lock:
                 if key in self.ram.entries:
                     continue
                 if self.ram.bytes + entries[key].get("bytes", 0) > budget:
@@ -251,7 +207,7 @@ class PrefixStore:
                 self.disk_health.failed("read", exc)
                 break
             loaded += found is not None
-        with self._lock:
+        with self.lock:
             self.ram.order_by_use()
         seconds = round(time.perf_counter() - started, 3)
         self.restored = {"mode": mode, "seconds": seconds, "at": time.time(), "entries": loaded}
@@ -261,7 +217,7 @@ class PrefixStore:
     # management (any thread)
 
     def stats(self) -> dict:
-        with self._lock:
+        with self.lock:
             c = dict(self._counters)
             lookups = c["hits"] + c["misses"]
             tps = self._prefill_tokens / self._prefill_seconds if self._prefill_seconds else None
@@ -291,7 +247,7 @@ class PrefixStore:
 
     def list_entries(self) -> list[dict]:
         """RAM and disk entries, most recently used first: tier, id, tokens, bytes, times, model."""
-        with self._lock:
+        with self.lock:
             rows = [
                 entry_row("ram", k, len(e.tokens), e.nbytes, e.created, e.last_used, self.model_id)
                 for k, e in self.ram.entries.items()
@@ -306,11 +262,11 @@ class PrefixStore:
         check_tier(tier)
         freed = 0
         if tier in ("ram", "both"):
-            with self._lock:
+            with self.lock:
                 freed += self.ram.clear()
         if tier in ("disk", "both") and self.disk is not None:
             freed += self.disk.clear()
-            with self._lock:
+            with self.lock:
                 for e in self.ram.entries.values():
                     e.on_disk = False
         return freed
@@ -320,7 +276,7 @@ class PrefixStore:
         cutoff = time.time() - older_than_seconds
         freed = 0
         if tier in ("ram", "both"):
-            with self._lock:
+            with self.lock:
                 for key in [k for k, e in self.ram.entries.items() if e.last_used < cutoff]:
                     freed += self.ram.remove(key)
         if tier in ("disk", "both") and self.disk is not None:
@@ -338,17 +294,19 @@ class PrefixStore:
         """Bring disk entry `key` into RAM (no lock held during the read); its RAM key or None.
 
         `last_used` given (a restore): keep that time rather than marking the entry used now."""
+        disk = self.disk
+        assert disk is not None, "only a store with a disk tier loads from it"
         t0 = time.perf_counter()
-        loaded = self.disk.load(key, touch=last_used is None)
+        loaded = disk.load(key, touch=last_used is None)
         if loaded is None:
             return None
         tokens, cache = loaded
         nbytes = cache_nbytes(cache)
         self.disk_health.worked()
-        with self._lock:
+        with self.lock:
             if nbytes > self.ram.budget:
                 return None
-            self.ram.insert(tokens, cache, nbytes, on_disk=True, kind=self.disk.kind(key))
+            self.ram.insert(tokens, cache, nbytes, on_disk=True, kind=disk.kind(key))
             ram_key = tokens_key(tokens)
             if ram_key not in self.ram.entries:
                 # Served by a longer RAM entry after all (inserted since the search).
