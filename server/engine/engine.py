@@ -203,6 +203,10 @@ class Engine:
                 job.emit(Failed(ServiceUnavailable("the worker cannot generate; it restarts")))
                 job.done = True
         self._queue.close()
+        try:  # the restart that follows should find the conversations on disk
+            self.cache.close()
+        except Exception:
+            log.exception("prefix cache close failed")
 
     def _generate(self) -> None:
         try:
