@@ -169,7 +169,8 @@ def _memory(st: dict) -> Panel:
     if available is None and total is not None and sysmem.get("used_bytes") is not None:
         available = total - sysmem["used_bytes"]
     grid.add_row("system", f"{human_bytes(available)} available of {human_bytes(total)}")
-    cache = st.get("cache") if isinstance(st.get("cache"), dict) else {}
+    cache = st.get("cache")
+    cache = cache if isinstance(cache, dict) else {}
     for tier in ("ram", "disk"):
         info = cache.get(tier)
         if isinstance(info, dict):
