@@ -4,7 +4,10 @@ the outage once, reports it in `/v1/status`, and tries the disk again after a ba
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import shutil
 import threading
 import time
 
@@ -29,10 +32,18 @@ class DiskHealth:
         """The stop's flush: one last try, whatever the back-off says."""
         self._retry_at = 0.0
 
-    def failed(self, what: str, exc: BaseException) -> None:
+    def failed(
+        self, what: str, exc: BaseException, folder: str | os.PathLike | None = None
+    ) -> None:
+        """A read or write failed; `folder` given, the reason says the space left there (MLX's
+        own write error does not say the disk is full)."""
+        reason = f"{what}: {type(exc).__name__}: {exc}"
+        if folder is not None:
+            with contextlib.suppress(OSError):
+                reason += f" ({shutil.disk_usage(folder).free / 2**20:.1f} MiB free)"
         with self._lock:
             first = self.reason is None
-            self.reason = f"{what}: {type(exc).__name__}: {exc}"
+            self.reason = reason
             self.since = self.since or time.time()
             self._retry_at = time.monotonic() + self.retry_s
         # Once per outage: a disk that stays full must not flood the log at every request.

@@ -63,7 +63,7 @@ def write_dirty(
             tried = True
             saved = _write(store, entry, stop)
         except Exception as exc:  # full or read-only: RAM keeps it, the disk waits
-            store.disk_health.failed("write", exc)
+            store.disk_health.failed("write", exc, disk.folder)
             break
         finally:
             with store.lock:

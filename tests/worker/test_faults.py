@@ -4,10 +4,12 @@ so the supervisor restarts it; no request waits on a dead thread)."""
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 
 import httpx
+import pytest
 
 from tests.conftest import tiny_model
 from tests.fixtures_worker import API_KEY, start_worker
@@ -99,6 +101,39 @@ def test_a_failing_cache_disk_costs_only_its_entries_and_is_tried_again(tmp_path
         assert "kv cache: disk tier works again" in handle.log()
     finally:
         handle.stop()
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 64 KiB tmpfs: room for the index, not for one KV entry (mounting needs root)."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_full_cache_disk_is_reported_and_the_worker_serves_from_ram(full_disk):
+    handle = start_worker(
+        tiny_model(), "--cache-dir", str(full_disk), "--cache-write-behind", "0.1",
+        api_key=API_KEY,
+    )  # fmt: skip
+    try:
+        _turn(handle, seed=4)
+        _wait(lambda: _get(handle, "/v1/status")["cache"]["disk"]["error"], what="the outage")
+        disk = _get(handle, "/v1/status")["cache"]["disk"]
+        assert disk["error"]["reason"].startswith("write: "), disk
+        assert "MiB free)" in disk["error"]["reason"]  # the reason says how full the disk is
+        again = _turn(handle, seed=4)  # RAM still has it
+        assert again.usage.prompt_tokens_details.cached_tokens > 0
+        assert httpx.get(handle.base_url + "/health").status_code == 200
+    finally:
+        assert handle.stop() == 0  # the stop's flush tries once more, fails, and exits cleanly
+    assert handle.log().count("kv cache: disk tier failed") == 1
 
 
 def test_a_dead_generation_thread_fails_health_and_its_requests_at_once(tiny_model_path):
