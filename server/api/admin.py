@@ -107,6 +107,8 @@ def clear_cache(request: Request, tier: str = "both"):
         freed = cache.clear(tier)
     except UnknownTier as exc:
         raise BadRequest(str(exc), param="tier") from None
+    except OSError as exc:  # the cache disk failed under it (read-only, replaced): say so
+        raise ServiceUnavailable(f"the cache disk failed: {exc}", retry_after=60) from None
     return {"tier": tier, "freed_bytes": freed, "stats": cache.stats()}
 
 

@@ -91,6 +91,8 @@ def test_a_failing_cache_disk_costs_only_its_entries_and_is_tried_again(tmp_path
         again = _turn(handle, seed=2)
         assert again.usage.prompt_tokens_details.cached_tokens > 0
         assert handle.log().count("kv cache: disk tier failed") == 1  # logged once
+        cleared = httpx.delete(handle.base_url + "/v1/cache", params={"tier": "disk"}, headers=AUTH)
+        assert cleared.status_code == 503 and "cache disk failed" in cleared.text, cleared.text
 
         # Repaired: the disk is tried again after the back-off and takes the entries RAM kept.
         (model_dir / ".lock").rmdir()
