@@ -68,8 +68,9 @@ def write_dirty(
         finally:
             with store.lock:
                 store.claimed.discard(id(entry))
-        store.disk_health.worked()
-        written += saved
+        if saved is not None:  # the disk answered
+            store.disk_health.worked()
+        written += bool(saved)
     return written
 
 
@@ -88,13 +89,14 @@ def _claim(store: PrefixStore, entry: Entry, stop: threading.Event | None) -> bo
         return True
 
 
-def _write(store: PrefixStore, entry: Entry, stop: threading.Event | None) -> bool:
+def _write(store: PrefixStore, entry: Entry, stop: threading.Event | None) -> bool | None:
+    """Whether `entry` was written (False: over the disk budget); None when left to the stop."""
     disk, writer = store.disk, store.writer
     assert disk is not None
     copyless = store.private_writes and entry.to_write is None  # nothing it may read
     if stop is not None and writer is not None and (copyless or not writer.allow(entry.nbytes)):
         entry.to_write = None
-        return False  # the stop's flush writes it
+        return None  # the stop's flush writes it
     meta = {"kind": entry.kind, "trimmable": "1" if entry.trimmable else "0"}
     before, t0 = disk.bytes_written, time.monotonic()
     arrays = entry.cache if entry.to_write is None else entry.to_write
