@@ -190,6 +190,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "stop's flush; default no limit)",
     )
     cache.add_argument(
+        "--cache-disk-retry",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="after a failed disk read or write (full, read-only), serve from RAM only and try "
+        "the disk again this much later (default 60)",
+    )
+    cache.add_argument(
         "--cache-restore",
         choices=["lazy", "eager"],
         default="lazy",
@@ -319,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         cache_dir=args.cache_dir or str(contract.kv_cache_dir()),
         cache_write_behind_s=None if args.cache_write_behind < 0 else args.cache_write_behind,
         cache_restore=args.cache_restore,
+        cache_disk_retry_s=args.cache_disk_retry,
         cache_write_bytes_per_hour=args.cache_write_budget,
         stop_grace_s=args.stop_grace,
         warm_prompts=_warm_prompts(args.warm_prompt),

@@ -23,9 +23,11 @@ class BadRequest(WorkerError):
 
 
 class ContextLengthExceeded(BadRequest):
-    def __init__(self, prompt_tokens: int, context_length: int):
+    def __init__(self, prompt_tokens: int, context_length: int, at_least: bool = False):
+        # at_least: a lower bound, refused before the whole prompt was tokenized.
+        counted = f"at least {prompt_tokens}" if at_least else str(prompt_tokens)
         super().__init__(
-            f"prompt is too long: {prompt_tokens} tokens > {context_length} maximum "
+            f"prompt is too long: {counted} tokens > {context_length} maximum "
             f"(the model's context length is {context_length} tokens)",
             code="context_length_exceeded",
         )

@@ -31,6 +31,7 @@ class Settings:
     cache_write_behind_s: float | None = 2.0  # None: written on stop only
     cache_write_bytes_per_hour: int | None = None  # SSD wear budget of the write-behind
     cache_restore: str = "lazy"  # "eager": load disk entries into RAM before ready
+    cache_disk_retry_s: float = 60.0  # a failed disk tier is tried again this much later
     warm_prompts: list[str] = field(default_factory=list)
     # Host header names served besides loopback names and `host`; "*" serves any.
     allowed_hosts: list[str] = field(default_factory=list)

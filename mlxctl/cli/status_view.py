@@ -207,7 +207,23 @@ def _cache(cache: dict) -> Panel:
     note = (
         f"  {lookups:,} lookups, prefill {speed:,.0f} tok/s" if speed else f"  {lookups:,} lookups"
     )
-    return Panel(table, title="prefix cache", subtitle=note, title_align="left")
+    body = table if (failing := _disk_failing(cache)) is None else Group(table, failing)
+    return Panel(body, title="prefix cache", subtitle=note, title_align="left")
+
+
+def _disk_failing(cache: dict) -> Text | None:
+    """The disk tier's outage, when it has one: the worker serves from RAM meanwhile."""
+    disk = cache.get("disk")
+    error = disk.get("error") if isinstance(disk, dict) else None
+    if not isinstance(error, dict):
+        return None
+    since = error.get("since")
+    when = time.strftime("%H:%M:%S", time.localtime(since)) if since else "-"
+    retry = error.get("retry_in_s")
+    again = f"; next try in {retry:.0f}s" if isinstance(retry, int | float) else ""
+    return Text(
+        f"disk failing since {when}, RAM only{again}: {error.get('reason') or '-'}", style="red"
+    )
 
 
 def _recent(rows: list[dict]) -> Panel:

@@ -30,6 +30,10 @@ async def health(request: Request):
         return JSONResponse({"status": "error", "error": reason}, 503)
     if not engine.ready:
         return JSONResponse({"status": "loading"}, 503)
+    if engine.died:
+        # "stuck" (not "error"): a restart helps, as for a hang; the reason says what happened.
+        reason = f"generation thread died: {engine.died}"
+        return JSONResponse({"status": "stuck", "error": reason}, 503)
     stuck = engine.watchdog.check()
     if stuck:
         # Up but not working: a supervisor restarts it (`status` then says why).
@@ -103,6 +107,8 @@ def clear_cache(request: Request, tier: str = "both"):
         freed = cache.clear(tier)
     except UnknownTier as exc:
         raise BadRequest(str(exc), param="tier") from None
+    except OSError as exc:  # the cache disk failed under it (read-only, replaced): say so
+        raise ServiceUnavailable(f"the cache disk failed: {exc}", retry_after=60) from None
     return {"tier": tier, "freed_bytes": freed, "stats": cache.stats()}
 
 

@@ -65,6 +65,7 @@ class Engine:
         self.renderer: PromptRenderer | None = None
         self.cache: PrefixCache = NoPrefixCache()
         self.load_error: str | None = None
+        self.died: str | None = None  # why the generation thread ended by an error, if it did
         self.started_at = time.time()
         self.watchdog = Watchdog(settings.progress_timeout)  # beats at every token and chunk
         self._warm: list[tuple[str, ChatRequest]] = []
@@ -127,6 +128,8 @@ class Engine:
         return {**snapshot, "rss_bytes": psutil.Process().memory_info().rss}
 
     def submit(self, job: Job) -> None:
+        if self.died:
+            raise ServiceUnavailable("the worker cannot generate; it restarts", retry_after=5)
         if not self._accepting:
             raise ServiceUnavailable("the server is shutting down", retry_after=5)
         if not self.ready:
@@ -177,6 +180,35 @@ class Engine:
     # -- the generation thread ----------------------------------------------------------------
 
     def _main(self) -> None:
+        try:
+            self._generate()
+        except BaseException as exc:  # a dead thread must say so, whatever killed it
+            self._thread_died(exc)
+
+    def _thread_died(self, exc: BaseException) -> None:
+        """Nothing generates any more: `/health` says so (the supervisor restarts the worker),
+        and no request waits on the dead thread (queued and running ones fail now)."""
+        self.died = f"{type(exc).__name__}: {exc}"
+        self._accepting = False
+        log.critical("generation thread died: %s", self.died, exc_info=exc)
+        jobs = self._queue.drain()
+        if (current := self.current) is not None:
+            jobs.append(current)
+        if (scheduler := self.scheduler) is not None:
+            jobs += list(scheduler.waiting) + scheduler.in_flight()
+            scheduler.outbox.flush()  # what they were sent before comes first
+        for job in jobs:
+            if not job.done:
+                job.outbox = None  # straight out: the loop that flushed outboxes is gone
+                job.emit(Failed(ServiceUnavailable("the worker cannot generate; it restarts")))
+                job.done = True
+        self._queue.close()
+        try:  # the restart that follows should find the conversations on disk
+            self.cache.close()
+        except Exception:
+            log.exception("prefix cache close failed")
+
+    def _generate(self) -> None:
         try:
             runner = self._load()
         except Exception as exc:

@@ -61,7 +61,11 @@ class Runner:
         """The prefix cache's state for `tokens` (or a fresh one), and how many it holds."""
         from mlx_lm.models.cache import make_prompt_cache, trim_prompt_cache
 
-        prompt_cache, n_cached = self.cache.lookup(tokens)
+        try:
+            prompt_cache, n_cached = self.cache.lookup(tokens)
+        except Exception:  # runs outside any guarded step: a failed lookup is only a miss
+            log.exception("prefix cache lookup failed; prefilling from scratch")
+            prompt_cache, n_cached = None, 0
         if prompt_cache is None:
             prompt_cache, n_cached = make_prompt_cache(self.loaded.model), 0
         if n_cached >= len(tokens):

@@ -17,6 +17,12 @@ from collections.abc import Callable
 log = logging.getLogger("server.watchdog")
 # Test-only: block the generation thread for good at this progress beat (tests/ set it).
 HANG_ENV = "MLXCTL_TEST_HANG_AT_BEAT"
+# Test-only: the generation thread dies at this beat (an error no guard catches).
+DIE_ENV = "MLXCTL_TEST_DIE_AT_BEAT"
+
+
+class TestDeath(BaseException):
+    """What the DIE_ENV hook raises: past every `except Exception` on the thread."""
 
 
 class Watchdog:
@@ -29,6 +35,8 @@ class Watchdog:
         self.beats = 0
         hang = os.environ.get(HANG_ENV, "")
         self._hang_at = int(hang) if hang.isdigit() else None
+        die = os.environ.get(DIE_ENV, "")
+        self._die_at = int(die) if die.isdigit() else None
 
     def begin(self, what: str) -> None:
         self.last_beat = time.monotonic()
@@ -49,6 +57,8 @@ class Watchdog:
         if self._hang_at is not None and self.beats >= self._hang_at:
             log.warning("test hook %s: blocking the generation thread", HANG_ENV)
             threading.Event().wait()  # never set: a step that never returns
+        if self._die_at is not None and self.beats >= self._die_at:
+            raise TestDeath(f"test hook {DIE_ENV}")
         self.last_beat = time.monotonic()
         self.stuck = None
 

@@ -176,7 +176,8 @@ class DiskTier:
         last_used: float | None = None,
         traits: dict[str, str] | None = None,
     ) -> bool:
-        """Write one entry unless present; False when it does not fit the budget. `traits`:
+        """Write one entry unless present; False when it does not fit the budget, raises when
+        the disk fails (the temp file removed). `traits`:
         kind ("prompt"/"system") and trimmable ("1"/"0"), kept in the file and the index."""
         traits = {"kind": "prompt", "trimmable": "1", **(traits or {})}
         from mlx_lm.models.cache import save_prompt_cache
@@ -228,11 +229,10 @@ class DiskTier:
                 }
                 index["bytes_written"] = index.get("bytes_written", 0) + size
                 di.write_index(self.folder, index)
-        except Exception as e:  # disk full, read-only home...: the cache is optional
-            log.warning("kv cache: could not write %s (%s)", name, e)
+        except Exception:  # disk full, read-only home...: the caller's DiskHealth decides
             with contextlib.suppress(OSError):
                 tmp.unlink()
-            return False
+            raise
         with self._lock:
             self.bytes_written += size
             self._remember(tokens, key, traits)

@@ -57,6 +57,7 @@ def cache_factory(settings: Settings):
             "write_delay": settings.cache_write_behind_s,
             "write_bytes_per_hour": settings.cache_write_bytes_per_hour,
             "private_writes": host_reads_move_buffers(),
+            "disk_retry_s": settings.cache_disk_retry_s,
         }
         if settings.cache_dir and settings.cache_disk_bytes != 0:
             kwargs["disk_root"] = Path(settings.cache_dir).expanduser()

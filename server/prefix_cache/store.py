@@ -20,7 +20,9 @@ from typing import Any
 from server.model import kv_state
 from server.model.kv_state import cache_len, cache_nbytes, snapshot, trimmable
 
+from . import disk_writes
 from .disk import Compat, DiskTier, tokens_key
+from .disk_health import DEFAULT_RETRY_S, DiskHealth
 from .disk_index import entry_row, index_row
 from .fingerprint import model_fingerprint, tokenizer_fingerprint
 from .policy import DEFAULT_DISK_BYTES, Lookup, choose, default_ram_bytes
@@ -49,6 +51,7 @@ class PrefixStore:
         write_delay: float | None = None,
         write_bytes_per_hour: int | None = None,
         private_writes: bool = False,
+        disk_retry_s: float = DEFAULT_RETRY_S,
     ):
         self.model = model
         self.model_id = model_id
@@ -56,9 +59,11 @@ class PrefixStore:
         # Read a file only when it beats RAM by this many tokens: a load costs about as much
         # as prefilling a few hundred tokens on a large model.
         self.min_disk_gain = min_disk_gain
-        self._lock = threading.RLock()
+        self.lock = threading.RLock()
+        self.claimed: set[int] = set()  # ids of the entries being written (disk_writes)
         self.ram = RamTier(default_ram_bytes() if ram_bytes is None else int(ram_bytes))
         self.disk: DiskTier | None = None
+        self.disk_health = DiskHealth(disk_retry_s)  # a failing disk: RAM only for a while
         self.restored: dict = {"mode": "lazy" if lazy_disk else "eager", "seconds": None}
         if disk_root is not None:
             compat = Compat.current(model_id, tokenizer_id)
@@ -77,7 +82,7 @@ class PrefixStore:
         # The writer reads copies only (for MLX CUDA: `kv_state.host_reads_move_buffers`).
         self.private_writes = private_writes and self.writer is not None
         self.written_behind = 0  # bytes the writer thread put on disk
-        self._write_bps: float | None = None  # measured, to keep the stop's flush in budget
+        self.write_bps: float | None = None  # measured, to keep the stop's flush in budget
 
     @classmethod
     def for_model(
@@ -103,18 +108,22 @@ class PrefixStore:
         """The cached state sharing the longest prefix with `tokens` (RAM, then disk)."""
         tokens = as_tokens(tokens)
         limit = len(tokens) - 1  # keep one token to prefill: generation needs its logits
-        with self._lock:
+        with self.lock:
             found = self.ram.trie.candidates(tokens)
             key, usable = choose(found, limit, lambda k: self.ram.entries[k].trimmable)
         source = "ram"
-        if self.disk is not None and self.lazy_disk and limit > 0:
+        if self.disk is not None and self.lazy_disk and limit > 0 and self.disk_health.usable():
             # Only the index is searched here; a file is read when it beats RAM.
             disk_key, disk_usable = choose(self.disk.candidates(tokens), limit, self.disk.trimmable)
             if disk_key is not None and disk_usable >= usable + self.min_disk_gain:
-                ram_key = self._load_from_disk(disk_key)
+                try:
+                    ram_key = self._load_from_disk(disk_key)
+                except Exception as exc:  # costs this entry, never the request
+                    ram_key = None
+                    self.disk_health.failed("read", exc)
                 if ram_key is not None:
                     key, usable, source = ram_key, disk_usable, "disk"
-        with self._lock:
+        with self.lock:
             entry = self.ram.entries.get(key) if key is not None and usable > 0 else None
             cache = snapshot(entry.cache, usable, detach=False) if entry is not None else None
             self._counters["lookup_tokens"] += len(tokens)
@@ -145,7 +154,7 @@ class PrefixStore:
             return False
         # The writer's copy is not counted in the budget: it lives until the next write pass.
         mine = kv_state.writer_copy(kept) if self.private_writes else None
-        with self._lock:
+        with self.lock:
             kept_now = self.ram.insert(
                 tokens, kept, nbytes, on_disk=False, kind=kind, to_write=mine
             )
@@ -155,7 +164,7 @@ class PrefixStore:
 
     def record_prefill(self, tokens: int, seconds: float) -> None:
         """The worker's measured prefill speed, to estimate the seconds the cache saved."""
-        with self._lock:
+        with self.lock:
             self._prefill_tokens += tokens
             self._prefill_seconds += seconds
 
@@ -163,61 +172,21 @@ class PrefixStore:
 
     def dirty(self) -> list[Entry]:
         """RAM entries not on disk yet, most recent first."""
-        with self._lock:
+        with self.lock:
             return self.ram.dirty()
 
     def write_dirty(self, stop: threading.Event | None = None, deadline: float | None = None):
-        """Write dirty entries, most recent first, until `stop` is set or `deadline`
-        (time.monotonic()) passes. Returns how many were written."""
-        if self.disk is None:
-            return 0
-        written = 0
-        for entry in self.dirty():
-            if stop is not None and stop.is_set():
-                break
-            if deadline is not None and (
-                time.monotonic() + entry.nbytes / (self._write_bps or float("inf")) > deadline
-            ):
-                continue  # would not finish in time (at the measured speed); a smaller one may
-            with self._lock:
-                if self.ram.entries.get(tokens_key(entry.tokens)) is not entry:
-                    continue  # superseded or evicted since: its successor carries it
-            copyless = self.private_writes and entry.to_write is None  # nothing it may read
-            writer = self.writer if stop is not None else None  # a stop: the writer thread's pass
-            if writer is not None and (copyless or not writer.allow(entry.nbytes)):
-                entry.to_write = None
-                continue  # the stop's flush writes it
-            meta = {"kind": entry.kind, "trimmable": "1" if entry.trimmable else "0"}
-            before, t0 = self.disk.bytes_written, time.monotonic()
-            arrays = entry.cache if entry.to_write is None else entry.to_write
-            saved = self.disk.save(entry.tokens, arrays, entry.nbytes, entry.last_used, meta)
-            entry.to_write = None  # one attempt per copy: a failed write waits for the stop
-            if saved:
-                entry.on_disk = True
-                written += 1
-                self._write_bps = entry.nbytes / max(time.monotonic() - t0, 1e-6)
-                if stop is not None:  # the writer thread's pass, not the stop's flush
-                    self.written_behind += self.disk.bytes_written - before
-        return written
+        """Dirty entries to disk, most recent first (`disk_writes.write_dirty`)."""
+        return disk_writes.write_dirty(self, stop, deadline)
 
     def flush(self, budget_s: float | None = None) -> int:
-        """Graceful stop: stop the writer, then write what is still dirty, most recent first,
-        within `budget_s` seconds. Returns how many were written."""
-        if self.disk is None:
-            return 0
-        deadline = None if budget_s is None else time.monotonic() + budget_s
-        if self.writer is not None and not self.writer.stop(budget_s or 30.0):
-            log.warning("kv cache: write-behind still busy at stop")
-            return 0
-        todo = len(self.dirty())
-        written = self.write_dirty(deadline=deadline)
-        log.info("kv cache: flushed %d of %d dirty entries to disk", written, todo)
-        return written
+        """Graceful stop: the newest entries first, within `budget_s` (`disk_writes.flush`)."""
+        return disk_writes.flush(self, budget_s)
 
     def restore(self, max_bytes=None, should_stop=None, mode: str = "eager") -> int:
         """Load disk entries into RAM, most recent first, while they fit (and until
         `should_stop()`, checked between entries). Returns count."""
-        if self.disk is None:
+        if self.disk is None or not self.disk_health.usable():
             return 0
         budget = self.ram.budget if max_bytes is None else min(max_bytes, self.ram.budget)
         started = time.perf_counter()
@@ -226,15 +195,19 @@ class PrefixStore:
         for key in self.disk.recent_keys():
             if should_stop is not None and should_stop():
                 break
-            with self._lock:
+            with self.lock:
                 if key in self.ram.entries:
                     continue
                 if self.ram.bytes + entries[key].get("bytes", 0) > budget:
                     break
             # Keep the recorded use times, so LRU order survives the restart.
-            if self._load_from_disk(key, last_used=entries[key].get("last_used")) is not None:
-                loaded += 1
-        with self._lock:
+            try:
+                found = self._load_from_disk(key, last_used=entries[key].get("last_used"))
+            except Exception as exc:  # a failing disk ends the restore, not the worker
+                self.disk_health.failed("read", exc)
+                break
+            loaded += found is not None
+        with self.lock:
             self.ram.order_by_use()
         seconds = round(time.perf_counter() - started, 3)
         self.restored = {"mode": mode, "seconds": seconds, "at": time.time(), "entries": loaded}
@@ -244,7 +217,7 @@ class PrefixStore:
     # management (any thread)
 
     def stats(self) -> dict:
-        with self._lock:
+        with self.lock:
             c = dict(self._counters)
             lookups = c["hits"] + c["misses"]
             tps = self._prefill_tokens / self._prefill_seconds if self._prefill_seconds else None
@@ -266,12 +239,15 @@ class PrefixStore:
                 "bytes_written_behind": self.written_behind,
                 "restore": dict(self.restored),
             }
-        out["disk"] = self.disk.stats() if self.disk is not None else None
+        if self.disk is not None:
+            out["disk"] = {**self.disk.stats(), "error": self.disk_health.status()}
+        else:
+            out["disk"] = None
         return out
 
     def list_entries(self) -> list[dict]:
         """RAM and disk entries, most recently used first: tier, id, tokens, bytes, times, model."""
-        with self._lock:
+        with self.lock:
             rows = [
                 entry_row("ram", k, len(e.tokens), e.nbytes, e.created, e.last_used, self.model_id)
                 for k, e in self.ram.entries.items()
@@ -286,11 +262,11 @@ class PrefixStore:
         check_tier(tier)
         freed = 0
         if tier in ("ram", "both"):
-            with self._lock:
+            with self.lock:
                 freed += self.ram.clear()
         if tier in ("disk", "both") and self.disk is not None:
             freed += self.disk.clear()
-            with self._lock:
+            with self.lock:
                 for e in self.ram.entries.values():
                     e.on_disk = False
         return freed
@@ -300,7 +276,7 @@ class PrefixStore:
         cutoff = time.time() - older_than_seconds
         freed = 0
         if tier in ("ram", "both"):
-            with self._lock:
+            with self.lock:
                 for key in [k for k, e in self.ram.entries.items() if e.last_used < cutoff]:
                     freed += self.ram.remove(key)
         if tier in ("disk", "both") and self.disk is not None:
@@ -318,17 +294,19 @@ class PrefixStore:
         """Bring disk entry `key` into RAM (no lock held during the read); its RAM key or None.
 
         `last_used` given (a restore): keep that time rather than marking the entry used now."""
-        assert self.disk is not None, "only a store with a disk tier has disk entries"
+        disk = self.disk
+        assert disk is not None, "only a store with a disk tier loads from it"
         t0 = time.perf_counter()
-        loaded = self.disk.load(key, touch=last_used is None)
+        loaded = disk.load(key, touch=last_used is None)
         if loaded is None:
             return None
         tokens, cache = loaded
         nbytes = cache_nbytes(cache)
-        with self._lock:
+        self.disk_health.worked()
+        with self.lock:
             if nbytes > self.ram.budget:
                 return None
-            self.ram.insert(tokens, cache, nbytes, on_disk=True, kind=self.disk.kind(key))
+            self.ram.insert(tokens, cache, nbytes, on_disk=True, kind=disk.kind(key))
             ram_key = tokens_key(tokens)
             if ram_key not in self.ram.entries:
                 # Served by a longer RAM entry after all (inserted since the search).

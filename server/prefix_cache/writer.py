@@ -9,12 +9,23 @@ on the generation thread, so the writer only serializes and does file I/O.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 
 log = logging.getLogger("server.cache")
+# Test-only: the write-behind dwells this many seconds on each entry it writes (a slow disk).
+SLOW_ENV = "MLXCTL_TEST_SLOW_WRITE_BEHIND_S"
+
+
+def test_dwell() -> None:
+    """The SLOW_ENV hook, called by the write-behind pass with its entry claimed."""
+    seconds = float(os.environ.get(SLOW_ENV) or 0)
+    if seconds > 0:
+        log.warning("test hook %s: the write-behind dwells %gs on an entry", SLOW_ENV, seconds)
+        time.sleep(seconds)
 
 
 class WriteBehind:
@@ -50,8 +61,15 @@ class WriteBehind:
 
     def stop(self, timeout: float) -> bool:
         """Stop after the write in progress; False when it is still writing after `timeout`."""
+        self.stop_soon()
+        return self.join(timeout)
+
+    def stop_soon(self) -> None:
+        """Take no new entry (the one being written finishes)."""
         self._stop.set()
         self._poked.set()
+
+    def join(self, timeout: float) -> bool:
         self._thread.join(timeout)
         return not self._thread.is_alive()
 

@@ -12,6 +12,7 @@ from server.decoding.constrained.plan import plan as plan_constraint
 from server.decoding.constrained.text_format import plan_text
 from server.decoding.reasoning import opens_reasoning
 from server.errors import BadRequest, ContextLengthExceeded
+from server.prompt.long_prompts import LengthBound, give_back_memory
 from server.prompt.normalize import normalize
 from server.prompt.segments import SegmentEncoder
 from server.request import ChatRequest
@@ -70,6 +71,7 @@ class PromptRenderer:
         self.context_length = context_length(config, tokenizer)
         self.has_tools = bool(getattr(tokenizer, "has_tool_calling", False))
         self.encoder = SegmentEncoder(tokenizer)
+        self.length_bound = LengthBound(tokenizer, self.encoder.encode, self.context_length)
 
     def _forced_opening(self, choice: str | None, tools: list[dict] | None) -> str:
         """Prompt text that makes the model call a tool when tool_choice demands one."""
@@ -124,7 +126,13 @@ class PromptRenderer:
         else:
             forced = constrainable and request.tool_choice not in (None, "auto", "none")
         primed = "" if forced else self._forced_opening(request.tool_choice, tools)
-        tokens = self.encoder.encode(text + primed)
+        try:
+            at_least = self.length_bound.at_least(text + primed) if check_context else None
+            if at_least is not None:
+                raise ContextLengthExceeded(at_least, self.context_length or 0, at_least=True)
+            tokens = self.encoder.encode(text + primed)
+        finally:
+            give_back_memory(len(text))
         reasoning = opens_reasoning(self.tokenizer, tokens)
         if reasoning and (primed or forced):
             # A forced call is the answer: close the think block the template opened first

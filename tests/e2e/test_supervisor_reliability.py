@@ -176,6 +176,19 @@ def test_a_stuck_generation_thread_is_dumped_killed_and_restarted(make_ctl):
     assert "most recent call first" in log and "watchdog.py" in log  # faulthandler's dump
 
 
+def test_a_dead_generation_thread_fails_its_request_and_the_worker_is_restarted(make_ctl):
+    # Test hook: the generation thread dies at its first beat, past every guard on it.
+    ctl = make_ctl(real=True, env={"MLXCTL_WORKER_COMMAND": "", "MLXCTL_TEST_DIE_AT_BEAT": "1"})
+    start(ctl)
+    first = running_status(ctl)
+    body = {"model": "claude-x", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
+    r = httpx.post(f"{ctl.url}/v1/chat/completions", json=body, timeout=60)
+    assert r.status_code == 503, r.text  # at once, not after a timeout
+    st = running_status(ctl, restarts=1)
+    assert st["worker_pid"] != first["worker_pid"]
+    assert "stuck: generation thread died: TestDeath" in st["last_exit"]["reason"]
+
+
 def test_an_idle_worker_whose_canary_gets_no_token_is_restarted(make_ctl):
     ctl, first = hanging_worker(make_ctl, progress_timeout=0, canary_interval=1, canary_timeout=3)
     st = running_status(ctl, restarts=1)

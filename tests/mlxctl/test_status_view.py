@@ -79,6 +79,20 @@ def test_status_panels_against_a_fake_worker(make_ctl):
     assert "██████░░░░ 5.0 GiB / 8.0 GiB" in text
 
 
+def test_status_shows_a_failing_cache_disk(make_ctl):
+    error = {"reason": "write: OSError: disk full", "since": time.time(),
+             "retry_in_s": 42.0}  # fmt: skip
+    cache = {**CACHE, "disk": {**CACHE["disk"], "error": error}}
+    ctl = make_ctl(env={"FAKE_WORKER_STATUS": json.dumps({"cache": cache}), "COLUMNS": "100"})
+    ctl.run("start", check=True)
+    text = ctl.run("status").stdout
+    assert "disk failing since" in text and "RAM only; next try in 42s" in text
+    assert "RAM only; next try in 42s: write: OSError: disk full" in text
+    as_json = json.loads(ctl.run("status", "--json").stdout)
+    assert as_json["cache"]["disk"]["error"]["reason"] == error["reason"]
+    assert "disk failing" not in fake_status(make_ctl).run("status").stdout  # only when it fails
+
+
 def test_status_json_keys_are_the_documented_schema(make_ctl):
     ctl = fake_status(make_ctl)
     st, code = ctl.status()

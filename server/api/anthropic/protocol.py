@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from server.api.anthropic.signature import reasoning_of
+from server.api.unicode_text import replace_unencodable
 from server.errors import BadRequest, WorkerError
 from server.request import ChatRequest, Sampling
 
@@ -50,6 +51,12 @@ class CountTokensRequest(_Open):
     tools: list[Tool] | None = None
     tool_choice: ToolChoice | None = None
     thinking: ThinkingConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _replace_unencodable(cls, data: Any) -> Any:
+        # Before any field reads it: a lone surrogate must not reach the tokenizer (a 500).
+        return replace_unencodable(data)
 
 
 class MessagesRequest(CountTokensRequest):

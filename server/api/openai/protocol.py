@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from server.api.unicode_text import replace_unencodable
 from server.errors import BadRequest, WorkerError
 from server.request import ChatRequest, Sampling
 
@@ -71,6 +72,12 @@ class ChatCompletionRequest(_Open):
     enable_thinking: bool | None = None  # as vLLM and mlx-lm clients send it
     chat_template_kwargs: dict[str, Any] | None = None  # only `enable_thinking` is read
 
+    @model_validator(mode="before")
+    @classmethod
+    def _replace_unencodable(cls, data: Any) -> Any:
+        # Before any field reads it: a lone surrogate must not reach the tokenizer (a 500).
+        return replace_unencodable(data)
+
 
 def _text(content: str | list[dict[str, Any]] | None, where: str) -> str:
     if content is None or isinstance(content, str):
@@ -93,7 +100,8 @@ def _arguments(raw: str | dict[str, Any], where: str) -> dict[str, Any]:
     if isinstance(raw, dict):
         return raw
     try:
-        value = json.loads(raw) if raw.strip() else {}
+        # The arguments are JSON inside JSON: their own escapes may hold a lone surrogate.
+        value = replace_unencodable(json.loads(raw)) if raw.strip() else {}
     except json.JSONDecodeError:
         raise BadRequest(
             f"{where}: function.arguments is not valid JSON", param="messages"

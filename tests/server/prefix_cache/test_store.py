@@ -397,6 +397,13 @@ def test_failed_write_is_logged_and_leaves_nothing_behind(
     assert "No space left" in caplog.text
     assert [p.name for p in (tmp_path / "kv" / "m1").iterdir() if p.suffix == ".safetensors"] == []
     assert pc.lookup(tokens).source == "ram"  # RAM tier unaffected
+    error = pc.stats()["disk"]["error"]
+    assert error["reason"].startswith("write: OSError") and "No space left" in error["reason"]
+    assert len(pc.dirty()) == 1  # kept for the next try
+    assert pc.write_dirty() == 0  # backing off: the disk is not touched
+    monkeypatch.undo()  # space again
+    assert pc.flush() == 1  # the stop tries at once, whatever the back-off
+    assert pc.stats()["disk"]["error"] is None and pc.dirty() == []
 
 
 def test_clear_and_prune_report_freed_bytes(model, base, tmp_path):
