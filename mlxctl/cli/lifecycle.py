@@ -15,6 +15,7 @@ from mlxctl.cli.output import output
 from mlxctl.cli.status_view import show_status, watch_status
 from mlxctl.errors import StartFailedError
 from mlxctl.status import status as current_status
+from mlxctl.stop import stop as stop_service
 from mlxctl.units import human_bytes
 
 
@@ -137,7 +138,7 @@ def stop(
     ),
 ) -> None:
     """Stop the worker (SIGTERM to its group, grace period, SIGKILL) and the supervisor."""
-    outcome = lifecycle.stop(timeout)
+    outcome = stop_service(timeout)
     for note in outcome.notes:
         output.note(note)
     if not outcome.was_running:

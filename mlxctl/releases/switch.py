@@ -22,6 +22,7 @@ from mlxctl.releases.model_ref import recorded_model
 from mlxctl.releases.record import COMMAND, Release, launch
 from mlxctl.releases.store import ReleaseStore
 from mlxctl.status import status
+from mlxctl.stop import stop as stop_service
 from mlxctl.system import identity, processes
 from mlxctl.worker_client import WorkerClient, base_url, connect_host, probe
 
@@ -257,7 +258,7 @@ def switch(
         side = None
 
         def cut_over() -> str:
-            lifecycle.stop()
+            stop_service()
             store.set_current(target.id, action)
             return _start_current_and_check(store)
 
@@ -288,7 +289,7 @@ def _restore(
     began = time.monotonic()
     try:
         if source and store.current_id() != source:
-            lifecycle.stop()
+            stop_service()
             store.set_current(source, "restore")
         running = status(probe=False).running
         if not was_running and not running:
