@@ -40,6 +40,9 @@ class ChatRequest:
     # `thinking_budget` tokens is closed so the answer starts (server.decoding.reasoning).
     thinking: bool | None = None
     thinking_budget: int | None = None
+    # What the protocol adapter left out of the newest turn (an image for a text-only model):
+    # the reply says it (server.api.images).
+    dropped: list[str] = field(default_factory=list)
 
 
 # Events the generation thread sends to a request's HTTP handler, in this order:
