@@ -60,6 +60,8 @@ async def status(request: Request):
         "ranks": list(getattr(engine.scheduler, "ranks", None) or []),
         # The mlx-lm tool parser and why (chat template, --tool-parser, fallback).
         "tool_parser": getattr(engine.loaded, "tool_parser", None),
+        # What becomes of a request's tools: a template that drops them is said here.
+        "tools": engine.renderer.tools_status() if engine.renderer else None,
         "requests": engine.metrics.snapshot(),
         "cache": engine.cache.stats(),
         "recent": _recent(request),
