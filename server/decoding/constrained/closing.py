@@ -16,10 +16,12 @@ import numpy as np
 # In a call's last HORIZON tokens of budget (more where closing costs more) it grows no new
 # items where it can close instead, and closing is planned by a dry run; it starts with SLACK
 # tokens in hand (XML: an optional parameter may still open, ~8 tokens). In the last NEAR tokens
-# before closing must start, a JSON call only writes string text that leaves the cost unchanged.
+# before closing must start, a JSON call writes string text that leaves the cost unchanged, or
+# one of the model's CANDIDATES likeliest tokens that a dry run shows still closes in time.
 HORIZON = 64
 SLACK = {"json_tools": 2, "qwen3_coder": 10}
-NEAR = 8
+NEAR = 16
+CANDIDATES = 4
 
 
 @functools.lru_cache(maxsize=4)

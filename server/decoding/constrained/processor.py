@@ -112,8 +112,8 @@ class CallProcessor:
         if self.closing or done:  # a finished call ends the turn rather than open another
             token = closing.next_token(self.llt, fmt, call, end, words, self.matcher)
             chosen = words if token is None else masks.only(words, np.array([token]))
-        elif left <= need + slack + closing.NEAR and fmt == "json_tools":
-            chosen = self._holding(call, end, words)
+        elif left <= need + slack + closing.NEAR:
+            chosen = self._holding(call, end, words, logits, left)
         else:
             chosen = closing.no_new_structure(self.llt, fmt, call, words)
         if chosen is words:
@@ -130,15 +130,31 @@ class CallProcessor:
         need = self._need if self._need is not None else self._smallest
         return max(closing.HORIZON, need + closing.SLACK.get(self.constraint.fmt, 2) + 16)
 
-    def _holding(self, call: bytes, end: bytes, words: np.ndarray) -> np.ndarray:
-        """Near the end: string text that leaves closing's cost unchanged, or closing's own next
-        token; outside a string, closing's next token only (what the model may pick there can
-        raise the cost by more than is left)."""
-        token = closing.next_token(self.llt, self.constraint.fmt, call, end, words, self.matcher)
-        closer = words if token is None else masks.only(words, np.array([token]))
-        if not closing.in_json_string(self.constraint.fmt, call):
-            return closer
-        return (words & closing.plain_text(self.llt)) | closer
+    def _holding(self, call: bytes, end: bytes, words: np.ndarray, logits, left: int):
+        """Near the end, what may come next: closing's own next token, string text that leaves
+        closing's cost unchanged, and those of the model's likeliest tokens a dry run shows
+        still close in time. Any other token could raise the cost by more than is left."""
+        fmt, llt = self.constraint.fmt, self.llt
+        token = closing.next_token(llt, fmt, call, end, words, self.matcher)
+        if token is None:
+            return words
+        keep = masks.only(words, np.array([token]))
+        if closing.in_json_string(fmt, call):
+            keep = keep | (words & closing.plain_text(llt))
+        for candidate in masks.likeliest(logits, words, closing.CANDIDATES):
+            if candidate != token and self._closes_after(candidate, call, end, left - 1):
+                keep = keep | masks.only(words, np.array([candidate]))
+        return keep
+
+    def _closes_after(self, token: int, call: bytes, end: bytes, left: int) -> bool:
+        """Whether the call still closes within `left` tokens once `token` is written."""
+        assert self.matcher is not None  # (only a call in progress is held near its end)
+        matcher = self.matcher.deep_copy()
+        if not matcher.consume_token(token):
+            return False
+        after = call + self.llt.decode_bytes([token])
+        fmt = self.constraint.fmt
+        return closing.steps_to_close(matcher, self.llt, fmt, after, end, left + 1) <= left
 
     def _give_up(self, error: str) -> None:
         log.warning(
