@@ -142,7 +142,9 @@ class CallProcessor:
         if closing.in_json_string(fmt, call):
             keep = keep | (words & closing.plain_text(llt))
         for candidate in masks.likeliest(logits, words, closing.CANDIDATES):
-            if candidate != token and self._closes_after(candidate, call, end, left - 1):
+            if masks.allowed_among(keep, np.array([candidate])).size:
+                continue  # already known safe: no dry run
+            if self._closes_after(candidate, call, end, left - 1):
                 keep = keep | masks.only(words, np.array([candidate]))
         return keep
 
