@@ -3,7 +3,8 @@
 `python bench/constrained.py` builds (once, cached) a tiny random-weight model on a ~151K-token
 vocabulary (`server.testing.wide_vocab`) and prints:
 - grammar compile time per request for Claude Code's 12 tools (`tests/fixtures/`), both
-  call syntaxes, forced and `auto` (target: under 50 ms);
+  call syntaxes, forced and `auto` (target: under 50 ms), and the dry run that finds the
+  smallest forced call (admission's 400 below it; once per tool set);
 - per-token cost of the mask: llguidance computing it, and applying it to MLX logits;
 - decode tok/s of the same prompt with and without the constraint (target: at least 0.9x).
 The network is tiny (a few ms per token), so the ratio is a worst case: the overhead is a fixed
@@ -50,6 +51,25 @@ def compile_table(tokenizer, tools, repeat: int) -> None:
                 with_format(tokenizer, fmt, planning.plan, tokenizer, tools, choice)
                 times.append(time.perf_counter() - started)
             print(f"{fmt:12s} {choice:12s} {ms(statistics.median(times))}")
+    smallest_table(tokenizer, tools, repeat)
+
+
+def smallest_table(tokenizer, tools, repeat: int) -> None:
+    """Admission's dry run: the smallest forced reply, once per tool set (then remembered)."""
+    from server.decoding.constrained import plan as planning
+
+    print(f"\nsmallest forced call at admission, first time per tool set (median of {repeat})")
+    print(f"{'syntax':12s} {'tool_choice':12s} {'dry run':>11s} {'tokens':>7s}")
+    for fmt in ("json_tools", "qwen3_coder"):
+        for choice in ("required", "Edit", "Read"):
+            constraint = with_format(tokenizer, fmt, planning.plan, tokenizer, tools, choice)
+            times = []
+            for _ in range(repeat):
+                planning._SMALLEST.clear()
+                started = time.perf_counter()
+                smallest = constraint.smallest_reply()
+                times.append(time.perf_counter() - started)
+            print(f"{fmt:12s} {choice:12s} {ms(statistics.median(times))} {smallest:7d}")
 
 
 def with_format(tokenizer, fmt: str, fn, *args):

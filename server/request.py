@@ -43,6 +43,9 @@ class ChatRequest:
     # Structured output: the reply's text is JSON valid against `schema` ({"schema", "strict",
     # "name"}); enforced by a grammar where no tool may be called instead.
     text_format: dict[str, Any] | None = None
+    # What the protocol adapter left out of the newest turn (an image for a text-only model):
+    # the reply says it (server.api.images).
+    dropped: list[str] = field(default_factory=list)
 
 
 # Events the generation thread sends to a request's HTTP handler, in this order:

@@ -1,7 +1,8 @@
 """`mlxctl doctor`: what this machine (and the hosts of a distributed setup) can run.
 
 check.py   Check, PASS / WARN / FAIL
-local.py   this machine: Python, MLX (probed in a subprocess), OpenBLAS, disk, model, port, RAM
+local.py   this machine: Python, MLX (probed in a subprocess), OpenBLAS, disk, model, its chat
+           template's tools, port, RAM
 hosts.py   each host of the hostfile, probed over ssh
 """
 
@@ -24,5 +25,9 @@ def run_checks(
     mlx_check, backend = local.probe_mlx()
     checks += [mlx_check, local.check_openblas(backend), local.check_disk(settings)]
     model_check, size = local.check_model(settings, model)
-    checks += [model_check, local.check_port(settings, port), local.check_ram(size)]
-    return checks + hosts.host_checks(settings, local.model_path(settings, model))
+    folder = local.model_path(settings, model)
+    checks.append(model_check)
+    template = local.check_template(settings, folder)
+    checks += [template] if template else []
+    checks += [local.check_port(settings, port), local.check_ram(size)]
+    return checks + hosts.host_checks(settings, folder)

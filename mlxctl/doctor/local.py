@@ -104,6 +104,43 @@ def check_model(settings: dict, model: str | None) -> tuple[Check, int | None]:
     return Check("model", PASS, f"{name}: Hugging Face id, fetched by the worker"), None
 
 
+def _chat_templates(folder: Path) -> list[str]:
+    """The chat template texts a model folder ships (tokenizer_config.json, or beside it)."""
+    texts: list[str] = []
+    config = folder / "tokenizer_config.json"
+    if config.is_file():
+        template = json.loads(config.read_text()).get("chat_template")
+        if isinstance(template, str):
+            texts.append(template)
+        elif isinstance(template, list):  # named templates: [{"name": ..., "template": ...}]
+            texts += [t.get("template", "") for t in template if isinstance(t, dict)]
+    jinja = folder / "chat_template.jinja"
+    if jinja.is_file():
+        texts.append(jinja.read_text())
+    return texts
+
+
+def check_template(settings: dict, folder: str | None) -> Check | None:
+    """Warn where the model's chat template has no tools: an agent's tools would be dropped
+    from every prompt (None: no local folder to read)."""
+    if folder is None:
+        return None
+    try:
+        texts = _chat_templates(Path(folder))
+    except (OSError, ValueError) as exc:
+        return Check("template", WARN, f"chat template unreadable: {exc}")
+    if not texts:
+        return Check("template", WARN, "no chat template: the worker cannot render chats")
+    if not any("tools" in text for text in texts):
+        return Check(
+            "template",
+            WARN,
+            "the chat template drops tools: tool requests are served without them "
+            "(a forced tool_choice is refused); use a tool-calling model for agents",
+        )
+    return Check("template", PASS, "the chat template renders tools")
+
+
 def check_port(settings: dict, port: int | None) -> Check:
     from mlxctl.status import status
     from mlxctl.system.processes import port_in_use, port_is_free

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from server.api.cache_why import explain
@@ -64,6 +65,8 @@ async def status(request: Request):
         "ranks": list(getattr(engine.scheduler, "ranks", None) or []),
         # The mlx-lm tool parser and why (chat template, --tool-parser, fallback).
         "tool_parser": getattr(engine.loaded, "tool_parser", None),
+        # What becomes of a request's tools: a template that drops them is said here.
+        "tools": engine.renderer.tools_status() if engine.renderer else None,
         "requests": engine.metrics.snapshot(),
         "cache": engine.cache.stats(),
         "recent": _recent(request),
@@ -101,7 +104,7 @@ def list_cache(request: Request):
 
 
 @router.delete("/v1/cache")
-def clear_cache(request: Request, tier: str = "both"):
+def clear_cache(request: Request, tier: Literal["ram", "disk", "both"] = "both"):
     cache = request.app.state.engine.cache
     try:
         freed = cache.clear(tier)
@@ -113,10 +116,8 @@ def clear_cache(request: Request, tier: str = "both"):
 
 
 @router.post("/v1/cache/shed")
-def shed_cache(request: Request, budget_s: float = 10.0):
+def shed_cache(request: Request, budget_s: Annotated[float, Query(ge=0, le=600)] = 10.0):
     """The supervisor's soft memory limit: write dirty entries, then free the RAM tier."""
-    if not 0 <= budget_s <= 600:
-        raise BadRequest("budget_s must be between 0 and 600 seconds", param="budget_s")
     cache = request.app.state.engine.cache
     return {**cache.shed(budget_s), "stats": cache.stats()}
 

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from server.api import admin, anthropic, openai, responses
+from server.api.openapi import document
 from server.api.request_ring import RequestRing
 from server.api.serving import STATS_KEY
 from server.engine.engine import Engine
@@ -196,7 +197,10 @@ def create_app(settings: Settings, engine: Engine) -> WorkerMiddleware:
             error = MethodNotAllowed(f"method {request.method} not allowed on {request.url.path}")
         else:
             error = HTTPStatusError(exc.status_code, str(exc.detail))
-        return error_response(request.url.path, error)
+        response = error_response(request.url.path, error)
+        if exc.status_code == 405:  # RFC 9110: say what the path takes (all its routes' methods)
+            response.headers["allow"] = ", ".join(_methods(request))
+        return response
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):
@@ -207,7 +211,18 @@ def create_app(settings: Settings, engine: Engine) -> WorkerMiddleware:
     app.include_router(openai.router)
     app.include_router(anthropic.router)
     app.include_router(responses.router)
+    document(app)
     return WorkerMiddleware(app, settings, engine)
+
+
+def _methods(request: Request) -> list[str]:
+    """The methods some route serves at the request's path."""
+    path, methods = request.url.path, set()
+    for route in request.app.routes:
+        pattern = getattr(route, "path_regex", None)
+        if pattern is not None and pattern.match(path):
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 def _describe_validation(exc: RequestValidationError) -> str:

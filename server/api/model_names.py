@@ -35,7 +35,7 @@ def check_model(settings: Settings, name: str) -> None:
     if name.startswith("claude-") or name in served_names(settings):
         return
     raise NotFound(
-        f"model {name!r} is not served here; this worker serves {settings.model!r}",
+        f"model {name!r} is not served here; this worker serves {display_name(settings)!r}",
         param="model",
         code="model_not_found",
     )

@@ -9,6 +9,7 @@ message, so nothing is left in shared request state for the middleware to read.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from array import array
 from collections.abc import AsyncIterator, Callable
@@ -18,6 +19,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from server.api.images import warning_header
 from server.api.request_ring import Recorded
 from server.engine.engine import Engine
 from server.engine.job import Job
@@ -35,6 +37,8 @@ from server.request import (
     ToolCallBegin,
     ToolCallDelta,
 )
+
+log = logging.getLogger("server.api")
 
 # The key of the last response message that carries the request's figures to the access log.
 STATS_KEY = "mlxctl.stats"
@@ -146,6 +150,8 @@ async def start(request: Request, chat: ChatRequest) -> Job:
     """Render and queue `chat` under the request's id (set by the middleware)."""
     engine = request.app.state.engine
     chat.request_id = request.scope["state"]["request_id"]
+    for note in chat.dropped:
+        log.warning("request %s: %s", chat.request_id, note)
     return submit(engine, chat, await prepare(engine, chat))
 
 
@@ -165,7 +171,7 @@ def stream(request: Request, job: Job, encode: Encoder) -> StreamingResponse:
     response = _StreamWithStats(
         encode(events(job, settings.heartbeat_s), on_finish=on_finish),
         media_type="text/event-stream",
-        headers={"cache-control": "no-cache"},
+        headers={"cache-control": "no-cache", **warning_header(job.request.dropped)},
     )
     return response
 
@@ -175,7 +181,7 @@ async def reply(request: Request, job: Job, build: Callable[[Collected], dict]) 
     result = await collect(job, request.is_disconnected)
     figures = stats(result.finished)
     record(request, job, figures)
-    return _JSONWithStats(build(result), stats=figures)
+    return _JSONWithStats(build(result), stats=figures, headers=warning_header(job.request.dropped))
 
 
 class _CarriesStats(Response):
@@ -194,8 +200,8 @@ class _CarriesStats(Response):
 
 
 class _JSONWithStats(_CarriesStats, JSONResponse):
-    def __init__(self, content: dict, *, stats: dict):
-        super().__init__(content)
+    def __init__(self, content: dict, *, stats: dict, headers: dict[str, str]):
+        super().__init__(content, headers=headers)
         self.stats = stats
 
 

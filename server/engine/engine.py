@@ -249,7 +249,9 @@ class Engine:
 
         started = time.perf_counter()
         self.loaded = loaded = (self._load_fn or load_model)(self.model_ref)
-        self.renderer = renderer = PromptRenderer(loaded.tokenizer, loaded.config)
+        self.renderer = renderer = PromptRenderer(
+            loaded.tokenizer, loaded.config, self.settings.max_output_tokens
+        )
         if self._cache_factory is not None:
             self.cache = self._cache_factory(loaded)
         log.info(
@@ -260,6 +262,11 @@ class Engine:
             getattr(loaded.tokenizer.tool_parser, "__module__", None),
             time.perf_counter() - started,
         )
+        if renderer.drops_tools:
+            log.warning(
+                "the chat template drops tools: requests with tools are served without them, "
+                "a forced tool_choice is refused"
+            )
         self.runner = Runner(
             loaded,
             renderer,

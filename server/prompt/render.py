@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from dataclasses import dataclass
@@ -66,12 +67,49 @@ def canonical_tools(tools: list[dict] | None) -> list[dict] | None:
 
 
 class PromptRenderer:
-    def __init__(self, tokenizer: Any, config: dict):
+    def __init__(self, tokenizer: Any, config: dict, max_output_tokens: int | None = None):
         self.tokenizer = tokenizer
         self.context_length = context_length(config, tokenizer)
+        self.max_output_tokens = max_output_tokens  # the worker's cap on any reply
         self.has_tools = bool(getattr(tokenizer, "has_tool_calling", False))
         self.encoder = SegmentEncoder(tokenizer)
         self.length_bound = LengthBound(tokenizer, self.encoder.encode, self.context_length)
+
+    @functools.cached_property
+    def drops_tools(self) -> bool:
+        """Whether the chat template leaves tools out of the prompt (SmolLM2's does): a probe
+        tool's name is nowhere in what it renders."""
+        probe = canonical_tools([{"type": "function", "function": {"name": "probe_tool_7f3a"}}])
+        try:
+            text = self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": "hi"}],
+                tokenize=False,
+                add_generation_prompt=True,
+                tools=probe,
+            )
+        except Exception:  # a template that rejects the probe still renders tools somehow
+            return False
+        return isinstance(text, str) and "probe_tool_7f3a" not in text
+
+    def tools_status(self) -> str:
+        """/v1/status's `tools`: what becomes of a request's tools."""
+        if self.drops_tools:
+            return "dropped by the chat template"
+        return "rendered, calls parsed" if self.has_tools else "rendered, calls not parsed"
+
+    def _check_forced_choice(self, request: ChatRequest) -> None:
+        """A forced tool_choice this model cannot honour is a 400, never a reply in plain text."""
+        choice = request.tool_choice
+        if not request.tools or choice in (None, "auto", "none"):
+            return
+        if self.drops_tools:
+            reason = "this model's chat template drops tools"
+        elif not self.has_tools:
+            reason = "mlx-lm knows no tool-call syntax for this model (--tool-parser sets one)"
+        else:
+            return
+        message = f"tool_choice {choice!r} cannot be enforced: {reason}"
+        raise BadRequest(message, param="tool_choice")
 
     def _forced_opening(self, choice: str | None, tools: list[dict] | None) -> str:
         """Prompt text that makes the model call a tool when tool_choice demands one."""
@@ -94,6 +132,8 @@ class PromptRenderer:
         if not request.messages:
             raise BadRequest("messages must not be empty", param="messages")
         request = normalize(request)
+        if check_context:  # (a token count decodes nothing: it may ask for what cannot be)
+            self._check_forced_choice(request)
         tools = None if request.tool_choice == "none" else canonical_tools(request.tools)
         messages = request.messages
         continue_final = messages[-1]["role"] == "assistant" and bool(messages[-1].get("content"))
@@ -141,6 +181,8 @@ class PromptRenderer:
             tokens, reasoning = self.encoder.encode(text + primed), False
         if check_context and self.context_length and len(tokens) >= self.context_length:
             raise ContextLengthExceeded(len(tokens), self.context_length)
+        if forced and constraint is not None:
+            self._check_call_budget(request, constraint, len(tokens))
         system_len = self._system_len(messages, kwargs, tokens, switch)
         turn_start = self._turn_start(text, tokens, kwargs, switch) if reasoning else 0
         return Rendered(
@@ -166,6 +208,24 @@ class PromptRenderer:
         return plan_text(
             self.tokenizer, fmt["schema"], strict=bool(fmt.get("strict")), name=fmt.get("name", "")
         )
+
+    def _check_call_budget(self, request: ChatRequest, constraint: Any, prompt: int) -> None:
+        """A forced call that cannot fit the reply's budget is a 400 naming the smallest budget
+        that fits, never a call cut to invalid input."""
+        limits = [(request.max_tokens, "max_tokens {}")]
+        limits.append((self.max_output_tokens, "the worker's --max-output-tokens {}"))
+        if self.context_length:
+            limits.append((self.context_length - prompt, "the {} tokens the context has left"))
+        budget, said = min((n, text) for n, text in limits if n)
+        smallest = constraint.smallest_reply()
+        if budget < smallest:
+            choice = request.tool_choice
+            what = "a call" if choice == "required" else f"a {choice} call"
+            raise BadRequest(
+                f"{said.format(budget)} is too small for the forced tool_choice: {what} takes "
+                f"at least {smallest} tokens",
+                param="max_tokens",
+            )
 
     def _turn_start(self, text: str, tokens: list[int], kwargs: dict, switch: dict) -> int:
         """Where the generation prompt begins in `tokens` (0: not found where it should be)."""

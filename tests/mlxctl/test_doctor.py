@@ -33,10 +33,11 @@ def test_all_good_with_the_real_mlx_probe(mlxctl_home, tiny_model_path):
     )
     assert result.exit_code == 0, result.output
     checks = checks_of(result)
-    assert list(checks) == ["python", "mlx", "openblas", "disk", "model", "port", "ram"]
+    assert list(checks) == ["python", "mlx", "openblas", "disk", "model", "template", "port", "ram"]
     assert checks["mlx"]["status"] == "pass"
     assert "backend" in checks["mlx"]["detail"]
     assert checks["port"]["status"] == "pass"
+    assert checks["template"]["status"] == "pass"  # the tiny model's template has tools
     assert "MiB" in checks["ram"]["detail"] or "KiB" in checks["ram"]["detail"]
     if sys.platform.startswith("linux"):
         assert checks["openblas"]["status"] in ("pass", "warn")
@@ -105,3 +106,12 @@ def test_a_broken_hostfile_is_a_failure(mlxctl_home, tiny_model_path, quick_mlx,
         and check["status"] == "fail"
         and "not an mlx hostfile" in check["detail"]
     )
+
+
+def test_a_chat_template_without_tools_is_a_warning(mlxctl_home, tiny_model_path, tmp_path):
+    from tests.worker.test_template_tools import no_tools_model
+
+    plain = no_tools_model(tiny_model_path, tmp_path / "plain-chat")
+    dropped = local.check_template({"model": None}, str(plain))
+    assert dropped.status == "warn" and "drops tools" in dropped.detail
+    assert local.check_template({"model": None}, str(tiny_model_path)).status == PASS

@@ -307,3 +307,68 @@ def test_qwen3_coder_xml_forced_calls_validate(xml_random_worker, claude_tools, 
             for block in message.content:
                 assert block.name == name
                 jsonschema.validate(block.input, schema(claude_tools, name))
+
+
+# Budgets from too small for any call to a few tokens over the smallest: the edge where a cut
+# call used to come back with `{}` as its input.
+TIGHT_BUDGETS = [12, 18, 22, 24, 26, 30, 34, 40, 46]
+
+
+@pytest.mark.parametrize("name", ["Read", "Edit"])
+def test_a_forced_call_under_a_tight_budget_validates_or_is_refused(
+    random_worker, claude_tools, name
+):
+    """Every budget gets a call that validates, or a 400 naming the smallest budget that fits
+    (and that budget then gets a valid call)."""
+    from anthropic import BadRequestError
+
+    refused: list[int] = []
+    with anthropic(random_worker) as client:
+        for max_tokens in TIGHT_BUDGETS:
+            for temperature in (0.0, 1.0):
+                kwargs = dict(
+                    model=MODEL,
+                    max_tokens=max_tokens,
+                    messages=GO,
+                    tools=claude_tools,
+                    tool_choice={"type": "tool", "name": name},
+                    extra_body={"temperature": temperature},
+                )
+                try:
+                    message = client.messages.create(**kwargs)
+                except BadRequestError as exc:
+                    error = exc.body["error"]
+                    assert error["type"] == "invalid_request_error"
+                    assert f"max_tokens {max_tokens}" in error["message"]
+                    minimum = int(error["message"].split("at least ")[1].split()[0])
+                    assert minimum > max_tokens
+                    refused.append(minimum)
+                    continue
+                assert [b.type for b in message.content] == ["tool_use"], message.content
+                jsonschema.validate(message.content[0].input, schema(claude_tools, name))
+    assert refused, "the smallest budgets are below any call"
+    assert len(set(refused)) == 1  # one minimum per tool and prompt
+    with anthropic(random_worker) as client:  # the named minimum is enough
+        message = client.messages.create(
+            model=MODEL,
+            max_tokens=refused[0],
+            messages=GO,
+            tools=claude_tools,
+            tool_choice={"type": "tool", "name": name},
+        )
+    jsonschema.validate(message.content[0].input, schema(claude_tools, name))
+
+
+def test_openai_refuses_a_forced_call_that_cannot_fit_max_tokens(random_worker, claude_tools):
+    from openai import BadRequestError
+
+    with openai(random_worker) as client, pytest.raises(BadRequestError) as caught:
+        client.chat.completions.create(
+            model="claude-x",
+            max_tokens=8,
+            messages=GO,
+            tools=openai_tools(claude_tools),
+            tool_choice={"type": "function", "function": {"name": "Read"}},
+        )
+    assert caught.value.body["param"] == "max_tokens"
+    assert "at least" in caught.value.body["message"]

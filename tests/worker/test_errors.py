@@ -78,20 +78,6 @@ CASES = [
         "invalid_request_error",
     ),
     (
-        "oa-image",
-        "POST",
-        "/v1/chat/completions",
-        {
-            **OK_OPENAI,
-            "messages": [
-                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}
-            ],
-        },
-        AUTH,
-        400,
-        "invalid_request_error",
-    ),
-    (
         "oa-bad-tool-args",
         "POST",
         "/v1/chat/completions",
@@ -159,15 +145,6 @@ CASES = [
         "POST",
         "/v1/messages",
         {**OK_ANTHROPIC, "messages": [{"role": "user", "content": [{"text": "no type"}]}]},
-        AUTH,
-        400,
-        "invalid_request_error",
-    ),
-    (
-        "an-image",
-        "POST",
-        "/v1/messages?beta=true",
-        {**OK_ANTHROPIC, "messages": [{"role": "user", "content": [IMAGE]}]},
         AUTH,
         400,
         "invalid_request_error",

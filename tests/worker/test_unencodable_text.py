@@ -109,3 +109,25 @@ def test_openai_chat_with_lone_surrogates_everywhere_is_served(worker, stream):
         body = r.json()
         plain = _post(worker, "/v1/chat/completions", _openai_history("\ufffd")).json()
         assert body["usage"]["prompt_tokens"] == plain["usage"]["prompt_tokens"]
+
+
+def _responses_history(text: str) -> dict:
+    return {
+        "model": "claude-x",
+        "max_output_tokens": 4,
+        "instructions": f"You help. {text}",
+        "input": [
+            {"role": "user", "content": [{"type": "input_text", "text": f"Open it {text}"}]},
+            {"type": "function_call", "call_id": "c1", "name": "read", "arguments": '{"p": 1}'},
+            {"type": "function_call_output", "call_id": "c1", "output": f"bytes {text}"},
+            {"role": "user", "content": f"And now? {text}"},
+        ],
+        "tools": [{"type": "function", "name": "read", "description": f"Read {text}"}],
+    }
+
+
+def test_responses_with_lone_surrogates_everywhere_are_served(worker):
+    r = _post(worker, "/v1/responses", _responses_history(LONE))
+    assert r.status_code == 200, r.text
+    plain = _post(worker, "/v1/responses", _responses_history("\ufffd")).json()
+    assert r.json()["usage"]["input_tokens"] == plain["usage"]["input_tokens"]

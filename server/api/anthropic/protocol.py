@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from server.api.anthropic.signature import reasoning_of
+from server.api.images import MEDIA_TYPES, dropped_note, placeholder
 from server.api.unicode_text import replace_unencodable
 from server.errors import BadRequest, WorkerError
 from server.request import ChatRequest, Sampling
@@ -71,12 +72,7 @@ class MessagesRequest(CountTokensRequest):
 def _block_type(block: Any, where: str) -> str:
     if not isinstance(block, dict) or not isinstance(block.get("type"), str):
         raise BadRequest(f"{where}: each content block needs a string 'type'")
-    kind = block["type"]
-    if kind in ("image", "document"):
-        raise BadRequest(
-            f"{where}: this model has no vision input ({kind} blocks are not supported)"
-        )
-    return kind
+    return block["type"]
 
 
 def _system_text(system: str | list[dict[str, Any]] | None) -> str:
@@ -100,14 +96,15 @@ def _tool_result_text(block: dict[str, Any], where: str) -> str:
                 parts.append(str(inner.get("text", "")))
             elif inner["type"] in ("image", "document"):
                 # A tool's screenshot must not fail an agent's whole turn: say what was dropped.
-                parts.append(f"[{inner['type']} omitted: this model has no vision input]")
+                parts.append(placeholder(inner["type"]))
         content = "\n".join(parts)
     elif not isinstance(content, str):
         content = json.dumps(content)
     return f"Error: {content}" if block.get("is_error") else content
 
 
-def _messages(body: CountTokensRequest) -> list[dict[str, Any]]:
+def _messages(body: CountTokensRequest, dropped: list[str]) -> list[dict[str, Any]]:
+    """The template's messages; what the newest turn loses goes into `dropped`."""
     out: list[dict[str, Any]] = []
     system = _system_text(body.system)
     if system:
@@ -154,6 +151,10 @@ def _messages(body: CountTokensRequest) -> list[dict[str, Any]]:
             kind = _block_type(block, f"{where}.content[{j}]")
             if kind == "text":
                 text.append(str(block.get("text", "")))
+            elif kind in MEDIA_TYPES:
+                text.append(placeholder(kind))
+                if i == len(body.messages) - 1:
+                    dropped.append(dropped_note(f"{where}.content[{j}]", kind))
             elif kind == "tool_result":
                 if text:
                     out.append({"role": "user", "content": "\n".join(text)})
@@ -227,8 +228,9 @@ def to_chat_request(body: CountTokensRequest) -> ChatRequest:
         sampling = Sampling(
             temperature=body.temperature, top_p=body.top_p or 1.0, top_k=body.top_k or 0
         )
+    dropped: list[str] = []
     return ChatRequest(
-        messages=_messages(body),
+        messages=_messages(body, dropped),
         tools=_tools(body.tools),
         tool_choice=_tool_choice(body.tool_choice),
         parallel_tool_calls=not (body.tool_choice and body.tool_choice.disable_parallel_tool_use),
@@ -240,6 +242,7 @@ def to_chat_request(body: CountTokensRequest) -> ChatRequest:
         else None,
         thinking=thinking,
         thinking_budget=budget,
+        dropped=dropped,
     )
 
 

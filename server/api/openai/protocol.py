@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from server.api.images import MEDIA_TYPES, dropped_note, placeholder
 from server.api.unicode_text import replace_unencodable
 from server.errors import BadRequest, WorkerError
 from server.request import ChatRequest, Sampling
@@ -79,18 +80,21 @@ class ChatCompletionRequest(_Open):
         return replace_unencodable(data)
 
 
-def _text(content: str | list[dict[str, Any]] | None, where: str) -> str:
+def _text(
+    content: str | list[dict[str, Any]] | None, where: str, dropped: list[str] | None = None
+) -> str:
+    """The content's text; media become a note (said in `dropped` where that is a list)."""
     if content is None or isinstance(content, str):
         return content or ""
     parts = []
-    for part in content:
+    for j, part in enumerate(content):
         kind = part.get("type")
         if kind == "text":
             parts.append(str(part.get("text", "")))
-        elif kind in ("image_url", "input_image", "input_audio", "file"):
-            raise BadRequest(
-                f"{where}: this model has no vision or audio input ({kind} given)", param="messages"
-            )
+        elif kind in MEDIA_TYPES:
+            parts.append(placeholder(kind))
+            if dropped is not None:
+                dropped.append(dropped_note(f"{where}.content[{j}]", kind))
         else:
             raise BadRequest(f"{where}: unsupported content part type {kind!r}", param="messages")
     return "".join(parts)
@@ -136,11 +140,13 @@ def _thinking(body: ChatCompletionRequest) -> bool | None:
 def to_chat_request(body: ChatCompletionRequest) -> ChatRequest:
     if body.n != 1:
         raise BadRequest("only n=1 is supported", param="n")
-    messages = []
+    messages: list[dict[str, Any]] = []
+    dropped: list[str] = []
     for i, m in enumerate(body.messages):
         where = f"messages[{i}]"
         role = "system" if m.role == "developer" else m.role
-        out: dict[str, Any] = {"role": role, "content": _text(m.content, where)}
+        newest = dropped if i == len(body.messages) - 1 else None
+        out: dict[str, Any] = {"role": role, "content": _text(m.content, where, newest)}
         if m.role == "assistant" and m.tool_calls:
             out["tool_calls"] = [
                 {
@@ -171,6 +177,7 @@ def to_chat_request(body: ChatCompletionRequest) -> ChatRequest:
         stop=stop,
         sampling=Sampling(temperature=body.temperature, top_p=body.top_p, seed=body.seed),
         thinking=_thinking(body),
+        dropped=dropped,
     )
 
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from server.api.openai.protocol import error_body as openai_error_body
 from server.api.responses.items import messages_of
 from server.api.responses.tools import ToolSet, tool_choice, tool_set
+from server.api.unicode_text import replace_unencodable
 from server.errors import BadRequest, WorkerError
 from server.request import ChatRequest, Sampling
 
@@ -50,6 +51,12 @@ class InputTokensRequest(_Open):
     text: TextConfig | None = None
     previous_response_id: str | None = None
     conversation: str | dict[str, Any] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _replace_unencodable(cls, data: Any) -> Any:
+        # Before any field reads it: a lone surrogate must not reach the tokenizer (a 500).
+        return replace_unencodable(data)
 
 
 class ResponsesRequest(InputTokensRequest):

@@ -13,11 +13,15 @@ from typing import Any
 
 import numpy as np
 
-# In a call's last HORIZON tokens of budget it grows no new items where it can close instead,
-# and closing is planned by a dry run; it starts with SLACK tokens in hand (XML: an optional
-# parameter may still open, ~8 tokens).
+# In a call's last HORIZON tokens of budget (more where closing costs more) it grows no new
+# items where it can close instead, and closing is planned by a dry run; it starts with SLACK
+# tokens in hand (XML: an optional parameter may still open, ~8 tokens). In the last NEAR tokens
+# before closing must start, a JSON call writes string text that leaves the cost unchanged, or
+# one of the model's CANDIDATES likeliest tokens that a dry run shows still closes in time.
 HORIZON = 64
 SLACK = {"json_tools": 2, "qwen3_coder": 10}
+NEAR = 16
+CANDIDATES = 4
 
 
 @functools.lru_cache(maxsize=4)
@@ -147,18 +151,37 @@ def _openers_after_quote(llt: Any) -> np.ndarray:
     return np.packbits(bits, bitorder="little").view(np.int32).reshape(1, -1)
 
 
-def steps_to_close(matcher: Any, llt: Any, fmt: str, call: bytes, end: bytes) -> int:
-    """How many tokens closing from here takes (a dry run on a copy of the matcher)."""
+def steps_to_close(
+    matcher: Any, llt: Any, fmt: str, call: bytes, end: bytes, limit: int = HORIZON
+) -> int:
+    """How many tokens closing from here takes (a dry run on a copy of the matcher), the end
+    of turn included; `limit` when it takes that many or more."""
     from llguidance.numpy import allocate_token_bitmask, fill_next_token_bitmask
 
     matcher, call = matcher.deep_copy(), bytes(call)
     words = allocate_token_bitmask(1, llt.vocab_size)
-    for n in range(HORIZON):
+    for n in range(limit):
         if target(fmt, call, end) is None:
             return n + 1  # and the end of turn
         fill_next_token_bitmask(matcher, words)
         token = next_token(llt, fmt, call, end, words, matcher)
         if token is None or not matcher.consume_token(token):
-            return HORIZON
+            return limit
         call += llt.decode_bytes([token])
-    return HORIZON
+    return limit
+
+
+def in_json_string(fmt: str, call: bytes) -> bool:
+    """Whether a JSON call is inside a string (its text there does not change closing's cost)."""
+    return fmt == "json_tools" and _json_close(call).startswith(b'"')
+
+
+@functools.lru_cache(maxsize=4)
+def plain_text(llt: Any) -> np.ndarray:
+    """A mask of the tokens with neither `"` nor `\\`: inside a JSON string they leave the
+    text that closes the call, so its cost, as it was."""
+    bits = np.zeros(((llt.vocab_size + 31) // 32) * 32, dtype=np.uint8)
+    for data, i in token_ids(llt).items():
+        if data and b'"' not in data and b"\\" not in data:
+            bits[i] = 1
+    return np.packbits(bits, bitorder="little").view(np.int32).reshape(1, -1)

@@ -33,3 +33,15 @@ def allowed_among(words: np.ndarray, ids: np.ndarray) -> np.ndarray:
     flat = words.reshape(-1).view(np.uint32)
     inside = ids[(ids >> 5) < flat.size]
     return inside[(flat[inside >> 5] >> (inside & 31).astype(np.uint32)) & 1 == 1]
+
+
+def likeliest(logits, words: np.ndarray, k: int) -> np.ndarray:
+    """The `k` tokens the mask allows with the highest logits, likeliest first."""
+    import mlx.core as mx
+
+    masked = apply(logits, words).reshape(-1)
+    k = min(k, masked.shape[0])
+    top = mx.argpartition(-masked, k - 1)[:k]
+    order = mx.argsort(-masked[top])
+    picked = np.array(top[order].tolist(), dtype=np.int64)
+    return allowed_among(words, picked)

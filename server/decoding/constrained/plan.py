@@ -17,6 +17,7 @@ from server.errors import BadRequest
 
 log = logging.getLogger("server.engine")
 _WARNED: set[str] = set()
+_SMALLEST: dict[tuple[str, str, str], int] = {}  # by grammar: one dry run per tool set
 
 
 @dataclass
@@ -39,6 +40,21 @@ class CallConstraint:
         if self.tokenizer is None:
             self.tokenizer = ll_tokenizer(tokenizer)
         return self
+
+    def smallest_reply(self) -> int:
+        """Tokens the shortest valid forced reply takes: closing's dry run from the first token
+        (the end of turn not counted: a complete call needs no budget for it)."""
+        key = (self.grammar, self.fmt, self.end)
+        if key not in _SMALLEST:
+            from server.decoding.constrained import closing
+
+            matcher = self.matcher or self.new_matcher()
+            end = self.tokenizer.decode_bytes(self.tokenizer.tokenize_str(self.end))
+            steps = closing.steps_to_close(matcher, self.tokenizer, self.fmt, b"", end, 4096)
+            if len(_SMALLEST) >= 256:  # tool sets seen long ago: measured again if they return
+                _SMALLEST.clear()
+            _SMALLEST[key] = steps - 1
+        return _SMALLEST[key]
 
     def new_matcher(self):
         import llguidance

@@ -37,6 +37,8 @@ class CallProcessor:
         self.closing = False  # steering the open call to its end (max_tokens is near)
         self.cut_short = False  # ...and it had not ended by itself: the reply says "length"
         self._need: int | None = None  # tokens closing took in the last dry run
+        # The shortest forced reply (checked at admission) bounds the first dry run's answer.
+        self._smallest = constraint.smallest_reply() if constraint.forced else 0
         self._end = self.llt.decode_bytes(self.llt.tokenize_str(constraint.end))
 
     def __call__(self, tokens, logits):
@@ -91,22 +93,30 @@ class CallProcessor:
 
     def _closing(self, words: np.ndarray, logits):
         """Masked logits. In the budget's last tokens the call grows no new items where it can
-        close instead, and when closing needs all that is left, only the token that closes it
-        soonest is allowed (the call counts as cut short where that was not the model's pick)."""
+        close instead; just before closing must start, a JSON call only writes string text that
+        keeps closing's cost as it is (so no sampled token can put the end out of reach); and
+        when closing needs all that is left, only the token that closes it soonest is allowed
+        (the call counts as cut short where that was not the model's pick)."""
         left = (self.max_tokens or 0) - self.generated
-        if not self.max_tokens or self.call is None or left > closing.HORIZON:
+        if not self.max_tokens or self.call is None or left > self._horizon():
             return masks.apply(logits, words)
         fmt, call, end = self.constraint.fmt, bytes(self.call), self._end
         done = closing.target(fmt, call, end) is None
+        slack = closing.SLACK.get(fmt, 2)
         if not (self.closing or done):
-            slack = closing.SLACK.get(fmt, 2)
             # A dry run costs a mask per step: every 8th token, and each token once it is near.
-            if self._need is None or left <= self._need + slack + 8 or left % 8 == 0:
-                self._need = closing.steps_to_close(self.matcher, self.llt, fmt, call, end)
+            near = self._need is not None and left <= self._need + slack + closing.NEAR + 8
+            if self._need is None or near or left % 8 == 0:
+                # Never capped below what is left: a cost past the horizon is seen as it is.
+                limit = max(closing.HORIZON, left + 1)
+                self._need = closing.steps_to_close(self.matcher, self.llt, fmt, call, end, limit)
             self.closing = left <= self._need + slack
+        need = self._need or 0
         if self.closing or done:  # a finished call ends the turn rather than open another
             token = closing.next_token(self.llt, fmt, call, end, words, self.matcher)
             chosen = words if token is None else masks.only(words, np.array([token]))
+        elif left <= need + slack + closing.NEAR:
+            chosen = self._holding(call, end, words, logits, left)
         else:
             chosen = closing.no_new_structure(self.llt, fmt, call, words)
         if chosen is words:
@@ -116,6 +126,40 @@ class CallProcessor:
             free = masks.apply(logits, words)
             self.cut_short = int(free.argmax().item()) != int(out.argmax().item())
         return out
+
+    def _horizon(self) -> int:
+        """How far from the end closing is watched: further where the call costs more to close
+        than the usual horizon holds (the smallest call, or the last dry run, says)."""
+        need = self._need if self._need is not None else self._smallest
+        return max(closing.HORIZON, need + closing.SLACK.get(self.constraint.fmt, 2) + 16)
+
+    def _holding(self, call: bytes, end: bytes, words: np.ndarray, logits, left: int):
+        """Near the end, what may come next: closing's own next token, string text that leaves
+        closing's cost unchanged, and those of the model's likeliest tokens a dry run shows
+        still close in time. Any other token could raise the cost by more than is left."""
+        fmt, llt = self.constraint.fmt, self.llt
+        token = closing.next_token(llt, fmt, call, end, words, self.matcher)
+        if token is None:
+            return words
+        keep = masks.only(words, np.array([token]))
+        if closing.in_json_string(fmt, call):
+            keep = keep | (words & closing.plain_text(llt))
+        for candidate in masks.likeliest(logits, words, closing.CANDIDATES):
+            if masks.allowed_among(keep, np.array([candidate])).size:
+                continue  # already known safe: no dry run
+            if self._closes_after(candidate, call, end, left - 1):
+                keep = keep | masks.only(words, np.array([candidate]))
+        return keep
+
+    def _closes_after(self, token: int, call: bytes, end: bytes, left: int) -> bool:
+        """Whether the call still closes within `left` tokens once `token` is written."""
+        assert self.matcher is not None  # (only a call in progress is held near its end)
+        matcher = self.matcher.deep_copy()
+        if not matcher.consume_token(token):
+            return False
+        after = call + self.llt.decode_bytes([token])
+        fmt = self.constraint.fmt
+        return closing.steps_to_close(matcher, self.llt, fmt, after, end, left + 1) <= left
 
     def _give_up(self, error: str) -> None:
         log.warning(

@@ -142,6 +142,30 @@ def test_random_logits_under_a_forced_choice_always_make_a_valid_call(
             assert len(calls) == 1 and not [e for e in events if not hasattr(e, "call")], text
 
 
+def test_random_logits_at_the_edge_of_the_budget_still_make_a_valid_call(tokenizer, tools):
+    """From the smallest budget admission lets through to a few dozen tokens over it, whatever
+    the model would pick, the call closes in time and validates."""
+    from server.decoding.reply_parser import ReplyParser
+
+    for name in ("Read", "Edit", "Write", "ReportFindings"):
+        constraint = plan(tokenizer, tools, name, parallel=False)
+        smallest = constraint.smallest_reply()
+        for extra in (0, 1, 3, 7, 12, 20, 30):
+            for seed in range(3):
+                out = sample(constraint, smallest + extra, seed=seed, temperature=1.0)
+                eos = constraint.tokenizer.eos_tokens
+                text = constraint.tokenizer.decode_str([t for t in out if t not in eos])
+                parser = ReplyParser(
+                    tool_parser=tokenizer.tool_parser,
+                    call_start=tokenizer.tool_call_start,
+                    call_end=tokenizer.tool_call_end,
+                    tools=tools,
+                )
+                calls = [e.call for e in parser.feed(text) + parser.finish() if hasattr(e, "call")]
+                assert [c.name for c in calls] == [name], (smallest, extra, text)
+                jsonschema.validate(calls[0].arguments, schema_of(tools, name))
+
+
 def test_auto_leaves_text_alone_and_constrains_a_call_once_opened(tokenizer, tools):
     import mlx.core as mx
 
