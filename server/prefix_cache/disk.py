@@ -155,8 +155,12 @@ class DiskTier:
                 return None
             path = self.folder / entry["file"]
             # One read: the bytes are hashed and parsed in memory, never read from disk twice.
+            # Bytes read ahead while the model loaded (checked against this entry), else read now.
             ahead = self.read_ahead.take(key, entry) if self.read_ahead is not None else None
-            data, problem, incompatible = self._verify(path, entry, ahead)
+            if ahead is not None:
+                data, problem, incompatible = self._check_made_here(ahead)
+            else:
+                data, problem, incompatible = self._verify(path, entry)
             if problem is not None:
                 log.warning("kv cache file %s skipped: %s", path.name, problem)
                 self._drop(key, incompatible=incompatible)
@@ -313,22 +317,24 @@ class DiskTier:
             return None
         return read_ahead
 
-    def _verify(
-        self, path: Path, entry: dict, ahead: bytes | None = None
-    ) -> tuple[bytes, str | None, bool]:
+    def _verify(self, path: Path, entry: dict) -> tuple[bytes, str | None, bool]:
         """(the file's bytes, problem or None, whether the file is sound but made for
-        something else). `ahead`: the bytes read ahead, already checked against `entry`."""
+        something else)."""
         try:
-            if ahead is not None:
-                data = ahead
-            elif path.stat().st_size != entry.get("bytes"):
+            if path.stat().st_size != entry.get("bytes"):
                 return b"", "truncated or resized", False
-            else:
-                data = path.read_bytes()
+            data = path.read_bytes()
             if len(data) != entry.get("bytes"):
                 return b"", "truncated or resized", False
-            if ahead is None and hashlib.sha256(data).hexdigest() != entry.get("sha256"):
+            if hashlib.sha256(data).hexdigest() != entry.get("sha256"):
                 return b"", "checksum mismatch", False
+        except (OSError, ValueError) as e:
+            return b"", f"unreadable ({e})", False
+        return self._check_made_here(data)
+
+    def _check_made_here(self, data: bytes) -> tuple[bytes, str | None, bool]:
+        """`_verify`'s answer for bytes whose size and checksum were checked: their metadata."""
+        try:
             meta = di.cache_metadata(di.safetensors_metadata(io.BytesIO(data)))
         except (OSError, ValueError) as e:
             return b"", f"unreadable ({e})", False

@@ -118,6 +118,8 @@ class ReadAhead:
         total = 0
         for key in sorted(entries, key=lambda k: entries[k].get("last_used", 0.0), reverse=True):
             entry = entries[key]
+            if str(entry.get("format")) != str(di.FORMAT_VERSION):
+                continue  # the tier will not offer it
             total += entry.get("bytes", 0)
             if total > self.budget:
                 break  # where the prefetch stops too: RAM would not hold it

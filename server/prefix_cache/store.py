@@ -191,6 +191,7 @@ class PrefixStore:
         """Load disk entries into RAM, most recent first, while they fit (and until
         `should_stop()`, checked between entries). Returns count."""
         if self.disk is None or not self.disk_health.usable():
+            self.drop_read_ahead()
             return 0
         budget = self.ram.budget if max_bytes is None else min(max_bytes, self.ram.budget)
         started = time.perf_counter()
