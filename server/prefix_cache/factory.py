@@ -57,7 +57,8 @@ def _local_model_dir(path: str) -> Path | None:
 
 
 class SettingsCacheFactory:
-    """The `f(loaded) -> StoreAdapter` for `Engine` (`seam.CacheFactory`), with a read-ahead."""
+    """The `f(loaded) -> StoreAdapter` for `Engine`, with a `prepare` (`seam.Prepares`) that
+    starts the disk tier's read-ahead before the load."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -87,6 +88,7 @@ def cache_factory(settings: Settings) -> SettingsCacheFactory | None:
 
 
 def _build(settings: Settings, loaded, read_ahead: ReadAhead | None) -> StoreAdapter:
+    """The store for the loaded model (on the generation thread), given what was read ahead."""
     from server.model.kv_state import host_reads_move_buffers
 
     from .disk_index import ensure_dir
