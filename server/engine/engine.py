@@ -22,7 +22,7 @@ from server.engine.watchdog import Watchdog
 from server.errors import Overloaded, ServiceUnavailable
 from server.metrics import Metrics
 from server.model.loading import LoadedModel
-from server.prefix_cache.seam import NoPrefixCache, PrefixCache
+from server.prefix_cache.seam import NoPrefixCache, PrefixCache, Prepares
 from server.prompt.render import PromptRenderer
 from server.request import ChatRequest, Failed
 from server.settings import Settings
@@ -248,6 +248,11 @@ class Engine:
         from server.model.loading import load_model
 
         started = time.perf_counter()
+        if isinstance(self._cache_factory, Prepares):
+            try:  # e.g. disk entries read while the model loads
+                self._cache_factory.prepare(self.model_ref)
+            except Exception:
+                log.exception("prefix cache preparation failed")
         self.loaded = loaded = (self._load_fn or load_model)(self.model_ref)
         self.renderer = renderer = PromptRenderer(
             loaded.tokenizer, loaded.config, self.settings.max_output_tokens

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
+import time
 from dataclasses import dataclass
 from typing import Any, cast
 
 log = logging.getLogger(__name__)
+
+# Tests: seconds each load sleeps first, a large model's load on a tiny one.
+SLOW_LOAD_ENV = "MLXCTL_TEST_SLOW_LOAD_S"
 
 
 def backend_name() -> str:
@@ -44,6 +49,9 @@ def load_model(
     from mlx_lm import load
 
     from server.model import tool_parsers as parsers
+
+    if slow := os.environ.get(SLOW_LOAD_ENV):
+        time.sleep(float(slow))
 
     # mlx-lm types both return shapes as one union; return_config gives the three.
     model, tokenizer, config = cast(

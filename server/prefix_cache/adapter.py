@@ -20,6 +20,7 @@ class StoreAdapter:
     def __init__(self, store: PrefixStore, flush_s: float | None = None):
         self.prefix_store = store
         self.flush_s = flush_s  # the stop's time budget for writing what is still dirty
+        self._after_prefetch = False  # the next lookup is the first after ready: logged
 
     def restore(self) -> int:
         """Load the disk tier's most recent entries into RAM (start-up); logged with timing."""
@@ -38,7 +39,19 @@ class StoreAdapter:
         return count
 
     def lookup(self, tokens: list[int]) -> tuple[list[Any] | None, int]:
+        started = time.perf_counter()
         hit = self.prefix_store.lookup(tokens)
+        if self._after_prefetch:
+            self._after_prefetch = False
+            # What the read-ahead held for the entries the prefetch did not reach is freed now.
+            self.prefix_store.drop_read_ahead()
+            log.info(
+                "kv cache: first lookup after ready took %.3fs (%s, %d of %d tokens cached)",
+                time.perf_counter() - started,
+                hit.source,
+                hit.cached_tokens,
+                len(tokens),
+            )
         return hit.cache, hit.cached_tokens
 
     def store(self, tokens: list[int], prompt_cache: list[Any], kind: str = "prompt") -> None:
@@ -52,6 +65,7 @@ class StoreAdapter:
         if self.prefix_store.disk is None or self.prefix_store.restored["mode"] != "lazy":
             return
         started = time.perf_counter()
+        self._after_prefetch = True
         count = self.prefix_store.restore(should_stop=should_stop, mode="lazy")
         log.info("kv cache: prefetched %d entries in %.2fs", count, time.perf_counter() - started)
 

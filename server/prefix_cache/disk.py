@@ -25,6 +25,7 @@ from server.model.kv_state import cache_len, evaluate
 
 from . import disk_index as di
 from .policy import supersedes
+from .preread import ReadAhead
 from .trie import TokenTrie, as_tokens
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,13 @@ class _Named(io.BytesIO):
 class DiskTier:
     """One model's folder of KV files with an LRU byte budget. Thread-safe."""
 
-    def __init__(self, folder: str | os.PathLike, compat: Compat, max_bytes: int):
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        compat: Compat,
+        max_bytes: int,
+        read_ahead: ReadAhead | None = None,
+    ):
         self.folder = di.ensure_dir(folder)
         self.compat = compat
         self.max_bytes = max_bytes
@@ -96,6 +103,7 @@ class DiskTier:
         self._tokens: dict[str, np.ndarray] = {}  # key -> tokens, for removal from the trie
         self._traits: dict[str, tuple[str, bool]] = {}  # key -> (kind, trimmable)
         self.bytes_written = 0  # this process
+        self.read_ahead = self._adopt(read_ahead)
         self._open()
 
     # public
@@ -147,7 +155,12 @@ class DiskTier:
                 return None
             path = self.folder / entry["file"]
             # One read: the bytes are hashed and parsed in memory, never read from disk twice.
-            data, problem, incompatible = self._verify(path, entry)
+            # Bytes read ahead while the model loaded (checked against this entry), else read now.
+            ahead = self.read_ahead.take(key, entry) if self.read_ahead is not None else None
+            if ahead is not None:
+                data, problem, incompatible = self._check_made_here(ahead)
+            else:
+                data, problem, incompatible = self._verify(path, entry)
             if problem is not None:
                 log.warning("kv cache file %s skipped: %s", path.name, problem)
                 self._drop(key, incompatible=incompatible)
@@ -292,6 +305,18 @@ class DiskTier:
                 except (OSError, KeyError, ValueError) as e:
                     log.warning("kv cache file %s skipped: bad header (%s)", entry["file"], e)
 
+    def _adopt(self, read_ahead: ReadAhead | None) -> ReadAhead | None:
+        """The read-ahead if it read this folder; one of another variant's folder is dropped."""
+        if read_ahead is None:
+            return None
+        folder = read_ahead.folder_for()
+        if folder is None or folder.resolve() != self.folder.resolve():
+            if folder is not None:
+                log.info("kv cache: read-ahead of %s dropped (the model loaded as another)", folder)
+            read_ahead.drop()
+            return None
+        return read_ahead
+
     def _verify(self, path: Path, entry: dict) -> tuple[bytes, str | None, bool]:
         """(the file's bytes, problem or None, whether the file is sound but made for
         something else)."""
@@ -303,6 +328,13 @@ class DiskTier:
                 return b"", "truncated or resized", False
             if hashlib.sha256(data).hexdigest() != entry.get("sha256"):
                 return b"", "checksum mismatch", False
+        except (OSError, ValueError) as e:
+            return b"", f"unreadable ({e})", False
+        return self._check_made_here(data)
+
+    def _check_made_here(self, data: bytes) -> tuple[bytes, str | None, bool]:
+        """`_verify`'s answer for bytes whose size and checksum were checked: their metadata."""
+        try:
             meta = di.cache_metadata(di.safetensors_metadata(io.BytesIO(data)))
         except (OSError, ValueError) as e:
             return b"", f"unreadable ({e})", False

@@ -2,7 +2,9 @@
 
 Wiring: `Engine(..., cache_factory=f)` (or `serve.build_engine(settings, f)`), where
 `f(loaded: LoadedModel) -> PrefixCache` runs once on the generation thread after the model
-loads. Then, on that same thread (the one that owns MLX), for every request:
+loads. An `f` with `prepare(model_path)` (`Prepares`) has it called on that thread before the
+load starts (the store's disk read-ahead). Then, on that same thread (the one that owns MLX),
+for every request:
   lookup(tokens) -> (prompt_cache or None, n_cached): a cache holding the KV state of
       tokens[:n_cached]. Generation mutates it in place, so hand out a copy. If n_cached equals
       len(tokens) the engine trims one token off, since the last one must run for logits.
@@ -24,7 +26,7 @@ The n_cached of a lookup is what the APIs report as cached prompt tokens.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 TIERS = ("ram", "disk", "both")
 
@@ -60,6 +62,13 @@ class PrefixCache(Protocol):
 
     @property
     def enabled(self) -> bool: ...
+
+
+@runtime_checkable
+class Prepares(Protocol):
+    """A cache factory with work to start before the model loads (it must not use MLX)."""
+
+    def prepare(self, model_path: str) -> None: ...
 
 
 class NoPrefixCache:

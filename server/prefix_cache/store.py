@@ -26,6 +26,7 @@ from .disk_health import DEFAULT_RETRY_S, DiskHealth
 from .disk_index import entry_row, index_row
 from .fingerprint import model_fingerprint, tokenizer_fingerprint
 from .policy import DEFAULT_DISK_BYTES, Lookup, choose, default_ram_bytes
+from .preread import ReadAhead
 from .ram_tier import Entry, RamTier
 from .seam import check_tier
 from .trie import as_tokens
@@ -52,6 +53,7 @@ class PrefixStore:
         write_bytes_per_hour: int | None = None,
         private_writes: bool = False,
         disk_retry_s: float = DEFAULT_RETRY_S,
+        read_ahead: ReadAhead | None = None,
     ):
         self.model = model
         self.model_id = model_id
@@ -68,8 +70,10 @@ class PrefixStore:
         if disk_root is not None:
             compat = Compat.current(model_id, tokenizer_id)
             started = time.perf_counter()
-            self.disk = DiskTier(Path(disk_root) / model_id, compat, disk_bytes)
+            self.disk = DiskTier(Path(disk_root) / model_id, compat, disk_bytes, read_ahead)
             self.restored.update(seconds=round(time.perf_counter() - started, 3), at=time.time())
+        elif read_ahead is not None:
+            read_ahead.drop()
         self._counters = dict.fromkeys(
             ("hits", "ram_hits", "disk_hits", "misses", "lookup_tokens", "tokens_reused"), 0
         )
@@ -187,13 +191,16 @@ class PrefixStore:
         """Load disk entries into RAM, most recent first, while they fit (and until
         `should_stop()`, checked between entries). Returns count."""
         if self.disk is None or not self.disk_health.usable():
+            self.drop_read_ahead()
             return 0
         budget = self.ram.budget if max_bytes is None else min(max_bytes, self.ram.budget)
         started = time.perf_counter()
         loaded = 0
+        stopped = False
         entries = self.disk.entries()
         for key in self.disk.recent_keys():
             if should_stop is not None and should_stop():
+                stopped = True
                 break
             with self.lock:
                 if key in self.ram.entries:
@@ -209,10 +216,17 @@ class PrefixStore:
             loaded += found is not None
         with self.lock:
             self.ram.order_by_use()
+        if not stopped:  # what was read ahead and not loaded did not fit: free it now
+            self.drop_read_ahead()
         seconds = round(time.perf_counter() - started, 3)
         self.restored = {"mode": mode, "seconds": seconds, "at": time.time(), "entries": loaded}
         log.info("kv cache: restored %d entries from disk", loaded)
         return loaded
+
+    def drop_read_ahead(self) -> None:
+        """Free the bytes read ahead at start-up that no load took."""
+        if self.disk is not None and self.disk.read_ahead is not None:
+            self.disk.read_ahead.drop()
 
     # management (any thread)
 
@@ -240,7 +254,12 @@ class PrefixStore:
                 "restore": dict(self.restored),
             }
         if self.disk is not None:
-            out["disk"] = {**self.disk.stats(), "error": self.disk_health.status()}
+            ahead = self.disk.read_ahead
+            out["disk"] = {
+                **self.disk.stats(),
+                "error": self.disk_health.status(),
+                "read_ahead": None if ahead is None else ahead.stats(),
+            }
         else:
             out["disk"] = None
         return out

@@ -145,3 +145,34 @@ def test_a_logits_processor_steers_every_token_on_both_paths(engine, seed):
     # runs one step ahead, so there may be one call past the last token).
     assert len(seen) in (5, 6) and set(seen[1:]) == {forced}
     assert untouched.text != reply.text
+
+
+def test_a_factory_that_prepares_is_called_before_the_load_and_its_failure_costs_nothing(
+    scripted_model_path,
+):
+    from server.model.loading import load_model
+
+    path = str(scripted_model_path)
+    calls: list[str] = []
+
+    class Preparing:
+        def prepare(self, model_path: str) -> None:
+            calls.append(f"prepare {model_path}")
+            raise OSError("the cache disk is gone")
+
+        def __call__(self, loaded):
+            calls.append("build")
+            return PrefixListCache(loaded)
+
+    def load(model_path: str):
+        calls.append("load")
+        return load_model(model_path)
+
+    engine = Engine(Settings(model=path, model_path=path), load_fn=load, cache_factory=Preparing())
+    engine.start()
+    try:
+        engine.wait_ready(120)
+        assert engine.ready, engine.load_error
+    finally:
+        engine.stop()
+    assert calls == [f"prepare {path}", "load", "build"]

@@ -1,0 +1,52 @@
+"""A restart reads the newest disk entries while the model loads: a real worker, a few turns, a
+stop, a restart whose load is slow (test hook), and the next turn served from what was read."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+
+from tests.conftest import tiny_model
+from tests.fixtures_worker import API_KEY, start_worker
+from tests.worker.test_cache import long_text, openai_client
+
+MODEL = "claude-sonnet-4-5"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+
+
+def _ask(handle, messages: list[dict]):
+    client = openai_client(handle).with_options(timeout=60)
+    return client.chat.completions.create(model=MODEL, messages=messages, max_tokens=2)
+
+
+def test_a_restart_reads_the_newest_entries_while_the_model_loads(tmp_path):
+    cache_dir = str(tmp_path / "kv")
+    messages = [
+        {"role": "system", "content": long_text(600, seed=23)},
+        {"role": "user", "content": "Start."},
+    ]
+    handle = start_worker(tiny_model(), "--cache-dir", cache_dir, api_key=API_KEY)
+    try:
+        for turn in ("Go on.", "And then?"):
+            last = _ask(handle, messages)
+            messages += [{"role": "assistant", "content": "Ok."}, {"role": "user", "content": turn}]
+    finally:
+        assert handle.stop() == 0  # the stop writes the conversation to disk
+
+    # Test hook: a load that takes seconds, as a large model's does.
+    env = {"MLXCTL_TEST_SLOW_LOAD_S": "3"}
+    handle = start_worker(tiny_model(), "--cache-dir", cache_dir, api_key=API_KEY, env=env)
+    try:
+        resumed = _ask(handle, messages)
+        status = httpx.get(handle.base_url + "/v1/status", headers=AUTH).json()["cache"]
+    finally:
+        handle.stop()
+    log = handle.log()
+    read = re.search(r"read ahead (\d+) entries .* while the model loaded", log)
+    assert read is not None and int(read.group(1)) >= 1, log
+    assert read.start() < log.index("model loaded:")  # read during the load, not after it
+    ahead = status["disk"]["read_ahead"]
+    assert ahead["entries"] >= 1 and ahead["used"] >= 1 and ahead["held_bytes"] == 0, ahead
+    assert resumed.usage.prompt_tokens_details.cached_tokens >= last.usage.prompt_tokens - 1
+    assert "first lookup after ready took" in log
