@@ -9,6 +9,7 @@
                    new entry replaces (one per conversation, plus the system checkpoint)
     writer.py      WriteBehind: the background thread that puts dirty entries on disk
     disk.py        DiskTier: checksummed safetensors files
+    entry_format.py  what an entry's file holds and must have been made with (Compat, keys)
     disk_index.py  the folder layout and index, without MLX (the supervisor CLI imports it)
     trie.py  fingerprint.py  ranks.py (lookups every rank agrees on)
 

@@ -6,7 +6,6 @@ model, tokenizer, format and mlx/mlx-lm versions; anything else is skipped with 
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
 import io
@@ -14,7 +13,6 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,65 +22,12 @@ from server.atomic import fsync_dir
 from server.model.kv_state import cache_len, evaluate
 
 from . import disk_index as di
+from .entry_format import Compat, Named, decode_tokens, encode_tokens, tokens_key
 from .policy import supersedes
 from .preread import ReadAhead
 from .trie import TokenTrie, as_tokens
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Compat:
-    """What a KV file must have been made with to be loaded here."""
-
-    model: str
-    tokenizer: str
-    mlx: str
-    mlx_lm: str
-    format: int = di.FORMAT_VERSION
-
-    @classmethod
-    def current(cls, model: str, tokenizer: str) -> Compat:
-        import mlx.core as mx
-        import mlx_lm
-
-        # mlx's stub leaves out __version__, which the extension module sets.
-        return cls(model, tokenizer, mx.__version__, mlx_lm.__version__)  # type: ignore[attr-defined]
-
-    def mismatch(self, meta: dict) -> str | None:
-        """Why `meta` (file metadata or index entry) is incompatible, or None."""
-        for field, want in (
-            ("format", str(self.format)),
-            ("model", self.model),
-            ("tokenizer", self.tokenizer),
-            ("mlx", self.mlx),
-            ("mlx_lm", self.mlx_lm),
-        ):
-            got = str(meta.get(field, ""))
-            if got != want:
-                return f"{field} {got or '(none)'} != {want}"
-        return None
-
-
-def tokens_key(tokens: np.ndarray) -> str:
-    """Stable id of a token sequence (file name and RAM key)."""
-    return hashlib.sha256(as_tokens(tokens).astype("<i4").tobytes()).hexdigest()[:24]
-
-
-def encode_tokens(tokens: np.ndarray) -> str:
-    return base64.b64encode(as_tokens(tokens).astype("<i4").tobytes()).decode()
-
-
-def decode_tokens(text: str) -> np.ndarray:
-    return np.frombuffer(base64.b64decode(text), dtype="<i4").astype(np.int64)
-
-
-class _Named(io.BytesIO):
-    """A file's bytes in memory, named so mlx-lm's loader picks the safetensors format."""
-
-    def __init__(self, data: bytes, name: str):
-        super().__init__(data)
-        self.name = name
 
 
 class DiskTier:
@@ -166,7 +111,7 @@ class DiskTier:
                 self._drop(key, incompatible=incompatible)
                 return None
             try:
-                cache, meta = load_prompt_cache(_Named(data, path.name), return_metadata=True)
+                cache, meta = load_prompt_cache(Named(data, path.name), return_metadata=True)
                 evaluate(cache)
                 tokens = decode_tokens(meta["tokens"])
             except Exception as e:  # a bad file must never take the worker down

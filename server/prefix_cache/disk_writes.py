@@ -12,8 +12,9 @@ import threading
 import time
 from typing import Protocol
 
-from .disk import DiskTier, tokens_key
+from .disk import DiskTier
 from .disk_health import DiskHealth
+from .entry_format import tokens_key
 from .ram_tier import Entry, RamTier
 from .writer import WriteBehind, test_dwell
 

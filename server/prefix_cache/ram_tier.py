@@ -16,7 +16,7 @@ import numpy as np
 
 from server.model.kv_state import trimmable
 
-from .disk import tokens_key
+from .entry_format import tokens_key
 from .policy import supersedes
 from .trie import TokenTrie
 

@@ -21,9 +21,10 @@ from server.model import kv_state
 from server.model.kv_state import cache_len, cache_nbytes, snapshot, trimmable
 
 from . import disk_writes
-from .disk import Compat, DiskTier, tokens_key
+from .disk import DiskTier
 from .disk_health import DEFAULT_RETRY_S, DiskHealth
 from .disk_index import entry_row, index_row
+from .entry_format import Compat, tokens_key
 from .fingerprint import model_fingerprint, tokenizer_fingerprint
 from .policy import DEFAULT_DISK_BYTES, Lookup, choose, default_ram_bytes
 from .preread import ReadAhead

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from server.prefix_cache import disk_index
-from server.prefix_cache.disk import tokens_key
+from server.prefix_cache.entry_format import tokens_key
 from server.prefix_cache.store import PrefixStore
 from server.prefix_cache.trie import TokenTrie, as_tokens, common_prefix_len
 from tests.chat_inputs import anthropic_to_template_inputs, render_tokens
