@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import psutil
 
@@ -17,7 +18,9 @@ from mlxctl.errors import MlxctlError, StateError, WorkerRefused
 from mlxctl.logs import tail
 from mlxctl.supervisor import state as state_file
 from mlxctl.system import identity
-from mlxctl.worker_client import WorkerClient, probe_health
+
+if TYPE_CHECKING:
+    from mlxctl.worker_client import WorkerClient
 
 PROBE_TIMEOUT = 0.5
 LOG_TAIL_LINES = 20
@@ -144,6 +147,9 @@ def _with_rss(ranks: list, worker: psutil.Process | None) -> list:
 
 def _ask_worker(result: Status, url: str) -> None:
     """Health and /v1/status from a live worker; quick, so `status` stays fast."""
+    # Here, not at the top: with no worker running, `status` never loads the HTTP client.
+    from mlxctl.worker_client import WorkerClient, probe_health
+
     client = WorkerClient(url, timeout=PROBE_TIMEOUT)
     try:
         code = client.health()
@@ -183,6 +189,6 @@ def _report(client: WorkerClient, url: str) -> dict | None:
         except WorkerRefused as exc:
             if exc.status != 401:
                 return None
-            return WorkerClient.configured(url, timeout=PROBE_TIMEOUT).status()
+            return type(client).configured(url, timeout=PROBE_TIMEOUT).status()
     except (WorkerRefused, ValueError):
         return None  # healthy, it just says nothing more

@@ -28,13 +28,13 @@ class Output:
     @property
     def out(self) -> Console:
         if self._out is None:
-            self._out = Console(highlight=False)
+            self._out = Console(highlight=False, emoji=False)  # no :codes:; skips a 40 ms table
         return self._out
 
     @property
     def err(self) -> Console:
         if self._err is None:
-            self._err = Console(stderr=True, highlight=False)
+            self._err = Console(stderr=True, highlight=False, emoji=False)
         return self._err
 
     def reset(self) -> None:

@@ -7,6 +7,7 @@ Every value goes through a formatter that prints `-` for a missing one, never `N
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from rich.console import Group
 from rich.panel import Panel
@@ -19,6 +20,17 @@ from mlxctl.units import human_bytes, human_duration
 
 WIDTH = 100
 BAR_WIDTH = 10
+
+
+def _panel(body: Any, title: str, subtitle: str | None = None) -> Panel:
+    """A titled panel; titles as plain Text, since a markup string makes Rich load its 40 ms
+    emoji table on every `mlxctl status`."""
+    return Panel(
+        body,
+        title=Text(title),
+        subtitle=Text(subtitle) if subtitle else None,
+        title_align="left",
+    )
 
 
 def show_status(as_json: bool) -> int:
@@ -128,7 +140,7 @@ def _service(st: dict) -> Panel:
     if isinstance(st.get("scheduler"), dict):
         for label, value in _scheduler(st["scheduler"]):
             grid.add_row(label, value)
-    return Panel(grid, title="service", title_align="left")
+    return _panel(grid, "service")
 
 
 def _scheduler(s: dict) -> list[tuple[str, str]]:
@@ -175,7 +187,7 @@ def _memory(st: dict) -> Panel:
         info = cache.get(tier)
         if isinstance(info, dict):
             grid.add_row(f"{tier} cache", _bar(info.get("bytes"), info.get("budget_bytes")))
-    return Panel(grid, title="memory", title_align="left")
+    return _panel(grid, "memory")
 
 
 def _cache(cache: dict) -> Panel:
@@ -208,7 +220,7 @@ def _cache(cache: dict) -> Panel:
         f"  {lookups:,} lookups, prefill {speed:,.0f} tok/s" if speed else f"  {lookups:,} lookups"
     )
     body = table if (failing := _disk_failing(cache)) is None else Group(table, failing)
-    return Panel(body, title="prefix cache", subtitle=note, title_align="left")
+    return _panel(body, "prefix cache", subtitle=note)
 
 
 def _disk_failing(cache: dict) -> Text | None:
@@ -248,7 +260,7 @@ def _recent(rows: list[dict]) -> Panel:
             f"{tps:.1f}" if isinstance(tps, int | float) else "-",
             str(row.get("finish") or "-"),
         )
-    return Panel(table, title="last requests", title_align="left")
+    return _panel(table, "last requests")
 
 
 def _ranks(rows: list[dict], cache: dict | None) -> Panel:
@@ -270,7 +282,7 @@ def _ranks(rows: list[dict], cache: dict | None) -> Panel:
             human_bytes(rss) if isinstance(rss, int) else "-",
             f"{own['hits']}/{own['lookups']}" if "hits" in own and "lookups" in own else "-",
         )
-    return Panel(table, title=f"ranks ({len(rows)})", title_align="left")
+    return _panel(table, f"ranks ({len(rows)})")
 
 
 def status_table(st: dict) -> Group:
@@ -288,5 +300,5 @@ def status_table(st: dict) -> Group:
         parts.append(_recent(st["recent"]))
     if st.get("log_tail"):
         lines = Text("\n".join(st["log_tail"]), no_wrap=False)  # the log's text, not markup
-        parts.append(Panel(lines, title="last lines of the worker log", title_align="left"))
+        parts.append(_panel(lines, "last lines of the worker log"))
     return Group(*parts)
