@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from server.api.openai.protocol import error_body as openai_error_body
 from server.api.responses.items import messages_of
@@ -31,7 +31,7 @@ class TextFormat(_Open):
     type: Literal["text", "json_schema", "json_object"] = "text"
     name: str | None = None
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
-    strict: bool | None = None
+    strict: StrictBool | None = None  # true or false, not 0 or "yes"
 
 
 class TextConfig(_Open):
@@ -41,7 +41,7 @@ class TextConfig(_Open):
 class InputTokensRequest(_Open):
     """`POST /v1/responses/input_tokens`: what the prompt would be, counted."""
 
-    model: str | None = None
+    model: str  # as every client sends it; a model not served here is the 404
     input: str | list[Any] = Field(default_factory=list)
     instructions: str | None = None
     tools: list[dict[str, Any]] | None = None

@@ -35,15 +35,17 @@ async def responses(body: ResponsesRequest, request: Request):
 @router.post("/v1/responses/input_tokens")
 async def input_tokens(body: InputTokensRequest, request: Request):
     engine, settings = request.app.state.engine, request.app.state.settings
-    if body.model is not None:
-        check_model(settings, body.model)
+    check_model(settings, body.model)
     rendered = await serving.prepare(engine, convert(body)[0], check_context=False)
     return {"object": "response.input_tokens", "input_tokens": len(rendered.tokens)}
 
 
-@router.get("/v1/responses")
+# Not part of the API (the refusal of a transport): left out of the OpenAPI schema.
+@router.get("/v1/responses", include_in_schema=False)
 async def websocket_upgrade(request: Request):
     # Codex tries a WebSocket here first; a plain 405 makes it use POST without retrying.
-    raise MethodNotAllowed(
+    refused = MethodNotAllowed(
         "GET /v1/responses (the WebSocket transport) is not served; POST /v1/responses"
     )
+    refused.headers["allow"] = "POST"  # RFC 9110: what the path takes
+    raise refused
