@@ -190,7 +190,8 @@ def test_a_prompt_admitted_while_a_reply_decodes_finds_that_replys_prompt_cached
         with httpx.stream(
             "POST",
             handle.base_url + "/v1/messages",
-            json={**body, "max_tokens": 1500, "stream": True},
+            # Greedy: the same long reply on every run (a sampled one could end in a few tokens).
+            json={**body, "max_tokens": 1500, "stream": True, "temperature": 0},
             headers={**AUTH, "anthropic-version": "2023-06-01"},
         ) as r:
             lines = r.iter_lines()
