@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The N-sessions run on a lent GPU machine (../shared/gpu/README.md): MLX CUDA from a carried
+# The N-sessions run on a lent GPU machine: MLX CUDA from a carried
 # .gpu/ folder (site.tar.xz, wheels, llguidance.tar.gz, tok/, make_moe.py, the PTX cache), a
 # 30B-A3B-shaped MoE, then bench/concurrency.py with the arguments given. CARD_MIB=81559 on a
 # bigger card holds the rest in another process, so the worker plans on an 80 GB card.
