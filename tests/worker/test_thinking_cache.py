@@ -67,9 +67,9 @@ def test_the_budget_closes_the_reasoning_and_the_answer_starts(random_thinker):
     # here the worker's --max-output-tokens (the request sets none).
     # Sampled, a random model now and then ends its answer at once: one of three has text.
     answers = []
-    for _ in range(3):
+    for attempt in range(3):
         r = openai_client(random_thinker).chat.completions.create(
-            model=MODEL, messages=[{"role": "user", "content": "Think about it."}]
+            model=MODEL, messages=[{"role": "user", "content": "Think about it."}], seed=attempt
         )
         assert r.usage.completion_tokens <= 40
         assert r.usage.completion_tokens_details.reasoning_tokens <= 30 + 1  # and the end marker
@@ -143,6 +143,7 @@ class ThinkingSession:
             messages=[{"role": "system", "content": self.system}, *self.messages],
             tools=[WEATHER_TOOL],
             max_tokens=12,
+            seed=n,  # sampled unseeded, a random model now and then closes its reasoning at once
         )
         message = reply.choices[0].message
         assert message.model_extra["reasoning_content"]
