@@ -114,6 +114,21 @@ def test_an_anthropic_stream_and_reply_are_traced(traced):
     assert sent[0] == "message_start" and sent[-1] == "message_stop"
 
 
+def test_a_responses_stream_is_traced_as_codex_sends_it(traced):
+    client = openai_client(traced)
+    with client.responses.with_streaming_response.create(
+        model=MODEL, input="Say something.", max_output_tokens=8, stream=True, store=False
+    ) as raw:
+        request_id = raw.headers["x-request-id"]
+        types = [event.type for event in raw.parse()]
+    trace = trace_of(traced, request_id)
+    assert trace["request"]["path"] == "/v1/responses"
+    assert trace["request"]["body"]["input"] == "Say something."
+    sent = [e["data"]["type"] for e in trace["response"]["events"] if "data" in e]
+    assert sent == types and sent[0] == "response.created"
+    assert sent[-1] in ("response.completed", "response.incomplete")  # 8 tokens may cut it
+
+
 def test_a_refused_key_is_traced_and_redacted(traced):
     reply = httpx.post(
         traced.base_url + "/v1/messages?key=" + SECRET + "-wrong",
