@@ -16,13 +16,18 @@ BACKUPS = 2
 # Takes over its stdout and stderr like the worker, floods them, then idles past a check.
 FLOOD = """
 import os, sys, time
-from server.logfile import OwnedLog, CHECK_SECONDS
-OwnedLog(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])).watch()
+from server.logfile import OwnedLog
+log = OwnedLog(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
+log.watch()
 block = b"".join(b"flood line %08d " % i + b"x" * 100 + b"\\n" for i in range(1000))
 for _ in range(int(sys.argv[4])):
     os.write(1, block)
 print("flood done", flush=True)
-time.sleep(CHECK_SECONDS * 5)
+deadline = time.monotonic() + 30  # until a check after the flood has rotated what it left
+while os.stat(sys.argv[1]).st_size >= log.max_bytes and time.monotonic() < deadline:
+    time.sleep(0.02)
+with log.lock:  # and no rotation is half done when we exit
+    pass
 """
 
 
