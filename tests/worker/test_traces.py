@@ -4,7 +4,6 @@ files hold the request and what was sent back, no key appears in them, the bound
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 import httpx
@@ -21,8 +20,8 @@ MODEL = "tiny-default"  # the served name of `tiny_model_path`
 
 
 @pytest.fixture(scope="module")
-def traced(tiny_model_path):
-    folder = Path(tempfile.mkdtemp(prefix="traces-"))
+def traced(tiny_model_path, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("traces")
     handle = start_worker(
         tiny_model_path,
         "--trace-dir",
