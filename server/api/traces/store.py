@@ -112,12 +112,12 @@ class TraceStore:
             )
             return
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        files = self._listing(folder)
+        self._prune(folder, files, len(data))  # room first: the bounds hold at every moment
         name = file_name(exchange)
         atomic.write_bytes(folder / name, data, tmp_prefix=".trace-")
         self.written += 1
-        files = self._listing(folder)
         files.append((name, len(data)))
-        self._prune(folder, files)
 
     def _listing(self, folder: Path) -> list[tuple[str, int]]:
         """What the folder held when this thread first looked, kept up to date since."""
@@ -131,9 +131,10 @@ class TraceStore:
             self._files = sorted(found)
         return self._files
 
-    def _prune(self, folder: Path, files: list[tuple[str, int]]) -> None:
-        total = sum(size for _, size in files)
-        while files and (len(files) > self.max_files or total > self.max_bytes):
+    def _prune(self, folder: Path, files: list[tuple[str, int]], incoming: int) -> None:
+        """Delete the oldest files until one more of `incoming` bytes fits both bounds."""
+        total = sum(size for _, size in files) + incoming
+        while files and (len(files) >= self.max_files or total > self.max_bytes):
             name, size = files.pop(0)
             (folder / name).unlink(missing_ok=True)
             total -= size
