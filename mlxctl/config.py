@@ -93,6 +93,9 @@ SCHEMA: list[Key] = [
     Key("distributed.parallel", str, "tensor", "how ranks split the model: tensor or pipeline"),
     Key("logs.max_bytes", int, 10 * 1024**2, "a log rotates when it reaches this size", 1024),
     Key("logs.backups", int, 3, "rotated logs kept per log", 0),
+    Key("trace.enabled", bool, False, "record each request and its reply (`mlxctl trace on`)"),
+    Key("trace.max_bytes", int, 256 * 1024**2, "the traces folder's bound in bytes", 1024),
+    Key("trace.max_files", int, 1000, "traces kept; the oldest go first", 1),
 ]
 KEYS = {key.path: key for key in SCHEMA}
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
@@ -160,8 +163,10 @@ def default_document() -> tomlkit.TOMLDocument:
             container = tables[table_name]
         else:
             container, name = doc, key.path
-        container.add(name, key.default)
-        container[name].comment(key.help)
+        # An item, not the value: tomlkit hands a boolean back as a plain bool (no comments).
+        item = tomlkit.item(key.default)
+        item.comment(key.help)
+        container.add(name, item)
     return doc
 
 
@@ -296,4 +301,15 @@ def worker_options(values: dict[str, Any]) -> dict[str, Any]:
         "kv_budget_bytes": values["batch.kv_budget_bytes"] or None,
         **distributed_options(values),
         "tool_parser": values["tool_parser"] or None,
+        **trace_options(values),
+    }
+
+
+def trace_options(values: dict[str, Any]) -> dict[str, Any]:
+    """The worker's trace flags: its folder only when tracing is on, the bounds always (a
+    live `mlxctl trace on` then records within them)."""
+    return {
+        "trace_dir": paths.traces_dir() if values["trace.enabled"] else None,
+        "trace_max_bytes": values["trace.max_bytes"],
+        "trace_max_files": values["trace.max_files"],
     }

@@ -231,6 +231,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--log-max-bytes", type=byte_size, default=10 << 20, help="rotate at this size (10MiB)"
     )
     logs.add_argument("--log-backups", type=int, default=3, help="rotated files kept (3)")
+    traces = parser.add_argument_group("request traces (off by default)")
+    traces.add_argument(
+        "--trace-dir",
+        default=None,
+        help="record each request and its reply or stream as one JSON file here, keys redacted "
+        "(POST /v1/trace turns it on or off live)",
+    )
+    traces.add_argument(
+        "--trace-max-bytes", type=byte_size, default=256 << 20, help="the folder's bound (256MiB)"
+    )
+    traces.add_argument(
+        "--trace-max-files", type=int, default=1000, help="most files kept, oldest go (1000)"
+    )
     parser.add_argument(
         "--stop-grace",
         type=float,
@@ -334,6 +347,9 @@ def main(argv: list[str] | None = None) -> int:
         allowed_hosts=[h.strip() for h in args.allowed_hosts.split(",") if h.strip()],
         parallel=args.parallel,
         tool_parser=args.tool_parser,
+        trace_dir=args.trace_dir,
+        trace_max_bytes=args.trace_max_bytes,
+        trace_max_files=args.trace_max_files,
         # MLXCTL_SCHEDULER=sequential: one request at a time, as before batching (benchmarks).
         batch=os.environ.get("MLXCTL_SCHEDULER", "batched") != "sequential",
     )

@@ -34,6 +34,11 @@ def kv_cache_dir() -> Path:
     return home() / "cache" / "kv"
 
 
+def traces_dir() -> Path:
+    """Request traces (`--trace-dir`, `mlxctl trace`): one JSON file per request."""
+    return home() / "traces"
+
+
 def option_names() -> list[str]:
     """The options `worker_argv` can pass to this version of the worker (a release records them,
     so a later supervisor never hands an archived worker a flag it does not know)."""
@@ -66,6 +71,9 @@ def worker_argv(
     backend: str | None = None,
     parallel: str | None = None,
     tool_parser: str | None = None,
+    trace_dir: str | Path | None = None,
+    trace_max_bytes: int | None = None,
+    trace_max_files: int | None = None,
     python: str = sys.executable,
 ) -> list[str]:
     """The command line that runs the worker on host:port (None leaves the worker's default).
@@ -104,6 +112,12 @@ def worker_argv(
         argv += ["--kv-budget-bytes", str(kv_budget_bytes)]
     if tool_parser:
         argv += ["--tool-parser", tool_parser]
+    if trace_dir is not None:
+        argv += ["--trace-dir", str(trace_dir)]
+    if trace_max_bytes is not None:
+        argv += ["--trace-max-bytes", str(trace_max_bytes)]
+    if trace_max_files is not None:
+        argv += ["--trace-max-files", str(trace_max_files)]
     ranks_here = ranks or 1
     if not (hosts or hostfile or ranks_here > 1):
         return argv

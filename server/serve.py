@@ -136,8 +136,9 @@ def serve(settings: Settings, engine: Engine | None = None, cache_factory=None) 
         return follow(engine, request_grace + flush_s)
     # The HTTP server comes up first (503 on /health) while the model loads on its own thread.
     engine.start()
+    app = create_app(settings, engine)
     config = uvicorn.Config(
-        create_app(settings, engine),
+        app,
         host=settings.host,
         port=settings.port,
         log_config=None,
@@ -150,6 +151,7 @@ def serve(settings: Settings, engine: Engine | None = None, cache_factory=None) 
     shard = f" (rank 0 of {rank.size}, {rank.parallel} parallel)" if rank and rank.size > 1 else ""
     log.info("worker for %s on http://%s:%d%s", settings.model, settings.host, settings.port, shard)
     server.run()
+    app.store.close()  # the traces still queued
     engine.stop(timeout=flush_s + 1)  # the cache's flush fits `flush_s` (factory)
     log.info("worker stopped")
     return 0 if server.started else 1

@@ -44,6 +44,10 @@ class Settings:
     parallel: str = "tensor"  # how ranks under mlx.launch split the model: tensor or pipeline
     tool_parser: str | None = None  # an mlx-lm tool parser module; None: inferred
     batch: bool = True  # False: one request at a time, as before batching (benchmarks)
+    # Request traces: None records none until turned on (then into the home's traces/).
+    trace_dir: str | None = None
+    trace_max_bytes: int = 256 * 1024 * 1024
+    trace_max_files: int = 1000
 
 
 LOOPBACK_NAMES = ("localhost", "localhost.")

@@ -56,6 +56,7 @@ COMMAND_MODULES = {
     "config": "mlxctl.cli.config",
     "doctor": "mlxctl.cli.doctor",
     "cache": "mlxctl.cli.cache",
+    "trace": "mlxctl.cli.trace",
     "bench": "mlxctl.cli.bench",
     "claude": "mlxctl.cli.claude",
     "release": "mlxctl.cli.release",

@@ -277,12 +277,12 @@ class Daemon:
         signal.signal(signal.SIGINT, on_signal)
         # A closed terminal (SIGHUP) is no reason to stop serving: note it, stop echoing.
         signal.signal(signal.SIGHUP, lambda signum, frame: setattr(self, "hung_up", True))
+        self.output.start_keeper()  # log rotation on its own thread: never a stalled tick
         try:
             sup.start()
             last_write = time.monotonic()
             while not sup.done:
                 sup.tick()
-                self.output.keep(time.monotonic())
                 if self.memory.restart_wanted:
                     sup.request_restart(self.memory.restart_wanted)
                     self.memory.restart_wanted = None
@@ -302,6 +302,8 @@ class Daemon:
             self.error = f"supervisor failed: {exc!r}"
             self.write_state(None)  # never leave the state file saying RUNNING
             raise
+        finally:
+            self.output.stop_keeper()
         self.write_state(sup)
         self.log(f"supervisor exiting ({sup.state.value})")
         return 0 if sup.state is State.STOPPED else 1
