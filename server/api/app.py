@@ -179,6 +179,7 @@ def create_app(settings: Settings, engine: Engine) -> WorkerMiddleware:
     app.state.settings = settings
     app.state.engine = engine
     app.state.ring = RequestRing()
+    app.state.responses = responses.open_store(settings)  # what `store: true` keeps
 
     @app.exception_handler(WorkerError)
     async def worker_error(request: Request, exc: WorkerError):
