@@ -176,7 +176,7 @@ def test_a_store_of_none_keeps_nothing(tmp_path):
     [
         ("POST", "/v1/responses", 400, "previous_response_id"),
         ("GET", "/v1/responses/resp_nope", 404, None),
-        ("GET", "/v1/responses/resp_nope?stream=true", 400, "stream"),
+        ("GET", "/v1/responses/{id}?stream=true", 400, "stream"),
         ("GET", "/v1/responses/resp_nope/input_items", 404, None),
         ("GET", "/v1/responses/{id}/input_items?after=nope", 400, "after"),
         ("GET", "/v1/responses/{id}/input_items?limit=0", 400, None),

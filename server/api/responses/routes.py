@@ -99,14 +99,17 @@ async def input_tokens(body: InputTokensRequest, request: Request):
 
 
 @router.get("/v1/responses/{response_id}")
-async def retrieve(response_id: str, request: Request, stream: bool = False):
-    if stream:
+async def retrieve(response_id: str, request: Request):
+    record = await _record(request, response_id)
+    # Read, not declared: the schema admits only what is served (a stream of a finished
+    # response is OpenAI's for background runs, which this server does not run).
+    if request.query_params.get("stream", "false").lower() not in ("false", "0", ""):
         raise BadRequest(
             "a stored response is finished: GET it without stream (streams are for background "
             "responses, which this server does not run)",
             param="stream",
         )
-    return (await _record(request, response_id))["response"]
+    return record["response"]
 
 
 @router.delete("/v1/responses/{response_id}")
