@@ -320,7 +320,8 @@ def test_a_schema_that_cannot_be_enforced_is_a_400(client):
         ),
         ({"input": HELLO, "previous_response_id": "resp_1"}, "previous_response_id", "not found"),
         ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input", "not served"),
-        ({"input": HELLO, "background": True}, "background", "not served"),
+        ({"input": HELLO, "background": True, "stream": True}, "stream", "not streamed"),
+        ({"input": HELLO, "background": True, "store": False}, "store", "needs store"),
         ({"input": HELLO, "conversation": "conv_1"}, "conversation", "not served"),
         (
             {"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]},

@@ -5,6 +5,7 @@ and errors in the Responses shape."""
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 import openai as openai_sdk
@@ -117,6 +118,46 @@ def test_a_chain_renders_the_stored_turn_and_hits_the_cache(kept):
             headers=HEADERS,
         )
         assert count.json()["input_tokens"] == usage.input_tokens
+
+
+def poll(client, response_id: str, timeout: float = 60.0):
+    """The response once its background run has ended."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = client.responses.retrieve(response_id)
+        if r.status not in ("queued", "in_progress") or time.monotonic() > deadline:
+            return r
+        time.sleep(0.05)
+
+
+def test_a_background_response_is_polled_to_its_end(kept):
+    with client_for(kept) as client:
+        r = client.responses.create(model=MODEL, input=HELLO, temperature=0, background=True)
+        assert r.status == "queued" and r.background is True and r.output == []
+        done = poll(client, r.id)
+        assert done.status == "completed" and done.background is True
+        assert done.output_text == "Hello! How can I help you today?"
+        # Cancelling a finished background response leaves it as it is.
+        assert client.responses.cancel(r.id).status == "completed"
+
+
+def test_cancel_stops_a_background_generation(tmp_path):
+    # Random weights never write an end token: only the cancel ends this reply early.
+    handle = start_worker(tiny_model(), "--responses-dir", str(tmp_path), api_key=API_KEY)
+    try:
+        with client_for(handle) as client:
+            r = client.responses.create(
+                model=MODEL, input=HELLO, background=True, max_output_tokens=20_000
+            )
+            assert client.responses.retrieve(r.id).status in ("queued", "in_progress")
+            cancelled = client.responses.cancel(r.id)
+            assert cancelled.status == "cancelled", (cancelled.error, handle.log()[-3000:])
+            assert client.responses.retrieve(r.id).status == "cancelled"
+            # The generation stopped: the next request is answered at once, not after 20K tokens.
+            after = client.responses.create(model=MODEL, input=HELLO, max_output_tokens=4)
+            assert after.status == "incomplete"
+    finally:
+        assert handle.stop() == 0
 
 
 def test_a_chain_survives_a_restart(folders):

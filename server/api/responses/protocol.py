@@ -1,7 +1,7 @@
 """OpenAI Responses request models (unknown fields accepted), conversion to ChatRequest, errors.
 
 The conversation comes in `input`, after a stored response's when `previous_response_id` names
-one (the routes look it up). Conversations and background runs are refused with a clear 400.
+one (the routes look it up). The Conversations API is refused with a clear 400.
 """
 
 from __future__ import annotations
@@ -73,19 +73,12 @@ class ResponsesRequest(InputTokensRequest):
 
 
 def _refused(body: InputTokensRequest) -> None:
-    """What this server does not serve: the Conversations API, background runs."""
+    """What this server does not serve: the Conversations API."""
     if body.conversation:
         raise BadRequest(
             "conversations are not served here: chain responses with previous_response_id, or "
             "send the whole conversation in input",
             param="conversation",
-        )
-    if isinstance(body, ResponsesRequest) and body.background:
-        # A detached run would need polling and cancel; every client here streams or waits.
-        raise BadRequest(
-            "background responses are not served here; send background: false (stream: true "
-            "keeps a long reply alive)",
-            param="background",
         )
 
 

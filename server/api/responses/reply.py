@@ -65,6 +65,7 @@ class Frame:
     body: ResponsesRequest
     tools: ToolSet
     stored: bool = False  # kept in the store once finished
+    background: bool = False  # run detached, polled with GET
     response_id: str = field(default_factory=lambda: new_id("resp"))
     created_at: int = field(default_factory=lambda: int(time.time()))
 
@@ -85,7 +86,7 @@ class Frame:
             "object": "response",
             "created_at": self.created_at,
             "status": status,
-            "background": False,
+            "background": self.background,
             "error": error,
             "incomplete_details": incomplete,
             "instructions": b.instructions,

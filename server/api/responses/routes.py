@@ -1,6 +1,7 @@
 """Responses routes: POST /v1/responses (chained by `previous_response_id`, kept when `store`
-is not false), the stored response's GET, DELETE, /input_items and /cancel, input_tokens, and a
-quick no to the WebSocket transport (`GET /v1/responses`) so Codex falls back to HTTP at once."""
+is not false, run detached when `background`), the stored response's GET, DELETE,
+/input_items and /cancel, input_tokens, and a quick no to the WebSocket transport
+(`GET /v1/responses`) so Codex falls back to HTTP at once."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from server.api import serving
 from server.api.model_names import check_model
+from server.api.responses import background
 from server.api.responses.history import as_items, conversation_of, page, with_ids
 from server.api.responses.protocol import InputTokensRequest, ResponsesRequest, convert
 from server.api.responses.reply import Frame, response_body
@@ -36,6 +38,14 @@ class ResponseNotFound(NotFound):
 
 def _store(request: Request) -> ResponseStore:
     return request.app.state.responses
+
+
+def _runs(request: Request) -> background.Runs:
+    """The background runs of this app, made on first use."""
+    state = request.app.state
+    if getattr(state, "background_runs", None) is None:
+        state.background_runs = background.Runs()
+    return state.background_runs
 
 
 async def _record(request: Request, response_id: str) -> dict[str, Any]:
@@ -67,12 +77,17 @@ async def responses(body: ResponsesRequest, request: Request):
     chat, tools = convert(body, items)
     store = _store(request)
     # OpenAI stores unless told not to (`store` defaults to true), and so do we.
-    frame = Frame(body, tools, stored=body.store is not False and store.enabled)
+    stored = body.store is not False and store.enabled
+    frame = Frame(body, tools, stored=stored, background=bool(body.background))
+    if frame.background:
+        background.refused(body, frame.stored)
 
     async def keep(response: dict) -> None:
         await run_in_threadpool(store.put, response, items)
 
     job = await serving.start(request, chat)
+    if frame.background:
+        return await _runs(request).start(request, job, frame, keep)
     if body.stream:
         return serving.stream(
             request, job, partial(encode, frame=frame, keep=keep if frame.stored else None)
@@ -100,7 +115,8 @@ async def input_tokens(body: InputTokensRequest, request: Request):
 
 @router.get("/v1/responses/{response_id}")
 async def retrieve(response_id: str, request: Request):
-    record = await _record(request, response_id)
+    running = _runs(request).now(response_id)
+    record = {"response": running} if running else await _record(request, response_id)
     # Read, not declared: the schema admits only what is served (a stream of a finished
     # response is OpenAI's for background runs, which this server does not run).
     if request.query_params.get("stream", "false").lower() not in ("false", "0", ""):
@@ -109,11 +125,12 @@ async def retrieve(response_id: str, request: Request):
             "responses, which this server does not run)",
             param="stream",
         )
-    return record["response"]
+    return background.as_polled(record["response"], running=running is not None)
 
 
 @router.delete("/v1/responses/{response_id}")
 async def delete(response_id: str, request: Request):
+    await _runs(request).cancel(response_id)  # a run in progress stops first
     if not await run_in_threadpool(_store(request).delete, response_id):
         raise ResponseNotFound(response_id)
     return {"id": response_id, "object": "response", "deleted": True}
@@ -133,9 +150,12 @@ async def input_items(
 
 @router.post("/v1/responses/{response_id}/cancel")
 async def cancel(response_id: str, request: Request):
-    await _record(request, response_id)
-    # Only background responses can be cancelled, and none is run here (OpenAI's words).
-    raise BadRequest("Cannot cancel a synchronous response.")
+    record = await _record(request, response_id)
+    if not record["response"].get("background"):
+        raise BadRequest("Cannot cancel a synchronous response.")  # OpenAI's words
+    if await _runs(request).cancel(response_id):
+        record = await _record(request, response_id)
+    return background.as_polled(record["response"], running=False)
 
 
 # Not part of the API (the refusal of a transport): left out of the OpenAPI schema.

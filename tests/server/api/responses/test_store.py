@@ -6,6 +6,7 @@ import gzip
 import os
 import time
 
+from server.api.responses.background import as_polled
 from server.api.responses.history import page, with_ids
 from server.api.responses.store import SUFFIX, ResponseStore
 
@@ -94,3 +95,12 @@ def test_items_get_ids_and_pages_follow_openai():
     last = page(listed, "i1", 2, "desc")
     assert [i["id"] for i in last["data"]] == ["i0"] and not last["has_more"]
     assert [i["id"] for i in page(listed, "i2", 10, "asc")["data"]] == ["i3", "i4"]
+
+
+def test_an_unfinished_background_run_no_worker_runs_reads_as_failed():
+    queued = {"id": "resp_1", "status": "queued", "error": None}
+    assert as_polled(queued, running=True) == queued
+    failed = as_polled(queued, running=False)
+    assert failed["status"] == "failed" and "stopped" in failed["error"]["message"]
+    done = {"id": "resp_1", "status": "completed"}
+    assert as_polled(done, running=False) is done
