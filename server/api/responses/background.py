@@ -24,6 +24,7 @@ from server.errors import BadRequest, InternalError, WorkerError
 log = logging.getLogger("server.api")
 
 UNFINISHED = ("queued", "in_progress")
+# Holds a response in the store when called; its write, awaited (see stream.Keep).
 Keep = Callable[[dict], Awaitable[None]]
 
 

@@ -5,11 +5,14 @@ is not false, run detached when `background`), the stored response's GET, DELETE
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable
 from functools import partial
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from server.api import serving
@@ -82,8 +85,10 @@ async def responses(body: ResponsesRequest, request: Request):
     if frame.background:
         background.refused(body, frame.stored)
 
-    async def keep(response: dict) -> None:
-        await run_in_threadpool(store.put, response, items)
+    def keep(response: dict) -> Awaitable[None]:
+        """Hold `response` at once (a follow-up finds it) and start its write in a thread."""
+        store.hold(response, items)
+        return asyncio.get_running_loop().run_in_executor(None, store.write, response["id"])
 
     job = await serving.start(request, chat)
     if frame.background:
@@ -99,9 +104,13 @@ async def responses(body: ResponsesRequest, request: Request):
         return built[0]
 
     reply = await serving.reply(request, job, build)
-    if frame.stored:
-        await keep(built[0])
+    if frame.stored:  # written while the reply is sent, within it (a graceful stop waits)
+        reply.background = BackgroundTask(_settle, keep(built[0]))
     return reply
+
+
+async def _settle(written: Awaitable[None]) -> None:
+    await written
 
 
 @router.post("/v1/responses/input_tokens")

@@ -37,7 +37,7 @@ from server.request import (
     ToolCallDelta,
 )
 
-# Stores a finished response (off the event loop): the route's, when the request asked.
+# Holds a finished response when called, and returns its write (in a thread) to await.
 Keep = Callable[[dict], Awaitable[None]]
 
 
@@ -206,8 +206,8 @@ class _Encoder:
 async def encode(
     events: AsyncIterator, *, frame: Frame, on_finish, keep: Keep | None = None
 ) -> AsyncIterator[str]:
-    """The SSE text of a reply; `keep` stores the finished response before its last event, so
-    a client that has seen it can chain from it at once."""
+    """The SSE text of a reply; `keep` holds the finished response before its last event (a
+    client that has seen it can chain from it at once) and writes it while that event leaves."""
     out = _Encoder(frame)
     yield out.start()
     async for event in events:
@@ -225,16 +225,15 @@ async def encode(
         elif isinstance(event, ToolCallDelta):
             streamed = out.call is not None and out.call.id == event.call.id
             yield out.end_call(event.call) if streamed else out.whole_call(event.call)
-        elif isinstance(event, Finished):
-            on_finish(event)
-            last = out.finish(event)
-            if keep is not None and out.final is not None:
-                await keep(out.final)
+        elif isinstance(event, Finished | Failed):
+            if isinstance(event, Finished):
+                on_finish(event)
+                last = out.finish(event)
+            else:
+                on_finish(None)
+                error = event.error if isinstance(event.error, WorkerError) else InternalError()
+                last = out.fail(error)
+            written = keep(out.final) if keep is not None and out.final is not None else None
             yield last
-        elif isinstance(event, Failed):
-            on_finish(None)
-            error = event.error if isinstance(event.error, WorkerError) else InternalError()
-            last = out.fail(error)
-            if keep is not None and out.final is not None:
-                await keep(out.final)
-            yield last
+            if written is not None:
+                await written  # the stream ends once stored: a graceful stop waits for it

@@ -104,3 +104,25 @@ def test_an_unfinished_background_run_no_worker_runs_reads_as_failed():
     assert failed["status"] == "failed" and "stopped" in failed["error"]["message"]
     done = {"id": "resp_1", "status": "completed"}
     assert as_polled(done, running=False) is done
+
+
+def test_a_held_record_is_found_before_it_is_written_and_the_newest_lands(tmp_path):
+    store = ResponseStore(tmp_path, max_count=10, max_bytes=1 << 20)
+    queued, done = {**response(1), "status": "queued"}, {**response(1), "status": "completed"}
+    assert store.hold(queued, [])
+    assert store.get("resp_0001")["response"]["status"] == "queued"  # nothing on disk yet
+    assert list(tmp_path.iterdir()) == []
+    store.hold(done, [])  # a background run's end, held before the queued record's write ran
+    store.write("resp_0001")
+    store.write("resp_0001")  # the second write finds nothing left to write
+    assert ResponseStore(tmp_path, 10, 1 << 20).get("resp_0001")["response"]["status"] == (
+        "completed"
+    )
+
+
+def test_a_record_deleted_before_its_write_stays_deleted(tmp_path):
+    store = ResponseStore(tmp_path, max_count=10, max_bytes=1 << 20)
+    store.hold(response(1), [])
+    assert store.delete("resp_0001")
+    store.write("resp_0001")
+    assert store.get("resp_0001") is None and list(tmp_path.iterdir()) == []
