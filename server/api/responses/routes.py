@@ -126,12 +126,12 @@ async def input_tokens(body: InputTokensRequest, request: Request):
 async def retrieve(response_id: str, request: Request):
     running = _runs(request).now(response_id)
     record = {"response": running} if running else await _record(request, response_id)
-    # Read, not declared: the schema admits only what is served (a stream of a finished
-    # response is OpenAI's for background runs, which this server does not run).
+    # Read, not declared: the schema admits only what is served (OpenAI streams a background
+    # run's events again; here a run is polled, not streamed).
     if request.query_params.get("stream", "false").lower() not in ("false", "0", ""):
         raise BadRequest(
-            "a stored response is finished: GET it without stream (streams are for background "
-            "responses, which this server does not run)",
+            "a response is not streamed back here: GET it without stream (poll a background "
+            "one until its status is final)",
             param="stream",
         )
     return background.as_polled(record["response"], running=running is not None)
