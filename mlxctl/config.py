@@ -86,6 +86,8 @@ SCHEMA: list[Key] = [
     ),
     Key("cache.ram_bytes", int, -1, "RAM budget of the prefix KV cache (-1 = 10% of RAM)", -1),
     Key("cache.disk_bytes", int, 32 * 1024**3, "disk budget of the prefix KV cache", 0),
+    Key("responses.max_count", int, 1000, "stored Responses API responses kept (0 = none)", 0),
+    Key("responses.max_bytes", int, 256 * 1024**2, "disk budget of stored responses", 0),
     Key("distributed.ranks", int, 1, "ranks on this machine under mlx.launch (1 = one process)", 1),
     Key("distributed.hosts", str, "", "hosts (IPs for ring), comma-separated, one rank each"),
     Key("distributed.hostfile", str, "", "an mlx.launch hostfile (see mlx.distributed_config)"),
@@ -289,10 +291,12 @@ def distributed_options(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def worker_options(values: dict[str, Any]) -> dict[str, Any]:
-    """Every worker flag the config sets (cache budgets and folder, allowed hosts, batch sizes,
-    tool parser, ranks)."""
+    """Every worker flag the config sets (cache budgets and folder, stored responses' bounds,
+    allowed hosts, batch sizes, tool parser, ranks)."""
     return {
         **cache_options(values),
+        "responses_max_count": values["responses.max_count"],
+        "responses_max_bytes": values["responses.max_bytes"],
         "allowed_hosts": values["allowed_hosts"] or None,
         "progress_timeout": values["restart.progress_timeout"],
         "decode_concurrency": values["batch.decode_concurrency"],

@@ -39,6 +39,11 @@ def traces_dir() -> Path:
     return home() / "traces"
 
 
+def responses_dir() -> Path:
+    """Stored Responses API responses (`store: true`), one file each."""
+    return home() / "responses"
+
+
 def option_names() -> list[str]:
     """The options `worker_argv` can pass to this version of the worker (a release records them,
     so a later supervisor never hands an archived worker a flag it does not know)."""
@@ -54,6 +59,8 @@ def worker_argv(
     cache_dir: str | Path | None = None,
     cache_ram_bytes: int | None = None,
     cache_disk_bytes: int | None = None,
+    responses_max_count: int | None = None,
+    responses_max_bytes: int | None = None,
     allowed_hosts: str | None = None,
     model_name: str | None = None,
     progress_timeout: float | None = None,
@@ -87,6 +94,10 @@ def worker_argv(
         argv += ["--cache-ram-bytes", str(cache_ram_bytes)]
     if cache_disk_bytes is not None:
         argv += ["--cache-disk-bytes", str(cache_disk_bytes)]
+    if responses_max_count is not None:
+        argv += ["--responses-max-count", str(responses_max_count)]
+    if responses_max_bytes is not None:
+        argv += ["--responses-max-bytes", str(responses_max_bytes)]
     if progress_timeout is not None:
         argv += ["--progress-timeout", f"{progress_timeout:g}"]
     if model_name:

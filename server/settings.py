@@ -33,6 +33,10 @@ class Settings:
     cache_restore: str = "lazy"  # "eager": load disk entries into RAM before ready
     cache_disk_retry_s: float = 60.0  # a failed disk tier is tried again this much later
     warm_prompts: list[str] = field(default_factory=list)
+    # Stored Responses API responses: None folder means $MLXCTL_HOME/responses; 0 stores none.
+    responses_dir: str | None = None
+    responses_max_count: int = 1000
+    responses_max_bytes: int = 256 * 1024 * 1024
     # Host header names served besides loopback names and `host`; "*" serves any.
     allowed_hosts: list[str] = field(default_factory=list)
     progress_timeout: float = 180.0  # a busy generation with no progress this long is stuck

@@ -186,6 +186,7 @@ def create_app(settings: Settings, engine: Engine) -> TraceMiddleware:
     app.state.traces = TraceStore(
         settings.trace_dir, settings.trace_max_bytes, settings.trace_max_files, settings.api_key
     )
+    app.state.responses = responses.open_store(settings)  # what `store: true` keeps
 
     @app.exception_handler(WorkerError)
     async def worker_error(request: Request, exc: WorkerError):
