@@ -51,6 +51,12 @@ async def prepare(engine: Engine, request: ChatRequest, *, check_context: bool =
     return await run_in_threadpool(engine.renderer.render, request, check_context=check_context)
 
 
+def reads_images(request: Request) -> bool:
+    """Whether the loaded model reads images (else the protocols turn them into notes)."""
+    renderer = request.app.state.engine.renderer
+    return renderer is not None and renderer.images is not None
+
+
 def submit(engine: Engine, request: ChatRequest, rendered: Rendered) -> Job:
     job = Job(request=request, rendered=rendered, loop=asyncio.get_running_loop())
     job.queue_timeout_s = engine.queue_timeout_s
