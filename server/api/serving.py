@@ -9,6 +9,7 @@ message, so nothing is left in shared request state for the middleware to read.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from array import array
@@ -144,9 +145,9 @@ def record(request: Request, job: Job, figures: dict) -> None:
     protocol = "anthropic" if path.startswith("/v1/messages") else "openai"
     protocol = "responses" if path.startswith("/v1/responses") else protocol
     tokens = array("I", job.rendered.tokens)
-    ring.record(
-        Recorded(job.request.request_id, protocol, figures, job.request, job.rendered.text, tokens)
-    )
+    # Without its images' bytes: the ring keeps 16 requests, `cache why` reads their text.
+    kept = dataclasses.replace(job.request, images=[]) if job.request.images else job.request
+    ring.record(Recorded(kept.request_id, protocol, figures, kept, job.rendered.text, tokens))
 
 
 # -- the route half -----------------------------------------------------------------------------

@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import io
 import os
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -52,7 +54,10 @@ def vlm_worker(tmp_path_factory):
         "--cache-dir",
         str(tmp_path_factory.mktemp("kv")),
         "--max-output-tokens",
-        "16",
+        "200",
+        # Short turns: a prompt arriving while others decode joins them well before they end.
+        "--turn-seconds",
+        "0.2",
         api_key=API_KEY,
     )
     yield handle
@@ -226,6 +231,66 @@ def test_url_sources_are_refused_clearly(vlm_worker):
     assert "only data URLs" in r.json()["error"]["message"]
 
 
+def greedy_stream(worker, image: bytes, max_tokens: int = 120) -> tuple[str, int]:
+    with openai(worker) as client:
+        chunks = client.chat.completions.create(
+            model=MODEL,
+            messages=screenshot_turn(oa_image(image)),
+            max_tokens=max_tokens,
+            temperature=0.0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        text, completion = "", 0
+        for chunk in chunks:
+            if chunk.choices and chunk.choices[0].delta.content:
+                text += chunk.choices[0].delta.content
+            if chunk.usage:
+                completion = chunk.usage.completion_tokens
+    return text, completion
+
+
+def test_image_requests_decode_together_as_they_do_one_by_one(vlm_worker):
+    images = [png((40 * i, 200 - 40 * i, 90)) for i in range(4)]
+    clear(vlm_worker)
+    alone = [greedy_stream(vlm_worker, image) for image in images]
+    clear(vlm_worker)  # together, each prefills its image again, inside the batch
+    with ThreadPoolExecutor(len(images)) as pool:
+        first = pool.submit(greedy_stream, vlm_worker, images[0])
+        while status(vlm_worker)["scheduler"]["batch_size"] < 1 and not first.done():
+            time.sleep(0.02)
+        rest = list(pool.map(lambda image: greedy_stream(vlm_worker, image), images[1:]))
+        together = [first.result(), *rest]
+    assert together == alone
+    assert len({text for text, _ in alone}) > 1  # the images make the replies differ
+    scheduler = status(vlm_worker)["scheduler"]
+    assert scheduler["mode"] == "batched" and scheduler["peak_batch_size"] >= 2
+
+
+def status(worker) -> dict:
+    return httpx.get(worker.base_url + "/v1/status", headers=AUTH).json()
+
+
+def test_the_disk_tier_keeps_an_image_prompt_across_a_restart(tmp_path):
+    messages = screenshot_turn(an_image(BLUE), "Describe this screenshot.")
+    args = ("--cache-dir", str(tmp_path), "--max-output-tokens", "8")
+    handle = start_worker(tiny_vlm(), *args, api_key=API_KEY)
+    try:
+        with anthropic(handle) as client:
+            client.messages.create(model=MODEL, max_tokens=4, messages=messages)
+            prompt = client.messages.count_tokens(model=MODEL, messages=messages).input_tokens
+    finally:
+        handle.stop()  # a graceful stop writes the entry to disk
+    handle = start_worker(tiny_vlm(), *args, api_key=API_KEY)
+    try:
+        follow_up = [*messages, {"role": "assistant", "content": "Blue."}]
+        follow_up.append({"role": "user", "content": "Sure?"})
+        with anthropic(handle) as client:
+            reply = client.messages.create(model=MODEL, max_tokens=4, messages=follow_up)
+    finally:
+        handle.stop()
+    assert reply.usage.cache_read_input_tokens >= prompt - 1
+
+
 def test_status_says_the_model_reads_images(vlm_worker):
-    r = httpx.get(vlm_worker.base_url + "/v1/status", headers=AUTH)
-    assert r.json()["images"] is True
+    assert status(vlm_worker)["images"] is True
