@@ -58,6 +58,13 @@ def reads_images(request: Request) -> bool:
     return renderer is not None and renderer.images is not None
 
 
+async def to_internal(request: Request, convert: Callable[..., ChatRequest], body) -> ChatRequest:
+    """`convert(body)` into a ChatRequest; off the event loop where images are decoded."""
+    if not reads_images(request):
+        return convert(body)
+    return await run_in_threadpool(convert, body, vision=True)
+
+
 def submit(engine: Engine, request: ChatRequest, rendered: Rendered) -> Job:
     job = Job(request=request, rendered=rendered, loop=asyncio.get_running_loop())
     job.queue_timeout_s = engine.queue_timeout_s
