@@ -11,6 +11,8 @@ import base64
 import binascii
 import hashlib
 import io
+import threading
+from collections import OrderedDict
 
 from server.errors import BadRequest
 from server.request import ImageInput, image_marker
@@ -18,6 +20,7 @@ from server.request import ImageInput, image_marker
 MAX_IMAGE_BYTES = 5 * 1024 * 1024  # Anthropic's own limit per image
 MAX_IMAGES = 100  # Anthropic's own limit per request
 MAX_PIXELS = 8000 * 8000  # past this, a decompression bomb rather than a screenshot
+CHECKED_KEPT = 4096  # digests of images already checked: a session resends its screenshots
 FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "GIF": "image/gif", "WEBP": "image/webp"}
 
 
@@ -31,8 +34,11 @@ class Images:
         """Check `data` is an image and keep it; returns the marker standing for it."""
         if len(self.inputs) >= MAX_IMAGES:
             raise BadRequest(f"{where}: too many images (at most {MAX_IMAGES} per request)")
-        check_image(data, where)
-        self.inputs.append(ImageInput(data, hashlib.sha256(data).hexdigest()))
+        digest = hashlib.sha256(data).hexdigest()
+        if not _checked(digest):
+            check_image(data, where)
+            _remember(digest)
+        self.inputs.append(ImageInput(data, digest))
         return image_marker(len(self.inputs) - 1)
 
     def anthropic(self, block: dict, where: str) -> str:
@@ -63,6 +69,25 @@ class Images:
         if not head.endswith(";base64"):
             raise BadRequest(f"{where}: the image data URL must be base64", param="messages")
         return self.add(_base64(payload, where), where)
+
+
+_CHECKED: OrderedDict[str, None] = OrderedDict()
+_CHECKED_LOCK = threading.Lock()
+
+
+def _checked(digest: str) -> bool:
+    with _CHECKED_LOCK:
+        if digest in _CHECKED:
+            _CHECKED.move_to_end(digest)
+            return True
+    return False
+
+
+def _remember(digest: str) -> None:
+    with _CHECKED_LOCK:
+        _CHECKED[digest] = None
+        while len(_CHECKED) > CHECKED_KEPT:
+            _CHECKED.popitem(last=False)
 
 
 def _base64(data: object, where: str) -> bytes:

@@ -64,7 +64,7 @@ def key_images(
     spans = []
     for (start, end), image in zip(runs, order, strict=True):
         keyed[start:end] = key_ids(image.digest, end - start)
-        data = layout.pixels(image.data) if pixels else None
+        data = layout.pixels(image.data, image.digest) if pixels else None
         spans.append(ImageSpan(start, end, image.digest, data))
     return keyed, spans
 

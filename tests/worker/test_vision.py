@@ -45,6 +45,9 @@ def oa_image(data: bytes) -> dict:
 
 
 RED, BLUE = png((200, 20, 20)), png((20, 20, 200))
+# Images of their own for the cache tests: a reply's end state may be stored after the next
+# test clears the cache, so no earlier test's prompt may hold these.
+GREEN, GREY, YELLOW = png((20, 200, 20)), png((120, 120, 120)), png((220, 220, 20))
 
 
 @pytest.fixture(scope="module")
@@ -131,12 +134,12 @@ def test_openai_sends_an_image_and_gets_a_reply(vlm_worker, stream):
 
 def test_a_follow_up_with_the_same_screenshot_reuses_the_prefix_past_the_image(vlm_worker):
     clear(vlm_worker)
-    messages = screenshot_turn(an_image(RED))
+    messages = screenshot_turn(an_image(GREEN))
     with anthropic(vlm_worker) as client:
         first = client.messages.create(model=MODEL, max_tokens=4, messages=messages)
         first_prompt = client.messages.count_tokens(model=MODEL, messages=messages).input_tokens
         messages += [
-            {"role": "assistant", "content": "A red window."},
+            {"role": "assistant", "content": "A green window."},
             {"role": "user", "content": "And what colour is it now?"},
         ]
         second = client.messages.create(model=MODEL, max_tokens=4, messages=messages)
@@ -148,11 +151,11 @@ def test_a_follow_up_with_the_same_screenshot_reuses_the_prefix_past_the_image(v
 def test_a_different_image_at_the_same_place_does_not_hit(vlm_worker):
     clear(vlm_worker)
     with anthropic(vlm_worker) as client:
-        red = screenshot_turn(an_image(RED))
-        client.messages.create(model=MODEL, max_tokens=4, messages=red)
-        blue = screenshot_turn(an_image(BLUE))
-        reply = client.messages.create(model=MODEL, max_tokens=4, messages=blue)
-        prompt = client.messages.count_tokens(model=MODEL, messages=blue).input_tokens
+        grey = screenshot_turn(an_image(GREY), "Which window is this?")
+        client.messages.create(model=MODEL, max_tokens=4, messages=grey)
+        yellow = screenshot_turn(an_image(YELLOW), "Which window is this?")
+        reply = client.messages.create(model=MODEL, max_tokens=4, messages=yellow)
+        prompt = client.messages.count_tokens(model=MODEL, messages=yellow).input_tokens
     # Only the text before the image is shared.
     assert 0 < reply.usage.cache_read_input_tokens < prompt - 256
 
