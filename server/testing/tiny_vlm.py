@@ -20,9 +20,18 @@ from server.testing.tiny_model import CHAT_TEMPLATE, train_tokenizer
 
 BOI, EOI, IMAGE = "<start_of_image>", "<end_of_image>", "<image_soft_token>"
 IMAGE_SIZE, PATCH, TOKENS_PER_IMAGE = 224, 14, 256
+# Gemma 3's own tower (SigLIP So400m): 896x896 images, 4096 patches pooled into 256 tokens.
+REAL_TOWER = {"image_size": 896, "vision_hidden": 1152, "vision_layers": 27}
 
 
-def _config(vocab: int, ids: dict[str, int], hidden: int, layers: int, context: int) -> dict:
+def _config(
+    vocab: int,
+    ids: dict[str, int],
+    hidden: int,
+    layers: int,
+    context: int,
+    tower: tuple[int, int, int],
+) -> dict:
     text = {
         "model_type": "gemma3_text",
         "hidden_size": hidden,
@@ -39,14 +48,15 @@ def _config(vocab: int, ids: dict[str, int], hidden: int, layers: int, context: 
         "mm_tokens_per_image": TOKENS_PER_IMAGE,
         "rope_scaling": None,
     }
+    image_size, vision_hidden, vision_layers = tower
     vision = {
         "model_type": "siglip_vision_model",
-        "hidden_size": 32,
-        "num_hidden_layers": 1,
-        "intermediate_size": 64,
-        "num_attention_heads": 2,
+        "hidden_size": vision_hidden,
+        "num_hidden_layers": vision_layers,
+        "intermediate_size": vision_hidden * 4 if vision_hidden > 32 else 64,
+        "num_attention_heads": max(2, vision_hidden // 72),
         "patch_size": PATCH,
-        "image_size": IMAGE_SIZE,
+        "image_size": image_size,
     }
     return {
         "model_type": "gemma3",
@@ -64,11 +74,11 @@ def _config(vocab: int, ids: dict[str, int], hidden: int, layers: int, context: 
     }
 
 
-def _processor_files(staging: Path, context: int) -> None:
+def _processor_files(staging: Path, context: int, image_size: int) -> None:
     image = {
         "image_processor_type": "Gemma3ImageProcessor",
         "processor_class": "Gemma3Processor",
-        "size": {"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        "size": {"height": image_size, "width": image_size},
         "image_mean": [0.5, 0.5, 0.5],
         "image_std": [0.5, 0.5, 0.5],
         "do_resize": True,
@@ -98,9 +108,18 @@ def _processor_files(staging: Path, context: int) -> None:
 
 
 def build_tiny_vlm(
-    destination: Path, *, layers: int = 2, hidden: int = 64, context: int = 32768, seed: int = 0
+    destination: Path,
+    *,
+    layers: int = 2,
+    hidden: int = 64,
+    context: int = 32768,
+    seed: int = 0,
+    image_size: int = IMAGE_SIZE,
+    vision_hidden: int = 32,
+    vision_layers: int = 1,
 ) -> Path:
-    """Write the tiny VLM at `destination` (kept if already there) and return it."""
+    """Write the tiny VLM at `destination` (kept if already there) and return it. The tower's
+    size is a choice: REAL_TOWER's numbers give Gemma 3's (for a GPU measurement)."""
     import mlx.core as mx
     from mlx.utils import tree_flatten
     from mlx_vlm.models import gemma3
@@ -111,7 +130,8 @@ def build_tiny_vlm(
         return destination
     tokenizer = train_tokenizer(extra_tokens=(BOI, EOI, IMAGE))
     ids = {t: tokenizer.token_to_id(t) for t in (BOI, EOI, IMAGE, "<|endoftext|>", "<|im_end|>")}
-    config = _config(tokenizer.get_vocab_size(), ids, hidden, layers, context)
+    tower = (image_size, vision_hidden, vision_layers)
+    config = _config(tokenizer.get_vocab_size(), ids, hidden, layers, context, tower)
     mx.random.seed(seed)
     model_config = gemma3.ModelConfig.from_dict(config)
     model = gemma3.Model(update_module_configs(model_config, gemma3, config, ["text", "vision"]))
@@ -124,7 +144,7 @@ def build_tiny_vlm(
         mx.save_safetensors(str(staging / "model.safetensors"), weights, metadata={"format": "mlx"})
         (staging / "config.json").write_text(json.dumps(config, indent=2))
         tokenizer.save(str(staging / "tokenizer.json"))
-        _processor_files(staging, context)
+        _processor_files(staging, context, image_size)
         shutil.rmtree(destination, ignore_errors=True)
         staging.rename(destination)
     except BaseException:
@@ -139,8 +159,12 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m server.testing.tiny_vlm")
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--context", type=int, default=32768, help="context window in tokens")
+    parser.add_argument(
+        "--real-tower", action="store_true", help="Gemma 3's SigLIP So400m tower size (896 px)"
+    )
     args = parser.parse_args(argv)
-    print(build_tiny_vlm(args.out_dir, context=args.context))
+    tower = REAL_TOWER if args.real_tower else {}
+    print(build_tiny_vlm(args.out_dir, context=args.context, **tower))
     return 0
 
 
