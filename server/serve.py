@@ -146,6 +146,9 @@ def serve(settings: Settings, engine: Engine | None = None, cache_factory=None) 
         log_level=settings.log_level,
         timeout_graceful_shutdown=int(request_grace + 1),
         lifespan="off",
+        # No WebSocket protocol: an upgrade stays a plain GET, which the Responses route answers
+        # 405 (with a WebSocket library installed, uvicorn would refuse it 403 itself).
+        ws="none",
     )
     server = _Server(config, engine, request_grace)
     shard = f" (rank 0 of {rank.size}, {rank.parallel} parallel)" if rank and rank.size > 1 else ""
