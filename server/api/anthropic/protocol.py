@@ -43,7 +43,9 @@ class ThinkingConfig(_Open):
     # "adaptive" and "between_tools" think as the model sees fit: on, with no budget of theirs.
     type: Literal["enabled", "disabled", "adaptive", "between_tools"]
     budget_tokens: int | None = Field(default=None, ge=1)
-    display: Literal["summarized", "omitted"] | None = None
+    # "summarized", "omitted", and Claude Code 2.1.332's "highlights" (its side requests): any
+    # value but "omitted" shows the reasoning, so a new one never costs a request.
+    display: str | None = None
 
 
 class CountTokensRequest(_Open):
