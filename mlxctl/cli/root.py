@@ -58,6 +58,7 @@ COMMAND_MODULES = {
     "cache": "mlxctl.cli.cache",
     "bench": "mlxctl.cli.bench",
     "claude": "mlxctl.cli.claude",
+    "codex": "mlxctl.cli.codex",
     "release": "mlxctl.cli.release",
     "migrate": "mlxctl.cli.release",
     "rollback": "mlxctl.cli.release",
