@@ -59,6 +59,7 @@ COMMAND_MODULES = {
     "trace": "mlxctl.cli.trace",
     "bench": "mlxctl.cli.bench",
     "claude": "mlxctl.cli.claude",
+    "codex": "mlxctl.cli.codex",
     "release": "mlxctl.cli.release",
     "migrate": "mlxctl.cli.release",
     "rollback": "mlxctl.cli.release",
