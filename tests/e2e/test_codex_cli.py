@@ -112,7 +112,9 @@ def test_codex_exec_completes_a_turn_against_the_worker(codex_worker, tmp_path):
 
     status = httpx.get(codex_worker.base_url + "/v1/status", headers={"x-api-key": API_KEY})
     rows = [r for r in status.json()["recent"] if r["protocol"] == "responses"][::-1]
-    assert len(rows) == runs  # one request per run: no retries, no WebSocket detour
+    # A request per run, one more where a random reply was a call Codex answered (retries are
+    # off in its config); none went the WebSocket way, and every one was served.
+    assert len(rows) >= runs
     # Codex read the usage of our response.completed: its prompt and cached token counts.
     for events in completed:
         [done] = [e for e in events if e["type"] == "turn.completed"]
@@ -129,7 +131,7 @@ def test_codex_exec_completes_a_turn_against_the_worker(codex_worker, tmp_path):
     assert all(r["cached_tokens"] >= 0.9 * r["prompt_tokens"] for r in rows[1:])
     log = codex_worker.log()
     assert "GET /v1/responses" not in log
-    assert log.count("POST /v1/responses 200") == runs
+    assert log.count("POST /v1/responses 200") == len(rows)
 
 
 def scripted_model() -> Path:
