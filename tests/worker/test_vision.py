@@ -234,6 +234,17 @@ def test_url_sources_are_refused_clearly(vlm_worker):
     assert "only data URLs" in r.json()["error"]["message"]
 
 
+def test_a_document_on_a_vision_model_is_a_note_that_says_images_are_read(vlm_worker):
+    pdf = {
+        "type": "document",
+        "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0xLjQK"},
+    }
+    body = {"model": MODEL, "max_tokens": 4, "messages": screenshot_turn(pdf, "Summarise it.")}
+    r = post(vlm_worker, "/v1/messages", body)
+    assert r.status_code == 200, r.text
+    assert "document dropped (this model reads text and images only)" in r.headers["warning"]
+
+
 def greedy_stream(worker, image: bytes, max_tokens: int = 120) -> tuple[str, int]:
     with openai(worker) as client:
         chunks = client.chat.completions.create(

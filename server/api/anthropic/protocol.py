@@ -101,7 +101,7 @@ def _tool_result_text(block: dict[str, Any], where: str, images: Images | None) 
                 parts.append(images.anthropic(inner, f"{where}.content[{j}]"))
             elif inner["type"] in ("image", "document"):
                 # A tool's screenshot must not fail an agent's whole turn: say what was dropped.
-                parts.append(placeholder(inner["type"]))
+                parts.append(placeholder(inner["type"], images is not None))
         content = "\n".join(parts)
     elif not isinstance(content, str):
         content = json.dumps(content)
@@ -162,9 +162,10 @@ def _messages(
             elif kind == "image" and images is not None:
                 text.append(images.anthropic(block, f"{where}.content[{j}]"))
             elif kind in MEDIA_TYPES:
-                text.append(placeholder(kind))
+                text.append(placeholder(kind, images is not None))
                 if i == len(body.messages) - 1:
-                    dropped.append(dropped_note(f"{where}.content[{j}]", kind))
+                    note = dropped_note(f"{where}.content[{j}]", kind, images is not None)
+                    dropped.append(note)
             elif kind == "tool_result":
                 if text:
                     out.append({"role": "user", "content": "\n".join(text)})

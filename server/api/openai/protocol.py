@@ -99,9 +99,9 @@ def _text(
         elif kind == "image_url" and images is not None:
             parts.append(images.openai(part, f"{where}.content[{j}]"))
         elif kind in MEDIA_TYPES:
-            parts.append(placeholder(kind))
+            parts.append(placeholder(kind, images is not None))
             if dropped is not None:
-                dropped.append(dropped_note(f"{where}.content[{j}]", kind))
+                dropped.append(dropped_note(f"{where}.content[{j}]", kind, images is not None))
         else:
             raise BadRequest(f"{where}: unsupported content part type {kind!r}", param="messages")
     return "".join(parts)
