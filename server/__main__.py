@@ -135,6 +135,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "its whole reply); more wait. Default: planned from the device's memory",
     )
     parser.add_argument(
+        "--speculative",
+        default="auto",
+        metavar="MODE",
+        help="speculative decoding while one request decodes alone: auto (draft where the "
+        "measured cost model says it pays), copy (always draft copies of the context), off. "
+        "(mtp and draft come later.) Default: auto",
+    )
+    parser.add_argument(
         "--queue-timeout",
         type=float,
         default=240.0,
@@ -297,7 +305,17 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s%s", exc, f" ({exc.hint})" if exc.hint else "")
         return EXIT_USAGE
     from server.model.tool_parsers import parser_names
+    from server.speculative.sources import LATER, MODES
 
+    if args.speculative not in MODES:
+        later = " (not built yet)" if args.speculative in LATER else ""
+        log.error(
+            "unknown --speculative %r%s; choose one of: %s",
+            args.speculative,
+            later,
+            ", ".join(MODES),
+        )
+        return EXIT_USAGE
     if args.tool_parser and args.tool_parser not in parser_names():
         log.error(
             "unknown --tool-parser %r (mlx-lm has: %s)", args.tool_parser, ", ".join(parser_names())
@@ -312,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         prompt_concurrency=args.prompt_concurrency,
         turn_seconds=args.turn_seconds,
         kv_budget_bytes=args.kv_budget_bytes,
+        speculative=args.speculative,
         queue_timeout_s=args.queue_timeout,
         host=args.host,
         port=args.port,
