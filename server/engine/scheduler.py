@@ -282,7 +282,8 @@ class Scheduler:
         started = time.perf_counter()
         lone = self._lone()
         responses = lone[1].next() if lone is not None else self.gen.next()[1]
-        self.meter.step(len(responses), time.perf_counter() - started)  # not the replies
+        sequences = 1 if lone is not None else len(responses)
+        self.meter.step(len(responses), time.perf_counter() - started, sequences)  # not replies
         self.runner.watchdog.beat()
         for r in responses:
             seq = self.active.get(r.uid)
