@@ -120,6 +120,7 @@ def stats(finished: Finished | None) -> dict:
         return {"finish": "error"}
     drafts = finished.drafts or {}
     drafted = {  # speculative decoding, where the reply decoded alone and drafted
+        "draft": drafts.get("source", "-"),
         "drafted": drafts.get("drafted", 0),
         "accepted": drafts.get("accepted", 0),
         "per_step": drafts.get("tokens_per_step", 0.0),

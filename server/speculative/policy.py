@@ -34,12 +34,19 @@ class CostModel:
             self.seconds[key] = old + _EMA * (seconds - old)
 
     def ratio(self, fed: int, context: int) -> float:
-        """A cycle feeding `fed` tokens over a plain one's cycle, here."""
+        """A cycle feeding `fed` tokens over a plain one's cycle, here. Feeding more never costs
+        less, so a larger size's measure bounds a smaller one (a cycle that caught other work
+        cannot keep a size untried); past the largest measured, the prior's slope goes on."""
         bucket = _bucket(context)
-        plain, cost = self.seconds.get((1, bucket)), self.seconds.get((fed, bucket))
-        if plain and cost:
-            return cost / plain
-        return 1.0 + PRIOR_SLOPE * (fed - 1)
+        plain = self.seconds.get((1, bucket))
+        if not plain:
+            return 1.0 + PRIOR_SLOPE * (fed - 1)
+        sizes = {f: s / plain for (f, b), s in self.seconds.items() if b == bucket}
+        above = [r for f, r in sizes.items() if f >= fed]
+        if above:
+            return min(above)
+        largest = max(sizes)
+        return sizes[largest] * (1.0 + PRIOR_SLOPE * (fed - largest))
 
     def known(self) -> dict[str, float]:
         """Measured ratios at the longest context seen (for /v1/status)."""

@@ -27,3 +27,25 @@ class ForceTokens:
         target = self.tokens[position] if position < len(self.tokens) else self.end
         allowed = mx.arange(logits.shape[-1]) == target
         return mx.where(allowed, logits, mx.array(-mx.inf, logits.dtype))
+
+
+FORCE_ENV = "MLXCTL_TEST_FORCE_REPLIES"  # a JSON file: [{"marker": str, "reply": str}, ...]
+
+
+def force_factory(path: str):
+    """A `decoding.processors` factory for test and benchmark workers: a prompt whose text holds
+    a marker gets that marker's reply forced (its own tokens, then the end of turn)."""
+    import json
+    from pathlib import Path
+
+    replies = [(r["marker"], r["reply"]) for r in json.loads(Path(path).read_text())]
+
+    def factory(request: Any, rendered: Any, loaded: Any) -> ForceTokens | None:
+        for marker, reply in replies:
+            if marker in rendered.text:
+                tokenizer = loaded.tokenizer
+                end = min(tokenizer.eos_token_ids)
+                return ForceTokens(tokenizer.encode(reply, add_special_tokens=False), end)
+        return None
+
+    return factory

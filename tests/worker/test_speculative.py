@@ -6,13 +6,15 @@ show on /v1/status and /metrics."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import httpx
 import pytest
 
 from server.testing.scripts import WEATHER_TOOL
 from tests.conftest import tiny_model
-from tests.fixtures_worker import API_KEY, start_worker
+from tests.fixtures_worker import API_KEY, REPO_ROOT, start_worker
 from tests.worker.test_cache import AUTH, MODEL, anthropic_client, clear, openai_client
 
 CODE = "\n".join(f"def f{i}(x):\n    return x * {i} + f{i - 1}(x)\n" for i in range(1, 9))
@@ -69,6 +71,8 @@ def test_greedy_replies_are_the_same_with_copy_drafts(workers, protocol, stream)
     assert after["mode"] == "copy" and speculative_status(plain)["mode"] == "off"
     assert after["verify_steps"] > before["verify_steps"]  # it drafted
     assert after["recent"][-1]["source"] == "copy"
+    status = httpx.get(copy.base_url + "/v1/status", headers=AUTH).json()
+    assert status["recent"][0]["drafts"]["draft"] == "copy"  # the access log's figures too
 
 
 def test_a_hybrids_next_turn_from_its_cache_after_drafting_equals_a_cold_prefill(workers):
@@ -115,3 +119,31 @@ def test_metrics_show_the_drafting_figures(workers):
     text = httpx.get(copy.base_url + "/metrics", headers=AUTH).text
     for name in ("drafted_tokens_total", "accepted_drafts_total", "tokens_per_verify"):
         assert f"mlxctl_speculative_{name}" in text
+
+
+@pytest.mark.parametrize("mode", ["mtp", "draft", "nope"])
+def test_a_draft_source_not_built_yet_is_a_clear_usage_error(tiny_model_path, mode):
+    run = subprocess.run(
+        [sys.executable, "-m", "server", "--model", str(tiny_model_path), "--speculative", mode],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 2
+    out = run.stderr + run.stdout
+    assert f"unknown --speculative '{mode}'" in out and "auto, off, copy" in out
+    assert ("not built yet" in out) == (mode != "nope")
+
+
+def test_config_speculative_reaches_the_worker_command_line():
+    from mlxctl.config import SCHEMA, worker_options
+    from server.contract import option_names, worker_argv
+
+    values = {key.path: key.default for key in SCHEMA}
+    argv = worker_argv("m", "127.0.0.1", 8080, **worker_options(values))
+    assert argv[argv.index("--speculative") + 1] == "auto"
+    values["speculative"] = "off"
+    argv = worker_argv("m", "127.0.0.1", 8080, **worker_options(values))
+    assert argv[argv.index("--speculative") + 1] == "off"
+    assert "speculative" in option_names()  # new releases record that they accept it

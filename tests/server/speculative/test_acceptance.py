@@ -83,3 +83,17 @@ def test_auto_turns_drafting_off_when_drafts_keep_failing_and_on_when_they_match
     for _ in range(10):
         copy.verified([], 4)
     assert copy.length(100, 64) == 16  # `copy` drafts whatever the acceptance
+
+
+def test_the_cost_model_measures_ratios_and_a_larger_feed_bounds_a_smaller_one():
+    costs = CostModel()
+    assert costs.ratio(5, 1000) == pytest.approx(1.12)  # nothing measured: the prior
+    costs.record(1, 1000, 0.010)
+    costs.record(5, 1000, 0.020)
+    costs.record(3, 1000, 0.130)  # a cycle that caught a prefill turn
+    assert costs.ratio(5, 1000) == pytest.approx(2.0)
+    assert costs.ratio(3, 1000) == pytest.approx(2.0)  # bounded by the larger feed's
+    assert costs.ratio(9, 1000) > 2.0  # past the largest: dearer still
+    costs.record(5, 1000, 0.900)  # an outlier is ignored
+    assert costs.ratio(5, 1000) == pytest.approx(2.0)
+    assert costs.ratio(5, 100_000) == pytest.approx(1.12)  # another context length: unmeasured
