@@ -193,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
             row = rows.setdefault(kind, {"identical": [], "tokens": []})
             for _ in range(args.repeats):
                 replies = {}
-                for mode in modes:
+                turn = len(row["identical"])
+                for mode in modes[turn % 3 :] + modes[: turn % 3]:  # each goes first in turn
                     message, figures = ask(workers[mode].base_url, messages, args.max_tokens)
                     replies[mode] = same_parts(message)
                     row.setdefault(f"{mode} tps", []).append(figures["tokens_per_second"])
@@ -202,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
                     row.setdefault(f"{mode} accepted", []).append(drafts.get("accepted", 0))
                     row.setdefault(f"{mode} per step", []).append(drafts.get("per_step", 0.0))
                 row["tokens"].append(figures["completion_tokens"])
+                plain = row["off tps"][-1]
+                for mode in ("auto", "copy"):  # back to back: a ratio drifts less than a speed
+                    row.setdefault(f"{mode} ratio", []).append(row[f"{mode} tps"][-1] / plain)
                 row["identical"].append(len(set(replies.values())) == 1)
         edit = next(m for k, _, m, _ in all_turns if k == "edit")
         batched = {
@@ -221,8 +225,9 @@ def report(args, rows: dict, batched: dict) -> None:
 
     print(
         f"\ntiny {args.family} model ({args.layers} layers, hidden {args.hidden}, context "
-        f"{args.context}), CPU; median of {args.repeats} runs per turn; decode tok/s is the "
-        "worker's own (first token to the end of the reply)\n"
+        f"{args.context}), CPU; {args.repeats} runs per turn; decode tok/s is the worker's own "
+        "(first token to the end of the reply), median over the kind's turns and runs; the "
+        "ratios are medians of each run's back-to-back ratio\n"
     )
     print(
         "| turn kind | turns | reply tokens | plain tok/s | auto tok/s | auto/plain | copy tok/s "
@@ -243,9 +248,9 @@ def report(args, rows: dict, batched: dict) -> None:
             f"{med(row['tokens']):.0f}",
             f"{plain:.1f}",
             f"{auto:.1f}",
-            f"{auto / plain:.2f}x" if plain else "-",
+            f"{med(row['auto ratio']):.2f}x",
             f"{copy:.1f}",
-            f"{copy / plain:.2f}x" if plain else "-",
+            f"{med(row['copy ratio']):.2f}x",
             f"{med(row['auto per step']):.2f}",
             accepted("auto"),
             f"{med(row['copy per step']):.2f}",

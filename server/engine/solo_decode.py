@@ -16,7 +16,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, cast
 
+from server.speculative.rollback import verify_room
 from server.speculative.session import Drafting
+from server.speculative.verify import verify
 
 SOLO_UID = -1  # the scheduler's key for the lone sequence (the batch's uids start at 0)
 _NO_LIMIT = 1 << 62  # length and stop tokens are checked here: the batch never finishes it
@@ -106,12 +108,16 @@ class SoloDecode:
             self.drafting.delivered([response.token])
             context = len(self._batch.tokens[0])
             self._cycle = (started, 1, context)
-            if self.drafting.guessing and self.drafting.length(context + 1, self._room() - 1):
+            if self.drafting.guessing and self.drafting.length(context + 1, self._limit()):
                 self._leave_batch()
         return [response]
 
-    def _room(self) -> int:
-        return self.max_tokens - self.count
+    def _limit(self) -> int:
+        """The most drafts the next step may verify: the reply's room after the pending token,
+        and what the cache can undo."""
+        room = verify_room(self.cache)
+        limit = self.max_tokens - self.count - 1
+        return limit if room is None else min(limit, room - 1)
 
     def _leave_batch(self) -> None:
         """Take the pending token and the fed tokens out of the GenerationBatch."""
@@ -123,12 +129,9 @@ class SoloDecode:
 
     def _draft_step(self, started: float) -> list[SoloResponse]:
         """Verify the pending token and its drafts, or go back to plain steps with it."""
-        from server.speculative.rollback import can_roll_back
-        from server.speculative.verify import verify
-
         drafting, pending = cast(Drafting, self.drafting), cast(int, self._pending)
-        k = drafting.length(len(self._fed) + 1, self._room() - 1)
-        if not k or not can_roll_back(self.cache, k + 1):
+        k = drafting.length(len(self._fed) + 1, self._limit())
+        if not k:
             drafting.delivered([pending])
             return [self._rejoin(started)]
         drafts = drafting.drafts(pending, k)

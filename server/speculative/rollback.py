@@ -17,20 +17,21 @@ def _recurrent(layer: Any) -> bool:
     return isinstance(layer, ArraysCache)
 
 
-def can_roll_back(cache: list[Any], fed: int) -> bool:
-    """Whether a verify feeding `fed` tokens can be undone exactly: each layer is recurrent
-    (restored) or still trimmable once it holds them (a rotating window must not wrap)."""
+def verify_room(cache: list[Any]) -> int | None:
+    """The most tokens a verify may feed and still be undone exactly (None: no limit). Each
+    layer is recurrent (restored) or trimmable; a sliding window must not wrap meanwhile."""
     from mlx_lm.models.cache import RotatingKVCache
 
+    room = None
     for layer in cache:
         if _recurrent(layer):
             continue
         if isinstance(layer, RotatingKVCache):
-            if layer.offset + fed >= layer.max_size:
-                return False
+            left = max(0, layer.max_size - layer.offset - 1)
+            room = left if room is None else min(room, left)
         elif not layer.is_trimmable():
-            return False
-    return True
+            return 0
+    return room
 
 
 class Checkpoint:
