@@ -9,15 +9,18 @@ from __future__ import annotations
 
 from server.speculative.copy_drafts import CopyDrafts
 from server.speculative.policy import CANDIDATES, Acceptance, CostModel, choose
+from server.speculative.sources import DraftSource
 from server.speculative.stats import DraftRecord
 
 
 class Drafting:
-    def __init__(self, mode: str, prompt: list[int], costs: CostModel):
+    def __init__(
+        self, mode: str, prompt: list[int], costs: CostModel, source: DraftSource | None = None
+    ):
         """`mode` is "auto" (the cost model decides) or "copy" (draft whenever there is a
-        guess, at the longest length)."""
+        guess, at the longest length); `source` holds the prompt (copy drafts by default)."""
         self.mode = mode
-        self.source = CopyDrafts(prompt)
+        self.source: DraftSource = source or CopyDrafts(prompt)
         self.costs = costs
         self.acceptance = Acceptance()
         self.record = DraftRecord(self.source.name)
