@@ -26,6 +26,7 @@ from server.prefix_cache.seam import PrefixCache
 from server.prompt.render import PromptRenderer
 from server.request import ChatRequest, Failed, Finished, Usage
 from server.settings import Settings
+from server.speculative.guard import SpeedGuard
 from server.speculative.policy import CostModel
 from server.speculative.session import Drafting
 from server.speculative.stats import DraftStats
@@ -59,6 +60,7 @@ class Runner:
         self.memory: dict[str, int] = dict(NO_MEMORY)
         # Speculative decoding: one cost model for the running model, the worker's figures.
         self.draft_costs = CostModel()
+        self.draft_guard = SpeedGuard()
         self.draft_stats = DraftStats(settings.speculative)
 
     # -- before the first token ---------------------------------------------------------------
@@ -101,10 +103,13 @@ class Runner:
         mode = self.settings.speculative
         if mode == "off":
             return None
-        return Drafting(mode, list(job.rendered.tokens), self.draft_costs)
+        return Drafting(mode, list(job.rendered.tokens), self.draft_costs, self.draft_guard)
 
     def draft_status(self) -> dict:
-        return self.draft_stats.status(self.draft_costs.known())
+        return {
+            **self.draft_stats.status(self.draft_costs.known()),
+            "measured": self.draft_guard.status(),
+        }
 
     def parser(self, job: Job) -> ReplyParser:
         tokenizer, rendered = self.loaded.tokenizer, job.rendered

@@ -68,7 +68,10 @@ class SoloDecode:
         self._fed: list[int] = []
         self._pending: int | None = None
         self._context: Any = None  # the processors' token buffer while drafting
-        self._cycle: tuple[float, int, int] | None = None  # the last step: start, fed, context
+        # The last step: its start, tokens fed (0: a switch, not a size to cost), context, whether
+        # it counts as drafting (switches do) and the tokens it gave.
+        self._cycle: tuple[float, int, int, bool, int] | None = None
+        self._steady = True  # plain steps run one step ahead (not just back from drafting)
         self._batch: Any = None
         self._plain(mx.array(tokens[start:]), list(tokens[:start]))
 
@@ -95,8 +98,7 @@ class SoloDecode:
         pending one and the accepted drafts from a verify step."""
         started = time.perf_counter()
         if self.drafting is not None and self._cycle is not None:
-            began, fed, context = self._cycle
-            self.drafting.costs.record(fed, context, started - began)
+            self.drafting.cycle(*self._cycle, started)
         if self._batch is None:
             return self._draft_step(started)
         with self._mx.stream(self._stream):  # where mlx-lm's generators run
@@ -107,9 +109,12 @@ class SoloDecode:
         if self.drafting is not None and response.finish_reason is None:
             self.drafting.delivered([response.token])
             context = len(self._batch.tokens[0])
-            self._cycle = (started, 1, context)
-            if self.drafting.guessing and self.drafting.length(context + 1, self._limit()):
+            steady, self._steady = self._steady, True
+            leaving = self.drafting.guessing and self.drafting.length(context + 1, self._limit())
+            if leaving:
                 self._leave_batch()
+            plain = steady and not leaving  # a switch's cost is drafting's
+            self._cycle = (started, 1 if plain else 0, context, not plain, 1)
         return [response]
 
     def _limit(self) -> int:
@@ -154,8 +159,10 @@ class SoloDecode:
                 context=self._context,
                 deliver=deliver,
             )
+        if self.count // 256 != (self.count - len(out)) // 256:
+            self._mx.clear_cache()  # as on plain steps: freed buffers do not pile up
         drafting.verified(step.delivered[1:], step.drafted)
-        self._cycle = (started, 1 + len(drafts), len(self._fed))
+        self._cycle = (started, 1 + len(drafts), len(self._fed), True, len(out))
         self._fed.extend(step.delivered)
         self._pending = step.pending
         return out
@@ -165,7 +172,8 @@ class SoloDecode:
         pending = cast(int, self._pending)
         self._plain(self._mx.array([pending]), self._fed)
         self._pending, self._context = None, None
-        self._cycle = (started, 1, len(self._fed))
+        self._cycle = (started, 0, len(self._fed), True, 1)
+        self._steady = False  # the next plain step waits for this one's forward
         return self._response(pending)
 
     def handover(self) -> tuple[SoloResponse, dict]:

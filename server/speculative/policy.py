@@ -49,14 +49,15 @@ class CostModel:
         return sizes[largest] * (1.0 + PRIOR_SLOPE * (fed - largest))
 
     def known(self) -> dict[str, float]:
-        """Measured ratios at the longest context seen (for /v1/status)."""
-        if not self.seconds:
+        """Measured ratios at the longest context seen (for /v1/status, from any thread)."""
+        seconds = dict(self.seconds)  # one C-level copy: the generation thread adds keys
+        if not seconds:
             return {}
-        bucket = max(b for _, b in self.seconds)
-        plain = self.seconds.get((1, bucket))
+        bucket = max(b for _, b in seconds)
+        plain = seconds.get((1, bucket))
         return {
             str(fed): round(s / plain, 3)
-            for (fed, b), s in sorted(self.seconds.items())
+            for (fed, b), s in sorted(seconds.items())
             if b == bucket and plain
         }
 

@@ -8,6 +8,7 @@ model writes, at no cost, so `auto` notices when copying starts paying again.
 from __future__ import annotations
 
 from server.speculative.copy_drafts import CopyDrafts
+from server.speculative.guard import PROBE_EVERY, SpeedGuard
 from server.speculative.policy import CANDIDATES, Acceptance, CostModel, choose
 from server.speculative.sources import DraftSource
 from server.speculative.stats import DraftRecord
@@ -15,13 +16,21 @@ from server.speculative.stats import DraftRecord
 
 class Drafting:
     def __init__(
-        self, mode: str, prompt: list[int], costs: CostModel, source: DraftSource | None = None
+        self,
+        mode: str,
+        prompt: list[int],
+        costs: CostModel,
+        guard: SpeedGuard | None = None,
+        source: DraftSource | None = None,
     ):
-        """`mode` is "auto" (the cost model decides) or "copy" (draft whenever there is a
-        guess, at the longest length); `source` holds the prompt (copy drafts by default)."""
+        """`mode` is "auto" (the cost model decides, the guard checks) or "copy" (draft
+        whenever there is a guess, at the longest length); `source` holds the prompt (copy
+        drafts by default)."""
         self.mode = mode
         self.source: DraftSource = source or CopyDrafts(prompt)
         self.costs = costs
+        self.guard = guard or SpeedGuard()
+        self._held = 0  # steps `auto` held drafting off since its last try
         self.acceptance = Acceptance()
         self.record = DraftRecord(self.source.name)
         self._guess: int | None = None  # the source's guess at the next token while plain
@@ -48,7 +57,20 @@ class Drafting:
             return 0
         if self.mode == "copy":
             return min(CANDIDATES[-1], limit)
+        if self.guard.holds_off(context):
+            self._held += 1
+            if self._held % PROBE_EVERY:
+                return 0
         return choose(self.acceptance.rate, self.costs, context, limit)
+
+    def cycle(
+        self, began: float, fed: int, context: int, drafting: bool, tokens: int, now: float
+    ) -> None:
+        """A decode cycle ended: its cost by tokens fed (0: a switch in or out of drafting,
+        no size of its own) and its seconds per token, drafting or plain."""
+        if fed:
+            self.costs.record(fed, context, now - began)
+        self.guard.record(drafting, context, tokens, now - began)
 
     def drafts(self, pending: int, k: int) -> list[int]:
         """The source's guesses after the pending token (which the next step delivers)."""

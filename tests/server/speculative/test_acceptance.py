@@ -97,3 +97,24 @@ def test_the_cost_model_measures_ratios_and_a_larger_feed_bounds_a_smaller_one()
     costs.record(5, 1000, 0.900)  # an outlier is ignored
     assert costs.ratio(5, 1000) == pytest.approx(2.0)
     assert costs.ratio(5, 100_000) == pytest.approx(1.12)  # another context length: unmeasured
+
+
+def test_the_guard_holds_auto_off_where_drafting_came_out_slower_and_probes_now_and_then():
+    from server.speculative.guard import PROBE_EVERY, SpeedGuard
+
+    guard = SpeedGuard()
+    drafting = Drafting("auto", [5, 6, 7, 8, 5, 6], Ratios(0.0), guard)
+    assert drafting.length(1000, 64) > 0  # nothing measured yet
+    for _ in range(20):
+        guard.record(False, 1000, 1, 0.010)  # plain: 10 ms a token
+        guard.record(True, 1000, 3, 0.045)  # drafting: 15 ms a token, switches included
+    assert guard.holds_off(1000) and not guard.holds_off(100_000)  # only where measured
+    tries = [drafting.length(1000, 64) for _ in range(2 * PROBE_EVERY)]
+    assert sum(1 for k in tries if k) == 2  # one try in every PROBE_EVERY steps
+    for _ in range(200):
+        guard.record(True, 1000, 4, 0.020)  # drafting got faster: 5 ms a token
+    assert not guard.holds_off(1000)
+    assert drafting.length(1000, 64) > 0
+    status = guard.status()
+    assert status["plain_ms_per_token"] == 10.0
+    assert status["drafting_ms_per_token"] == pytest.approx(5.0, abs=0.05)
