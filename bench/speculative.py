@@ -13,7 +13,8 @@ Three workers on the same model, taking the same turns one after the other: `--s
 (plain), `auto` (the cost model decides) and `copy` (always drafts). Per turn kind: the reply's
 decode tok/s (the worker's own figure: first token to the end), tokens per verify step, drafts
 accepted, and whether the three replies are identical. Then N concurrent edit turns, plain and
-auto: drafting is for a sequence decoding alone, so a batch decodes plainly.
+auto (drafting is for a sequence decoding alone, so a batch decodes plainly), and what auto's
+cost model and guard measured.
 """
 
 from __future__ import annotations
@@ -207,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
                 for mode in ("auto", "copy"):  # back to back: a ratio drifts less than a speed
                     row.setdefault(f"{mode} ratio", []).append(row[f"{mode} tps"][-1] / plain)
                 row["identical"].append(len(set(replies.values())) == 1)
+        status = httpx.get(workers["auto"].base_url + "/v1/status", headers=HEADERS).json()
+        learned = status["scheduler"]["speculative"]
         edit = next(m for k, _, m, _ in all_turns if k == "edit")
         batched = {
             mode: concurrent(workers[mode].base_url, edit, args.sessions, args.max_tokens)
@@ -216,6 +219,10 @@ def main(argv: list[str] | None = None) -> int:
         for handle in workers.values():
             handle.stop()
     report(args, rows, batched)
+    print(
+        "\nauto's cost model, a verify cycle feeding n tokens over a plain cycle (longest context "
+        f"seen): {learned['cost_ratios']}; measured {learned['measured']}"
+    )
     return 0
 
 
