@@ -41,6 +41,12 @@ SCHEMA: list[Key] = [
         "",
         "mlx-lm tool parser for the model's calls, e.g. json_tools, qwen3_coder ('' = inferred)",
     ),
+    Key(
+        "speculative",
+        str,
+        "auto",
+        "drafting while one request decodes alone: auto (where it pays), copy or off",
+    ),
     Key("restart.backoff_initial", float, 1.0, "seconds before the first restart", 0),
     Key("restart.backoff_factor", float, 2.0, "each fast failure multiplies the delay", 1),
     Key("restart.backoff_max", float, 60.0, "cap on the restart delay in seconds", 0),
@@ -305,6 +311,7 @@ def worker_options(values: dict[str, Any]) -> dict[str, Any]:
         "kv_budget_bytes": values["batch.kv_budget_bytes"] or None,
         **distributed_options(values),
         "tool_parser": values["tool_parser"] or None,
+        "speculative": values["speculative"] or None,
         **trace_options(values),
     }
 

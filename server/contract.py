@@ -72,6 +72,7 @@ def worker_argv(
     prompt_concurrency: int | None = None,
     turn_seconds: float | None = None,
     kv_budget_bytes: int | None = None,
+    speculative: str | None = None,
     ranks: int | None = None,
     hosts: str | None = None,
     hostfile: str | Path | None = None,
@@ -121,6 +122,8 @@ def worker_argv(
         argv += ["--turn-seconds", str(turn_seconds)]
     if kv_budget_bytes:
         argv += ["--kv-budget-bytes", str(kv_budget_bytes)]
+    if speculative:
+        argv += ["--speculative", speculative]
     if tool_parser:
         argv += ["--tool-parser", tool_parser]
     if trace_dir is not None:

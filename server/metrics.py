@@ -56,7 +56,17 @@ class Metrics:
             }
 
 
-def prometheus_text(snap: dict, gauges: dict[str, float], cache: dict | None) -> str:
+SPECULATIVE = (  # /v1/status scheduler.speculative key, metric, kind, help
+    ("drafted", "speculative_drafted_tokens_total", "counter", "Draft tokens verified."),
+    ("accepted", "speculative_accepted_drafts_total", "counter", "Draft tokens accepted."),
+    ("verify_steps", "speculative_verify_steps_total", "counter", "Verify forwards run."),
+    ("tokens_per_step", "speculative_tokens_per_verify", "gauge", "Tokens per verify step."),
+)
+
+
+def prometheus_text(
+    snap: dict, gauges: dict[str, float], cache: dict | None, speculative: dict | None = None
+) -> str:
     """Prometheus text exposition (version 0.0.4) of a snapshot plus gauges."""
     lines = []
 
@@ -104,6 +114,8 @@ def prometheus_text(snap: dict, gauges: dict[str, float], cache: dict | None) ->
     )
     for name, value in gauges.items():
         metric(name, "gauge", name.replace("_", " ") + ".", [("", value)])
+    for key, name, kind, help_text in SPECULATIVE if speculative else ():
+        metric(name, kind, help_text, [("", (speculative or {}).get(key, 0))])
     for name, value in _flat(cache or {}):
         metric(f"cache_{name}", "gauge", f"prefix cache {name.replace('_', ' ')}.", [("", value)])
     return "\n".join(lines) + "\n"

@@ -129,6 +129,7 @@ class Finished:
     ttft_s: float = 0.0
     decode_tps: float = 0.0
     queue_s: float = 0.0  # accepted -> taken by the scheduler
+    drafts: dict | None = None  # speculative decoding's figures, where the reply drafted
 
 
 @dataclass

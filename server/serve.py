@@ -44,6 +44,18 @@ class _Server(uvicorn.Server):
         self.should_exit = True
 
 
+def _test_processors() -> list | None:
+    """Tests and benchmarks may force replies (server.testing.forcing); None: the defaults."""
+    from server.decoding.processors import default_factories
+
+    path = os.environ.get("MLXCTL_TEST_FORCE_REPLIES")
+    if not path:
+        return None
+    from server.testing.forcing import force_factory
+
+    return [*default_factories(), force_factory(path)]
+
+
 def build_engine(settings: Settings, cache_factory=None, group=None, rank=None) -> Engine:
     """`cache_factory(loaded_model) -> PrefixCache` plugs a prefix cache in (see
     prefix_cache.seam); without one, the settings' prefix KV cache unless it is turned off.
@@ -67,6 +79,7 @@ def build_engine(settings: Settings, cache_factory=None, group=None, rank=None) 
         load_fn=load_fn,
         cache_factory=cache_factory,
         scheduler_factory=scheduler_factory,
+        processor_factories=_test_processors(),
     )
     if settings.warm_prompts and cache_factory is not None:
         from server.api.warm_prompts import read_prompts

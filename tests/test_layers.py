@@ -125,7 +125,14 @@ def test_the_engine_never_imports_the_http_side():
 
 
 @pytest.mark.parametrize(
-    "folder", ["server/prompt", "server/decoding", "server/model", "server/prefix_cache"]
+    "folder",
+    [
+        "server/prompt",
+        "server/decoding",
+        "server/speculative",
+        "server/model",
+        "server/prefix_cache",
+    ],
 )
 def test_the_floors_below_the_engine_never_call_up(folder):
     assert offenders(folder, ("server.engine", "server.api", "server.serve")) == []

@@ -156,7 +156,25 @@ def _scheduler(s: dict) -> list[tuple[str, str]]:
     rows.append(("queue", queue))
     if s.get("mode") and s["mode"] != "batched":
         rows.append(("mode", s["mode"] + (f": {s['reason']}" if s.get("reason") else "")))
+    if isinstance(s.get("speculative"), dict):
+        rows += _drafting(s["speculative"])
     return rows
+
+
+def _drafting(d: dict) -> list[tuple[str, str]]:
+    """Speculative decoding: the mode and drafts accepted; tokens per verify, the last
+    request's."""
+    drafted, accepted = d.get("drafted") or 0, d.get("accepted") or 0
+    mode = str(d.get("mode") or "-")
+    if not drafted:
+        return [("drafting", mode)]
+    rows = [("drafting", f"{mode}, {accepted / drafted:.0%} of {_count(drafted)} accepted")]
+    verify = f"{d.get('tokens_per_step') or 0:.1f} tokens/step"
+    recent = d.get("recent") or []
+    if recent and isinstance(recent[-1], dict):
+        last = recent[-1]
+        verify += f"; last {last.get('source', '-')} {last.get('tokens_per_step') or 0:.1f}"
+    return [*rows, ("verify", verify)]
 
 
 def _memory(st: dict) -> Panel:

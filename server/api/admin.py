@@ -95,7 +95,8 @@ async def metrics(request: Request):
     scheduler = engine.scheduler_status()
     for name in ("running", "waiting", "batch_size", "tokens_per_second"):
         gauges[f"scheduler_{name}"] = scheduler.get(name) or 0
-    text = prometheus_text(engine.metrics.snapshot(), gauges, engine.cache.stats())
+    speculative = scheduler.get("speculative")  # only the batched scheduler drafts
+    text = prometheus_text(engine.metrics.snapshot(), gauges, engine.cache.stats(), speculative)
     return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
 

@@ -42,7 +42,12 @@ class Recorded:
             "ttft_ms": s.get("ttft_ms"),
             "tokens_per_second": s.get("tps"),
             "finish": s.get("finish"),
+            # Speculative decoding, where the reply decoded alone: source, drafts, per verify.
+            **({"drafts": {k: s[k] for k in DRAFT_KEYS}} if "drafted" in s else {}),
         }
+
+
+DRAFT_KEYS = ("draft", "drafted", "accepted", "per_step")
 
 
 class RequestRing:

@@ -132,6 +132,13 @@ def stats(finished: Finished | None) -> dict:
     """The per-request figures the access log line reports; a failed stream has only "finish"."""
     if finished is None:
         return {"finish": "error"}
+    drafts = finished.drafts or {}
+    drafted = {  # speculative decoding, where the reply decoded alone and drafted
+        "draft": drafts.get("source", "-"),
+        "drafted": drafts.get("drafted", 0),
+        "accepted": drafts.get("accepted", 0),
+        "per_step": drafts.get("tokens_per_step", 0.0),
+    }
     return {
         "prompt": finished.usage.prompt_tokens,
         "cached": finished.usage.cached_tokens,
@@ -140,6 +147,7 @@ def stats(finished: Finished | None) -> dict:
         "queue_ms": round(finished.queue_s * 1000),
         "tps": round(finished.decode_tps, 1),
         "finish": finished.reason,
+        **(drafted if finished.drafts else {}),
     }
 
 

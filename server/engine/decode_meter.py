@@ -16,14 +16,15 @@ class DecodeMeter:
         self.seconds = 0.0  # inside decode steps since start
         self.tokens = 0
 
-    def step(self, tokens: int, seconds: float) -> None:
-        """One decode step gave `tokens` tokens (one per sequence) in `seconds`."""
+    def step(self, tokens: int, seconds: float, sequences: int | None = None) -> None:
+        """One decode step gave `tokens` tokens in `seconds` (one per sequence, unless a lone
+        one's verify step gave several)."""
         self.seconds += seconds
         self.tokens += tokens
         if not tokens:
             return
         now = time.monotonic()
-        self.peak_batch = max(self.peak_batch, tokens)
+        self.peak_batch = max(self.peak_batch, tokens if sequences is None else sequences)
         self._rate.append((now, tokens))
         while self._rate and now - self._rate[0][0] > RATE_WINDOW_S:
             self._rate.popleft()

@@ -95,6 +95,7 @@ class Generation:
     prefilled: bool = False  # the prompt (all but its last token) is in prompt_cache
     checkpointed: bool = False  # exact checkpoints were stored: the final state is not
     started: float = field(default_factory=time.perf_counter)
+    drafts: Any = None  # its speculative.stats.DraftRecord while it may draft
 
 
 class JobQueue:

@@ -128,6 +128,9 @@ class Lockstep:
 class LockstepScheduler(Scheduler):
     """The batch scheduler, fed by rank 0's broadcasts; a job starts when it fits on every rank."""
 
+    # Ranks must take the same steps: draft lengths chosen from each rank's own timings would not.
+    drafts = False
+
     def __init__(self, runner: Runner, queue: JobQueue, group: Any):
         import mlx.core as mx
 

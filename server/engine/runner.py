@@ -26,6 +26,11 @@ from server.prefix_cache.seam import PrefixCache
 from server.prompt.render import PromptRenderer
 from server.request import ChatRequest, Failed, Finished, Usage
 from server.settings import Settings
+from server.speculative.copy_drafts import NOT_A_TOKEN
+from server.speculative.guard import SpeedGuard
+from server.speculative.policy import CostModel
+from server.speculative.session import Drafting
+from server.speculative.stats import DraftStats
 
 log = logging.getLogger("server.engine")
 
@@ -54,6 +59,10 @@ class Runner:
         self.running_alone: Job | None = None  # the one-at-a-time path's job (status counts it)
         # MLX memory figures, taken on the generation thread after each job for the admin routes.
         self.memory: dict[str, int] = dict(NO_MEMORY)
+        # Speculative decoding: one cost model for the running model, the worker's figures.
+        self.draft_costs = CostModel()
+        self.draft_guard = SpeedGuard()
+        self.draft_stats = DraftStats(settings.speculative)
 
     # -- before the first token ---------------------------------------------------------------
 
@@ -89,6 +98,22 @@ class Runner:
         limit = self.max_tokens(job.request, len(job.rendered.tokens))
         seen = dataclasses.replace(job, request=dataclasses.replace(job.request, max_tokens=limit))
         job.logits_processors = processors_for(self.processor_factories, seen, self.loaded)
+
+    def drafting(self, job: Job) -> Drafting | None:
+        """A lone sequence's drafting (None: --speculative off)."""
+        mode = self.settings.speculative
+        if mode == "off":
+            return None
+        context = list(job.rendered.tokens)
+        for span in job.rendered.images:  # an image's cache-key ids are no tokens to copy
+            context[span.start : span.end] = [NOT_A_TOKEN] * (span.end - span.start)
+        return Drafting(mode, context, self.draft_costs, self.draft_guard)
+
+    def draft_status(self) -> dict:
+        return {
+            **self.draft_stats.status(self.draft_costs.known()),
+            "measured": self.draft_guard.status(),
+        }
 
     def parser(self, job: Job) -> ReplyParser:
         tokenizer, rendered = self.loaded.tokenizer, job.rendered
@@ -151,7 +176,13 @@ class Runner:
             False,
         )
         queued = (job.admitted or job.submitted) - job.submitted
-        job.emit(Finished(reason, usage, parser.stopped, first - job.submitted, tps, queued))
+        drafts = None
+        if run.drafts is not None:
+            self.draft_stats.add(job.request.request_id, run.drafts)
+            drafts = run.drafts.summary()
+        job.emit(
+            Finished(reason, usage, parser.stopped, first - job.submitted, tps, queued, drafts)
+        )
         if not run.checkpointed:  # the prompt but its last token, which the next re-renders
             self.store(job.rendered.tokens[:-1], run.prompt_cache)
 

@@ -30,6 +30,8 @@ log = logging.getLogger("server.engine")
 class Scheduler:
     """Admits queued jobs, prefills them between decode steps, decodes them in one batch."""
 
+    drafts = True  # a lone sequence may draft (server.speculative)
+
     def __init__(self, runner: Runner, queue: JobQueue):
         import mlx.core as mx
         from mlx_lm.generate import BatchGenerator, make_stop_sequences
@@ -93,6 +95,7 @@ class Scheduler:
             **self.meter.status(),
             "kv_bytes_estimate": sum(s.estimate for s in members + prefills),
             "memory": self.admission.status(),
+            "speculative": self.runner.draft_status(),
         }
 
     # -- the loop -----------------------------------------------------------------------------
@@ -230,6 +233,8 @@ class Scheduler:
         if (lone := self._lone()) is not None:
             self._into_batch(*lone)  # it may end on the token it had sampled ahead
         if not self.active:
+            drafting = runner.drafting(job) if self.drafts else None  # only a lone one drafts
+            run.drafts = drafting.record if drafting is not None else None
             solo = SoloDecode(
                 runner.loaded.model,
                 cache,
@@ -239,6 +244,7 @@ class Scheduler:
                 sampler=sampler,
                 logits_processors=job.logits_processors,
                 stop_sequences=self.stop_sequences,
+                drafting=drafting,
             )
             seq = Member(job, SOLO_UID, run, parser, detokenizer, task.estimate, solo)
             self.active[SOLO_UID] = seq
@@ -275,8 +281,9 @@ class Scheduler:
         """One decode step of the batch (or of the lone sequence), then each member's token."""
         started = time.perf_counter()
         lone = self._lone()
-        responses = [lone[1].next()] if lone is not None else self.gen.next()[1]
-        self.meter.step(len(responses), time.perf_counter() - started)  # not the replies
+        responses = lone[1].next() if lone is not None else self.gen.next()[1]
+        sequences = 1 if lone is not None else len(responses)
+        self.meter.step(len(responses), time.perf_counter() - started, sequences)  # not replies
         self.runner.watchdog.beat()
         for r in responses:
             seq = self.active.get(r.uid)

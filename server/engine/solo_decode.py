@@ -4,12 +4,21 @@ Joining mlx-lm's batch copies the prompt's whole KV state into the batch's padde
 decodes through the batch's attention: at one sequence that costs TTFT and speed for nothing.
 So the first sequence decodes alone in mlx-lm's `GenerationBatch` over its own plain cache, and
 moves into the batch, state and all, only when a second one is ready to join.
+
+Alone, it may also draft (server.speculative): a step then verifies the pending token and its
+drafts in one forward and gives every accepted token. Plain steps stay in the GenerationBatch,
+one step ahead; a step that drafts leaves it and a plain step after drafting rebuilds it.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, cast
+
+from server.speculative.rollback import verify_room
+from server.speculative.session import Drafting
+from server.speculative.verify import verify
 
 SOLO_UID = -1  # the scheduler's key for the lone sequence (the batch's uids start at 0)
 _NO_LIMIT = 1 << 62  # length and stop tokens are checked here: the batch never finishes it
@@ -39,52 +48,149 @@ class SoloDecode:
         sampler: Any,
         logits_processors: list[Any],
         stop_sequences: Any,
+        drafting: Drafting | None = None,
     ):
         """`tokens[:start]` is in `cache`; the rest (the prompt's last token) starts the decode."""
         import mlx.core as mx
-        from mlx_lm.generate import GenerationBatch, StopSequences, generation_stream
+        from mlx_lm.generate import generation_stream
 
+        self.model = model
         self.cache = cache
         self.max_tokens = max_tokens
         self.sampler = sampler
         self.logits_processors = logits_processors
         self.stop_sequences = stop_sequences
+        self.drafting = drafting
         self.count = 0
         self._matcher = stop_sequences.matcher()
         self._mx, self._stream = mx, generation_stream  # per token: no imports on that path
-        with mx.stream(generation_stream):  # where mlx-lm's generators run; the first step too
+        # Plain: the GenerationBatch. Drafting: the tokens in the cache and the one sampled next.
+        self._fed: list[int] = []
+        self._pending: int | None = None
+        self._context: Any = None  # the processors' token buffer while drafting
+        # The last step: its start, tokens fed (0: a switch, not a size to cost), context, whether
+        # it counts as drafting (switches do) and the tokens it gave.
+        self._cycle: tuple[float, int, int, bool, int] | None = None
+        self._steady = True  # plain steps run one step ahead (not just back from drafting)
+        self._batch: Any = None
+        self._plain(mx.array(tokens[start:]), list(tokens[:start]))
+
+    def _plain(self, inputs: Any, fed: list[int]) -> None:
+        """Decode one step ahead in a GenerationBatch that feeds `inputs` first."""
+        from mlx_lm.generate import GenerationBatch, StopSequences
+
+        with self._mx.stream(self._stream):  # where mlx-lm's generators run; the first step too
             self._batch = GenerationBatch(
-                model,
+                self.model,
                 [SOLO_UID],
-                mx.array(tokens[start:]),
-                cache,
-                [list(tokens[:start])],
-                [sampler],
-                sampler,
-                [list(logits_processors)],
+                inputs,
+                self.cache,
+                [fed],
+                [self.sampler],
+                self.sampler,
+                [list(self.logits_processors)],
                 [StopSequences()],
                 [_NO_LIMIT],
             )
 
-    def next(self) -> SoloResponse:
-        """The next token (the step after it is already queued)."""
+    def next(self) -> list[SoloResponse]:
+        """The next tokens: one from a plain step (the step after it is already queued), the
+        pending one and the accepted drafts from a verify step."""
+        started = time.perf_counter()
+        if self.drafting is not None and self._cycle is not None:
+            self.drafting.cycle(*self._cycle, started)
+        if self._batch is None:
+            return self._draft_step(started)
         with self._mx.stream(self._stream):  # where mlx-lm's generators run
             (r,) = self._batch.next()
         if self.count % 256 == 255:
             self._mx.clear_cache()  # as mlx-lm's generate_step: freed buffers do not pile up
-        return self._response(int(r.token))
+        response = self._response(int(r.token))
+        if self.drafting is not None and response.finish_reason is None:
+            self.drafting.delivered([response.token])
+            context = len(self._batch.tokens[0])
+            steady, self._steady = self._steady, True
+            leaving = self.drafting.guessing and self.drafting.length(context + 1, self._limit())
+            if leaving:
+                self._leave_batch()
+            plain = steady and not leaving  # a switch's cost is drafting's
+            self._cycle = (started, 1 if plain else 0, context, not plain, 1)
+        return [response]
+
+    def _limit(self) -> int:
+        """The most drafts the next step may verify: the reply's room after the pending token,
+        and what the cache can undo."""
+        room = verify_room(self.cache)
+        limit = self.max_tokens - self.count - 1
+        return limit if room is None else min(limit, room - 1)
+
+    def _leave_batch(self) -> None:
+        """Take the pending token and the fed tokens out of the GenerationBatch."""
+        batch = self._batch
+        self._pending = cast(int, batch._next_tokens.item())
+        self._fed = batch.tokens[0]
+        self._context = batch._token_context[0] if self.logits_processors else None
+        self._batch = None
+
+    def _draft_step(self, started: float) -> list[SoloResponse]:
+        """Verify the pending token and its drafts, or go back to plain steps with it."""
+        drafting, pending = cast(Drafting, self.drafting), cast(int, self._pending)
+        k = drafting.length(len(self._fed) + 1, self._limit())
+        if not k:
+            drafting.delivered([pending])
+            return [self._rejoin(started)]
+        drafts = drafting.drafts(pending, k)
+        if not drafts:
+            return [self._rejoin(started)]
+        out: list[SoloResponse] = []
+
+        def deliver(token: int) -> bool:
+            out.append(self._response(token))
+            return out[-1].finish_reason is not None
+
+        with self._mx.stream(self._stream):
+            step = verify(
+                self.model,
+                self.cache,
+                pending,
+                drafts,
+                sampler=self.sampler,
+                processors=self.logits_processors,
+                context=self._context,
+                deliver=deliver,
+            )
+        if self.count // 256 != (self.count - len(out)) // 256:
+            self._mx.clear_cache()  # as on plain steps: freed buffers do not pile up
+        drafting.verified(step.delivered[1:], step.drafted)
+        self._cycle = (started, 1 + len(drafts), len(self._fed), True, len(out))
+        self._fed.extend(step.delivered)
+        self._pending = step.pending
+        return out
+
+    def _rejoin(self, started: float) -> SoloResponse:
+        """A plain step from drafting: the pending token is delivered and fed, one step ahead."""
+        pending = cast(int, self._pending)
+        self._plain(self._mx.array([pending]), self._fed)
+        self._pending, self._context = None, None
+        self._cycle = (started, 0, len(self._fed), True, 1)
+        self._steady = False  # the next plain step waits for this one's forward
+        return self._response(pending)
 
     def handover(self) -> tuple[SoloResponse, dict]:
         """Stop decoding alone: the token already sampled ahead, and what the batch needs to go on
         from it (the cache holds every token fed so far; that token is fed next)."""
-        # Sampled by the last step, not delivered yet (mlx types item() wider than a token id).
-        token = cast(int, self._batch._next_tokens.item())
+        if self._batch is not None:
+            # Sampled by the last step, not delivered yet (mlx types item() wider than a token id).
+            token = cast(int, self._batch._next_tokens.item())
+            fed = list(self._batch.tokens[0])
+        else:
+            token, fed = cast(int, self._pending), list(self._fed)
         response = self._response(token)
         joining = {  # BatchGenerator.insert's arguments for this one sequence
             "prompts": [[token]],
             "max_tokens": [self.max_tokens - self.count],
             "caches": [self.cache],
-            "all_tokens": [list(self._batch.tokens[0])],
+            "all_tokens": [fed],
             "samplers": [self.sampler],
             "logits_processors": [self.logits_processors],
             "stop_sequences": [self.stop_sequences],

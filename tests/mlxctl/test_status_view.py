@@ -45,8 +45,16 @@ RECENT = [
 ]  # fmt: skip
 
 
+SPECULATIVE = {
+    "mode": "auto",
+    "drafted": 1200,
+    "accepted": 900,
+    "verify_steps": 300,
+    "tokens_per_step": 4.0,
+    "recent": [{"source": "copy", "tokens_per_step": 3.52}],
+}
 SCHEDULER = {"mode": "batched", "running": 3, "waiting": 1, "batch_size": 2, "prefilling": 1,
-             "tokens_per_second": 41.25}  # fmt: skip
+             "tokens_per_second": 41.25, "speculative": SPECULATIVE}  # fmt: skip
 
 
 def fake_status(make_ctl):
@@ -79,6 +87,8 @@ def test_status_panels_against_a_fake_worker(make_ctl):
     assert "32,768 tokens" in text
     assert "input" in text and "text and images" in text
     assert "3 running, 2 decoding" in text and "1 waiting, 41.2 tok/s" in text
+    assert "drafting  auto, 75% of 1,200 accepted" in text
+    assert "verify    4.0 tokens/step; last copy 3.5" in text
     assert "██████░░░░ 5.0 GiB / 8.0 GiB" in text
 
 

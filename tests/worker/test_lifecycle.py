@@ -73,7 +73,7 @@ def test_loading_then_ready_then_sigterm_ends_stream_cleanly():
 
 
 def test_the_worker_fits_its_stop_into_the_grace_the_supervisor_passes():
-    from server.__main__ import parse_args
+    from server.flags import parse_args
     from server.contract import worker_argv
     from server.settings import Settings, stop_budget
 

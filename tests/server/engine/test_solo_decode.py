@@ -64,11 +64,19 @@ def solo(loaded, prompt, steps, processors=(), stop=()):
     )
 
 
+def take(run, n: int) -> list:
+    """The first `n` responses (a step may give several while drafting)."""
+    out: list = []
+    while len(out) < n:
+        out += run.next()
+    return out[:n]
+
+
 def test_alone_it_decodes_like_stream_generate_and_finishes_on_length_or_a_stop_token(loaded):
     prompt = loaded.tokenizer.encode(PROMPTS[0])
     expected = alone_tokens(loaded, prompt, 12)
     run = solo(loaded, prompt, 12)
-    responses = [run.next() for _ in range(12)]
+    responses = take(run, 12)
     assert [r.token for r in responses] == expected
     assert [r.finish_reason for r in responses] == [None] * 11 + ["length"]
     assert responses[-1].prompt_cache is run.cache  # the final state goes to the prefix cache
@@ -76,7 +84,7 @@ def test_alone_it_decodes_like_stream_generate_and_finishes_on_length_or_a_stop_
     # The last position whose token appears there first: the stop must not match earlier.
     stop_at = max(i for i, t in enumerate(expected) if expected.index(t) == i)
     run = solo(loaded, prompt, 12, stop=[[expected[stop_at]]])
-    got = [run.next() for _ in range(stop_at + 1)]
+    got = take(run, stop_at + 1)
     assert [r.finish_reason for r in got] == [None] * stop_at + ["stop"]
 
 
@@ -88,7 +96,7 @@ def test_a_handover_into_the_batch_goes_on_with_the_same_tokens(loaded, after):
     steps = 14
     seen = LastTokenSeen()
     run = solo(loaded, first, steps, processors=[seen])
-    tokens = [run.next().token for _ in range(after)]
+    tokens = [r.token for r in take(run, after)]
     response, joining = run.handover()
     tokens.append(response.token)
     assert response.finish_reason is None

@@ -1,0 +1,276 @@
+"""Speculative decoding: decode speed with copy drafts against plain decoding, per turn kind.
+
+    uv run python bench/speculative.py [--family qwen2] [--context 32768] [--repeats 2]
+
+Turns whose output is known text, so acceptance is that of real text and not of random weights:
+edit turns built from real commits of this repository (the prompt holds the file before, read
+through a `Read` tool call; the reply is an `Edit` call whose old_string/new_string are the
+commit's first hunk, or a `Write` of the file after), and prose (the reply is a README section
+the prompt does not hold). A test-only logits processor (server/testing/forcing.py) makes the
+tiny random-weight model write that text; every draft is still verified by the real forward.
+
+Three workers on the same model, taking the same turns one after the other: `--speculative off`
+(plain), `auto` (the cost model decides) and `copy` (always drafts). Per turn kind: the reply's
+decode tok/s (the worker's own figure: first token to the end), tokens per verify step, drafts
+accepted, and whether the three replies are identical. Then N concurrent edit turns, plain and
+auto (drafting is for a sequence decoding alone, so a batch decodes plainly), and what auto's
+cost model and guard measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+KEY = "bench-key"
+MODEL = "claude-sonnet-4-5"  # any claude-* name maps to the loaded model
+HEADERS = {"authorization": f"Bearer {KEY}"}
+# (commit, file): real changes of this repository, files of 2-7 KB before the change.
+COMMITS = [
+    ("d8ce529", "server/prefix_cache/ram_tier.py"),
+    ("cd5bea5", "server/model/loading.py"),
+    ("8db903c", "server/api/responses/protocol.py"),
+    ("373ad1f", "server/model/memory.py"),
+]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": name,
+            "description": f"{name} a file.",
+            "parameters": {
+                "type": "object",
+                "properties": {p: {"type": "string"} for p in params},
+                "required": list(params),
+            },
+        },
+    }
+    for name, params in (
+        ("Read", ("file_path",)),
+        ("Edit", ("file_path", "old_string", "new_string")),
+        ("Write", ("file_path", "content")),
+    )
+]
+
+
+def git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout
+
+
+def first_hunk(commit: str, path: str) -> tuple[str, str]:
+    """The commit's first hunk in `path` as (old, new) text, two lines of context each side."""
+    old: list[str] = []
+    new: list[str] = []
+    inside = False
+    for line in git("diff", "-U2", f"{commit}^", commit, "--", path).splitlines():
+        if line.startswith("@@"):
+            if inside:
+                break
+            inside = True
+        elif inside and not line.startswith("\\"):
+            if line[:1] in (" ", "-"):
+                old.append(line[1:])
+            if line[:1] in (" ", "+"):
+                new.append(line[1:])
+    return "\n".join(old), "\n".join(new)
+
+
+def call_text(name: str, arguments: dict) -> str:
+    """A tool call as the Hermes template's model writes it."""
+    return f'<tool_call>\n{{"name": "{name}", "arguments": {json.dumps(arguments)}}}\n</tool_call>'
+
+
+def read_turn(marker: str, path: str, before: str, ask: str) -> list[dict]:
+    read = {"id": "call_read", "type": "function"}
+    read["function"] = {"name": "Read", "arguments": json.dumps({"file_path": path})}
+    return [
+        {"role": "system", "content": "You are a coding agent. Use the tools."},
+        {"role": "user", "content": f"{ask} {marker}"},
+        {"role": "assistant", "content": None, "tool_calls": [read]},
+        {"role": "tool", "tool_call_id": "call_read", "content": before},
+    ]
+
+
+def turns() -> list[tuple[str, str, list[dict], str]]:
+    """(kind, marker, messages, forced reply) for each turn."""
+    out = []
+    for i, (commit, path) in enumerate(COMMITS):
+        before, after = git("show", f"{commit}^:{path}"), git("show", f"{commit}:{path}")
+        old, new = first_hunk(commit, path)
+        marker = f"[edit {i}]"
+        edit = {"file_path": path, "old_string": old, "new_string": new}
+        messages = read_turn(marker, path, before, f"Apply commit {commit} to {path}.")
+        out.append(("edit", marker, messages, call_text("Edit", edit)))
+        marker = f"[write {i}]"
+        messages = read_turn(marker, path, before, f"Rewrite {path} as in commit {commit}.")
+        out.append(
+            ("write", marker, messages, call_text("Write", {"file_path": path, "content": after}))
+        )
+    readme = (REPO / "README.md").read_text().split("\n## ")
+    for i in range(2):
+        marker = f"[prose {i}]"
+        question = f"Summarise this section. {marker}\n\n{readme[1 + i]}"
+        reply = readme[-1 - i][:1500]  # another section: little of it is in the prompt
+        out.append(("prose", marker, [{"role": "user", "content": question}], reply))
+    return out
+
+
+def ask(url: str, messages: list[dict], max_tokens: int) -> tuple[dict, dict]:
+    """One greedy request; (its message, its figures from /v1/status recent)."""
+    body = {"model": MODEL, "messages": messages, "tools": TOOLS, "max_tokens": max_tokens}
+    body["temperature"] = 0
+    r = httpx.post(url + "/v1/chat/completions", json=body, headers=HEADERS, timeout=600)
+    r.raise_for_status()
+    status = httpx.get(url + "/v1/status", headers=HEADERS).json()
+    return r.json()["choices"][0]["message"], status["recent"][0]
+
+
+def same_parts(message: dict) -> str:
+    """What greedy identity compares: the text and each call's name and arguments (not ids)."""
+    calls = [
+        (c["function"]["name"], c["function"]["arguments"]) for c in message.get("tool_calls") or []
+    ]
+    return json.dumps([message.get("content"), calls])
+
+
+def concurrent(url: str, messages: list[dict], n: int, max_tokens: int) -> float:
+    """Aggregate output tok/s of `n` copies of a turn sent at once."""
+    started = time.perf_counter()
+    with ThreadPoolExecutor(n) as pool:
+        futures = [pool.submit(ask_tokens, url, messages, max_tokens) for _ in range(n)]
+        tokens = sum(f.result() for f in futures)
+    return tokens / (time.perf_counter() - started)
+
+
+def ask_tokens(url: str, messages: list[dict], max_tokens: int) -> int:
+    body = {"model": MODEL, "messages": messages, "tools": TOOLS, "max_tokens": max_tokens}
+    body["temperature"] = 0
+    r = httpx.post(url + "/v1/chat/completions", json=body, headers=HEADERS, timeout=600)
+    r.raise_for_status()
+    return r.json()["usage"]["completion_tokens"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tests.conftest import tiny_model
+    from tests.fixtures_worker import start_worker
+
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--family", default="qwen2", help="tiny model family (qwen2, qwen3_next)")
+    ap.add_argument("--context", type=int, default=32768, help="tiny model context")
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--hidden", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--max-tokens", type=int, default=4096)
+    ap.add_argument("--sessions", type=int, default=4, help="N for the concurrent rows")
+    args = ap.parse_args(argv)
+
+    model = tiny_model(
+        family=args.family, context=args.context, layers=args.layers, hidden=args.hidden
+    )
+    all_turns = turns()
+    forced = Path(tempfile.mkdtemp(prefix="spec-bench-")) / "replies.json"
+    forced.write_text(json.dumps([{"marker": m, "reply": r} for _, m, _, r in all_turns]))
+    env = {**os.environ, "MLXCTL_TEST_FORCE_REPLIES": str(forced)}
+    modes = ("off", "auto", "copy")
+    workers = {}
+    try:
+        for mode in modes:
+            workers[mode] = start_worker(model, "--speculative", mode, env=env, api_key=KEY)
+        rows: dict[str, dict[str, list]] = {}
+        for kind, _, messages, _ in all_turns:
+            row = rows.setdefault(kind, {"identical": [], "tokens": []})
+            for _ in range(args.repeats):
+                replies = {}
+                turn = len(row["identical"])
+                for mode in modes[turn % 3 :] + modes[: turn % 3]:  # each goes first in turn
+                    message, figures = ask(workers[mode].base_url, messages, args.max_tokens)
+                    replies[mode] = same_parts(message)
+                    row.setdefault(f"{mode} tps", []).append(figures["tokens_per_second"])
+                    drafts = figures.get("drafts") or {}
+                    row.setdefault(f"{mode} drafted", []).append(drafts.get("drafted", 0))
+                    row.setdefault(f"{mode} accepted", []).append(drafts.get("accepted", 0))
+                    row.setdefault(f"{mode} per step", []).append(drafts.get("per_step", 0.0))
+                row["tokens"].append(figures["completion_tokens"])
+                plain = row["off tps"][-1]
+                for mode in ("auto", "copy"):  # back to back: a ratio drifts less than a speed
+                    row.setdefault(f"{mode} ratio", []).append(row[f"{mode} tps"][-1] / plain)
+                row["identical"].append(len(set(replies.values())) == 1)
+        status = httpx.get(workers["auto"].base_url + "/v1/status", headers=HEADERS).json()
+        learned = status["scheduler"]["speculative"]
+        edit = next(m for k, _, m, _ in all_turns if k == "edit")
+        batched = {
+            mode: concurrent(workers[mode].base_url, edit, args.sessions, args.max_tokens)
+            for mode in ("off", "auto")
+        }
+    finally:
+        for handle in workers.values():
+            handle.stop()
+    report(args, rows, batched)
+    print(
+        "\nauto's cost model, a verify cycle feeding n tokens over a plain cycle (longest context "
+        f"seen): {learned['cost_ratios']}; measured {learned['measured']}"
+    )
+    return 0
+
+
+def report(args, rows: dict, batched: dict) -> None:
+    def med(xs):
+        return statistics.median(xs) if xs else 0.0
+
+    print(
+        f"\ntiny {args.family} model ({args.layers} layers, hidden {args.hidden}, context "
+        f"{args.context}), CPU; {args.repeats} runs per turn; decode tok/s is the worker's own "
+        "(first token to the end of the reply), median over the kind's turns and runs; the "
+        "ratios are medians of each run's back-to-back ratio\n"
+    )
+    print(
+        "| turn kind | turns | reply tokens | plain tok/s | auto tok/s | auto/plain | copy tok/s "
+        "| copy/plain | auto tokens/verify | auto accepted | copy tokens/verify | copy accepted "
+        "| identical |"
+    )
+    print("| --- | " + "---: | " * 11 + "--- |")
+    for kind, row in rows.items():
+        plain, auto, copy = (med(row[f"{m} tps"]) for m in ("off", "auto", "copy"))
+
+        def accepted(mode: str, row=row) -> str:
+            drafted = sum(row[f"{mode} drafted"])
+            return f"{sum(row[f'{mode} accepted']) / drafted:.0%}" if drafted else "-"
+
+        cells = [
+            kind,
+            str(len(row["identical"]) // args.repeats),
+            f"{med(row['tokens']):.0f}",
+            f"{plain:.1f}",
+            f"{auto:.1f}",
+            f"{med(row['auto ratio']):.2f}x",
+            f"{copy:.1f}",
+            f"{med(row['copy ratio']):.2f}x",
+            f"{med(row['auto per step']):.2f}",
+            accepted("auto"),
+            f"{med(row['copy per step']):.2f}",
+            accepted("copy"),
+            "yes" if all(row["identical"]) else "NO",
+        ]
+        print("| " + " | ".join(cells) + " |")
+    off, auto = batched["off"], batched["auto"]
+    print(
+        f"\n{args.sessions} concurrent edit turns (a batch decodes plainly): aggregate output "
+        f"{off:.1f} tok/s plain, {auto:.1f} tok/s auto ({auto / off:.2f}x)"
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,56 @@
+"""Copy drafts (prompt lookup): where the context's latest tokens occurred before, the tokens that
+followed them then are the guess for what follows now. An `Edit`'s old_string, a rewritten file,
+a repeated identifier: the text a coding agent writes is largely in its context already.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MIN_MATCH = 2  # a single repeated token predicts too little to be worth a verify
+MAX_MATCH = 32  # longer matches choose among occurrences; past this they all agree
+NOT_A_TOKEN = -1  # stands in the context where no token is (an image): never matched or drafted
+
+
+class CopyDrafts:
+    """The continuation of the longest match of the context's suffix, the latest such match on
+    ties (numpy scans: a 30K-token context costs tens of microseconds per proposal)."""
+
+    name = "copy"
+
+    def __init__(self, tokens: list[int], min_match: int = MIN_MATCH, max_match: int = MAX_MATCH):
+        self.min_match, self.max_match = min_match, max_match
+        self._buf = np.zeros(max(64, 2 * len(tokens)), dtype=np.int64)
+        self._n = 0
+        self.extend(tokens)
+
+    def extend(self, tokens: list[int]) -> None:
+        if self._n + len(tokens) > len(self._buf):
+            grown = np.zeros(2 * (self._n + len(tokens)), dtype=np.int64)
+            grown[: self._n] = self._buf[: self._n]
+            self._buf = grown
+        self._buf[self._n : self._n + len(tokens)] = tokens
+        self._n += len(tokens)
+
+    def propose(self, k: int) -> list[int]:
+        n, ctx = self._n, self._buf[: self._n]
+        if k <= 0 or n <= self.min_match:
+            return []
+        # Occurrences of the last token, before it, with a token after them.
+        ends = np.flatnonzero(ctx[: n - 1] == ctx[n - 1])
+        length = 1
+        while length < self.max_match and ends.size:
+            back = ends - length
+            ok = back >= 0
+            ok[ok] = ctx[back[ok]] == ctx[n - 1 - length]
+            if not ok.any():
+                break
+            ends, length = ends[ok], length + 1
+        if length < self.min_match or not ends.size:
+            return []
+        start = int(ends[-1]) + 1  # the latest of the longest matches
+        draft = ctx[start : min(start + k, n)].tolist()
+        return draft[: draft.index(NOT_A_TOKEN)] if NOT_A_TOKEN in draft else draft
+
+    def __len__(self) -> int:
+        return self._n

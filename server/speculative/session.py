@@ -1,0 +1,90 @@
+"""One request's drafting: its draft source, its acceptance, the worker's cost model, its record.
+
+The lone-sequence decode asks it, each step, which drafts to verify (none: decode plainly) and
+tells it what happened. While decoding plainly it still checks its guesses against the tokens the
+model writes, at no cost, so `auto` notices when copying starts paying again.
+"""
+
+from __future__ import annotations
+
+from server.speculative.copy_drafts import CopyDrafts
+from server.speculative.guard import PROBE_EVERY, SpeedGuard
+from server.speculative.policy import CANDIDATES, Acceptance, CostModel, choose
+from server.speculative.sources import DraftSource
+from server.speculative.stats import DraftRecord
+
+
+class Drafting:
+    def __init__(
+        self,
+        mode: str,
+        prompt: list[int],
+        costs: CostModel,
+        guard: SpeedGuard | None = None,
+        source: DraftSource | None = None,
+    ):
+        """`mode` is "auto" (the cost model decides, the guard checks) or "copy" (draft
+        whenever there is a guess, at the longest length); `source` holds the prompt (copy
+        drafts by default)."""
+        self.mode = mode
+        self.source: DraftSource = source or CopyDrafts(prompt)
+        self.costs = costs
+        self.guard = guard or SpeedGuard()
+        self._held = 0  # steps `auto` held drafting off since its last try
+        self.acceptance = Acceptance()
+        self.record = DraftRecord(self.source.name)
+        self._guess: int | None = None  # the source's guess at the next token while plain
+
+    def delivered(self, tokens: list[int]) -> None:
+        """Tokens given by plain steps: check the last guess, then guess the next."""
+        for token in tokens:
+            if self._guess is not None:
+                self.acceptance.observe(int(token == self._guess), 1)
+            self.source.extend([token])
+            guess = self.source.propose(1)
+            self._guess = guess[0] if guess else None
+
+    @property
+    def guessing(self) -> bool:
+        """Whether the source guesses at the token being decoded (plain steps draft nothing
+        else: leaving the one-step-ahead pipeline costs a wait)."""
+        return self._guess is not None
+
+    def length(self, context: int, limit: int) -> int:
+        """How many drafts the next step should verify (0: decode plainly); `limit` is what
+        the reply has room for after the pending token."""
+        if limit <= 0:
+            return 0
+        if self.mode == "copy":
+            return min(CANDIDATES[-1], limit)
+        if self.guard.holds_off(context):
+            self._held += 1
+            if self._held % PROBE_EVERY:
+                return 0
+        return choose(self.acceptance.rate, self.costs, context, limit)
+
+    def cycle(
+        self, began: float, fed: int, context: int, drafting: bool, tokens: int, now: float
+    ) -> None:
+        """A decode cycle ended: its cost by tokens fed (0: a switch in or out of drafting,
+        no size of its own) and its seconds per token, drafting or plain."""
+        if fed:
+            self.costs.record(fed, context, now - began)
+        self.guard.record(drafting, context, tokens, now - began)
+
+    def drafts(self, pending: int, k: int) -> list[int]:
+        """The source's guesses after the pending token (which the next step delivers)."""
+        self.source.extend([pending])
+        self._guess = None
+        return self.source.propose(k)
+
+    def verified(self, accepted: list[int], drafted: int) -> None:
+        """A verify step accepted `accepted` of `drafted` drafts (the rest were wrong)."""
+        self.source.extend(accepted)
+        right = len(accepted)
+        self.acceptance.observe(right, right + (1 if right < drafted else 0))
+        r = self.record
+        r.drafted += drafted
+        r.accepted += right
+        r.verify_steps += 1
+        r.verified_tokens += right + 1

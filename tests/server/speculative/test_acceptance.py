@@ -1,0 +1,120 @@
+"""The acceptance rule and the draft-length policy, on fakes: sampled decoding with drafts follows
+the model's distribution; `auto` drafts where it pays and stops where drafts fail."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.speculative.policy import CostModel, choose, expected_tokens
+from server.speculative.session import Drafting
+
+PROBS = [0.5, 0.3, 0.15, 0.05]  # the model's distribution over a 4-token vocabulary
+
+
+class FixedModel:
+    """Every position's logits are log(PROBS), whatever was fed."""
+
+    def __call__(self, inputs, cache=None):
+        import mlx.core as mx
+
+        logits = mx.log(mx.array(PROBS))
+        return mx.broadcast_to(logits, (1, inputs.shape[1], len(PROBS)))
+
+
+@pytest.mark.parametrize("draft", [0, 3])  # the likeliest token, and a rare one
+def test_sampled_tokens_after_a_draft_follow_the_models_distribution(draft):
+    # A draft is accepted with probability p(d); a rejection samples p without d. Together the
+    # next token must be drawn from p. 6000 draws: 4 standard errors at p=0.5 is 0.026.
+    import mlx.core as mx
+    from mlx_lm.sample_utils import make_sampler
+
+    from server.speculative.verify import verify
+
+    mx.random.seed(0)
+    sampler = make_sampler(temp=1.0)
+    counts = [0] * len(PROBS)
+    n = 6000
+    for _ in range(n):
+        step = verify(
+            FixedModel(),
+            [],
+            pending=1,
+            drafts=[draft, draft],
+            sampler=sampler,
+            processors=[],
+            context=None,
+            deliver=lambda token: False,
+        )
+        following = step.delivered[1] if step.accepted else step.pending
+        counts[following] += 1
+    for got, want in zip(counts, PROBS, strict=True):
+        assert abs(got / n - want) < 0.03, (counts, PROBS)
+
+
+class Ratios(CostModel):
+    """A cost model with given ratios: a cycle of 1 + k tokens costs `slope` more per draft."""
+
+    def __init__(self, slope: float):
+        super().__init__()
+        self.slope = slope
+
+    def ratio(self, fed: int, context: int) -> float:
+        return 1.0 + self.slope * (fed - 1)
+
+
+def test_the_policy_drafts_only_where_the_expected_gain_beats_the_cost():
+    assert expected_tokens(0.5, 2) == pytest.approx(1.75)
+    assert choose(0.9, Ratios(0.02), 1000, 64) == 16  # cheap verifies, good drafts: long
+    assert choose(0.9, Ratios(0.02), 1000, 3) == 3  # never past the reply's room
+    assert choose(0.6, Ratios(0.3), 1000, 64) in (1, 2)  # dear verifies (an MoE): short
+    assert choose(0.1, Ratios(0.3), 1000, 64) == 0  # failing drafts: plain decoding
+
+
+def test_auto_turns_drafting_off_when_drafts_keep_failing_and_on_when_they_match_again():
+    drafting = Drafting("auto", [5, 6, 7, 8, 5, 6], Ratios(0.1))
+    assert drafting.length(100, 64) > 0  # the prior gives drafting a try
+    for _ in range(10):
+        drafting.verified([], 4)  # four drafts, the first already wrong
+    assert drafting.length(100, 64) == 0
+    # Plain steps still check the guesses, at no cost: copying resumes once they match.
+    drafting.delivered([7, 8, 5, 6] * 10)
+    assert drafting.length(100, 64) > 0
+    copy = Drafting("copy", [1, 2], Ratios(0.1))
+    for _ in range(10):
+        copy.verified([], 4)
+    assert copy.length(100, 64) == 16  # `copy` drafts whatever the acceptance
+
+
+def test_the_cost_model_measures_ratios_and_a_larger_feed_bounds_a_smaller_one():
+    costs = CostModel()
+    assert costs.ratio(5, 1000) == pytest.approx(1.12)  # nothing measured: the prior
+    costs.record(1, 1000, 0.010)
+    costs.record(5, 1000, 0.020)
+    costs.record(3, 1000, 0.130)  # a cycle that caught a prefill turn
+    assert costs.ratio(5, 1000) == pytest.approx(2.0)
+    assert costs.ratio(3, 1000) == pytest.approx(2.0)  # bounded by the larger feed's
+    assert costs.ratio(9, 1000) > 2.0  # past the largest: dearer still
+    costs.record(5, 1000, 0.900)  # an outlier is ignored
+    assert costs.ratio(5, 1000) == pytest.approx(2.0)
+    assert costs.ratio(5, 100_000) == pytest.approx(1.12)  # another context length: unmeasured
+
+
+def test_the_guard_holds_auto_off_where_drafting_came_out_slower_and_probes_now_and_then():
+    from server.speculative.guard import PROBE_EVERY, SpeedGuard
+
+    guard = SpeedGuard()
+    drafting = Drafting("auto", [5, 6, 7, 8, 5, 6], Ratios(0.0), guard)
+    assert drafting.length(1000, 64) > 0  # nothing measured yet
+    for _ in range(20):
+        guard.record(False, 1000, 1, 0.010)  # plain: 10 ms a token
+        guard.record(True, 1000, 3, 0.045)  # drafting: 15 ms a token, switches included
+    assert guard.holds_off(1000) and not guard.holds_off(100_000)  # only where measured
+    tries = [drafting.length(1000, 64) for _ in range(2 * PROBE_EVERY)]
+    assert sum(1 for k in tries if k) == 2  # one try in every PROBE_EVERY steps
+    for _ in range(200):
+        guard.record(True, 1000, 4, 0.020)  # drafting got faster: 5 ms a token
+    assert not guard.holds_off(1000)
+    assert drafting.length(1000, 64) > 0
+    status = guard.status()
+    assert status["plain_ms_per_token"] == 10.0
+    assert status["drafting_ms_per_token"] == pytest.approx(5.0, abs=0.05)

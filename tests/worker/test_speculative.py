@@ -1,0 +1,149 @@
+"""Speculative decoding in a real worker: the same greedy replies with copy drafts as without,
+over both APIs, streamed and not, on a plain KV model and a hybrid one; a hybrid's next turn from
+its cache after drafting equals a cold prefill; a forced tool call stays schema-valid; the figures
+show on /v1/status and /metrics."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from server.testing.scripts import WEATHER_TOOL
+from tests.conftest import tiny_model
+from tests.fixtures_worker import API_KEY, REPO_ROOT, start_worker
+from tests.worker.test_cache import AUTH, MODEL, anthropic_client, clear, openai_client
+
+CODE = "\n".join(f"def f{i}(x):\n    return x * {i} + f{i - 1}(x)\n" for i in range(1, 9))
+GREEDY = {"temperature": 0}  # the Anthropic SDK has no sampling arguments
+ASK = "Repeat the functions above, then add f9 the same way."
+
+
+@pytest.fixture(scope="module", params=["qwen2", "qwen3_next"])
+def workers(request):
+    """(drafting worker, plain worker) on the same tiny model."""
+    model = tiny_model(family=request.param)
+    copy = start_worker(model, "--speculative", "copy", api_key=API_KEY)
+    try:
+        plain = start_worker(model, "--speculative", "off", api_key=API_KEY)
+    except Exception:
+        copy.stop()
+        raise
+    yield copy, plain
+    copy.stop()
+    plain.stop()
+
+
+def reply(handle, protocol: str, stream: bool, messages: list[dict], max_tokens: int = 48) -> str:
+    if protocol == "openai":
+        client = openai_client(handle)
+        kwargs = {"model": MODEL, "messages": messages, "max_tokens": max_tokens, "temperature": 0}
+        if not stream:
+            return client.chat.completions.create(**kwargs).choices[0].message.content or ""
+        chunks = client.chat.completions.create(**kwargs, stream=True)
+        return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    client = anthropic_client(handle)
+    greedy = {"temperature": 0}  # this SDK has no sampling arguments
+    kwargs = {"model": MODEL, "messages": messages, "max_tokens": max_tokens, "extra_body": greedy}
+    if not stream:
+        return "".join(b.text for b in client.messages.create(**kwargs).content if b.type == "text")
+    with client.messages.stream(**kwargs) as events:
+        return "".join(events.text_stream)
+
+
+def speculative_status(handle) -> dict:
+    r = httpx.get(handle.base_url + "/v1/status", headers=AUTH)
+    assert r.status_code == 200, r.text
+    return r.json()["scheduler"]["speculative"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("protocol", ["openai", "anthropic"])
+def test_greedy_replies_are_the_same_with_copy_drafts(workers, protocol, stream):
+    copy, plain = workers
+    messages = [{"role": "user", "content": f"{CODE}\n{ASK} ({protocol}, {stream})"}]
+    before = speculative_status(copy)
+    assert reply(copy, protocol, stream, messages) == reply(plain, protocol, stream, messages)
+    after = speculative_status(copy)
+    assert after["mode"] == "copy" and speculative_status(plain)["mode"] == "off"
+    assert after["verify_steps"] > before["verify_steps"]  # it drafted
+    assert after["recent"][-1]["source"] == "copy"
+    status = httpx.get(copy.base_url + "/v1/status", headers=AUTH).json()
+    assert status["recent"][0]["drafts"]["draft"] == "copy"  # the access log's figures too
+
+
+def test_a_hybrids_next_turn_from_its_cache_after_drafting_equals_a_cold_prefill(workers):
+    copy, plain = workers
+    first = [{"role": "user", "content": f"{CODE}\nNext turn test. {ASK}"}]
+    answer = reply(copy, "anthropic", False, first)
+    second = [
+        *first,
+        {"role": "assistant", "content": answer},
+        {"role": "user", "content": "Again, shorter."},
+    ]
+    # The drafting worker continues from its cache; the plain one prefills it all.
+    client = anthropic_client(copy)
+    warm = client.messages.create(model=MODEL, messages=second, max_tokens=32, extra_body=GREEDY)
+    assert warm.usage.cache_read_input_tokens > 0
+    clear(plain)
+    cold = anthropic_client(plain).messages.create(
+        model=MODEL, messages=second, max_tokens=32, extra_body=GREEDY
+    )
+    assert cold.usage.cache_read_input_tokens == 0
+    assert [b.text for b in warm.content] == [b.text for b in cold.content]
+
+
+def test_a_forced_tool_call_under_drafting_is_schema_valid(workers):
+    copy, _ = workers
+    client = openai_client(copy)
+    for i in range(3):
+        out = client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": f"{CODE}\nWeather in f{i}?"}],
+            tools=[WEATHER_TOOL],
+            tool_choice={"type": "function", "function": {"name": "get_weather"}},
+            max_tokens=64,
+            temperature=0,
+        )
+        (call,) = out.choices[0].message.tool_calls
+        assert call.function.name == "get_weather"
+        arguments = json.loads(call.function.arguments)
+        assert set(arguments) == {"city"} and isinstance(arguments["city"], str)
+
+
+def test_metrics_show_the_drafting_figures(workers):
+    copy, _ = workers
+    text = httpx.get(copy.base_url + "/metrics", headers=AUTH).text
+    for name in ("drafted_tokens_total", "accepted_drafts_total", "tokens_per_verify"):
+        assert f"mlxctl_speculative_{name}" in text
+
+
+@pytest.mark.parametrize("mode", ["mtp", "draft", "nope"])
+def test_a_draft_source_not_built_yet_is_a_clear_usage_error(tiny_model_path, mode):
+    run = subprocess.run(
+        [sys.executable, "-m", "server", "--model", str(tiny_model_path), "--speculative", mode],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 2
+    out = run.stderr + run.stdout
+    assert f"unknown --speculative '{mode}'" in out and "auto, off, copy" in out
+    assert ("not built yet" in out) == (mode != "nope")
+
+
+def test_config_speculative_reaches_the_worker_command_line():
+    from mlxctl.config import SCHEMA, worker_options
+    from server.contract import option_names, worker_argv
+
+    values = {key.path: key.default for key in SCHEMA}
+    argv = worker_argv("m", "127.0.0.1", 8080, **worker_options(values))
+    assert argv[argv.index("--speculative") + 1] == "auto"
+    values["speculative"] = "off"
+    argv = worker_argv("m", "127.0.0.1", 8080, **worker_options(values))
+    assert argv[argv.index("--speculative") + 1] == "off"
+    assert "speculative" in option_names()  # new releases record that they accept it
