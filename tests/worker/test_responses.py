@@ -324,9 +324,9 @@ def test_a_schema_that_cannot_be_enforced_is_a_400(client):
         ({"input": HELLO, "background": True, "store": False}, "store", "needs store"),
         ({"input": HELLO, "conversation": "conv_1"}, "conversation", "not served"),
         (
-            {"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]},
+            {"input": [{"role": "user", "content": [{"type": "hologram", "text": "x"}]}]},
             "input",
-            "no vision",
+            "unsupported content part type",
         ),
         (
             {
