@@ -172,7 +172,7 @@ def messages_of(
             turns.add_call(item.get("call_id"), name, {CUSTOM_INPUT: item["input"]}, where)
         elif kind in ("function_call_output", "custom_tool_call_output"):
             turns.add_output(item, where)
-        elif kind in _HOSTED_ITEMS:
+        elif kind in _HOSTED_ITEMS or kind == "additional_tools":  # tools: read by tool_set
             continue
         elif kind == "item_reference":
             raise BadRequest(

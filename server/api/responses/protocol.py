@@ -107,11 +107,10 @@ def convert(
     the whole conversation when the route resolved a previous response (default: `input`);
     `vision`: the model reads images (else each becomes a note)."""
     _refused(body)
+    conversation = body.input if items is None else items
+    tools = tool_set(body.tools, conversation)
     images = Images() if vision else None
-    messages, dropped = messages_of(
-        body.instructions, body.input if items is None else items, images
-    )
-    tools = tool_set(body.tools)
+    messages, dropped = messages_of(body.instructions, conversation, images)
     choice, tools = tool_choice(body.tool_choice, tools)
     sampling = Sampling()
     max_tokens = None
