@@ -319,7 +319,7 @@ def test_a_schema_that_cannot_be_enforced_is_a_400(client):
             "no tool call found",
         ),
         ({"input": HELLO, "previous_response_id": "resp_1"}, "previous_response_id", "not found"),
-        ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input", "not served"),
+        ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input", "no stored item"),
         ({"input": HELLO, "background": True, "stream": True}, "stream", "not streamed"),
         ({"input": HELLO, "background": True, "store": False}, "store", "needs store"),
         ({"input": HELLO, "conversation": "conv_1"}, "conversation", "not served"),

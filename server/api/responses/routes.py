@@ -18,7 +18,14 @@ from starlette.concurrency import run_in_threadpool
 from server.api import serving
 from server.api.model_names import check_model
 from server.api.responses import background
-from server.api.responses.history import as_items, conversation_of, page, with_ids
+from server.api.responses.history import (
+    as_items,
+    conversation_of,
+    page,
+    references,
+    resolved,
+    with_ids,
+)
 from server.api.responses.protocol import InputTokensRequest, ResponsesRequest, convert
 from server.api.responses.reply import Frame, response_body
 from server.api.responses.store import ResponseStore
@@ -71,7 +78,12 @@ async def _conversation(request: Request, body: InputTokensRequest) -> list[Any]
                 code="previous_response_not_found",
             )
         before = conversation_of(record)
-    return with_ids([*before, *as_items(body.input)])
+    given = as_items(body.input)
+    wanted = references(given)
+    if wanted:  # items named by id: any stored response's input or output
+        found = await run_in_threadpool(_store(request).find_items, wanted)
+        given = resolved(given, found)
+    return with_ids([*before, *given])
 
 
 async def _convert(
