@@ -175,9 +175,10 @@ def messages_of(
         elif kind in _HOSTED_ITEMS or kind == "additional_tools":  # tools: read by tool_set
             continue
         elif kind == "item_reference":
+            # The routes put the stored item in its place; one left here was never looked up.
             raise BadRequest(
-                f"{where}: item references are not served here (send the items themselves, or "
-                "chain with previous_response_id)",
+                f"{where}: item references are resolved from stored responses only (send the "
+                "items themselves, or chain with previous_response_id)",
                 param="input",
             )
         else:
