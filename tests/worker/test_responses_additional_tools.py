@@ -2,15 +2,22 @@
 those of `tools` are, rendered the same (the same prompt, so the same prefix cache), and the
 model's calls come back as items Codex maps onto them.
 
-Codex 0.171 sends its tools this way under the model names it knows (a `functions` namespace
-whose main tool is a freeform JavaScript `exec`) with no `tools` field at all.
+Codex 0.171 sends its tools this way under a model its catalog marks `use_responses_lite`
+(gpt-5.6-*, gpt-6-*; not gpt-5.5): a `functions` namespace whose main tool is a freeform
+JavaScript `exec`, then other namespaces, and no `tools` field at all.
 """
 
 from __future__ import annotations
 
+import json
+
 import httpx
 
+from tests.fixtures_worker import REPO_ROOT
 from tests.worker.test_responses import HEADERS, MODEL, client_for
+
+# Codex's first request under a model its catalog marks `use_responses_lite` (fixtures README).
+LITE = REPO_ROOT / "tests" / "fixtures" / "codex-0.171.0" / "responses-lite" / "001.json"
 
 EXEC = {
     "type": "custom",
@@ -108,3 +115,23 @@ def test_a_malformed_additional_tools_item_is_a_400_naming_it(worker):
     assert r.status_code == 400
     error = r.json()["error"]
     assert error["param"] == "input" and "input[0]: an additional_tools item" in error["message"]
+
+
+def test_codexs_own_request_renders_its_item_as_the_same_tools_in_tools(worker):
+    body = {**json.loads(LITE.read_text())["body"], "model": MODEL}
+    [item] = [i for i in body["input"] if i.get("type") == "additional_tools"]
+    # The same tools as Codex sends them otherwise: the default namespace's at the top.
+    tools = []
+    for tool in item["tools"]:
+        default = tool["type"] == "namespace" and tool["name"] == "functions"
+        tools += tool["tools"] if default else [tool]
+    as_tools = {**body, "input": [i for i in body["input"] if i is not item], "tools": tools}
+    assert input_tokens(worker, body) == input_tokens(worker, as_tools)
+    r = httpx.post(
+        worker.base_url + "/v1/responses",
+        json={**body, "max_output_tokens": 8},
+        headers=HEADERS,
+        timeout=120,
+    )
+    assert r.status_code == 200, r.text
+    assert "response.completed" in r.text or "response.incomplete" in r.text
