@@ -1,8 +1,8 @@
 """Images a client sends to a vision model: checked here, before anything reaches the model.
 
-Only inline data is taken (Anthropic base64 sources, OpenAI data URLs): a worker that fetched
-URLs would let any client make it reach into the network it sits in. A payload that is too
-large, not base64, truncated or not an image is a 400 naming its block, never a 500.
+Only inline data is taken (Anthropic base64 sources, OpenAI and Responses data URLs): a worker
+that fetched URLs would let any client make it reach into the network it sits in. A payload that
+is too large, not base64, truncated or not an image is a 400 naming its block, never a 500.
 """
 
 from __future__ import annotations
@@ -60,15 +60,34 @@ class Images:
     def openai(self, part: dict, where: str) -> str:
         image_url = part.get("image_url")
         url = image_url.get("url") if isinstance(image_url, dict) else image_url
+        return self.data_url(url, where, param="messages")
+
+    def responses(self, part: dict, where: str) -> str:
+        """A Responses `input_image` part: a data URL in `image_url` (`detail` is the model's
+        own: its processor sizes every image the same way)."""
+        if part.get("file_id") is not None:
+            raise BadRequest(
+                f"{where}: images by file_id are not served here (there is no Files API): "
+                "send the image inline as a data URL in image_url",
+                param="input",
+            )
+        return self.data_url(part.get("image_url"), where, param="input")
+
+    def data_url(self, url: object, where: str, param: str) -> str:
+        """A `data:image/...;base64,...` URL's image; any other URL is refused (never fetched)."""
         if not isinstance(url, str) or not url.startswith("data:"):
             raise BadRequest(
                 f"{where}: only data URLs are taken for images (data:image/png;base64,...)",
-                param="messages",
+                param=param,
             )
         head, _, payload = url.partition(",")
         if not head.endswith(";base64"):
-            raise BadRequest(f"{where}: the image data URL must be base64", param="messages")
-        return self.add(_base64(payload, where), where)
+            raise BadRequest(f"{where}: the image data URL must be base64", param=param)
+        try:
+            return self.add(_base64(payload, where), where)
+        except BadRequest as exc:  # the payload's own faults name the request's field too
+            exc.param = exc.param or param
+            raise
 
 
 _CHECKED: OrderedDict[str, None] = OrderedDict()

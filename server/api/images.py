@@ -12,7 +12,13 @@ PLACEHOLDER = "[{kind} omitted: this model reads {reads} only]"
 
 
 # OpenAI's part types by what they hold (Anthropic's `image` and `document` say it already).
-_MEDIA = {"image_url": "image", "input_image": "image", "input_audio": "audio", "file": "file"}
+_MEDIA = {
+    "image_url": "image",
+    "input_image": "image",
+    "input_audio": "audio",
+    "file": "file",
+    "input_file": "file",
+}
 MEDIA_TYPES = ("image", "document", *_MEDIA)
 
 

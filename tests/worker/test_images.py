@@ -2,11 +2,12 @@
 
 An image in an earlier turn becomes the placeholder a tool result's image gets; an image in the
 newest turn is dropped too, and the reply says so (a `warning` header, a log line) instead of
-failing the turn. Both protocols, through their official SDKs.
+failing the turn. All three protocols, through the official SDKs.
 """
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from tests.fixtures_worker import API_KEY
@@ -108,3 +109,56 @@ def test_an_image_in_the_newest_openai_turn_is_dropped_and_said(worker):
     assert r.parse().choices[0].finish_reason in ("stop", "length")
     assert "messages[2].content[1]" in r.headers["warning"]
     assert "image_url" in r.headers["warning"]
+
+
+RS_IMAGE = {"type": "input_image", "image_url": f"data:image/png;base64,{PNG}", "detail": "auto"}
+
+
+def responses_session(image: dict | str, newest: list | str = "And now?") -> list[dict]:
+    first = image if isinstance(image, dict) else {"type": "input_text", "text": image}
+    return [
+        {
+            "role": "user",
+            "content": [{"type": "input_text", "text": "What is on my screen?"}, first],
+        },
+        {"role": "assistant", "content": "A window."},
+        {"role": "user", "content": newest},
+    ]
+
+
+def test_an_input_image_in_an_earlier_responses_turn_becomes_the_placeholder(worker):
+    from server.api.images import placeholder
+
+    with openai(worker) as client:
+        reply = client.responses.with_raw_response.create(
+            model="claude-x", max_output_tokens=4, input=responses_session(RS_IMAGE)
+        )
+    assert reply.http_response.status_code == 200 and reply.parse().output is not None
+    assert "warning" not in reply.headers
+    counts = [
+        httpx.post(
+            worker.base_url + "/v1/responses/input_tokens",
+            json={"model": "claude-x", "input": responses_session(image)},
+            headers={"authorization": f"Bearer {API_KEY}"},
+        ).json()["input_tokens"]
+        for image in (RS_IMAGE, placeholder("image"))
+    ]
+    assert counts[0] == counts[1]  # the placeholder stands where the image was
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_an_input_image_in_the_newest_responses_turn_is_dropped_and_said(worker, stream):
+    newest = [{"type": "input_text", "text": "And this one?"}, RS_IMAGE]
+    kwargs = dict(model="claude-x", max_output_tokens=4, input=responses_session("x", newest))
+    with openai(worker) as client:
+        if stream:
+            with client.responses.with_streaming_response.create(**kwargs, stream=True) as r:
+                assert r.http_response.status_code == 200
+                headers, body = r.headers, r.http_response.read().decode()
+            assert "response.completed" in body or "response.incomplete" in body
+        else:
+            r = client.responses.with_raw_response.create(**kwargs)
+            headers = r.headers
+            assert r.parse().status in ("completed", "incomplete")
+    assert "input[2].content[1]: input_image dropped" in headers["warning"]
+    assert "text only" in headers["warning"]

@@ -1,6 +1,6 @@
 """Stored responses on a real worker through the openai SDK: retrieve, input items, delete,
-cancel, `previous_response_id` chains that hit the prefix cache and survive a restart, bounds,
-and errors in the Responses shape."""
+cancel, `previous_response_id` chains that hit the prefix cache and survive a restart,
+`item_reference` items resolved from the store, bounds, and errors in the Responses shape."""
 
 from __future__ import annotations
 
@@ -118,6 +118,46 @@ def test_a_chain_renders_the_stored_turn_and_hits_the_cache(kept):
             headers=HEADERS,
         )
         assert count.json()["input_tokens"] == usage.input_tokens
+
+
+def test_item_references_resolve_to_the_stored_items_they_name(kept):
+    with client_for(kept) as client:
+        first = client.responses.create(model=MODEL, input=PARIS, tools=[WEATHER], temperature=0)
+        [call] = first.output  # an output item
+        [asked] = list(client.responses.input_items.list(first.id))  # an input item
+        output = {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}
+        by_reference = [
+            {"type": "item_reference", "id": asked.id},
+            {"type": "item_reference", "id": call.id},
+            output,
+        ]
+        by_value = [{"role": "user", "content": PARIS}, call.model_dump(exclude_none=True), output]
+
+        def count(items: list) -> int:
+            body = {"model": MODEL, "input": items, "tools": [WEATHER]}
+            r = httpx.post(kept.base_url + "/v1/responses/input_tokens", json=body, headers=HEADERS)
+            assert r.status_code == 200, r.text
+            return r.json()["input_tokens"]
+
+        assert count(by_reference) == count(by_value)
+        second = client.responses.create(
+            model=MODEL,
+            input=by_reference,
+            tools=[WEATHER],
+            max_output_tokens=8,  # type: ignore[arg-type]
+        )
+        # Stored with the items themselves: a chain from it needs no reference resolved again.
+        listed = list(client.responses.input_items.list(second.id, order="asc"))
+        assert [i.type for i in listed] == ["message", "function_call", "function_call_output"]
+        assert listed[1].id == call.id
+        with pytest.raises(openai_sdk.BadRequestError) as caught:
+            client.responses.create(
+                model=MODEL, input=[{"type": "item_reference", "id": "msg_gone"}, output]
+            )
+    error = caught.value.body
+    assert (
+        error["param"] == "input" and "input[0]: item_reference names no stored" in error["message"]
+    )
 
 
 def poll(client, response_id: str, timeout: float = 60.0):

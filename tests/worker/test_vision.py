@@ -1,6 +1,6 @@
 """Images on a vision model: a real worker on the tiny Gemma 3 VLM, the official SDKs.
 
-Images reach the model through both protocols (in user turns and inside tool results); the
+Images reach the model through all three protocols (in user turns and inside tool results); the
 prefix cache keys an image's tokens by its content, so a resent screenshot is reused past the
 image and a different one at the same place is not; a bad payload is a 400 naming its block.
 """
@@ -48,6 +48,7 @@ RED, BLUE = png((200, 20, 20)), png((20, 20, 200))
 # Images of their own for the cache tests: a reply's end state may be stored after the next
 # test clears the cache, so no earlier test's prompt may hold these.
 GREEN, GREY, YELLOW = png((20, 200, 20)), png((120, 120, 120)), png((220, 220, 20))
+CYAN = png((20, 200, 200))
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +62,9 @@ def vlm_worker(tmp_path_factory):
         # Short turns: a prompt arriving while others decode joins them well before they end.
         "--turn-seconds",
         "0.2",
+        # A greedy random model repeats itself, which copy drafts finish in a few steps: the
+        # lone first request would end before the others join the batch.
+        *("--speculative", "off"),
         api_key=API_KEY,
     )
     yield handle
@@ -243,6 +247,96 @@ def test_a_document_on_a_vision_model_is_a_note_that_says_images_are_read(vlm_wo
     r = post(vlm_worker, "/v1/messages", body)
     assert r.status_code == 200, r.text
     assert "document dropped (this model reads text and images only)" in r.headers["warning"]
+
+
+def rs_image(data: bytes) -> dict:
+    url = "data:image/png;base64," + base64.b64encode(data).decode()
+    return {"type": "input_image", "image_url": url, "detail": "auto"}
+
+
+def rs_turn(image: dict, text: str = "What is on my screen?") -> list[dict]:
+    return [{"role": "user", "content": [{"type": "input_text", "text": text}, image]}]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_responses_sends_an_input_image_and_gets_a_reply(vlm_worker, stream):
+    with openai(vlm_worker) as client:
+        if stream:
+            events = list(
+                client.responses.create(
+                    model=MODEL, input=rs_turn(rs_image(RED)), max_output_tokens=4, stream=True
+                )
+            )
+            assert events[-1].type == "response.incomplete"
+            reply = events[-1].response
+        else:
+            reply = client.responses.create(
+                model=MODEL, input=rs_turn(rs_image(RED)), max_output_tokens=4
+            )
+    assert reply.status == "incomplete" and reply.usage is not None
+    assert reply.usage.input_tokens > 256  # the image's 256 tokens are in the prompt
+
+
+def test_a_responses_follow_up_with_the_same_image_reuses_the_prefix_past_it(vlm_worker):
+    clear(vlm_worker)
+    first_turn = rs_turn(rs_image(CYAN))
+    with openai(vlm_worker) as client:
+        first = client.responses.create(
+            model=MODEL, input=first_turn, max_output_tokens=4, store=False
+        )
+        follow_up = [
+            *first_turn,
+            {"role": "assistant", "content": "A cyan window."},
+            {"role": "user", "content": "And what colour is it now?"},
+        ]
+        second = client.responses.create(
+            model=MODEL, input=follow_up, max_output_tokens=4, store=False
+        )
+    assert first.usage is not None and second.usage is not None
+    assert first.usage.input_tokens_details.cached_tokens == 0
+    cached = second.usage.input_tokens_details.cached_tokens
+    assert cached >= first.usage.input_tokens - 1  # everything up to the new turn
+
+
+def test_an_input_image_in_a_function_call_output_reaches_the_model(vlm_worker):
+    def session(output: list[dict]) -> list[dict]:
+        return [
+            {"role": "user", "content": "Look at shot.png"},
+            {"type": "function_call", "call_id": "c1", "name": "view_image", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c1", "output": output},
+        ]
+
+    tools = [{"type": "function", "name": "view_image", "parameters": {"type": "object"}}]
+    shown = [{"type": "input_text", "text": "shot.png:"}, rs_image(BLUE)]
+    body = {"model": MODEL, "tools": tools}
+    with_image = post(vlm_worker, "/v1/responses/input_tokens", {**body, "input": session(shown)})
+    without = post(vlm_worker, "/v1/responses/input_tokens", {**body, "input": session(shown[:1])})
+    assert with_image.json()["input_tokens"] - without.json()["input_tokens"] >= 256
+    with openai(vlm_worker) as client:
+        reply = client.responses.create(
+            model=MODEL,
+            input=session(shown),
+            tools=tools,
+            max_output_tokens=4,  # type: ignore[arg-type]
+        )
+    assert reply.usage is not None and reply.usage.input_tokens > 256
+
+
+@pytest.mark.parametrize(
+    ("part", "says"),
+    [
+        ({"type": "input_image", "file_id": "file-abc"}, "file_id"),
+        ({"type": "input_image", "image_url": "https://example.invalid/a.png"}, "only data URLs"),
+        (rs_image(RED[: len(RED) // 2]), "could not be decoded"),
+    ],
+    ids=["file_id", "https", "truncated"],
+)
+def test_a_responses_image_not_inline_or_broken_is_a_400_naming_the_item(vlm_worker, part, says):
+    r = post(vlm_worker, "/v1/responses", {"model": MODEL, "input": rs_turn(part)})
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["param"] == "input"
+    assert "input[0].content[1]" in error["message"] and says in error["message"]
 
 
 def greedy_stream(worker, image: bytes, max_tokens: int = 120) -> tuple[str, int]:

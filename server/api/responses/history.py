@@ -1,5 +1,6 @@
 """The conversation behind a stored response: its input items with ids, the prefix a
-`previous_response_id` stands for, and the items listed in pages (`/input_items`)."""
+`previous_response_id` stands for, `item_reference` items replaced by the stored items they
+name, and the items listed in pages (`/input_items`)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,36 @@ def with_ids(items: list[Any]) -> list[Any]:
         if kind == "message" and isinstance(item.get("content"), str):
             part = "output_text" if item.get("role") == "assistant" else "input_text"
             item["content"] = [{"type": part, "text": item["content"]}]
+        out.append(item)
+    return out
+
+
+def references(items: list[Any]) -> set[str]:
+    """The item ids the `item_reference` items among `items` name."""
+    return {
+        item["id"]
+        for item in items
+        if isinstance(item, dict)
+        and item.get("type") == "item_reference"
+        and isinstance(item.get("id"), str)
+    }
+
+
+def resolved(items: list[Any], found: dict[str, dict[str, Any]]) -> list[Any]:
+    """`input` items with each `item_reference` replaced by the item it names (`found`); one
+    naming no stored item is a 400."""
+    out = []
+    for i, item in enumerate(items):
+        if isinstance(item, dict) and item.get("type") == "item_reference":
+            target = found.get(str(item.get("id")))
+            if target is None:
+                raise BadRequest(
+                    f"input[{i}]: item_reference names no stored item "
+                    f"({item.get('id')!r}): send the item itself, or chain with "
+                    "previous_response_id",
+                    param="input",
+                )
+            item = target
         out.append(item)
     return out
 

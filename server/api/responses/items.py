@@ -12,6 +12,8 @@ import logging
 from typing import Any
 
 from server.api.anthropic.signature import reasoning_of
+from server.api.image_input import Images
+from server.api.images import dropped_note, placeholder
 from server.api.responses.tools import CUSTOM_INPUT, call_arguments, flat_name
 from server.errors import BadRequest
 
@@ -22,9 +24,15 @@ log = logging.getLogger("server.api")
 _HOSTED_ITEMS = ("web_search_call", "file_search_call", "image_generation_call")
 
 
-def _text(content: Any, where: str, *, tool_output: bool = False) -> str:
-    """A message's or an output's content: a string or a list of text parts. A tool's image
-    (Codex's view_image) must not fail the agent's whole turn: it is named, not sent."""
+def _text(
+    content: Any,
+    where: str,
+    images: Images | None = None,
+    dropped: list[str] | None = None,
+) -> str:
+    """A message's or an output's content: a string or a list of parts. Images go into `images`
+    where the model reads them; other media, and images for a text-only model, become a note
+    (said in `dropped` where that is a list: the newest turn's user message loses them)."""
     if content is None or isinstance(content, str):
         return content or ""
     if not isinstance(content, list):
@@ -34,13 +42,12 @@ def _text(content: Any, where: str, *, tool_output: bool = False) -> str:
         kind = part.get("type") if isinstance(part, dict) else None
         if kind in _TEXT_PARTS:
             parts.append(str(part.get("text") or part.get("refusal") or ""))
-        elif kind in _MEDIA_PARTS and tool_output:
-            parts.append(f"[{kind} omitted: this model has no vision or audio input]")
+        elif kind == "input_image" and images is not None:
+            parts.append(images.responses(part, f"{where}.content[{j}]"))
         elif kind in _MEDIA_PARTS:
-            raise BadRequest(
-                f"{where}.content[{j}]: this model has no vision or audio input ({kind} given)",
-                param="input",
-            )
+            parts.append(placeholder(kind, images is not None))
+            if dropped is not None:
+                dropped.append(dropped_note(f"{where}.content[{j}]", kind, images is not None))
         else:
             raise BadRequest(
                 f"{where}.content[{j}]: unsupported content part type {kind!r}", param="input"
@@ -68,8 +75,10 @@ def _reasoning_text(item: dict[str, Any]) -> str:
 class _Turns:
     """Messages being built, with the assistant turn still open to more items."""
 
-    def __init__(self, system: str):
+    def __init__(self, system: str, images: Images | None):
         self.system = [system] if system else []
+        self.images = images  # None: the model reads text only, images become notes
+        self.dropped: list[str] = []  # what the newest user message lost (said in the reply)
         self.messages: list[dict[str, Any]] = []
         self.offered: set[str] = set()  # call ids the conversation has made so far
         self.pending_reasoning: list[str] = []
@@ -105,13 +114,14 @@ class _Turns:
                 f"{where}: no tool call found for output with call_id {call_id!r}", param="input"
             )
         output = item.get("output")
-        text = output if isinstance(output, str) else _text(output, where, tool_output=True)
+        # A tool's image (Codex's view_image) must not fail the agent's turn: a note at worst.
+        text = output if isinstance(output, str) else _text(output, where, self.images)
         self.messages.append({"role": "tool", "tool_call_id": call_id, "content": text})
 
 
-def _message(turns: _Turns, item: dict[str, Any], where: str) -> None:
+def _message(turns: _Turns, item: dict[str, Any], where: str, newest: bool) -> None:
     role = item.get("role")
-    text = _text(item.get("content"), where)
+    text = _text(item.get("content"), where, turns.images, turns.dropped if newest else None)
     if role in ("system", "developer"):
         if not turns.messages:
             turns.system.append(text)
@@ -132,17 +142,21 @@ def _message(turns: _Turns, item: dict[str, Any], where: str) -> None:
         )
 
 
-def messages_of(instructions: str | None, items: str | list[Any]) -> list[dict[str, Any]]:
+def messages_of(
+    instructions: str | None, items: str | list[Any], images: Images | None = None
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The template's messages, and notes of the media the newest item lost. `images`: where
+    the model reads images (None: each becomes a note)."""
     if isinstance(items, str):
         items = [{"role": "user", "content": items}]
-    turns = _Turns(instructions or "")
+    turns = _Turns(instructions or "", images)
     for i, item in enumerate(items):
         where = f"input[{i}]"
         if not isinstance(item, dict):
             raise BadRequest(f"{where} must be an object", param="input")
         kind = item.get("type", "message")
         if kind == "message":
-            _message(turns, item, where)
+            _message(turns, item, where, newest=i == len(items) - 1)
         elif kind == "reasoning":
             turns.pending_reasoning.append(_reasoning_text(item))
         elif kind == "function_call":
@@ -158,12 +172,13 @@ def messages_of(instructions: str | None, items: str | list[Any]) -> list[dict[s
             turns.add_call(item.get("call_id"), name, {CUSTOM_INPUT: item["input"]}, where)
         elif kind in ("function_call_output", "custom_tool_call_output"):
             turns.add_output(item, where)
-        elif kind in _HOSTED_ITEMS:
+        elif kind in _HOSTED_ITEMS or kind == "additional_tools":  # tools: read by tool_set
             continue
         elif kind == "item_reference":
+            # The routes put the stored item in its place; one left here was never looked up.
             raise BadRequest(
-                f"{where}: item references are not served here (send the items themselves, or "
-                "chain with previous_response_id)",
+                f"{where}: item references are resolved from stored responses only (send the "
+                "items themselves, or chain with previous_response_id)",
                 param="input",
             )
         else:
@@ -174,4 +189,4 @@ def messages_of(instructions: str | None, items: str | list[Any]) -> list[dict[s
     out += turns.messages
     if not out or all(m["role"] == "system" for m in out):
         raise BadRequest("input has no user message to answer", param="input")
-    return out
+    return out, turns.dropped

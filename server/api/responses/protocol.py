@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
+from server.api.image_input import Images
 from server.api.openai.protocol import error_body as openai_error_body
 from server.api.responses.items import messages_of
 from server.api.responses.tools import ToolSet, tool_choice, tool_set
@@ -100,12 +101,16 @@ def _thinking(body: InputTokensRequest) -> bool | None:
 
 
 def convert(
-    body: InputTokensRequest, items: list[Any] | None = None
+    body: InputTokensRequest, items: list[Any] | None = None, *, vision: bool = False
 ) -> tuple[ChatRequest, ToolSet]:
     """The internal request, and the tools it offers (to map the model's calls back). `items`:
-    the whole conversation when the route resolved a previous response (default: `input`)."""
+    the whole conversation when the route resolved a previous response (default: `input`);
+    `vision`: the model reads images (else each becomes a note)."""
     _refused(body)
-    tools = tool_set(body.tools)
+    conversation = body.input if items is None else items
+    tools = tool_set(body.tools, conversation)
+    images = Images() if vision else None
+    messages, dropped = messages_of(body.instructions, conversation, images)
     choice, tools = tool_choice(body.tool_choice, tools)
     sampling = Sampling()
     max_tokens = None
@@ -116,7 +121,7 @@ def convert(
         )
         max_tokens = body.max_output_tokens
     request = ChatRequest(
-        messages=messages_of(body.instructions, body.input if items is None else items),
+        messages=messages,
         tools=tools.functions or None,
         tool_choice=choice if tools.functions else None,
         parallel_tool_calls=body.parallel_tool_calls is not False,
@@ -124,6 +129,8 @@ def convert(
         sampling=sampling,
         thinking=_thinking(body),
         text_format=_text_format(body.text),
+        dropped=dropped,
+        images=images.inputs if images else [],
     )
     if choice not in (None, "auto", "none") and not tools.functions:
         raise BadRequest(

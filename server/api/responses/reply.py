@@ -108,6 +108,22 @@ class Frame:
             "user": None,
         }
 
+    def keep_alive(self) -> dict[str, Any]:
+        """The smallest response the SDK's type and Codex take: its identity and status, none
+        of the echo (Codex's tools alone are ~30 KB, once a second while a prompt prefills).
+        The whole response comes in `response.created` and the final event."""
+        return {
+            "id": self.response_id,
+            "object": "response",
+            "created_at": self.created_at,
+            "status": "in_progress",
+            "model": self.body.model,
+            "output": [],
+            "parallel_tool_calls": self.body.parallel_tool_calls is not False,
+            "tool_choice": self.body.tool_choice or "auto",
+            "tools": [],
+        }
+
     @property
     def signs_reasoning(self) -> bool:
         """Reasoning items carry `encrypted_content` (what stateless clients such as Codex ask

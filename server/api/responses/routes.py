@@ -18,13 +18,21 @@ from starlette.concurrency import run_in_threadpool
 from server.api import serving
 from server.api.model_names import check_model
 from server.api.responses import background
-from server.api.responses.history import as_items, conversation_of, page, with_ids
+from server.api.responses.history import (
+    as_items,
+    conversation_of,
+    page,
+    references,
+    resolved,
+    with_ids,
+)
 from server.api.responses.protocol import InputTokensRequest, ResponsesRequest, convert
 from server.api.responses.reply import Frame, response_body
 from server.api.responses.store import ResponseStore
 from server.api.responses.stream import encode
+from server.api.responses.tools import ToolSet
 from server.errors import BadRequest, MethodNotAllowed, NotFound
-from server.request import Collected
+from server.request import ChatRequest, Collected
 
 log = logging.getLogger("server.api")
 router = APIRouter()
@@ -70,14 +78,28 @@ async def _conversation(request: Request, body: InputTokensRequest) -> list[Any]
                 code="previous_response_not_found",
             )
         before = conversation_of(record)
-    return with_ids([*before, *as_items(body.input)])
+    given = as_items(body.input)
+    wanted = references(given)
+    if wanted:  # items named by id: any stored response's input or output
+        found = await run_in_threadpool(_store(request).find_items, wanted)
+        given = resolved(given, found)
+    return with_ids([*before, *given])
+
+
+async def _convert(
+    request: Request, body: InputTokensRequest, items: list[Any]
+) -> tuple[ChatRequest, ToolSet]:
+    """`convert`, off the event loop where the model reads images (they are decoded there)."""
+    if not serving.reads_images(request):
+        return convert(body, items)
+    return await run_in_threadpool(partial(convert, body, items, vision=True))
 
 
 @router.post("/v1/responses")
 async def responses(body: ResponsesRequest, request: Request):
     check_model(request.app.state.settings, body.model)
     items = await _conversation(request, body)
-    chat, tools = convert(body, items)
+    chat, tools = await _convert(request, body, items)
     store = _store(request)
     # OpenAI stores unless told not to (`store` defaults to true), and so do we.
     stored = body.store is not False and store.enabled
@@ -117,7 +139,7 @@ async def _settle(written: Awaitable[None]) -> None:
 async def input_tokens(body: InputTokensRequest, request: Request):
     engine, settings = request.app.state.engine, request.app.state.settings
     check_model(settings, body.model)
-    chat = convert(body, await _conversation(request, body))[0]
+    chat = (await _convert(request, body, await _conversation(request, body)))[0]
     rendered = await serving.prepare(engine, chat, check_context=False)
     return {"object": "response.input_tokens", "input_tokens": len(rendered.tokens)}
 

@@ -133,6 +133,24 @@ class ResponseStore:
             return None
         return record
 
+    def find_items(self, ids: set[str]) -> dict[str, dict[str, Any]]:
+        """The stored items (input or output) with these ids, newest record first; reads files
+        until all are found (blocking: a thread's work). What is not found is left out."""
+        with self._lock:
+            held = list(reversed(self._pending))
+            written = [r for r in reversed(self._sizes) if r not in self._pending]
+        found: dict[str, dict[str, Any]] = {}
+        for response_id in [*held, *written]:
+            record = self.get(response_id)
+            if record is None:
+                continue
+            for item in [*record["input_items"], *record["response"].get("output", [])]:
+                if isinstance(item, dict) and item.get("id") in ids and item["id"] not in found:
+                    found[item["id"]] = item
+            if len(found) == len(ids):
+                break
+        return found
+
     def delete(self, response_id: str) -> bool:
         if self._path(response_id) is None:
             return False

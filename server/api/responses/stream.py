@@ -3,7 +3,8 @@
 `response.created` and `response.in_progress` go out at once; then per output item
 `output_item.added`, its parts and deltas, `output_item.done`; last `response.completed`
 (or `response.incomplete`). Every event carries a rising `sequence_number`. A waiting stream
-repeats `response.in_progress`: Codex's idle timeout ignores SSE comments (measured on 0.171: a
+repeats `response.in_progress` with a stub of the response (its id and status, without the
+echo of tools and instructions): Codex's idle timeout ignores SSE comments (measured on 0.171: a
 5 s timeout cut a 19 s prefill that sent a comment every second). After the 200 a failure is an
 `error` event, then `response.failed`.
 """
@@ -69,10 +70,9 @@ class _Encoder:
         )
 
     def keep_alive(self) -> str:
-        """The response so far, again: an event every client parses and none acts on."""
-        return self.event(
-            "response.in_progress", response=self.frame.response("in_progress", self.output)
-        )
+        """`response.in_progress` with a stub of the response: an event every client parses
+        and none acts on (the SDK's stream only takes items its `output` lists, here none)."""
+        return self.event("response.in_progress", response=self.frame.keep_alive())
 
     def open(self, kind: str, item: dict) -> str:
         self.kind, self.item_id, self.text = kind, item["id"], []

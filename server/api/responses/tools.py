@@ -1,8 +1,10 @@
 """Responses tools onto the internal function tools, and the model's calls back onto items.
 
 `function` tools pass through; a `custom` (freeform) tool becomes a function of one string,
-`input`; a `namespace` groups tools under a prefix and is flattened; hosted tools (web search,
-file search, ...) run on OpenAI's side, so they are dropped with one log line, never refused.
+`input`; a `namespace` groups tools under a prefix and is flattened (`functions`, the model's
+default namespace, keeps its tools' own names); hosted tools (web search, file search, ...) run
+on OpenAI's side, so they are dropped with one log line, never refused. Codex may send its tools
+as an `additional_tools` input item instead of `tools`: they join `tools`, in order.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ log = logging.getLogger("server.api")
 
 # The one parameter a custom tool's input travels in (what the model writes for it).
 CUSTOM_INPUT = "input"
+# The namespace a model's plain tools live in (`functions.exec`): its tools keep their names, so
+# they render as the same tools sent in `tools` would (and the prefix cache sees no change).
+DEFAULT_NAMESPACE = "functions"
 
 
 @dataclass
@@ -41,7 +46,7 @@ def flat_name(name: str, namespace: Any, param: str = "tools") -> str:
     """A namespaced tool's name as the model sees it (one flat list of tools)."""
     if namespace is not None and not isinstance(namespace, str):
         raise BadRequest(f"a namespace must be a string (got {namespace!r})", param=param)
-    if not namespace or name.startswith(namespace):
+    if not namespace or namespace == DEFAULT_NAMESPACE or name.startswith(namespace):
         return name
     return f"{namespace}__{name}"
 
@@ -99,7 +104,7 @@ def _add(out: ToolSet, tool: dict[str, Any], where: str, namespace: str | None =
                     f"{where}.tools[{i}]: a namespace holds function and custom tools",
                     param="tools",
                 )
-            _add(out, sub, f"{where}.tools[{i}]", namespace=name)
+            _add(out, sub, f"{where}.tools[{i}]", None if name == DEFAULT_NAMESPACE else name)
         return
     else:
         out.dropped.append(str(kind))  # hosted: it runs on OpenAI's servers, not here
@@ -113,12 +118,33 @@ def _add(out: ToolSet, tool: dict[str, Any], where: str, namespace: str | None =
     out.functions.append({"type": "function", "function": function})
 
 
-def tool_set(tools: list[dict[str, Any]] | None) -> ToolSet:
+def _listed(tools: list[Any] | None, items: Any) -> list[tuple[str, Any]]:
+    """(where, tool) of `tools`, then of each `additional_tools` input item (Codex's way of
+    sending its tools); an item's tool repeated exactly (a resent or chained item) counts once."""
+    out = [(f"tools[{i}]", tool) for i, tool in enumerate(tools or [])]
+    for i, item in enumerate(items if isinstance(items, list) else []):
+        if not isinstance(item, dict) or item.get("type") != "additional_tools":
+            continue
+        extra = item.get("tools")
+        if not isinstance(extra, list):
+            raise BadRequest(
+                f"input[{i}]: an additional_tools item needs a tools list", param="input"
+            )
+        out += [
+            (f"input[{i}].tools[{j}]", tool)
+            for j, tool in enumerate(extra)
+            if all(tool != seen for _, seen in out)
+        ]
+    return out
+
+
+def tool_set(tools: list[dict[str, Any]] | None, items: Any = None) -> ToolSet:
+    """The tools of `tools` and of the `additional_tools` items among the input `items`."""
     out = ToolSet()
-    for i, tool in enumerate(tools or []):
+    for where, tool in _listed(tools, items):
         if not isinstance(tool, dict):
-            raise BadRequest(f"tools[{i}] must be an object", param="tools")
-        _add(out, tool, f"tools[{i}]")
+            raise BadRequest(f"{where} must be an object", param="tools")
+        _add(out, tool, where)
     if out.dropped:
         log.info("hosted tools dropped (they run on OpenAI's side): %s", ", ".join(out.dropped))
     return out

@@ -9,7 +9,7 @@ from server.errors import BadRequest
 
 
 def test_a_string_input_is_one_user_turn_after_the_instructions():
-    assert messages_of("Be brief.", "Hi") == [
+    assert messages_of("Be brief.", "Hi")[0] == [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Hi"},
     ]
@@ -22,7 +22,7 @@ def test_leading_developer_text_joins_the_system_turn_and_later_becomes_user_tex
         {"role": "user", "content": "Q"},
         {"role": "developer", "content": "C"},
     ]
-    assert messages_of("I", items) == [
+    assert messages_of("I", items)[0] == [
         {"role": "system", "content": "I\n\nA\n\nB"},
         {"role": "user", "content": "Q"},
         {"role": "user", "content": "C"},
@@ -43,7 +43,7 @@ def test_one_assistant_turn_gathers_reasoning_text_and_calls():
             "output": [{"type": "input_text", "text": "ok"}],
         },
     ]
-    user, assistant, out1, out2 = messages_of(None, items)
+    user, assistant, out1, out2 = messages_of(None, items)[0]
     assert user == {"role": "user", "content": "Weather?"}
     assert assistant["content"] == "Checking." and assistant["reasoning_content"] == "Look."
     assert [c["function"] for c in assistant["tool_calls"]] == [
@@ -65,10 +65,22 @@ def test_an_image_in_a_tool_output_is_named_not_refused():
             "output": [{"type": "input_text", "text": "shot: "}, {"type": "input_image"}],
         },
     ]
-    output = messages_of(None, items)[-1]
-    assert (
-        output["content"] == "shot: [input_image omitted: this model has no vision or audio input]"
-    )
+    messages, dropped = messages_of(None, items)
+    assert messages[-1]["content"] == "shot: [image omitted: this model reads text only]"
+    assert dropped == []  # a tool's image is noted in the prompt, not said in the reply
+
+
+def test_media_in_the_newest_user_message_become_notes_said_in_the_reply():
+    image = {"type": "input_image", "image_url": "data:image/png;base64,AAAA"}
+    items = [
+        {"role": "user", "content": [{"type": "input_text", "text": "Old: "}, image]},
+        {"role": "assistant", "content": "Seen."},
+        {"role": "user", "content": [{"type": "input_text", "text": "New: "}, image]},
+    ]
+    messages, dropped = messages_of(None, items)
+    assert messages[0]["content"] == messages[2]["content"].replace("New", "Old")
+    assert messages[2]["content"] == "New: [image omitted: this model reads text only]"
+    assert dropped == ["input[2].content[1]: input_image dropped (this model reads text only)"]
 
 
 def test_reasoning_content_wins_over_its_summary_and_namespaced_calls_flatten():
@@ -87,7 +99,7 @@ def test_reasoning_content_wins_over_its_summary_and_namespaced_calls_flatten():
             "arguments": "{}",
         },
     ]
-    assistant = messages_of(None, items)[1]
+    assistant = messages_of(None, items)[0][1]
     assert assistant["reasoning_content"] == "the full thought"
     assert assistant["tool_calls"][0]["function"]["name"] == "weather__lookup"
 
@@ -96,9 +108,9 @@ def test_reasoning_content_wins_over_its_summary_and_namespaced_calls_flatten():
     ("items", "words"),
     [
         ([{"type": "function_call_output", "call_id": "x", "output": "o"}], "no tool call found"),
-        ([{"role": "user", "content": [{"type": "input_image"}]}], "no vision"),
+        ([{"role": "user", "content": [{"type": "hologram"}]}], "unsupported content part"),
         ([{"role": "robot", "content": "x"}], "role must be"),
-        ([{"type": "item_reference", "id": "m"}], "item references are not served"),
+        ([{"type": "item_reference", "id": "m"}], "item references are resolved from stored"),
         (
             [{"type": "function_call", "call_id": "c", "name": "f", "arguments": "{"}],
             "not valid JSON",

@@ -32,9 +32,9 @@ TOOLS = [
 USAGE = Usage(prompt_tokens=40, cached_tokens=32, completion_tokens=9, reasoning_tokens=3)
 
 
-def run(events) -> tuple[list[tuple[str, dict]], list[str]]:
+def run(events, tools: list | None = None) -> tuple[list[tuple[str, dict]], list[str]]:
     """(event, data) of each SSE event, and any SSE comments."""
-    body = ResponsesRequest(model="m", input="hi", tools=TOOLS)
+    body = ResponsesRequest(model="m", input="hi", tools=tools or TOOLS, instructions="Be brief.")
     frame = Frame(body, convert(body)[1])
 
     async def go():
@@ -74,7 +74,7 @@ def test_reasoning_text_and_calls_in_order_with_usage():
             Finished("tool_calls", USAGE),
         ]
     )
-    # The heartbeat is a real event (Codex's idle timer ignores comments): the response so far.
+    # The heartbeat is a real event (Codex's idle timer ignores comments): a stub of the response.
     assert comments == []
     types = [data["type"] for _, data in events]
     assert types[:3] == ["response.created", "response.in_progress", "response.in_progress"]
@@ -108,3 +108,31 @@ def test_a_failure_after_the_200_is_an_error_event_then_response_failed():
     assert error.code == "rate_limit_exceeded"
     assert failed.type == "response.failed" and failed.response.status == "failed"
     assert failed.response.error.message == "the queue is full"
+
+
+def test_a_keep_alive_stays_small_whatever_the_echo_and_the_sdk_stream_takes_it():
+    from openai import omit
+    from openai.lib.streaming.responses._responses import ResponseStreamState
+
+    # Codex-sized tools (~30 KB of schemas): echoed in created and the final event, not in a
+    # keep-alive sent every second while the prompt prefills.
+    big = [
+        {"type": "function", "name": f"tool_{i}", "description": "x" * 3000, "parameters": {}}
+        for i in range(10)
+    ]
+    script = [Heartbeat(), TextDelta("Hi"), Heartbeat(), Heartbeat(), Finished("stop", USAGE)]
+    events, _ = run(script, tools=big)
+    keep_alives = [data for _, data in events[2:] if data["type"] == "response.in_progress"]
+    assert len(keep_alives) == 3
+    assert all(len(json.dumps(k)) < 600 for k in keep_alives)
+    assert len(json.dumps(events[0][1])) > 30_000  # response.created carries the whole echo
+    final = check_grammar(events)
+    # The SDK's own stream state (what `client.responses.stream` runs) takes every event and
+    # ends with the whole response: the keep-alives' empty output replaces nothing.
+    state: ResponseStreamState = ResponseStreamState(input_tools=omit, text_format=omit)
+    for _, data in events:
+        state.handle_event(EVENTS.validate_python(data))
+    completed = state._completed_response
+    assert completed is not None and completed.output_text == "Hi"
+    assert [item.id for item in completed.output] == [item.id for item in final.output]
+    assert len(completed.tools) == 10

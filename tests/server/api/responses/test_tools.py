@@ -90,3 +90,49 @@ def test_bad_tools_are_400s():
         with pytest.raises(BadRequest) as caught:
             tool_set(bad)
         assert caught.value.param == "tools"
+
+
+# Codex's tools as it sends them in an `additional_tools` input item (code mode: a freeform
+# JavaScript `exec` and its `wait`, in the model's default `functions` namespace).
+EXEC = {
+    "type": "custom",
+    "name": "exec",
+    "description": "Run JavaScript.",
+    "format": {"type": "text"},
+}
+WAIT = {
+    "type": "function",
+    "name": "wait",
+    "description": "Wait on a yielded exec cell.",
+    "parameters": {"type": "object", "properties": {"cell_id": {"type": "string"}}},
+}
+MCP = {"type": "namespace", "name": "mcp", "description": "", "tools": [{**WAIT, "name": "ping"}]}
+ADDITIONAL = {
+    "type": "additional_tools",
+    "tools": [{"type": "namespace", "name": "functions", "tools": [EXEC, WAIT]}, MCP],
+}
+
+
+def test_additional_tools_join_the_tools_as_if_sent_in_tools():
+    sent_as_tools = tool_set([EXEC, WAIT, MCP])
+    sent_as_item = tool_set(None, [ADDITIONAL, {"role": "user", "content": "hi"}])
+    assert sent_as_item.functions == sent_as_tools.functions
+    assert [f["function"]["name"] for f in sent_as_item.functions] == ["exec", "wait", "mcp__ping"]
+    call = ToolCall(id="c1", name="exec", arguments={"input": "1 + 1"})
+    item = output_item(call, sent_as_item, "ctc_1")
+    assert item["type"] == "custom_tool_call" and "namespace" not in item
+
+
+def test_additional_tools_follow_tools_and_a_resent_item_counts_once():
+    ping = {"type": "function", "name": "ping", "parameters": {"type": "object"}}
+    tools = tool_set([ping], [ADDITIONAL, {"role": "user", "content": "hi"}, ADDITIONAL])
+    assert [f["function"]["name"] for f in tools.functions] == [
+        "ping",
+        "exec",
+        "wait",
+        "mcp__ping",
+    ]
+    with pytest.raises(BadRequest, match=r"input\[0\]: an additional_tools item needs"):
+        tool_set(None, [{"type": "additional_tools"}])
+    with pytest.raises(BadRequest, match=r"input\[0\]\.tools\[0\]: two tools are named 'ping'"):
+        tool_set([ping], [{"type": "additional_tools", "tools": [{**ping, "description": "x"}]}])
