@@ -70,11 +70,15 @@ class Switches:
             self._finish(False, f"the worker is {sup.state.value}, not serving")
         elif room_for_another(owner.memory.limits if owner.memory else None, weights_of(args)):
             self.next_args = args
-            sup.request_handover(reason, lambda: owner.make_spec(args))
+            if not sup.request_handover(reason, lambda: owner.make_spec(args)):
+                self.next_args = None
+                self._finish(False, "the service is stopping")
         else:
             owner.log(f"{reason}: memory holds one copy of the model; stopping the worker first "
                       "(the front door holds requests until the next one is healthy)")  # fmt: skip
             owner.args, self.by_restart = args, True
+            if self.seam is not None:
+                self.seam.model = args.model
             sup.request_restart(reason)
         return True
 

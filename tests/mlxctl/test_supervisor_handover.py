@@ -105,3 +105,54 @@ def test_a_stop_during_a_switch_takes_down_every_worker_before_it_is_done():
     assert sup.successor is None and verdicts and verdicts[0].startswith("the service went")
     run_for(sup, seam, 1)
     assert sup.state is State.STOPPED and sup.done
+
+
+GIB = 1024**3
+
+
+def test_two_copies_start_side_by_side_only_where_memory_holds_both():
+    from mlxctl.supervisor.memory import MemoryLimits, room_for_another
+
+    assert room_for_another(MemoryLimits(8 * GIB, 10 * GIB, used_bytes=4 * GIB), 5 * GIB)
+    assert not room_for_another(MemoryLimits(8 * GIB, 10 * GIB, used_bytes=4 * GIB), 7 * GIB)
+    # Weights unknown (a hub id): the next one may need as much as the serving one uses.
+    assert not room_for_another(MemoryLimits(8 * GIB, 10 * GIB, used_bytes=6 * GIB), None)
+    assert room_for_another(MemoryLimits(8 * GIB, 10 * GIB), None)  # not sampled yet
+
+
+def test_without_memory_for_two_the_old_worker_stops_first_and_the_door_holds(monkeypatch):
+    import argparse
+
+    from mlxctl.front_door.routes import HELD
+    from mlxctl.supervisor import state as state_file
+    from mlxctl.supervisor.memory import MemoryLimits
+    from mlxctl.supervisor.switches import Switches, route_for
+
+    sup, seam, lines, _, spec = running(set())
+
+    class Owner:
+        args = argparse.Namespace(model="/m/big", model_name="big", release="")
+        settings = {"api_key": ""}
+        memory = type("Guard", (), {"limits": MemoryLimits(8 * GIB, 10 * GIB, 9 * GIB)})()
+        log = lines.append
+
+        def make_spec(self, args=None):
+            return spec()
+
+    owner = Owner()
+    switches = Switches(owner)
+    request = {"id": "r1", "reason": "restart", "model": "/m/next", "model_name": "next"}
+    monkeypatch.setattr(state_file, "take_switch_request", lambda: request)
+    assert switches.take(sup)
+    assert sup.successor is None and sup.state is State.STOPPING
+    assert owner.args.model_name == "next"
+    assert switches.verdict == {"id": "r1", "ok": None, "detail": "restart"}
+    while sup.state is not State.STARTING:
+        sup.tick()
+        switches.changed(sup)
+        assert route_for(sup) == HELD or sup.state is State.RUNNING
+        seam.clock += 0.1
+    seam.current.health = 200
+    sup.tick()
+    switches.changed(sup)
+    assert switches.verdict is not None and switches.verdict["ok"] is True
