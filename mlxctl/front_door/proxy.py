@@ -1,8 +1,9 @@
 """The front door's ASGI app: every path forwarded to the live worker, streamed as it comes.
 
 A request waits (held) while no worker is live: a stream gets its 200 and keep-alives in the
-protocol's shape, any other request just waits. A request the worker never received (it died,
-or its port closed in a switch) is sent again to the next live worker. A client that goes away
+protocol's shape, any other request just waits. A request no worker received (its port was
+closed: it died) goes to the next live worker; one a worker died on is a 502, never sent again
+(a request that crashes workers must not crash the next one too). A client that goes away
 closes the upstream stream, which the worker takes as a cancel.
 """
 
@@ -50,7 +51,11 @@ SSE_HEADERS = [
 
 
 class NotDelivered(Exception):
-    """The worker closed or refused the connection before it answered: safe to send again."""
+    """No worker listened at the route's port: the request was never sent, safe to send again."""
+
+
+class WorkerGone(Exception):
+    """The worker took the request and died before it answered."""
 
 
 class FrontDoorApp:
@@ -139,7 +144,10 @@ class Exchange:
                     await self._forward(route.url)
                     return
                 except NotDelivered:
-                    pass  # the worker went away before answering: wait for the next one
+                    pass  # it died (the supervisor will notice): wait for the next one
+                except WorkerGone as exc:
+                    await self._fail(502, f"the worker went away before it answered ({exc})")
+                    return
             elif route.down is not None:
                 await self._fail(503, f"no worker is serving: {route.down}")
                 return
@@ -168,8 +176,10 @@ class Exchange:
         with self.app.routes.serving(url):
             try:
                 response = await client.send(request, stream=True)
-            except httpx.TransportError as exc:
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 raise NotDelivered(str(exc)) from exc
+            except httpx.TransportError as exc:
+                raise WorkerGone(type(exc).__name__) from exc
             try:
                 await self._relay(response)
             finally:
