@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -81,7 +82,13 @@ class FrontDoorApp:
                 # No read timeout: a long prefill sends nothing for minutes (the worker pings).
                 timeout = httpx.Timeout(None, connect=5.0)
                 limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
-                self.client = httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False)
+                # Headers and body leave in two writes: without TCP_NODELAY the body waits for
+                # the worker's delayed ACK (up to 40 ms).
+                nodelay = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+                transport = httpx.AsyncHTTPTransport(limits=limits, socket_options=nodelay)
+                self.client = httpx.AsyncClient(
+                    timeout=timeout, transport=transport, trust_env=False
+                )
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self.client is not None:
