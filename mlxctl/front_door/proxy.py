@@ -2,9 +2,9 @@
 
 A request waits (held) while no worker is live: a stream gets its 200 and keep-alives in the
 protocol's shape, any other request just waits. A request no worker received (its port was
-closed: it died) goes to the next live worker; one a worker died on is a 502, never sent again
-(a request that crashes workers must not crash the next one too). A client that goes away
-closes the upstream stream, which the worker takes as a cancel.
+closed: it died) goes to the next live worker; one a worker died on before answering goes to the
+next one once, then is a 502 (a request that crashes workers must not take down every next one).
+A client that goes away closes the upstream stream, which the worker takes as a cancel.
 """
 
 from __future__ import annotations
@@ -127,6 +127,7 @@ class Exchange:
         self.body = body
         self.send = send
         self.started = False  # a held stream's 200 went out: errors become events
+        self.retried = False  # a worker died on it once already
         self._streaming: bool | None = None
 
     @property
@@ -153,8 +154,10 @@ class Exchange:
                 except NotDelivered:
                     pass  # it died (the supervisor will notice): wait for the next one
                 except WorkerGone as exc:
-                    await self._fail(502, f"the worker went away before it answered ({exc})")
-                    return
+                    if self.retried:
+                        await self._fail(502, f"the worker went away before it answered ({exc})")
+                        return
+                    self.retried = True  # a crash: the restarted worker gets it, once
             elif route.down is not None:
                 await self._fail(503, f"no worker is serving: {route.down}")
                 return

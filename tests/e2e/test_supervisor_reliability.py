@@ -167,10 +167,11 @@ def hanging_worker(make_ctl, **config):
 def test_a_stuck_generation_thread_is_dumped_killed_and_restarted(make_ctl):
     ctl, first = hanging_worker(make_ctl, progress_timeout=2)
     body = {"model": "claude-x", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
-    # Answered by nobody until the kill cuts it off: the front door says so (never sent again).
-    reply = httpx.post(f"{ctl.url}/v1/chat/completions", json=body, timeout=60)
+    # Answered by nobody until the kill cuts it off; the front door gives it to the restarted
+    # worker once (stuck again, killed again), then says so.
+    reply = httpx.post(f"{ctl.url}/v1/chat/completions", json=body, timeout=120)
     assert reply.status_code == 502 and "went away" in reply.json()["error"]["message"]
-    st = running_status(ctl, restarts=1)
+    st = running_status(ctl, restarts=2)
     assert st["worker_pid"] != first["worker_pid"]
     assert "stuck: generation made no progress" in st["last_exit"]["reason"]
     assert "stuck: generation made no progress" in ctl.status()[0]["last_exit"]["reason"]
