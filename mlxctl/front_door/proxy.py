@@ -101,7 +101,8 @@ class FrontDoorApp:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         refusal = self.guard.check(path, headers)
         if refusal is not None:
-            await _send_json(send, refusal.status, shapes.error_body(path, *_pair(refusal)))
+            error = shapes.error_body(path, refusal.status, refusal.message)
+            await _send_json(send, refusal.status, error)
             return
         body = await _read_body(receive)
         if body is None:
@@ -233,10 +234,6 @@ class Exchange:
 
 def _without(headers, names: set[str]) -> list[tuple[bytes, bytes]]:
     return [(k, v) for k, v in headers if k.decode("latin-1").lower() not in names]
-
-
-def _pair(refusal) -> tuple[int, str]:
-    return refusal.status, refusal.message
 
 
 def _json_or(text: str, path: str, status: int) -> dict:
