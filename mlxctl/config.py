@@ -86,6 +86,8 @@ SCHEMA: list[Key] = [
     ),
     Key("cache.ram_bytes", int, -1, "RAM budget of the prefix KV cache (-1 = 10% of RAM)", -1),
     Key("cache.disk_bytes", int, 32 * 1024**3, "disk budget of the prefix KV cache", 0),
+    Key("responses.max_count", int, 1000, "stored Responses API responses kept (0 = none)", 0),
+    Key("responses.max_bytes", int, 256 * 1024**2, "disk budget of stored responses", 0),
     Key("distributed.ranks", int, 1, "ranks on this machine under mlx.launch (1 = one process)", 1),
     Key("distributed.hosts", str, "", "hosts (IPs for ring), comma-separated, one rank each"),
     Key("distributed.hostfile", str, "", "an mlx.launch hostfile (see mlx.distributed_config)"),
@@ -93,6 +95,9 @@ SCHEMA: list[Key] = [
     Key("distributed.parallel", str, "tensor", "how ranks split the model: tensor or pipeline"),
     Key("logs.max_bytes", int, 10 * 1024**2, "a log rotates when it reaches this size", 1024),
     Key("logs.backups", int, 3, "rotated logs kept per log", 0),
+    Key("trace.enabled", bool, False, "record each request and its reply (`mlxctl trace on`)"),
+    Key("trace.max_bytes", int, 256 * 1024**2, "the traces folder's bound in bytes", 1024),
+    Key("trace.max_files", int, 1000, "traces kept; the oldest go first", 1),
 ]
 KEYS = {key.path: key for key in SCHEMA}
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
@@ -160,8 +165,10 @@ def default_document() -> tomlkit.TOMLDocument:
             container = tables[table_name]
         else:
             container, name = doc, key.path
-        container.add(name, key.default)
-        container[name].comment(key.help)
+        # An item, not the value: tomlkit hands a boolean back as a plain bool (no comments).
+        item = tomlkit.item(key.default)
+        item.comment(key.help)
+        container.add(name, item)
     return doc
 
 
@@ -284,10 +291,12 @@ def distributed_options(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def worker_options(values: dict[str, Any]) -> dict[str, Any]:
-    """Every worker flag the config sets (cache budgets and folder, allowed hosts, batch sizes,
-    tool parser, ranks)."""
+    """Every worker flag the config sets (cache budgets and folder, stored responses' bounds,
+    allowed hosts, batch sizes, tool parser, ranks)."""
     return {
         **cache_options(values),
+        "responses_max_count": values["responses.max_count"],
+        "responses_max_bytes": values["responses.max_bytes"],
         "allowed_hosts": values["allowed_hosts"] or None,
         "progress_timeout": values["restart.progress_timeout"],
         "decode_concurrency": values["batch.decode_concurrency"],
@@ -296,4 +305,15 @@ def worker_options(values: dict[str, Any]) -> dict[str, Any]:
         "kv_budget_bytes": values["batch.kv_budget_bytes"] or None,
         **distributed_options(values),
         "tool_parser": values["tool_parser"] or None,
+        **trace_options(values),
+    }
+
+
+def trace_options(values: dict[str, Any]) -> dict[str, Any]:
+    """The worker's trace flags: its folder only when tracing is on, the bounds always (a
+    live `mlxctl trace on` then records within them)."""
+    return {
+        "trace_dir": paths.traces_dir() if values["trace.enabled"] else None,
+        "trace_max_bytes": values["trace.max_bytes"],
+        "trace_max_files": values["trace.max_files"],
     }

@@ -97,5 +97,9 @@ class CacheAdminError(MlxctlError):
     """A cache listing, clear or prune cannot be done."""
 
 
+class TraceError(MlxctlError):
+    """A trace cannot be found or read, or recording cannot be switched."""
+
+
 class ReleaseError(MlxctlError):
     """A release cannot be found, created, or switched to."""

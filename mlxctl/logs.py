@@ -74,11 +74,16 @@ class RotatingWriter:
 
 
 def tail(path: Path, lines: int) -> list[str]:
-    """The last `lines` lines of the log at `path`, continued into its newest rotated file
-    (`path.1`) when the current one, just rotated, holds fewer."""
+    """The last `lines` lines of the log at `path`, continued into its rotated files (`path.1`,
+    `path.2`, ...) while the newer ones hold fewer."""
     recent = _tail_of(path, lines)
-    if lines > 0 and len(recent) < lines:
-        recent = _tail_of(path.with_name(path.name + ".1"), lines - len(recent)) + recent
+    index = 1
+    while lines > 0 and len(recent) < lines:
+        older = path.with_name(f"{path.name}.{index}")
+        if not older.exists():
+            break
+        recent = _tail_of(older, lines - len(recent)) + recent
+        index += 1
     return recent
 
 

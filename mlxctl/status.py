@@ -65,6 +65,7 @@ class Status:
     cache_hit_rate: float | None = None
     backend: str | None = None
     context_length: int | None = None
+    images: bool | None = None  # whether the loaded model reads images
     scheduler: dict | None = None  # the worker's batch: mode, running, waiting, tokens/s
     recent: list = field(default_factory=list)  # the worker's last requests, newest first
     memory_limits: dict | None = None  # soft/hard limits, the latest sample, sheds so far
@@ -172,6 +173,7 @@ def _ask_worker(result: Status, url: str) -> None:
     result.memory, result.cache = report.get("memory"), report.get("cache")
     result.queue_depth, result.requests = report.get("queue_depth"), report.get("requests")
     result.backend, result.context_length = report.get("backend"), report.get("context_length")
+    result.images = report["images"] if isinstance(report.get("images"), bool) else None
     result.recent = [r for r in report.get("recent") or [] if isinstance(r, dict)]
     ranks = report.get("ranks")
     result.ranks = [r for r in ranks if isinstance(r, dict)] if isinstance(ranks, list) else []

@@ -11,7 +11,7 @@
     testing/       tiny random-weight models for tests and benchmarks (not in the wheel)
 
 At the root: the entry points (`__main__`, `launch`, `serve`: the composition root), the shared
-vocabulary (`settings`, `errors`, `request`, `metrics`, `logfile`) and the stdlib-only edge that
-`mlxctl` imports (`contract`, `blas`, `atomic`, `model_ref`). Calls run down: api -> engine ->
+vocabulary (`settings`, `errors`, `request`, `metrics`) and the stdlib-only edge that `mlxctl`
+imports (`contract`, `blas`, `atomic`, `model_ref`, `logfile`). Calls run down: api -> engine ->
 prompt, decoding, prefix_cache (its seam) -> model -> the root's vocabulary.
 """

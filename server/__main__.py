@@ -214,6 +214,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="prefill this prompt at startup (text, or an OpenAI/Anthropic JSON body); "
         f"repeatable; default ${contract.WARM_PROMPTS_ENV} (os.pathsep-separated)",
     )
+    stored = parser.add_argument_group("stored responses (Responses API, store: true)")
+    stored.add_argument(
+        "--responses-dir",
+        default=None,
+        help=f"their folder (default ${contract.HOME_ENV}/responses)",
+    )
+    stored.add_argument(
+        "--responses-max-count",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="responses kept, the oldest dropped first; 0 stores none (default 1000)",
+    )
+    stored.add_argument(
+        "--responses-max-bytes",
+        type=byte_size,
+        default=256 << 20,
+        metavar="BYTES",
+        help="their compressed bytes on disk, the oldest dropped first (default 256MiB)",
+    )
     parser.add_argument(
         "--parallel",
         choices=["tensor", "pipeline"],
@@ -231,6 +251,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--log-max-bytes", type=byte_size, default=10 << 20, help="rotate at this size (10MiB)"
     )
     logs.add_argument("--log-backups", type=int, default=3, help="rotated files kept (3)")
+    traces = parser.add_argument_group("request traces (off by default)")
+    traces.add_argument(
+        "--trace-dir",
+        default=None,
+        help="record each request and its reply or stream as one JSON file here, keys redacted "
+        "(POST /v1/trace turns it on or off live)",
+    )
+    traces.add_argument(
+        "--trace-max-bytes", type=byte_size, default=256 << 20, help="the folder's bound (256MiB)"
+    )
+    traces.add_argument(
+        "--trace-max-files", type=int, default=1000, help="most files kept, oldest go (1000)"
+    )
     parser.add_argument(
         "--stop-grace",
         type=float,
@@ -331,9 +364,15 @@ def main(argv: list[str] | None = None) -> int:
         cache_write_bytes_per_hour=args.cache_write_budget,
         stop_grace_s=args.stop_grace,
         warm_prompts=_warm_prompts(args.warm_prompt),
+        responses_dir=args.responses_dir or str(contract.responses_dir()),
+        responses_max_count=max(0, args.responses_max_count),
+        responses_max_bytes=args.responses_max_bytes,
         allowed_hosts=[h.strip() for h in args.allowed_hosts.split(",") if h.strip()],
         parallel=args.parallel,
         tool_parser=args.tool_parser,
+        trace_dir=args.trace_dir,
+        trace_max_bytes=args.trace_max_bytes,
+        trace_max_files=args.trace_max_files,
         # MLXCTL_SCHEDULER=sequential: one request at a time, as before batching (benchmarks).
         batch=os.environ.get("MLXCTL_SCHEDULER", "batched") != "sequential",
     )

@@ -34,6 +34,16 @@ def kv_cache_dir() -> Path:
     return home() / "cache" / "kv"
 
 
+def traces_dir() -> Path:
+    """Request traces (`--trace-dir`, `mlxctl trace`): one JSON file per request."""
+    return home() / "traces"
+
+
+def responses_dir() -> Path:
+    """Stored Responses API responses (`store: true`), one file each."""
+    return home() / "responses"
+
+
 def option_names() -> list[str]:
     """The options `worker_argv` can pass to this version of the worker (a release records them,
     so a later supervisor never hands an archived worker a flag it does not know)."""
@@ -49,6 +59,8 @@ def worker_argv(
     cache_dir: str | Path | None = None,
     cache_ram_bytes: int | None = None,
     cache_disk_bytes: int | None = None,
+    responses_max_count: int | None = None,
+    responses_max_bytes: int | None = None,
     allowed_hosts: str | None = None,
     model_name: str | None = None,
     progress_timeout: float | None = None,
@@ -66,6 +78,9 @@ def worker_argv(
     backend: str | None = None,
     parallel: str | None = None,
     tool_parser: str | None = None,
+    trace_dir: str | Path | None = None,
+    trace_max_bytes: int | None = None,
+    trace_max_files: int | None = None,
     python: str = sys.executable,
 ) -> list[str]:
     """The command line that runs the worker on host:port (None leaves the worker's default).
@@ -79,6 +94,10 @@ def worker_argv(
         argv += ["--cache-ram-bytes", str(cache_ram_bytes)]
     if cache_disk_bytes is not None:
         argv += ["--cache-disk-bytes", str(cache_disk_bytes)]
+    if responses_max_count is not None:
+        argv += ["--responses-max-count", str(responses_max_count)]
+    if responses_max_bytes is not None:
+        argv += ["--responses-max-bytes", str(responses_max_bytes)]
     if progress_timeout is not None:
         argv += ["--progress-timeout", f"{progress_timeout:g}"]
     if model_name:
@@ -104,6 +123,12 @@ def worker_argv(
         argv += ["--kv-budget-bytes", str(kv_budget_bytes)]
     if tool_parser:
         argv += ["--tool-parser", tool_parser]
+    if trace_dir is not None:
+        argv += ["--trace-dir", str(trace_dir)]
+    if trace_max_bytes is not None:
+        argv += ["--trace-max-bytes", str(trace_max_bytes)]
+    if trace_max_files is not None:
+        argv += ["--trace-max-files", str(trace_max_files)]
     ranks_here = ranks or 1
     if not (hosts or hostfile or ranks_here > 1):
         return argv

@@ -22,6 +22,19 @@ class Sampling:
     seed: int | None = None
 
 
+@dataclass(frozen=True)
+class ImageInput:
+    """An image a client sent (checked to be one): its bytes and their sha256, which keys its
+    tokens in the prefix cache. A message's text holds `image_marker(n)` where image n was."""
+
+    data: bytes
+    digest: str
+
+
+def image_marker(n: int) -> str:
+    return f"<mlxctl-image-{n}>"
+
+
 @dataclass
 class ChatRequest:
     """Messages are chat-template dicts (role, content, tool_calls with object arguments)."""
@@ -46,6 +59,7 @@ class ChatRequest:
     # What the protocol adapter left out of the newest turn (an image for a text-only model):
     # the reply says it (server.api.images).
     dropped: list[str] = field(default_factory=list)
+    images: list[ImageInput] = field(default_factory=list)  # for a model that reads them
 
 
 # Events the generation thread sends to a request's HTTP handler, in this order:

@@ -136,8 +136,9 @@ def serve(settings: Settings, engine: Engine | None = None, cache_factory=None) 
         return follow(engine, request_grace + flush_s)
     # The HTTP server comes up first (503 on /health) while the model loads on its own thread.
     engine.start()
+    app = create_app(settings, engine)
     config = uvicorn.Config(
-        create_app(settings, engine),
+        app,
         host=settings.host,
         port=settings.port,
         log_config=None,
@@ -145,11 +146,15 @@ def serve(settings: Settings, engine: Engine | None = None, cache_factory=None) 
         log_level=settings.log_level,
         timeout_graceful_shutdown=int(request_grace + 1),
         lifespan="off",
+        # No WebSocket protocol: an upgrade stays a plain GET, which the Responses route answers
+        # 405 (with a WebSocket library installed, uvicorn would refuse it 403 itself).
+        ws="none",
     )
     server = _Server(config, engine, request_grace)
     shard = f" (rank 0 of {rank.size}, {rank.parallel} parallel)" if rank and rank.size > 1 else ""
     log.info("worker for %s on http://%s:%d%s", settings.model, settings.host, settings.port, shard)
     server.run()
+    app.store.close()  # the traces still queued
     engine.stop(timeout=flush_s + 1)  # the cache's flush fits `flush_s` (factory)
     log.info("worker stopped")
     return 0 if server.started else 1

@@ -36,6 +36,10 @@ class Settings:
     cache_restore: str = "lazy"  # "eager": load disk entries into RAM before ready
     cache_disk_retry_s: float = 60.0  # a failed disk tier is tried again this much later
     warm_prompts: list[str] = field(default_factory=list)
+    # Stored Responses API responses: None folder means $MLXCTL_HOME/responses; 0 stores none.
+    responses_dir: str | None = None
+    responses_max_count: int = 1000
+    responses_max_bytes: int = 256 * 1024 * 1024
     # Host header names served besides loopback names and `host`; "*" serves any.
     allowed_hosts: list[str] = field(default_factory=list)
     progress_timeout: float = 180.0  # a busy generation with no progress this long is stuck
@@ -47,6 +51,10 @@ class Settings:
     parallel: str = "tensor"  # how ranks under mlx.launch split the model: tensor or pipeline
     tool_parser: str | None = None  # an mlx-lm tool parser module; None: inferred
     batch: bool = True  # False: one request at a time, as before batching (benchmarks)
+    # Request traces: None records none until turned on (then into the home's traces/).
+    trace_dir: str | None = None
+    trace_max_bytes: int = 256 * 1024 * 1024
+    trace_max_files: int = 1000
 
 
 def host_allowed(name: str, settings: Settings) -> bool:

@@ -31,6 +31,14 @@ def tiny_model(**kwargs) -> Path:
     return build_tiny_model(model_cache_dir() / f"tiny-{key}", **kwargs)
 
 
+def tiny_vlm(**kwargs) -> Path:
+    """A cached tiny random-weight vision-language model (`build_tiny_vlm`'s arguments)."""
+    from server.testing.tiny_vlm import build_tiny_vlm
+
+    key = "-".join(f"{k}{v}" for k, v in sorted(kwargs.items())) or "default"
+    return build_tiny_vlm(model_cache_dir() / f"tiny-vlm-{key}", **kwargs)
+
+
 def wait_until(predicate, timeout: float = 10.0) -> bool:
     """Poll `predicate` until it holds or `timeout` passes; its last answer."""
     import time

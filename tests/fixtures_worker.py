@@ -82,12 +82,15 @@ def start_worker(
 
 def worker_command(model_path, port: int, extra_args, api_key: str | None, name: str) -> list:
     """`python -m server` on `port` with `extra_args`, and a private disk tier unless they
-    choose one: never the user's $MLXCTL_HOME/cache/kv."""
+    choose one, and a private store of responses: never the user's $MLXCTL_HOME/cache/kv or
+    $MLXCTL_HOME/responses."""
     args = [sys.executable, "-m", "server", "--model", str(model_path), "--port", str(port)]
     if api_key:
         args += ["--api-key", api_key]
     if "--no-cache" not in extra_args and "--cache-dir" not in extra_args:
         args += ["--cache-dir", tempfile.mkdtemp(prefix=f"{name}-{port}-kv-")]
+    if "--responses-dir" not in extra_args:
+        args += ["--responses-dir", tempfile.mkdtemp(prefix=f"{name}-{port}-responses-")]
     return [*args, *extra_args]
 
 

@@ -3,33 +3,13 @@
 from __future__ import annotations
 
 import os
-from functools import partial
 
 import typer
 
-from mlxctl import claude_env, config, lifecycle
-from mlxctl.cli.lifecycle import _run_start
+from mlxctl import claude_env, config
+from mlxctl.cli.agent_launch import ClientNotFound, serving
 from mlxctl.cli.output import output
-from mlxctl.errors import MlxctlError, WorkerUnavailable
-from mlxctl.status import status
 from mlxctl.system import processes
-from mlxctl.worker_client import WorkerClient
-
-
-class ClaudeNotFound(MlxctlError):
-    exit_code = 127  # what a shell returns for a missing command
-
-
-def _serving() -> tuple[str, dict]:
-    """The running worker's url and /v1/status, starting the service first when needed."""
-    current = status()
-    if not (current.running and current.health == "ok"):
-        _run_start(partial(lifecycle.start, None, None), report=False)
-        current = status()
-    if current.url is None:
-        raise WorkerUnavailable("the state file names no worker URL", "see `mlxctl status`")
-    client = WorkerClient.configured(current.url, timeout=5.0)
-    return current.url, client.status()
 
 
 def claude(
@@ -47,8 +27,8 @@ def claude(
     """
     client = None if print_env else claude_env.find_client()
     if not print_env and client is None:
-        raise ClaudeNotFound("`claude` (Claude Code) is not installed", claude_env.INSTALL_HINT)
-    url, report = _serving()
+        raise ClientNotFound("`claude` (Claude Code) is not installed", claude_env.INSTALL_HINT)
+    url, report = serving()
     api_key = config.load().get("api_key") or None
     settings = claude_env.settings_for(report, url, api_key, user=os.environ)
     if print_env:

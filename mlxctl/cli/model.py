@@ -95,12 +95,14 @@ def ls_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.")
             m.architecture,
             m.quantization,
             str(m.context_length or "-"),
+            m.inputs,
             human_bytes(m.size_bytes),
             m.path,
         )
         for m in models
     ]
-    output.table("name", "architecture", "quantization", "context", "size", "path", rows=rows)
+    columns = ("name", "architecture", "quantization", "context", "input", "size", "path")
+    output.table(*columns, rows=rows)
 
 
 @model_app.command("rm")

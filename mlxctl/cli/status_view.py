@@ -139,6 +139,8 @@ def _service(st: dict) -> Panel:
     if st.get("context_length"):
         backend = f", {st['backend']} backend" if st.get("backend") else ""
         grid.add_row("context", f"{_count(st['context_length'])} tokens{backend}")
+    if isinstance(st.get("images"), bool):
+        grid.add_row("input", "text and images" if st["images"] else "text")
     if isinstance(st.get("scheduler"), dict):
         for label, value in _scheduler(st["scheduler"]):
             grid.add_row(label, value)

@@ -24,6 +24,7 @@ class ModelInfo:
     architecture: str
     quantization: str
     context_length: int | None
+    inputs: str = "text"  # "text, image" for a vision-language model
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -50,13 +51,15 @@ def describe(path: Path, name: str | None = None) -> ModelInfo:
     if not label:
         label = f"{quant['bits']}-bit" if quant.get("bits") else "none"
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    text = config.get("text_config") or {}  # a vision-language model's language side
     return ModelInfo(
         name=name or path.name,
         path=str(path),
         size_bytes=size,
         architecture=config.get("model_type", "unknown"),
         quantization=label,
-        context_length=config.get("max_position_embeddings"),
+        context_length=config.get("max_position_embeddings") or text.get("max_position_embeddings"),
+        inputs="text, image" if config.get("vision_config") else "text",
     )
 
 

@@ -27,7 +27,7 @@ from mlxctl.supervisor.memory import MemoryGuard, MemoryLimits
 from mlxctl.supervisor.policy import RestartPolicy, auto_startup_timeout
 from mlxctl.supervisor.seam import RealSeam
 from mlxctl.supervisor.states import State
-from mlxctl.supervisor.switches import Switches, route_for, weights_bytes
+from mlxctl.supervisor.switches import Switches, weights_bytes
 from mlxctl.supervisor.worker_output import WorkerOutput
 from mlxctl.system import identity, processes, statefile
 from mlxctl.system.lock import FileLock
@@ -290,7 +290,7 @@ class Daemon:
             self.switches.vet,
         )
         self.switches.seam = seam
-        routes = self.front_door.routes
+        routes = self.switches.routes = self.front_door.routes
         sup = Supervisor(
             seam,
             self.make_spec,
@@ -299,7 +299,7 @@ class Daemon:
             self.log,
             self._changed,
             busy=lambda url: routes.in_flight(url) > 0,
-            on_handover=lambda verdict: self._handed_over(sup, verdict),
+            on_handover=lambda verdict: self._changed(sup, verdict),
         )
         self.memory = self._memory_guard(sup)
 
@@ -310,6 +310,7 @@ class Daemon:
         signal.signal(signal.SIGINT, on_signal)
         # A closed terminal (SIGHUP) is no reason to stop serving: note it, stop echoing.
         signal.signal(signal.SIGHUP, lambda signum, frame: setattr(self, "hung_up", True))
+        self.output.start_keeper()  # log rotation on its own thread: never a stalled tick
         try:
             sup.start()
             last_write = time.monotonic()
@@ -317,7 +318,6 @@ class Daemon:
                 sup.tick()
                 if self.switches.take(sup):
                     self.write_state(sup)
-                self.output.keep(time.monotonic())
                 if self.memory.restart_wanted:
                     sup.request_restart(self.memory.restart_wanted)
                     self.memory.restart_wanted = None
@@ -336,9 +336,10 @@ class Daemon:
                 seam.cleanup(sup.handle)
             self.error = f"supervisor failed: {exc!r}"
             self.write_state(None)  # never leave the state file saying RUNNING
-            self.front_door.stop()
             raise
-        self.front_door.stop()
+        finally:
+            self.output.stop_keeper()
+            self.front_door.stop()
         self.write_state(sup)
         self.log(f"supervisor exiting ({sup.state.value})")
         return 0 if sup.state is State.STOPPED else 1
@@ -362,15 +363,11 @@ class Daemon:
 
     # -- the front door and switches (switches.py) ------------------------------------------------
 
-    def _changed(self, sup: Supervisor) -> None:
-        """Every state change: point the front door, settle a stop-first switch, write the state."""
-        if self.front_door is not None:
-            self.front_door.routes.set(route_for(sup))
+    def _changed(self, sup: Supervisor, handover: str | None = None) -> None:
+        """Every state change and a handover's verdict: the front door's route, the state file."""
+        if handover is not None:
+            self.switches.handed_over(handover)
         self.switches.changed(sup)
-        self.write_state(sup)
-
-    def _handed_over(self, sup: Supervisor, verdict: str) -> None:
-        self.switches.handed_over(verdict)
         self.write_state(sup)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 from mlxctl import worker_client
-from mlxctl.front_door.routes import HELD, Route
+from mlxctl.front_door.routes import HELD, Route, RouteTable
 from mlxctl.supervisor import state as state_file
 from mlxctl.supervisor.handover import base_of
 from mlxctl.supervisor.machine import Supervisor
@@ -52,6 +52,7 @@ class Switches:
         self.next_args: argparse.Namespace | None = None  # what a handover in progress starts
         self.by_restart = False  # this switch stopped the old worker first (memory)
         self.seam: RealSeam | None = None
+        self.routes: RouteTable | None = None  # the front door's, pointed at every change
 
     def take(self, sup: Supervisor) -> bool:
         """Start the switch `mlxctl` asked for, if any; True when there was one."""
@@ -83,7 +84,10 @@ class Switches:
         return True
 
     def changed(self, sup: Supervisor) -> None:
-        """A stop-first switch is over once the next worker runs (or the service is FATAL)."""
+        """Point the front door; a stop-first switch is over once the next worker runs (or the
+        service is FATAL)."""
+        if self.routes is not None:
+            self.routes.set(route_for(sup))
         if self.verdict is None or not self.by_restart:
             return
         if sup.state is State.RUNNING:

@@ -1,20 +1,23 @@
 """Where the worker's output goes: straight into `worker.log`, never through a pipe we must read.
 
 A worker we launch with `--log-file` rotates and recreates the file itself. Any other command
-(an external release, a test override) writes to the same file through an O_APPEND fd; we rotate
-that one by copy and truncate, which an O_APPEND writer follows without reopening.
+(an external release, a test override) writes to the same file through an O_APPEND fd; a keeper
+thread rotates that one by copy and truncate (an O_APPEND writer follows a truncation without
+reopening), off the supervision loop, copying at most `max_bytes`: the newest ones.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from server import contract
+from server import contract, logfile
 
-KEEP_EVERY = 0.5  # seconds between size/existence checks
+KEEP_EVERY = 0.1  # seconds between size/existence checks
+FLOOD_KEEP_EVERY = 0.01  # right after a rotation: a flood is checked ten times as often
+COPY_CHUNK = 1024 * 1024
 
 
 class WorkerOutput:
@@ -24,7 +27,9 @@ class WorkerOutput:
         self.backups = backups
         self.log = log
         self.worker_owns = False
-        self.next_check = 0.0
+        self.dropped = 0  # bytes over max_bytes left out of rotated copies
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def open_for(self, argv: list[str]) -> int:
         """An fd for the worker's stdout and stderr (the caller closes its copy after spawning)."""
@@ -43,11 +48,28 @@ class WorkerOutput:
         except OSError as exc:
             self.log(f"could not write to {self.path}: {exc}")
 
-    def keep(self, now: float) -> None:
-        """Rotate or recreate the log of a worker that cannot do it itself. Never raises."""
-        if self.worker_owns or now < self.next_check:
-            return
-        self.next_check = now + KEEP_EVERY
+    # -- the keeper thread: log work never blocks supervision --------------------------------
+
+    def start_keeper(self) -> threading.Thread:
+        def loop() -> None:
+            rotated = False
+            while not self._stop.wait(FLOOD_KEEP_EVERY if rotated else KEEP_EVERY):
+                rotated = self.keep()
+
+        self._thread = threading.Thread(target=loop, name="worker-log-keeper", daemon=True)
+        self._thread.start()
+        return self._thread
+
+    def stop_keeper(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def keep(self) -> bool:
+        """Rotate or recreate the log of a worker that cannot do it itself. Never raises; True
+        when it rotated."""
+        if self.worker_owns:
+            return False
         try:
             size = os.stat(self.path).st_size
         except FileNotFoundError:
@@ -56,14 +78,17 @@ class WorkerOutput:
                 f"{self.path} was removed; recreated it (this worker keeps writing to the"
                 " removed file until it restarts)"
             )
-            return
+            return False
         except OSError:
-            return
-        if size >= self.max_bytes:
-            try:
-                self._copy_truncate()
-            except OSError as exc:
-                self.log(f"could not rotate {self.path}: {exc}")
+            return False
+        if size < self.max_bytes:
+            return False
+        try:
+            self._copy_truncate()
+        except OSError as exc:
+            self.log(f"could not rotate {self.path}: {exc}")
+            return False
+        return True
 
     def _copy_truncate(self) -> None:
         name = self.path.name
@@ -72,5 +97,25 @@ class WorkerOutput:
                 older = self.path.with_name(f"{name}.{index}")
                 if older.exists():
                     os.replace(older, self.path.with_name(f"{name}.{index + 1}"))
-            shutil.copyfile(self.path, self.path.with_name(f"{name}.1"))
+            self.dropped += copy_newest(self.path, self.path.with_name(f"{name}.1"), self.max_bytes)
         os.truncate(self.path, 0)
+
+
+def copy_newest(source: Path, target: Path, max_bytes: int) -> int:
+    """Copy the newest whole lines of `source` that fit in `max_bytes` into `target`, under a
+    mark saying what was left out (as the worker cuts its own). Returns the bytes left out."""
+    with open(source, "rb") as src, open(target, "wb") as dst:
+        size = src.seek(0, os.SEEK_END)  # what arrives while we copy is lost to the truncation
+        budget = max_bytes - len(logfile.dropped_mark(size)) if size > max_bytes else size
+        start = logfile.newest_lines_start(src, size, max(0, budget))
+        if start > 0:
+            dst.write(logfile.dropped_mark(start)[:max_bytes])
+        src.seek(start)
+        left = size - start
+        while left > 0:
+            chunk = src.read(min(COPY_CHUNK, left))
+            if not chunk:
+                break
+            dst.write(chunk)
+            left -= len(chunk)
+    return start

@@ -67,6 +67,8 @@ async def status(request: Request):
         "tool_parser": getattr(engine.loaded, "tool_parser", None),
         # What becomes of a request's tools: a template that drops them is said here.
         "tools": engine.renderer.tools_status() if engine.renderer else None,
+        # Whether the model reads images (else each becomes a note); None while loading.
+        "images": engine.renderer.images is not None if engine.renderer else None,
         "requests": engine.metrics.snapshot(),
         "cache": engine.cache.stats(),
         "recent": _recent(request),

@@ -1,4 +1,5 @@
-"""The FastAPI application: middleware (auth, body limit, one log line) and error handlers."""
+"""The FastAPI application: middleware (traces; auth, body limit, one log line) and error
+handlers."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ from server.api import admin, anthropic, openai, responses
 from server.api.openapi import document
 from server.api.request_ring import RequestRing
 from server.api.serving import STATS_KEY
+from server.api.traces import routes as trace_routes
+from server.api.traces.middleware import TraceMiddleware
+from server.api.traces.store import TraceStore
 from server.engine.engine import Engine
 from server.errors import (
     BadRequest,
@@ -173,12 +177,16 @@ class WorkerMiddleware:
         )
 
 
-def create_app(settings: Settings, engine: Engine) -> WorkerMiddleware:
+def create_app(settings: Settings, engine: Engine) -> TraceMiddleware:
     # The schema is served (behind the key) so schemathesis can check every route in CI.
     app = FastAPI(title="mlxctl worker", docs_url=None, redoc_url=None, openapi_url="/openapi.json")
     app.state.settings = settings
     app.state.engine = engine
     app.state.ring = RequestRing()
+    app.state.traces = TraceStore(
+        settings.trace_dir, settings.trace_max_bytes, settings.trace_max_files, settings.api_key
+    )
+    app.state.responses = responses.open_store(settings)  # what `store: true` keeps
 
     @app.exception_handler(WorkerError)
     async def worker_error(request: Request, exc: WorkerError):
@@ -211,8 +219,10 @@ def create_app(settings: Settings, engine: Engine) -> WorkerMiddleware:
     app.include_router(openai.router)
     app.include_router(anthropic.router)
     app.include_router(responses.router)
+    app.include_router(trace_routes.router)
     document(app)
-    return WorkerMiddleware(app, settings, engine)
+    # Outermost, so a trace holds what the client saw: refusals (401, 413) and x-request-id.
+    return TraceMiddleware(WorkerMiddleware(app, settings, engine), app.state.traces)
 
 
 def _methods(request: Request) -> list[str]:

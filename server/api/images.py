@@ -1,4 +1,5 @@
-"""Images and other media sent to a text-only model become a note in the prompt.
+"""Images and other media a model cannot read become a note in the prompt (a vision model
+reads images; documents, audio and files it cannot).
 
 Once a user pastes a screenshot, it stays in every later turn's history: refusing it would fail
 the whole session. Each image becomes the note a tool result's image gets; one in the newest
@@ -7,7 +8,7 @@ turn is also said in the reply (a `Warning` header and a log line), since its tu
 
 from __future__ import annotations
 
-PLACEHOLDER = "[{kind} omitted: this model reads text only]"
+PLACEHOLDER = "[{kind} omitted: this model reads {reads} only]"
 
 
 # OpenAI's part types by what they hold (Anthropic's `image` and `document` say it already).
@@ -15,14 +16,18 @@ _MEDIA = {"image_url": "image", "input_image": "image", "input_audio": "audio", 
 MEDIA_TYPES = ("image", "document", *_MEDIA)
 
 
-def placeholder(kind: str) -> str:
+def _reads(vision: bool) -> str:
+    return "text and images" if vision else "text"
+
+
+def placeholder(kind: str, vision: bool = False) -> str:
     """The prompt text standing where a `kind` block (or content part) was."""
-    return PLACEHOLDER.format(kind=_MEDIA.get(kind, kind))
+    return PLACEHOLDER.format(kind=_MEDIA.get(kind, kind), reads=_reads(vision))
 
 
-def dropped_note(where: str, kind: str) -> str:
+def dropped_note(where: str, kind: str, vision: bool = False) -> str:
     """What the reply says of a block the newest turn lost."""
-    return f"{where}: {kind} dropped (this model reads text only)"
+    return f"{where}: {kind} dropped (this model reads {_reads(vision)} only)"
 
 
 def warning_header(notes: list[str]) -> dict[str, str]:

@@ -9,6 +9,7 @@ message, so nothing is left in shared request state for the middleware to read.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from array import array
@@ -49,6 +50,19 @@ async def prepare(engine: Engine, request: ChatRequest, *, check_context: bool =
     if engine.renderer is None:
         raise ServiceUnavailable("the model is still loading", retry_after=2)
     return await run_in_threadpool(engine.renderer.render, request, check_context=check_context)
+
+
+def reads_images(request: Request) -> bool:
+    """Whether the loaded model reads images (else the protocols turn them into notes)."""
+    renderer = request.app.state.engine.renderer
+    return renderer is not None and renderer.images is not None
+
+
+async def to_internal(request: Request, convert: Callable[..., ChatRequest], body) -> ChatRequest:
+    """`convert(body)` into a ChatRequest; off the event loop where images are decoded."""
+    if not reads_images(request):
+        return convert(body)
+    return await run_in_threadpool(convert, body, vision=True)
 
 
 def submit(engine: Engine, request: ChatRequest, rendered: Rendered) -> Job:
@@ -138,9 +152,9 @@ def record(request: Request, job: Job, figures: dict) -> None:
     protocol = "anthropic" if path.startswith("/v1/messages") else "openai"
     protocol = "responses" if path.startswith("/v1/responses") else protocol
     tokens = array("I", job.rendered.tokens)
-    ring.record(
-        Recorded(job.request.request_id, protocol, figures, job.request, job.rendered.text, tokens)
-    )
+    # Without its images' bytes: the ring keeps 16 requests, `cache why` reads their text.
+    kept = dataclasses.replace(job.request, images=[]) if job.request.images else job.request
+    ring.record(Recorded(kept.request_id, protocol, figures, kept, job.rendered.text, tokens))
 
 
 # -- the route half -----------------------------------------------------------------------------

@@ -25,7 +25,8 @@ def kv_bytes_per_token(model: Any) -> int:
     from mlx.utils import tree_flatten
 
     try:
-        args = model.args
+        # A multimodal wrapper's own args hold a text_config; its language model has the shape.
+        args = getattr(getattr(model, "language_model", None), "args", None) or model.args
         heads = getattr(args, "num_key_value_heads", None) or args.num_attention_heads
         head_dim = getattr(args, "head_dim", None) or args.hidden_size // args.num_attention_heads
         leaves = cast(

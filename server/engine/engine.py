@@ -255,7 +255,10 @@ class Engine:
                 log.exception("prefix cache preparation failed")
         self.loaded = loaded = (self._load_fn or load_model)(self.model_ref)
         self.renderer = renderer = PromptRenderer(
-            loaded.tokenizer, loaded.config, self.settings.max_output_tokens
+            loaded.tokenizer,
+            loaded.config,
+            self.settings.max_output_tokens,
+            images=loaded.vision.layout if getattr(loaded, "vision", None) else None,
         )
         if self._cache_factory is not None:
             self.cache = self._cache_factory(loaded)

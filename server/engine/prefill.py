@@ -29,8 +29,28 @@ def checkpoints(
     return sorted({n for n in (system_len, last) if n_cached < n <= end})
 
 
+# embed(pos, end): the model's input rows for tokens[pos:end] where images are (else None).
+Embedder = Callable[[int, int], Any]
+
+
+def embedder_for(loaded: Any, rendered: Any) -> Embedder | None:
+    """How a prompt with images feeds them to the model (None: token ids alone serve)."""
+    vision = getattr(loaded, "vision", None)
+    if not rendered.images or vision is None:
+        return None
+    tokens, spans = rendered.tokens, rendered.images
+    return lambda pos, end: vision.chunk_embeddings(loaded.model, tokens, spans, pos, end)
+
+
 def prefill_chunk(
-    model: Any, cache: list[Any], tokens: list[int], pos: int, end: int, step: int, stops=()
+    model: Any,
+    cache: list[Any],
+    tokens: list[int],
+    pos: int,
+    end: int,
+    step: int,
+    stops=(),
+    embed: Embedder | None = None,
 ) -> int:
     """Run one chunk of `tokens[pos:end]` into `cache`, at most `step` tokens and never past the
     next of `stops`; returns the new position (the cache then holds exactly that many)."""
@@ -39,7 +59,12 @@ def prefill_chunk(
 
     nxt = min([pos + step, end, *(s for s in stops if s > pos)])
     with mx.stream(generation_stream):
-        model(mx.array(tokens[pos:nxt])[None], cache=cache)
+        ids = mx.array(tokens[pos:nxt])[None]
+        rows = embed(pos, nxt) if embed is not None else None
+        if rows is None:
+            model(ids, cache=cache)
+        else:  # the vision tower's rows stand where the images are
+            model(ids, cache=cache, input_embeddings=rows[None])
         mx.eval([c.state for c in cache])
     mx.clear_cache()
     return nxt
@@ -56,13 +81,14 @@ def prefill(
     stops: Sequence[int] = (),
     on_chunk: Callable[[int], None] = lambda n: None,
     on_stop: Callable[[int], None] = lambda n: None,
+    embed: Embedder | None = None,
 ) -> int:
     """Run `tokens[start:end]` through `model` into `cache`; `on_stop(n)` at each of `stops`,
     then `on_chunk(n)` after every chunk (it may raise to cut the prefill short: the cache then
     holds exactly `n` tokens). Returns `end`."""
     pos = start
     while pos < end:
-        pos = prefill_chunk(model, cache, tokens, pos, end, step or DEFAULT_STEP, stops)
+        pos = prefill_chunk(model, cache, tokens, pos, end, step or DEFAULT_STEP, stops, embed)
         if pos in stops:
             on_stop(pos)
         on_chunk(pos)
@@ -80,6 +106,7 @@ def prefill_prompt(
     step: int | None,
     on_chunk: Callable[[int], None],
     store: Callable[[int, str], None],
+    embed: Embedder | None = None,
 ) -> tuple[int, bool]:
     """Prefill a prompt but its last token (which decoding runs for the first logits) into
     `cache`, calling `store(n, kind)` at its checkpoints. Returns (where decoding starts,
@@ -100,6 +127,7 @@ def prefill_prompt(
         stops=stops,
         on_chunk=on_chunk,
         on_stop=on_stop,
+        embed=embed,
     )
     return end, bool(stops)
 

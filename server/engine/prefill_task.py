@@ -63,13 +63,14 @@ class PrefillTask:
 
     def advance(self, runner: Runner, step: int) -> None:
         """One chunk of at most `step` tokens, storing a checkpoint where it ends on one."""
-        from server.engine.prefill import prefill_chunk
+        from server.engine.prefill import embedder_for, prefill_chunk
 
         tokens = self.job.rendered.tokens
         cache = self.run.prompt_cache
         assert cache is not None, "a prompt prefills into its own cache"
+        embed = embedder_for(runner.loaded, self.job.rendered)
         self.pos = prefill_chunk(
-            runner.loaded.model, cache, tokens, self.pos, self.end, step, self.stops
+            runner.loaded.model, cache, tokens, self.pos, self.end, step, self.stops, embed
         )
         if self.pos in self.stops and not (self.end_later and self.pos == self.end):
             self.store(runner, cache)

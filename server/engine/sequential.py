@@ -64,7 +64,7 @@ def generate_alone(
     import mlx.core as mx
     from mlx_lm import stream_generate
 
-    from server.engine.prefill import prefill_prompt, sampler_for
+    from server.engine.prefill import embedder_for, prefill_prompt, sampler_for
 
     tokens = job.rendered.tokens
     prompt_cache = run.prompt_cache
@@ -79,6 +79,7 @@ def generate_alone(
         step=runner.settings.prefill_step_size,
         on_chunk=runner.watchdog.beating(lambda n: job.on_prefill_progress(n, len(tokens))),
         store=lambda n, kind: runner.store(tokens[:n], prompt_cache, kind=kind),
+        embed=embedder_for(runner.loaded, job.rendered),
     )
     run.prefilled = True
     for response in stream_generate(

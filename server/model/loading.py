@@ -35,6 +35,7 @@ class LoadedModel:
     dequantized: bool
     shard: str = ""  # this rank's part, e.g. tensor-2-rank-1 ("" when not distributed)
     tool_parser: dict | None = None  # {"name", "source"} for /v1/status
+    vision: Any = None  # server.model.vision.Vision: the model reads images (None: text only)
 
 
 def load_model(
@@ -49,6 +50,7 @@ def load_model(
     from mlx_lm import load
 
     from server.model import tool_parsers as parsers
+    from server.model.vision import load_vision
 
     if slow := os.environ.get(SLOW_LOAD_ENV):
         time.sleep(float(slow))
@@ -63,6 +65,8 @@ def load_model(
         tokenizer, source = hermes, "fallback"
     loaded = _prepared(model, tokenizer, config, path, dequantize_on_cpu)
     loaded.tool_parser = parsers.describe(tokenizer, source)
+    float32 = loaded.backend == "cpu" and dequantize_on_cpu
+    loaded.vision = load_vision(str(path), loaded.model, config, float32)
     return loaded
 
 

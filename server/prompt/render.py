@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from server.decoding.constrained.plan import can_constrain
@@ -13,6 +13,8 @@ from server.decoding.constrained.plan import plan as plan_constraint
 from server.decoding.constrained.text_format import plan_text
 from server.decoding.reasoning import opens_reasoning
 from server.errors import BadRequest, ContextLengthExceeded
+from server.model.vision import ImageLayout, ImageSpan
+from server.prompt.image_tokens import expand_markers, key_images
 from server.prompt.long_prompts import LengthBound, give_back_memory
 from server.prompt.normalize import normalize
 from server.prompt.segments import SegmentEncoder
@@ -38,6 +40,7 @@ class Rendered:
     thinking: bool = True  # reasoning is shown (False: the request turned it off)
     # The tool-call grammar decoding keeps to (server.decoding.constrained); None: unconstrained.
     constraint: Any = None
+    images: list[ImageSpan] = field(default_factory=list)  # where the prompt's images are
 
 
 def context_length(config: dict, tokenizer: Any) -> int | None:
@@ -67,8 +70,15 @@ def canonical_tools(tools: list[dict] | None) -> list[dict] | None:
 
 
 class PromptRenderer:
-    def __init__(self, tokenizer: Any, config: dict, max_output_tokens: int | None = None):
+    def __init__(
+        self,
+        tokenizer: Any,
+        config: dict,
+        max_output_tokens: int | None = None,
+        images: ImageLayout | None = None,
+    ):
         self.tokenizer = tokenizer
+        self.images = images  # how this model reads images (None: text only)
         self.context_length = context_length(config, tokenizer)
         self.max_output_tokens = max_output_tokens  # the worker's cap on any reply
         self.has_tools = bool(getattr(tokenizer, "has_tool_calling", False))
@@ -152,6 +162,11 @@ class PromptRenderer:
         except Exception as exc:
             # Templates raise on shapes they do not support (e.g. roles out of order).
             raise BadRequest(f"the chat template rejected these messages: {exc}") from exc
+        order: list = []
+        if request.images:
+            if self.images is None:
+                raise BadRequest("this model has no vision input")
+            text, order = expand_markers(text, request.images, self.images)
         constrainable = bool(tools and self.has_tools) and can_constrain(self.tokenizer)
         constraint = None
         if constrainable and check_context:  # (without it, a token count: nothing decodes)
@@ -179,6 +194,9 @@ class PromptRenderer:
             # (the grammar, or the primed opening, then starts the call right after it).
             primed = f"{self.tokenizer.think_end}\n\n{primed}"
             tokens, reasoning = self.encoder.encode(text + primed), False
+        spans: list[ImageSpan] = []
+        if order and self.images is not None:  # (a token count needs no pixels)
+            tokens, spans = key_images(tokens, order, self.images, pixels=check_context)
         if check_context and self.context_length and len(tokens) >= self.context_length:
             raise ContextLengthExceeded(len(tokens), self.context_length)
         if forced and constraint is not None:
@@ -196,6 +214,7 @@ class PromptRenderer:
             thinking=request.thinking is not False,
             turn_start=turn_start,
             constraint=constraint,
+            images=spans,
         )
 
     def _text_constraint(self, request: ChatRequest, tools: list[dict] | None) -> Any:

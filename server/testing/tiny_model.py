@@ -280,7 +280,12 @@ def build_tiny_model(
 
 
 def train_on_script(
-    model, model_dir: Path, pairs=None, steps: int = 600, learning_rate: float = 3e-3
+    model,
+    model_dir: Path,
+    pairs=None,
+    steps: int = 600,
+    learning_rate: float = 3e-3,
+    target_loss: float = 0.02,
 ) -> float:
     """Overfit `model` on `pairs` (default SCRIPT), loss on reply tokens; returns the loss."""
     import mlx.core as mx
@@ -327,7 +332,7 @@ def train_on_script(
         # the weights we keep (before this step's update), so greedy decoding replays the script.
         wrong = ((logits.argmax(-1) != targets) * mask).sum()
         mx.eval(loss, wrong)
-        if wrong.item() == 0 and loss.item() < 0.02:
+        if wrong.item() == 0 and loss.item() < target_loss:
             break
         optimizer.update(model, grads)
         mx.eval(model.parameters(), optimizer.state)

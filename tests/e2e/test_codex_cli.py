@@ -1,5 +1,7 @@
 """OpenAI's Codex CLI (the npm package `.ci/run` pins under .tools/) against the real worker
-through a custom provider on the Responses API: `codex exec` completes a turn with rc 0.
+through a custom provider on the Responses API: `codex exec` completes a turn with rc 0; on the
+scripted Codex model (server/testing/codex_script.py) it runs its shell tool and reads the output
+back, by hand and through `mlxctl codex exec`.
 
 Codex sends its own ~12K-token prompt and nine tools, which the scripted tiny model never saw:
 its reply is random text at Codex's temperature, so a turn may hit the worker's output cap,
@@ -19,7 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import tiny_model
+from server.testing import codex_script
+from tests.conftest import model_cache_dir, tiny_model
 from tests.fixtures_worker import API_KEY, REPO_ROOT, start_worker
 
 LOCAL_CODEX = REPO_ROOT / ".tools" / "codex" / "node_modules" / ".bin" / "codex"
@@ -62,7 +65,9 @@ def codex_home(path: Path, worker) -> Path:
     return path
 
 
-def run_codex(home: Path, workdir: Path, prompt: str) -> tuple[int, list[dict], str]:
+def run_codex(
+    home: Path, workdir: Path, prompt: str, sandbox: str = "read-only"
+) -> tuple[int, list[dict], str]:
     env = {
         **os.environ,
         "CODEX_HOME": str(home),
@@ -70,7 +75,7 @@ def run_codex(home: Path, workdir: Path, prompt: str) -> tuple[int, list[dict], 
         "MLXCTL_TEST_KEY": API_KEY,
     }
     result = subprocess.run(
-        [codex_binary(), "exec", "--skip-git-repo-check", "--json", "-s", "read-only", prompt],
+        [codex_binary(), "exec", "--skip-git-repo-check", "--json", "-s", sandbox, prompt],
         cwd=workdir,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -82,9 +87,12 @@ def run_codex(home: Path, workdir: Path, prompt: str) -> tuple[int, list[dict], 
     return result.returncode, events, result.stderr
 
 
-@pytest.mark.skipif(
+needs_codex = pytest.mark.skipif(
     codex_binary() is None, reason="Codex is not installed (.ci/run installs it with npm)"
 )
+
+
+@needs_codex
 def test_codex_exec_completes_a_turn_against_the_worker(codex_worker, tmp_path):
     home = codex_home(tmp_path / "codex-home", codex_worker)
     workdir = tmp_path / "work"
@@ -104,7 +112,9 @@ def test_codex_exec_completes_a_turn_against_the_worker(codex_worker, tmp_path):
 
     status = httpx.get(codex_worker.base_url + "/v1/status", headers={"x-api-key": API_KEY})
     rows = [r for r in status.json()["recent"] if r["protocol"] == "responses"][::-1]
-    assert len(rows) == runs  # one request per run: no retries, no WebSocket detour
+    # A request per run, one more where a random reply was a call Codex answered (retries are
+    # off in its config); none went the WebSocket way, and every one was served.
+    assert len(rows) >= runs
     # Codex read the usage of our response.completed: its prompt and cached token counts.
     for events in completed:
         [done] = [e for e in events if e["type"] == "turn.completed"]
@@ -121,4 +131,85 @@ def test_codex_exec_completes_a_turn_against_the_worker(codex_worker, tmp_path):
     assert all(r["cached_tokens"] >= 0.9 * r["prompt_tokens"] for r in rows[1:])
     log = codex_worker.log()
     assert "GET /v1/responses" not in log
-    assert log.count("POST /v1/responses 200") == runs
+    assert log.count("POST /v1/responses 200") == len(rows)
+
+
+def scripted_model() -> Path:
+    return codex_script.build_codex_model(model_cache_dir() / "tiny-codex-script")
+
+
+@pytest.fixture(scope="module")
+def scripted_worker(tmp_path_factory):
+    handle = start_worker(
+        scripted_model(),
+        *("--max-output-tokens", "200", "--cache-dir", str(tmp_path_factory.mktemp("kv"))),
+        api_key=API_KEY,
+    )
+    yield handle
+    handle.stop()
+
+
+def shell_turn(events: list[dict]) -> tuple[dict, dict]:
+    """The command Codex ran and its last message, from `codex exec --json` events."""
+    done = [e["item"] for e in events if e["type"] == "item.completed"]
+    [command] = [i for i in done if i["type"] == "command_execution"]
+    [message] = [i for i in done if i["type"] == "agent_message"]
+    return command, message
+
+
+@needs_codex
+def test_the_scripted_model_runs_codexs_shell_tool(scripted_worker, tmp_path):
+    # Codex's prompt carries the date, cwd and ids; the model sees only its last 64 tokens (the
+    # request, then the command's output), so it replays its script under any of them.
+    home = codex_home(tmp_path / "codex-home", scripted_worker)
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    rc, events, stderr = run_codex(home, workdir, codex_script.PROMPT, "danger-full-access")
+    assert rc == 0, (events, stderr)
+    command, message = shell_turn(events)
+    assert "seq 1 60 | tee made-by-codex.txt" in command["command"]
+    assert command["exit_code"] == 0 and command["aggregated_output"] == codex_script.OUTPUT
+    assert (workdir / codex_script.FILE).read_text() == codex_script.OUTPUT
+    # The model says so only when the command's output ends the second request's prompt.
+    assert message["text"] == codex_script.REPLY
+    headers = {"x-api-key": API_KEY}
+    rows = httpx.get(scripted_worker.base_url + "/v1/status", headers=headers).json()["recent"]
+    first, second = [r for r in rows if r["protocol"] == "responses"][::-1]
+    assert first["finish"] == "tool_calls" and second["finish"] == "stop"
+    assert second["prompt_tokens"] > first["prompt_tokens"] + 100  # the call and its output
+    # The first prompt came from the cache (all but its last token, which is fed again).
+    assert second["cached_tokens"] >= first["prompt_tokens"] - 1
+
+
+@needs_codex
+def test_mlxctl_codex_exec_runs_the_shell_tool(make_ctl, tmp_path):
+    worker = (
+        f"{{python}} -m server --model {scripted_model()} --host {{host}} --port {{port}} "
+        f"--max-output-tokens 200 --cache-dir {tmp_path / 'kv'}"
+    )
+    home = tmp_path / "user-home"  # Codex writes under ~ and CODEX_HOME
+    (home / ".codex").mkdir(parents=True)
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    env = {"MLXCTL_WORKER_COMMAND": worker, "HOME": str(home), "MLXCTL_CODEX": codex_binary()}
+    ctl = make_ctl(env={**env, "CODEX_HOME": str(home / ".codex")})
+    args = (
+        "exec",
+        "--skip-git-repo-check",
+        "--json",
+        "-s",
+        "danger-full-access",
+        "-C",
+        str(workdir),
+    )
+    result = ctl.run("codex", *args, codex_script.PROMPT, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f'-c model_providers.mlxctl.base_url="{ctl.url}/v1"' in result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    command, message = shell_turn(events)
+    assert command["exit_code"] == 0
+    assert (workdir / codex_script.FILE).read_text() == codex_script.OUTPUT
+    assert message["text"] == codex_script.REPLY
+    turns = [r for r in ctl.status()[0]["recent"] if r["protocol"] == "responses"]
+    assert len(turns) == 2
+    assert not (home / ".codex" / "config.toml").exists()  # nothing written for it

@@ -156,3 +156,13 @@ def test_the_batch_turn_length_reaches_the_worker_and_a_too_short_one_is_refused
     assert argv[argv.index("--turn-seconds") + 1] == "0.25"
     result = CliRunner().invoke(app, ["config", "set", "batch.turn_seconds", "0.01"])
     assert result.exit_code != 0 and "batch.turn_seconds" in result.output
+
+
+def test_the_bounds_of_stored_responses_reach_the_worker(mlxctl_home):
+    from server.__main__ import parse_args
+    from server.contract import worker_argv
+
+    values = {**config.load(), "responses.max_count": 0, "responses.max_bytes": 4096}
+    argv = worker_argv("m", "127.0.0.1", 1, **config.worker_options(values))
+    args = parse_args(argv[argv.index("-m") + 2 :])  # what the worker reads of it
+    assert (args.responses_max_count, args.responses_max_bytes) == (0, 4096)

@@ -76,3 +76,12 @@ def test_tail_continues_into_the_rotated_file_when_the_current_one_is_short(tmp_
     assert tail(log, 5) == ["old 7", "old 8", "old 9", "new 0", "new 1"]
     assert tail(log, 2) == ["new 0", "new 1"]
     assert tail(tmp_path / "missing.log", 3) == []
+
+
+def test_tail_reads_back_through_every_rotated_file(tmp_path):
+    log = tmp_path / "worker.log"
+    (tmp_path / "worker.log.2").write_text("oldest 0\noldest 1\n")
+    (tmp_path / "worker.log.1").write_text("older 0\n")
+    log.write_text("new 0\n")
+    assert tail(log, 3) == ["oldest 1", "older 0", "new 0"]
+    assert tail(log, 10) == ["oldest 0", "oldest 1", "older 0", "new 0"]

@@ -189,8 +189,8 @@ def test_model_cli_lists_and_removes(llama_gguf, mlxctl_home):
     imported = run("import", str(path), "--name", "cli-llama")
     assert imported.returncode == 0, imported.stderr
     listed = json.loads(run("ls", "--json").stdout)
-    assert [(m["name"], m["architecture"], m["context_length"]) for m in listed] == [
-        ("cli-llama", "llama", 4096)
+    assert [(m["name"], m["architecture"], m["context_length"], m["inputs"]) for m in listed] == [
+        ("cli-llama", "llama", 4096, "text")
     ]
     again = run("import", str(path), "--name", "cli-llama")
     assert again.returncode == 1 and "already exists" in again.stderr
@@ -247,3 +247,10 @@ def test_demo_pull_is_idempotent_and_answers_paris(demo_model_path, monkeypatch)
         answers[dequantize] = generate(loaded.model, loaded.tokenizer, prompt, max_tokens=12)
     assert "Paris" in answers[True]
     assert answers[True] == answers[False], "float32 expansion changed the greedy answer"
+
+
+def test_a_vision_language_model_is_listed_as_taking_images():
+    from tests.conftest import tiny_vlm
+
+    info = registry.describe(tiny_vlm())
+    assert (info.architecture, info.inputs, info.context_length) == ("gemma3", "text, image", 32768)

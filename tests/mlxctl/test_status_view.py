@@ -20,7 +20,8 @@ STATUS_KEYS = {
     "port", "worker_url", "worker_port", "model", "model_path", "release", "health", "last_exit",
     "fatal_reason",
     "worker_rss_bytes", "memory", "system_memory", "cache", "queue_depth", "requests",
-    "tokens_reused", "cache_hit_rate", "backend", "context_length", "recent", "memory_limits",
+    "tokens_reused", "cache_hit_rate", "backend", "context_length", "images", "recent",
+    "memory_limits",
     "scheduler", "ranks", "log_tail",
 }  # fmt: skip
 RECENT_KEYS = {
@@ -50,7 +51,8 @@ SCHEDULER = {"mode": "batched", "running": 3, "waiting": 1, "batch_size": 2, "pr
 
 
 def fake_status(make_ctl):
-    status = {"cache": CACHE, "recent": RECENT, "context_length": 32768, "scheduler": SCHEDULER}
+    status = {"cache": CACHE, "recent": RECENT, "context_length": 32768, "scheduler": SCHEDULER,
+              "images": True}  # fmt: skip
     ctl = make_ctl(env={"FAKE_WORKER_STATUS": json.dumps(status), "COLUMNS": "100"})
     ctl.run("start", check=True)
     return ctl
@@ -76,6 +78,7 @@ def test_status_panels_against_a_fake_worker(make_ctl):
     second = next(line for line in lines if "0a1b2c3d4e5f" in line)
     assert second.split()[5:9] == ["0%", "36.5", "s", "-"]
     assert "32,768 tokens" in text
+    assert "input" in text and "text and images" in text
     assert "3 running, 2 decoding" in text and "1 waiting, 41.2 tok/s" in text
     assert "██████░░░░ 5.0 GiB / 8.0 GiB" in text
 

@@ -54,7 +54,7 @@ def test_an_image_in_an_earlier_anthropic_turn_becomes_the_tool_result_placehold
         reply = client.messages.with_raw_response.create(
             model="claude-x", max_tokens=4, messages=anthropic_session(AN_IMAGE)
         )
-        from server.api.images import PLACEHOLDER
+        from server.api.images import placeholder
 
         assert reply.http_response.status_code == 200
         assert reply.parse().content
@@ -64,7 +64,7 @@ def test_an_image_in_an_earlier_anthropic_turn_becomes_the_tool_result_placehold
             model="claude-x", messages=anthropic_session(AN_IMAGE)
         )
         with_note = client.messages.count_tokens(
-            model="claude-x", messages=anthropic_session(PLACEHOLDER.format(kind="image"))
+            model="claude-x", messages=anthropic_session(placeholder("image"))
         )
     assert with_image.input_tokens == with_note.input_tokens
 

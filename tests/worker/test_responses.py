@@ -118,7 +118,7 @@ def test_text_reply_whole(client):
     assert r.usage.input_tokens > 0 and r.usage.output_tokens > 0
     assert r.usage.input_tokens_details.cached_tokens == 0
     assert r.usage.total_tokens == r.usage.input_tokens + r.usage.output_tokens
-    assert r.store is False  # stateless, whatever was asked
+    assert r.store is True  # as OpenAI does: kept unless `store: false`
 
 
 def test_text_reply_streamed_equals_whole(client, worker):
@@ -167,7 +167,7 @@ def test_metadata_and_unknown_fields(client):
         include=["reasoning.encrypted_content"],
         extra_body={"prompt_cache_key": "abc", "some_future_field": {"x": 1}},
     )
-    assert r.metadata == {"run": "7"} and r.store is False
+    assert r.metadata == {"run": "7"} and r.store is True
     assert r.output_text == "Hello! How can I help you today?"
 
 
@@ -318,8 +318,11 @@ def test_a_schema_that_cannot_be_enforced_is_a_400(client):
             "input",
             "no tool call found",
         ),
-        ({"input": HELLO, "previous_response_id": "resp_1"}, "previous_response_id", "stateless"),
-        ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input", "stateless"),
+        ({"input": HELLO, "previous_response_id": "resp_1"}, "previous_response_id", "not found"),
+        ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input", "not served"),
+        ({"input": HELLO, "background": True, "stream": True}, "stream", "not streamed"),
+        ({"input": HELLO, "background": True, "store": False}, "store", "needs store"),
+        ({"input": HELLO, "conversation": "conv_1"}, "conversation", "not served"),
         (
             {"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]},
             "input",

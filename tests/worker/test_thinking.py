@@ -186,6 +186,15 @@ def test_display_omitted_streams_a_signed_block_without_text(thinker):
     assert carried(signature) == "A greeting."
 
 
+def test_display_highlights_shows_the_reasoning(thinker):
+    """Claude Code 2.1.332 sends `display: "highlights"` on its side requests (they were 400s)."""
+    reply = ask(thinker, messages=HELLO, thinking={**THINK, "display": "highlights"})
+    assert [(b.type, getattr(b, "thinking", None) or b.text) for b in reply.content] == [
+        ("thinking", "A greeting."),
+        ("text", "Hello! How can I help you today?"),
+    ]
+
+
 def test_bad_thinking_config_is_a_clear_400(thinker):
     for thinking in (
         {"type": "enabled"},

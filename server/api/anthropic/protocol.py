@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from server.api.anthropic.signature import reasoning_of
+from server.api.image_input import Images
 from server.api.images import MEDIA_TYPES, dropped_note, placeholder
 from server.api.unicode_text import replace_unencodable
 from server.errors import BadRequest, WorkerError
@@ -42,7 +43,9 @@ class ThinkingConfig(_Open):
     # "adaptive" and "between_tools" think as the model sees fit: on, with no budget of theirs.
     type: Literal["enabled", "disabled", "adaptive", "between_tools"]
     budget_tokens: int | None = Field(default=None, ge=1)
-    display: Literal["summarized", "omitted"] | None = None
+    # "summarized", "omitted", and Claude Code 2.1.332's "highlights" (its side requests): any
+    # value but "omitted" shows the reasoning, so a new one never costs a request.
+    display: str | None = None
 
 
 class CountTokensRequest(_Open):
@@ -85,7 +88,7 @@ def _system_text(system: str | list[dict[str, Any]] | None) -> str:
     return "\n".join(str(block.get("text", "")) for block in system)
 
 
-def _tool_result_text(block: dict[str, Any], where: str) -> str:
+def _tool_result_text(block: dict[str, Any], where: str, images: Images | None) -> str:
     content = block.get("content", "")
     if isinstance(content, list):
         parts = []
@@ -94,17 +97,22 @@ def _tool_result_text(block: dict[str, Any], where: str) -> str:
                 raise BadRequest(f"{where}.content[{j}]: each content block needs a 'type'")
             if inner["type"] == "text":
                 parts.append(str(inner.get("text", "")))
+            elif inner["type"] == "image" and images is not None:
+                parts.append(images.anthropic(inner, f"{where}.content[{j}]"))
             elif inner["type"] in ("image", "document"):
                 # A tool's screenshot must not fail an agent's whole turn: say what was dropped.
-                parts.append(placeholder(inner["type"]))
+                parts.append(placeholder(inner["type"], images is not None))
         content = "\n".join(parts)
     elif not isinstance(content, str):
         content = json.dumps(content)
     return f"Error: {content}" if block.get("is_error") else content
 
 
-def _messages(body: CountTokensRequest, dropped: list[str]) -> list[dict[str, Any]]:
-    """The template's messages; what the newest turn loses goes into `dropped`."""
+def _messages(
+    body: CountTokensRequest, dropped: list[str], images: Images | None = None
+) -> list[dict[str, Any]]:
+    """The template's messages; what the newest turn loses goes into `dropped`; images go
+    into `images` where the model reads them (None: they become notes)."""
     out: list[dict[str, Any]] = []
     system = _system_text(body.system)
     if system:
@@ -151,10 +159,13 @@ def _messages(body: CountTokensRequest, dropped: list[str]) -> list[dict[str, An
             kind = _block_type(block, f"{where}.content[{j}]")
             if kind == "text":
                 text.append(str(block.get("text", "")))
+            elif kind == "image" and images is not None:
+                text.append(images.anthropic(block, f"{where}.content[{j}]"))
             elif kind in MEDIA_TYPES:
-                text.append(placeholder(kind))
+                text.append(placeholder(kind, images is not None))
                 if i == len(body.messages) - 1:
-                    dropped.append(dropped_note(f"{where}.content[{j}]", kind))
+                    note = dropped_note(f"{where}.content[{j}]", kind, images is not None)
+                    dropped.append(note)
             elif kind == "tool_result":
                 if text:
                     out.append({"role": "user", "content": "\n".join(text)})
@@ -172,7 +183,7 @@ def _messages(body: CountTokensRequest, dropped: list[str]) -> list[dict[str, An
                     {
                         "role": "tool",
                         "tool_call_id": block["tool_use_id"],
-                        "content": _tool_result_text(block, f"{where}.content[{j}]"),
+                        "content": _tool_result_text(block, f"{where}.content[{j}]", images),
                     }
                 )
         if text or not blocks:
@@ -221,8 +232,10 @@ def shows_thinking(body: CountTokensRequest) -> bool:
     return not (body.thinking and body.thinking.display == "omitted")
 
 
-def to_chat_request(body: CountTokensRequest) -> ChatRequest:
+def to_chat_request(body: CountTokensRequest, *, vision: bool = False) -> ChatRequest:
+    """`vision`: the model reads images (else each becomes a note)."""
     thinking, budget = thinking_of(body)
+    images = Images() if vision else None
     sampling = Sampling()
     if isinstance(body, MessagesRequest):
         sampling = Sampling(
@@ -230,7 +243,7 @@ def to_chat_request(body: CountTokensRequest) -> ChatRequest:
         )
     dropped: list[str] = []
     return ChatRequest(
-        messages=_messages(body, dropped),
+        messages=_messages(body, dropped, images),
         tools=_tools(body.tools),
         tool_choice=_tool_choice(body.tool_choice),
         parallel_tool_calls=not (body.tool_choice and body.tool_choice.disable_parallel_tool_use),
@@ -243,6 +256,7 @@ def to_chat_request(body: CountTokensRequest) -> ChatRequest:
         thinking=thinking,
         thinking_budget=budget,
         dropped=dropped,
+        images=images.inputs if images else [],
     )
 
 

@@ -24,7 +24,7 @@ router = APIRouter()
 @router.post("/v1/messages")
 async def messages(body: MessagesRequest, request: Request):
     check_model(request.app.state.settings, body.model)
-    job = await serving.start(request, to_chat_request(body))
+    job = await serving.start(request, await serving.to_internal(request, to_chat_request, body))
     message_id, show_thinking = f"msg_{uuid.uuid4().hex[:24]}", shows_thinking(body)
     if body.stream:
         sse = partial(encode, message_id=message_id, model=body.model, show_thinking=show_thinking)
@@ -39,5 +39,6 @@ async def messages(body: MessagesRequest, request: Request):
 async def count_tokens(body: CountTokensRequest, request: Request):
     engine, settings = request.app.state.engine, request.app.state.settings
     check_model(settings, body.model)
-    rendered = await serving.prepare(engine, to_chat_request(body), check_context=False)
+    chat = await serving.to_internal(request, to_chat_request, body)
+    rendered = await serving.prepare(engine, chat, check_context=False)
     return {"input_tokens": len(rendered.tokens)}

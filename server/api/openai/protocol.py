@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from server.api.image_input import Images
 from server.api.images import MEDIA_TYPES, dropped_note, placeholder
 from server.api.unicode_text import replace_unencodable
 from server.errors import BadRequest, WorkerError
@@ -81,9 +82,13 @@ class ChatCompletionRequest(_Open):
 
 
 def _text(
-    content: str | list[dict[str, Any]] | None, where: str, dropped: list[str] | None = None
+    content: str | list[dict[str, Any]] | None,
+    where: str,
+    dropped: list[str] | None = None,
+    images: Images | None = None,
 ) -> str:
-    """The content's text; media become a note (said in `dropped` where that is a list)."""
+    """The content's text; images go into `images` where the model reads them, other media
+    become a note (said in `dropped` where that is a list)."""
     if content is None or isinstance(content, str):
         return content or ""
     parts = []
@@ -91,10 +96,12 @@ def _text(
         kind = part.get("type")
         if kind == "text":
             parts.append(str(part.get("text", "")))
+        elif kind == "image_url" and images is not None:
+            parts.append(images.openai(part, f"{where}.content[{j}]"))
         elif kind in MEDIA_TYPES:
-            parts.append(placeholder(kind))
+            parts.append(placeholder(kind, images is not None))
             if dropped is not None:
-                dropped.append(dropped_note(f"{where}.content[{j}]", kind))
+                dropped.append(dropped_note(f"{where}.content[{j}]", kind, images is not None))
         else:
             raise BadRequest(f"{where}: unsupported content part type {kind!r}", param="messages")
     return "".join(parts)
@@ -137,16 +144,18 @@ def _thinking(body: ChatCompletionRequest) -> bool | None:
     return switch
 
 
-def to_chat_request(body: ChatCompletionRequest) -> ChatRequest:
+def to_chat_request(body: ChatCompletionRequest, *, vision: bool = False) -> ChatRequest:
+    """`vision`: the model reads images (else each becomes a note)."""
     if body.n != 1:
         raise BadRequest("only n=1 is supported", param="n")
     messages: list[dict[str, Any]] = []
     dropped: list[str] = []
+    images = Images() if vision else None
     for i, m in enumerate(body.messages):
         where = f"messages[{i}]"
         role = "system" if m.role == "developer" else m.role
         newest = dropped if i == len(body.messages) - 1 else None
-        out: dict[str, Any] = {"role": role, "content": _text(m.content, where, newest)}
+        out: dict[str, Any] = {"role": role, "content": _text(m.content, where, newest, images)}
         if m.role == "assistant" and m.tool_calls:
             out["tool_calls"] = [
                 {
@@ -178,6 +187,7 @@ def to_chat_request(body: ChatCompletionRequest) -> ChatRequest:
         sampling=Sampling(temperature=body.temperature, top_p=body.top_p, seed=body.seed),
         thinking=_thinking(body),
         dropped=dropped,
+        images=images.inputs if images else [],
     )
 
 

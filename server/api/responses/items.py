@@ -8,13 +8,16 @@ it becomes a user turn (templates take a system turn only first).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from server.api.anthropic.signature import reasoning_of
 from server.api.responses.tools import CUSTOM_INPUT, call_arguments, flat_name
 from server.errors import BadRequest
 
 _TEXT_PARTS = ("input_text", "output_text", "text", "summary_text", "reasoning_text", "refusal")
 _MEDIA_PARTS = ("input_image", "input_file", "input_audio")
+log = logging.getLogger("server.api")
 # Items of tools that ran on OpenAI's side: nothing of them reaches a local model's prompt.
 _HOSTED_ITEMS = ("web_search_call", "file_search_call", "image_generation_call")
 
@@ -46,7 +49,15 @@ def _text(content: Any, where: str, *, tool_output: bool = False) -> str:
 
 
 def _reasoning_text(item: dict[str, Any]) -> str:
-    """A reasoning item's text: its full reasoning where sent, else its summary."""
+    """A reasoning item's text: what its `encrypted_content` carries when this worker signed it
+    (the reasoning as the model wrote it), else its full reasoning where sent, else its summary.
+    A blob not ours (another server's, altered) is skipped, as a foreign thinking signature is."""
+    blob = item.get("encrypted_content")
+    if blob:
+        carried = reasoning_of(blob)
+        if carried is not None:
+            return carried
+        log.warning("a reasoning item's encrypted_content is not this worker's: its text is used")
     for key in ("content", "summary"):
         parts = item.get(key)
         if isinstance(parts, list) and parts:
@@ -151,8 +162,8 @@ def messages_of(instructions: str | None, items: str | list[Any]) -> list[dict[s
             continue
         elif kind == "item_reference":
             raise BadRequest(
-                f"{where}: item references need stored responses; this server is stateless "
-                "(send the items themselves)",
+                f"{where}: item references are not served here (send the items themselves, or "
+                "chain with previous_response_id)",
                 param="input",
             )
         else:

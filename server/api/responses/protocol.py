@@ -1,7 +1,7 @@
 """OpenAI Responses request models (unknown fields accepted), conversion to ChatRequest, errors.
 
-Stateless: the whole conversation comes in `input`. `store: true` is accepted and answered with
-`store: false` (nothing is kept yet); what needs a stored response is a clear 400.
+The conversation comes in `input`, after a stored response's when `previous_response_id` names
+one (the routes look it up). The Conversations API is refused with a clear 400.
 """
 
 from __future__ import annotations
@@ -72,21 +72,13 @@ class ResponsesRequest(InputTokensRequest):
     include: list[str] | None = None
 
 
-def _stateless(body: InputTokensRequest) -> None:
-    """Refuse what only a stored response can serve (the store is a later step)."""
-    for field, value in (
-        ("previous_response_id", body.previous_response_id),
-        ("conversation", body.conversation),
-    ):
-        if value:
-            raise BadRequest(
-                f"{field} needs stored responses, and this server is stateless: send the whole "
-                "conversation in input",
-                param=field,
-            )
-    if isinstance(body, ResponsesRequest) and body.background:
+def _refused(body: InputTokensRequest) -> None:
+    """What this server does not serve: the Conversations API."""
+    if body.conversation:
         raise BadRequest(
-            "background responses need the store; send background: false", param="background"
+            "conversations are not served here: chain responses with previous_response_id, or "
+            "send the whole conversation in input",
+            param="conversation",
         )
 
 
@@ -107,9 +99,12 @@ def _thinking(body: InputTokensRequest) -> bool | None:
     return None if effort is None else effort != "none"
 
 
-def convert(body: InputTokensRequest) -> tuple[ChatRequest, ToolSet]:
-    """The internal request, and the tools it offers (to map the model's calls back)."""
-    _stateless(body)
+def convert(
+    body: InputTokensRequest, items: list[Any] | None = None
+) -> tuple[ChatRequest, ToolSet]:
+    """The internal request, and the tools it offers (to map the model's calls back). `items`:
+    the whole conversation when the route resolved a previous response (default: `input`)."""
+    _refused(body)
     tools = tool_set(body.tools)
     choice, tools = tool_choice(body.tool_choice, tools)
     sampling = Sampling()
@@ -121,7 +116,7 @@ def convert(body: InputTokensRequest) -> tuple[ChatRequest, ToolSet]:
         )
         max_tokens = body.max_output_tokens
     request = ChatRequest(
-        messages=messages_of(body.instructions, body.input),
+        messages=messages_of(body.instructions, body.input if items is None else items),
         tools=tools.functions or None,
         tool_choice=choice if tools.functions else None,
         parallel_tool_calls=body.parallel_tool_calls is not False,

@@ -7,6 +7,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from server.api.anthropic.signature import sign
 from server.api.responses.protocol import ResponsesRequest
 from server.api.responses.tools import ToolSet, is_custom, output_item
 from server.request import Collected, Finished, Usage
@@ -37,10 +38,13 @@ def status_of(finished: Finished) -> tuple[str, dict | None]:
     return "completed", None
 
 
-def reasoning_item(item_id: str, text: str) -> dict:
+def reasoning_item(item_id: str, text: str, encrypted: bool = False) -> dict:
     # The model's own reasoning, sent as its summary: what Codex and SDK examples display.
     summary = [{"type": "summary_text", "text": text}] if text else []
-    return {"type": "reasoning", "id": item_id, "summary": summary, "status": "completed"}
+    item = {"type": "reasoning", "id": item_id, "summary": summary, "status": "completed"}
+    if encrypted:  # signed as a thinking signature is: it brings the exact reasoning back
+        item["encrypted_content"] = sign(text)
+    return item
 
 
 def message_item(item_id: str, text: str, status: str = "completed") -> dict:
@@ -60,6 +64,8 @@ class Frame:
 
     body: ResponsesRequest
     tools: ToolSet
+    stored: bool = False  # kept in the store once finished
+    background: bool = False  # run detached, polled with GET
     response_id: str = field(default_factory=lambda: new_id("resp"))
     created_at: int = field(default_factory=lambda: int(time.time()))
 
@@ -71,6 +77,7 @@ class Frame:
         incomplete: dict | None = None,
         error: dict | None = None,
     ) -> dict[str, Any]:
+        """The response object (its `output` so far when in progress)."""
         b = self.body
         reasoning = b.reasoning.model_dump(exclude_none=True) if b.reasoning else {}
         text = b.text.model_dump(by_alias=True, exclude_none=True) if b.text else {}
@@ -79,7 +86,7 @@ class Frame:
             "object": "response",
             "created_at": self.created_at,
             "status": status,
-            "background": False,
+            "background": self.background,
             "error": error,
             "incomplete_details": incomplete,
             "instructions": b.instructions,
@@ -88,9 +95,9 @@ class Frame:
             "model": b.model,
             "output": output,
             "parallel_tool_calls": b.parallel_tool_calls is not False,
-            "previous_response_id": None,
+            "previous_response_id": b.previous_response_id,
             "reasoning": {"effort": reasoning.get("effort"), "summary": reasoning.get("summary")},
-            "store": False,  # stateless: nothing is kept, whatever `store` asked
+            "store": self.stored,
             "temperature": 1.0 if b.temperature is None else b.temperature,
             "text": {"format": {"type": "text"}, **text},
             "tool_choice": b.tool_choice or "auto",
@@ -101,12 +108,18 @@ class Frame:
             "user": None,
         }
 
+    @property
+    def signs_reasoning(self) -> bool:
+        """Reasoning items carry `encrypted_content` (what stateless clients such as Codex ask
+        for, to send the reasoning back)."""
+        return "reasoning.encrypted_content" in (self.body.include or [])
 
-def output_items(result: Collected, tools: ToolSet) -> list[dict]:
-    out = []
+
+def output_items(result: Collected, frame: Frame) -> list[dict]:
+    out, tools = [], frame.tools
     for kind, value in result.blocks:
         if kind == "thinking":
-            out.append(reasoning_item(new_id("rs"), value))
+            out.append(reasoning_item(new_id("rs"), value, frame.signs_reasoning))
         elif kind == "text":
             out.append(message_item(new_id("msg"), value))
         else:
@@ -118,5 +131,5 @@ def output_items(result: Collected, tools: ToolSet) -> list[dict]:
 def response_body(result: Collected, *, frame: Frame) -> dict:
     assert result.finished is not None
     status, incomplete = status_of(result.finished)
-    output = output_items(result, frame.tools)
+    output = output_items(result, frame)
     return frame.response(status, output, result.finished.usage, incomplete)

@@ -11,7 +11,7 @@ repeats `response.in_progress`: Codex's idle timeout ignores SSE comments (measu
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from server.api.responses.protocol import error_body
@@ -37,6 +37,9 @@ from server.request import (
     ToolCallDelta,
 )
 
+# Holds a finished response when called, and returns its write (in a thread) to await.
+Keep = Callable[[dict], Awaitable[None]]
+
 
 class _Encoder:
     """The stream's state: the sequence number, finished items and the one open item."""
@@ -49,6 +52,7 @@ class _Encoder:
         self.item_id = ""
         self.text: list[str] = []
         self.call: ToolCall | None = None  # an open streamed call (id and name so far)
+        self.final: dict | None = None  # the finished response, for the store
 
     def event(self, kind: str, **data) -> str:
         payload = {"type": kind, "sequence_number": self.seq, **data}
@@ -161,7 +165,7 @@ class _Encoder:
                 + self.item_event(
                     "response.reasoning_summary_part.done", summary_index=0, part=part
                 )
-                + self.done(reasoning_item(self.item_id, text))
+                + self.done(reasoning_item(self.item_id, text, self.frame.signs_reasoning))
             )
         if self.kind == "message":
             text_part: dict[str, Any] = {
@@ -183,6 +187,7 @@ class _Encoder:
         out = self.close()
         status, incomplete = status_of(finished)
         response = self.frame.response(status, self.output, finished.usage, incomplete)
+        self.final = response
         kind = "response.incomplete" if status == "incomplete" else "response.completed"
         return out + self.event(kind, response=response)
 
@@ -192,12 +197,17 @@ class _Encoder:
         failed = self.frame.response(
             "failed", self.output, error={"code": code, "message": body["message"]}
         )
+        self.final = failed
         return self.event(
             "error", code=body["code"] or code, message=body["message"], param=body["param"]
         ) + self.event("response.failed", response=failed)
 
 
-async def encode(events: AsyncIterator, *, frame: Frame, on_finish) -> AsyncIterator[str]:
+async def encode(
+    events: AsyncIterator, *, frame: Frame, on_finish, keep: Keep | None = None
+) -> AsyncIterator[str]:
+    """The SSE text of a reply; `keep` holds the finished response before its last event (a
+    client that has seen it can chain from it at once) and writes it while that event leaves."""
     out = _Encoder(frame)
     yield out.start()
     async for event in events:
@@ -215,10 +225,15 @@ async def encode(events: AsyncIterator, *, frame: Frame, on_finish) -> AsyncIter
         elif isinstance(event, ToolCallDelta):
             streamed = out.call is not None and out.call.id == event.call.id
             yield out.end_call(event.call) if streamed else out.whole_call(event.call)
-        elif isinstance(event, Finished):
-            on_finish(event)
-            yield out.finish(event)
-        elif isinstance(event, Failed):
-            on_finish(None)
-            error = event.error if isinstance(event.error, WorkerError) else InternalError()
-            yield out.fail(error)
+        elif isinstance(event, Finished | Failed):
+            if isinstance(event, Finished):
+                on_finish(event)
+                last = out.finish(event)
+            else:
+                on_finish(None)
+                error = event.error if isinstance(event.error, WorkerError) else InternalError()
+                last = out.fail(error)
+            written = keep(out.final) if keep is not None and out.final is not None else None
+            yield last
+            if written is not None:
+                await written  # the stream ends once stored: a graceful stop waits for it

@@ -28,3 +28,13 @@ def test_a_store_reserves_its_largest_sequence_and_the_writers_copy_where_there_
     assert store_reserve([3, 9, 4], writer_copies=False) == 9
     assert store_reserve([3, 9, 4], writer_copies=True) == 18
     assert store_reserve([], writer_copies=True) == 0
+
+
+def test_kv_size_of_a_vision_language_model_is_its_language_models():
+    from mlx_lm.utils import load
+
+    from tests.conftest import tiny_vlm
+
+    model, _ = load(str(tiny_vlm()))
+    # 2 (K, V) x 2 layers x 2 kv heads x head dim 16 x float32 (the saved dtype)
+    assert kv_bytes_per_token(model) == 2 * 2 * 2 * 16 * 4

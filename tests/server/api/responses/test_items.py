@@ -98,7 +98,7 @@ def test_reasoning_content_wins_over_its_summary_and_namespaced_calls_flatten():
         ([{"type": "function_call_output", "call_id": "x", "output": "o"}], "no tool call found"),
         ([{"role": "user", "content": [{"type": "input_image"}]}], "no vision"),
         ([{"role": "robot", "content": "x"}], "role must be"),
-        ([{"type": "item_reference", "id": "m"}], "stateless"),
+        ([{"type": "item_reference", "id": "m"}], "item references are not served"),
         (
             [{"type": "function_call", "call_id": "c", "name": "f", "arguments": "{"}],
             "not valid JSON",
