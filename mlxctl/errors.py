@@ -77,6 +77,10 @@ class StartLimitError(SupervisorError):
     """Starts keep ending FATAL: refuse more until `mlxctl reset-failed` (like systemd)."""
 
 
+class SwitchFailedError(SupervisorError):
+    """A switch's next worker did not take over; the serving one (if any) carries on."""
+
+
 class WorkerUnavailable(SupervisorError):
     """No worker answers at the address the state file names."""
 

@@ -235,8 +235,18 @@ def restart(
     pull_progress: Progress | None = None,
     overrides: Mapping[str, object] | None = None,
 ) -> StartOutcome:
-    """Stop, then start again with the same model and address unless given."""
+    """Start again with the same model and address unless given: behind the front door (the
+    next worker beside the serving one) when the address stays, else stop, then start."""
     previous = status(probe=False)
+    same_address = port is None or port == previous.port
+    if previous.running and same_address and not any((overrides or {}).values()):
+        from mlxctl.hand_over import hand_over
+
+        if model:
+            hand_over("restart", resolve_model(model, pull_progress), model)
+        else:
+            hand_over("restart")
+        return StartOutcome(False, status())
     stop(timeout)
     return start(
         model or previous.model,

@@ -45,8 +45,10 @@ class Status:
     supervisor_pid: int | None = None
     restarts: int = 0
     uptime_seconds: float | None = None
-    url: str | None = None
+    url: str | None = None  # the front door: the service's address
     port: int | None = None
+    worker_url: str | None = None  # the serving worker's private loopback address
+    worker_port: int | None = None
     model: str | None = None
     model_path: str | None = None
     release: str | None = None
@@ -96,7 +98,7 @@ def status(probe: bool = True) -> Status:
         return result
     result.restarts = saved.restarts
     keys = ("url", "port", "model", "model_path", "release", "last_exit", "fatal_reason")
-    for key in (*keys, "memory_limits"):
+    for key in (*keys, "memory_limits", "worker_url", "worker_port"):
         setattr(result, key, getattr(saved, key))
     sup = identity.process_of(saved.supervisor_identity)
     worker = identity.process_of(saved.worker_identity)
@@ -120,8 +122,9 @@ def status(probe: bool = True) -> Status:
             result.worker_rss_bytes = worker.memory_info().rss
     if saved.running_since and result.running:
         result.uptime_seconds = round(time.time() - saved.running_since, 1)
-    if probe and result.running and saved.url:
-        _ask_worker(result, saved.url)
+    asked = saved.worker_url or saved.url  # the worker itself: never held at the front door
+    if probe and result.running and asked:
+        _ask_worker(result, asked)
         result.ranks = _with_rss(result.ranks, worker)
         here = [r["rss_bytes"] for r in result.ranks if r["rss_bytes"]]
         if here and result.worker_rss_bytes is not None:

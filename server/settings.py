@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
+
+from server.hosts import host_of, is_loopback, name_allowed
+
+__all__ = ["Settings", "host_allowed", "host_of", "is_loopback", "stop_budget"]
 
 
 @dataclass
@@ -55,25 +58,9 @@ class Settings:
     trace_max_files: int = 1000
 
 
-LOOPBACK_NAMES = ("localhost", "localhost.")
-
-
-def host_of(value: str) -> str:
-    """The host part of a Host header or an Origin's authority: no port, no brackets, lower."""
-    value = value.strip().lower()
-    if value.startswith("["):
-        return value[1:].split("]", 1)[0]
-    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
-
-
 def host_allowed(name: str, settings: Settings) -> bool:
-    """Loopback names, the bind address and `allowed_hosts`: what a rebinding page cannot be."""
-    allowed = settings.allowed_hosts
-    if "*" in allowed or settings.host in ("0.0.0.0", "::", ""):
-        return True  # a wildcard bind serves every name (and needs an API key)
-    if name in (settings.host.lower(), *(h.lower() for h in allowed)):
-        return True
-    return name in LOOPBACK_NAMES or name.endswith(".localhost") or is_loopback(name)
+    """Loopback names, the bind address and `allowed_hosts` (server.hosts, shared with mlxctl)."""
+    return name_allowed(name, settings.host, settings.allowed_hosts)
 
 
 def stop_budget(settings: Settings) -> tuple[float, float]:
@@ -82,12 +69,3 @@ def stop_budget(settings: Settings) -> tuple[float, float]:
     total = max(2.0, settings.stop_grace_s)
     request = min(settings.shutdown_grace_s, 0.4 * total)
     return request, max(0.5, total - request - 2.0)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

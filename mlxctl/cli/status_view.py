@@ -124,7 +124,9 @@ def _service(st: dict) -> Panel:
         grid.add_row("reason", st["fatal_reason"])
     grid.add_row("model", st.get("model") or "-")
     grid.add_row("release", st.get("release") or "-")
-    grid.add_row("url", st.get("url") or "-")
+    grid.add_row("front door", st.get("url") or "-")  # the service's address
+    if st.get("worker_port"):
+        grid.add_row("worker port", f"{st['worker_port']} (private)")
     grid.add_row("uptime", human_duration(st.get("uptime_seconds")))
     grid.add_row("restarts", str(st.get("restarts") or 0))
     last = st.get("last_exit")

@@ -1,9 +1,11 @@
 """Health-gated switches between releases: migrate (forward) and rollback (back), same steps.
 
 Plan: preflight -> baseline -> side start -> smoke tests -> cut over -> record. Until the cut-over
-the running release is never touched; a failure at the cut-over puts the previous release back
-on the main port. `current` only ever names a complete release and is replaced atomically, so a
-kill at any moment leaves a consistent state for the next command.
+the running release is never touched. The cut-over is the supervisor's handover behind the front
+door (the target starts beside the serving worker, passes the smoke tests, then takes new
+requests; the old one finishes and stops), so the address never closes; a failure there leaves
+the previous release serving. `current` only ever names a complete release and is replaced
+atomically, so a kill at any moment leaves a consistent state for the next command.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 
 from mlxctl import config, lifecycle, paths
 from mlxctl.errors import MlxctlError, ReleaseError
+from mlxctl.hand_over import can_hand_over, hand_over
 from mlxctl.releases import smoke
 from mlxctl.releases.model_ref import recorded_model
 from mlxctl.releases.record import COMMAND, Release, launch
@@ -199,8 +202,8 @@ def plan(store: ReleaseStore, target: Release, action: str) -> list[str]:
     ]
     steps += [f"smoke test: {check.name}" for check in smoke.checks_for(target)]
     steps += [
-        f"cut over: stop {current or 'the running worker'}, "
-        f"point current at {target.id}, start it on the main port",
+        f"cut over: start {target.id} beside {current or 'the running worker'} behind the "
+        "front door, smoke-test it, send new requests to it; the old one finishes, then stops",
         f"record the {action} in the journal",
     ]
     return steps
@@ -258,9 +261,14 @@ def switch(
         side = None
 
         def cut_over() -> str:
-            stop_service()
+            if not can_hand_over():
+                stop_service()
+                store.set_current(target.id, action)
+                return _start_current_and_check(store)
+            # On a failure the previous release still serves and stays current.
+            detail = hand_over(action, started.model, target.model, target.id)
             store.set_current(target.id, action)
-            return _start_current_and_check(store)
+            return f"{target.id} serving behind the front door: {detail}"
 
         step("cut over", cut_over)
         outcome.ok = True

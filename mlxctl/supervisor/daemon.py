@@ -2,6 +2,8 @@
 
 Started detached by `mlxctl start` (`python -m mlxctl.supervisor.daemon ...`) or in the
 foreground by `mlxctl start --foreground`. SIGTERM/SIGINT stop the worker and then the daemon.
+The service's address is the front door's (mlxctl/front_door/, a thread of this process); each
+worker listens on a private loopback port, so a switch starts the next one beside it.
 """
 
 from __future__ import annotations
@@ -13,17 +15,19 @@ import signal
 import sys
 import time
 from datetime import datetime
-from pathlib import Path
 
 from mlxctl import config, paths, worker_client
 from mlxctl.errors import PortInUseError
+from mlxctl.front_door.serve import FrontDoor, open_front_door
 from mlxctl.logs import RotatingWriter
 from mlxctl.supervisor import state as state_file
+from mlxctl.supervisor.handover import base_of
 from mlxctl.supervisor.machine import Supervisor, Timing
 from mlxctl.supervisor.memory import MemoryGuard, MemoryLimits
 from mlxctl.supervisor.policy import RestartPolicy, auto_startup_timeout
 from mlxctl.supervisor.seam import RealSeam
 from mlxctl.supervisor.states import State
+from mlxctl.supervisor.switches import Switches, weights_bytes
 from mlxctl.supervisor.worker_output import WorkerOutput
 from mlxctl.system import identity, processes, statefile
 from mlxctl.system.lock import FileLock
@@ -34,6 +38,7 @@ TICK_SECONDS = 0.1
 STATE_RETRY_SECONDS = 1.0  # a failed state write (a full disk) is tried again this often
 WORKER_COMMAND_ENV = "MLXCTL_WORKER_COMMAND"  # override the worker command (tests, custom servers)
 SPAWN_MARK = "--- mlxctl: starting the worker for"
+WORKER_HOST = "127.0.0.1"  # workers listen on loopback only: the front door is the way in
 
 
 def override_argv(template: str, model: str, host: str, port: int) -> list[str]:
@@ -66,6 +71,8 @@ class Daemon:
         self.sup_log = RotatingWriter(paths.supervisor_log(), *limits, on_rotate=rotate)
         self.output = WorkerOutput(paths.worker_log(), *limits, log=self.log)
         self.url = worker_client.base_url(args.host, args.port)
+        self.front_door: FrontDoor | None = None
+        self.switches = Switches(self)
 
     @staticmethod
     def _point_stdio_at(fd: int) -> None:
@@ -95,19 +102,25 @@ class Daemon:
         self.sup_log.on_rotate = self._point_stdio_at
         self.log(f"{why}: the terminal is gone; carrying on, logging to this file only")
 
-    def make_spec(self) -> WorkerSpec:
-        argv, health_path, extra_env = self._worker_command()
+    def make_spec(self, args: argparse.Namespace | None = None) -> WorkerSpec:
+        args = args or self.args
+        # A fresh private port per worker: a switch's next one starts beside the serving one.
+        port = processes.free_port(WORKER_HOST)
+        private = worker_client.base_url(WORKER_HOST, port)
+        argv, health_path, extra_env = self._worker_command(args, port)
         # Marks where each run starts in the shared log (`start` reads progress from here on).
-        self.output.mark(f"{SPAWN_MARK} {self.args.model_name} on {self.url}")
-        url = f"{self.url}{health_path}"
+        self.output.mark(f"{SPAWN_MARK} {args.model_name} on {private} (front door {self.url})")
+        url = f"{private}{health_path}"
+        # The worker keeps its own key check: its loopback port is open to every local user.
         return processes.worker_spec(argv, extra_env, self.settings["api_key"], url)
 
-    def _worker_command(self) -> tuple[list[str], str, dict[str, str]]:
+    def _worker_command(
+        self, args: argparse.Namespace, port: int
+    ) -> tuple[list[str], str, dict[str, str]]:
         """The worker's argv, health path and extra environment: the current release's if set."""
-        args = self.args
         template = os.environ.get(WORKER_COMMAND_ENV)
         if template:
-            argv = override_argv(template, args.model, args.host, args.port)
+            argv = override_argv(template, args.model, WORKER_HOST, port)
             return argv, contract.HEALTH_PATH, {}
         options = {
             **config.worker_options(self.settings),
@@ -127,9 +140,9 @@ class Daemon:
             store = ReleaseStore()
             release = replace(store.get(args.release), model=args.model)
             # launch() passes only the options the release's snapshot knows.
-            spec = launch(release, store.folder(release.id), args.host, args.port, **options)
+            spec = launch(release, store.folder(release.id), WORKER_HOST, port, **options)
             return spec.argv, spec.health_path, spec.env
-        argv = contract.worker_argv(args.model, args.host, args.port, **options)
+        argv = contract.worker_argv(args.model, WORKER_HOST, port, **options)
         return argv, contract.HEALTH_PATH, {}
 
     # -- state file ----------------------------------------------------------------------------
@@ -152,6 +165,7 @@ class Daemon:
             url=self.url,
             configured_address=state_file.configured_address(self.settings),
             release=self.args.release or None,
+            switch=self.switches.verdict,
             updated_at=wall,
         )
         if sup is None:
@@ -161,6 +175,9 @@ class Daemon:
             h = sup.handle
             now.worker = identity.Identity(h.pid, h.create_time, h.nonce).to_dict()
             now.worker_started_at = to_wall(sup.spawned_at)
+        if sup.handle is not None and sup.spec is not None:
+            now.worker_url = base_of(sup.spec.url)
+            now.worker_port = int(now.worker_url.rsplit(":", 1)[1])
         if sup.last_exit is not None:
             e = sup.last_exit
             now.last_exit = {"code": e.code, "reason": e.reason, "at": to_wall(e.at)}
@@ -254,10 +271,12 @@ class Daemon:
         for folder in (paths.run_dir(), paths.home()):
             for tmp in statefile.clean_stale_temp(folder):
                 self.log(f"removed {tmp.name}, left by a write that was killed")
-        state_file.clear_stop_request()
+        state_file.clear_requests()
         self.log(f"supervisor started (pid {os.getpid()}), model {self.args.model_name}")
         try:
-            processes.require_free_port(self.args.host, self.args.port)
+            where = (self.args.host, self.args.port)
+            self.front_door = open_front_door(s, *where, timing.startup_timeout)
+            self.log(f"front door open on {self.url}")
         except PortInUseError as exc:
             self.error = str(exc)
             self.log(self.error)
@@ -265,9 +284,23 @@ class Daemon:
             return 1
         processes.become_subreaper()
         seam = RealSeam(
-            lambda spec: self.output.open_for(spec.argv), self.args.model, s["api_key"] or None
+            lambda spec: self.output.open_for(spec.argv),
+            self.args.model,
+            s["api_key"] or None,
+            self.switches.vet,
         )
-        sup = Supervisor(seam, self.make_spec, policy, timing, self.log, self.write_state)
+        self.switches.seam = seam
+        routes = self.switches.routes = self.front_door.routes
+        sup = Supervisor(
+            seam,
+            self.make_spec,
+            policy,
+            timing,
+            self.log,
+            self._changed,
+            busy=lambda url: routes.in_flight(url) > 0,
+            on_handover=lambda verdict: self._changed(sup, verdict),
+        )
         self.memory = self._memory_guard(sup)
 
         def on_signal(signum: int, frame: object) -> None:
@@ -283,6 +316,8 @@ class Daemon:
             last_write = time.monotonic()
             while not sup.done:
                 sup.tick()
+                if self.switches.take(sup):
+                    self.write_state(sup)
                 if self.memory.restart_wanted:
                     sup.request_restart(self.memory.restart_wanted)
                     self.memory.restart_wanted = None
@@ -304,6 +339,7 @@ class Daemon:
             raise
         finally:
             self.output.stop_keeper()
+            self.front_door.stop()
         self.write_state(sup)
         self.log(f"supervisor exiting ({sup.state.value})")
         return 0 if sup.state is State.STOPPED else 1
@@ -313,8 +349,10 @@ class Daemon:
         limits = MemoryLimits.from_config(s["memory.soft_limit"], s["memory.hard_limit"])
 
         def current() -> tuple[int, str] | None:
-            handle = sup.handle
-            return (handle.pid, self.url) if sup.state is State.RUNNING and handle else None
+            handle, spec = sup.handle, sup.spec
+            if sup.state is not State.RUNNING or handle is None or spec is None:
+                return None
+            return handle.pid, base_of(spec.url)
 
         guard = MemoryGuard(limits, current, s["api_key"] or None, self.log)
         guard.start()
@@ -323,15 +361,14 @@ class Daemon:
     def _stop_timeout(self) -> float | None:
         return state_file.take_stop_request()
 
+    # -- the front door and switches (switches.py) ------------------------------------------------
 
-def weights_bytes(model: str) -> int | None:
-    """The size of a local model folder (or file); None for a hub id."""
-    path = Path(model).expanduser()
-    if path.is_file():
-        return path.stat().st_size
-    if not path.is_dir():
-        return None
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    def _changed(self, sup: Supervisor, handover: str | None = None) -> None:
+        """Every state change and a handover's verdict: the front door's route, the state file."""
+        if handover is not None:
+            self.switches.handed_over(handover)
+        self.switches.changed(sup)
+        self.write_state(sup)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

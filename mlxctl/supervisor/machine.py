@@ -10,6 +10,7 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from mlxctl.supervisor.handover import Retiree, Successor, base_of
 from mlxctl.supervisor.policy import Decision, RestartPolicy, RestartTracker
 from mlxctl.supervisor.seam import Canary, Handle, Seam
 from mlxctl.supervisor.states import State, transition
@@ -56,6 +57,8 @@ class Supervisor:
         timing: Timing | None = None,
         log: Callable[[str], None] = lambda line: None,
         on_change: Callable[[Supervisor], None] = lambda sup: None,
+        busy: Callable[[str], bool] = lambda url: False,
+        on_handover: Callable[[str], None] = lambda verdict: None,
     ):
         self.seam = seam
         self.make_spec = make_spec
@@ -81,6 +84,10 @@ class Supervisor:
         self.canary: Canary | None = None
         self.restart_reason: str | None = None  # a graceful restart we asked for
         self.next_canary = 0.0
+        self.busy = busy  # does the worker at this base URL still answer requests?
+        self.on_handover = on_handover  # a switch's verdict: "" it took over, else why not
+        self.successor: Successor | None = None
+        self.retirees: list[Retiree] = []
 
     # -- transitions -------------------------------------------------------------------------
 
@@ -93,8 +100,11 @@ class Supervisor:
     @property
     def done(self) -> bool:
         """The daemon exits when the worker is stopped for good or FATAL."""
-        return self.state in (State.STOPPED, State.FATAL) and (
-            self.stop_requested or self.state is State.FATAL
+        settled = self.successor is None and not self.retirees
+        return (
+            settled
+            and self.state in (State.STOPPED, State.FATAL)
+            and (self.stop_requested or self.state is State.FATAL)
         )
 
     @property
@@ -131,6 +141,18 @@ class Supervisor:
             self.killed = False
             self._enter(State.STOPPING, f"restarting: {reason}")
 
+    def request_handover(self, reason: str, make_spec: Callable[[], WorkerSpec]) -> bool:
+        """While RUNNING: start the next worker beside this one (the switch goes on in `tick`).
+        False when no switch can start now."""
+        if self.state is not State.RUNNING or self.stop_requested or self.successor is not None:
+            return False
+        spec = make_spec()
+        handle = self.seam.spawn(spec)
+        self.successor = Successor(handle, spec, self.seam.now(), reason)
+        self.log(f"starting the next worker (pid {handle.pid}) beside pid {self._process.pid}: "
+                 f"{reason}")  # fmt: skip
+        return True
+
     # -- one step ----------------------------------------------------------------------------
 
     def tick(self) -> None:
@@ -157,6 +179,63 @@ class Supervisor:
             # BACKOFF -> STARTING: the delay is over.
             self.restarts += 1
             self._spawn()
+        self._tick_successor(now)
+        self._tick_retirees(now)
+
+    # -- switches (handover.py) ----------------------------------------------------------------
+
+    def _tick_successor(self, now: float) -> None:
+        nxt = self.successor
+        if nxt is None:
+            return
+        if self.stop_requested or self.state is not State.RUNNING:
+            self._drop_successor(f"the service went {self.state.value} during the switch")
+            return
+        t = self.timing
+        verdict = nxt.tick(self.seam, now, t.probe_timeout, t.startup_timeout, t.canary_timeout)
+        if verdict is None:
+            return
+        if verdict:
+            self._drop_successor(verdict)
+            return
+        # The switch, in one step: new requests go to the successor; the old one drains.
+        old = self._process
+        self.retirees.append(Retiree(old, base_of(self._spawned_spec.url), now + t.stop_timeout))
+        self.handle, self.spec, self.successor = nxt.handle, nxt.spec, None
+        self.spawned_at, self.running_since, self.last_answer = nxt.began, now, now
+        self.next_probe, self.next_canary = now + t.health_interval, now + t.canary_interval
+        self.canary = None
+        self.log(f"worker pid {nxt.handle.pid} took over from pid {old.pid} ({nxt.reason}); "
+                 "the old one finishes its requests, then stops")  # fmt: skip
+        self.on_change(self)
+        self.on_handover("")
+
+    def _drop_successor(self, why: str) -> None:
+        nxt = self.successor
+        assert nxt is not None
+        self.successor = None
+        self.seam.signal_group(nxt.handle, signal.SIGKILL)
+        deadline = self.seam.now() + 5.0
+        while nxt.handle.poll() is None and self.seam.now() < deadline:
+            self.seam.sleep(0.02)
+        self.seam.cleanup(nxt.handle, self._spare(nxt.handle))
+        self.log(f"the switch failed: {why}; the serving worker carries on")
+        self.on_handover(why)
+
+    def _tick_retirees(self, now: float) -> None:
+        grace, hurry = self.timing.stop_timeout, self.stop_requested
+        for old in list(self.retirees):
+            if old.tick(self.seam, now, self.busy, grace, hurry):
+                self.retirees.remove(old)
+                self.seam.cleanup(old.handle, self._spare(old.handle))
+                self.log(f"the replaced worker (pid {old.handle.pid}) has stopped")
+
+    def _spare(self, gone: Handle) -> tuple[int, ...]:
+        """The workers still alive besides `gone`: a cleanup must not take them down."""
+        alive = [self.handle, *(r.handle for r in self.retirees)]
+        if self.successor is not None:
+            alive.append(self.successor.handle)
+        return tuple(h.pid for h in alive if h is not None and h is not gone)
 
     def _tick_stopping(self, now: float) -> None:
         code = self._process.poll()
@@ -167,7 +246,7 @@ class Supervisor:
         elif code is not None:
             # STOPPING -> STOPPED: gone; kill and reap whatever it left behind.
             self.restart_reason = None
-            self.seam.cleanup(self._process)
+            self.seam.cleanup(self._process, self._spare(self._process))
             self.last_exit = ExitInfo(code, "stopped", now)
             self._enter(State.STOPPED, describe_exit(code))
             self.handle = None
@@ -260,7 +339,7 @@ class Supervisor:
 
     def _exited(self, now: float, code: int | None, reason: str, permanent: bool = False) -> None:
         uptime = now - self.spawned_at
-        self.seam.cleanup(self._process)
+        self.seam.cleanup(self._process, self._spare(self._process))
         self.last_exit = ExitInfo(code, reason, now)
         self._enter(State.EXITED, reason)
         self.handle = None

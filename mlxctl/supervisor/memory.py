@@ -122,3 +122,12 @@ class MemoryGuard:
             return 0
         active = memory.get("active_bytes") if isinstance(memory, dict) else None
         return active if isinstance(active, int) else 0
+
+
+def room_for_another(limits: MemoryLimits | None, weights: int | None) -> bool:
+    """Can a switch start the next worker beside the serving one? What the serving one uses now
+    plus the next one's weights (unknown: as much again) must stay under the hard limit."""
+    if limits is None or limits.used_bytes is None:
+        return True  # not sampled yet: the memory guard still restarts past the hard limit
+    need = weights if weights is not None else limits.used_bytes
+    return limits.used_bytes + need <= limits.hard_bytes

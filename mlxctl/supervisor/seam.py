@@ -46,9 +46,11 @@ class Seam(Protocol):
 
     def probe(self, url: str, timeout: float) -> Health | None: ...
 
-    def cleanup(self, handle: Handle) -> None: ...
+    def cleanup(self, handle: Handle, spare: tuple[int, ...] = ()) -> None: ...
 
     def canary(self, spec: WorkerSpec, timeout: float) -> Canary: ...
+
+    def vet(self, spec: WorkerSpec, timeout: float) -> Canary: ...
 
 
 class Canary(Protocol):
@@ -93,11 +95,16 @@ class RealSeam:
     """Real processes: the worker in its own process group, its output straight into a file."""
 
     def __init__(
-        self, output_fd: Callable[[WorkerSpec], int], model: str = "", api_key: str | None = None
+        self,
+        output_fd: Callable[[WorkerSpec], int],
+        model: str = "",
+        api_key: str | None = None,
+        vetter: Callable[[WorkerSpec, float], str] | None = None,
     ):
         self.output_fd = output_fd  # a fresh fd per spawn, closed here once the child has it
-        self.model = model
+        self.model = model  # what the canary asks for (the daemon updates it after a switch)
         self.api_key = api_key
+        self.vetter = vetter  # smoke tests for a switch's next worker: "" passed, else why not
 
     def now(self) -> float:
         return time.monotonic()
@@ -125,7 +132,12 @@ class RealSeam:
         url = f"{parts.scheme}://{parts.netloc}"
         return ThreadCanary(partial(worker_client.canary, url, self.model, timeout, self.api_key))
 
-    def cleanup(self, handle: Handle) -> None:
-        """After the worker exited: kill what is left of its group and its orphans, reap all."""
+    def vet(self, spec: WorkerSpec, timeout: float) -> ThreadCanary:
+        vetter = self.vetter
+        return ThreadCanary(lambda: vetter(spec, timeout) if vetter else "")
+
+    def cleanup(self, handle: Handle, spare: tuple[int, ...] = ()) -> None:
+        """After a worker exited: kill what is left of its group and its orphans, reap all but
+        the trees of `spare` (the other workers of a switch)."""
         self.signal_group(handle, signal.SIGKILL)
-        processes.reap_descendants()
+        processes.reap_descendants(spare)

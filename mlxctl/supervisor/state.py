@@ -1,7 +1,9 @@
 """The state file's protocol: what the daemon writes (`run/state.json`), the CLI reads.
 
 Also the stop request (`run/stop-request.json`): `mlxctl stop --timeout` leaves it before the
-SIGTERM so the daemon knows the grace period to give its worker.
+SIGTERM so the daemon knows the grace period to give its worker; and the switch request
+(`run/switch-request.json`): restart, migrate and rollback ask the running supervisor to hand
+over to a new worker, and read the verdict back from the state file's `switch`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from mlxctl.system import statefile
 from mlxctl.system.identity import Identity
 
 STOP_REQUEST = "stop-request.json"
+SWITCH_REQUEST = "switch-request.json"
 FAILED_STARTS = "failed-starts.json"  # starts in a row that ended FATAL
 VERSION = 1
 
@@ -33,9 +36,12 @@ class SupervisorState:
     error: str | None = None  # a failure before any worker ran (the port was taken)
     model: str | None = None
     model_path: str | None = None
-    host: str | None = None
+    host: str | None = None  # the front door's address: the service's, kept by every switch
     port: int | None = None
     url: str | None = None
+    worker_port: int | None = None  # the serving worker's private loopback port
+    worker_url: str | None = None
+    switch: dict | None = None  # the latest switch: {"id", "ok" (None while it runs), "detail"}
     # The config's "host:port" when this address was chosen: while it still says so, the
     # address is the service's (restarts, migrations and rollbacks keep it).
     configured_address: str | None = None
@@ -129,5 +135,24 @@ def reset_failed_starts() -> None:
     (paths.run_dir() / FAILED_STARTS).unlink(missing_ok=True)
 
 
-def clear_stop_request() -> None:
-    (paths.run_dir() / STOP_REQUEST).unlink(missing_ok=True)
+def request_switch(request: dict) -> None:
+    statefile.write_json(paths.run_dir() / SWITCH_REQUEST, request)
+
+
+def take_switch_request() -> dict | None:
+    """A switch `mlxctl` asked for (consuming it), or None."""
+    path = paths.run_dir() / SWITCH_REQUEST
+    if not path.exists():
+        return None
+    try:
+        request = statefile.read_json(path)
+        path.unlink(missing_ok=True)
+    except (StateError, OSError):
+        return None
+    return request if isinstance(request, dict) and request.get("id") else None
+
+
+def clear_requests() -> None:
+    """At a supervisor's start: requests left for one that is gone are not for this one."""
+    for name in (STOP_REQUEST, SWITCH_REQUEST):
+        (paths.run_dir() / name).unlink(missing_ok=True)

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -111,12 +112,19 @@ def stop_group(proc: psutil.Process | subprocess.Popen, grace: float) -> bool:
     return True
 
 
-def reap_descendants() -> None:
-    """Kill and reap every descendant (orphans come back to us as the child subreaper)."""
+def reap_descendants(spare: Iterable[int] = ()) -> None:
+    """Kill and reap every descendant (orphans come back to us as the child subreaper), except
+    the trees of `spare` (workers still serving or finishing during a switch)."""
     try:
         children = psutil.Process().children(recursive=True)
     except psutil.Error:
         return
+    kept: set[int] = set()
+    for pid in spare:
+        kept.add(pid)
+        with contextlib.suppress(psutil.Error):
+            kept.update(p.pid for p in psutil.Process(pid).children(recursive=True))
+    children = [child for child in children if child.pid not in kept]
     for child in children:
         with contextlib.suppress(psutil.Error):
             child.kill()

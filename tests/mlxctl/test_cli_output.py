@@ -58,13 +58,13 @@ def test_status_without_a_supervisor(monkeypatch):
     assert result.exit_code == exit_codes.NOT_RUNNING
     assert lines(result.stdout) == [
         "╭─ service ─────────────────────────────────────╮ ╭─ memory ───────────────────────────────────────╮",  # noqa: E501
-        "│ state     STOPPED                             │ │ worker RSS  -                                  │",  # noqa: E501
-        "│ model     -                                   │ │ system      12.0 GiB available of 16.0 GiB     │",  # noqa: E501
-        "│ release   -                                   │ ╰────────────────────────────────────────────────╯",  # noqa: E501
-        "│ url       -                                   │",
-        "│ uptime    -                                   │",
-        "│ restarts  0                                   │",
-        "│ pids      supervisor -, worker -              │",
+        "│ state       STOPPED                           │ │ worker RSS  -                                  │",  # noqa: E501
+        "│ model       -                                 │ │ system      12.0 GiB available of 16.0 GiB     │",  # noqa: E501
+        "│ release     -                                 │ ╰────────────────────────────────────────────────╯",  # noqa: E501
+        "│ front door  -                                 │",
+        "│ uptime      -                                 │",
+        "│ restarts    0                                 │",
+        "│ pids        supervisor -, worker -            │",
         "╰───────────────────────────────────────────────╯",
     ]  # fmt: skip
     assert result.stderr == ""
@@ -227,7 +227,7 @@ def test_quick_status_prints_what_the_typer_command_prints():
     quick = mlxctl("status")
     through_typer = mlxctl("status", "--interval", "1")  # not a quick argv: Typer parses it
     assert quick == through_typer
-    assert quick[0] == exit_codes.NOT_RUNNING and "│ state     STOPPED " in quick[1][1]
+    assert quick[0] == exit_codes.NOT_RUNNING and "│ state       STOPPED " in quick[1][1]
 
 
 @pytest.mark.parametrize(

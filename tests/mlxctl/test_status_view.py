@@ -17,7 +17,8 @@ GIB = 1024**3
 # The documented `mlxctl status --json` schema (README, "Status"): scripts rely on these keys.
 STATUS_KEYS = {
     "state", "detail", "worker_pid", "supervisor_pid", "restarts", "uptime_seconds", "url",
-    "port", "model", "model_path", "release", "health", "last_exit", "fatal_reason",
+    "port", "worker_url", "worker_port", "model", "model_path", "release", "health", "last_exit",
+    "fatal_reason",
     "worker_rss_bytes", "memory", "system_memory", "cache", "queue_depth", "requests",
     "tokens_reused", "cache_hit_rate", "backend", "context_length", "images", "recent",
     "memory_limits",

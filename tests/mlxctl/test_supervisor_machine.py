@@ -72,7 +72,7 @@ class FakeSeam:
         self.canaries.append(FakeCanary())
         return self.canaries[-1]
 
-    def cleanup(self, handle: FakeProcess) -> None:
+    def cleanup(self, handle: FakeProcess, spare: tuple[int, ...] = ()) -> None:
         self.cleaned.append(handle.pid)
 
     @property

@@ -1,0 +1,237 @@
+"""The front door: what it costs beside a direct connection, and switches under load.
+
+    uv run python bench/front_door.py [--model PATH] [--runs 20] [--clients 4]
+
+Starts a private service (its own MLXCTL_HOME, the tests' tiny model unless --model) on a port
+given to `start`. Part 1 alternates the same greedy stream through the front door and straight
+to the worker's private port: time to first token, time per streamed token, a 1-token request;
+the door's added cost and the ratio (goal: under 2 ms a request, no decode slowdown). Part 2
+keeps N clients streaming through the door while `mlxctl migrate`, `mlxctl rollback` and a
+`kill -9` of the worker happen: failed requests, the longest wait a client saw (first token or
+a gap between tokens) beside the steady state's, and the address before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+CONFIG = """model = "{model}"
+port = {port}
+
+[restart]
+backoff_initial = 0.2
+health_interval = 0.5
+stop_timeout = 30.0
+"""
+PROMPT = [{"role": "user", "content": "Tell me about lighthouses."}]
+
+
+def default_model() -> Path:
+    """The tests' tiny 32K-context model (built once, cached like the tests do)."""
+    from server.testing.tiny_model import build_tiny_model
+
+    root = Path(os.environ.get("MLXCTL_TEST_CACHE", Path.home() / ".cache" / "mlxctl-tests"))
+    return build_tiny_model(root / "tiny-default")
+
+
+class Service:
+    def __init__(self, model: str, home: Path):
+        from mlxctl.system.processes import free_port
+
+        self.model = model
+        self.env = {**os.environ, "MLXCTL_HOME": str(home)}
+        self.env.pop("MLXCTL_WORKER_COMMAND", None)
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "config.toml").write_text(CONFIG.format(model=model, port=free_port()))
+        self.port = free_port()
+
+    def ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "mlxctl", *args]
+        done = subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=900)
+        if check and done.returncode != 0:
+            raise SystemExit(f"mlxctl {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+        return done
+
+    def status(self) -> dict:
+        return json.loads(self.ctl("status", "--json", check=False).stdout)  # 3: not running
+
+
+def stream_once(client: httpx.Client, url: str, model: str, max_tokens: int) -> dict:
+    """One greedy stream: time to first token, the gaps between tokens, or the error."""
+    body = {"model": model, "messages": PROMPT, "max_tokens": max_tokens, "temperature": 0.0,
+            "stream": True}  # fmt: skip
+    began = time.perf_counter()
+    stamps: list[float] = []
+    try:
+        with client.stream("POST", f"{url}/v1/chat/completions", json=body) as reply:
+            if reply.status_code != 200:
+                return {"began": began, "error": f"HTTP {reply.status_code}"}
+            done = False
+            for line in reply.iter_lines():
+                if line == "data: [DONE]":
+                    done = True
+                elif line.startswith("data: ") and '"content"' in line:
+                    stamps.append(time.perf_counter())
+                elif line.startswith("data: ") and '"error"' in line:
+                    return {"began": began, "error": line[6:200]}
+            if not done:
+                return {"began": began, "error": "the stream ended without [DONE]"}
+    except httpx.HTTPError as exc:
+        return {"began": began, "error": repr(exc)}
+    if not stamps:
+        return {"began": began, "error": "no tokens"}
+    gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    return {"began": began, "ttft": stamps[0] - began, "gaps": gaps, "end": stamps[-1]}
+
+
+def one_token(client: httpx.Client, url: str, model: str) -> float:
+    body = {"model": model, "messages": PROMPT, "max_tokens": 1, "temperature": 0.0}
+    began = time.perf_counter()
+    reply = client.post(f"{url}/v1/chat/completions", json=body)
+    reply.raise_for_status()
+    return time.perf_counter() - began
+
+
+def overhead(service: Service, runs: int, max_tokens: int) -> None:
+    status = service.status()
+    sides = {"front door": status["url"], "direct": status["worker_url"]}
+    figures: dict[str, dict[str, list[float]]] = {
+        side: {"ttft": [], "tok": [], "req": []} for side in sides
+    }
+    clients = {side: httpx.Client(timeout=300) for side in sides}  # a keep-alive connection each
+    for side, url in sides.items():  # warm both paths
+        stream_once(clients[side], url, service.model, 8)
+    for _ in range(runs):
+        for side, url in sides.items():
+            run = stream_once(clients[side], url, service.model, max_tokens)
+            if "error" in run:
+                raise SystemExit(f"{side}: {run['error']}")
+            figures[side]["ttft"].append(run["ttft"])
+            figures[side]["tok"].append(statistics.mean(run["gaps"]))
+            figures[side]["req"].append(one_token(clients[side], url, service.model))
+    med = {s: {k: statistics.median(v) * 1000 for k, v in f.items()} for s, f in figures.items()}
+    print(f"\n## Proxy overhead ({runs} alternating runs, {max_tokens}-token greedy streams, "
+          "medians)\n")  # fmt: skip
+    print("| path | TTFT ms | ms per streamed token | decode tok/s | 1-token request ms |")
+    print("|---|---:|---:|---:|---:|")
+    for side in sides:
+        m = med[side]
+        print(f"| {side} | {m['ttft']:.2f} | {m['tok']:.3f} | {1000 / m['tok']:.0f} | "
+              f"{m['req']:.2f} |")  # fmt: skip
+    d, w = med["direct"], med["front door"]
+    print(f"| added by the door | {w['ttft'] - d['ttft']:+.2f} | {w['tok'] - d['tok']:+.3f} | "
+          f"x{d['tok'] / w['tok']:.3f} | {w['req'] - d['req']:+.2f} |")  # fmt: skip
+
+
+class Clients:
+    """N clients streaming through the door back to back, every request recorded."""
+
+    def __init__(self, url: str, model: str, count: int, max_tokens: int):
+        self.runs: list[dict] = []
+        self.stop = threading.Event()
+        self.threads = [
+            threading.Thread(target=self._loop, args=(url, model, max_tokens), daemon=True)
+            for _ in range(count)
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    def _loop(self, url: str, model: str, max_tokens: int) -> None:
+        client = httpx.Client(timeout=600)
+        while not self.stop.is_set():
+            self.runs.append(stream_once(client, url, model, max_tokens))
+
+    def end(self) -> list[dict]:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(600)
+        return self.runs
+
+
+def longest_wait(runs: list[dict]) -> float:
+    return max((max([r["ttft"], *r["gaps"]]) for r in runs if "ttft" in r), default=0.0)
+
+
+def switches(service: Service, clients: int, max_tokens: int) -> None:
+    releases = json.loads(service.ctl("release", "ls", "--json").stdout)
+    second = next(r["id"] for r in releases if r["note"] == "bench second")
+    events = {
+        "mlxctl migrate": lambda: service.ctl("migrate", "--to", second),
+        "mlxctl rollback": lambda: service.ctl("rollback"),
+        "kill -9 of the worker": lambda: crash(service),
+    }
+    print(f"\n## Switches under load ({clients} clients streaming {max_tokens} tokens back to "
+          "back through the front door)\n")  # fmt: skip
+    print("| event | event s | requests | failed | longest wait s | steady longest wait s | "
+          "address before | address after |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---|---|")
+    for name, act in events.items():
+        before = service.status()
+        load = Clients(before["url"], service.model, clients, max_tokens)
+        time.sleep(3.0)
+        began = time.perf_counter()
+        act()
+        took = time.perf_counter() - began
+        time.sleep(3.0)
+        runs = load.end()
+        after = service.status()
+        steady = [r for r in runs if r.get("end", began) < began]
+        during = [r for r in runs if r["began"] >= began or r.get("end", began) >= began]
+        failed = [r for r in runs if "error" in r]
+        print(f"| {name} | {took:.1f} | {len(runs)} | {len(failed)} | "
+              f"{longest_wait(during):.2f} | {longest_wait(steady):.2f} | "
+              f"{before['url']} | {after['url']} |")  # fmt: skip
+        for run in failed[:3]:
+            print(f"  failed: {run['error']}", file=sys.stderr)
+
+
+def crash(service: Service) -> None:
+    """SIGKILL the worker; back once the supervisor's restart serves again."""
+    before = service.status()
+    os.kill(before["worker_pid"], signal.SIGKILL)
+    while True:
+        now = service.status()
+        if now["state"] == "RUNNING" and now["restarts"] > before["restarts"]:
+            return
+        time.sleep(0.1)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="an MLX directory (default: tiny model)")
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--clients", type=int, default=4)
+    args = parser.parse_args()
+    model = args.model or str(default_model())
+    with tempfile.TemporaryDirectory(prefix="front-door-bench-") as tmp:
+        service = Service(model, Path(tmp) / "home")
+        service.ctl("release", "archive", "--note", "bench first")
+        service.ctl("release", "archive", "--note", "bench second")
+        service.ctl("start", "--port", str(service.port))
+        try:
+            print(f"model {model}; front door on port {service.port}")
+            overhead(service, args.runs, args.max_tokens)
+            switches(service, args.clients, 32)
+        finally:
+            service.ctl("stop", "--timeout", "5")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,271 @@
+"""The front door's ASGI app: every path forwarded to the live worker, streamed as it comes.
+
+A request waits (held) while no worker is live: a stream gets its 200 and keep-alives in the
+protocol's shape, any other request just waits. A request no worker received (its port was
+closed: it died) goes to the next live worker; one a worker died on before answering goes to the
+next one once, then is a 502 (a request that crashes workers must not take down every next one).
+A client that goes away closes the upstream stream, which the worker takes as a cancel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import httpx
+
+from mlxctl.front_door import shapes
+from mlxctl.front_door.guard import Guard
+from mlxctl.front_door.routes import RouteTable
+
+log = logging.getLogger("mlxctl.front_door")
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+POLL_SECONDS = 0.05  # how often a held request looks at the route table
+KEEP_ALIVE_SECONDS = 5.0
+# Per hop, never forwarded (RFC 9110 7.6.1); Host and Origin were checked here and the worker
+# sees its own loopback address instead; httpx sets the length of the body it sends.
+_REQUEST_DROP = {
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+    "host",
+    "origin",
+    "content-length",
+}
+_RESPONSE_DROP = {"connection", "keep-alive", "transfer-encoding", "upgrade", "trailer"}
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+]
+
+
+class NotDelivered(Exception):
+    """No worker listened at the route's port: the request was never sent, safe to send again."""
+
+
+class WorkerGone(Exception):
+    """The worker took the request and died before it answered."""
+
+
+class FrontDoorApp:
+    def __init__(self, routes: RouteTable, guard: Guard, hold_seconds: float):
+        self.routes = routes
+        self.guard = guard
+        self.hold_seconds = hold_seconds  # the longest a request waits for a worker
+        self.keep_alive_seconds = KEEP_ALIVE_SECONDS
+        self.client: httpx.AsyncClient | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        elif scope["type"] == "http":
+            await self._http(scope, receive, send)
+        else:  # a WebSocket: the worker refuses them too
+            await send({"type": "websocket.close", "code": 1008})
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                # No read timeout: a long prefill sends nothing for minutes (the worker pings).
+                timeout = httpx.Timeout(None, connect=5.0)
+                limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
+                # Headers and body leave in two writes: without TCP_NODELAY the body waits for
+                # the worker's delayed ACK (up to 40 ms).
+                nodelay = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+                transport = httpx.AsyncHTTPTransport(limits=limits, socket_options=nodelay)
+                self.client = httpx.AsyncClient(
+                    timeout=timeout, transport=transport, trust_env=False
+                )
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self.client is not None:
+                    await self.client.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"]
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        refusal = self.guard.check(path, headers)
+        if refusal is not None:
+            error = shapes.error_body(path, refusal.status, refusal.message)
+            await _send_json(send, refusal.status, error)
+            return
+        body = await _read_body(receive)
+        if body is None:
+            return  # the client left before it finished sending
+        exchange = Exchange(self, scope, body, send)
+        forward = asyncio.ensure_future(exchange.run())
+        watch = asyncio.ensure_future(_disconnected(receive))
+        await asyncio.wait({forward, watch}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (forward, watch):
+            task.cancel()  # a client gone: the cancel closes the upstream stream (the worker's cue)
+        for result in await asyncio.gather(forward, watch, return_exceptions=True):
+            if isinstance(result, Exception):
+                log.error("front door: %s %s failed: %r", scope["method"], path, result)
+
+
+class Exchange:
+    """One request through the door: wait for a live worker, send, relay the answer."""
+
+    def __init__(self, app: FrontDoorApp, scope: Scope, body: bytes, send: Send):
+        self.app = app
+        self.scope = scope
+        self.path: str = scope["path"]
+        self.body = body
+        self.send = send
+        self.started = False  # a held stream's 200 went out: errors become events
+        self.retried = False  # a worker died on it once already
+        self._streaming: bool | None = None
+
+    @property
+    def streaming(self) -> bool:
+        """Whether the client asked for a stream (read only while it is held)."""
+        if self._streaming is None:
+            try:
+                said = json.loads(self.body) if self.scope["method"] == "POST" else None
+            except ValueError:
+                said = None
+            self._streaming = isinstance(said, dict) and said.get("stream") is True
+        return self._streaming
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.app.hold_seconds
+        next_ping = 0.0
+        while True:
+            route = self.app.routes.get()
+            if route.url is not None:
+                try:
+                    await self._forward(route.url)
+                    return
+                except NotDelivered:
+                    pass  # it died (the supervisor will notice): wait for the next one
+                except WorkerGone as exc:
+                    if self.retried:
+                        await self._fail(502, f"the worker went away before it answered ({exc})")
+                        return
+                    self.retried = True  # a crash: the restarted worker gets it, once
+            elif route.down is not None:
+                await self._fail(503, f"no worker is serving: {route.down}")
+                return
+            elif self.path == "/health" and not self.started:
+                await _send_json(self.send, 503, {"status": "starting", "front_door": True})
+                return
+            now = loop.time()
+            if now >= deadline:
+                await self._fail(503, f"no worker was ready within {self.app.hold_seconds:g}s")
+                return
+            if self.streaming and now >= next_ping:
+                await self._start_stream()
+                await self.send(_chunk(shapes.keep_alive(self.path)))
+                next_ping = now + self.app.keep_alive_seconds
+            await asyncio.sleep(POLL_SECONDS)
+
+    async def _forward(self, url: str) -> None:
+        client = self.app.client
+        assert client is not None, "the front door's lifespan did not start"
+        target = url + self.scope["raw_path"].decode("latin-1")
+        if self.scope.get("query_string"):
+            target += "?" + self.scope["query_string"].decode("latin-1")
+        headers = _without(self.scope["headers"], _REQUEST_DROP)
+        method = self.scope["method"]
+        request = client.build_request(method, target, headers=headers, content=self.body)
+        with self.app.routes.serving(url):
+            try:
+                response = await client.send(request, stream=True)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                raise NotDelivered(str(exc)) from exc
+            except httpx.TransportError as exc:
+                raise WorkerGone(type(exc).__name__) from exc
+            try:
+                await self._relay(response)
+            finally:
+                await response.aclose()
+
+    async def _relay(self, response: httpx.Response) -> None:
+        if self.started and response.status_code != 200:
+            said = (await response.aread()).decode(errors="replace")
+            error = _json_or(said, self.path, response.status_code)
+            await self.send(_chunk(shapes.stream_error(self.path, error)))
+            await self.send(_chunk(b"", more=False))
+            return
+        if not self.started:
+            headers = _without(response.headers.raw, _RESPONSE_DROP)
+            start = {"type": "http.response.start", "status": response.status_code}
+            await self.send({**start, "headers": headers})
+            self.started = True
+        try:
+            async for chunk in response.aiter_raw():
+                await self.send(_chunk(chunk))
+        except httpx.TransportError:
+            # The worker died mid-answer: a stream ends with an error, never just stops.
+            if "text/event-stream" in response.headers.get("content-type", ""):
+                body = shapes.error_body(self.path, 502, "the worker went away mid-answer")
+                await self.send(_chunk(shapes.stream_error(self.path, body)))
+        await self.send(_chunk(b"", more=False))
+
+    async def _start_stream(self) -> None:
+        if not self.started:
+            await self.send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+            self.started = True
+
+    async def _fail(self, status: int, message: str) -> None:
+        body = shapes.error_body(self.path, status, message)
+        if self.started:
+            await self.send(_chunk(shapes.stream_error(self.path, body)))
+            await self.send(_chunk(b"", more=False))
+        else:
+            await _send_json(self.send, status, body)
+
+
+def _without(headers, names: set[str]) -> list[tuple[bytes, bytes]]:
+    return [(k, v) for k, v in headers if k.decode("latin-1").lower() not in names]
+
+
+def _json_or(text: str, path: str, status: int) -> dict:
+    try:
+        said = json.loads(text)
+    except ValueError:
+        said = None
+    return said if isinstance(said, dict) else shapes.error_body(path, status, text[:200])
+
+
+def _chunk(data: bytes, more: bool = True) -> Message:
+    return {"type": "http.response.body", "body": data, "more_body": more}
+
+
+async def _send_json(send: Send, status: int, body: dict) -> None:
+    data = json.dumps(body).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send(_chunk(data, more=False))
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    parts = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        parts.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(parts)
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass

@@ -1,0 +1,178 @@
+"""The front door end to end: a real supervisor and real workers on the tiny model, real HTTP
+through the service's address while it switches workers, crashes and cancels."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+import httpx
+import openai
+import pytest
+
+from mlxctl.system.processes import free_port
+from tests.fixtures_supervisor import _make
+
+pytestmark = pytest.mark.slow
+LONG_STREAM = 12000  # greedy on random weights: seconds of decode, ended only by max_tokens
+
+
+@pytest.fixture(scope="module")
+def door(tmp_path_factory, tiny_model_path):
+    """A service on a port given to `start` (not the config's), two releases to switch between,
+    and a stop grace long enough for a stream to finish on the replaced worker."""
+    ctl = _make(tmp_path_factory.mktemp("door"), "", str(tiny_model_path))
+    ctl.env.pop("MLXCTL_WORKER_COMMAND")  # releases decide what runs
+    config = ctl.home / "config.toml"
+    config.write_text(config.read_text().replace("stop_timeout = 3.0", "stop_timeout = 60.0"))
+    ctl.run("release", "archive", "--note", "first", check=True)
+    ctl.run("release", "archive", "--note", "second", check=True)
+    ctl.given = free_port()
+    ctl.run("start", "--port", str(ctl.given), check=True)
+    ctl.url = f"http://127.0.0.1:{ctl.given}"
+    yield ctl
+    ctl.run("stop", "--timeout", "2", timeout=120)
+
+
+def client(ctl) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{ctl.url}/v1", api_key="none", max_retries=0, timeout=300)
+
+
+def serving(ctl) -> dict:
+    status, code = ctl.status()
+    assert code == 0, status
+    assert status["port"] == ctl.given and status["url"] == ctl.url  # the address never moves
+    assert status["worker_port"] not in (None, ctl.given)
+    return status
+
+
+class Load:
+    """Short chat requests one after another through the front door until stopped."""
+
+    def __init__(self, ctl):
+        self.openai = client(ctl)
+        self.model = ctl.model
+        self.answered, self.failed = 0, []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                reply = self.openai.chat.completions.create(
+                    model=self.model, max_tokens=4, messages=[{"role": "user", "content": "hi"}]
+                )
+                assert reply.choices[0].message is not None
+                self.answered += 1
+            except Exception as exc:
+                self.failed.append(repr(exc))
+
+    def end(self) -> None:
+        self.stop.set()
+        self.thread.join(300)
+
+
+def test_a_stream_runs_across_a_migrate_and_no_request_fails(door):
+    ids = door.run("release", "ls", "--json", check=True).stdout
+    second = next(r["id"] for r in json.loads(ids) if r["note"] == "second")
+    before = serving(door)
+    load = Load(door)
+    migrate = door.popen("migrate", "--to", second, stdout=-1, stderr=-1, text=True)
+    door.wait_for(lambda: "starting the next worker" in door.supervisor_log(), timeout=300,
+                  what="the handover to begin")  # fmt: skip
+    seen: dict = {}
+
+    def stream() -> None:
+        chunks = client(door).chat.completions.create(
+            model=door.model,
+            max_tokens=LONG_STREAM,
+            temperature=0.0,
+            stream=True,
+            messages=[{"role": "user", "content": "Tell me a long story."}],
+        )
+        for chunk in chunks:
+            if "took over" in door.supervisor_log():
+                seen["crossed"] = True  # still streaming after the new worker took over
+            if chunk.choices and chunk.choices[0].finish_reason:
+                seen["finish"] = chunk.choices[0].finish_reason
+
+    streamer = threading.Thread(target=stream, daemon=True)
+    streamer.start()
+    out, err = migrate.communicate(timeout=600)
+    assert migrate.returncode == 0, out + err
+    streamer.join(300)
+    load.end()
+    assert seen == {"crossed": True, "finish": "length"}
+    assert load.failed == [] and load.answered > 0
+    after = serving(door)
+    assert after["worker_pid"] != before["worker_pid"] and after["release"] == second
+    door.wait_for(lambda: "the replaced worker" in door.supervisor_log(), timeout=120,
+                  what="the old worker to stop once its stream ended")  # fmt: skip
+
+
+def test_rollback_restart_and_a_supervisor_restart_keep_the_address(door):
+    for args in (("rollback",), ("restart",)):
+        load = Load(door)
+        before = serving(door)["worker_pid"]
+        result = door.run(*args, timeout=600)
+        load.end()
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert load.failed == [], args
+        assert serving(door)["worker_pid"] != before, args
+    door.run("stop", check=True)
+    door.run("start", check=True)  # no --port: the service's address is the recorded one
+    serving(door)
+
+
+def test_a_client_that_disconnects_cancels_the_workers_generation(door):
+    cancelled = serving(door)["requests"]["cancelled"]
+    body = {
+        "model": door.model,
+        "max_tokens": 20000,
+        "temperature": 0.0,
+        "stream": True,
+        "messages": [{"role": "user", "content": "Go on forever."}],
+    }
+    with httpx.stream("POST", f"{door.url}/v1/chat/completions", json=body, timeout=60) as reply:
+        assert reply.status_code == 200
+        for count, _ in enumerate(reply.iter_lines()):
+            if count > 20:
+                break  # leaving the block closes the connection mid-stream
+    door.wait_for(lambda: serving(door)["requests"]["cancelled"] > cancelled, timeout=60,
+                  what="the worker to count the cancel")  # fmt: skip
+
+
+def test_a_crash_holds_requests_and_they_succeed(door):
+    before = serving(door)
+    os.kill(before["worker_pid"], signal.SIGKILL)
+    results: list = []
+
+    def ask(stream: bool) -> None:
+        try:
+            if stream:
+                chunks = client(door).chat.completions.create(
+                    model=door.model, max_tokens=8, stream=True,
+                    messages=[{"role": "user", "content": "hello"}],
+                )  # fmt: skip
+                results.append(sum(1 for _ in chunks) > 0)
+            else:
+                reply = client(door).chat.completions.create(
+                    model=door.model, max_tokens=8, messages=[{"role": "user", "content": "hi"}]
+                )
+                results.append(reply.choices[0].message is not None)
+        except Exception as exc:
+            results.append(repr(exc))
+
+    threads = [threading.Thread(target=ask, args=(i % 2 == 0,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.05)
+    for thread in threads:
+        thread.join(300)
+    assert results == [True] * 6
+    after = serving(door)
+    assert after["restarts"] > before["restarts"] and after["worker_pid"] != before["worker_pid"]
