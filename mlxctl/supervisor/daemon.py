@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import signal
 import sys
 import time
@@ -28,23 +27,15 @@ from mlxctl.supervisor.policy import RestartPolicy, auto_startup_timeout
 from mlxctl.supervisor.seam import RealSeam
 from mlxctl.supervisor.states import State
 from mlxctl.supervisor.switches import Switches, weights_bytes
+from mlxctl.supervisor.worker_command import WORKER_HOST, worker_command
 from mlxctl.supervisor.worker_output import WorkerOutput
 from mlxctl.system import identity, processes, statefile
 from mlxctl.system.lock import FileLock
 from mlxctl.system.processes import WorkerSpec
-from server import contract
 
 TICK_SECONDS = 0.1
 STATE_RETRY_SECONDS = 1.0  # a failed state write (a full disk) is tried again this often
-WORKER_COMMAND_ENV = "MLXCTL_WORKER_COMMAND"  # override the worker command (tests, custom servers)
 SPAWN_MARK = "--- mlxctl: starting the worker for"
-WORKER_HOST = "127.0.0.1"  # workers listen on loopback only: the front door is the way in
-
-
-def override_argv(template: str, model: str, host: str, port: int) -> list[str]:
-    """`$MLXCTL_WORKER_COMMAND` with its {python}, {model}, {host} and {port} filled in."""
-    fields = {"python": sys.executable, "model": model, "host": host, "port": port}
-    return [part.format(**fields) for part in shlex.split(template)]
 
 
 class Daemon:
@@ -107,43 +98,12 @@ class Daemon:
         # A fresh private port per worker: a switch's next one starts beside the serving one.
         port = processes.free_port(WORKER_HOST)
         private = worker_client.base_url(WORKER_HOST, port)
-        argv, health_path, extra_env = self._worker_command(args, port)
+        argv, health_path, extra_env = worker_command(args, self.settings, port)
         # Marks where each run starts in the shared log (`start` reads progress from here on).
         self.output.mark(f"{SPAWN_MARK} {args.model_name} on {private} (front door {self.url})")
         url = f"{private}{health_path}"
         # The worker keeps its own key check: its loopback port is open to every local user.
         return processes.worker_spec(argv, extra_env, self.settings["api_key"], url)
-
-    def _worker_command(
-        self, args: argparse.Namespace, port: int
-    ) -> tuple[list[str], str, dict[str, str]]:
-        """The worker's argv, health path and extra environment: the current release's if set."""
-        template = os.environ.get(WORKER_COMMAND_ENV)
-        if template:
-            argv = override_argv(template, args.model, WORKER_HOST, port)
-            return argv, contract.HEALTH_PATH, {}
-        options = {
-            **config.worker_options(self.settings),
-            "log_file": paths.worker_log(),
-            "log_max_bytes": self.settings["logs.max_bytes"],
-            "log_backups": self.settings["logs.backups"],
-            "model_name": args.model_name,
-            # The worker fits its stop (the cache flush) inside the SIGTERM-to-SIGKILL grace.
-            "stop_grace_s": self.settings["restart.stop_timeout"],
-        }
-        if args.release:
-            from dataclasses import replace
-
-            from mlxctl.releases.record import launch
-            from mlxctl.releases.store import ReleaseStore
-
-            store = ReleaseStore()
-            release = replace(store.get(args.release), model=args.model)
-            # launch() passes only the options the release's snapshot knows.
-            spec = launch(release, store.folder(release.id), WORKER_HOST, port, **options)
-            return spec.argv, spec.health_path, spec.env
-        argv = contract.worker_argv(args.model, WORKER_HOST, port, **options)
-        return argv, contract.HEALTH_PATH, {}
 
     # -- state file ----------------------------------------------------------------------------
 
