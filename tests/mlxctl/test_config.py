@@ -159,8 +159,8 @@ def test_the_batch_turn_length_reaches_the_worker_and_a_too_short_one_is_refused
 
 
 def test_the_bounds_of_stored_responses_reach_the_worker(mlxctl_home):
-    from server.flags import parse_args
     from server.contract import worker_argv
+    from server.flags import parse_args
 
     values = {**config.load(), "responses.max_count": 0, "responses.max_bytes": 4096}
     argv = worker_argv("m", "127.0.0.1", 1, **config.worker_options(values))

@@ -73,8 +73,8 @@ def test_loading_then_ready_then_sigterm_ends_stream_cleanly():
 
 
 def test_the_worker_fits_its_stop_into_the_grace_the_supervisor_passes():
-    from server.flags import parse_args
     from server.contract import worker_argv
+    from server.flags import parse_args
     from server.settings import Settings, stop_budget
 
     argv = worker_argv("m", "127.0.0.1", 8080, stop_grace_s=30)
