@@ -271,7 +271,8 @@ class Engine:
             time.perf_counter() - started,
         )
         draft = None
-        if self.settings.draft_model_path:  # after the target: its tokenizer is checked again
+        # After the target (its tokenizer is checked again); ranks in lockstep never draft.
+        if self.settings.draft_model_path and self._scheduler_factory is None:
             from server.model.draft import load_draft
 
             draft = load_draft(self.settings.draft_model_path, loaded)

@@ -74,3 +74,20 @@ def test_auto_counts_the_draft_forwards_before_measuring_them():
     # A draft as large as the target never pays at a middling acceptance; a tiny one does.
     assert choose(0.6, CostModel(draft_cost=1.0), 1000, 16) == 0
     assert choose(0.6, CostModel(draft_cost=0.02), 1000, 16) > 0
+
+
+def test_auto_never_drafts_with_a_draft_as_large_as_the_model(target):
+    from server.model.draft import weight_ratio
+    from server.speculative.draft_model import DraftModel
+    from server.speculative.policy import CostModel
+    from server.speculative.session import Drafting
+
+    prompt = target.tokenizer.encode(PROMPT)
+    costs = CostModel(weight_ratio(target.model, target.model))
+    source = DraftModel(target.model, prompt)
+    drafting = Drafting("auto", prompt, costs, source=source)
+    plain, _, _ = decode(target, prompt, 32)
+    tokens, _, _ = decode_drafting(target, prompt, 32, drafting)
+    assert tokens == plain
+    assert drafting.record.verify_steps == 0
+    assert len(source.cached) == len(prompt) - 1  # no draft forward beyond the prefill
