@@ -47,6 +47,7 @@ RECENT = [
 
 SPECULATIVE = {
     "mode": "auto",
+    "draft_model": "/models/tiny",
     "drafted": 1200,
     "accepted": 900,
     "verify_steps": 300,
@@ -87,8 +88,9 @@ def test_status_panels_against_a_fake_worker(make_ctl):
     assert "32,768 tokens" in text
     assert "input" in text and "text and images" in text
     assert "3 running, 2 decoding" in text and "1 waiting, 41.2 tok/s" in text
-    assert "drafting  auto, 75% of 1,200 accepted" in text
-    assert "verify    4.0 tokens/step; last copy 3.5" in text
+    assert "drafting     auto, 75% of 1,200 accepted" in text
+    assert "draft model  tiny" in text
+    assert "verify       4.0 tokens/step; last copy 3.5" in text
     assert "██████░░░░ 5.0 GiB / 8.0 GiB" in text
 
 
