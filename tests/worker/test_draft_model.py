@@ -16,7 +16,7 @@ from tests.worker.test_speculative import ASK, CODE, reply, speculative_status
 
 @pytest.fixture(scope="module")
 def workers():
-    """(a worker drafting with a 1-layer draft of other weights, a plain worker)."""
+    """(a worker drafting with a 1-layer draft of other weights, a plain worker, the draft)."""
     model, draft = tiny_model(), tiny_model(seed=1, layers=1)
     drafting = start_worker(
         model, "--speculative", "draft", "--draft-model", str(draft), api_key=API_KEY
@@ -29,6 +29,19 @@ def workers():
     yield drafting, plain, draft
     drafting.stop()
     plain.stop()
+
+
+def test_auto_with_a_draft_model_gives_the_same_replies(workers):
+    # The tiny draft reads nearly as many weight bytes as the model: auto may never draft.
+    _, plain, draft = workers
+    auto = start_worker(tiny_model(), "--draft-model", str(draft), api_key=API_KEY)
+    try:
+        messages = [{"role": "user", "content": f"{CODE}\n{ASK} (auto)"}]
+        assert reply(auto, "openai", True, messages) == reply(plain, "openai", True, messages)
+        status = speculative_status(auto)
+        assert status["mode"] == "auto" and status["draft_model"] == str(draft)
+    finally:
+        auto.stop()
 
 
 @pytest.mark.parametrize("stream", [False, True])
