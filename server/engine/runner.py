@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 from server.decoding.constrained.streaming import call_streamer
 from server.decoding.processors import ProcessorFactory, processors_for
@@ -30,7 +30,7 @@ from server.settings import Settings
 from server.speculative.copy_drafts import NOT_A_TOKEN
 from server.speculative.draft_model import DraftModel
 from server.speculative.guard import SpeedGuard
-from server.speculative.policy import CostModel
+from server.speculative.policy import CANDIDATES, Acceptance, CostModel, choose
 from server.speculative.session import Drafting
 from server.speculative.stats import DraftStats
 
@@ -111,13 +111,22 @@ class Runner:
             return None
         context = list(job.rendered.tokens)
         if self.draft is not None and self.draft_costs and mode != "copy":
-            if not job.rendered.images:  # the draft model reads no image: copy drafts there
+            if self._draft_pays(mode, job):
                 source = DraftModel(self.draft.model, context, self.settings.prefill_step_size)
                 return Drafting(mode, context, self.draft_costs, self.draft_guard, source)
             mode = "auto"
         for span in job.rendered.images:  # an image's cache-key ids are no tokens to copy
             context[span.start : span.end] = [NOT_A_TOKEN] * (span.end - span.start)
         return Drafting(mode, context, self.copy_costs, self.draft_guard)
+
+    def _draft_pays(self, mode: str, job: Job) -> bool:
+        """Whether this reply drafts with the draft model (its prompt then prefills it too).
+        Not on images (it reads none), and not where `auto` would never choose it: plain steps
+        ask a model for no guesses, so a reply's acceptance cannot rise from its prior."""
+        if job.rendered.images:
+            return False
+        costs, context = cast(CostModel, self.draft_costs), len(job.rendered.tokens)
+        return mode == "draft" or choose(Acceptance().rate, costs, context, CANDIDATES[-1]) > 0
 
     def draft_status(self) -> dict:
         costs = self.draft_costs or self.copy_costs

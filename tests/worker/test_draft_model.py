@@ -31,8 +31,8 @@ def workers():
     plain.stop()
 
 
-def test_auto_with_a_draft_model_gives_the_same_replies(workers):
-    # The tiny draft reads nearly as many weight bytes as the model: auto may never draft.
+def test_auto_drafts_copies_where_the_draft_model_cannot_pay(workers):
+    # The tiny draft reads nearly as many weight bytes as the model: auto drafts copies.
     _, plain, draft = workers
     auto = start_worker(tiny_model(), "--draft-model", str(draft), api_key=API_KEY)
     try:
@@ -40,6 +40,7 @@ def test_auto_with_a_draft_model_gives_the_same_replies(workers):
         assert reply(auto, "openai", True, messages) == reply(plain, "openai", True, messages)
         status = speculative_status(auto)
         assert status["mode"] == "auto" and status["draft_model"] == str(draft)
+        assert status["recent"][-1]["source"] == "copy"
     finally:
         auto.stop()
 
