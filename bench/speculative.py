@@ -10,11 +10,13 @@ the prompt does not hold). A test-only logits processor (server/testing/forcing.
 tiny random-weight model write that text; every draft is still verified by the real forward.
 
 Three workers on the same model, taking the same turns one after the other: `--speculative off`
-(plain), `auto` (the cost model decides) and `copy` (always drafts). Per turn kind: the reply's
-decode tok/s (the worker's own figure: first token to the end), tokens per verify step, drafts
-accepted, and whether the three replies are identical. Then N concurrent edit turns, plain and
-auto (drafting is for a sequence decoding alone, so a batch decodes plainly), and what auto's
-cost model and guard measured.
+(plain), `auto` (the cost model decides) and `copy` (always drafts); with `--draft-model PATH`
+(`same`: the model itself) a fourth, `--speculative draft`. The forced replies are not what a
+draft model writes, so its row is a draft model's worst case: the cost of drafts that fail.
+Per turn kind: the reply's decode tok/s (the worker's own figure: first token to the end),
+tokens per verify step, drafts accepted, and whether the replies are identical. Then N
+concurrent edit turns, plain and auto (drafting is for a sequence decoding alone, so a batch
+decodes plainly), and what auto's cost model and guard measured.
 """
 
 from __future__ import annotations
@@ -175,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--max-tokens", type=int, default=4096)
     ap.add_argument("--sessions", type=int, default=4, help="N for the concurrent rows")
+    ap.add_argument("--draft-model", default=None, help="adds a `--speculative draft` worker")
     args = ap.parse_args(argv)
 
     model = tiny_model(
@@ -184,18 +187,24 @@ def main(argv: list[str] | None = None) -> int:
     forced = Path(tempfile.mkdtemp(prefix="spec-bench-")) / "replies.json"
     forced.write_text(json.dumps([{"marker": m, "reply": r} for _, m, _, r in all_turns]))
     env = {**os.environ, "MLXCTL_TEST_FORCE_REPLIES": str(forced)}
-    modes = ("off", "auto", "copy")
+    modes: tuple[str, ...] = ("off", "auto", "copy")
+    flags: dict[str, list[str]] = {mode: ["--speculative", mode] for mode in modes}
+    if args.draft_model:
+        draft = str(model) if args.draft_model == "same" else args.draft_model
+        modes += ("draft",)
+        flags["draft"] = ["--speculative", "draft", "--draft-model", draft]
     workers = {}
     try:
         for mode in modes:
-            workers[mode] = start_worker(model, "--speculative", mode, env=env, api_key=KEY)
+            workers[mode] = start_worker(model, *flags[mode], env=env, api_key=KEY)
         rows: dict[str, dict[str, list]] = {}
         for kind, _, messages, _ in all_turns:
             row = rows.setdefault(kind, {"identical": [], "tokens": []})
             for _ in range(args.repeats):
                 replies = {}
                 turn = len(row["identical"])
-                for mode in modes[turn % 3 :] + modes[: turn % 3]:  # each goes first in turn
+                first = turn % len(modes)
+                for mode in modes[first:] + modes[:first]:  # each goes first in turn
                     message, figures = ask(workers[mode].base_url, messages, args.max_tokens)
                     replies[mode] = same_parts(message)
                     row.setdefault(f"{mode} tps", []).append(figures["tokens_per_second"])
@@ -205,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
                     row.setdefault(f"{mode} per step", []).append(drafts.get("per_step", 0.0))
                 row["tokens"].append(figures["completion_tokens"])
                 plain = row["off tps"][-1]
-                for mode in ("auto", "copy"):  # back to back: a ratio drifts less than a speed
+                for mode in modes[1:]:  # back to back: a ratio drifts less than a speed
                     row.setdefault(f"{mode} ratio", []).append(row[f"{mode} tps"][-1] / plain)
                 row["identical"].append(len(set(replies.values())) == 1)
         status = httpx.get(workers["auto"].base_url + "/v1/status", headers=HEADERS).json()
@@ -218,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for handle in workers.values():
             handle.stop()
-    report(args, rows, batched)
+    report(args, rows, batched, modes)
     print(
         "\nauto's cost model, a verify cycle feeding n tokens over a plain cycle (longest context "
         f"seen): {learned['cost_ratios']}; measured {learned['measured']}"
@@ -226,7 +235,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def report(args, rows: dict, batched: dict) -> None:
+DRAFT_COLUMNS = "| draft tok/s | draft/plain | draft tokens/verify | draft accepted "
+
+
+def report(args, rows: dict, batched: dict, modes: tuple[str, ...]) -> None:
     def med(xs):
         return statistics.median(xs) if xs else 0.0
 
@@ -239,9 +251,10 @@ def report(args, rows: dict, batched: dict) -> None:
     print(
         "| turn kind | turns | reply tokens | plain tok/s | auto tok/s | auto/plain | copy tok/s "
         "| copy/plain | auto tokens/verify | auto accepted | copy tokens/verify | copy accepted "
-        "| identical |"
+        + DRAFT_COLUMNS * ("draft" in modes)
+        + "| identical |"
     )
-    print("| --- | " + "---: | " * 11 + "--- |")
+    print("| --- | " + "---: | " * (11 + 4 * ("draft" in modes)) + "--- |")
     for kind, row in rows.items():
         plain, auto, copy = (med(row[f"{m} tps"]) for m in ("off", "auto", "copy"))
 
@@ -262,8 +275,15 @@ def report(args, rows: dict, batched: dict) -> None:
             accepted("auto"),
             f"{med(row['copy per step']):.2f}",
             accepted("copy"),
-            "yes" if all(row["identical"]) else "NO",
         ]
+        if "draft" in modes:
+            cells += [
+                f"{med(row['draft tps']):.1f}",
+                f"{med(row['draft ratio']):.2f}x",
+                f"{med(row['draft per step']):.2f}",
+                accepted("draft"),
+            ]
+        cells.append("yes" if all(row["identical"]) else "NO")
         print("| " + " | ".join(cells) + " |")
     off, auto = batched["off"], batched["auto"]
     print(

@@ -45,7 +45,13 @@ SCHEMA: list[Key] = [
         "speculative",
         str,
         "auto",
-        "drafting while one request decodes alone: auto (where it pays), copy or off",
+        "drafting while one request decodes alone: auto (where it pays), copy, draft or off",
+    ),
+    Key(
+        "draft_model",
+        str,
+        "",
+        "a small model with the model's tokenizer that drafts for it ('' = none)",
     ),
     Key("restart.backoff_initial", float, 1.0, "seconds before the first restart", 0),
     Key("restart.backoff_factor", float, 2.0, "each fast failure multiplies the delay", 1),
@@ -312,6 +318,7 @@ def worker_options(values: dict[str, Any]) -> dict[str, Any]:
         **distributed_options(values),
         "tool_parser": values["tool_parser"] or None,
         "speculative": values["speculative"] or None,
+        "draft_model": values["draft_model"] or None,
         **trace_options(values),
     }
 

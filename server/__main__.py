@@ -19,6 +19,32 @@ def _warm_prompts(given: list[str] | None) -> list[str]:
     return [p for p in os.environ.get(contract.WARM_PROMPTS_ENV, "").split(os.pathsep) if p]
 
 
+def _draft_model(args, model_path: str, log: logging.Logger) -> tuple[str | None, bool]:
+    """--draft-model resolved and its tokenizer checked against the model's (True: refused).
+    A user's --speculative copy or off wins: the draft model is not loaded then."""
+    from server.model_ref import ModelRefError, resolve_model_ref
+
+    if not args.draft_model:
+        if args.speculative == "draft":
+            log.error("--speculative draft needs --draft-model PATH")
+            return None, True
+        return None, False
+    if args.speculative not in ("auto", "draft"):
+        log.warning("--draft-model is unused with --speculative %s", args.speculative)
+        return None, False
+    try:
+        path = resolve_model_ref(args.draft_model)
+    except ModelRefError as exc:
+        log.error("--draft-model: %s%s", exc, f" ({exc.hint})" if exc.hint else "")
+        return None, True
+    from server.model.draft import check_draft
+
+    if why := check_draft(model_path, path):
+        log.error("--draft-model %s does not share the model's tokenizer: %s", path, why)
+        return None, True
+    return path, False
+
+
 def main(argv: list[str] | None = None) -> int:
     if sys.platform.startswith("linux") and argv is None:
         from server.blas import reexec_with_openblas
@@ -73,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
             ", ".join(MODES),
         )
         return EXIT_USAGE
+    draft_model_path, refused = _draft_model(args, model_path, log)
+    if refused:
+        return EXIT_USAGE
     if args.tool_parser and args.tool_parser not in parser_names():
         log.error(
             "unknown --tool-parser %r (mlx-lm has: %s)", args.tool_parser, ", ".join(parser_names())
@@ -88,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         turn_seconds=args.turn_seconds,
         kv_budget_bytes=args.kv_budget_bytes,
         speculative=args.speculative,
+        draft_model_path=draft_model_path,
         queue_timeout_s=args.queue_timeout,
         host=args.host,
         port=args.port,

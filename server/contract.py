@@ -73,6 +73,7 @@ def worker_argv(
     turn_seconds: float | None = None,
     kv_budget_bytes: int | None = None,
     speculative: str | None = None,
+    draft_model: str | None = None,
     ranks: int | None = None,
     hosts: str | None = None,
     hostfile: str | Path | None = None,
@@ -124,6 +125,8 @@ def worker_argv(
         argv += ["--kv-budget-bytes", str(kv_budget_bytes)]
     if speculative:
         argv += ["--speculative", speculative]
+    if draft_model:
+        argv += ["--draft-model", draft_model]
     if tool_parser:
         argv += ["--tool-parser", tool_parser]
     if trace_dir is not None:

@@ -133,8 +133,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="auto",
         metavar="MODE",
         help="speculative decoding while one request decodes alone: auto (draft where the "
-        "measured cost model says it pays), copy (always draft copies of the context), off. "
-        "(mtp and draft come later.) Default: auto",
+        "measured cost model says it pays: with the draft model when one is given, else copies "
+        "of the context), copy (always draft copies of the context), draft (always draft with "
+        "--draft-model), off. (mtp comes later.) Default: auto",
+    )
+    parser.add_argument(
+        "--draft-model",
+        default=None,
+        metavar="PATH",
+        help="a small model with this model's tokenizer that drafts for it (a local MLX "
+        "directory, an installed name or a repo id); used by --speculative auto and draft",
     )
     parser.add_argument(
         "--queue-timeout",

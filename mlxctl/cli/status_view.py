@@ -164,13 +164,16 @@ def _scheduler(s: dict) -> list[tuple[str, str]]:
 
 
 def _drafting(d: dict) -> list[tuple[str, str]]:
-    """Speculative decoding: the mode and drafts accepted; tokens per verify, the last
-    request's."""
+    """Speculative decoding: the mode (and draft model) and drafts accepted; tokens per verify,
+    the last request's."""
     drafted, accepted = d.get("drafted") or 0, d.get("accepted") or 0
     mode = str(d.get("mode") or "-")
+    model = str(d.get("draft_model") or "").rstrip("/").rsplit("/", 1)[-1]  # a path's last part
+    named = [("draft model", model)] if model else []
     if not drafted:
-        return [("drafting", mode)]
+        return [("drafting", mode), *named]
     rows = [("drafting", f"{mode}, {accepted / drafted:.0%} of {_count(drafted)} accepted")]
+    rows += named
     verify = f"{d.get('tokens_per_step') or 0:.1f} tokens/step"
     recent = d.get("recent") or []
     if recent and isinstance(recent[-1], dict):

@@ -270,6 +270,13 @@ class Engine:
             getattr(loaded.tokenizer.tool_parser, "__module__", None),
             time.perf_counter() - started,
         )
+        draft = None
+        # After the target (its tokenizer is checked again); ranks in lockstep never draft.
+        if self.settings.draft_model_path and self._scheduler_factory is None:
+            from server.model.draft import load_draft
+
+            draft = load_draft(self.settings.draft_model_path, loaded)
+            log.info("draft model loaded: %s", self.settings.draft_model_path)
         if renderer.drops_tools:
             log.warning(
                 "the chat template drops tools: requests with tools are served without them, "
@@ -283,5 +290,6 @@ class Engine:
             metrics=self.metrics,
             watchdog=self.watchdog,
             processor_factories=self._processor_factories,
+            draft=draft,
         )
         return self.runner

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 from server.decoding.constrained.streaming import call_streamer
 from server.decoding.processors import ProcessorFactory, processors_for
@@ -20,6 +20,7 @@ from server.engine.job import Generation, Job
 from server.engine.watchdog import Watchdog
 from server.errors import ServiceUnavailable
 from server.metrics import Metrics
+from server.model.draft import weight_ratio
 from server.model.kv_state import cache_len
 from server.model.loading import LoadedModel
 from server.prefix_cache.seam import PrefixCache
@@ -27,8 +28,9 @@ from server.prompt.render import PromptRenderer
 from server.request import ChatRequest, Failed, Finished, Usage
 from server.settings import Settings
 from server.speculative.copy_drafts import NOT_A_TOKEN
+from server.speculative.draft_model import DraftModel
 from server.speculative.guard import SpeedGuard
-from server.speculative.policy import CostModel
+from server.speculative.policy import CANDIDATES, Acceptance, CostModel, choose
 from server.speculative.session import Drafting
 from server.speculative.stats import DraftStats
 
@@ -48,6 +50,7 @@ class Runner:
         metrics: Metrics,
         watchdog: Watchdog,
         processor_factories: list[ProcessorFactory],
+        draft: LoadedModel | None = None,
     ):
         self.loaded = loaded
         self.renderer = renderer
@@ -59,8 +62,10 @@ class Runner:
         self.running_alone: Job | None = None  # the one-at-a-time path's job (status counts it)
         # MLX memory figures, taken on the generation thread after each job for the admin routes.
         self.memory: dict[str, int] = dict(NO_MEMORY)
-        # Speculative decoding: one cost model for the running model, the worker's figures.
-        self.draft_costs = CostModel()
+        # Speculative decoding: one cost model per draft source, the worker's figures.
+        self.draft = draft  # --draft-model's model: `auto` and `draft` draft with it
+        self.copy_costs = CostModel()
+        self.draft_costs = CostModel(weight_ratio(draft.model, loaded.model)) if draft else None
         self.draft_guard = SpeedGuard()
         self.draft_stats = DraftStats(settings.speculative)
 
@@ -105,14 +110,30 @@ class Runner:
         if mode == "off":
             return None
         context = list(job.rendered.tokens)
+        if self.draft is not None and self.draft_costs and mode != "copy":
+            if self._draft_pays(mode, job):
+                source = DraftModel(self.draft.model, context, self.settings.prefill_step_size)
+                return Drafting(mode, context, self.draft_costs, self.draft_guard, source)
+            mode = "auto"
         for span in job.rendered.images:  # an image's cache-key ids are no tokens to copy
             context[span.start : span.end] = [NOT_A_TOKEN] * (span.end - span.start)
-        return Drafting(mode, context, self.draft_costs, self.draft_guard)
+        return Drafting(mode, context, self.copy_costs, self.draft_guard)
+
+    def _draft_pays(self, mode: str, job: Job) -> bool:
+        """Whether this reply drafts with the draft model (its prompt then prefills it too).
+        Not on images (it reads none), and not where `auto` would never choose it: plain steps
+        ask a model for no guesses, so a reply's acceptance cannot rise from its prior."""
+        if job.rendered.images:
+            return False
+        costs, context = cast(CostModel, self.draft_costs), len(job.rendered.tokens)
+        return mode == "draft" or choose(Acceptance().rate, costs, context, CANDIDATES[-1]) > 0
 
     def draft_status(self) -> dict:
+        costs = self.draft_costs or self.copy_costs
         return {
-            **self.draft_stats.status(self.draft_costs.known()),
+            **self.draft_stats.status(costs.known()),
             "measured": self.draft_guard.status(),
+            "draft_model": self.draft.path if self.draft else None,
         }
 
     def parser(self, job: Job) -> ReplyParser:

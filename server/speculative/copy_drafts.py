@@ -17,6 +17,8 @@ class CopyDrafts:
     ties (numpy scans: a 30K-token context costs tens of microseconds per proposal)."""
 
     name = "copy"
+    free = True
+    longest = 16  # a forced verify's length: policy.CANDIDATES' largest
 
     def __init__(self, tokens: list[int], min_match: int = MIN_MATCH, max_match: int = MAX_MATCH):
         self.min_match, self.max_match = min_match, max_match

@@ -3,7 +3,9 @@
 A verify step of k drafts gives 1 + a + a^2 + ... + a^k tokens on average (a: the chance the next
 draft is right) and costs what a forward of 1 + k tokens costs at this context length, measured on
 the running model as whole decode cycles (forward, sampling, rollback and the replies' handling).
-k maximises tokens per second; 0 (plain decoding) unless some k beats it by a margin.
+k maximises tokens per second; 0 (plain decoding) unless some k beats it by a margin. A draft
+model's k forwards are part of the measured cycle; before a size is measured, the prior counts
+them at the draft's weight bytes over the target's (decoding is bound by reading the weights).
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ def _bucket(context: int) -> int:
 class CostModel:
     """Seconds per decode cycle by tokens fed (1: plain) and context length; one per worker."""
 
-    def __init__(self) -> None:
+    def __init__(self, draft_cost: float = 0.0) -> None:
+        """`draft_cost`: one draft forward over one plain cycle, assumed until measured."""
         self.seconds: dict[tuple[int, int], float] = {}
+        self.draft_cost = draft_cost
 
     def record(self, fed: int, context: int, seconds: float) -> None:
         key = (fed, _bucket(context))
@@ -40,13 +44,14 @@ class CostModel:
         bucket = _bucket(context)
         plain = self.seconds.get((1, bucket))
         if not plain:
-            return 1.0 + PRIOR_SLOPE * (fed - 1)
+            return 1.0 + (PRIOR_SLOPE + self.draft_cost) * (fed - 1)
         sizes = {f: s / plain for (f, b), s in self.seconds.items() if b == bucket}
         above = [r for f, r in sizes.items() if f >= fed]
         if above:
             return min(above)
         largest = max(sizes)
-        return sizes[largest] * (1.0 + PRIOR_SLOPE * (fed - largest))
+        more = fed - largest
+        return sizes[largest] * (1.0 + PRIOR_SLOPE * more) + self.draft_cost * more
 
     def known(self) -> dict[str, float]:
         """Measured ratios at the longest context seen (for /v1/status, from any thread)."""

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from server.speculative.copy_drafts import CopyDrafts
 from server.speculative.guard import PROBE_EVERY, SpeedGuard
-from server.speculative.policy import CANDIDATES, Acceptance, CostModel, choose
-from server.speculative.sources import DraftSource
+from server.speculative.policy import Acceptance, CostModel, choose
+from server.speculative.sources import FORCED, DraftSource
 from server.speculative.stats import DraftRecord
 
 
@@ -23,9 +23,9 @@ class Drafting:
         guard: SpeedGuard | None = None,
         source: DraftSource | None = None,
     ):
-        """`mode` is "auto" (the cost model decides, the guard checks) or "copy" (draft
-        whenever there is a guess, at the longest length); `source` holds the prompt (copy
-        drafts by default)."""
+        """`mode` is "auto" (the cost model decides, the guard checks), or "copy" or "draft"
+        (draft whenever there is a guess, at the source's longest length); `source` holds the
+        prompt (copy drafts by default)."""
         self.mode = mode
         self.source: DraftSource = source or CopyDrafts(prompt)
         self.costs = costs
@@ -37,6 +37,9 @@ class Drafting:
 
     def delivered(self, tokens: list[int]) -> None:
         """Tokens given by plain steps: check the last guess, then guess the next."""
+        if not self.source.free:  # a guess would cost a draft forward per plain token
+            self.source.extend(tokens)
+            return
         for token in tokens:
             if self._guess is not None:
                 self.acceptance.observe(int(token == self._guess), 1)
@@ -47,16 +50,16 @@ class Drafting:
     @property
     def guessing(self) -> bool:
         """Whether the source guesses at the token being decoded (plain steps draft nothing
-        else: leaving the one-step-ahead pipeline costs a wait)."""
-        return self._guess is not None
+        else: leaving the one-step-ahead pipeline costs a wait); a model always has one."""
+        return self._guess is not None or not self.source.free
 
     def length(self, context: int, limit: int) -> int:
         """How many drafts the next step should verify (0: decode plainly); `limit` is what
         the reply has room for after the pending token."""
         if limit <= 0:
             return 0
-        if self.mode == "copy":
-            return min(CANDIDATES[-1], limit)
+        if self.mode in FORCED:
+            return min(self.source.longest, limit)
         if self.guard.holds_off(context):
             self._held += 1
             if self._held % PROBE_EVERY:

@@ -1,18 +1,21 @@
 """What a draft source is: given the tokens so far, up to `k` guesses at the next ones.
 
-Copy drafts (prompt lookup) cost no model; MTP heads and a draft model will plug in here too.
+Copy drafts (prompt lookup) cost no model; a draft model costs its forwards; MTP heads later.
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
-MODES = ("auto", "off", "copy")  # --speculative; "mtp" and "draft" are refused for now
-LATER = ("mtp", "draft")
+MODES = ("auto", "off", "copy", "draft")  # --speculative; "mtp" is refused for now
+LATER = ("mtp",)
+FORCED = ("copy", "draft")  # modes that draft whenever the source guesses, at its longest
 
 
 class DraftSource(Protocol):
     name: str
+    free: bool  # proposing costs nothing: plain steps may check a guess at every token
+    longest: int  # the drafts a forced mode verifies each step
 
     def extend(self, tokens: list[int]) -> None:
         """The context grew by `tokens` (fed or about to be fed, in order)."""

@@ -121,7 +121,7 @@ def test_metrics_show_the_drafting_figures(workers):
         assert f"mlxctl_speculative_{name}" in text
 
 
-@pytest.mark.parametrize("mode", ["mtp", "draft", "nope"])
+@pytest.mark.parametrize("mode", ["mtp", "nope"])
 def test_a_draft_source_not_built_yet_is_a_clear_usage_error(tiny_model_path, mode):
     run = subprocess.run(
         [sys.executable, "-m", "server", "--model", str(tiny_model_path), "--speculative", mode],

@@ -38,8 +38,9 @@ class Seen:
         return logits
 
 
-def decode(loaded, prompt, steps, *, mode=None, processors=(), costs=None):
-    """Every response of a SoloDecode run to its end, and the decode (its cache, its record)."""
+def decode(loaded, prompt, steps, *, mode=None, processors=(), costs=None, drafting=None):
+    """Every response of a SoloDecode run to its end, and the decode (its cache, its record);
+    `drafting` in place of copy drafts in `mode`."""
     import mlx.core as mx
     from mlx_lm.generate import StopSequences
     from mlx_lm.models.cache import make_prompt_cache
@@ -50,7 +51,8 @@ def decode(loaded, prompt, steps, *, mode=None, processors=(), costs=None):
 
     cache = make_prompt_cache(loaded.model)
     loaded.model(mx.array(prompt[:-1])[None], cache=cache)
-    drafting = Drafting(mode, prompt, costs or CostModel()) if mode else None
+    if drafting is None and mode:
+        drafting = Drafting(mode, prompt, costs or CostModel())
     run = SoloDecode(
         loaded.model,
         cache,
