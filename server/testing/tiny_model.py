@@ -8,10 +8,10 @@ template that renders tools and `<tool_call>` blocks. Same arguments, same files
 from __future__ import annotations
 
 import json
-import shutil
 import sysconfig
-import tempfile
 from pathlib import Path
+
+from server.testing.staging import staged
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 # Not special: they must survive decoding so the tool parser can see them.
@@ -242,9 +242,7 @@ def build_tiny_model(
     weights = dict(tree_flatten(model.parameters()))
     mx.eval(weights)
 
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
-    try:
+    with staged(destination) as staging:
         mx.save_safetensors(str(staging / "model.safetensors"), weights, metadata={"format": "mlx"})
         (staging / "config.json").write_text(json.dumps(config, indent=2))
         tokenizer.save(str(staging / "tokenizer.json"))
@@ -271,11 +269,6 @@ def build_tiny_model(
             mx.save_safetensors(
                 str(staging / "model.safetensors"), weights, metadata={"format": "mlx"}
             )
-        shutil.rmtree(destination, ignore_errors=True)
-        staging.rename(destination)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return destination
 
 

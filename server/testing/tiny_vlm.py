@@ -11,11 +11,10 @@ with Gemma 3's image tokens added. `python -m server.testing.tiny_vlm OUT_DIR [-
 from __future__ import annotations
 
 import json
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
+from server.testing.staging import staged
 from server.testing.tiny_model import CHAT_TEMPLATE, train_tokenizer
 
 BOI, EOI, IMAGE = "<start_of_image>", "<end_of_image>", "<image_soft_token>"
@@ -138,18 +137,11 @@ def build_tiny_vlm(
     weights = dict(tree_flatten(model.parameters()))
     mx.eval(weights)
 
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
-    try:
+    with staged(destination) as staging:
         mx.save_safetensors(str(staging / "model.safetensors"), weights, metadata={"format": "mlx"})
         (staging / "config.json").write_text(json.dumps(config, indent=2))
         tokenizer.save(str(staging / "tokenizer.json"))
         _processor_files(staging, context, image_size)
-        shutil.rmtree(destination, ignore_errors=True)
-        staging.rename(destination)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return destination
 
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import sysconfig
-import tempfile
 from collections import Counter
 from pathlib import Path
+
+from server.testing.staging import staged
 
 QWEN2_VOCAB = 151_646
 
@@ -83,9 +83,7 @@ def build_wide_model(destination: Path, vocab_size: int = QWEN2_VOCAB, seed: int
     mx.random.seed(seed)
     model = model_class(args_class.from_dict(config))
     weights = dict(tree_flatten(model.parameters()))
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
-    try:
+    with staged(destination) as staging:
         mx.save_safetensors(str(staging / "model.safetensors"), weights, metadata={"format": "mlx"})
         (staging / "config.json").write_text(json.dumps(config, indent=2))
         (staging / "tokenizer.json").write_text(text)
@@ -98,9 +96,4 @@ def build_wide_model(destination: Path, vocab_size: int = QWEN2_VOCAB, seed: int
             "chat_template": CHAT_TEMPLATE,
         }
         (staging / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2))
-        shutil.rmtree(destination, ignore_errors=True)
-        staging.rename(destination)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return destination
