@@ -1,11 +1,14 @@
 """The front door: what it costs beside a direct connection, and switches under load.
 
     uv run python bench/front_door.py [--model PATH] [--runs 20] [--clients 4]
+        [--http h11,httptools] [--no-switches]
 
 Starts a private service (its own MLXCTL_HOME, the tests' tiny model unless --model) on a port
 given to `start`. Part 1 alternates the same greedy stream through the front door and straight
 to the worker's private port: time to first token, time per streamed token, a 1-token request;
-the door's added cost and the ratio (goal: under 2 ms a request, no decode slowdown). Part 2
+the door's added cost and the ratio (goal: under 2 ms a request, no decode slowdown); beside the
+service's own door, a door per `--http` parser (uvicorn's h11 or httptools) runs in a process of
+its own before the same worker, so the parsers compare in one run. Part 2
 keeps N clients streaming through the door while `mlxctl migrate`, `mlxctl rollback` and a
 `kill -9` of the worker happen: failed requests, the longest wait a client saw (first token or
 a gap between tokens) beside the steady state's, and the address before and after.
@@ -107,14 +110,90 @@ def one_token(client: httpx.Client, url: str, model: str) -> float:
     return time.perf_counter() - began
 
 
-def overhead(service: Service, runs: int, max_tokens: int) -> None:
+class VariantDoor:
+    """A front door of its own process, with the HTTP parser given, before the service's worker."""
+
+    def __init__(self, http: str, worker_url: str):
+        from mlxctl.system.processes import free_port
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        argv = [sys.executable, __file__, "--serve-door", worker_url, "--http", http,
+                "--port", str(self.port)]  # fmt: skip
+        self.process = subprocess.Popen(argv)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        self.stop()
+        raise SystemExit(f"the {http} door did not come up")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(30)
+
+
+def serve_door(worker_url: str, http: str, port: int) -> int:
+    """`--serve-door`: one front door routed to `worker_url` until SIGTERM."""
+    from mlxctl.front_door.guard import Guard
+    from mlxctl.front_door.routes import Route
+    from mlxctl.front_door.serve import FrontDoor
+
+    stops = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stops)  # the door's thread inherits the mask
+    door = FrontDoor("127.0.0.1", port, Guard("", "127.0.0.1"), 60.0, http=http)
+    door.routes.set(Route(url=worker_url))
+    door.start()
+    signal.sigwait(stops)
+    door.stop()
+    return 0
+
+
+def installed(parsers: list[str]) -> list[str]:
+    """The parsers uvicorn can load here (httptools is not a dependency: measured no better)."""
+    import importlib.util
+
+    missing = [p for p in parsers if p == "httptools" and not importlib.util.find_spec(p)]
+    for parser in missing:
+        print(f"skipping the {parser} door: not installed (`uv pip install {parser}`)")
+    return [p for p in parsers if p and p not in missing]
+
+
+def overhead(service: Service, runs: int, max_tokens: int, parsers: list[str]) -> None:
     status = service.status()
-    sides = {"front door": status["url"], "direct": status["worker_url"]}
+    sides = {"direct": status["worker_url"], "service's door": status["url"]}
+    doors = [VariantDoor(http, status["worker_url"]) for http in parsers]
+    sides.update({f"door, {http}": door.url for http, door in zip(parsers, doors, strict=True)})
+    try:
+        med = measure(service, sides, runs, max_tokens)
+    finally:
+        for door in doors:
+            door.stop()
+    print(f"\n## Proxy overhead ({runs} alternating runs, {max_tokens}-token greedy streams, "
+          "medians)\n")  # fmt: skip
+    print("| path | TTFT ms | ms per streamed token | decode tok/s | 1-token request ms |")
+    print("|---|---:|---:|---:|---:|")
+    for side in sides:
+        m = med[side]
+        print(f"| {side} | {m['ttft']:.2f} | {m['tok']:.3f} | {1000 / m['tok']:.0f} | "
+              f"{m['req']:.2f} |")  # fmt: skip
+    d = med["direct"]
+    for side in list(sides)[1:]:
+        w = med[side]
+        print(f"| added by {side} | {w['ttft'] - d['ttft']:+.2f} | {w['tok'] - d['tok']:+.3f} | "
+              f"x{d['tok'] / w['tok']:.3f} | {w['req'] - d['req']:+.2f} |")  # fmt: skip
+
+
+def measure(service: Service, sides: dict[str, str], runs: int, max_tokens: int) -> dict:
+    """Medians in ms per path: every path runs once per round, in turn."""
     figures: dict[str, dict[str, list[float]]] = {
         side: {"ttft": [], "tok": [], "req": []} for side in sides
     }
     clients = {side: httpx.Client(timeout=300) for side in sides}  # a keep-alive connection each
-    for side, url in sides.items():  # warm both paths
+    for side, url in sides.items():  # warm every path
         stream_once(clients[side], url, service.model, 8)
     for _ in range(runs):
         for side, url in sides.items():
@@ -124,18 +203,7 @@ def overhead(service: Service, runs: int, max_tokens: int) -> None:
             figures[side]["ttft"].append(run["ttft"])
             figures[side]["tok"].append(statistics.mean(run["gaps"]))
             figures[side]["req"].append(one_token(clients[side], url, service.model))
-    med = {s: {k: statistics.median(v) * 1000 for k, v in f.items()} for s, f in figures.items()}
-    print(f"\n## Proxy overhead ({runs} alternating runs, {max_tokens}-token greedy streams, "
-          "medians)\n")  # fmt: skip
-    print("| path | TTFT ms | ms per streamed token | decode tok/s | 1-token request ms |")
-    print("|---|---:|---:|---:|---:|")
-    for side in sides:
-        m = med[side]
-        print(f"| {side} | {m['ttft']:.2f} | {m['tok']:.3f} | {1000 / m['tok']:.0f} | "
-              f"{m['req']:.2f} |")  # fmt: skip
-    d, w = med["direct"], med["front door"]
-    print(f"| added by the door | {w['ttft'] - d['ttft']:+.2f} | {w['tok'] - d['tok']:+.3f} | "
-          f"x{d['tok'] / w['tok']:.3f} | {w['req'] - d['req']:+.2f} |")  # fmt: skip
+    return {s: {k: statistics.median(v) * 1000 for k, v in f.items()} for s, f in figures.items()}
 
 
 class Clients:
@@ -217,7 +285,13 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--http", default="h11,httptools", help="door parsers to compare")
+    parser.add_argument("--no-switches", action="store_true", help="part 1 only")
+    parser.add_argument("--serve-door", metavar="WORKER_URL", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_door:
+        return serve_door(args.serve_door, args.http, args.port)
     model = args.model or str(default_model())
     with tempfile.TemporaryDirectory(prefix="front-door-bench-") as tmp:
         service = Service(model, Path(tmp) / "home")
@@ -226,8 +300,9 @@ def main() -> int:
         service.ctl("start", "--port", str(service.port))
         try:
             print(f"model {model}; front door on port {service.port}")
-            overhead(service, args.runs, args.max_tokens)
-            switches(service, args.clients, 32)
+            overhead(service, args.runs, args.max_tokens, installed(args.http.split(",")))
+            if not args.no_switches:
+                switches(service, args.clients, 32)
         finally:
             service.ctl("stop", "--timeout", "5")
     return 0

@@ -49,12 +49,3 @@ def worker_log() -> Path:
 
 def supervisor_log() -> Path:
     return logs_dir() / "supervisor.log"
-
-
-def side_worker_log(release_id: str) -> Path:
-    """The log of a release's side worker during a migration (its smoke tests)."""
-    return logs_dir() / f"side-{release_id}.log"
-
-
-def side_worker_pid() -> Path:
-    return run_dir() / "side-worker.pid"

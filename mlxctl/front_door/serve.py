@@ -21,10 +21,11 @@ from mlxctl.system.processes import port_in_use
 from server.hosts import is_loopback
 
 START_SECONDS = 10.0
+HTTP = "h11"  # httptools measured no better here (bench/front_door.py compares them)
 
 
 class FrontDoor:
-    def __init__(self, host: str, port: int, guard: Guard, hold_seconds: float):
+    def __init__(self, host: str, port: int, guard: Guard, hold_seconds: float, http: str = HTTP):
         self.host, self.port = host, port
         self.routes = RouteTable()
         self.app = FrontDoorApp(self.routes, guard, hold_seconds)
@@ -33,6 +34,7 @@ class FrontDoor:
             host=host,
             port=port,
             lifespan="on",
+            http=http,  # bench/front_door.py compares the parsers
             log_level="warning",
             access_log=False,
             server_header=False,  # the worker's own headers pass through

@@ -1,11 +1,12 @@
 """Health-gated switches between releases: migrate (forward) and rollback (back), same steps.
 
-Plan: preflight -> baseline -> side start -> smoke tests -> cut over -> record. Until the cut-over
-the running release is never touched. The cut-over is the supervisor's handover behind the front
-door (the target starts beside the serving worker, passes the smoke tests, then takes new
-requests; the old one finishes and stops), so the address never closes; a failure there leaves
-the previous release serving. `current` only ever names a complete release and is replaced
-atomically, so a kill at any moment leaves a consistent state for the next command.
+Plan: preflight -> baseline -> switch -> record. The switch is the supervisor's handover behind
+the front door, the only place the target is started (its model loads once): it starts beside
+the serving worker on a private port, passes the smoke tests, then takes new requests; the old
+one finishes and stops, so the address never closes, and a failure leaves the previous release
+serving and current. With no service running, the target is started as the service and checked
+in place. `current` only ever names a complete release and is replaced atomically (the daemon
+points it at the target once it serves), so a kill at any moment leaves a consistent state.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from functools import partial
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlxctl import config, lifecycle, paths
@@ -26,11 +26,7 @@ from mlxctl.releases.record import COMMAND, Release, launch
 from mlxctl.releases.store import ReleaseStore
 from mlxctl.status import status
 from mlxctl.stop import stop as stop_service
-from mlxctl.system import identity, processes
-from mlxctl.worker_client import WorkerClient, base_url, connect_host, probe
-
-SIDE_STARTUP_SECONDS = 600.0
-SIDE_STOP_GRACE = 15.0
+from mlxctl.worker_client import WorkerClient
 
 
 @dataclass
@@ -56,73 +52,12 @@ class StepFailed(ReleaseError):
     """A step of a switch failed: raised inside `switch` to reach the roll-back (control flow)."""
 
 
-# -- the side worker ---------------------------------------------------------------------------
-
-
-class SideWorker:
-    """The target release on a spare port, in its own process group, dying with us."""
-
-    def __init__(self, store: ReleaseStore, release: Release, host: str):
-        settings = config.load()
-        self.port = processes.free_port(host)
-        self.model = resolve_model_arg(release.model)
-        # The configured cache budgets, hosts and key, as the supervisor's own worker gets them
-        # (its output goes to its own side log, not to worker.log).
-        options = config.worker_options(settings)
-        folder = store.folder(release.id)
-        run = launch(replace(release, model=self.model), folder, host, self.port, **options)
-        self.health_url = base_url(host, self.port) + run.health_path
-        self.client = WorkerClient(base_url(host, self.port), settings["api_key"], smoke.TIMEOUT)
-        spec = processes.worker_spec(run.argv, run.env, settings["api_key"])
-        paths.ensure_private_dir(paths.logs_dir())
-        self.log_path = paths.side_worker_log(release.id)
-        with self.log_path.open("wb") as log:
-            self.process = processes.spawn_worker(spec, stdout=log)
-        me = identity.Identity.of(self.process.pid, spec.nonce)
-        if me is not None:  # None: it is gone already, and wait_healthy says why
-            paths.ensure_private_dir(paths.run_dir())
-            side_pid_file().write(me)
-
-    def wait_healthy(self, timeout: float) -> float:
-        began = time.monotonic()
-        while time.monotonic() - began < timeout:
-            code = self.process.poll()
-            if code is not None:
-                raise StepFailed(f"exited with code {code} while starting: {self.log_tail()}")
-            if probe(self.health_url, 2.0) == 200:
-                return time.monotonic() - began
-            time.sleep(0.2)
-        raise StepFailed(f"no /health 200 within {timeout:.0f}s: {self.log_tail()}")
-
-    def log_tail(self, lines: int = 3) -> str:
-        text = self.log_path.read_text(errors="replace").strip().splitlines()
-        return " | ".join(text[-lines:]) or "(no output)"
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            processes.stop_group(self.process, SIDE_STOP_GRACE)
-        side_pid_file().remove()
-
-
-def side_pid_file() -> processes.PidFile:
-    return processes.PidFile(paths.side_worker_pid())
-
-
 def resolve_model_arg(model: str) -> str:
     """What the worker is given for `model`: an installed name becomes its path."""
     try:
         return lifecycle.resolve_model(model)
     except MlxctlError:
         return model  # an external server may know names we do not
-
-
-def reap_stale_side_worker() -> None:
-    """A side worker left by a killed mlxctl (where no parent-death signal exists) is stopped."""
-    pid_file = side_pid_file()
-    stale = pid_file.process()
-    if stale is not None:
-        processes.stop_group(stale, 0)
-    pid_file.remove()
 
 
 # -- the steps ---------------------------------------------------------------------------------
@@ -190,23 +125,34 @@ def _start_current_and_check(store: ReleaseStore) -> str:
     return f"{store.current_id()} healthy at {outcome.status.url}"
 
 
+def _start_and_smoke_test(store: ReleaseStore, target: Release, action: str) -> str:
+    """No service runs: the target starts as the service (its one load) and is checked there."""
+    stop_service()
+    store.set_current(target.id, action)
+    started = _start_current_and_check(store)
+    now = status(probe=False)
+    assert now.url is not None  # _start_current_and_check read it
+    client = WorkerClient.configured(now.url, smoke.TIMEOUT)
+    model = now.model_path or now.model or resolve_model_arg(target.model)
+    seen = [f"{check.name}: {check.run(client, model)}" for check in smoke.checks_for(target)]
+    return f"{started}; smoke tests passed ({'; '.join(seen)})"
+
+
 # -- migrate / rollback ------------------------------------------------------------------------
 
 
 def plan(store: ReleaseStore, target: Release, action: str) -> list[str]:
     current = store.current_id()
-    steps = [
+    checks = ", ".join(check.name for check in smoke.checks_for(target))
+    return [
         f"preflight checks for {target.id}",
         "baseline: a short chat on the running release",
-        f"start {target.id} on a side port and wait for /health",
-    ]
-    steps += [f"smoke test: {check.name}" for check in smoke.checks_for(target)]
-    steps += [
-        f"cut over: start {target.id} beside {current or 'the running worker'} behind the "
-        "front door, smoke-test it, send new requests to it; the old one finishes, then stops",
+        f"switch: the supervisor starts {target.id} beside {current or 'the running worker'} "
+        f"behind the front door (its only start), waits for /health, smoke-tests it ({checks}), "
+        "then sends new requests to it; the old one finishes, then stops (with no service "
+        f"running: {target.id} starts as the service and is smoke-tested there)",
         f"record the {action} in the journal",
     ]
-    return steps
 
 
 def switch(
@@ -221,7 +167,6 @@ def switch(
     source = store.current_id()
     outcome = SwitchOutcome(action, source, target.id, ok=False)
     was_running = status(probe=False).running
-    reap_stale_side_worker()
     store.record(action, outcome="begin", **{"from": source, "to": target.id})
 
     def step(name: str, action_fn: Callable[[], str]) -> None:
@@ -239,47 +184,24 @@ def switch(
         outcome.steps.append(result)
         report(result)
 
-    side = None
+    def switch_over() -> str:
+        if not can_hand_over():
+            return _start_and_smoke_test(store, target, action)
+        # The daemon starts and vets the target; a failure leaves the previous release serving.
+        model = resolve_model_arg(target.model)
+        detail = hand_over(action, model, target.model, target.id)
+        if store.current_id() != target.id:  # the daemon points it once the target serves
+            store.set_current(target.id, action)
+        return f"{target.id} serving behind the front door: {detail}"
+
     try:
         step("preflight", lambda: preflight(target))
         step("baseline", baseline)
-        side_host = connect_host(config.load()["host"])
-
-        def start_side() -> str:
-            nonlocal side
-            side = SideWorker(store, target, side_host)
-            return (
-                f"healthy on port {side.port} after {side.wait_healthy(SIDE_STARTUP_SECONDS):.1f}s"
-            )
-
-        step("side start", start_side)
-        started = side
-        assert started is not None  # start_side set it, or step raised
-        for check in smoke.checks_for(target):
-            step(f"smoke: {check.name}", partial(check.run, started.client, started.model))
-        started.stop()
-        side = None
-
-        def cut_over() -> str:
-            if not can_hand_over():
-                stop_service()
-                store.set_current(target.id, action)
-                return _start_current_and_check(store)
-            # On a failure the previous release still serves and stays current.
-            detail = hand_over(action, started.model, target.model, target.id)
-            store.set_current(target.id, action)
-            return f"{target.id} serving behind the front door: {detail}"
-
-        step("cut over", cut_over)
+        step("switch", switch_over)
         outcome.ok = True
     except StepFailed as failed:
         outcome.failed_step = str(failed)
-        if side is not None:
-            side.stop()
         outcome.restored = _restore(store, source, was_running, report)
-    finally:
-        if side is not None:
-            side.stop()
     store.record(
         action,
         outcome="ok" if outcome.ok else "failed",

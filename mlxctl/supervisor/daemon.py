@@ -105,6 +105,9 @@ class Daemon:
         # The worker keeps its own key check: its loopback port is open to every local user.
         return processes.worker_spec(argv, extra_env, self.settings["api_key"], url)
 
+    def output_tail(self) -> str:
+        return self.output.tail()
+
     # -- state file ----------------------------------------------------------------------------
 
     def snapshot(self, sup: Supervisor | None) -> state_file.SupervisorState:

@@ -35,6 +35,8 @@ class Owner(Protocol):
 
     def make_spec(self, args: argparse.Namespace | None = None) -> WorkerSpec: ...
 
+    def output_tail(self) -> str: ...
+
 
 def route_for(sup: Supervisor) -> Route:
     """Live while a worker serves; held while one is coming; down once none is."""
@@ -51,6 +53,8 @@ class Switches:
         self.verdict: dict | None = None  # the latest switch: {"id", "ok", "detail"}
         self.next_args: argparse.Namespace | None = None  # what a handover in progress starts
         self.by_restart = False  # this switch stopped the old worker first (memory)
+        self.reason = ""  # the switch in progress: migrate, rollback, restart
+        self.vetted = ""  # the smoke tests its next worker passed
         self.seam: RealSeam | None = None
         self.routes: RouteTable | None = None  # the front door's, pointed at every change
 
@@ -64,8 +68,9 @@ class Switches:
         for key in ("model", "model_name", "release"):
             if request.get(key) is not None:
                 setattr(args, key, request[key])
-        reason = str(request.get("reason") or "switch")
+        reason = self.reason = str(request.get("reason") or "switch")
         self.verdict = {"id": request["id"], "ok": None, "detail": reason}
+        self.vetted = ""
         self.by_restart = False
         if sup.state is not State.RUNNING or sup.successor is not None:
             self._finish(False, f"the worker is {sup.state.value}, not serving")
@@ -98,11 +103,31 @@ class Switches:
     def handed_over(self, verdict: str) -> None:
         """The machine's verdict on a handover: "" the next worker serves, else why not."""
         if not verdict and self.next_args is not None:
+            self._point_current(self.next_args.release)
             self.owner.args = self.next_args
             if self.seam is not None:
                 self.seam.model = self.next_args.model  # the canary asks the new model
         self.next_args = None
-        self._finish(not verdict, verdict or f"serving {self.owner.args.model_name}")
+        if not verdict:
+            passed = f"; smoke tests passed: {self.vetted}" if self.vetted else ""
+            self._finish(True, f"serving {self.owner.args.model_name}{passed}")
+            return
+        if not verdict.startswith("smoke tests failed"):
+            tail = self.owner.output_tail()  # why it could not start: its last words
+            verdict = f"{verdict}: {tail}" if tail else verdict
+        self._finish(False, verdict)
+
+    def _point_current(self, release: str) -> None:
+        """A release now serves: `current` names it, even if the `mlxctl` that asked is gone."""
+        if not release or release == self.owner.args.release:
+            return
+        from mlxctl.errors import MlxctlError
+        from mlxctl.releases.store import ReleaseStore
+
+        try:
+            ReleaseStore().set_current(release, self.reason)
+        except (MlxctlError, OSError) as exc:
+            self.owner.log(f"{release} serves, but `current` could not name it: {exc}")
 
     def _finish(self, ok: bool, detail: str) -> None:
         if self.verdict is not None:
@@ -126,6 +151,7 @@ class Switches:
                 check.run(client, args.model)
             except Exception as exc:  # any failure keeps the serving worker
                 return f"{check.name}: {exc}"
+        self.vetted = ", ".join(check.name for check in checks)
         return ""
 
 

@@ -18,6 +18,7 @@ from server import contract, logfile
 KEEP_EVERY = 0.1  # seconds between size/existence checks
 FLOOD_KEEP_EVERY = 0.01  # right after a rotation: a flood is checked ten times as often
 COPY_CHUNK = 1024 * 1024
+MARK_PREFIX = "--- mlxctl:"  # how our own lines in the worker's log begin
 
 
 class WorkerOutput:
@@ -47,6 +48,18 @@ class WorkerOutput:
                 os.close(fd)
         except OSError as exc:
             self.log(f"could not write to {self.path}: {exc}")
+
+    def tail(self, lines: int = 3, window: int = 16384) -> str:
+        """The newest lines since the latest mark of ours, joined: a failed start's last words."""
+        try:
+            with open(self.path, "rb") as log:
+                log.seek(max(0, log.seek(0, os.SEEK_END) - window))
+                text = log.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+        newest = text.rsplit(MARK_PREFIX, 1)[-1].splitlines()[1:] if MARK_PREFIX in text else []
+        said = [line.strip() for line in newest if line.strip()]
+        return " | ".join(said[-lines:])
 
     # -- the keeper thread: log work never blocks supervision --------------------------------
 

@@ -13,6 +13,7 @@ import httpx
 import openai
 import pytest
 
+from mlxctl.supervisor.daemon import SPAWN_MARK
 from mlxctl.system.processes import free_port
 from tests.fixtures_supervisor import _make
 
@@ -80,6 +81,7 @@ def test_a_stream_runs_across_a_migrate_and_no_request_fails(door):
     ids = door.run("release", "ls", "--json", check=True).stdout
     second = next(r["id"] for r in json.loads(ids) if r["note"] == "second")
     before = serving(door)
+    spawns = door.worker_log().count(SPAWN_MARK)
     load = Load(door)
     migrate = door.popen("migrate", "--to", second, stdout=-1, stderr=-1, text=True)
     door.wait_for(lambda: "starting the next worker" in door.supervisor_log(), timeout=300,
@@ -110,6 +112,7 @@ def test_a_stream_runs_across_a_migrate_and_no_request_fails(door):
     assert load.failed == [] and load.answered > 0
     after = serving(door)
     assert after["worker_pid"] != before["worker_pid"] and after["release"] == second
+    assert door.worker_log().count(SPAWN_MARK) == spawns + 1, "the target's model loads once"
     door.wait_for(lambda: "the replaced worker" in door.supervisor_log(), timeout=120,
                   what="the old worker to stop once its stream ended")  # fmt: skip
 

@@ -12,6 +12,7 @@ import httpx
 import psutil
 import pytest
 
+from mlxctl.supervisor.daemon import SPAWN_MARK
 from tests.fixtures_supervisor import FAKE_WORKER_SCRIPT, REPO_ROOT, _make
 
 pytestmark = pytest.mark.slow
@@ -59,6 +60,11 @@ def worker_cmdline(ctl) -> str:
     return " ".join(psutil.Process(status["worker_pid"]).cmdline())
 
 
+def worker_spawns(ctl) -> int:
+    """Workers the supervisor started so far: its marks in the worker's log."""
+    return ctl.worker_log().count(SPAWN_MARK)
+
+
 def chat_on_main_port(ctl) -> dict:
     status, _ = ctl.status()
     response = httpx.post(
@@ -86,18 +92,14 @@ def test_migrate_to_mlx_lm_server_then_roll_back(ctl):
     assert dry.returncode == 0 and "dry run: nothing changed" in dry.stdout
     assert current(ctl) == baseline
 
+    spawns = worker_spawns(ctl)
     moved = ctl.run("migrate", "--to", target, timeout=300)
     assert moved.returncode == 0, moved.stdout + moved.stderr
-    for step in (
-        "preflight",
-        "baseline",
-        "side start",
-        "smoke: chat",
-        "smoke: stream",
-        "smoke: tool call",
-        "cut over",
-    ):
+    for step in ("preflight", "baseline", "switch"):
         assert f"ok   {step}" in moved.stdout, step
+    assert "smoke tests" in moved.stdout and "tool call" in moved.stdout
+    assert worker_spawns(ctl) == spawns + 1, "the target's model loads once: the handover's start"
+    assert not list((ctl.home / "logs").glob("side-*")), "no side worker, no side log"
     assert current(ctl) == target
     assert "mlx_lm" in worker_cmdline(ctl)
     assert chat_on_main_port(ctl)["release"] == target
@@ -119,7 +121,8 @@ def test_a_release_that_crashes_at_start_rolls_back(ctl):
     )
     result = ctl.run("migrate", "--to", target, timeout=300)
     assert result.returncode == 1
-    assert "FAIL side start" in result.stdout and "exited with code 3" in result.stdout
+    assert "FAIL switch" in result.stdout and "exited while starting (code 3)" in result.stdout
+    assert "boom" in result.stdout  # its last words, from the worker's log
     assert "previous release" in result.stdout and "restored and healthy" in result.stdout
     assert current(ctl) == baseline
     status = chat_on_main_port(ctl)
@@ -128,7 +131,7 @@ def test_a_release_that_crashes_at_start_rolls_back(ctl):
         json.loads(line)
         for line in (ctl.home / "releases" / "journal.jsonl").read_text().splitlines()
     ]
-    assert journal[-1]["outcome"] == "failed" and journal[-1]["step"] == "side start"
+    assert journal[-1]["outcome"] == "failed" and journal[-1]["step"] == "switch"
 
 
 def test_a_release_whose_tool_call_smoke_test_fails_rolls_back(ctl):
@@ -138,8 +141,8 @@ def test_a_release_whose_tool_call_smoke_test_fails_rolls_back(ctl):
     target = create(ctl, command, "openai,stream,tools", "broken tools")
     result = ctl.run("migrate", "--to", target, timeout=300)
     assert result.returncode == 1
-    assert "ok   smoke: stream" in result.stdout
-    assert "FAIL smoke: tool call" in result.stdout and "tool calling is broken" in result.stdout
+    assert "FAIL switch" in result.stdout and "smoke tests failed: tool call" in result.stdout
+    assert "tool calling is broken" in result.stdout
     assert current(ctl) == baseline
     chat_on_main_port(ctl)
 
@@ -152,32 +155,42 @@ def test_kill_9_during_a_migration_leaves_a_consistent_state(ctl):
         "openai,stream",
         "killed",
     )
+    spawns = worker_spawns(ctl)
     migrating = ctl.popen(
         "migrate", "--to", target, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    side_pid_file = ctl.home / "run" / "side-worker.pid"
-    ctl.wait_for(side_pid_file.exists, timeout=60, what="the side worker")
-    side_pid = json.loads(side_pid_file.read_text())["pid"]  # an Identity, written atomically
+    ctl.wait_for(lambda: worker_spawns(ctl) > spawns, timeout=60, what="the next worker")
     migrating.send_signal(signal.SIGKILL)
     migrating.wait()
 
-    # The side worker dies with its parent; current names a complete release.
+    # The supervisor carries the switch through; `current` names what serves once it does.
     ctl.wait_for(
-        lambda: (
-            not psutil.pid_exists(side_pid)
-            or psutil.Process(side_pid).status() == psutil.STATUS_ZOMBIE
-        ),
-        timeout=30,
-        what="the side worker to exit",
+        lambda: (ctl.state_file().get("switch") or {}).get("ok") is not None,
+        timeout=300,
+        what="the supervisor's verdict",
     )
     status, code = ctl.status()
-    assert code == 0 and status["release"] == current(ctl) == baseline
+    assert code == 0 and status["release"] == current(ctl) == target
     shown = ctl.run("release", "show", check=True)
-    assert json.loads(shown.stdout)["id"] == baseline
-    # The next command finds its way: moving on works, and rolling back returns.
-    assert ctl.run("migrate", "--to", target, timeout=300).returncode == 0
+    assert json.loads(shown.stdout)["id"] == target
+    chat_on_main_port(ctl)
+    # The next command finds its way: rolling back returns.
     assert ctl.run("rollback", timeout=300).returncode == 0
     assert current(ctl) == baseline
+
+
+def test_with_no_service_running_migrate_starts_the_target_as_the_service(ctl):
+    baseline = current(ctl)
+    target = create(
+        ctl, f"{{python}} {FAKE_WORKER_SCRIPT} --port {{port}}", "openai,stream", "stopped"
+    )
+    ctl.run("stop", "--timeout", "2", check=True, timeout=60)
+    spawns = worker_spawns(ctl)
+    result = ctl.run("migrate", "--to", target, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "smoke tests passed" in result.stdout
+    assert worker_spawns(ctl) == spawns + 1
+    assert chat_on_main_port(ctl)["release"] == target == current(ctl) != baseline
 
 
 def test_an_archived_release_runs_after_the_package_changes(tmp_path, tiny_model_path):

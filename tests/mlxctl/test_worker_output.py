@@ -69,3 +69,16 @@ def test_a_copy_keeps_the_newest_whole_lines_under_a_mark(tmp_path):
     assert kept.endswith(b"line 00999\n") and all(len(x) == 10 for x in kept.splitlines())
     assert dropped == int(mark.split()[1]) == 11000 - len(kept)
     assert copy_newest(source, target, 20000) == 0 and target.read_bytes() == source.read_bytes()
+
+
+def test_the_tail_is_what_the_newest_worker_said_since_its_start_mark(tmp_path):
+    output = WorkerOutput(tmp_path / "worker.log", MAX_BYTES, BACKUPS, log=print)
+    assert output.tail() == ""  # no log yet
+    output.mark("--- mlxctl: starting the worker for old")
+    fd = output.open_for(["worker"])
+    os.write(fd, b"old worker line\n")
+    output.mark("--- mlxctl: starting the worker for new")
+    os.write(fd, b"Traceback (most recent call last):\n  boom\n\nSystemExit: broken upgrade\n")
+    os.close(fd)
+    assert output.tail() == "Traceback (most recent call last): | boom | SystemExit: broken upgrade"
+    assert output.tail(lines=1) == "SystemExit: broken upgrade"
