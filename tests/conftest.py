@@ -6,11 +6,17 @@ Every test runs with its own MLXCTL_HOME (autouse), so none can touch the user's
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
 
 pytest_plugins = ["tests.fixtures_worker", "tests.fixtures_supervisor"]
+
+# A run started in the background (`cmd &` in a script) ignores SIGINT, and every child inherits
+# that: the tests' Ctrl-C would reach no process. Children start from the default instead.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = REPO_ROOT / "tests" / "fixtures" / "claude-code-2.1.328" / "fix-notes-session"
