@@ -358,21 +358,34 @@ def greedy_stream(worker, image: bytes, max_tokens: int = 120) -> tuple[str, int
     return text, completion
 
 
-def test_image_requests_decode_together_as_they_do_one_by_one(vlm_worker):
+def test_image_requests_decode_together_as_they_do_one_by_one(tmp_path):
+    # A worker of its own: the first reply is long (seconds), so the other three join it in the
+    # batch whatever this machine's speed; at 120 tokens it could end before they prefill.
+    handle = start_worker(
+        tiny_vlm(),
+        *("--cache-dir", str(tmp_path), "--max-output-tokens", "2000"),
+        *("--turn-seconds", "0.2", "--speculative", "off"),
+        api_key=API_KEY,
+    )
+    lengths = [2000, 120, 120, 120]
     images = [png((40 * i, 200 - 40 * i, 90)) for i in range(4)]
-    clear(vlm_worker)
-    alone = [greedy_stream(vlm_worker, image) for image in images]
-    clear(vlm_worker)  # together, each prefills its image again, inside the batch
-    with ThreadPoolExecutor(len(images)) as pool:
-        first = pool.submit(greedy_stream, vlm_worker, images[0])
-        while status(vlm_worker)["scheduler"]["batch_size"] < 1 and not first.done():
-            time.sleep(0.02)
-        rest = list(pool.map(lambda image: greedy_stream(vlm_worker, image), images[1:]))
-        together = [first.result(), *rest]
-    assert together == alone
-    assert len({text for text, _ in alone}) > 1  # the images make the replies differ
-    scheduler = status(vlm_worker)["scheduler"]
-    assert scheduler["mode"] == "batched" and scheduler["peak_batch_size"] >= 2
+    try:
+        alone = [greedy_stream(handle, image, n) for image, n in zip(images, lengths, strict=True)]
+        assert alone[0][1] == lengths[0]  # the long one runs to its limit (greedy: it always does)
+        assert status(handle)["scheduler"]["peak_batch_size"] == 1
+        clear(handle)  # together, each prefills its image again, inside the batch
+        with ThreadPoolExecutor(len(images)) as pool:
+            first = pool.submit(greedy_stream, handle, images[0], lengths[0])
+            while status(handle)["scheduler"]["batch_size"] < 1 and not first.done():
+                time.sleep(0.02)
+            rest = list(pool.map(lambda image: greedy_stream(handle, image), images[1:]))
+            together = [first.result(), *rest]
+        assert together == alone
+        assert len({text for text, _ in alone}) > 1  # the images make the replies differ
+        scheduler = status(handle)["scheduler"]
+        assert scheduler["mode"] == "batched" and scheduler["peak_batch_size"] >= 2
+    finally:
+        handle.stop()
 
 
 def status(worker) -> dict:
