@@ -1,6 +1,7 @@
 """Speculative decoding: decode speed with copy drafts against plain decoding, per turn kind.
 
     uv run python bench/speculative.py [--family qwen2] [--context 32768] [--repeats 2]
+    python bench/speculative.py --model PATH --turns-file turns.json   (a built model, no git)
 
 Turns whose output is known text, so acceptance is that of real text and not of random weights:
 edit turns built from real commits of this repository (the prompt holds the file before, read
@@ -165,11 +166,50 @@ def ask_tokens(url: str, messages: list[dict], max_tokens: int) -> int:
     return r.json()["usage"]["completion_tokens"]
 
 
+def pick_turns(args) -> list:
+    """The turns to take: from `--turns-file` (a machine without this repository's history) or
+    built from git, then the first `--per-kind` of each kind."""
+    if args.turns_file:
+        loaded = [tuple(t) for t in json.loads(Path(args.turns_file).read_text())]
+    else:
+        loaded = turns()
+    if args.per_kind:
+        counts: dict[str, int] = {}
+        kept = []
+        for turn in loaded:
+            counts[turn[0]] = counts.get(turn[0], 0) + 1
+            if counts[turn[0]] <= args.per_kind:
+                kept.append(turn)
+        loaded = kept
+    return loaded
+
+
+class Worker:
+    """`python -m server` under the bench's key, private cache folders, the given flags."""
+
+    def __init__(self, model: str, flags: list[str], env: dict, work: Path, name: str):
+        from bench.agentic import Server, free_port
+
+        port = free_port()
+        argv = [sys.executable, "-m", "server", "--model", model, "--port", str(port)]
+        argv += ["--api-key", KEY, "--cache-dir", str(work / f"{name}-kv")]
+        argv += ["--responses-dir", str(work / f"{name}-responses"), *flags]
+        self.server = Server(name, argv, port, env, work)
+        self.base_url = self.server.url
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
-    from tests.conftest import tiny_model
-    from tests.fixtures_worker import start_worker
+    from server.blas import worker_env
 
     ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--model", default=None, help="a model folder (default: a tiny test model)")
+    ap.add_argument("--turns-file", default=None, help="turns written by --dump-turns")
+    ap.add_argument("--dump-turns", default=None, help="write the turns to this file and stop")
+    ap.add_argument("--per-kind", type=int, default=0, help="take the first N turns of each kind")
+    ap.add_argument("--startup-timeout", type=float, default=600.0)
     ap.add_argument("--family", default="qwen2", help="tiny model family (qwen2, qwen3_next)")
     ap.add_argument("--context", type=int, default=32768, help="tiny model context")
     ap.add_argument("--layers", type=int, default=2)
@@ -179,14 +219,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sessions", type=int, default=4, help="N for the concurrent rows")
     ap.add_argument("--draft-model", default=None, help="adds a `--speculative draft` worker")
     args = ap.parse_args(argv)
+    if args.dump_turns:
+        Path(args.dump_turns).write_text(json.dumps(turns()))
+        return 0
+    if args.model:
+        model = args.model
+    else:
+        from tests.conftest import tiny_model
 
-    model = tiny_model(
-        family=args.family, context=args.context, layers=args.layers, hidden=args.hidden
-    )
-    all_turns = turns()
-    forced = Path(tempfile.mkdtemp(prefix="spec-bench-")) / "replies.json"
+        model = str(
+            tiny_model(
+                family=args.family, context=args.context, layers=args.layers, hidden=args.hidden
+            )
+        )
+    all_turns = pick_turns(args)
+    work = Path(tempfile.mkdtemp(prefix="spec-bench-"))
+    forced = work / "replies.json"
     forced.write_text(json.dumps([{"marker": m, "reply": r} for _, m, _, r in all_turns]))
-    env = {**os.environ, "MLXCTL_TEST_FORCE_REPLIES": str(forced)}
+    env = worker_env({**os.environ, "MLXCTL_TEST_FORCE_REPLIES": str(forced)})
     modes: tuple[str, ...] = ("off", "auto", "copy")
     flags: dict[str, list[str]] = {mode: ["--speculative", mode] for mode in modes}
     if args.draft_model:
@@ -196,7 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     workers = {}
     try:
         for mode in modes:
-            workers[mode] = start_worker(model, *flags[mode], env=env, api_key=KEY)
+            workers[mode] = Worker(model, flags[mode], env, work, f"spec-{mode}")
+            started = workers[mode].server.start(args.startup_timeout)
+            print(f"{mode} worker healthy in {started:.1f}s", flush=True)
         rows: dict[str, dict[str, list]] = {}
         for kind, _, messages, _ in all_turns:
             row = rows.setdefault(kind, {"identical": [], "tokens": []})
@@ -242,9 +294,14 @@ def report(args, rows: dict, batched: dict, modes: tuple[str, ...]) -> None:
     def med(xs):
         return statistics.median(xs) if xs else 0.0
 
+    what = (
+        f"{args.model}"
+        if args.model
+        else f"tiny {args.family} model ({args.layers} layers, hidden {args.hidden}, context "
+        f"{args.context}), CPU"
+    )
     print(
-        f"\ntiny {args.family} model ({args.layers} layers, hidden {args.hidden}, context "
-        f"{args.context}), CPU; {args.repeats} runs per turn; decode tok/s is the worker's own "
+        f"\n{what}; {args.repeats} runs per turn; decode tok/s is the worker's own "
         "(first token to the end of the reply), median over the kind's turns and runs; the "
         "ratios are medians of each run's back-to-back ratio\n"
     )

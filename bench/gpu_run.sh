@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Benches on a lent GPU machine, step by step: bash bench/gpu_run.sh STEP [STEP...]
+#   moe | dense            build the random-weight shape (bench/gpu_models.py) once per machine
+#                          (GPU_DRY=1 MODEL_ARGS=--tiny: a dry run here on 2-layer models)
+#   spec-moe | spec-dense  bench/speculative.py on it (turns from .gpu/turns.json: no git there)
+#   n8                     bench/concurrency.py, 8 sessions of ~21K tokens on the MoE
+#   restart                bench/agentic.py, ours only: restart and kill -9 to first token
+# Each step has its own time limit (STEP_S, default 300) so one slow step leaves the rest a turn.
+set -uo pipefail
+source bench/gpu_setup.sh
+LIMIT=${STEP_S:-300}
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee -a $OUT/gpu.txt
+( while sleep 2; do nvidia-smi --query-gpu=memory.used --format=csv,noheader >> $OUT/mem.txt; done ) &
+WATCH=$!
+for step in "$@"; do
+  echo "== $(date +%T) $step" | tee -a $OUT/steps.txt
+  case $step in
+    moe|dense) [ -f /tmp/$step/config.json ] || timeout $LIMIT $PY bench/gpu_models.py $step .gpu/tok /tmp/$step ${MODEL_ARGS:-} 2>&1 | tail -2 | tee -a $OUT/build.txt ;;
+    spec-*) timeout $LIMIT $PY bench/speculative.py --model /tmp/${step#spec-} --turns-file .gpu/turns.json ${SPEC_ARGS:---per-kind 2 --repeats 1 --max-tokens 768 --sessions 8} 2>&1 | tee $OUT/$step.txt
+            cp /tmp/spec-bench-*/spec-*.log $OUT/ 2>/dev/null; rm -rf /tmp/spec-bench-* ;;
+    n8) timeout $LIMIT $PY bench/concurrency.py --model /tmp/moe --sessions 8 --servers ours --json $OUT/n8.json 2>&1 | tee $OUT/n8.txt ;;
+    restart) timeout $LIMIT $PY bench/agentic.py --model /tmp/moe --servers ours --turns 3 --keep-logs 2>&1 | tee $OUT/restart.txt ;;
+  esac
+  echo "== $(date +%T) $step done rc=$?" | tee -a $OUT/steps.txt
+done
+kill $WATCH; sort -n $OUT/mem.txt | tail -1 > $OUT/mem_peak.txt
