@@ -23,4 +23,5 @@ for step in "$@"; do
   esac
   echo "== $(date +%T) $step done rc=$?" | tee -a $OUT/steps.txt
 done
+[ -d /tmp/jit/ptx ] && tar -cJf $OUT/mlx_ptx_cache_sm90a.tar.xz -C /tmp/jit ptx  # kernels compiled here
 kill $WATCH; sort -n $OUT/mem.txt | tail -1 > $OUT/mem_peak.txt

@@ -210,6 +210,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dump-turns", default=None, help="write the turns to this file and stop")
     ap.add_argument("--per-kind", type=int, default=0, help="take the first N turns of each kind")
     ap.add_argument("--startup-timeout", type=float, default=600.0)
+    ap.add_argument(
+        "--warmup-tokens",
+        type=int,
+        default=96,
+        help="an untimed turn of each kind per worker first (first-use work such as MLX CUDA's "
+        "kernel compiles is not a turn's speed); 0: none",
+    )
     ap.add_argument("--family", default="qwen2", help="tiny model family (qwen2, qwen3_next)")
     ap.add_argument("--context", type=int, default=32768, help="tiny model context")
     ap.add_argument("--layers", type=int, default=2)
@@ -249,6 +256,13 @@ def main(argv: list[str] | None = None) -> int:
             workers[mode] = Worker(model, flags[mode], env, work, f"spec-{mode}")
             started = workers[mode].server.start(args.startup_timeout)
             print(f"{mode} worker healthy in {started:.1f}s", flush=True)
+        if args.warmup_tokens:
+            firsts = {kind: messages for kind, _, messages, _ in reversed(all_turns)}
+            for mode in modes:
+                began = time.perf_counter()
+                for messages in firsts.values():
+                    ask(workers[mode].base_url, messages, args.warmup_tokens)
+                print(f"{mode} warm-up {time.perf_counter() - began:.1f}s", flush=True)
         rows: dict[str, dict[str, list]] = {}
         for kind, _, messages, _ in all_turns:
             row = rows.setdefault(kind, {"identical": [], "tokens": []})

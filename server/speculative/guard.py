@@ -8,6 +8,7 @@ from __future__ import annotations
 _DECAY = 0.97  # per cycle: the last few dozen cycles of each kind count
 PROBE_EVERY = 64  # plain steps with a guess between two tries while drafting is held off
 _SLACK = 0.98  # drafting must come out at least this much faster per token than plain
+_OUTLIER = 4.0  # a cycle this much slower per token than the running mean counts at that bound
 
 
 def _bucket(context: int) -> int:
@@ -22,6 +23,8 @@ class SpeedGuard:
 
     def record(self, drafting: bool, context: int, tokens: int, seconds: float) -> None:
         acc = self._spent.setdefault((drafting, _bucket(context)), [0.0, 0.0])
+        if acc[1] >= 8:  # one-time work (a kernel compiled on first use) must not hold for long
+            seconds = min(seconds, _OUTLIER * tokens * acc[0] / acc[1])
         acc[0] = acc[0] * _DECAY + seconds
         acc[1] = acc[1] * _DECAY + tokens
 

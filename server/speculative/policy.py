@@ -27,13 +27,17 @@ class CostModel:
     def __init__(self, draft_cost: float = 0.0) -> None:
         """`draft_cost`: one draft forward over one plain cycle, assumed until measured."""
         self.seconds: dict[tuple[int, int], float] = {}
+        self.samples: dict[tuple[int, int], int] = {}
         self.draft_cost = draft_cost
 
     def record(self, fed: int, context: int, seconds: float) -> None:
         key = (fed, _bucket(context))
         old = self.seconds.get(key)
+        seen = self.samples[key] = self.samples.get(key, 0) + 1
         if old is None:
             self.seconds[key] = seconds
+        elif seen == 2:  # a shape's first cycle may hold one-time work (MLX CUDA compiles kernels)
+            self.seconds[key] = min(old, seconds)
         elif seconds <= _OUTLIER * old:
             self.seconds[key] = old + _EMA * (seconds - old)
 

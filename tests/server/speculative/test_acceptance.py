@@ -96,6 +96,10 @@ def test_the_cost_model_measures_ratios_and_a_larger_feed_bounds_a_smaller_one()
     assert costs.ratio(9, 1000) > 2.0  # past the largest: dearer still
     costs.record(5, 1000, 0.900)  # an outlier is ignored
     assert costs.ratio(5, 1000) == pytest.approx(2.0)
+    costs.record(9, 1000, 5.0)  # a shape's first cycle compiled its kernels
+    assert costs.ratio(9, 1000) == pytest.approx(500.0)
+    costs.record(9, 1000, 0.025)  # the second is what the shape costs
+    assert costs.ratio(9, 1000) == pytest.approx(2.5)
     assert costs.ratio(5, 100_000) == pytest.approx(1.12)  # another context length: unmeasured
 
 
@@ -118,3 +122,6 @@ def test_the_guard_holds_auto_off_where_drafting_came_out_slower_and_probes_now_
     status = guard.status()
     assert status["plain_ms_per_token"] == 10.0
     assert status["drafting_ms_per_token"] == pytest.approx(5.0, abs=0.05)
+    guard.record(True, 1000, 4, 12.0)  # a kernel compiled on first use: counted at 4x the mean
+    assert guard.per_token(True, 1000) < 0.010
+    assert not guard.holds_off(1000)
