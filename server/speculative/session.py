@@ -31,12 +31,14 @@ class Drafting:
         self.costs = costs
         self.guard = guard or SpeedGuard()
         self._held = 0  # steps `auto` held drafting off since its last try
+        self._probing = False  # a try was granted: the step's second ask must not refuse it
         self.acceptance = Acceptance()
         self.record = DraftRecord(self.source.name)
         self._guess: int | None = None  # the source's guess at the next token while plain
 
     def delivered(self, tokens: list[int]) -> None:
         """Tokens given by plain steps: check the last guess, then guess the next."""
+        self._probing = False
         if not self.source.free:  # a guess would cost a draft forward per plain token
             self.source.extend(tokens)
             return
@@ -60,10 +62,11 @@ class Drafting:
             return 0
         if self.mode in FORCED:
             return min(self.source.longest, limit)
-        if self.guard.holds_off(context):
+        if self.guard.holds_off(context) and not self._probing:
             self._held += 1
             if self._held % PROBE_EVERY:
                 return 0
+            self._probing = True
         return choose(self.acceptance.rate, self.costs, context, limit)
 
     def cycle(
@@ -84,6 +87,7 @@ class Drafting:
     def verified(self, accepted: list[int], drafted: int) -> None:
         """A verify step accepted `accepted` of `drafted` drafts (the rest were wrong)."""
         self.source.extend(accepted)
+        self._probing = False
         right = len(accepted)
         self.acceptance.observe(right, right + (1 if right < drafted else 0))
         r = self.record
