@@ -1,9 +1,11 @@
 """Random-weight models of real shapes for the GPU benches, 4-bit group 64 (mlx-lm quantize).
 
-    python bench/gpu_models.py {moe,dense} TOKENIZER_DIR OUT_DIR [--tiny]
+    python bench/gpu_models.py {moe,dense,dense8} TOKENIZER_DIR OUT_DIR [--tiny]
 
 `moe`: the Qwen3-Coder-30B-A3B shape (qwen3_moe, 48 layers, 128 experts, 8 a token).
 `dense`: a ~27B dense shape (qwen3, 64 layers, hidden 5120, 40 heads, 8 KV heads).
+`dense8`: the Qwen3-8B shape left in bf16 (MLX CUDA's 4-bit matmuls cost nearly k times one
+token's for k tokens, its bf16 ones do not: the case where verifying drafts is cheap).
 Weights are drawn on the default device and quantized one layer at a time, so the bf16
 transients stay small. The tokenizer comes from TOKENIZER_DIR with a Hermes-style tool template
 (mlx-lm infers its json_tools parser); lm_head rows past the tokenizer's vocab are zero, so greedy
@@ -107,7 +109,10 @@ def main() -> None:
     model.lm_head.weight = mx.concatenate(
         [w[:n_tok], mx.zeros((cfg["vocab_size"] - n_tok, w.shape[1]), dtype=w.dtype)]
     )
-    model, qcfg = quantize_model(model, cfg, 64, 4)
+    if shape in UNQUANTIZED:
+        qcfg = cfg
+    else:
+        model, qcfg = quantize_model(model, cfg, 64, 4)
     mx.eval(model.model.embed_tokens.parameters(), model.lm_head.parameters())
     for layer in model.model.layers:  # one layer at a time: the bf16 draws stay small
         mx.eval(layer.parameters())

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benches on a lent GPU machine, step by step: bash bench/gpu_run.sh STEP [STEP...]
-#   moe | dense            build the random-weight shape (bench/gpu_models.py) once per machine
+#   moe | dense | dense8   build the random-weight shape (bench/gpu_models.py) once per machine
 #                          (GPU_DRY=1 MODEL_ARGS=--tiny: a dry run here on 2-layer models)
 #   spec-moe | spec-dense  bench/speculative.py on it (turns from .gpu/turns.json: no git there)
 #   n8                     bench/concurrency.py, 8 sessions of ~21K tokens on the MoE
@@ -15,7 +15,7 @@ WATCH=$!
 for step in "$@"; do
   echo "== $(date +%T) $step" | tee -a $OUT/steps.txt
   case $step in
-    moe|dense) [ -f /tmp/$step/config.json ] || timeout $LIMIT $PY bench/gpu_models.py $step .gpu/tok /tmp/$step ${MODEL_ARGS:-} 2>&1 | tail -2 | tee -a $OUT/build.txt ;;
+    moe|dense|dense8) [ -f /tmp/$step/config.json ] || timeout $LIMIT $PY bench/gpu_models.py $step .gpu/tok /tmp/$step ${MODEL_ARGS:-} 2>&1 | tail -2 | tee -a $OUT/build.txt ;;
     spec-*) timeout $LIMIT $PY bench/speculative.py --model /tmp/${step#spec-} --turns-file .gpu/turns.json ${SPEC_ARGS:---per-kind 2 --repeats 1 --max-tokens 768 --sessions 8} 2>&1 | tee $OUT/$step.txt
             cp /tmp/spec-bench-*/spec-*.log $OUT/ 2>/dev/null; rm -rf /tmp/spec-bench-* ;;
     n8) timeout $LIMIT $PY bench/concurrency.py --model /tmp/moe --sessions 8 --servers ours --json $OUT/n8.json 2>&1 | tee $OUT/n8.txt ;;
