@@ -78,7 +78,20 @@ SHAPES = {
             head_dim=128,
         ),
     ),
+    "dense8": (
+        qwen3,
+        dict(
+            model_type="qwen3",
+            hidden_size=4096,
+            num_hidden_layers=36,
+            intermediate_size=12288,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+            head_dim=128,
+        ),
+    ),
 }
+UNQUANTIZED = {"dense8"}
 TINY = dict(
     hidden_size=256,
     num_hidden_layers=2,
