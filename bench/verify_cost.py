@@ -79,6 +79,17 @@ def main() -> int:
     def keep(tokens, logits):
         return logits
 
+    def growing(sizes: tuple[int, ...]):
+        """As the worker decodes: the cache grows each step, the fed size changes."""
+        state = {"i": 0}
+
+        def run():
+            n = sizes[state["i"] % len(sizes)]
+            state["i"] += 1
+            mx.argmax(model(mx.arange(1, n + 1)[None], cache=cache)[0], axis=-1).tolist()
+
+        return run
+
     plain = timed(forward(1))
     print(f"\n{args.model}, context {args.context}, median of {args.repeats}\n")
     print("| step | ms | over a plain step |\n| --- | ---: | ---: |")
@@ -86,6 +97,12 @@ def main() -> int:
     for n in (2, 5, 9, 17):
         ms = timed(forward(n))
         print(f"| forward {n} tokens | {ms:.2f} | {ms / plain:.2f}x |")
+    offset = cache[0].offset
+    for sizes in ((1,), (5,), (5, 7, 9, 13)):
+        ms = timed(growing(sizes))
+        trim_prompt_cache(cache, cache[0].offset - offset)
+        label = f"growing cache, feeding {'/'.join(map(str, sizes))}"
+        print(f"| {label} | {ms:.2f} | {ms / plain:.2f}x |")
     for k, processors, label in ((4, [], "no processor"), (4, [keep], "a processor")):
         ms = timed(verifying(k, processors))
         print(f"| verify 1+{k}, {label} | {ms:.2f} | {ms / plain:.2f}x |")
