@@ -53,6 +53,21 @@ class Drafting:
         else: leaving the one-step-ahead pipeline costs a wait); a model always has one."""
         return self._guess is not None or not self.source.free
 
+    @property
+    def hidden_to(self):
+        """Where a verify hands the model's hidden states (an MTP source's); None: nowhere."""
+        return getattr(self.source, "observe", None) if self.reads_hidden else None
+
+    @property
+    def reads_hidden(self) -> bool:
+        return getattr(self.source, "reads_hidden", False)
+
+    @property
+    def priming(self) -> bool:
+        """Whether the source has no guess for want of a hidden state: a verify of no drafts
+        (a plain step that keeps its hidden states) gives it one."""
+        return self.reads_hidden and not getattr(self.source, "primed", True)
+
     def length(self, context: int, limit: int) -> int:
         """How many drafts the next step should verify (0: decode plainly); `limit` is what
         the reply has room for after the pending token."""

@@ -207,6 +207,7 @@ def build_tiny_model(
     family: str = "qwen2",
     window: int = 64,
     template: str = "hermes",
+    mtp: bool = False,
 ) -> Path:
     """Write a tiny random-weight qwen2 model directory at `destination` and return it.
 
@@ -218,6 +219,7 @@ def build_tiny_model(
     `family` picks the network: qwen2, or the untrimmable-cache kinds qwen3_next (hybrid) and
     gemma3_text (sliding window of `window` tokens); all share the tokenizer and template.
     `template` names a thinking family's (server.testing.thinking_templates) instead of Hermes.
+    `mtp=True` (qwen3_next) adds a random MTP head, `mtp.*` in `mtp.safetensors`.
     """
     import mlx.core as mx
     from mlx.utils import tree_flatten
@@ -242,8 +244,12 @@ def build_tiny_model(
     weights = dict(tree_flatten(model.parameters()))
     mx.eval(weights)
 
+    if mtp and family != "qwen3_next":
+        raise ValueError("tiny MTP heads are built for the qwen3_next family")
     with staged(destination) as staging:
         mx.save_safetensors(str(staging / "model.safetensors"), weights, metadata={"format": "mlx"})
+        if mtp:
+            save_mtp_head(staging / "mtp.safetensors", model)
         (staging / "config.json").write_text(json.dumps(config, indent=2))
         tokenizer.save(str(staging / "tokenizer.json"))
         (staging / "tokenizer_config.json").write_text(
@@ -270,6 +276,19 @@ def build_tiny_model(
                 str(staging / "model.safetensors"), weights, metadata={"format": "mlx"}
             )
     return destination
+
+
+def save_mtp_head(path: Path, model) -> None:
+    """Random `mtp.*` weights for `model` (a qwen3_next), as mlx-lm writes weights."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+
+    from server.model.mtp import new_head
+
+    head = dict(tree_flatten(new_head(model, 1).parameters()))
+    mx.eval(head)
+    tensors = {f"mtp.{name}": value for name, value in head.items()}
+    mx.save_safetensors(str(path), tensors, metadata={"format": "mlx"})
 
 
 def train_on_script(
