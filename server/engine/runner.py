@@ -115,31 +115,34 @@ class Runner:
         if mode == "off":
             return None
         context = list(job.rendered.tokens)
+        for span in job.rendered.images:  # an image's cache-key ids are no tokens to copy
+            context[span.start : span.end] = [NOT_A_TOKEN] * (span.end - span.start)
         mtp, mtp_costs = self.mtp, self.mtp_costs
         if mtp and mtp_costs and (mode == "mtp" or (mode == "auto" and self._pays(mtp_costs, job))):
-            mtp_source = MTPDrafts(mtp, context)
+            mtp_source = MTPDrafts(mtp, context)  # its guess reads hidden states, not images
             return Drafting(mode, context, mtp_costs, self.draft_guard, mtp_source)
         if self.draft is not None and self.draft_costs and mode not in ("copy", "mtp"):
-            if mode == "draft" or self._pays(self.draft_costs, job):
+            if self._pays(self.draft_costs, job, forced=mode == "draft"):
                 source = DraftModel(self.draft.model, context, self.settings.prefill_step_size)
                 return Drafting(mode, context, self.draft_costs, self.draft_guard, source)
             mode = "auto"
-        for span in job.rendered.images:  # an image's cache-key ids are no tokens to copy
-            context[span.start : span.end] = [NOT_A_TOKEN] * (span.end - span.start)
         return Drafting(mode, context, self.copy_costs, self.draft_guard)
 
     @staticmethod
-    def _pays(costs: CostModel, job: Job) -> bool:
-        """Whether `auto` drafts this reply with a model (the draft model, whose prompt then
-        prefills it too, or the MTP head). Not on images (neither reads them), and not where
-        `auto` would never choose it: plain steps ask a model for no guesses, so a reply's
-        acceptance cannot rise from its prior."""
+    def _pays(costs: CostModel, job: Job, forced: bool = False) -> bool:
+        """Whether this reply drafts with a model (the draft model, whose prompt then prefills
+        it too, or, under `auto`, the MTP head): not on images (a draft model reads none), and
+        not where `auto` would never choose it (`forced`: it always would): plain steps ask a
+        model for no guesses, so a reply's acceptance cannot rise from its prior."""
         if job.rendered.images:
             return False
-        return choose(Acceptance().rate, costs, len(job.rendered.tokens), CANDIDATES[-1]) > 0
+        context = len(job.rendered.tokens)
+        return forced or choose(Acceptance().rate, costs, context, CANDIDATES[-1]) > 0
 
     def draft_status(self) -> dict:
-        costs = self.mtp_costs or self.draft_costs or self.copy_costs
+        # The measured source's: `auto` may draft copies beside a loaded head or draft model.
+        sources = (self.mtp_costs, self.draft_costs, self.copy_costs)
+        costs = next((c for c in sources if c and c.seconds), self.copy_costs)
         return {
             **self.draft_stats.status(costs.known()),
             "measured": self.draft_guard.status(),

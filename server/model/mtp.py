@@ -1,6 +1,6 @@
-"""A model's own multi-token-prediction (MTP) head, for drafting: Qwen3-Next style (`mtp.*`
-weights: the last hidden state and the next token's embedding, each normed, joined by `fc`, one
-full-attention decoder layer of the model's own kind, a final norm, the model's LM head).
+"""A model's own multi-token-prediction (MTP) head, for drafting: Qwen3-Next and Qwen3.5 style
+(`mtp.*` weights: the last hidden state and the next token's embedding, each normed, joined by
+`fc`, full-attention decoder layers of the model's own kind, a final norm, the model's LM head).
 
 mlx-lm's loaders drop `mtp.*` in sanitize; this reads those tensors from the checkpoint's
 safetensors files after the load (headers first: a checkpoint without them costs no read).
@@ -18,7 +18,7 @@ from typing import Any, cast
 
 log = logging.getLogger(__name__)
 
-FAMILIES = ("qwen3_next",)  # model types whose MTP head this builds
+FAMILIES = ("qwen3_next", "qwen3_5", "qwen3_5_moe")  # model types whose MTP head this builds
 PREFIX = "mtp."
 # Checkpoints in the original layout store these norms centred on zero (the layer adds 1).
 _CENTRED_NORMS = ("norm.weight", "pre_fc_norm_embedding.weight", "pre_fc_norm_hidden.weight")
@@ -55,15 +55,24 @@ def why_no_mtp(model_path: str | Path, config: dict | None = None) -> str | None
     return None
 
 
+def _language(model: Any) -> Any:
+    """The language model: Qwen3.5's sits inside a multimodal wrapper."""
+    return getattr(model, "language_model", model)
+
+
+def _lm_head(model: Any) -> Any:
+    lm = _language(model)
+    tied = getattr(lm.args, "tie_word_embeddings", False)
+    return lm.model.embed_tokens.as_linear if tied else lm.lm_head
+
+
 class MTPHead:
     """The head and what it shares with the model: the embedding and the LM head."""
 
     def __init__(self, module: Any, model: Any):
-        inner = model.model
         self.module = module
-        self.embed = inner.embed_tokens
-        tied = getattr(model.args, "tie_word_embeddings", False)
-        self.lm_head = inner.embed_tokens.as_linear if tied else model.lm_head
+        self.embed = _language(model).model.embed_tokens
+        self.lm_head = _lm_head(model)
 
     def make_cache(self) -> list[Any]:
         from mlx_lm.models.cache import KVCache
@@ -90,8 +99,9 @@ def new_head(model: Any, n_layers: int) -> Any:
     import mlx.nn as nn
     from mlx_lm.models.base import create_attention_mask
 
-    args = model.args
-    layer_class = type(model.model.layers[0])
+    lm = _language(model)
+    args = lm.args
+    layer_class = type(lm.model.layers[0])
     full = args.full_attention_interval - 1  # a layer index that attends to every position
     size, eps = args.hidden_size, args.rms_norm_eps
 
@@ -116,7 +126,8 @@ def new_head(model: Any, n_layers: int) -> Any:
 
 
 def _sanitized(weights: dict[str, Any], centred: bool, n_experts: int) -> dict[str, Any]:
-    """The head's tensors under its own names, as mlx-lm's sanitize treats the model's."""
+    """The head's tensors under its own names, as mlx-lm's sanitize treats the model's: norms
+    of the original layout centred on zero, experts stacked (or split from a fused gate_up)."""
     import mlx.core as mx
 
     out: dict[str, Any] = {}
@@ -131,6 +142,13 @@ def _sanitized(weights: dict[str, Any], centred: bool, n_experts: int) -> dict[s
         prefix, proj = key.split(".experts.0.")
         parts = [out.pop(f"{prefix}.experts.{e}.{proj}") for e in range(n_experts)]
         out[f"{prefix}.switch_mlp.{proj}"] = mx.stack(parts)
+    for key in [k for k in out if k.endswith(".experts.gate_up_proj")]:
+        prefix = key[: -len(".experts.gate_up_proj")]
+        gate_up = out.pop(key)
+        mid = gate_up.shape[-2] // 2
+        out[f"{prefix}.switch_mlp.gate_proj.weight"] = gate_up[..., :mid, :]
+        out[f"{prefix}.switch_mlp.up_proj.weight"] = gate_up[..., mid:, :]
+        out[f"{prefix}.switch_mlp.down_proj.weight"] = out.pop(f"{prefix}.experts.down_proj")
     return out
 
 
@@ -152,7 +170,8 @@ def load_mtp(model: Any, model_path: str | Path, config: dict) -> MTPHead | None
         for name, value in cast(dict[str, Any], mx.load(str(file))).items():
             if name.startswith(PREFIX):
                 weights[name] = value
-    weights = _sanitized(weights, centred, int(config.get("num_experts") or 0))
+    text = config.get("text_config") or config
+    weights = _sanitized(weights, centred, int(text.get("num_experts") or 0))
     n_layers = 1 + max(int(k.split(".")[1]) for k in weights if k.startswith("layers."))
     module = new_head(model, n_layers)
     if quantization := config.get("quantization"):
@@ -163,7 +182,7 @@ def load_mtp(model: Any, model_path: str | Path, config: dict) -> MTPHead | None
             class_predicate=lambda path, _: f"{path}.scales" in weights,
         )
     module.load_weights(list(weights.items()))
-    module.set_dtype(model.model.embed_tokens.weight.dtype)
+    module.set_dtype(_language(model).model.embed_tokens.weight.dtype)
     mx.eval(module.parameters())
     log.info("MTP head loaded: %d layer(s) from %s", n_layers, ", ".join(f.name for f in files))
     return MTPHead(module, model)
@@ -172,7 +191,5 @@ def load_mtp(model: Any, model_path: str | Path, config: dict) -> MTPHead | None
 def logits_and_hidden(model: Any, inputs: Any, cache: list[Any]) -> tuple[Any, Any]:
     """The model's logits and its last hidden states (after the final norm, as the MTP head
     reads them) from one forward: the inner model, then the LM head."""
-    hidden = model.model(inputs, cache)
-    if getattr(model.args, "tie_word_embeddings", False):
-        return model.model.embed_tokens.as_linear(hidden), hidden
-    return model.lm_head(hidden), hidden
+    hidden = _language(model).model(inputs, cache)
+    return _lm_head(model)(hidden), hidden

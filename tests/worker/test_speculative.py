@@ -125,7 +125,7 @@ def test_metrics_show_the_drafting_figures(workers):
     "family, mode, says",
     [
         ("qwen2", "nope", "unknown --speculative 'nope'; choose one of: auto, off, copy, mtp"),
-        ("qwen2", "mtp", "--speculative mtp: MTP heads are built for qwen3_next, not qwen2"),
+        ("qwen2", "mtp", "--speculative mtp: MTP heads are built for qwen3_next, qwen3_5"),
         ("qwen3_next", "mtp", "--speculative mtp: the checkpoint has no mtp.* weights"),
     ],
 )

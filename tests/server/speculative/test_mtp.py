@@ -1,7 +1,8 @@
-"""The model's own MTP head as a draft source, on a tiny hybrid (qwen3_next) with a random head:
-loaded from `mtp.*` tensors mlx-lm drops, fed the verify forward's hidden states, its guess
-extended by copy drafts or its own chain; greedy tokens and the cache state are those of plain
-decoding, whether the head's guesses fail (a random head) or are made to agree (an oracle)."""
+"""The model's own MTP head as a draft source, on tiny hybrids (qwen3_next, qwen3_5) with random
+heads: loaded from the `mtp.*` tensors mlx-lm drops, fed the verify forward's hidden states, its
+guess extended by copy drafts or its own chain; greedy tokens and the cache state are those of
+plain decoding, whether the head's guesses fail (a random head) or are made to agree (an
+oracle)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ import pytest
 from tests.server.speculative.test_solo_drafting import PROMPT, REPLY, decode, forced
 
 
-@pytest.fixture(scope="module")
-def loaded():
+@pytest.fixture(scope="module", params=["qwen3_next", "qwen3_5"])
+def loaded(request):
+    """Qwen3-Next, and Qwen3.5's hybrid inside its multimodal wrapper."""
     from server.model.loading import load_model
     from tests.conftest import tiny_model
 
-    return load_model(str(tiny_model(family="qwen3_next", mtp=True)))
+    return load_model(str(tiny_model(family=request.param, mtp=True)))
 
 
 @pytest.fixture(scope="module")
