@@ -185,7 +185,12 @@ def _model_config(
     }
 
 
-ROPE_3_5 = {"type": "default", "rope_theta": 1e6, "partial_rotary_factor": 0.25}
+ROPE_3_5 = {
+    "type": "default",
+    "rope_theta": 1e6,
+    "partial_rotary_factor": 0.25,
+    "mrope_section": [1, 1, 0],
+}
 _QWEN3_NEXT = {
     "model_type": "qwen3_next",
     "architectures": ["Qwen3NextForCausalLM"],

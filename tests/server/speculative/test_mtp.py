@@ -189,3 +189,29 @@ def test_without_copies_the_head_chains_its_guesses_and_drops_them_after(loaded,
     assert source.primed
     source.extend([7])  # a plain step: no hidden state for it
     assert not source.primed and source.propose(4) == []
+
+
+def test_the_head_computes_what_mlx_vlms_qwen3_5_drafter_computes():
+    # mlx-vlm's drafter (its own layers, its own loader of the same checkpoint) as a reference;
+    # it has no qwen3_next drafter.
+    import mlx.core as mx
+    from mlx_lm.models.cache import make_prompt_cache
+    from mlx_vlm.speculative.drafters import load_drafter
+
+    from server.model.loading import load_model
+    from server.model.mtp import load_mtp, logits_and_hidden
+    from tests.conftest import tiny_model
+
+    loaded = load_model(str(tiny_model(family="qwen3_5", mtp=True)))
+    head = load_mtp(loaded.model, loaded.path, loaded.config)
+    assert head is not None
+    drafter, _ = load_drafter(loaded.path, kind="mtp")
+    drafter.set_dtype(mx.float32)
+    drafter.reset(loaded.model)
+    tokens = mx.array([loaded.tokenizer.encode(PROMPT)])
+    _, hidden = logits_and_hidden(loaded.model, tokens, make_prompt_cache(loaded.model))
+    following = mx.concatenate([tokens[:, 1:], mx.array([[7]])], axis=1)
+    theirs = drafter._forward_tokens(following, hidden, mx.int32)
+    logits, ours = head(hidden, following, head.make_cache())
+    assert mx.allclose(ours, theirs, atol=1e-5).item()
+    assert mx.array_equal(logits.argmax(-1), drafter._lm_head_fn(theirs).argmax(-1)).item()
