@@ -46,7 +46,10 @@ def mtp_files(model_path: str | Path) -> list[Path]:
 def why_no_mtp(model_path: str | Path, config: dict | None = None) -> str | None:
     """Why `--speculative mtp` cannot draft with this checkpoint; None when it can."""
     if config is None:
-        config = json.loads((Path(model_path) / "config.json").read_text())
+        try:
+            config = json.loads((Path(model_path) / "config.json").read_text())
+        except (OSError, ValueError) as exc:
+            return f"its config.json cannot be read ({exc})"
     family = config.get("model_type")
     if family not in FAMILIES:
         return f"MTP heads are built for {', '.join(FAMILIES)}, not {family}"

@@ -215,3 +215,36 @@ def test_the_head_computes_what_mlx_vlms_qwen3_5_drafter_computes():
     logits, ours = head(hidden, following, head.make_cache())
     assert mx.allclose(ours, theirs, atol=1e-5).item()
     assert mx.array_equal(logits.argmax(-1), drafter._lm_head_fn(theirs).argmax(-1)).item()
+
+
+@pytest.mark.parametrize(
+    "mode, head_cost, images, source",
+    [
+        ("auto", 0.02, False, "mtp"),  # a real checkpoint's head: a small part of the model
+        ("auto", 0.6, False, "copy"),  # a tiny model's, mostly its LM head: never pays
+        ("auto", 0.02, True, "copy"),  # images: copies of the text around them
+        ("mtp", 0.6, False, "mtp"),  # the user's choice wins
+        ("copy", 0.02, False, "copy"),
+    ],
+)
+def test_auto_drafts_with_the_head_where_its_prior_pays(head, mode, head_cost, images, source):
+    from types import SimpleNamespace
+
+    from server.engine.runner import Runner
+    from server.speculative.guard import SpeedGuard
+    from server.speculative.policy import CostModel
+
+    runner = SimpleNamespace(
+        settings=SimpleNamespace(speculative=mode, prefill_step_size=512),
+        mtp=head,
+        mtp_costs=CostModel(head_cost),
+        draft=None,
+        draft_costs=None,
+        copy_costs=CostModel(),
+        draft_guard=SpeedGuard(),
+        _pays=Runner._pays,
+    )
+    spans = [SimpleNamespace(start=2, end=5)] if images else []
+    job = SimpleNamespace(rendered=SimpleNamespace(tokens=list(range(100, 140)), images=spans))
+    drafting = Runner.drafting(runner, job)
+    assert drafting.source.name == source and drafting.mode == mode
