@@ -7,6 +7,9 @@ model writes, at no cost, so `auto` notices when copying starts paying again.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from server.speculative.copy_drafts import CopyDrafts
 from server.speculative.guard import PROBE_EVERY, SpeedGuard
 from server.speculative.policy import Acceptance, CostModel, choose
@@ -54,7 +57,7 @@ class Drafting:
         return self._guess is not None or not self.source.free
 
     @property
-    def hidden_to(self):
+    def hidden_to(self) -> Callable[[Any, list[int], int | None], None] | None:
         """Where a verify hands the model's hidden states (an MTP source's); None: nowhere."""
         return getattr(self.source, "observe", None) if self.reads_hidden else None
 
