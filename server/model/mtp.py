@@ -4,8 +4,9 @@
 
 mlx-lm's loaders drop `mtp.*` in sanitize; this reads those tensors from the checkpoint's
 safetensors files after the load (headers first: a checkpoint without them costs no read).
-mlx-vlm 0.7.10's Qwen3.5 drafter is built on mlx-vlm's own layers and a standalone folder, not
-on mlx-lm's model: the head here reuses the loaded model's decoder-layer class instead.
+mlx-vlm 0.7.10's Qwen3.5 drafter runs mlx-vlm's own layers and round protocol (the whole
+prompt's hidden states at prefill) and has no qwen3_next sibling: the head here reuses the loaded
+model's decoder-layer class and this engine's verify (tests check it computes what mlx-vlm's does).
 """
 
 from __future__ import annotations
