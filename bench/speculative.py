@@ -1,6 +1,6 @@
 """Speculative decoding: decode speed with copy drafts against plain decoding, per turn kind.
 
-    uv run python bench/speculative.py [--family qwen2] [--context 32768] [--repeats 2]
+    uv run python bench/speculative.py [--family qwen2] [--context 32768] [--repeats 2] [--mtp]
     python bench/speculative.py --model PATH --turns-file turns.json   (a built model, no git)
 
 Turns whose output is known text, so acceptance is that of real text and not of random weights:
@@ -14,6 +14,9 @@ Three workers on the same model, taking the same turns one after the other: `--s
 (plain), `auto` (the cost model decides) and `copy` (always drafts); with `--draft-model PATH`
 (`same`: the model itself) a fourth, `--speculative draft`. The forced replies are not what a
 draft model writes, so its row is a draft model's worst case: the cost of drafts that fail.
+With `--mtp` the model is the tiny hybrid (qwen3_next) with a random MTP head, and a worker with
+`--speculative mtp` joins: a random head's guesses fail, so its row is the head's cost with the
+copy drafts stacked on it.
 Per turn kind: the reply's decode tok/s (the worker's own figure: first token to the end),
 tokens per verify step, drafts accepted, and whether the replies are identical. Then N
 concurrent edit turns, plain and auto (drafting is for a sequence decoding alone, so a batch
@@ -225,20 +228,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-tokens", type=int, default=4096)
     ap.add_argument("--sessions", type=int, default=4, help="N for the concurrent rows")
     ap.add_argument("--draft-model", default=None, help="adds a `--speculative draft` worker")
+    ap.add_argument("--mtp", action="store_true", help="a hybrid with an MTP head; adds `mtp`")
     args = ap.parse_args(argv)
     if args.dump_turns:
         Path(args.dump_turns).write_text(json.dumps(turns()))
         return 0
+    if args.mtp:
+        args.family = "qwen3_next"
     if args.model:
         model = args.model
     else:
         from tests.conftest import tiny_model
 
-        model = str(
-            tiny_model(
-                family=args.family, context=args.context, layers=args.layers, hidden=args.hidden
-            )
-        )
+        shape = {"context": args.context, "layers": args.layers, "hidden": args.hidden}
+        extra_shape = {"mtp": True} if args.mtp else {}
+        model = str(tiny_model(family=args.family, **shape, **extra_shape))
     all_turns = pick_turns(args)
     work = Path(tempfile.mkdtemp(prefix="spec-bench-"))
     forced = work / "replies.json"
@@ -250,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
         draft = str(model) if args.draft_model == "same" else args.draft_model
         modes += ("draft",)
         flags["draft"] = ["--speculative", "draft", "--draft-model", draft]
+    if args.mtp:
+        modes += ("mtp",)
+        flags["mtp"] = ["--speculative", "mtp"]
     workers = {}
     try:
         for mode in modes:
@@ -301,18 +308,23 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-DRAFT_COLUMNS = "| draft tok/s | draft/plain | draft tokens/verify | draft accepted "
+EXTRA = ("draft", "mtp")  # modes with columns of their own where they ran
+
+
+def extra_columns(mode: str) -> str:
+    return f"| {mode} tok/s | {mode}/plain | {mode} tokens/verify | {mode} accepted "
 
 
 def report(args, rows: dict, batched: dict, modes: tuple[str, ...]) -> None:
     def med(xs):
         return statistics.median(xs) if xs else 0.0
 
+    extra = [m for m in EXTRA if m in modes]
     what = (
         f"{args.model}"
         if args.model
-        else f"tiny {args.family} model ({args.layers} layers, hidden {args.hidden}, context "
-        f"{args.context}), CPU"
+        else f"tiny {args.family} model{' with an MTP head' * args.mtp} ({args.layers} layers, "
+        f"hidden {args.hidden}, context {args.context}), CPU"
     )
     print(
         f"\n{what}; {args.repeats} runs per turn; decode tok/s is the worker's own "
@@ -322,10 +334,10 @@ def report(args, rows: dict, batched: dict, modes: tuple[str, ...]) -> None:
     print(
         "| turn kind | turns | reply tokens | plain tok/s | auto tok/s | auto/plain | copy tok/s "
         "| copy/plain | auto tokens/verify | auto accepted | copy tokens/verify | copy accepted "
-        + DRAFT_COLUMNS * ("draft" in modes)
+        + "".join(extra_columns(m) for m in extra)
         + "| identical |"
     )
-    print("| --- | " + "---: | " * (11 + 4 * ("draft" in modes)) + "--- |")
+    print("| --- | " + "---: | " * (11 + 4 * len(extra)) + "--- |")
     for kind, row in rows.items():
         plain, auto, copy = (med(row[f"{m} tps"]) for m in ("off", "auto", "copy"))
 
@@ -347,12 +359,12 @@ def report(args, rows: dict, batched: dict, modes: tuple[str, ...]) -> None:
             f"{med(row['copy per step']):.2f}",
             accepted("copy"),
         ]
-        if "draft" in modes:
+        for mode in extra:
             cells += [
-                f"{med(row['draft tps']):.1f}",
-                f"{med(row['draft ratio']):.2f}x",
-                f"{med(row['draft per step']):.2f}",
-                accepted("draft"),
+                f"{med(row[f'{mode} tps']):.1f}",
+                f"{med(row[f'{mode} ratio']):.2f}x",
+                f"{med(row[f'{mode} per step']):.2f}",
+                accepted(mode),
             ]
         cells.append("yes" if all(row["identical"]) else "NO")
         print("| " + " | ".join(cells) + " |")

@@ -45,7 +45,7 @@ SCHEMA: list[Key] = [
         "speculative",
         str,
         "auto",
-        "drafting while one request decodes alone: auto (where it pays), copy, draft or off",
+        "drafting while one request decodes alone: auto (where it pays), copy, mtp, draft or off",
     ),
     Key(
         "draft_model",

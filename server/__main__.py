@@ -88,17 +88,17 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s%s", exc, f" ({exc.hint})" if exc.hint else "")
         return EXIT_USAGE
     from server.model.tool_parsers import parser_names
-    from server.speculative.sources import LATER, MODES
+    from server.speculative.sources import MODES
 
     if args.speculative not in MODES:
-        later = " (not built yet)" if args.speculative in LATER else ""
-        log.error(
-            "unknown --speculative %r%s; choose one of: %s",
-            args.speculative,
-            later,
-            ", ".join(MODES),
-        )
+        log.error("unknown --speculative %r; choose one of: %s", args.speculative, ", ".join(MODES))
         return EXIT_USAGE
+    if args.speculative == "mtp":
+        from server.model.mtp import why_no_mtp
+
+        if why := why_no_mtp(model_path):
+            log.error("--speculative mtp: %s", why)
+            return EXIT_USAGE
     draft_model_path, refused = _draft_model(args, model_path, log)
     if refused:
         return EXIT_USAGE

@@ -133,9 +133,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="auto",
         metavar="MODE",
         help="speculative decoding while one request decodes alone: auto (draft where the "
-        "measured cost model says it pays: with the draft model when one is given, else copies "
-        "of the context), copy (always draft copies of the context), draft (always draft with "
-        "--draft-model), off. (mtp comes later.) Default: auto",
+        "measured cost model says it pays: with the model's own MTP head where the checkpoint "
+        "has one, else the draft model when one is given, else copies of the context), copy "
+        "(always draft copies of the context), mtp (always draft with the model's MTP head, "
+        "copies of the context stacked on its guess; exit 2 without one), draft (always draft "
+        "with --draft-model), off. Default: auto",
     )
     parser.add_argument(
         "--draft-model",

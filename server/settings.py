@@ -47,7 +47,7 @@ class Settings:
     prompt_concurrency: int = 8  # prompts prefilling in one batch (mlx_lm.server's default)
     turn_seconds: float = 1.0  # longest decode or prefill turn while the other side waits
     kv_budget_bytes: int | None = None  # None: admission plans on the device's memory
-    speculative: str = "auto"  # drafting while one sequence decodes: auto, off, copy or draft
+    speculative: str = "auto"  # drafting while one sequence decodes: auto, off, copy, mtp, draft
     draft_model_path: str | None = None  # --draft-model, resolved; None: no draft model
     queue_timeout_s: float = 240.0  # a non-stream request queued this long gets 429/529
     parallel: str = "tensor"  # how ranks under mlx.launch split the model: tensor or pipeline

@@ -164,12 +164,13 @@ def _scheduler(s: dict) -> list[tuple[str, str]]:
 
 
 def _drafting(d: dict) -> list[tuple[str, str]]:
-    """Speculative decoding: the mode (and draft model) and drafts accepted; tokens per verify,
-    the last request's."""
+    """Speculative decoding: the mode (draft model, MTP head) and drafts accepted; tokens per
+    verify, the last request's."""
     drafted, accepted = d.get("drafted") or 0, d.get("accepted") or 0
     mode = str(d.get("mode") or "-")
     model = str(d.get("draft_model") or "").rstrip("/").rsplit("/", 1)[-1]  # a path's last part
     named = [("draft model", model)] if model else []
+    named += [("MTP head", "loaded")] if d.get("mtp") else []
     if not drafted:
         return [("drafting", mode), *named]
     rows = [("drafting", f"{mode}, {accepted / drafted:.0%} of {_count(drafted)} accepted")]

@@ -277,6 +277,11 @@ class Engine:
 
             draft = load_draft(self.settings.draft_model_path, loaded)
             log.info("draft model loaded: %s", self.settings.draft_model_path)
+        mtp = None  # the checkpoint's own MTP head, where it has one (`auto` drafts with it)
+        if self.settings.speculative in ("auto", "mtp") and self._scheduler_factory is None:
+            from server.model.mtp import load_mtp
+
+            mtp = load_mtp(loaded.model, loaded.path, loaded.config)
         if renderer.drops_tools:
             log.warning(
                 "the chat template drops tools: requests with tools are served without them, "
@@ -291,5 +296,6 @@ class Engine:
             watchdog=self.watchdog,
             processor_factories=self._processor_factories,
             draft=draft,
+            mtp=mtp,
         )
         return self.runner

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Any, cast
+from typing import Any
 
 from server.decoding.constrained.streaming import call_streamer
 from server.decoding.processors import ProcessorFactory, processors_for
@@ -20,9 +20,10 @@ from server.engine.job import Generation, Job
 from server.engine.watchdog import Watchdog
 from server.errors import ServiceUnavailable
 from server.metrics import Metrics
-from server.model.draft import weight_ratio
+from server.model.draft import weight_bytes, weight_ratio
 from server.model.kv_state import cache_len
 from server.model.loading import LoadedModel
+from server.model.mtp import MTPHead
 from server.prefix_cache.seam import PrefixCache
 from server.prompt.render import PromptRenderer
 from server.request import ChatRequest, Failed, Finished, Usage
@@ -30,6 +31,7 @@ from server.settings import Settings
 from server.speculative.copy_drafts import NOT_A_TOKEN
 from server.speculative.draft_model import DraftModel
 from server.speculative.guard import SpeedGuard
+from server.speculative.mtp_drafts import MTPDrafts
 from server.speculative.policy import CANDIDATES, Acceptance, CostModel, choose
 from server.speculative.session import Drafting
 from server.speculative.stats import DraftStats
@@ -51,6 +53,7 @@ class Runner:
         watchdog: Watchdog,
         processor_factories: list[ProcessorFactory],
         draft: LoadedModel | None = None,
+        mtp: MTPHead | None = None,
     ):
         self.loaded = loaded
         self.renderer = renderer
@@ -66,6 +69,8 @@ class Runner:
         self.draft = draft  # --draft-model's model: `auto` and `draft` draft with it
         self.copy_costs = CostModel()
         self.draft_costs = CostModel(weight_ratio(draft.model, loaded.model)) if draft else None
+        self.mtp = mtp  # the model's own MTP head: `auto` and `mtp` draft with it
+        self.mtp_costs = CostModel(mtp.nbytes() / weight_bytes(loaded.model)) if mtp else None
         self.draft_guard = SpeedGuard()
         self.draft_stats = DraftStats(settings.speculative)
 
@@ -110,30 +115,39 @@ class Runner:
         if mode == "off":
             return None
         context = list(job.rendered.tokens)
-        if self.draft is not None and self.draft_costs and mode != "copy":
-            if self._draft_pays(mode, job):
+        for span in job.rendered.images:  # an image's cache-key ids are no tokens to copy
+            context[span.start : span.end] = [NOT_A_TOKEN] * (span.end - span.start)
+        mtp, mtp_costs = self.mtp, self.mtp_costs
+        if mtp and mtp_costs and (mode == "mtp" or (mode == "auto" and self._pays(mtp_costs, job))):
+            mtp_source = MTPDrafts(mtp, context)  # its guess reads hidden states, not images
+            return Drafting(mode, context, mtp_costs, self.draft_guard, mtp_source)
+        if self.draft is not None and self.draft_costs and mode not in ("copy", "mtp"):
+            if self._pays(self.draft_costs, job, forced=mode == "draft"):
                 source = DraftModel(self.draft.model, context, self.settings.prefill_step_size)
                 return Drafting(mode, context, self.draft_costs, self.draft_guard, source)
             mode = "auto"
-        for span in job.rendered.images:  # an image's cache-key ids are no tokens to copy
-            context[span.start : span.end] = [NOT_A_TOKEN] * (span.end - span.start)
         return Drafting(mode, context, self.copy_costs, self.draft_guard)
 
-    def _draft_pays(self, mode: str, job: Job) -> bool:
-        """Whether this reply drafts with the draft model (its prompt then prefills it too).
-        Not on images (it reads none), and not where `auto` would never choose it: plain steps
-        ask a model for no guesses, so a reply's acceptance cannot rise from its prior."""
+    @staticmethod
+    def _pays(costs: CostModel, job: Job, forced: bool = False) -> bool:
+        """Whether this reply drafts with a model (the draft model, whose prompt then prefills
+        it too, or, under `auto`, the MTP head): not on images (a draft model reads none), and
+        not where `auto` would never choose it (`forced`: it always would): plain steps ask a
+        model for no guesses, so a reply's acceptance cannot rise from its prior."""
         if job.rendered.images:
             return False
-        costs, context = cast(CostModel, self.draft_costs), len(job.rendered.tokens)
-        return mode == "draft" or choose(Acceptance().rate, costs, context, CANDIDATES[-1]) > 0
+        context = len(job.rendered.tokens)
+        return forced or choose(Acceptance().rate, costs, context, CANDIDATES[-1]) > 0
 
     def draft_status(self) -> dict:
-        costs = self.draft_costs or self.copy_costs
+        # The measured source's: `auto` may draft copies beside a loaded head or draft model.
+        sources = (self.mtp_costs, self.draft_costs, self.copy_costs)
+        costs = next((c for c in sources if c and c.seconds), self.copy_costs)
         return {
             **self.draft_stats.status(costs.known()),
             "measured": self.draft_guard.status(),
             "draft_model": self.draft.path if self.draft else None,
+            "mtp": self.mtp is not None,
         }
 
     def parser(self, job: Job) -> ReplyParser:

@@ -140,7 +140,8 @@ class SoloDecode:
             drafting.delivered([pending])
             return [self._rejoin(started)]
         drafts = drafting.drafts(pending, k)
-        if not drafts:
+        priming = not drafts and drafting.priming
+        if not drafts and not priming:
             return [self._rejoin(started)]
         out: list[SoloResponse] = []
 
@@ -158,11 +159,13 @@ class SoloDecode:
                 processors=self.logits_processors,
                 context=self._context,
                 deliver=deliver,
+                hidden_to=drafting.hidden_to,
             )
         if self.count // 256 != (self.count - len(out)) // 256:
             self._mx.clear_cache()  # as on plain steps: freed buffers do not pile up
-        drafting.verified(step.delivered[1:], step.drafted)
-        self._cycle = (started, 1 + len(drafts), len(self._fed), True, len(out))
+        if not priming:  # a priming step is a plain one, off the pipeline: a switch's cost
+            drafting.verified(step.delivered[1:], step.drafted)
+        self._cycle = (started, len(drafts) and 1 + len(drafts), len(self._fed), True, len(out))
         self._fed.extend(step.delivered)
         self._pending = step.pending
         return out

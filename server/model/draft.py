@@ -30,16 +30,18 @@ def check_draft(model_path: str, draft_path: str) -> str | None:
     return tokenizer_mismatch(load_tokenizer(model_path), load_tokenizer(draft_path))
 
 
-def weight_ratio(draft: Any, target: Any) -> float:
-    """The draft's weight bytes over the target's: a draft forward's cost over a target one's
-    before any is measured (decoding reads every weight once a token)."""
+def weight_bytes(model: Any) -> int:
+    """A model's weight bytes (decoding reads every weight once a token)."""
     from mlx.utils import tree_flatten
 
-    def size(model: Any) -> int:
-        weights = cast(list[tuple[str, Any]], tree_flatten(model.parameters()))
-        return sum(v.nbytes for _, v in weights)
+    weights = cast(list[tuple[str, Any]], tree_flatten(model.parameters()))
+    return max(1, sum(v.nbytes for _, v in weights))
 
-    return size(draft) / max(1, size(target))
+
+def weight_ratio(draft: Any, target: Any) -> float:
+    """The draft's weight bytes over the target's: a draft forward's cost over a target one's
+    before any is measured."""
+    return weight_bytes(draft) / weight_bytes(target)
 
 
 def load_draft(path: str, target: LoadedModel) -> LoadedModel:

@@ -54,5 +54,14 @@ class CopyDrafts:
         draft = ctx[start : min(start + k, n)].tolist()
         return draft[: draft.index(NOT_A_TOKEN)] if NOT_A_TOKEN in draft else draft
 
+    def propose_after(self, guesses: list[int], k: int) -> list[int]:
+        """Up to `k` tokens that may follow the context and then `guesses` (not kept after)."""
+        n = self._n
+        self.extend(guesses)
+        try:
+            return self.propose(k)
+        finally:
+            self._n = n
+
     def __len__(self) -> int:
         return self._n

@@ -7,6 +7,9 @@ model writes, at no cost, so `auto` notices when copying starts paying again.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from server.speculative.copy_drafts import CopyDrafts
 from server.speculative.guard import PROBE_EVERY, SpeedGuard
 from server.speculative.policy import Acceptance, CostModel, choose
@@ -54,6 +57,21 @@ class Drafting:
         """Whether the source guesses at the token being decoded (plain steps draft nothing
         else: leaving the one-step-ahead pipeline costs a wait); a model always has one."""
         return self._guess is not None or not self.source.free
+
+    @property
+    def hidden_to(self) -> Callable[[Any, list[int], int | None], None] | None:
+        """Where a verify hands the model's hidden states (an MTP source's); None: nowhere."""
+        return getattr(self.source, "observe", None) if self.reads_hidden else None
+
+    @property
+    def reads_hidden(self) -> bool:
+        return getattr(self.source, "reads_hidden", False)
+
+    @property
+    def priming(self) -> bool:
+        """Whether the source has no guess for want of a hidden state: a verify of no drafts
+        (a plain step that keeps its hidden states) gives it one."""
+        return self.reads_hidden and not getattr(self.source, "primed", True)
 
     def length(self, context: int, limit: int) -> int:
         """How many drafts the next step should verify (0: decode plainly); `limit` is what

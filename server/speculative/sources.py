@@ -1,15 +1,15 @@
 """What a draft source is: given the tokens so far, up to `k` guesses at the next ones.
 
-Copy drafts (prompt lookup) cost no model; a draft model costs its forwards; MTP heads later.
+Copy drafts (prompt lookup) cost no model; a draft model costs its forwards; the model's MTP head
+costs one small forward and reads the hidden states each verify hands it (`reads_hidden`).
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
-MODES = ("auto", "off", "copy", "draft")  # --speculative; "mtp" is refused for now
-LATER = ("mtp",)
-FORCED = ("copy", "draft")  # modes that draft whenever the source guesses, at its longest
+MODES = ("auto", "off", "copy", "mtp", "draft")  # --speculative
+FORCED = ("copy", "mtp", "draft")  # modes that draft whenever the source guesses, at its longest
 
 
 class DraftSource(Protocol):

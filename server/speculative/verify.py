@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from server.model.mtp import logits_and_hidden
 from server.speculative.rollback import Checkpoint
 
 
@@ -37,16 +38,24 @@ def verify(
     processors: list[Any],
     context: Any,
     deliver: Callable[[int], bool],
+    hidden_to: Callable[[Any, list[int], int | None], None] | None = None,
 ) -> Verified:
     """Feed `[pending, *drafts]`, deliver the pending token and the accepted drafts through
     `deliver` (True: the reply ends on that token), and roll the cache back to them.
 
-    `context` is an mlx-lm TokenBuffer of the tokens fed before (None without processors)."""
+    `context` is an mlx-lm TokenBuffer of the tokens fed before (None without processors).
+    `hidden_to` (an MTP source's) gets the same forward's last hidden states, the delivered
+    tokens and the next one: the rejected positions' rows are never read."""
     import mlx.core as mx
 
     fed = [pending, *drafts]
     checkpoint = Checkpoint(cache)
-    logits = model(mx.array([fed]), cache=cache)[0]
+    hidden = None
+    if hidden_to is None:
+        logits = model(mx.array([fed]), cache=cache)[0]
+    else:
+        out, hidden = logits_and_hidden(model, mx.array([fed]), cache)
+        logits = out[0]
     chosen = None if processors else _sample_all(sampler, logits)
     delivered: list[int] = []
     nxt: int | None = None
@@ -65,6 +74,8 @@ def verify(
             nxt = int(sampler(row - mx.logsumexp(row, axis=-1, keepdims=True)).item())
         if i == len(drafts) or nxt != drafts[i]:
             break
+    if hidden_to is not None:
+        hidden_to(hidden, delivered, nxt)
     rerun = checkpoint.keep(model, fed, len(delivered))
     return Verified(delivered, nxt, len(drafts), len(delivered) - 1, rerun)
 

@@ -132,6 +132,21 @@ def _model_config(
             "vocab_size": vocab_size,
             "eos_token_id": eos_id,
         }
+    if family == "qwen3_5":
+        # Qwen3.5's hybrid inside its multimodal wrapper (text only here): a text_config.
+        text = {
+            **_model_config(vocab_size, layers, hidden, context, eos_id, "qwen3_next", window),
+            "model_type": "qwen3_5_text",
+            "rope_parameters": ROPE_3_5,
+        }
+        return {
+            "model_type": "qwen3_5",
+            "architectures": ["Qwen3_5ForConditionalGeneration"],
+            "text_config": text,
+            "tie_word_embeddings": True,
+            "max_position_embeddings": context,
+            "eos_token_id": eos_id,
+        }
     if family == "gemma3_text":
         # Sliding window (RotatingKVCache of `window` tokens) with a global layer every 2nd.
         return {
@@ -170,6 +185,12 @@ def _model_config(
     }
 
 
+ROPE_3_5 = {
+    "type": "default",
+    "rope_theta": 1e6,
+    "partial_rotary_factor": 0.25,
+    "mrope_section": [1, 1, 0],
+}
 _QWEN3_NEXT = {
     "model_type": "qwen3_next",
     "architectures": ["Qwen3NextForCausalLM"],
@@ -191,7 +212,7 @@ _QWEN3_NEXT = {
     "full_attention_interval": 2,
     "tie_word_embeddings": True,
 }
-FAMILIES = ("qwen2", "qwen3_next", "gemma3_text")
+FAMILIES = ("qwen2", "qwen3_next", "qwen3_5", "gemma3_text")
 
 
 def build_tiny_model(
@@ -207,6 +228,7 @@ def build_tiny_model(
     family: str = "qwen2",
     window: int = 64,
     template: str = "hermes",
+    mtp: bool = False,
 ) -> Path:
     """Write a tiny random-weight qwen2 model directory at `destination` and return it.
 
@@ -215,9 +237,11 @@ def build_tiny_model(
     `scripted=True` then overfits it on SCRIPT, so greedy decoding of those prompts gives
     those exact replies (real tool-call text from a real model, for end-to-end tests).
     `tool_format="xml"` writes Qwen3-Coder style calls instead of Hermes JSON ones.
-    `family` picks the network: qwen2, or the untrimmable-cache kinds qwen3_next (hybrid) and
-    gemma3_text (sliding window of `window` tokens); all share the tokenizer and template.
+    `family` picks the network: qwen2, or the untrimmable-cache kinds qwen3_next and qwen3_5
+    (hybrids) and gemma3_text (sliding window of `window` tokens); all share the tokenizer and
+    template.
     `template` names a thinking family's (server.testing.thinking_templates) instead of Hermes.
+    `mtp=True` (qwen3_next, qwen3_5) adds a random MTP head, `mtp.*` in `mtp.safetensors`.
     """
     import mlx.core as mx
     from mlx.utils import tree_flatten
@@ -242,8 +266,12 @@ def build_tiny_model(
     weights = dict(tree_flatten(model.parameters()))
     mx.eval(weights)
 
+    if mtp and family not in ("qwen3_next", "qwen3_5"):
+        raise ValueError("tiny MTP heads are built for the qwen3_next and qwen3_5 families")
     with staged(destination) as staging:
         mx.save_safetensors(str(staging / "model.safetensors"), weights, metadata={"format": "mlx"})
+        if mtp:
+            save_mtp_head(staging / "mtp.safetensors", model)
         (staging / "config.json").write_text(json.dumps(config, indent=2))
         tokenizer.save(str(staging / "tokenizer.json"))
         (staging / "tokenizer_config.json").write_text(
@@ -270,6 +298,19 @@ def build_tiny_model(
                 str(staging / "model.safetensors"), weights, metadata={"format": "mlx"}
             )
     return destination
+
+
+def save_mtp_head(path: Path, model) -> None:
+    """Random `mtp.*` weights for `model` (a qwen3_next or qwen3_5), as mlx-lm writes weights."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+
+    from server.model.mtp import new_head
+
+    head = dict(tree_flatten(new_head(model, 1).parameters()))
+    mx.eval(head)
+    tensors = {f"mtp.{name}": value for name, value in head.items()}
+    mx.save_safetensors(str(path), tensors, metadata={"format": "mlx"})
 
 
 def train_on_script(

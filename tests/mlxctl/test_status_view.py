@@ -49,6 +49,7 @@ RECENT = [
 SPECULATIVE = {
     "mode": "auto",
     "draft_model": "/models/tiny",
+    "mtp": True,
     "drafted": 1200,
     "accepted": 900,
     "verify_steps": 300,
@@ -91,7 +92,7 @@ def test_status_panels_against_a_fake_worker(make_ctl):
     assert "3 running, 2 decoding" in text and "1 waiting, 41.2 tok/s" in text
     words = " ".join(text.split())  # the label column is as wide as its longest label
     assert "│ drafting auto, 75% of 1,200 accepted │" in words
-    assert "│ draft model tiny" in words
+    assert "│ draft model tiny" in words and "│ MTP head loaded" in words
     assert "│ verify 4.0 tokens/step; last copy 3.5 │" in words
     assert "██████░░░░ 5.0 GiB / 8.0 GiB" in text
 
