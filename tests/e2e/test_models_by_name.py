@@ -175,3 +175,19 @@ def test_a_model_that_cannot_fit_is_a_clear_503(door):
         say(door, "huge")
     assert caught.value.status_code == 503 and "not enough memory" in caught.value.body["message"]
     assert rows(door)["other"]["state"] == "running"  # nothing else was stopped for it
+
+
+def test_a_killed_supervisor_takes_every_models_worker_along(door):
+    import os
+    import signal
+
+    import psutil
+
+    status, _ = door.status()
+    pid = rows(door)["other"]["pid"]
+    os.kill(status["supervisor_pid"], signal.SIGKILL)
+    gone = lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"  # noqa: E731
+    door.wait_for(gone, timeout=30, what="the other model's worker gone")
+    door.run("start", "--port", str(door.given), check=True)
+    assert say(door, "other") == "other"  # served again, started on demand
+    assert rows(door)["other"]["pid"] != pid
