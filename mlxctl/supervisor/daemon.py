@@ -30,14 +30,13 @@ from mlxctl.supervisor.seam import RealSeam
 from mlxctl.supervisor.states import State
 from mlxctl.supervisor.switches import Switches, weights_bytes
 from mlxctl.supervisor.worker_command import WORKER_HOST, worker_command
-from mlxctl.supervisor.worker_output import WorkerOutput
+from mlxctl.supervisor.worker_output import SPAWN_MARK, WorkerOutput
 from mlxctl.system import identity, processes, statefile
 from mlxctl.system.lock import FileLock
 from mlxctl.system.processes import WorkerSpec
 
 TICK_SECONDS = 0.1
 STATE_RETRY_SECONDS = 1.0  # a failed state write (a full disk) is tried again this often
-SPAWN_MARK = "--- mlxctl: starting the worker for"
 
 
 class Daemon:

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from mlxctl import paths, worker_client
@@ -30,19 +32,18 @@ from mlxctl.supervisor.seam import RealSeam
 from mlxctl.supervisor.states import State
 from mlxctl.supervisor.switches import weights_bytes
 from mlxctl.supervisor.worker_command import WORKER_HOST, worker_command
-from mlxctl.supervisor.worker_output import WorkerOutput
+from mlxctl.supervisor.worker_output import SPAWN_MARK, WorkerOutput
 from mlxctl.system import identity, processes
 from mlxctl.system.processes import WorkerSpec
 
-SPAWN_MARK = "--- mlxctl: starting the worker for"
 COUNT_EVERY = 1.0  # seconds between state writes for request counts alone
 
 
-def cache_dir_of(name: str):
+def cache_dir_of(name: str) -> Path:
     return paths.kv_cache_dir().parent / "models" / name
 
 
-def log_of(name: str):
+def log_of(name: str) -> Path:
     return paths.logs_dir() / f"worker-{name}.log"
 
 
@@ -83,6 +84,7 @@ class ModelWorker:
         self.settings = {**settings, **entry.settings}  # its own keys win over the top level
         self.log = lambda line: log(f"[{entry.name}] {line}")
         self.model = entry.path  # resolved on its first start
+        self.resolved = False
         self.error: str | None = None  # it cannot be served (its model does not resolve)
         self.unloaded = ""  # why it last stopped: "idle", "memory", "" (never started)
         self.wanted = 0  # the latest ticket of a request waiting for it to start
@@ -112,6 +114,7 @@ class ModelWorker:
 
         try:
             self.model = self.seam.model = registry.resolve(self.entry.path)
+            self.resolved = True
         except MlxctlError as exc:
             self.error = f"models.{self.name}.path: {exc}"
             self.log(self.error)
@@ -198,8 +201,6 @@ class Fleet:
 
     def kill(self) -> None:
         """The daemon failed: no worker may outlive it unsupervised."""
-        import signal
-
         for worker in self.workers.values():
             if worker.sup.handle is not None:
                 worker.seam.signal_group(worker.sup.handle, signal.SIGKILL)
@@ -236,7 +237,7 @@ class Fleet:
         for worker in self.workers.values():
             if not worker.wanted or worker.holds_memory or leaving:
                 continue  # a worker that is stopping frees its memory first
-            if worker.model == worker.entry.path and not worker.resolve():
+            if not worker.resolved and not worker.resolve():
                 self.routes.refuse(worker.name, worker.error or "", worker.wanted)
                 worker.wanted = 0
                 continue
