@@ -36,6 +36,11 @@ MODEL_ALIASES = (
     "ANTHROPIC_MODEL", "ANTHROPIC_DEFAULT_OPUS_MODEL", "ANTHROPIC_DEFAULT_SONNET_MODEL",
     "ANTHROPIC_DEFAULT_HAIKU_MODEL", "ANTHROPIC_DEFAULT_FABLE_MODEL", "CLAUDE_CODE_SUBAGENT_MODEL",
 )  # fmt: skip
+FAMILY_VARIABLES = {
+    "opus": "ANTHROPIC_DEFAULT_OPUS_MODEL",
+    "sonnet": "ANTHROPIC_DEFAULT_SONNET_MODEL",
+    "haiku": "ANTHROPIC_DEFAULT_HAIKU_MODEL",
+}
 # Where Claude Code sends requests and as what: a user's value here would skip the worker.
 ROUTING = ("ANTHROPIC_BASE_URL", "ANTHROPIC_AUTH_TOKEN", *MODEL_ALIASES)
 INSTALL_HINT = (
@@ -52,10 +57,15 @@ class Setting:
 
 
 def settings_for(
-    report: dict, url: str, api_key: str | None, user: Mapping[str, str] | None = None
+    report: dict,
+    url: str,
+    api_key: str | None,
+    user: Mapping[str, str] | None = None,
+    families: Mapping[str, str] | None = None,
 ) -> list[Setting]:
     """What to set for a worker at `url` whose /v1/status is `report`; `user` (the caller's
-    environment) keeps its own values of everything but ROUTING."""
+    environment) keeps its own values of everything but ROUTING. `families` maps Claude Code's
+    opus/sonnet/haiku to `[models.NAME]` entries whose aliases take them."""
     user = user or {}
     model = str(report.get("model") or "")
     out = [
@@ -64,9 +74,14 @@ def settings_for(
                 "any value: the worker has no key"),
     ]  # fmt: skip
     if model:
-        out += [Setting(name, model, "the loaded model") for name in MODEL_ALIASES]
-        out.append(Setting("CLAUDE_CODE_SUBAGENT_MODEL_FORCE", "1",
-                           "subagents use the loaded model whatever model they name"))  # fmt: skip
+        mapped = {FAMILY_VARIABLES[family] for family in families or {}}
+        out += [Setting(name, model, "the loaded model") for name in MODEL_ALIASES
+                if name not in mapped]  # fmt: skip
+        if families:  # subagents name their own model, which the front door serves
+            out += _families(families)
+        else:
+            out.append(Setting("CLAUDE_CODE_SUBAGENT_MODEL_FORCE", "1",
+                               "subagents use the loaded model whatever they name"))  # fmt: skip
     context = report.get("context_length")
     if isinstance(context, int) and context > 0:
         out += _compaction(context, _tokens(user.get("CLAUDE_CODE_AUTO_COMPACT_WINDOW")))
@@ -81,10 +96,25 @@ def settings_for(
     return [_users_own(s, user) for s in out]
 
 
+def _families(families: Mapping[str, str]) -> list[Setting]:
+    """Claude Code's opus/sonnet/haiku aliases (and its small fast model) to the configured
+    models whose aliases take them; a family no entry takes stays on the default model."""
+    out = []
+    for family, variable in FAMILY_VARIABLES.items():
+        if family in families:
+            out.append(Setting(variable, families[family], f"[models.{families[family]}]"))
+    if "haiku" in families:
+        out.append(Setting("ANTHROPIC_SMALL_FAST_MODEL", families["haiku"],
+                           "background work on the haiku model"))  # fmt: skip
+    return out
+
+
 def _users_own(setting: Setting, user: Mapping[str, str]) -> Setting:
-    """The user's own value, where they set one and it does not route requests elsewhere."""
+    """The user's own value, where they set one and it does not route requests elsewhere (a
+    model name the front door serves by name is theirs to choose)."""
     mine = (user.get(setting.name) or "").strip()
-    if not mine or setting.name in ROUTING:
+    by_name = setting.why.startswith("[models.") or setting.name == "ANTHROPIC_SMALL_FAST_MODEL"
+    if not mine or (setting.name in ROUTING and not by_name):
         return setting
     return Setting(setting.name, mine, "yours, from your environment")
 

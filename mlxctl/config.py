@@ -13,6 +13,7 @@ import tomlkit
 
 from mlxctl import paths
 from mlxctl.errors import ConfigError
+from mlxctl.models import served
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,14 @@ SCHEMA: list[Key] = [
     ),
     Key("memory.soft_limit", int, 0, "worker memory that sheds the RAM cache (0 = 85% of RAM)", 0),
     Key("memory.hard_limit", int, 0, "worker memory that restarts it (0 = 95% of RAM)", 0),
+    Key(
+        "memory.models_budget",
+        int,
+        0,
+        "bytes the served models may need together; the least recently used idle one stops "
+        "first (0 = 85% of RAM)",
+        0,
+    ),
     Key("batch.decode_concurrency", int, 32, "requests that decode together in one batch", 1),
     Key("batch.prompt_concurrency", int, 8, "prompts that prefill together in one batch", 1),
     Key("batch.turn_seconds", float, 1.0, "longest decode or prefill turn while both wait", 0.05),
@@ -141,6 +150,10 @@ def _check(key: Key, value: Any) -> Any:
             hint=f"{key.path}: {key.help}",
         )
     return value
+
+
+def _check_path(path: str, value: Any) -> Any:
+    return _check(_key(path), value)
 
 
 def parse_value(path: str, text: str) -> Any:
@@ -210,13 +223,17 @@ def _plain(value: Any) -> Any:
 
 
 def load() -> dict[str, Any]:
-    """Every key's effective value (file over defaults), validated, by key path."""
+    """Every key's effective value (file over defaults), validated, by key path; "models" holds
+    the `[models.NAME]` entries (served.ServedModel by name)."""
     doc = load_document()
     values = {}
     for key in SCHEMA:
         raw = _lookup(doc, key.path)
         values[key.path] = key.default if raw is None else _check(key, _plain(raw))
+    values["models"] = served.parse_table(_plain(doc.get("models")), _check_path)
     for name, value in doc.items():
+        if name == "models":
+            continue  # [models.NAME] tables: checked above
         inner = [f"{name}.{sub}" for sub in value] if isinstance(value, dict) else [name]
         for path in inner:
             if path not in KEYS:

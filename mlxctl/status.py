@@ -7,6 +7,7 @@ answer in a blink, and scripts poll it.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
@@ -72,6 +73,9 @@ class Status:
     # Across machines: [{rank, host, pid, rss_bytes}] (rss null for another host's rank).
     ranks: list = field(default_factory=list)
     log_tail: list = field(default_factory=list)  # FATAL: the worker log's last lines
+    # One row per served model (the default first): name, state, pid, rss_bytes, cache_bytes,
+    # requests, aliases... ([models.NAME] entries; just the default without them).
+    models: list = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -116,6 +120,7 @@ def status(probe: bool = True) -> Status:
             result.state, result.detail = "STOPPED", "the supervisor exited without cleaning up"
         return result
     result.supervisor_pid = sup.pid
+    result.models = [_model_row(row) for row in saved.models if isinstance(row, dict)]
     if worker is not None:
         result.worker_pid = worker.pid
         with contextlib.suppress(psutil.Error):
@@ -130,6 +135,28 @@ def status(probe: bool = True) -> Status:
         if here and result.worker_rss_bytes is not None:
             result.worker_rss_bytes += sum(here)  # the launcher and this host's ranks
     return result
+
+
+def _model_row(row: dict) -> dict:
+    """A model's row as the daemon wrote it, with its worker's memory and its cache's size."""
+    worker = identity.process_of(identity.Identity.from_dict(row.get("worker")))
+    rss = None
+    if worker is not None:
+        with contextlib.suppress(psutil.Error):
+            tree = [worker, *worker.children(recursive=True)]
+            rss = sum(p.memory_info().rss for p in tree)
+    cache = row.get("cache_dir")
+    return {**row, "pid": worker.pid if worker else None, "rss_bytes": rss,
+            "cache_bytes": _folder_bytes(cache) if isinstance(cache, str) else None}  # fmt: skip
+
+
+def _folder_bytes(folder: str) -> int:
+    total = 0
+    for root, _, files in os.walk(folder):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.stat(os.path.join(root, name)).st_size
+    return total
 
 
 def _with_rss(ranks: list, worker: psutil.Process | None) -> list:

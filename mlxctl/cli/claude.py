@@ -9,6 +9,7 @@ import typer
 from mlxctl import claude_env, config
 from mlxctl.cli.agent_launch import ClientNotFound, serving
 from mlxctl.cli.output import output
+from mlxctl.models.served import Catalog
 from mlxctl.system import processes
 
 
@@ -29,8 +30,10 @@ def claude(
     if not print_env and client is None:
         raise ClientNotFound("`claude` (Claude Code) is not installed", claude_env.INSTALL_HINT)
     url, report = serving()
-    api_key = config.load().get("api_key") or None
-    settings = claude_env.settings_for(report, url, api_key, user=os.environ)
+    values = config.load()
+    api_key = values.get("api_key") or None
+    families = Catalog((), values["models"]).family_models()  # [models.NAME] aliases
+    settings = claude_env.settings_for(report, url, api_key, user=os.environ, families=families)
     if print_env:
         for line in claude_env.export_lines(settings):
             output.plain(line)

@@ -24,14 +24,18 @@ def show(as_json: bool = typer.Option(False, "--json", help="Effective values as
     from mlxctl import config  # tomlkit only for config commands: keeps `status` fast
 
     values = config.load()
+    models = {name: entry.to_dict() for name, entry in values.pop("models").items()}
     if as_json:
-        output.json(values)
+        output.json({**values, "models": models})
         return
     for key in config.SCHEMA:
         value = values[key.path]
         shown = "***" if key.path == "api_key" and value else json.dumps(value)
         marker = "" if value != key.default else "  [dim](default)[/]"
         output.print(f"{key.path} = {shown}{marker}")
+    for name, entry in models.items():  # [models.NAME]: served by name beside `model`
+        for field, value in entry.items():
+            output.print(f"models.{name}.{field} = {json.dumps(value)}", markup=False)
 
 
 @config_app.command("get")

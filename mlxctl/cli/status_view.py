@@ -311,6 +311,30 @@ def _ranks(rows: list[dict], cache: dict | None) -> Panel:
     return _panel(table, f"ranks ({len(rows)})")
 
 
+def _models(rows: list[dict]) -> Panel:
+    """One line per served model ([models.NAME] entries beside the default)."""
+    table = Table(box=None, pad_edge=False, expand=True)
+    table.add_column("model", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    for name in ("memory", "cache", "requests"):
+        table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("aliases", overflow="fold")
+    colours = {"running": "green", "fatal": "red", "starting": "yellow"}
+    for row in rows:
+        state = str(row.get("state") or "-")
+        name = str(row.get("name") or "-") + (" (default)" if row.get("default") else "")
+        rss, cache = row.get("rss_bytes"), row.get("cache_bytes")
+        table.add_row(
+            Text(name),
+            Text(state, style=colours.get(state, "dim")),
+            human_bytes(rss) if isinstance(rss, int) else "-",
+            human_bytes(cache) if isinstance(cache, int) else "-",
+            _count(row.get("requests")),
+            Text(", ".join(row.get("aliases") or []) or "-"),
+        )
+    return _panel(table, f"models ({len(rows)})")
+
+
 def status_table(st: dict) -> Group:
     """The `mlxctl status` view of the core's status dict (fits 100 columns)."""
     top = Table.grid(expand=True, padding=(0, 1))
@@ -318,6 +342,8 @@ def status_table(st: dict) -> Group:
     top.add_column(ratio=1)
     top.add_row(_service(st), _memory(st))
     parts: list = [top]
+    if len(st.get("models") or []) > 1:
+        parts.append(_models(st["models"]))
     if st.get("ranks"):
         parts.append(_ranks(st["ranks"], st.get("cache")))
     if isinstance(st.get("cache"), dict):

@@ -5,6 +5,8 @@ protocol's shape, any other request just waits. A request no worker received (it
 closed: it died) goes to the next live worker; one a worker died on before answering goes to the
 next one once, then is a 502 (a request that crashes workers must not take down every next one).
 A client that goes away closes the upstream stream, which the worker takes as a cancel.
+With `[models.NAME]` entries the request's `model` picks the route (by_model.py); one asleep
+is wanted (the supervisor starts its worker) and the request waits for it like any held one.
 """
 
 from __future__ import annotations
@@ -13,14 +15,17 @@ import asyncio
 import json
 import logging
 import socket
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import httpx
 
 from mlxctl.front_door import shapes
+from mlxctl.front_door.by_model import LISTING, listing, one_model, route_request
 from mlxctl.front_door.guard import Guard
 from mlxctl.front_door.routes import RouteTable
+from mlxctl.models.served import DEFAULT, Catalog
 
 log = logging.getLogger("mlxctl.front_door")
 Scope = MutableMapping[str, Any]
@@ -66,6 +71,8 @@ class FrontDoorApp:
         self.hold_seconds = hold_seconds  # the longest a request waits for a worker
         self.keep_alive_seconds = KEEP_ALIVE_SECONDS
         self.client: httpx.AsyncClient | None = None
+        self.catalog: Catalog | None = None  # several models by name (the daemon sets it)
+        self.started = time.time()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -107,7 +114,21 @@ class FrontDoorApp:
         body = await _read_body(receive)
         if body is None:
             return  # the client left before it finished sending
-        exchange = Exchange(self, scope, body, send)
+        target = DEFAULT
+        catalog = self.catalog
+        if catalog is not None and catalog.several:
+            method = scope["method"]
+            if method == "GET" and (path == LISTING or path.startswith(LISTING + "/")):
+                await self._models(catalog, path, send)
+                return
+            routed, body, requested = route_request(catalog, method, body)
+            if routed is None:
+                served = ", ".join([*catalog.default_names[:1], *catalog.models])
+                said = f"model {requested!r} is not served here; models served: {served}"
+                await _send_json(send, 404, shapes.error_body(path, 404, said))
+                return
+            target = routed
+        exchange = Exchange(self, scope, body, send, target)
         forward = asyncio.ensure_future(exchange.run())
         watch = asyncio.ensure_future(_disconnected(receive))
         await asyncio.wait({forward, watch}, return_when=asyncio.FIRST_COMPLETED)
@@ -117,12 +138,25 @@ class FrontDoorApp:
             if isinstance(result, Exception):
                 log.error("front door: %s %s failed: %r", scope["method"], path, result)
 
+    async def _models(self, catalog: Catalog, path: str, send: Send) -> None:
+        if path == LISTING:
+            await _send_json(send, 200, listing(catalog, self.routes, self.started))
+            return
+        found = one_model(catalog, self.routes, self.started, path)
+        if found is None:
+            said = f"model {path[len(LISTING) + 1 :]!r} is not served here"
+            await _send_json(send, 404, shapes.error_body(path, 404, said))
+        else:
+            await _send_json(send, 200, found)
+
 
 class Exchange:
     """One request through the door: wait for a live worker, send, relay the answer."""
 
-    def __init__(self, app: FrontDoorApp, scope: Scope, body: bytes, send: Send):
+    def __init__(self, app: FrontDoorApp, scope: Scope, body: bytes, send: Send,
+                 target: str = DEFAULT):  # fmt: skip
         self.app = app
+        self.target = target  # the route key: "" the default model, else a [models.NAME]
         self.scope = scope
         self.path: str = scope["path"]
         self.body = body
@@ -146,8 +180,17 @@ class Exchange:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.app.hold_seconds
         next_ping = 0.0
+        routes, ticket, wanting = self.app.routes, 0, False
         while True:
-            route = self.app.routes.get()
+            route = routes.get(self.target)
+            if route.asleep and not wanting:
+                ticket, wanting = routes.want(self.target), True  # its worker starts for us
+            elif not route.asleep:
+                wanting = False
+            refused = routes.refusal(self.target, ticket) if ticket else None
+            if refused is not None:
+                await self._fail(503, refused, shapes.OVERLOADED)
+                return
             if route.url is not None:
                 try:
                     await self._forward(route.url)
@@ -184,7 +227,7 @@ class Exchange:
         headers = _without(self.scope["headers"], _REQUEST_DROP)
         method = self.scope["method"]
         request = client.build_request(method, target, headers=headers, content=self.body)
-        with self.app.routes.serving(url):
+        with self.app.routes.serving(url, self.target):
             try:
                 response = await client.send(request, stream=True)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
@@ -223,8 +266,8 @@ class Exchange:
             await self.send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
             self.started = True
 
-    async def _fail(self, status: int, message: str) -> None:
-        body = shapes.error_body(self.path, status, message)
+    async def _fail(self, status: int, message: str, anthropic_kind: str = "") -> None:
+        body = shapes.error_body(self.path, status, message, anthropic_kind)
         if self.started:
             await self.send(_chunk(shapes.stream_error(self.path, body)))
             await self.send(_chunk(b"", more=False))

@@ -14,8 +14,14 @@ _ANTHROPIC_TYPES = {
     413: "request_too_large",
     503: "api_error",
 }
-_OPENAI_TYPES = {401: "invalid_request_error", 403: "invalid_request_error", 503: "server_error"}
-_OPENAI_CODES = {401: "invalid_api_key", 503: "service_unavailable"}
+_OPENAI_TYPES = {
+    401: "invalid_request_error",
+    403: "invalid_request_error",
+    404: "invalid_request_error",
+    503: "server_error",
+}
+_OPENAI_CODES = {401: "invalid_api_key", 404: "model_not_found", 503: "service_unavailable"}
+OVERLOADED = "overloaded_error"  # Anthropic's kind for "no room now, try later"
 
 
 def protocol_of(path: str) -> str:
@@ -24,9 +30,9 @@ def protocol_of(path: str) -> str:
     return RESPONSES if path.startswith("/v1/responses") else OPENAI
 
 
-def error_body(path: str, status: int, message: str) -> dict:
+def error_body(path: str, status: int, message: str, anthropic_kind: str = "") -> dict:
     if protocol_of(path) == ANTHROPIC:
-        kind = _ANTHROPIC_TYPES.get(status, "api_error")
+        kind = anthropic_kind or _ANTHROPIC_TYPES.get(status, "api_error")
         return {"type": "error", "error": {"type": kind, "message": message}}
     kind = _OPENAI_TYPES.get(status, "server_error")
     code = _OPENAI_CODES.get(status)

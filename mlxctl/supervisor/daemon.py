@@ -20,6 +20,8 @@ from mlxctl.errors import PortInUseError
 from mlxctl.front_door.serve import FrontDoor, open_front_door
 from mlxctl.logs import RotatingWriter
 from mlxctl.supervisor import state as state_file
+from mlxctl.supervisor.budget import planned_need
+from mlxctl.supervisor.fleet import Default, Fleet, open_fleet
 from mlxctl.supervisor.handover import base_of
 from mlxctl.supervisor.machine import Supervisor, Timing
 from mlxctl.supervisor.memory import MemoryGuard, MemoryLimits
@@ -28,14 +30,13 @@ from mlxctl.supervisor.seam import RealSeam
 from mlxctl.supervisor.states import State
 from mlxctl.supervisor.switches import Switches, weights_bytes
 from mlxctl.supervisor.worker_command import WORKER_HOST, worker_command
-from mlxctl.supervisor.worker_output import WorkerOutput
+from mlxctl.supervisor.worker_output import SPAWN_MARK, WorkerOutput
 from mlxctl.system import identity, processes, statefile
 from mlxctl.system.lock import FileLock
 from mlxctl.system.processes import WorkerSpec
 
 TICK_SECONDS = 0.1
 STATE_RETRY_SECONDS = 1.0  # a failed state write (a full disk) is tried again this often
-SPAWN_MARK = "--- mlxctl: starting the worker for"
 
 
 class Daemon:
@@ -64,6 +65,7 @@ class Daemon:
         self.url = worker_client.base_url(args.host, args.port)
         self.front_door: FrontDoor | None = None
         self.switches = Switches(self)
+        self.fleet: Fleet | None = None  # the [models.NAME] workers
 
     @staticmethod
     def _point_stdio_at(fd: int) -> None:
@@ -149,6 +151,8 @@ class Daemon:
         if self.memory is not None:
             now.memory_limits = self.memory.limits.to_dict()
         now.fatal_reason = sup.fatal_reason
+        if self.fleet is not None:
+            now.models = self.fleet.rows(to_wall, now.worker, now.worker_url)
         return now
 
     def write_state(self, sup: Supervisor | None) -> None:
@@ -191,14 +195,18 @@ class Daemon:
 
     def clean_up_orphan(self) -> None:
         previous = state_file.read_or_none()
-        worker = previous.worker_identity if previous else None
-        orphan = identity.process_of(worker)
-        if orphan is not None:  # else gone, or the pid is another process's: never signal it
-            self.log(f"stopping the worker left by a dead supervisor (pid {orphan.pid})")
-            processes.stop_group(orphan, self.settings["restart.stop_timeout"])
-        swept = processes.sweep(worker)  # its children outlive it (external commands)
-        if swept:
-            self.log(f"killed {len(swept)} processes left behind by that worker: {swept}")
+        workers = [previous.worker_identity] if previous else []
+        for row in previous.models if previous else []:  # the [models.NAME] workers too
+            if isinstance(row, dict) and not row.get("default"):
+                workers.append(identity.Identity.from_dict(row.get("worker")))
+        for worker in workers:
+            orphan = identity.process_of(worker)
+            if orphan is not None:  # else gone, or the pid is another's: never signal it
+                self.log(f"stopping the worker left by a dead supervisor (pid {orphan.pid})")
+                processes.stop_group(orphan, self.settings["restart.stop_timeout"])
+            swept = processes.sweep(worker)  # its children outlive it (external commands)
+            if swept:
+                self.log(f"killed {len(swept)} processes left behind by that worker: {swept}")
 
     # -- main loop -------------------------------------------------------------------------------
 
@@ -265,9 +273,13 @@ class Daemon:
             on_handover=lambda verdict: self._changed(sup, verdict),
         )
         self.memory = self._memory_guard(sup)
+        fleet = self.fleet = self._fleet(sup, policy, timing)
+        seam.others = fleet.others_than_default()
 
         def on_signal(signum: int, frame: object) -> None:
-            sup.request_stop(self._stop_timeout())
+            grace = self._stop_timeout()
+            sup.request_stop(grace)
+            fleet.stop(grace)
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
@@ -277,9 +289,9 @@ class Daemon:
         try:
             sup.start()
             last_write = time.monotonic()
-            while not sup.done:
+            while not (sup.done and fleet.done):
                 sup.tick()
-                if self.switches.take(sup):
+                if self.switches.take(sup) | fleet.tick():
                     self.write_state(sup)
                 if self.memory.restart_wanted:
                     sup.request_restart(self.memory.restart_wanted)
@@ -294,6 +306,7 @@ class Daemon:
         except BaseException as exc:
             # A bug must not leave a worker nobody supervises: take it down, then re-raise.
             self.log(f"supervisor failed: {exc!r}; killing the worker")
+            fleet.kill()
             if sup.handle is not None:
                 seam.signal_group(sup.handle, signal.SIGKILL)
                 seam.cleanup(sup.handle)
@@ -320,6 +333,13 @@ class Daemon:
         guard = MemoryGuard(limits, current, s["api_key"] or None, self.log)
         guard.start()
         return guard
+
+    def _fleet(self, sup: Supervisor, policy: RestartPolicy, timing: Timing) -> Fleet:
+        """The [models.NAME] workers, started on demand; the front door routes by name."""
+        assert self.front_door is not None
+        need = planned_need(self.args.model, self.settings["cache.ram_bytes"])
+        default = Default(sup, need, self.args.model_name, self.args.model)
+        return open_fleet(self.settings, policy, timing, self.front_door, default, self.log)
 
     def _stop_timeout(self) -> float | None:
         return state_file.take_stop_request()

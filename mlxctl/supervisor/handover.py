@@ -1,16 +1,19 @@
 """Switches with no failed request: the next worker starts beside the serving one and takes the
 route once healthy and vetted; the old one finishes what it serves (up to the grace), then stops.
 
-Both run inside `machine.Supervisor.tick()`, on the seam, so the fake clock tests them too.
+`Handover` carries a switch for the state machine (`machine.Supervisor` owns one and calls its
+`tick` from its own), on the seam, so the fake clock tests it too.
 """
 
 from __future__ import annotations
 
 import signal
 from collections.abc import Callable
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from mlxctl.supervisor.seam import Canary, Handle, Seam
+from mlxctl.supervisor.states import State
 from mlxctl.system.processes import WorkerSpec
 
 
@@ -74,3 +77,116 @@ class Retiree:
             seam.signal_group(self.handle, signal.SIGKILL)
             self.killed = True
         return False
+
+
+class Times(Protocol):
+    """The handover's share of machine.Timing."""
+
+    @property
+    def probe_timeout(self) -> float: ...
+
+    @property
+    def startup_timeout(self) -> float: ...
+
+    @property
+    def canary_timeout(self) -> float: ...
+
+    @property
+    def stop_timeout(self) -> float: ...
+
+
+class Serving(Protocol):
+    """What a handover needs of the state machine it switches (machine.Supervisor)."""
+
+    seam: Seam
+    state: State
+    stop_requested: bool
+    handle: Handle | None
+    spec: WorkerSpec | None
+    busy: Callable[[str], bool]
+    on_handover: Callable[[str], None]
+    log: Callable[[str], None]
+
+    @property
+    def timing(self) -> Times: ...
+
+    def take_over(self, handle: Handle, spec: WorkerSpec, began: float, now: float) -> None: ...
+
+
+class Handover:
+    """A switch in progress (its successor) and the workers switches replaced (retirees)."""
+
+    def __init__(self, sup: Serving):
+        self.sup = sup
+        self.successor: Successor | None = None
+        self.retirees: list[Retiree] = []
+
+    def request(self, reason: str, make_spec: Callable[[], WorkerSpec]) -> bool:
+        """While RUNNING: start the next worker beside the serving one (the switch goes on in
+        `tick`). False when no switch can start now."""
+        sup = self.sup
+        serving = sup.handle
+        if sup.state is not State.RUNNING or sup.stop_requested or self.successor is not None:
+            return False
+        assert serving is not None, "RUNNING without a worker process"
+        spec = make_spec()
+        handle = sup.seam.spawn(spec)
+        self.successor = Successor(handle, spec, sup.seam.now(), reason)
+        sup.log(f"starting the next worker (pid {handle.pid}) beside pid {serving.pid}: {reason}")
+        return True
+
+    def tick(self, now: float) -> None:
+        self._tick_successor(now)
+        self._tick_retirees(now)
+
+    def _tick_successor(self, now: float) -> None:
+        sup, nxt = self.sup, self.successor
+        if nxt is None:
+            return
+        if sup.stop_requested or sup.state is not State.RUNNING:
+            self._drop_successor(f"the service went {sup.state.value} during the switch")
+            return
+        t = sup.timing
+        verdict = nxt.tick(sup.seam, now, t.probe_timeout, t.startup_timeout, t.canary_timeout)
+        if verdict is None:
+            return
+        if verdict:
+            self._drop_successor(verdict)
+            return
+        # The switch, in one step: new requests go to the successor; the old one drains.
+        old, old_spec = sup.handle, sup.spec
+        assert old is not None and old_spec is not None, "RUNNING without a worker process"
+        self.retirees.append(Retiree(old, base_of(old_spec.url), now + t.stop_timeout))
+        self.successor = None
+        sup.take_over(nxt.handle, nxt.spec, nxt.began, now)
+        sup.log(f"worker pid {nxt.handle.pid} took over from pid {old.pid} ({nxt.reason}); "
+                "the old one finishes its requests, then stops")  # fmt: skip
+        sup.on_handover("")
+
+    def _drop_successor(self, why: str) -> None:
+        sup, nxt = self.sup, self.successor
+        assert nxt is not None
+        self.successor = None
+        sup.seam.signal_group(nxt.handle, signal.SIGKILL)
+        deadline = sup.seam.now() + 5.0
+        while nxt.handle.poll() is None and sup.seam.now() < deadline:
+            sup.seam.sleep(0.02)
+        sup.seam.cleanup(nxt.handle, self.spare(nxt.handle))
+        sup.log(f"the switch failed: {why}; the serving worker carries on")
+        sup.on_handover(why)
+
+    def _tick_retirees(self, now: float) -> None:
+        sup = self.sup
+        grace, hurry = sup.timing.stop_timeout, sup.stop_requested
+        for old in list(self.retirees):
+            if old.tick(sup.seam, now, sup.busy, grace, hurry):
+                self.retirees.remove(old)
+                sup.seam.cleanup(old.handle, self.spare(old.handle))
+                sup.log(f"the replaced worker (pid {old.handle.pid}) has stopped")
+
+    def spare(self, gone: Handle) -> tuple[int, ...]:
+        """The workers still alive besides `gone`: a cleanup must not take them down."""
+        alive = [self.sup.handle, *(r.handle for r in self.retirees)]
+        if self.successor is not None:
+            alive.append(self.successor.handle)
+        return tuple(h.pid for h in alive if h is not None and h is not gone)

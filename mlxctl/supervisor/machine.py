@@ -10,7 +10,7 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from mlxctl.supervisor.handover import Retiree, Successor, base_of
+from mlxctl.supervisor.handover import Handover, Retiree, Successor
 from mlxctl.supervisor.policy import Decision, RestartPolicy, RestartTracker
 from mlxctl.supervisor.seam import Canary, Handle, Seam
 from mlxctl.supervisor.states import State, transition
@@ -86,8 +86,7 @@ class Supervisor:
         self.next_canary = 0.0
         self.busy = busy  # does the worker at this base URL still answer requests?
         self.on_handover = on_handover  # a switch's verdict: "" it took over, else why not
-        self.successor: Successor | None = None
-        self.retirees: list[Retiree] = []
+        self.handover = Handover(self)
 
     # -- transitions -------------------------------------------------------------------------
 
@@ -142,16 +141,25 @@ class Supervisor:
             self._enter(State.STOPPING, f"restarting: {reason}")
 
     def request_handover(self, reason: str, make_spec: Callable[[], WorkerSpec]) -> bool:
-        """While RUNNING: start the next worker beside this one (the switch goes on in `tick`).
-        False when no switch can start now."""
-        if self.state is not State.RUNNING or self.stop_requested or self.successor is not None:
-            return False
-        spec = make_spec()
-        handle = self.seam.spawn(spec)
-        self.successor = Successor(handle, spec, self.seam.now(), reason)
-        self.log(f"starting the next worker (pid {handle.pid}) beside pid {self._process.pid}: "
-                 f"{reason}")  # fmt: skip
-        return True
+        """While RUNNING: start the next worker beside this one (handover.py carries it on)."""
+        return self.handover.request(reason, make_spec)
+
+    @property
+    def successor(self) -> Successor | None:
+        return self.handover.successor
+
+    @property
+    def retirees(self) -> list[Retiree]:
+        return self.handover.retirees
+
+    def take_over(self, handle: Handle, spec: WorkerSpec, began: float, now: float) -> None:
+        """A switch's next worker serves from now on (the handover retired the old one)."""
+        t = self.timing
+        self.handle, self.spec = handle, spec
+        self.spawned_at, self.running_since, self.last_answer = began, now, now
+        self.next_probe, self.next_canary = now + t.health_interval, now + t.canary_interval
+        self.canary = None
+        self.on_change(self)
 
     # -- one step ----------------------------------------------------------------------------
 
@@ -179,63 +187,7 @@ class Supervisor:
             # BACKOFF -> STARTING: the delay is over.
             self.restarts += 1
             self._spawn()
-        self._tick_successor(now)
-        self._tick_retirees(now)
-
-    # -- switches (handover.py) ----------------------------------------------------------------
-
-    def _tick_successor(self, now: float) -> None:
-        nxt = self.successor
-        if nxt is None:
-            return
-        if self.stop_requested or self.state is not State.RUNNING:
-            self._drop_successor(f"the service went {self.state.value} during the switch")
-            return
-        t = self.timing
-        verdict = nxt.tick(self.seam, now, t.probe_timeout, t.startup_timeout, t.canary_timeout)
-        if verdict is None:
-            return
-        if verdict:
-            self._drop_successor(verdict)
-            return
-        # The switch, in one step: new requests go to the successor; the old one drains.
-        old = self._process
-        self.retirees.append(Retiree(old, base_of(self._spawned_spec.url), now + t.stop_timeout))
-        self.handle, self.spec, self.successor = nxt.handle, nxt.spec, None
-        self.spawned_at, self.running_since, self.last_answer = nxt.began, now, now
-        self.next_probe, self.next_canary = now + t.health_interval, now + t.canary_interval
-        self.canary = None
-        self.log(f"worker pid {nxt.handle.pid} took over from pid {old.pid} ({nxt.reason}); "
-                 "the old one finishes its requests, then stops")  # fmt: skip
-        self.on_change(self)
-        self.on_handover("")
-
-    def _drop_successor(self, why: str) -> None:
-        nxt = self.successor
-        assert nxt is not None
-        self.successor = None
-        self.seam.signal_group(nxt.handle, signal.SIGKILL)
-        deadline = self.seam.now() + 5.0
-        while nxt.handle.poll() is None and self.seam.now() < deadline:
-            self.seam.sleep(0.02)
-        self.seam.cleanup(nxt.handle, self._spare(nxt.handle))
-        self.log(f"the switch failed: {why}; the serving worker carries on")
-        self.on_handover(why)
-
-    def _tick_retirees(self, now: float) -> None:
-        grace, hurry = self.timing.stop_timeout, self.stop_requested
-        for old in list(self.retirees):
-            if old.tick(self.seam, now, self.busy, grace, hurry):
-                self.retirees.remove(old)
-                self.seam.cleanup(old.handle, self._spare(old.handle))
-                self.log(f"the replaced worker (pid {old.handle.pid}) has stopped")
-
-    def _spare(self, gone: Handle) -> tuple[int, ...]:
-        """The workers still alive besides `gone`: a cleanup must not take them down."""
-        alive = [self.handle, *(r.handle for r in self.retirees)]
-        if self.successor is not None:
-            alive.append(self.successor.handle)
-        return tuple(h.pid for h in alive if h is not None and h is not gone)
+        self.handover.tick(now)
 
     def _tick_stopping(self, now: float) -> None:
         code = self._process.poll()
@@ -246,7 +198,7 @@ class Supervisor:
         elif code is not None:
             # STOPPING -> STOPPED: gone; kill and reap whatever it left behind.
             self.restart_reason = None
-            self.seam.cleanup(self._process, self._spare(self._process))
+            self.seam.cleanup(self._process, self.handover.spare(self._process))
             self.last_exit = ExitInfo(code, "stopped", now)
             self._enter(State.STOPPED, describe_exit(code))
             self.handle = None
@@ -339,7 +291,7 @@ class Supervisor:
 
     def _exited(self, now: float, code: int | None, reason: str, permanent: bool = False) -> None:
         uptime = now - self.spawned_at
-        self.seam.cleanup(self._process, self._spare(self._process))
+        self.seam.cleanup(self._process, self.handover.spare(self._process))
         self.last_exit = ExitInfo(code, reason, now)
         self._enter(State.EXITED, reason)
         self.handle = None

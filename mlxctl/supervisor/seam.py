@@ -105,6 +105,8 @@ class RealSeam:
         self.model = model  # what the canary asks for (the daemon updates it after a switch)
         self.api_key = api_key
         self.vetter = vetter  # smoke tests for a switch's next worker: "" passed, else why not
+        # The other models' workers (several models by name): a cleanup must spare them too.
+        self.others: Callable[[], tuple[int, ...]] = lambda: ()
 
     def now(self) -> float:
         return time.monotonic()
@@ -140,4 +142,4 @@ class RealSeam:
         """After a worker exited: kill what is left of its group and its orphans, reap all but
         the trees of `spare` (the other workers of a switch)."""
         self.signal_group(handle, signal.SIGKILL)
-        processes.reap_descendants(spare)
+        processes.reap_descendants((*spare, *self.others()))

@@ -8,7 +8,7 @@ over to a new worker, and read the verdict back from the state file's `switch`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 from mlxctl import paths
 from mlxctl.errors import StateError
@@ -47,6 +47,8 @@ class SupervisorState:
     configured_address: str | None = None
     release: str | None = None
     memory_limits: dict | None = None  # MemoryLimits.to_dict(): soft, hard, used, sheds
+    # One row per served model, the default first: name, state, worker, requests, cache_dir...
+    models: list = field(default_factory=list)
     updated_at: float | None = None
     version: int = VERSION
 

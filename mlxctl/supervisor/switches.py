@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 from mlxctl import worker_client
-from mlxctl.front_door.routes import HELD, Route, RouteTable
+from mlxctl.front_door.routes import Route, RouteTable
 from mlxctl.supervisor import state as state_file
 from mlxctl.supervisor.handover import base_of
 from mlxctl.supervisor.machine import Supervisor
@@ -41,10 +41,11 @@ class Owner(Protocol):
 def route_for(sup: Supervisor) -> Route:
     """Live while a worker serves; held while one is coming; down once none is."""
     if sup.state is State.RUNNING and sup.spec is not None and not sup.stop_requested:
-        return Route(url=base_of(sup.spec.url))
+        return Route(url=base_of(sup.spec.url), state="running")
     if sup.stop_requested or sup.state in (State.STOPPED, State.FATAL):
-        return Route(down=sup.fatal_reason or "the service is stopping")
-    return HELD  # starting, backing off after a crash: requests wait for the next worker
+        state = "fatal" if sup.state is State.FATAL else "stopping"
+        return Route(down=sup.fatal_reason or "the service is stopping", state=state)
+    return Route(state="starting")  # starting, backing off after a crash: requests wait
 
 
 class Switches:

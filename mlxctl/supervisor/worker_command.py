@@ -7,6 +7,7 @@ import argparse
 import os
 import shlex
 import sys
+from pathlib import Path
 from typing import Any
 
 from mlxctl import config, paths
@@ -23,22 +24,29 @@ def override_argv(template: str, model: str, host: str, port: int) -> list[str]:
 
 
 def worker_command(
-    args: argparse.Namespace, settings: dict[str, Any], port: int
+    args: argparse.Namespace,
+    settings: dict[str, Any],
+    port: int,
+    log_file: Path | None = None,
+    cache_dir: Path | None = None,
 ) -> tuple[list[str], str, dict[str, str]]:
-    """The worker's argv, health path and extra environment: the current release's if set."""
+    """The worker's argv, health path and extra environment: the current release's if set.
+    A `[models.NAME]` worker gets a log file and cache folder of its own."""
     template = os.environ.get(WORKER_COMMAND_ENV)
     if template:
         argv = override_argv(template, args.model, WORKER_HOST, port)
         return argv, contract.HEALTH_PATH, {}
     options = {
         **config.worker_options(settings),
-        "log_file": paths.worker_log(),
+        "log_file": log_file or paths.worker_log(),
         "log_max_bytes": settings["logs.max_bytes"],
         "log_backups": settings["logs.backups"],
         "model_name": args.model_name,
         # The worker fits its stop (the cache flush) inside the SIGTERM-to-SIGKILL grace.
         "stop_grace_s": settings["restart.stop_timeout"],
     }
+    if cache_dir is not None:
+        options["cache_dir"] = cache_dir
     if args.release:
         from dataclasses import replace
 

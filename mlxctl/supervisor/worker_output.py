@@ -19,6 +19,7 @@ KEEP_EVERY = 0.1  # seconds between size/existence checks
 FLOOD_KEEP_EVERY = 0.01  # right after a rotation: a flood is checked ten times as often
 COPY_CHUNK = 1024 * 1024
 MARK_PREFIX = "--- mlxctl:"  # how our own lines in the worker's log begin
+SPAWN_MARK = f"{MARK_PREFIX} starting the worker for"  # where each run starts in a worker's log
 
 
 class WorkerOutput:

@@ -45,3 +45,14 @@ def test_subagents_follow_the_batch_capacity():
     assert env["CLAUDE_CODE_MAX_CONCURRENT_SUBAGENTS"] == "2"
     assert env["CLAUDE_CODE_SUBAGENT_MODEL_FORCE"] == "1"
     assert env["ANTHROPIC_DEFAULT_FABLE_MODEL"] == "m"
+
+
+def test_claude_codes_families_go_to_the_models_whose_aliases_take_them():
+    families = {"haiku": "fast", "opus": "coder"}
+    user = {"ANTHROPIC_DEFAULT_OPUS_MODEL": "mine", "ANTHROPIC_MODEL": "other"}
+    settings = claude_env.settings_for(REPORT, "u", None, user=user, families=families)
+    env = by_name(settings)
+    assert env["ANTHROPIC_DEFAULT_HAIKU_MODEL"] == env["ANTHROPIC_SMALL_FAST_MODEL"] == "fast"
+    assert env["ANTHROPIC_DEFAULT_OPUS_MODEL"] == "mine"  # a user's own choice of model wins
+    assert env["ANTHROPIC_DEFAULT_SONNET_MODEL"] == env["ANTHROPIC_MODEL"] == "m"  # the default
+    assert "CLAUDE_CODE_SUBAGENT_MODEL_FORCE" not in env  # subagents keep the model they name

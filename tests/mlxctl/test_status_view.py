@@ -22,7 +22,7 @@ STATUS_KEYS = {
     "worker_rss_bytes", "memory", "system_memory", "cache", "queue_depth", "requests",
     "tokens_reused", "cache_hit_rate", "backend", "context_length", "images", "recent",
     "memory_limits",
-    "scheduler", "ranks", "log_tail",
+    "scheduler", "ranks", "log_tail", "models",
 }  # fmt: skip
 RECENT_KEYS = {
     "id", "time", "protocol", "prompt_tokens", "cached_tokens", "completion_tokens", "ttft_ms",
