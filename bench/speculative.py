@@ -290,8 +290,12 @@ def main(argv: list[str] | None = None) -> int:
                 for mode in modes[1:]:  # back to back: a ratio drifts less than a speed
                     row.setdefault(f"{mode} ratio", []).append(row[f"{mode} tps"][-1] / plain)
                 row["identical"].append(len(set(replies.values())) == 1)
-        status = httpx.get(workers["auto"].base_url + "/v1/status", headers=HEADERS).json()
-        learned = status["scheduler"]["speculative"]
+        learned = {
+            mode: httpx.get(workers[mode].base_url + "/v1/status", headers=HEADERS).json()[
+                "scheduler"
+            ]["speculative"]
+            for mode in modes[1:]
+        }
         edit = next(m for k, _, m, _ in all_turns if k == "edit")
         batched = {
             mode: concurrent(workers[mode].base_url, edit, args.sessions, args.max_tokens)
@@ -302,9 +306,12 @@ def main(argv: list[str] | None = None) -> int:
             handle.stop()
     report(args, rows, batched, modes)
     print(
-        "\nauto's cost model, a verify cycle feeding n tokens over a plain cycle (longest context "
-        f"seen): {learned['cost_ratios']}; measured {learned['measured']}"
+        "\nThe cost model, a verify cycle feeding n tokens over a plain cycle (longest context "
+        "seen), and where a verify cycle's time went (the forward, sampling the positions, the "
+        "rest of the cycle):"
     )
+    for mode, figures in learned.items():
+        print(f"- {mode}: {figures['cost_ratios']}; measured {figures['measured']}")
     return 0
 
 

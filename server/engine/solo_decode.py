@@ -164,7 +164,7 @@ class SoloDecode:
         if self.count // 256 != (self.count - len(out)) // 256:
             self._mx.clear_cache()  # as on plain steps: freed buffers do not pile up
         if not priming:  # a priming step is a plain one, off the pipeline: a switch's cost
-            drafting.verified(step.delivered[1:], step.drafted)
+            drafting.verified(step.delivered[1:], step.drafted, step.forward_s, step.positions_s)
         self._cycle = (started, len(drafts) and 1 + len(drafts), len(self._fed), True, len(out))
         self._fed.extend(step.delivered)
         self._pending = step.pending

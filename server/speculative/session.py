@@ -94,6 +94,8 @@ class Drafting:
         no size of its own) and its seconds per token, drafting or plain."""
         if fed:
             self.costs.record(fed, context, now - began)
+        if fed > 1:
+            self.guard.verify_cycle(now - began)
         self.guard.record(drafting, context, tokens, now - began)
 
     def drafts(self, pending: int, k: int) -> list[int]:
@@ -102,8 +104,12 @@ class Drafting:
         self._guess = None
         return self.source.propose(k)
 
-    def verified(self, accepted: list[int], drafted: int) -> None:
-        """A verify step accepted `accepted` of `drafted` drafts (the rest were wrong)."""
+    def verified(
+        self, accepted: list[int], drafted: int, forward_s: float = 0.0, positions_s: float = 0.0
+    ) -> None:
+        """A verify step accepted `accepted` of `drafted` drafts (the rest were wrong); its
+        forward and its positions took these seconds."""
+        self.guard.split(forward_s, positions_s)
         self.source.extend(accepted)
         self._probing = False
         right = len(accepted)

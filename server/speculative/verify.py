@@ -11,6 +11,7 @@ none ever needs rolling back.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,8 @@ class Verified:
     drafted: int
     accepted: int  # drafts among `delivered`
     rerun: bool  # the accepted tokens ran again (a hybrid's recurrent state saw a rejection)
+    forward_s: float = 0.0  # the forward, to its logits
+    positions_s: float = 0.0  # sampling each position, the processors and the rollback
 
 
 def verify(
@@ -48,6 +51,7 @@ def verify(
     tokens and the next one: the rejected positions' rows are never read."""
     import mlx.core as mx
 
+    began = time.perf_counter()
     fed = [pending, *drafts]
     checkpoint = Checkpoint(cache)
     hidden = None
@@ -56,6 +60,8 @@ def verify(
     else:
         out, hidden = logits_and_hidden(model, mx.array([fed]), cache)
         logits = out[0]
+    mx.eval(logits)  # here the forward is done: what follows is the positions' (timed apart)
+    forwarded = time.perf_counter()
     chosen = None if processors else _sample_all(sampler, logits)
     delivered: list[int] = []
     nxt: int | None = None
@@ -77,7 +83,10 @@ def verify(
     if hidden_to is not None:
         hidden_to(hidden, delivered, nxt)
     rerun = checkpoint.keep(model, fed, len(delivered))
-    return Verified(delivered, nxt, len(drafts), len(delivered) - 1, rerun)
+    done = time.perf_counter()
+    step = Verified(delivered, nxt, len(drafts), len(delivered) - 1, rerun)
+    step.forward_s, step.positions_s = forwarded - began, done - forwarded
+    return step
 
 
 def _sample_all(sampler: Any, logits: Any) -> list[int]:

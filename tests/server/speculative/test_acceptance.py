@@ -131,3 +131,17 @@ def test_the_guard_holds_auto_off_where_drafting_came_out_slower_and_probes_now_
     guard.record(True, 1000, 4, 12.0)  # a kernel compiled on first use: counted at 4x the mean
     assert guard.per_token(True, 1000) < 0.010
     assert not guard.holds_off(1000)
+
+
+def test_the_guard_says_where_a_verify_cycles_time_goes():
+    from server.speculative.guard import SpeedGuard
+
+    guard = SpeedGuard()
+    guard.record(False, 1000, 1, 0.010)
+    for _ in range(4):
+        guard.verify_cycle(0.040)
+        guard.split(0.012, 0.008)
+    status = guard.status()
+    assert status["verify_cycle_ms"] == pytest.approx(40.0)
+    assert status["verify_forward_ms"] == pytest.approx(12.0)
+    assert status["verify_positions_ms"] == pytest.approx(8.0)
