@@ -281,6 +281,8 @@ class Scheduler:
         """One decode step of the batch (or of the lone sequence), then each member's token."""
         started = time.perf_counter()
         lone = self._lone()
+        if lone is not None:
+            lone[1].others_waiting = bool(self.prefills or self.waiting)
         responses = lone[1].next() if lone is not None else self.gen.next()[1]
         sequences = 1 if lone is not None else len(responses)
         self.meter.step(len(responses), time.perf_counter() - started, sequences)  # not replies

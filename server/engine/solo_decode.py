@@ -72,6 +72,9 @@ class SoloDecode:
         # it counts as drafting (switches do) and the tokens it gave.
         self._cycle: tuple[float, int, int, bool, int] | None = None
         self._steady = True  # plain steps run one step ahead (not just back from drafting)
+        # Set by the scheduler: others wait to prefill or join, so this one decodes plainly (a
+        # verify cycle would hold them up, and the batch they form decodes plainly anyway).
+        self.others_waiting = False
         self._batch: Any = None
         self._plain(mx.array(tokens[start:]), list(tokens[:start]))
 
@@ -100,6 +103,9 @@ class SoloDecode:
         if self.drafting is not None and self._cycle is not None:
             self.drafting.cycle(*self._cycle, started)
         if self._batch is None:
+            if self.others_waiting:
+                cast(Drafting, self.drafting).delivered([cast(int, self._pending)])
+                return [self._rejoin(started)]
             return self._draft_step(started)
         with self._mx.stream(self._stream):  # where mlx-lm's generators run
             (r,) = self._batch.next()
@@ -110,7 +116,11 @@ class SoloDecode:
             self.drafting.delivered([response.token])
             context = len(self._batch.tokens[0])
             steady, self._steady = self._steady, True
-            leaving = self.drafting.guessing and self.drafting.length(context + 1, self._limit())
+            leaving = (
+                not self.others_waiting
+                and self.drafting.guessing
+                and self.drafting.length(context + 1, self._limit())
+            )
             if leaving:
                 self._leave_batch()
             plain = steady and not leaving  # a switch's cost is drafting's

@@ -146,3 +146,41 @@ def test_auto_stops_drafting_when_drafts_keep_failing(loaded):
     record = drafting.record
     assert record.accepted == 0
     assert record.verify_steps < len(pairs) - 2, record  # it tried, saw them fail, stopped
+
+
+def test_a_lone_sequence_decodes_plainly_while_others_wait_and_drafts_again_after(loaded):
+    import mlx.core as mx
+    from mlx_lm.generate import StopSequences
+    from mlx_lm.models.cache import make_prompt_cache
+
+    from server.engine.solo_decode import SoloDecode
+    from server.speculative.policy import CostModel
+    from server.speculative.session import Drafting
+
+    prompt = loaded.tokenizer.encode(PROMPT)
+    steps = len(loaded.tokenizer.encode(REPLY)) + 4
+    plain, _, _ = decode(loaded, prompt, steps, processors=[forced(loaded)])
+    cache = make_prompt_cache(loaded.model)
+    loaded.model(mx.array(prompt[:-1])[None], cache=cache)
+    drafting = Drafting("copy", prompt, CostModel())
+    run = SoloDecode(
+        loaded.model,
+        cache,
+        prompt,
+        len(prompt) - 1,
+        max_tokens=steps,
+        sampler=lambda logprobs: logprobs.argmax(axis=-1),
+        logits_processors=[forced(loaded)],
+        stop_sequences=StopSequences([]),
+        drafting=drafting,
+    )
+    run.others_waiting = True
+    out: list = []
+    while len(out) < 6:
+        out += run.next()
+    assert drafting.record.verify_steps == 0  # others waited: no verify held them up
+    run.others_waiting = False
+    while out[-1].finish_reason is None:
+        out += run.next()
+    assert drafting.record.verify_steps > 0  # alone again: it drafts
+    assert [r.token for r in out] == plain
