@@ -120,7 +120,7 @@ def test_a_stored_chain_on_a_thinking_model_reuses_the_prompt(thinker, model):
 
 
 def test_a_streamed_reasoning_item_carries_its_blob_when_asked(thinker):
-    from server.api.anthropic.signature import reasoning_of
+    from server.api.thinking_signature import reasoning_of
 
     body = {
         "model": MODEL,

@@ -15,7 +15,7 @@ import zlib
 import httpx
 import pytest
 
-from server.api.anthropic.signature import PREFIX
+from server.api.thinking_signature import PREFIX
 from server.testing.scripts import WEATHER_TOOL
 from server.testing.thinking_templates import PARIS_REASONING
 from tests.conftest import tiny_model

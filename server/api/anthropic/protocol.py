@@ -7,9 +7,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from server.api.anthropic.signature import reasoning_of
 from server.api.image_input import Images
 from server.api.images import MEDIA_TYPES, dropped_note, placeholder
+from server.api.thinking_signature import reasoning_of
 from server.api.unicode_text import replace_unencodable
 from server.errors import BadRequest, WorkerError
 from server.request import ChatRequest, Sampling

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from server.api.anthropic.protocol import STOP_REASONS
-from server.api.anthropic.signature import sign
+from server.api.thinking_signature import sign
 from server.request import Collected, Usage
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from server.api.anthropic.signature import sign
+from server.api.thinking_signature import sign
 
 
 class ThinkingBlocks:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from server.api.anthropic.signature import reasoning_of
 from server.api.image_input import Images
 from server.api.images import dropped_note, placeholder
 from server.api.responses.tools import CUSTOM_INPUT, call_arguments, flat_name
+from server.api.thinking_signature import reasoning_of
 from server.errors import BadRequest
 
 _TEXT_PARTS = ("input_text", "output_text", "text", "summary_text", "reasoning_text", "refusal")

@@ -7,9 +7,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.api.anthropic.signature import sign
 from server.api.responses.protocol import ResponsesRequest
 from server.api.responses.tools import ToolSet, is_custom, output_item
+from server.api.thinking_signature import sign
 from server.request import Collected, Finished, Usage
 
 

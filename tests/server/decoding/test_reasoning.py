@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.api.anthropic.signature import reasoning_of, sign
+from server.api.thinking_signature import reasoning_of, sign
 from server.decoding.reasoning import ReasoningParser
 from server.decoding.reasoning_budget import LazyReasoningBudget, ReasoningBudget, budget_for
 from server.decoding.reply_parser import ReplyParser
