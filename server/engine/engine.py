@@ -7,6 +7,7 @@ token, store.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -230,8 +231,13 @@ class Engine:
             return
         else:
             log.info("scheduler: one request at a time (%s)", self.unbatched)
+        try:  # the newest entry (read ahead while the model loaded) before ready: the first
+            # turn after a restart is most likely its continuation, and must not wait for it
+            self.cache.prefetch(_after_one_entry())
+        except Exception:
+            log.exception("prefix cache prefetch failed")
         self._ready.set()
-        try:  # disk entries into RAM, most recent first, until the first job comes
+        try:  # the other disk entries into RAM, most recent first, until the first job comes
             self.cache.prefetch(lambda: len(self._queue) > 0)
         except Exception:
             log.exception("prefix cache prefetch failed")
@@ -299,3 +305,9 @@ class Engine:
             mtp=mtp,
         )
         return self.runner
+
+
+def _after_one_entry() -> Callable[[], bool]:
+    """A prefetch's `should_stop`, asked before each entry: true from its second ask."""
+    asked = itertools.count()
+    return lambda: next(asked) > 0

@@ -219,8 +219,16 @@ class PrefixStore:
             self.ram.order_by_use()
         if not stopped:  # what was read ahead and not loaded did not fit: free it now
             self.drop_read_ahead()
-        seconds = round(time.perf_counter() - started, 3)
-        self.restored = {"mode": mode, "seconds": seconds, "at": time.time(), "entries": loaded}
+        seconds, total = time.perf_counter() - started, loaded
+        if mode == "lazy":  # lazy restores come in passes (the newest entry before ready): add
+            total += self.restored.get("entries") or 0
+            seconds += self.restored.get("seconds") or 0.0
+        self.restored = {
+            "mode": mode,
+            "seconds": round(seconds, 3),
+            "at": time.time(),
+            "entries": total,
+        }
         log.info("kv cache: restored %d entries from disk", loaded)
         return loaded
 
