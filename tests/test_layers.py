@@ -35,7 +35,16 @@ def offenders(folder: str, banned: tuple[str, ...], skip: tuple[str, ...] = ()) 
 
 
 # What mlxctl may import of the worker: stdlib-only modules (and the package, for its folder).
-EDGE = ("contract", "blas", "atomic", "model_ref", "logfile", "hosts", "prefix_cache.disk_index")
+EDGE = (
+    "contract",
+    "blas",
+    "atomic",
+    "model_ref",
+    "logfile",
+    "hosts",
+    "model_listing",
+    "prefix_cache.disk_index",
+)
 SKIP_WIRING = ("server/prefix_cache/", "server/serve.py", "server/testing/")
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
 
 from mlxctl.front_door.routes import Route, RouteTable
 from mlxctl.models.served import DEFAULT, Catalog
+from server.model_listing import model_entry
 
 LISTING = "/v1/models"
 
@@ -42,19 +42,7 @@ def route_request(catalog: Catalog, method: str, body: bytes) -> tuple[str | Non
 
 
 def _entry(name: str, aliases: list[str], route: Route, created: int) -> dict:
-    iso = datetime.fromtimestamp(created, UTC).isoformat().replace("+00:00", "Z")
-    # OpenAI's fields and Anthropic's side by side, as the worker lists its model.
-    return {
-        "id": name,
-        "object": "model",
-        "created": created,
-        "owned_by": "mlxctl",
-        "type": "model",
-        "display_name": name,
-        "created_at": iso,
-        "aliases": aliases,
-        "state": route.state or "stopped",
-    }
+    return model_entry(name, created, aliases=aliases, state=route.state or "stopped")
 
 
 def listing(catalog: Catalog, routes: RouteTable, started: float) -> dict:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from functools import partial
 
@@ -13,6 +12,7 @@ from server.api.model_names import check_model, listed_names
 from server.api.openai.protocol import ChatCompletionRequest, to_chat_request
 from server.api.openai.reply import completion_body
 from server.api.openai.stream import encode
+from server.model_listing import model_entry
 
 router = APIRouter()
 
@@ -32,26 +32,12 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     return await serving.reply(request, job, build)
 
 
-def _model_entry(name: str, created: int) -> dict:
-    # Both SDKs read this list: OpenAI's fields and Anthropic's side by side.
-    iso = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created))
-    return {
-        "id": name,
-        "object": "model",
-        "created": created,
-        "owned_by": "mlxctl",
-        "type": "model",
-        "display_name": name,
-        "created_at": iso,
-    }
-
-
 @router.get("/v1/models")
 async def list_models(request: Request):
     settings = request.app.state.settings
     created = int(request.app.state.engine.started_at)
     names = listed_names(settings)
-    data = [_model_entry(name, created) for name in names]
+    data = [model_entry(name, created) for name in names]
     return {
         "object": "list",
         "data": data,
@@ -65,4 +51,4 @@ async def list_models(request: Request):
 async def get_model(model_id: str, request: Request):
     settings = request.app.state.settings
     check_model(settings, model_id)
-    return _model_entry(model_id, int(request.app.state.engine.started_at))
+    return model_entry(model_id, int(request.app.state.engine.started_at))
