@@ -30,7 +30,7 @@ def test_an_images_rows_stand_where_its_tokens_are_and_text_keeps_its_own(tower)
     vision = loaded.vision
     assert vision is not None and vision.layout.tokens_per_image == 256
     pixels = vision.layout.pixels(png((200, 30, 30)), "red")
-    assert pixels.shape[-1] == (tower.get("image_size") or 224)
+    assert pixels["pixel_values"].shape[-1] == (tower.get("image_size") or 224)
     span = ImageSpan(3, 259, "red", pixels)
     tokens = [5, 6, 7] + [1 << 30] * 256 + [8, 9]  # image positions hold key ids
     rows = vision.chunk_embeddings(loaded.model, tokens, [span], 0, len(tokens))

@@ -1,0 +1,155 @@
+"""Qwen3-VL's image side: images of any size, M-RoPE positions and deepstack features.
+
+An image's token count follows its size (the processor's (t, h, w) grid of patches, merged 2x2).
+A prompt with images prefills through mlx-vlm's own language model, on mlx-lm's weights (shared,
+not copied) and the request's own KV cache: explicit 3-D positions for every chunk, and the
+tower's deepstack features added after the first layers where images are. Decode stays on
+mlx-lm's model, its RoPE shifted by the sequence's delta (server.model.mrope).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from server.model.vision import FEATURES_KEPT, ImageLayout, ImageSpan, Vision, text_embeddings
+
+log = logging.getLogger(__name__)
+
+MROPE_FAMILIES = ("qwen3_vl",)  # mlx-lm's text model for these is plain RoPE: positions shift
+
+
+@dataclass
+class GridLayout(ImageLayout):
+    """Qwen's layout: <|vision_start|>, one <|image_pad|> per merged patch, <|vision_end|>."""
+
+    merge: int = 2
+    start_text: str = ""
+    image_text: str = ""
+    end_text: str = ""
+
+    def expansion_for(self, data: bytes, digest: str) -> str:
+        t, h, w = self.grid(self.pixels(data, digest))
+        n = t * h * w // (self.merge * self.merge)
+        return self.start_text + self.image_text * n + self.end_text
+
+    def grid(self, pixels: dict) -> tuple[int, int, int]:
+        t, h, w = (int(v) for v in pixels["image_grid_thw"][0])
+        return t, h, w
+
+
+@dataclass
+class MRopeVision(Vision):
+    merge: int = 2
+
+    def features(self, span: ImageSpan) -> Any:
+        """(rows, deepstack rows per layer) of an image, one row per image token."""
+        import mlx.core as mx
+
+        if (hit := self._features.get(span.digest)) is not None:
+            self._features.move_to_end(span.digest)
+            return hit
+        tower = self.tower.vision_tower
+        dtype = tower.patch_embed.proj.weight.dtype
+        pixels = mx.array(span.pixels["pixel_values"]).astype(dtype)
+        rows, deep = tower(pixels, mx.array(span.pixels["image_grid_thw"]))
+        out = (rows, list(deep or []))
+        mx.eval(out)
+        self._features[span.digest] = out
+        while len(self._features) > FEATURES_KEPT:
+            self._features.popitem(last=False)
+        return out
+
+    def run_chunk(
+        self,
+        model: Any,
+        cache: list[Any],
+        tokens: list[int],
+        spans: list[ImageSpan],
+        pos: int,
+        end: int,
+    ) -> bool:
+        """Run tokens[pos:end] of a prompt with images at their M-RoPE positions (every chunk:
+        text between images sits at its own delta)."""
+        import mlx.core as mx
+        import numpy as np
+
+        from server.model.mrope import positions
+
+        if not spans:
+            return False
+        ids = list(tokens[pos:end])
+        inside = [s for s in spans if s.start < end and s.end > pos]
+        for s in inside:  # image positions hold cache-key ids: embed a stand-in there
+            ids[max(s.start, pos) - pos : min(s.end, end) - pos] = [0] * (
+                min(s.end, end) - max(s.start, pos)
+            )
+        rows = text_embeddings(model)(mx.array(ids))
+        visual = np.zeros(end - pos, dtype=bool)
+        deep: list[list[Any]] = []
+        for s in inside:
+            a, b = max(s.start, pos), min(s.end, end)
+            image, layers = self.features(s)
+            rows[a - pos : b - pos] = image[a - s.start : b - s.start].astype(rows.dtype)
+            visual[a - pos : b - pos] = True
+            deep = deep or [[] for _ in layers]
+            for parts, layer in zip(deep, layers, strict=True):
+                parts.append(layer[a - s.start : b - s.start].astype(rows.dtype))
+        where = mx.array(positions(spans, self.merge, pos, end))[:, None, :]
+        self.tower.language_model.model(
+            mx.array(ids)[None],
+            inputs_embeds=rows[None],
+            cache=cache,
+            position_ids=where,
+            visual_pos_masks=mx.array(visual)[None] if inside else None,
+            deepstack_visual_embeds=[mx.concatenate(p) for p in deep] if deep else None,
+        )
+        return True
+
+    def place(self, cache: list[Any], spans: list[ImageSpan]) -> list[Any]:
+        """The cache carrying the delta the prompt's images leave for decode."""
+        from server.model.mrope import positioned, rope_delta
+
+        return positioned(cache, rope_delta(spans, self.merge)) if spans else cache
+
+
+def load_mrope_vision(path: str, model: Any, config: dict, float32: bool) -> MRopeVision | None:
+    """Qwen3-VL's image side for mlx-lm's `model` (None: mlx-vlm could not load it)."""
+    try:
+        import mlx.core as mx
+        from mlx.utils import tree_flatten
+        from mlx_lm.utils import dequantize_model
+        from mlx_vlm.utils import get_model_path, load_model, load_processor
+
+        from server.model.mrope import install_shifted_rope
+
+        local = Path(get_model_path(path))
+        tower = load_model(local, lazy=True)  # first: it registers the family's processor
+        processor: Any = load_processor(local, add_detokenizer=False)
+        language = tower.language_model
+        if float32 and "quantization" in config:  # mlx-lm's copy was expanded: match it
+            dequantize_model(language)
+        # mlx-lm's arrays, not copies: the language weights are held once.
+        language.load_weights(tree_flatten(model.language_model.parameters()), strict=False)
+        if float32:
+            tower.vision_tower.set_dtype(mx.float32)
+        mx.eval(tower.vision_tower.parameters())
+        install_shifted_rope(model.language_model.model)
+    except Exception as exc:  # an architecture mlx-vlm lacks: the model still serves text
+        log.warning("%s: images not read (mlx-vlm could not load its vision side: %s)", path, exc)
+        return None
+    merge = int(tower.config.vision_config.spatial_merge_size)
+    layout = GridLayout(
+        image_token_id=int(config.get("image_token_id") or processor.image_token_id),
+        tokens_per_image=0,  # follows each image's size
+        expansion="",
+        image_processor=processor.image_processor,
+        merge=merge,
+        start_text=processor.vision_start_token,
+        image_text=processor.image_token,
+        end_text=processor.vision_end_token,
+    )
+    return MRopeVision(layout, tower, OrderedDict(), merge=merge)

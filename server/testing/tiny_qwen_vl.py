@@ -1,0 +1,152 @@
+"""A tiny random-weight Qwen3-VL (M-RoPE positions, deepstack) for tests and benchmarks.
+
+Qwen3-VL's image tokens take 3-D (t, h, w) positions, and the text after an image continues from
+the largest of them, so a sequence's positions trail its token index into decode. A one-layer
+tower (16 px patches merged 2x2, as the real model's) reads an image at up to 512x512 pixels into
+at most 256 tokens, their count following the image's size; one deepstack layer feeds the first
+text layer. The language side is mlx-lm's `qwen3_vl` (a plain, trimmable KV cache); the tokenizer
+and Hermes chat template are tiny_model's, with Qwen's vision tokens added.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from server.testing.staging import staged
+from server.testing.tiny_model import CHAT_TEMPLATE, train_tokenizer
+
+VISION_START, VISION_END = "<|vision_start|>", "<|vision_end|>"
+IMAGE, VIDEO = "<|image_pad|>", "<|video_pad|>"
+PATCH, MERGE = 16, 2
+MAX_PIXELS = 512 * 512  # 256 image tokens at most
+# Qwen3-VL-8B's own tower: 27 layers of 1152, deepstack after layers 8, 16 and 24.
+REAL_TOWER = {"vision_hidden": 1152, "vision_layers": 27, "max_pixels": 1280 * 28 * 28}
+
+
+def _config(
+    vocab: int,
+    ids: dict[str, int],
+    hidden: int,
+    layers: int,
+    context: int,
+    tower: tuple[int, int],
+) -> dict:
+    head_dim = 32
+    text = {
+        "model_type": "qwen3_vl_text",
+        "hidden_size": hidden,
+        "num_hidden_layers": layers,
+        "intermediate_size": hidden * 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": head_dim,
+        "rms_norm_eps": 1e-6,
+        "vocab_size": vocab,
+        "rope_theta": 5000000.0,
+        "max_position_embeddings": context,
+        "tie_word_embeddings": False,
+        # Interleaved t/h/w frequency sections, a quarter of the real model's head.
+        "rope_scaling": {
+            "rope_type": "default",
+            "mrope_section": [6, 5, 5],
+            "mrope_interleaved": True,
+        },
+    }
+    vision_hidden, vision_layers = tower
+    vision = {
+        "model_type": "qwen3_vl",
+        "depth": vision_layers,
+        "hidden_size": vision_hidden,
+        "intermediate_size": vision_hidden * 4 if vision_hidden > 32 else 64,
+        "num_heads": max(2, vision_hidden // 72),
+        "out_hidden_size": hidden,
+        "patch_size": PATCH,
+        "spatial_merge_size": MERGE,
+        "temporal_patch_size": 2,
+        "in_channels": 3,
+        "num_position_embeddings": 256,
+        "deepstack_visual_indexes": [0] if vision_layers < 8 else [8, 16, 24],
+    }
+    return {
+        "model_type": "qwen3_vl",
+        "architectures": ["Qwen3VLForConditionalGeneration"],
+        "text_config": text,
+        "vision_config": vision,
+        "vocab_size": vocab,
+        "image_token_id": ids[IMAGE],
+        "video_token_id": ids[VIDEO],
+        "vision_start_token_id": ids[VISION_START],
+        "vision_end_token_id": ids[VISION_END],
+        "tie_word_embeddings": False,
+        "eos_token_id": [ids["<|im_end|>"]],
+    }
+
+
+def _processor_files(staging: Path, context: int, max_pixels: int) -> None:
+    image = {
+        "image_processor_type": "Qwen2VLImageProcessorFast",
+        "processor_class": "Qwen3VLProcessor",
+        "patch_size": PATCH,
+        "temporal_patch_size": 2,
+        "merge_size": MERGE,
+        "size": {"shortest_edge": 4 * (PATCH * MERGE) ** 2, "longest_edge": max_pixels},
+        "image_mean": [0.5, 0.5, 0.5],
+        "image_std": [0.5, 0.5, 0.5],
+    }
+    (staging / "preprocessor_config.json").write_text(json.dumps(image, indent=2))
+    (staging / "processor_config.json").write_text(
+        json.dumps({"processor_class": "Qwen3VLProcessor"}, indent=2)
+    )
+    tokenizer = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": None,
+        "eos_token": "<|im_end|>",
+        "pad_token": "<|endoftext|>",
+        "unk_token": None,
+        "add_bos_token": False,
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": context,
+        "chat_template": CHAT_TEMPLATE,
+    }
+    (staging / "tokenizer_config.json").write_text(json.dumps(tokenizer, indent=2))
+
+
+def build_tiny_qwen_vl(
+    destination: Path,
+    *,
+    layers: int = 2,
+    hidden: int = 64,
+    context: int = 32768,
+    seed: int = 0,
+    vision_hidden: int = 32,
+    vision_layers: int = 1,
+    max_pixels: int = MAX_PIXELS,
+) -> Path:
+    """Write the tiny Qwen3-VL at `destination` (kept if already there) and return it."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+    from mlx_vlm.models import qwen3_vl
+    from mlx_vlm.utils import update_module_configs
+
+    destination = Path(destination)
+    if (destination / "config.json").exists():
+        return destination
+    tokenizer = train_tokenizer(extra_tokens=(VISION_START, VISION_END, IMAGE, VIDEO))
+    names = (VISION_START, VISION_END, IMAGE, VIDEO, "<|endoftext|>", "<|im_end|>")
+    ids = {t: tokenizer.token_to_id(t) for t in names}
+    tower = (vision_hidden, vision_layers)
+    config = _config(tokenizer.get_vocab_size(), ids, hidden, layers, context, tower)
+    mx.random.seed(seed)
+    model_config = qwen3_vl.ModelConfig.from_dict(config)
+    model_config = update_module_configs(model_config, qwen3_vl, config, ["text", "vision"])
+    model = qwen3_vl.Model(model_config)
+    weights = dict(tree_flatten(model.parameters()))
+    mx.eval(weights)
+
+    with staged(destination) as staging:
+        mx.save_safetensors(str(staging / "model.safetensors"), weights, metadata={"format": "mlx"})
+        (staging / "config.json").write_text(json.dumps(config, indent=2))
+        tokenizer.save(str(staging / "tokenizer.json"))
+        _processor_files(staging, context, max_pixels)
+    return destination
