@@ -17,6 +17,8 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+# Families whose image tokens we lay out: Gemma 3's here, Qwen3-VL's in vision_mrope.
+KNOWN_LAYOUTS = ("gemma3", "qwen3_vl")
 FEATURES_KEPT = 16  # images whose features stay on hand (a prefill chunked across one)
 PIXELS_KEPT = 32  # images whose pixels stay on hand: a session resends its screenshots each turn
 
@@ -160,7 +162,14 @@ def load_vision(path: str, model: Any, config: dict, float32: bool) -> Vision | 
         processor = load_processor(local, add_detokenizer=False)
         expansion = getattr(processor, "full_image_sequence", None)
         if expansion is None or not hasattr(processor, "image_token_id"):
-            log.warning("%s: images not read (no image layout known for this processor)", path)
+            family = config.get("model_type")
+            log.warning(
+                "%s: images not read, the model serves text (no image layout known for %s; "
+                "known: %s)",
+                path,
+                family,
+                ", ".join(KNOWN_LAYOUTS),
+            )
             return None
         # Lazy: the language weights stay on disk; mlx-lm's copy embeds the text.
         tower = load_model(local, lazy=True)
