@@ -56,7 +56,7 @@ class MRopeVision(Vision):
         dtype = tower.patch_embed.proj.weight.dtype
         pixels = mx.array(span.pixels["pixel_values"]).astype(dtype)
         rows, deep = tower(pixels, mx.array(span.pixels["image_grid_thw"]))
-        out = (rows, list(deep or []))
+        out = (rows, list(deep or []))  # Qwen3.5's tower has no deepstack layers
         mx.eval(out)
         self._features[span.digest] = out
         while len(self._features) > FEATURES_KEPT:
@@ -99,13 +99,12 @@ class MRopeVision(Vision):
             for parts, layer in zip(deep, layers, strict=True):
                 parts.append(layer[a - s.start : b - s.start].astype(rows.dtype))
         where = mx.array(positions(spans, self.merge, pos, end))[:, None, :]
+        extra = {}
+        if deep:  # Qwen3-VL's tower feeds its first layers too (Qwen3.5's does not)
+            extra["visual_pos_masks"] = mx.array(visual)[None]
+            extra["deepstack_visual_embeds"] = [mx.concatenate(p) for p in deep]
         self.tower.language_model.model(
-            mx.array(ids)[None],
-            inputs_embeds=rows[None],
-            cache=cache,
-            position_ids=where,
-            visual_pos_masks=mx.array(visual)[None] if inside else None,
-            deepstack_visual_embeds=[mx.concatenate(p) for p in deep] if deep else None,
+            mx.array(ids)[None], inputs_embeds=rows[None], cache=cache, position_ids=where, **extra
         )
         return True
 
