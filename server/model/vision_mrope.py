@@ -99,7 +99,7 @@ class MRopeVision(Vision):
             for parts, layer in zip(deep, layers, strict=True):
                 parts.append(layer[a - s.start : b - s.start].astype(rows.dtype))
         where = mx.array(positions(spans, self.merge, pos, end))[:, None, :]
-        extra = {}
+        extra: dict[str, Any] = {}
         if deep:  # Qwen3-VL's tower feeds its first layers too (Qwen3.5's does not)
             extra["visual_pos_masks"] = mx.array(visual)[None]
             extra["deepstack_visual_embeds"] = [mx.concatenate(p) for p in deep]
