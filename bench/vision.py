@@ -1,7 +1,7 @@
 """Vision benchmark: a Claude-Code-shaped session with a screenshot in turn 2, on a vision model.
 
-    uv run python bench/vision.py [--model PATH | --family qwen3_vl] [--quick] [--sessions 4]
-                                  [--max-tokens 48]
+    uv run python bench/vision.py [--model PATH | --family qwen3_vl|qwen3_5] [--quick]
+                                  [--sessions 4] [--max-tokens 48]
 
 The session is a captured Claude Code request's system prompt and tools (read from the
 fixtures), its first user message, then a turn where the user pastes a screenshot (an `image`
@@ -15,8 +15,9 @@ block) and a text follow-up. Over the Anthropic API, streamed, greedy:
   the system prompt cached by another session (as a machine that has served Claude Code has).
 
 The default model is the tiny random-weight Gemma 3 VLM (`server.testing.tiny_vlm`, 32K
-context), built once into the test cache; `--family qwen3_vl` takes the tiny Qwen3-VL instead
-(M-RoPE positions; a 1280x800 screenshot is 240 image tokens there, 256 on Gemma 3).
+context), built once into the test cache; `--family qwen3_vl` (`qwen3_5`) takes the tiny Qwen3-VL
+(Qwen3.5) instead (M-RoPE positions; a 1280x800 screenshot is 240 image tokens there, 256 on
+Gemma 3).
 Targets: follow-up >= 10x faster than cold with >= 90% of its prompt reused; N sessions at once
 <= 0.6x the time of one by one.
 """
@@ -146,7 +147,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="a vision-language model (default: the tiny VLM)")
     parser.add_argument(
-        "--family", default="gemma3", choices=("gemma3", "qwen3_vl"), help="the tiny VLM's"
+        "--family",
+        default="gemma3",
+        choices=("gemma3", "qwen3_vl", "qwen3_5"),
+        help="the tiny VLM's",
     )
     parser.add_argument("--fixtures", type=Path, default=agentic.DEFAULT_FIXTURES)
     parser.add_argument("--quick", action="store_true", help="a cut system prompt, 3 tools")

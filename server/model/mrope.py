@@ -50,13 +50,15 @@ def _extent(grid: Sequence[int], merge: int) -> int:
 
 
 class RopeOffset(int):
-    """A cache's length (what indexes its arrays) that also carries the sequence's delta."""
+    """A cache's length (what indexes its arrays) that also carries the sequence's delta, and
+    a prefill chunk's explicit (3, 1, L) positions while one runs."""
 
     delta: int
+    positions: Any
 
-    def __new__(cls, length: int, delta: int) -> RopeOffset:
+    def __new__(cls, length: int, delta: int, positions: Any = None) -> RopeOffset:
         out = super().__new__(cls, length)
-        out.delta = delta
+        out.delta, out.positions = delta, positions
         return out
 
 
@@ -65,11 +67,12 @@ class PositionedKVCache(KVCache):
 
     def __init__(self, delta: int = 0):
         self.rope_delta = delta
+        self.chunk_positions: Any = None  # set only while a prefill chunk runs
         super().__init__()
 
     @property
     def offset(self) -> int:
-        return RopeOffset(self._length, self.rope_delta)
+        return RopeOffset(self._length, self.rope_delta, self.chunk_positions)
 
     @offset.setter
     def offset(self, value: int) -> None:
@@ -100,8 +103,10 @@ def positioned(cache: list[Any], delta: int) -> list[Any]:
     return out
 
 
-def install_shifted_rope(model: Any) -> int:
-    """Make every attention layer's RoPE honour a RopeOffset's delta; returns how many."""
+def install_shifted_rope(model: Any, mrope: Any = None) -> int:
+    """Make every attention layer's RoPE honour a RopeOffset: its delta, and its explicit
+    positions through `mrope` (mlx-vlm's rotary embedding for the family) where it has them.
+    Returns how many layers."""
     import mlx.nn as nn
 
     class ShiftedRope(nn.Module):
@@ -111,6 +116,8 @@ def install_shifted_rope(model: Any) -> int:
 
         def __call__(self, x: Any, offset: Any = 0) -> Any:
             if isinstance(offset, RopeOffset):
+                if offset.positions is not None and mrope is not None:
+                    return mrope.apply_rotary(x, x, offset.positions, unsqueeze_dim=1)[0]
                 offset = int(offset) + offset.delta
             return self.rope(x, offset=offset)
 

@@ -19,7 +19,10 @@ from server.model.vision import FEATURES_KEPT, ImageLayout, ImageSpan, Vision, t
 
 log = logging.getLogger(__name__)
 
-MROPE_FAMILIES = ("qwen3_vl",)  # mlx-lm's text model for these is plain RoPE: positions shift
+MROPE_FAMILIES = ("qwen3_vl", "qwen3_5")  # mlx-lm's text models for these take plain RoPE
+# Prefilled on mlx-lm's own model, positions through its RoPE: no deepstack, and mlx-vlm's
+# language model keeps cache kinds of its own for the linear-attention layers.
+ON_MLX_LM = ("qwen3_5",)
 
 
 @dataclass
@@ -44,6 +47,7 @@ class GridLayout(ImageLayout):
 @dataclass
 class MRopeVision(Vision):
     merge: int = 2
+    on_mlx_lm: bool = False  # image chunks run on mlx-lm's model (else mlx-vlm's, deepstack)
 
     def features(self, span: ImageSpan) -> Any:
         """(rows, deepstack rows per layer) of an image, one row per image token."""
@@ -99,6 +103,8 @@ class MRopeVision(Vision):
             for parts, layer in zip(deep, layers, strict=True):
                 parts.append(layer[a - s.start : b - s.start].astype(rows.dtype))
         where = mx.array(positions(spans, self.merge, pos, end))[:, None, :]
+        if self.on_mlx_lm:
+            return _run_on_mlx_lm(model, cache, ids, rows, where)
         extra: dict[str, Any] = {}
         if deep:  # Qwen3-VL's tower feeds its first layers too (Qwen3.5's does not)
             extra["visual_pos_masks"] = mx.array(visual)[None]
@@ -115,6 +121,23 @@ class MRopeVision(Vision):
         return positioned(cache, rope_delta(spans, self.merge)) if spans else cache
 
 
+def _run_on_mlx_lm(model: Any, cache: list[Any], ids: list[int], rows: Any, where: Any) -> bool:
+    """A chunk through mlx-lm's model, its positioned layers' RoPE at `where` meanwhile."""
+    import mlx.core as mx
+
+    from server.model.mrope import PositionedKVCache
+
+    layers = [c for c in cache if isinstance(c, PositionedKVCache)]
+    for c in layers:
+        c.chunk_positions = where
+    try:
+        model(mx.array(ids)[None], cache=cache, input_embeddings=rows[None])
+    finally:
+        for c in layers:
+            c.chunk_positions = None
+    return True
+
+
 def load_mrope_vision(path: str, model: Any, config: dict, float32: bool) -> MRopeVision | None:
     """Qwen3-VL's image side for mlx-lm's `model` (None: mlx-vlm could not load it)."""
     try:
@@ -129,14 +152,21 @@ def load_mrope_vision(path: str, model: Any, config: dict, float32: bool) -> MRo
         tower = load_model(local, lazy=True)  # first: it registers the family's processor
         processor: Any = load_processor(local, add_detokenizer=False)
         language = tower.language_model
-        if float32 and "quantization" in config:  # mlx-lm's copy was expanded: match it
-            dequantize_model(language)
-        # mlx-lm's arrays, not copies: the language weights are held once.
-        language.load_weights(tree_flatten(model.language_model.parameters()), strict=False)
+        on_mlx_lm = config.get("model_type") in ON_MLX_LM
+        if not on_mlx_lm:
+            if float32 and "quantization" in config:  # mlx-lm's copy was expanded: match it
+                dequantize_model(language)
+            # mlx-lm's arrays, not copies: the language weights are held once.
+            language.load_weights(tree_flatten(model.language_model.parameters()), strict=False)
         if float32:
             tower.vision_tower.set_dtype(mx.float32)
         mx.eval(tower.vision_tower.parameters())
-        install_shifted_rope(model.language_model.model)
+        mrope = next(
+            layer.self_attn.rotary_emb
+            for layer in language.model.layers
+            if hasattr(layer, "self_attn")
+        )
+        install_shifted_rope(model.language_model.model, mrope if on_mlx_lm else None)
     except Exception as exc:  # an architecture mlx-vlm lacks: the model still serves text
         log.warning("%s: images not read (mlx-vlm could not load its vision side: %s)", path, exc)
         return None
@@ -151,4 +181,4 @@ def load_mrope_vision(path: str, model: Any, config: dict, float32: bool) -> MRo
         image_text=processor.image_token,
         end_text=processor.vision_end_token,
     )
-    return MRopeVision(layout, tower, OrderedDict(), merge=merge)
+    return MRopeVision(layout, tower, OrderedDict(), merge=merge, on_mlx_lm=on_mlx_lm)

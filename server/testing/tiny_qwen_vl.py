@@ -1,11 +1,13 @@
-"""A tiny random-weight Qwen3-VL (M-RoPE positions, deepstack) for tests and benchmarks.
+"""A tiny random-weight Qwen3-VL or Qwen3.5 (M-RoPE positions) for tests and benchmarks.
 
 Qwen3-VL's image tokens take 3-D (t, h, w) positions, and the text after an image continues from
 the largest of them, so a sequence's positions trail its token index into decode. A one-layer
 tower (16 px patches merged 2x2, as the real model's) reads an image at up to 512x512 pixels into
 at most 256 tokens, their count following the image's size; one deepstack layer feeds the first
 text layer. The language side is mlx-lm's `qwen3_vl` (a plain, trimmable KV cache); the tokenizer
-and Hermes chat template are tiny_model's, with Qwen's vision tokens added.
+and Hermes chat template are tiny_model's, with Qwen's vision tokens added. `family="qwen3_5"`:
+Qwen3.5, natively multimodal, whose text model is hybrid (linear attention in every other layer,
+an ArraysCache; partial-dimension M-RoPE in the others) and whose tower has no deepstack.
 """
 
 from __future__ import annotations
@@ -20,6 +22,28 @@ VISION_START, VISION_END = "<|vision_start|>", "<|vision_end|>"
 IMAGE, VIDEO = "<|image_pad|>", "<|video_pad|>"
 PATCH, MERGE = 16, 2
 MAX_PIXELS = 512 * 512  # 256 image tokens at most
+ARCHITECTURES = {
+    "qwen3_vl": "Qwen3VLForConditionalGeneration",
+    "qwen3_5": "Qwen3_5ForConditionalGeneration",
+}
+# Qwen3.5's text side: a full-attention layer every 2nd (the real one: every 4th), rotating a
+# quarter of each head as the real one does, with the real model's sections scaled down.
+_QWEN3_5_TEXT = {
+    "model_type": "qwen3_5_text",
+    "full_attention_interval": 2,
+    "linear_num_value_heads": 4,
+    "linear_num_key_heads": 2,
+    "linear_key_head_dim": 16,
+    "linear_value_head_dim": 16,
+    "linear_conv_kernel_dim": 4,
+    "rope_parameters": {
+        "rope_type": "default",
+        "mrope_section": [3, 3, 2],
+        "mrope_interleaved": True,
+        "rope_theta": 10000000,
+        "partial_rotary_factor": 0.25,
+    },
+}
 # Qwen3-VL-8B's own tower: 27 layers of 1152, deepstack after layers 8, 16 and 24.
 REAL_TOWER = {"vision_hidden": 1152, "vision_layers": 27, "max_pixels": 1280 * 28 * 28}
 
@@ -31,6 +55,7 @@ def _config(
     layers: int,
     context: int,
     tower: tuple[int, int],
+    family: str,
 ) -> dict:
     head_dim = 32
     text = {
@@ -68,9 +93,13 @@ def _config(
         "num_position_embeddings": 256,
         "deepstack_visual_indexes": [0] if vision_layers < 8 else [8, 16, 24],
     }
+    if family == "qwen3_5":
+        del text["rope_scaling"], text["rope_theta"]
+        text.update(_QWEN3_5_TEXT, head_dim=64)
+        vision.update(model_type="qwen3_5", deepstack_visual_indexes=[])
     return {
-        "model_type": "qwen3_vl",
-        "architectures": ["Qwen3VLForConditionalGeneration"],
+        "model_type": family,
+        "architectures": [ARCHITECTURES[family]],
         "text_config": text,
         "vision_config": vision,
         "vocab_size": vocab,
@@ -122,12 +151,17 @@ def build_tiny_qwen_vl(
     vision_hidden: int = 32,
     vision_layers: int = 1,
     max_pixels: int = MAX_PIXELS,
+    family: str = "qwen3_vl",
 ) -> Path:
-    """Write the tiny Qwen3-VL at `destination` (kept if already there) and return it."""
+    """Write the tiny model of `family` (qwen3_vl, qwen3_5) at `destination` (kept if already
+    there) and return it."""
+    import importlib
+
     import mlx.core as mx
     from mlx.utils import tree_flatten
-    from mlx_vlm.models import qwen3_vl
     from mlx_vlm.utils import update_module_configs
+
+    module = importlib.import_module(f"mlx_vlm.models.{family}")
 
     destination = Path(destination)
     if (destination / "config.json").exists():
@@ -136,11 +170,11 @@ def build_tiny_qwen_vl(
     names = (VISION_START, VISION_END, IMAGE, VIDEO, "<|endoftext|>", "<|im_end|>")
     ids = {t: tokenizer.token_to_id(t) for t in names}
     tower = (vision_hidden, vision_layers)
-    config = _config(tokenizer.get_vocab_size(), ids, hidden, layers, context, tower)
+    config = _config(tokenizer.get_vocab_size(), ids, hidden, layers, context, tower, family)
     mx.random.seed(seed)
-    model_config = qwen3_vl.ModelConfig.from_dict(config)
-    model_config = update_module_configs(model_config, qwen3_vl, config, ["text", "vision"])
-    model = qwen3_vl.Model(model_config)
+    model_config = module.ModelConfig.from_dict(config)
+    model_config = update_module_configs(model_config, module, config, ["text", "vision"])
+    model = module.Model(model_config)
     weights = dict(tree_flatten(model.parameters()))
     mx.eval(weights)
 

@@ -6,11 +6,12 @@ into decode. A SigLIP tower of one layer reads 224x224 images into 256 image tok
 real model does; the language side is mlx-lm's `gemma3` with every layer global (a plain,
 trimmable KV cache). The tokenizer and Hermes chat template are tiny_model's (tools work),
 with Gemma 3's image tokens added. `python -m server.testing.tiny_vlm OUT_DIR [--context N]`;
-`--family qwen3_vl` builds server.testing.tiny_qwen_vl's Qwen3-VL instead.
+`--family qwen3_vl` (or `qwen3_5`) builds server.testing.tiny_qwen_vl's Qwen3-VL (Qwen3.5).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Callable
@@ -151,8 +152,13 @@ def build_tiny_vlm(
 BUILDERS: dict[str, Callable[..., Path]] = {
     "gemma3": build_tiny_vlm,
     "qwen3_vl": tiny_qwen_vl.build_tiny_qwen_vl,
+    "qwen3_5": functools.partial(tiny_qwen_vl.build_tiny_qwen_vl, family="qwen3_5"),
 }
-REAL_TOWERS = {"gemma3": REAL_TOWER, "qwen3_vl": tiny_qwen_vl.REAL_TOWER}
+REAL_TOWERS = {
+    "gemma3": REAL_TOWER,
+    "qwen3_vl": tiny_qwen_vl.REAL_TOWER,
+    "qwen3_5": tiny_qwen_vl.REAL_TOWER,
+}
 
 
 def main(argv: list[str]) -> int:

@@ -1,5 +1,5 @@
-"""M-RoPE (Qwen3-VL): positions as mlx-vlm lays them out, greedy text equal to mlx-vlm's own
-`generate` on the tiny Qwen3-VL, and the delta following a sequence into the batch."""
+"""M-RoPE (Qwen3-VL, Qwen3.5): positions as mlx-vlm lays them out, greedy text equal to
+mlx-vlm's own `generate` on the tiny models, and the delta following a sequence into the batch."""
 
 from __future__ import annotations
 
@@ -46,11 +46,14 @@ def test_positions_are_mlx_vlms():
     assert positions(spans, 2, 30, 75).tolist() == got[:, 30:75].tolist()  # any chunk
 
 
-@pytest.fixture(scope="module")
-def qwen():
+FAMILIES = ["qwen3_vl", "qwen3_5"]
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def qwen(request):
     from server.model.loading import load_model
 
-    return load_model(str(tiny_vlm("qwen3_vl")))
+    return request.param, load_model(str(tiny_vlm(request.param)))
 
 
 def _ours(loaded, data: bytes, *, step: int, place: bool = True) -> str:
@@ -80,9 +83,10 @@ def _ours(loaded, data: bytes, *, step: int, place: bool = True) -> str:
 def test_greedy_text_is_mlx_vlms(qwen, tmp_path):
     from mlx_vlm import generate, load
 
+    family, qwen = qwen
     data = picture(1, (300, 200))
     (tmp_path / "a.png").write_bytes(data)
-    model, processor = load(str(tiny_vlm("qwen3_vl")))
+    model, processor = load(str(tiny_vlm(family)))
     prompt = PROMPT.format(image="<|vision_start|><|image_pad|><|vision_end|>")
     reference = generate(
         model, processor, prompt, image=[str(tmp_path / "a.png")], max_tokens=24, temperature=0.0
