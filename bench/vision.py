@@ -1,6 +1,6 @@
 """Vision benchmark: a Claude-Code-shaped session with a screenshot in turn 2, on a vision model.
 
-    uv run python bench/vision.py [--model PATH | --family qwen3_vl|qwen3_5] [--quick]
+    uv run python bench/vision.py [--model PATH | --family F] [--quick]
                                   [--sessions 4] [--max-tokens 48]
 
 The session is a captured Claude Code request's system prompt and tools (read from the
@@ -15,9 +15,9 @@ block) and a text follow-up. Over the Anthropic API, streamed, greedy:
   the system prompt cached by another session (as a machine that has served Claude Code has).
 
 The default model is the tiny random-weight Gemma 3 VLM (`server.testing.tiny_vlm`, 32K
-context), built once into the test cache; `--family qwen3_vl` (`qwen3_5`) takes the tiny Qwen3-VL
-(Qwen3.5) instead (M-RoPE positions; a 1280x800 screenshot is 240 image tokens there, 256 on
-Gemma 3).
+context), built once into the test cache; `--family qwen3_vl` (`qwen3_5`, `qwen3_5_moe`) takes
+the tiny Qwen3-VL (Qwen3.5) instead (M-RoPE positions; a 1280x800 screenshot is 240 image tokens
+there, 256 on Gemma 3).
 Targets: follow-up >= 10x faster than cold with >= 90% of its prompt reused; N sessions at once
 <= 0.6x the time of one by one.
 """
@@ -149,7 +149,7 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--family",
         default="gemma3",
-        choices=("gemma3", "qwen3_vl", "qwen3_5"),
+        choices=("gemma3", "qwen3_vl", "qwen3_5", "qwen3_5_moe"),
         help="the tiny VLM's",
     )
     parser.add_argument("--fixtures", type=Path, default=agentic.DEFAULT_FIXTURES)

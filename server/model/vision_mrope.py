@@ -19,10 +19,14 @@ from server.model.vision import FEATURES_KEPT, ImageLayout, ImageSpan, Vision, t
 
 log = logging.getLogger(__name__)
 
-MROPE_FAMILIES = ("qwen3_vl", "qwen3_5")  # mlx-lm's text models for these take plain RoPE
+MROPE_FAMILIES = (
+    "qwen3_vl",
+    "qwen3_5",
+    "qwen3_5_moe",
+)  # mlx-lm's text models for these take plain RoPE
 # Prefilled on mlx-lm's own model, positions through its RoPE: no deepstack, and mlx-vlm's
 # language model keeps cache kinds of its own for the linear-attention layers.
-ON_MLX_LM = ("qwen3_5",)
+ON_MLX_LM = ("qwen3_5", "qwen3_5_moe")
 
 
 @dataclass

@@ -7,7 +7,8 @@ at most 256 tokens, their count following the image's size; one deepstack layer 
 text layer. The language side is mlx-lm's `qwen3_vl` (a plain, trimmable KV cache); the tokenizer
 and Hermes chat template are tiny_model's, with Qwen's vision tokens added. `family="qwen3_5"`:
 Qwen3.5, natively multimodal, whose text model is hybrid (linear attention in every other layer,
-an ArraysCache; partial-dimension M-RoPE in the others) and whose tower has no deepstack.
+an ArraysCache; partial-dimension M-RoPE in the others) and whose tower has no deepstack;
+`qwen3_5_moe` the same with a mixture of experts.
 """
 
 from __future__ import annotations
@@ -25,6 +26,14 @@ MAX_PIXELS = 512 * 512  # 256 image tokens at most
 ARCHITECTURES = {
     "qwen3_vl": "Qwen3VLForConditionalGeneration",
     "qwen3_5": "Qwen3_5ForConditionalGeneration",
+    "qwen3_5_moe": "Qwen3_5MoeForConditionalGeneration",
+}
+# Qwen3.5's mixture of experts (the 35B-A3B's shape, scaled down): 4 experts, 2 a token.
+_MOE = {
+    "num_experts": 4,
+    "num_experts_per_tok": 2,
+    "moe_intermediate_size": 32,
+    "shared_expert_intermediate_size": 32,
 }
 # Qwen3.5's text side: a full-attention layer every 2nd (the real one: every 4th), rotating a
 # quarter of each head as the real one does, with the real model's sections scaled down.
@@ -93,10 +102,11 @@ def _config(
         "num_position_embeddings": 256,
         "deepstack_visual_indexes": [0] if vision_layers < 8 else [8, 16, 24],
     }
-    if family == "qwen3_5":
+    if family.startswith("qwen3_5"):
         del text["rope_scaling"], text["rope_theta"]
-        text.update(_QWEN3_5_TEXT, head_dim=64)
-        vision.update(model_type="qwen3_5", deepstack_visual_indexes=[])
+        text.update(_QWEN3_5_TEXT, head_dim=64, model_type=f"{family}_text")
+        text.update(_MOE if family == "qwen3_5_moe" else {})
+        vision.update(model_type=family, deepstack_visual_indexes=[])
     return {
         "model_type": family,
         "architectures": [ARCHITECTURES[family]],
@@ -153,8 +163,8 @@ def build_tiny_qwen_vl(
     max_pixels: int = MAX_PIXELS,
     family: str = "qwen3_vl",
 ) -> Path:
-    """Write the tiny model of `family` (qwen3_vl, qwen3_5) at `destination` (kept if already
-    there) and return it."""
+    """Write the tiny model of `family` (qwen3_vl, qwen3_5, qwen3_5_moe) at `destination` (kept
+    if already there) and return it."""
     import importlib
 
     import mlx.core as mx

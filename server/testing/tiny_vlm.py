@@ -153,11 +153,13 @@ BUILDERS: dict[str, Callable[..., Path]] = {
     "gemma3": build_tiny_vlm,
     "qwen3_vl": tiny_qwen_vl.build_tiny_qwen_vl,
     "qwen3_5": functools.partial(tiny_qwen_vl.build_tiny_qwen_vl, family="qwen3_5"),
+    "qwen3_5_moe": functools.partial(tiny_qwen_vl.build_tiny_qwen_vl, family="qwen3_5_moe"),
 }
 REAL_TOWERS = {
     "gemma3": REAL_TOWER,
     "qwen3_vl": tiny_qwen_vl.REAL_TOWER,
     "qwen3_5": tiny_qwen_vl.REAL_TOWER,
+    "qwen3_5_moe": tiny_qwen_vl.REAL_TOWER,
 }
 
 
