@@ -17,7 +17,8 @@ import json
 from pathlib import Path
 
 from server.testing.staging import staged
-from server.testing.tiny_model import CHAT_TEMPLATE, train_tokenizer
+from server.testing.tiny_model import CHAT_TEMPLATE as TEMPLATE
+from server.testing.tiny_model import train_tokenizer
 
 VISION_START, VISION_END = "<|vision_start|>", "<|vision_end|>"
 IMAGE, VIDEO = "<|image_pad|>", "<|video_pad|>"
@@ -54,6 +55,17 @@ _QWEN3_5_TEXT = {
     },
 }
 # Qwen3-VL-8B's own tower: 27 layers of 1152, deepstack after layers 8, 16 and 24.
+# tiny_model's template, reading content given as a list of parts too (as the real Qwen-VL
+# templates do, and mlx_vlm.server sends it): text as it is, an image as its vision tokens.
+_PARTS = (
+    "{%- macro content(c) %}{%- if c is string %}{{- c }}{%- else %}{%- for p in c %}"
+    "{%- if p.type == 'text' %}{{- p.text }}{%- elif p.type in ('image', 'image_url') %}"
+    "{{- '" + VISION_START + IMAGE + VISION_END + "' }}{%- endif %}{%- endfor %}{%- endif %}"
+    "{%- endmacro %}\n"
+)
+CHAT_TEMPLATE = _PARTS + TEMPLATE.replace(
+    "messages[0].content", "content(messages[0].content)"
+).replace("message.content", "content(message.content)")
 REAL_TOWER = {"vision_hidden": 1152, "vision_layers": 27, "max_pixels": 1280 * 28 * 28}
 
 
