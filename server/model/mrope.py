@@ -5,7 +5,9 @@ the text after it resumes one past their largest: positions then trail the token
 delta, which follows the sequence into decode. Text positions have t = h = w, where M-RoPE is
 plain RoPE, so mlx-lm's language model decodes with its own RoPE shifted by the delta. The delta
 rides on the sequence's KV cache (`PositionedKVCache`) through the lone decode, drafts and their
-rollback, and into the batch, whose per-row RoPE offsets take it at the merge.
+rollback, and into the batch, whose per-row RoPE offsets take it at the merge. While a prefill
+chunk runs, the cache can carry that chunk's 3-D positions too, which the RoPE then applies with
+mlx-vlm's M-RoPE for the family (Qwen3.5's image chunks run on mlx-lm's model so).
 """
 
 from __future__ import annotations

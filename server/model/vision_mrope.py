@@ -1,10 +1,12 @@
-"""Qwen3-VL's image side: images of any size, M-RoPE positions and deepstack features.
+"""Qwen3-VL's and Qwen3.5's image side: images of any size at M-RoPE positions.
 
 An image's token count follows its size (the processor's (t, h, w) grid of patches, merged 2x2).
-A prompt with images prefills through mlx-vlm's own language model, on mlx-lm's weights (shared,
-not copied) and the request's own KV cache: explicit 3-D positions for every chunk, and the
-tower's deepstack features added after the first layers where images are. Decode stays on
-mlx-lm's model, its RoPE shifted by the sequence's delta (server.model.mrope).
+Every chunk of a prompt with images prefills at explicit 3-D positions, on the request's own KV
+cache. Qwen3-VL's run through mlx-vlm's own language model, on mlx-lm's weights (shared, not
+copied), which adds the tower's deepstack features after the first layers where images are.
+Qwen3.5's (no deepstack; mlx-vlm's model keeps cache kinds of its own for the linear-attention
+layers) run through mlx-lm's model, its RoPE given the chunk's positions. Decode stays on mlx-lm's
+model, its RoPE shifted by the sequence's delta (server.model.mrope).
 """
 
 from __future__ import annotations
@@ -19,14 +21,9 @@ from server.model.vision import FEATURES_KEPT, ImageLayout, ImageSpan, Vision, t
 
 log = logging.getLogger(__name__)
 
-MROPE_FAMILIES = (
-    "qwen3_vl",
-    "qwen3_5",
-    "qwen3_5_moe",
-)  # mlx-lm's text models for these take plain RoPE
-# Prefilled on mlx-lm's own model, positions through its RoPE: no deepstack, and mlx-vlm's
-# language model keeps cache kinds of its own for the linear-attention layers.
-ON_MLX_LM = ("qwen3_5", "qwen3_5_moe")
+# mlx-lm's text models for these take plain RoPE: images need their positions given.
+MROPE_FAMILIES = ("qwen3_vl", "qwen3_5", "qwen3_5_moe")
+ON_MLX_LM = ("qwen3_5", "qwen3_5_moe")  # their image chunks prefill on mlx-lm's model
 
 
 @dataclass
@@ -132,6 +129,7 @@ def _run_on_mlx_lm(model: Any, cache: list[Any], ids: list[int], rows: Any, wher
     from server.model.mrope import PositionedKVCache
 
     layers = [c for c in cache if isinstance(c, PositionedKVCache)]
+    assert layers, "a prompt with images prefills on a cache placed for them (Vision.place)"
     for c in layers:
         c.chunk_positions = where
     try:
@@ -143,7 +141,8 @@ def _run_on_mlx_lm(model: Any, cache: list[Any], ids: list[int], rows: Any, wher
 
 
 def load_mrope_vision(path: str, model: Any, config: dict, float32: bool) -> MRopeVision | None:
-    """Qwen3-VL's image side for mlx-lm's `model` (None: mlx-vlm could not load it)."""
+    """The image side of a Qwen3-VL or Qwen3.5 for mlx-lm's `model` (None: mlx-vlm could not
+    load it; the model serves text)."""
     try:
         import mlx.core as mx
         from mlx.utils import tree_flatten

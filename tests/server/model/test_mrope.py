@@ -56,7 +56,8 @@ def qwen(request):
     return request.param, load_model(str(tiny_vlm(request.param)))
 
 
-def _ours(loaded, data: bytes, *, step: int, place: bool = True) -> str:
+def _ours(loaded, data: bytes, *, step: int, place: bool = True) -> tuple[str, list[float]]:
+    """Greedy text through our prefill and mlx-lm's decode, and the first step's log-probs."""
     import mlx.core as mx
     from mlx_lm.generate import generate_step
     from mlx_lm.models.cache import make_prompt_cache
@@ -70,14 +71,15 @@ def _ours(loaded, data: bytes, *, step: int, place: bool = True) -> str:
     text = PROMPT.format(image=vision.layout.expansion_for(image.data, image.digest))
     tokens, spans = key_images(loaded.tokenizer.encode(text), [image], vision.layout, pixels=True)
     cache = make_prompt_cache(loaded.model)
-    cache = vision.place(cache, spans) if place else cache
+    cache = vision.place(cache, spans) if place else positioned(cache, 0)
     rendered = types.SimpleNamespace(tokens=tokens, images=spans)
     embed = embedder_for(loaded, rendered)
     prefill(loaded.model, cache, tokens, 0, len(tokens) - 1, step=step, embed=embed)
     greedy = generate_step(
         mx.array(tokens[-1:]), loaded.model, prompt_cache=cache, sampler=lambda x: x.argmax(-1)
     )
-    return loaded.tokenizer.decode([int(t) for (t, _), _ in zip(greedy, range(24), strict=False)])
+    steps = [(int(t), p) for (t, p), _ in zip(greedy, range(24), strict=False)]
+    return loaded.tokenizer.decode([t for t, _ in steps]), steps[0][1].tolist()
 
 
 def test_greedy_text_is_mlx_vlms(qwen, tmp_path):
@@ -91,10 +93,12 @@ def test_greedy_text_is_mlx_vlms(qwen, tmp_path):
     reference = generate(
         model, processor, prompt, image=[str(tmp_path / "a.png")], max_tokens=24, temperature=0.0
     ).text
-    assert _ours(qwen, data, step=2048) == reference
-    assert _ours(qwen, data, step=16) == reference  # chunks that start and end mid-image
-    # The delta matters: decoding at the token index instead goes elsewhere.
-    assert _ours(qwen, data, step=2048, place=False) != reference
+    text, first = _ours(qwen, data, step=2048)
+    assert text == reference
+    assert _ours(qwen, data, step=16)[0] == reference  # chunks that start and end mid-image
+    # The delta matters: decoding at the token index instead (no delta) reads other positions.
+    shifted, unshifted = np.array(first), np.array(_ours(qwen, data, step=2048, place=False)[1])
+    assert np.abs(shifted - unshifted).max() > 1e-3
 
 
 def test_the_batch_takes_each_sequences_delta():
