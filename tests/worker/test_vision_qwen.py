@@ -123,16 +123,16 @@ def test_greedy_text_is_mlx_vlms_with_copy_drafts_on(family, qwen_worker, refere
 def test_a_follow_up_from_the_cache_equals_a_cold_prefill(qwen_worker):
     clear(qwen_worker)
     messages = turn(an_image(SQUARE))[1:]
-    greedy = {"model": MODEL, "system": SYSTEM, "extra_body": {"temperature": 0.0}}
+    settings = {"model": MODEL, "system": SYSTEM, "extra_body": {"temperature": 0.0}}
     with anthropic(qwen_worker) as client:
-        first = client.messages.create(max_tokens=4, messages=messages, **greedy)
+        first = client.messages.create(max_tokens=4, messages=messages, **settings)
         messages += [
             {"role": "assistant", "content": first.content[0].text},  # type: ignore[union-attr]
             {"role": "user", "content": "And the colours?"},
         ]
-        warm = client.messages.create(max_tokens=40, messages=messages, **greedy)
+        warm = client.messages.create(max_tokens=40, messages=messages, **settings)
         clear(qwen_worker)
-        cold = client.messages.create(max_tokens=40, messages=messages, **greedy)
+        cold = client.messages.create(max_tokens=40, messages=messages, **settings)
     assert warm.usage.cache_read_input_tokens > 64  # past the image (8x8 merged patches)
     assert cold.usage.cache_read_input_tokens == 0
     assert warm.content == cold.content
@@ -144,12 +144,14 @@ IMAGE_TOKENS = 54  # WIDE: 300x200 pixels, 12x18 patches of 16 px, merged 2x2
 @pytest.mark.parametrize("stream", [False, True])
 def test_anthropic_and_responses_send_an_image(qwen_worker, stream):
     body = turn(an_image(WIDE))[1:]
+    # Greedy: a sampled reply of a random model may end on its own before its 4 tokens.
+    settings = {"model": MODEL, "max_tokens": 4, "extra_body": {"temperature": 0.0}}
     with anthropic(qwen_worker) as client:
         if stream:
-            with client.messages.stream(model=MODEL, max_tokens=4, messages=body) as s:
+            with client.messages.stream(messages=body, **settings) as s:
                 reply = s.get_final_message()
         else:
-            reply = client.messages.create(model=MODEL, max_tokens=4, messages=body)
+            reply = client.messages.create(messages=body, **settings)
         counted = client.messages.count_tokens(model=MODEL, messages=body).input_tokens
         text_only = [{"role": "user", "content": "What is in  this picture?"}]
         without = client.messages.count_tokens(model=MODEL, messages=text_only).input_tokens
@@ -164,7 +166,7 @@ def test_anthropic_and_responses_send_an_image(qwen_worker, stream):
         {"type": "input_text", "text": " this picture?"},
     ]
     with openai(qwen_worker) as client:
-        kwargs = {"model": MODEL, "input": [{"role": "user", "content": parts}]}
+        kwargs = {"model": MODEL, "input": [{"role": "user", "content": parts}], "temperature": 0}
         if stream:
             events = list(client.responses.create(max_output_tokens=4, stream=True, **kwargs))  # type: ignore[call-overload]
             assert events[-1].type == "response.incomplete"
