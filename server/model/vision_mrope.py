@@ -22,8 +22,8 @@ from server.model.vision import FEATURES_KEPT, ImageLayout, ImageSpan, Vision, t
 log = logging.getLogger(__name__)
 
 # mlx-lm's text models for these take plain RoPE: images need their positions given.
-MROPE_FAMILIES = ("qwen3_vl", "qwen3_5", "qwen3_5_moe")
-ON_MLX_LM = ("qwen3_5", "qwen3_5_moe")  # their image chunks prefill on mlx-lm's model
+MROPE_FAMILIES = ("qwen3_vl", "qwen3_5", "qwen3_5_moe", "qwen2_5_vl")
+ON_MLX_LM = ("qwen3_5", "qwen3_5_moe", "qwen2_5_vl")  # their image chunks prefill on mlx-lm's
 
 
 @dataclass
@@ -60,8 +60,10 @@ class MRopeVision(Vision):
         tower = self.tower.vision_tower
         dtype = tower.patch_embed.proj.weight.dtype
         pixels = mx.array(span.pixels["pixel_values"]).astype(dtype)
-        rows, deep = tower(pixels, mx.array(span.pixels["image_grid_thw"]))
-        out = (rows, list(deep or []))  # Qwen3.5's tower has no deepstack layers
+        rows = tower(pixels, mx.array(span.pixels["image_grid_thw"]))
+        # Qwen3-VL's tower gives its deepstack layers too (Qwen3.5's none; Qwen2.5-VL's rows only).
+        rows, deep = rows if isinstance(rows, tuple) else (rows, [])
+        out = (rows, list(deep or []))
         mx.eval(out)
         self._features[span.digest] = out
         while len(self._features) > FEATURES_KEPT:
@@ -180,8 +182,16 @@ def load_mrope_vision(path: str, model: Any, config: dict, float32: bool) -> MRo
         expansion="",
         image_processor=processor.image_processor,
         merge=merge,
-        start_text=processor.vision_start_token,
-        image_text=processor.image_token,
-        end_text=processor.vision_end_token,
+        start_text=_token_text(processor, config, "vision_start"),
+        image_text=_token_text(processor, config, "image"),
+        end_text=_token_text(processor, config, "vision_end"),
     )
     return MRopeVision(layout, tower, OrderedDict(), merge=merge, on_mlx_lm=on_mlx_lm)
+
+
+def _token_text(processor: Any, config: dict, name: str) -> str:
+    """A vision token's text: the processor's, else the tokenizer's for the config's id."""
+    text = getattr(processor, f"{name}_token", None)
+    if text is None:
+        text = processor.tokenizer.convert_ids_to_tokens(int(config[f"{name}_token_id"]))
+    return str(text)

@@ -8,7 +8,8 @@ text layer. The language side is mlx-lm's `qwen3_vl` (a plain, trimmable KV cach
 and Hermes chat template are tiny_model's, with Qwen's vision tokens added. `family="qwen3_5"`:
 Qwen3.5, natively multimodal, whose text model is hybrid (linear attention in every other layer,
 an ArraysCache; partial-dimension M-RoPE in the others) and whose tower has no deepstack;
-`qwen3_5_moe` the same with a mixture of experts.
+`qwen3_5_moe` the same with a mixture of experts; `qwen2_5_vl` Qwen2.5-VL (a flat config, a
+qwen2 text model, sectioned M-RoPE, 14 px patches).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ ARCHITECTURES = {
     "qwen3_vl": "Qwen3VLForConditionalGeneration",
     "qwen3_5": "Qwen3_5ForConditionalGeneration",
     "qwen3_5_moe": "Qwen3_5MoeForConditionalGeneration",
+    "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
 }
 # Qwen3.5's mixture of experts (the 35B-A3B's shape, scaled down): 4 experts, 2 a token.
 _MOE = {
@@ -54,7 +56,6 @@ _QWEN3_5_TEXT = {
         "partial_rotary_factor": 0.25,
     },
 }
-# Qwen3-VL-8B's own tower: 27 layers of 1152, deepstack after layers 8, 16 and 24.
 # tiny_model's template, reading content given as a list of parts too (as the real Qwen-VL
 # templates do, and mlx_vlm.server sends it): text as it is, an image as its vision tokens.
 _PARTS = (
@@ -66,7 +67,10 @@ _PARTS = (
 CHAT_TEMPLATE = _PARTS + TEMPLATE.replace(
     "messages[0].content", "content(messages[0].content)"
 ).replace("message.content", "content(message.content)")
+# Qwen3-VL-8B's own tower: 27 layers of 1152, deepstack after layers 8, 16 and 24.
 REAL_TOWER = {"vision_hidden": 1152, "vision_layers": 27, "max_pixels": 1280 * 28 * 28}
+# Qwen2.5-VL's: 32 layers of 1280, full attention in every 8th.
+REAL_TOWER_2_5 = {"vision_hidden": 1280, "vision_layers": 32, "max_pixels": 1280 * 28 * 28}
 
 
 def _config(
@@ -119,6 +123,8 @@ def _config(
         text.update(_QWEN3_5_TEXT, head_dim=64, model_type=f"{family}_text")
         text.update(_MOE if family == "qwen3_5_moe" else {})
         vision.update(model_type=family, deepstack_visual_indexes=[])
+    if family == "qwen2_5_vl":
+        return _qwen2_5_vl(text, vision, ids, vocab)
     return {
         "model_type": family,
         "architectures": [ARCHITECTURES[family]],
@@ -134,20 +140,45 @@ def _config(
     }
 
 
-def _processor_files(staging: Path, context: int, max_pixels: int) -> None:
+def _qwen2_5_vl(text: dict, vision: dict, ids: dict[str, int], vocab: int) -> dict:
+    """Qwen2.5-VL's flat config: the text model's fields at the top, sectioned M-RoPE, a tower
+    of 14 px patches with windowed attention and no deepstack."""
+    text = {k: v for k, v in text.items() if k not in ("head_dim", "model_type")}
+    # head_dim 16 (64 / 4 heads): sections of its 8 frequencies, as [16, 24, 24] are of 64.
+    text["rope_scaling"] = {"type": "mrope", "mrope_section": [2, 3, 3]}
+    del vision["num_position_embeddings"], vision["deepstack_visual_indexes"]
+    vision.update(model_type="qwen2_5_vl", patch_size=14, window_size=112)
+    full = [7, 15, 23, 31] if vision["depth"] >= 32 else [0]  # the rest attend in windows
+    vision.update(fullatt_block_indexes=full, spatial_patch_size=14)
+    return {
+        **text,
+        "model_type": "qwen2_5_vl",
+        "architectures": [ARCHITECTURES["qwen2_5_vl"]],
+        "vision_config": vision,
+        "image_token_id": ids[IMAGE],
+        "video_token_id": ids[VIDEO],
+        "vision_start_token_id": ids[VISION_START],
+        "vision_end_token_id": ids[VISION_END],
+        "vocab_size": vocab,
+        "eos_token_id": [ids["<|im_end|>"]],
+    }
+
+
+def _processor_files(staging: Path, context: int, max_pixels: int, family: str) -> None:
+    patch = 14 if family == "qwen2_5_vl" else PATCH
     image = {
         "image_processor_type": "Qwen2VLImageProcessorFast",
-        "processor_class": "Qwen3VLProcessor",
-        "patch_size": PATCH,
+        "processor_class": "Qwen2_5_VLProcessor" if family == "qwen2_5_vl" else "Qwen3VLProcessor",
+        "patch_size": patch,
         "temporal_patch_size": 2,
         "merge_size": MERGE,
-        "size": {"shortest_edge": 4 * (PATCH * MERGE) ** 2, "longest_edge": max_pixels},
+        "size": {"shortest_edge": 4 * (patch * MERGE) ** 2, "longest_edge": max_pixels},
         "image_mean": [0.5, 0.5, 0.5],
         "image_std": [0.5, 0.5, 0.5],
     }
     (staging / "preprocessor_config.json").write_text(json.dumps(image, indent=2))
     (staging / "processor_config.json").write_text(
-        json.dumps({"processor_class": "Qwen3VLProcessor"}, indent=2)
+        json.dumps({"processor_class": image["processor_class"]}, indent=2)
     )
     tokenizer = {
         "tokenizer_class": "PreTrainedTokenizerFast",
@@ -175,8 +206,8 @@ def build_tiny_qwen_vl(
     max_pixels: int = MAX_PIXELS,
     family: str = "qwen3_vl",
 ) -> Path:
-    """Write the tiny model of `family` (qwen3_vl, qwen3_5, qwen3_5_moe) at `destination` (kept
-    if already there) and return it."""
+    """Write the tiny model of `family` (qwen3_vl, qwen3_5, qwen3_5_moe, qwen2_5_vl) at
+    `destination` (kept if already there) and return it."""
     import importlib
 
     import mlx.core as mx
@@ -194,8 +225,9 @@ def build_tiny_qwen_vl(
     tower = (vision_hidden, vision_layers)
     config = _config(tokenizer.get_vocab_size(), ids, hidden, layers, context, tower, family)
     mx.random.seed(seed)
-    model_config = module.ModelConfig.from_dict(config)
-    model_config = update_module_configs(model_config, module, config, ["text", "vision"])
+    params = dict(config)  # Qwen2.5-VL's from_dict adds a text_config to what it is given
+    model_config = module.ModelConfig.from_dict(params)
+    model_config = update_module_configs(model_config, module, params, ["text", "vision"])
     model = module.Model(model_config)
     weights = dict(tree_flatten(model.parameters()))
     mx.eval(weights)
@@ -204,5 +236,5 @@ def build_tiny_qwen_vl(
         mx.save_safetensors(str(staging / "model.safetensors"), weights, metadata={"format": "mlx"})
         (staging / "config.json").write_text(json.dumps(config, indent=2))
         tokenizer.save(str(staging / "tokenizer.json"))
-        _processor_files(staging, context, max_pixels)
+        _processor_files(staging, context, max_pixels, family)
     return destination

@@ -6,7 +6,7 @@ into decode. A SigLIP tower of one layer reads 224x224 images into 256 image tok
 real model does; the language side is mlx-lm's `gemma3` with every layer global (a plain,
 trimmable KV cache). The tokenizer and Hermes chat template are tiny_model's (tools work),
 with Gemma 3's image tokens added. `python -m server.testing.tiny_vlm OUT_DIR [--context N]`;
-`--family qwen3_vl` (or `qwen3_5`) builds server.testing.tiny_qwen_vl's Qwen3-VL (Qwen3.5).
+`--family qwen3_vl` (`qwen3_5`, `qwen3_5_moe`, `qwen2_5_vl`) builds server.testing.tiny_qwen_vl's.
 """
 
 from __future__ import annotations
@@ -154,12 +154,14 @@ BUILDERS: dict[str, Callable[..., Path]] = {
     "qwen3_vl": tiny_qwen_vl.build_tiny_qwen_vl,
     "qwen3_5": functools.partial(tiny_qwen_vl.build_tiny_qwen_vl, family="qwen3_5"),
     "qwen3_5_moe": functools.partial(tiny_qwen_vl.build_tiny_qwen_vl, family="qwen3_5_moe"),
+    "qwen2_5_vl": functools.partial(tiny_qwen_vl.build_tiny_qwen_vl, family="qwen2_5_vl"),
 }
 REAL_TOWERS = {
     "gemma3": REAL_TOWER,
     "qwen3_vl": tiny_qwen_vl.REAL_TOWER,
     "qwen3_5": tiny_qwen_vl.REAL_TOWER,
     "qwen3_5_moe": tiny_qwen_vl.REAL_TOWER,
+    "qwen2_5_vl": tiny_qwen_vl.REAL_TOWER_2_5,
 }
 
 
