@@ -15,9 +15,9 @@ block) and a text follow-up. Over the Anthropic API, streamed, greedy:
   the system prompt cached by another session (as a machine that has served Claude Code has).
 
 The default model is the tiny random-weight Gemma 3 VLM (`server.testing.tiny_vlm`, 32K
-context), built once into the test cache; `--family qwen3_vl` (`qwen3_5`, `qwen3_5_moe`,
-`qwen2_5_vl`) takes the tiny Qwen-VL of that family instead (M-RoPE positions; a 1280x800
-screenshot is 240 image tokens on Qwen3-VL, 256 on Gemma 3).
+context), built once into the test cache; `--family qwen3_vl` (`qwen3_vl_moe`, `qwen3_5`,
+`qwen3_5_moe`, `qwen2_5_vl`) takes the tiny Qwen-VL of that family instead (M-RoPE positions;
+a 1280x800 screenshot is 240 image tokens on Qwen3-VL, 256 on Gemma 3).
 `--against-mlx-vlm` runs the same on mlx_vlm.server (its Anthropic route) and prints the two
 side by side: mlx_lm.server reads no images, so mlx-vlm's own server is the peer that serves this
 session on the same model.
@@ -155,7 +155,7 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--family",
         default="gemma3",
-        choices=("gemma3", "qwen3_vl", "qwen3_5", "qwen3_5_moe", "qwen2_5_vl"),
+        choices=("gemma3", "qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe", "qwen2_5_vl"),
         help="the tiny VLM's",
     )
     parser.add_argument("--fixtures", type=Path, default=agentic.DEFAULT_FIXTURES)

@@ -18,7 +18,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 # Families whose image tokens we lay out: Gemma 3's here, the Qwen-VLs' in vision_mrope.
-KNOWN_LAYOUTS = ("gemma3", "qwen3_vl", "qwen3_5", "qwen3_5_moe", "qwen2_5_vl")
+KNOWN_LAYOUTS = ("gemma3", "qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe", "qwen2_5_vl")
 FEATURES_KEPT = 16  # images whose features stay on hand (a prefill chunked across one)
 PIXELS_KEPT = 32  # images whose pixels stay on hand: a session resends its screenshots each turn
 

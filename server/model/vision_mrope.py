@@ -22,7 +22,7 @@ from server.model.vision import FEATURES_KEPT, ImageLayout, ImageSpan, Vision, t
 log = logging.getLogger(__name__)
 
 # mlx-lm's text models for these take plain RoPE: images need their positions given.
-MROPE_FAMILIES = ("qwen3_vl", "qwen3_5", "qwen3_5_moe", "qwen2_5_vl")
+MROPE_FAMILIES = ("qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe", "qwen2_5_vl")
 ON_MLX_LM = ("qwen3_5", "qwen3_5_moe", "qwen2_5_vl")  # their image chunks prefill on mlx-lm's
 
 

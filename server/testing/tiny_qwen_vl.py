@@ -8,7 +8,7 @@ text layer. The language side is mlx-lm's `qwen3_vl` (a plain, trimmable KV cach
 and Hermes chat template are tiny_model's, with Qwen's vision tokens added. `family="qwen3_5"`:
 Qwen3.5, natively multimodal, whose text model is hybrid (linear attention in every other layer,
 an ArraysCache; partial-dimension M-RoPE in the others) and whose tower has no deepstack;
-`qwen3_5_moe` the same with a mixture of experts; `qwen2_5_vl` Qwen2.5-VL (a flat config, a
+`qwen3_5_moe` and `qwen3_vl_moe` add a mixture of experts; `qwen2_5_vl` Qwen2.5-VL (a flat config, a
 qwen2 text model, sectioned M-RoPE, 14 px patches).
 """
 
@@ -30,8 +30,10 @@ ARCHITECTURES = {
     "qwen3_5": "Qwen3_5ForConditionalGeneration",
     "qwen3_5_moe": "Qwen3_5MoeForConditionalGeneration",
     "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
+    "qwen3_vl_moe": "Qwen3VLMoeForConditionalGeneration",
 }
-# Qwen3.5's mixture of experts (the 35B-A3B's shape, scaled down): 4 experts, 2 a token.
+# Qwen3.5's and Qwen3-VL's mixtures of experts (the 35B-A3B's and 30B-A3B's shape, scaled
+# down): 4 experts, 2 a token.
 _MOE = {
     "num_experts": 4,
     "num_experts_per_tok": 2,
@@ -118,6 +120,10 @@ def _config(
         "num_position_embeddings": 256,
         "deepstack_visual_indexes": [0] if vision_layers < 8 else [8, 16, 24],
     }
+    if family == "qwen3_vl_moe":
+        text.update(_MOE, model_type="qwen3_vl_moe_text", decoder_sparse_step=1)
+        text.update(mlp_only_layers=[], norm_topk_prob=True)
+        vision.update(model_type=family)
     if family.startswith("qwen3_5"):
         del text["rope_scaling"], text["rope_theta"]
         text.update(_QWEN3_5_TEXT, head_dim=64, model_type=f"{family}_text")
@@ -206,7 +212,7 @@ def build_tiny_qwen_vl(
     max_pixels: int = MAX_PIXELS,
     family: str = "qwen3_vl",
 ) -> Path:
-    """Write the tiny model of `family` (qwen3_vl, qwen3_5, qwen3_5_moe, qwen2_5_vl) at
+    """Write the tiny model of `family` (qwen3_vl[_moe], qwen3_5[_moe], qwen2_5_vl) at
     `destination` (kept if already there) and return it."""
     import importlib
 

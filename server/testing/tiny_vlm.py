@@ -155,6 +155,7 @@ BUILDERS: dict[str, Callable[..., Path]] = {
     "qwen3_5": functools.partial(tiny_qwen_vl.build_tiny_qwen_vl, family="qwen3_5"),
     "qwen3_5_moe": functools.partial(tiny_qwen_vl.build_tiny_qwen_vl, family="qwen3_5_moe"),
     "qwen2_5_vl": functools.partial(tiny_qwen_vl.build_tiny_qwen_vl, family="qwen2_5_vl"),
+    "qwen3_vl_moe": functools.partial(tiny_qwen_vl.build_tiny_qwen_vl, family="qwen3_vl_moe"),
 }
 REAL_TOWERS = {
     "gemma3": REAL_TOWER,
@@ -162,6 +163,7 @@ REAL_TOWERS = {
     "qwen3_5": tiny_qwen_vl.REAL_TOWER,
     "qwen3_5_moe": tiny_qwen_vl.REAL_TOWER,
     "qwen2_5_vl": tiny_qwen_vl.REAL_TOWER_2_5,
+    "qwen3_vl_moe": tiny_qwen_vl.REAL_TOWER,
 }
 
 

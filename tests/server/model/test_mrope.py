@@ -46,7 +46,7 @@ def test_positions_are_mlx_vlms():
     assert positions(spans, 2, 30, 75).tolist() == got[:, 30:75].tolist()  # any chunk
 
 
-FAMILIES = ["qwen3_vl", "qwen3_5", "qwen3_5_moe", "qwen2_5_vl"]
+FAMILIES = ["qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe", "qwen2_5_vl"]
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
