@@ -1,15 +1,16 @@
-"""A tiny random-weight Qwen3-VL or Qwen3.5 (M-RoPE positions) for tests and benchmarks.
+"""Tiny random-weight Qwen-VLs (M-RoPE positions) for tests and benchmarks.
 
 Qwen3-VL's image tokens take 3-D (t, h, w) positions, and the text after an image continues from
 the largest of them, so a sequence's positions trail its token index into decode. A one-layer
 tower (16 px patches merged 2x2, as the real model's) reads an image at up to 512x512 pixels into
 at most 256 tokens, their count following the image's size; one deepstack layer feeds the first
 text layer. The language side is mlx-lm's `qwen3_vl` (a plain, trimmable KV cache); the tokenizer
-and Hermes chat template are tiny_model's, with Qwen's vision tokens added. `family="qwen3_5"`:
-Qwen3.5, natively multimodal, whose text model is hybrid (linear attention in every other layer,
-an ArraysCache; partial-dimension M-RoPE in the others) and whose tower has no deepstack;
-`qwen3_5_moe` and `qwen3_vl_moe` add a mixture of experts; `qwen2_5_vl` Qwen2.5-VL (a flat config, a
-qwen2 text model, sectioned M-RoPE, 14 px patches).
+and Hermes chat template are tiny_model's, with Qwen's vision tokens added.
+
+Other families: `qwen3_5` is Qwen3.5, natively multimodal, whose text model is hybrid (linear
+attention in every other layer, an ArraysCache; partial-dimension M-RoPE in the others) and whose
+tower has no deepstack; `qwen3_5_moe` and `qwen3_vl_moe` add a mixture of experts; `qwen2_5_vl`
+is Qwen2.5-VL (a flat config, a qwen2 text model, sectioned M-RoPE, 14 px patches).
 """
 
 from __future__ import annotations
