@@ -1,6 +1,7 @@
 """Vision benchmark: a Claude-Code-shaped session with a screenshot in turn 2, on a vision model.
 
-    uv run python bench/vision.py [--model PATH] [--quick] [--sessions 4] [--max-tokens 48]
+    uv run python bench/vision.py [--model PATH | --family F] [--quick]
+                                  [--sessions 4] [--max-tokens 48] [--against-mlx-vlm]
 
 The session is a captured Claude Code request's system prompt and tools (read from the
 fixtures), its first user message, then a turn where the user pastes a screenshot (an `image`
@@ -14,8 +15,15 @@ block) and a text follow-up. Over the Anthropic API, streamed, greedy:
   the system prompt cached by another session (as a machine that has served Claude Code has).
 
 The default model is the tiny random-weight Gemma 3 VLM (`server.testing.tiny_vlm`, 32K
-context), built once into the test cache. Targets: follow-up >= 10x faster than cold with
->= 90% of its prompt reused; N sessions at once <= 0.6x the time of one by one.
+context), built once into the test cache; `--family qwen3_vl` (`qwen3_vl_moe`, `qwen3_5`,
+`qwen3_5_moe`, `qwen2_5_vl`) takes the tiny Qwen-VL of that family instead (M-RoPE positions;
+a 1280x800 screenshot is 240 image tokens on Qwen3-VL, 256 on Gemma 3).
+`--against-mlx-vlm` runs the same on mlx_vlm.server (its Anthropic route) and prints the two
+side by side: mlx_lm.server reads no images, so mlx-vlm's own server is the peer that serves this
+session on the same model.
+
+Targets: follow-up >= 10x faster than cold with >= 90% of its prompt reused; N sessions at once
+<= 0.6x the time of one by one.
 """
 
 from __future__ import annotations
@@ -80,7 +88,7 @@ def session_messages(base: dict, k: int) -> list[list[dict]]:
 
 def ask(url: str, base: dict, messages: list[dict], max_tokens: int) -> dict:
     body = {
-        "model": "claude-sonnet-4-5",
+        "model": base.get("model", "claude-sonnet-4-5"),
         "system": base["system"],
         "tools": base["tools"],
         "messages": messages,
@@ -112,7 +120,9 @@ def ask(url: str, base: dict, messages: list[dict], max_tokens: int) -> dict:
 
 
 def clear(url: str) -> None:
+    """Empty the prefix cache (ours: DELETE /v1/cache; mlx_vlm.server: its reset route)."""
     httpx.delete(url + "/v1/cache", headers=HEADERS, timeout=60, trust_env=False)
+    httpx.post(url + "/v1/cache/reset", headers=HEADERS, timeout=60, trust_env=False)
 
 
 def run_session(url: str, base: dict, k: int, max_tokens: int) -> list[dict]:
@@ -142,10 +152,21 @@ def main(argv=None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="a vision-language model (default: the tiny VLM)")
+    parser.add_argument(
+        "--family",
+        default="gemma3",
+        choices=("gemma3", "qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe", "qwen2_5_vl"),
+        help="the tiny VLM's",
+    )
     parser.add_argument("--fixtures", type=Path, default=agentic.DEFAULT_FIXTURES)
     parser.add_argument("--quick", action="store_true", help="a cut system prompt, 3 tools")
     parser.add_argument("--sessions", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument(
+        "--against-mlx-vlm",
+        action="store_true",
+        help="the same on mlx_vlm.server (mlx_lm.server reads no images), side by side",
+    )
     args = parser.parse_args(argv)
 
     if args.model:
@@ -153,26 +174,43 @@ def main(argv=None) -> int:
     else:
         from tests.conftest import tiny_vlm
 
-        model = str(tiny_vlm())
+        model = str(tiny_vlm(args.family))
     body = agentic.load_fixture(args.fixtures)
     session = agentic.build_session(body, 0, 0, args.quick)
     base = {"system": session.system, "tools": session.tools, "messages": [session.first_user]}
 
     work = Path(tempfile.mkdtemp(prefix="bench-vision-"))
-    port = agentic.free_port()
     env = worker_env({**os.environ, "MLXCTL_HOME": str(work / "home")})
+    port = agentic.free_port()
     argv = [sys.executable, "-m", "server", "--model", model, "--port", str(port)]
     argv += ["--cache-dir", str(work / "kv"), "--api-key", "bench"]
-    server = agentic.Server("ours", argv, port, env, work)
+    results = {"ours": measure(agentic.Server("ours", argv, port, env, work), base, args)}
+    if args.against_mlx_vlm:  # its own Anthropic route; it loads the model the body names
+        port = agentic.free_port()
+        argv = [sys.executable, "-m", "mlx_vlm.server", "--model", model, "--port", str(port)]
+        # Its automatic prefix cache is off unless asked for: on, as ours is, in RAM only (its
+        # reset route empties no disk tier) and under the run's own folder.
+        apc = {"APC_ENABLED": "1", "APC_DISK_ENABLED": "0", "MLX_VLM_CACHE_HOME": str(work)}
+        server = agentic.Server("mlx_vlm.server", argv, port, {**env, **apc}, work)
+        results["mlx_vlm.server"] = measure(server, {**base, "model": model}, args)
+    print(f"\nmodel {model}\n")
+    for name, result in results.items():
+        print(f"{name}:\n")
+        print_table(result, args.sessions)
+    if len(results) > 1:
+        print_comparison(results)
+    return 0
+
+
+def measure(server, base: dict, args) -> dict:
+    """The session's follow-up against cold, and N sessions at once against one by one."""
     server.start(600)
     try:
         url = server.url
         clear(url)
         turns = run_session(url, base, 0, args.max_tokens)
-        warm = turns[2]
         clear(url)
         cold = ask(url, base, session_messages(base, 0)[2], args.max_tokens)
-
         walls = {}
         for warm_system in (False, True):
             for mode in ("one by one", "at once"):
@@ -182,10 +220,14 @@ def main(argv=None) -> int:
                 walls[warm_system, mode] = sessions_wall(url, base, args, mode)
     finally:
         server.stop()
+    return {"turns": turns, "warm": turns[2], "cold": cold, "walls": walls}
 
+
+def print_table(result: dict, n: int) -> None:
+    turns, warm, cold, walls = result["turns"], result["warm"], result["cold"], result["walls"]
     reuse = warm["cached"] / warm["prompt"] if warm["prompt"] else 0.0
     speedup = cold["ttft"] / warm["ttft"] if warm["ttft"] else float("inf")
-    print(f"\nmodel {model}; prompt {warm['prompt']:,} tokens at the follow-up\n")
+    print(f"prompt {warm['prompt']:,} tokens at the follow-up\n")
     print("| measure | value | target | met |")
     print("| --- | --- | --- | --- |")
     print(f"| screenshot turn TTFT (image new) | {turns[1]['ttft']:.3f} s | | |")
@@ -196,14 +238,31 @@ def main(argv=None) -> int:
         f"| follow-up tokens reused | {warm['cached']:,} of {warm['prompt']:,} ({reuse:.1%}) "
         f"| >= 90% | {reuse >= 0.9} |"
     )
-    n = args.sessions
     for warm_system, label in ((False, "empty cache"), (True, "system prompt cached")):
         alone, together = walls[warm_system, "one by one"], walls[warm_system, "at once"]
         ratio = together / alone
         print(f"| {n} sessions one by one ({label}) | {alone:.2f} s | | |")
         print(f"| {n} sessions at once ({label}) | {together:.2f} s | | |")
         print(f"| at once / one by one ({label}) | {ratio:.2f}x | <= 0.6x | {ratio <= 0.6} |")
-    return 0
+    print()
+
+
+def print_comparison(results: dict) -> None:
+    """Ours against mlx_vlm.server, side by side: seconds and their ratio (theirs / ours)."""
+    ours, theirs = results["ours"], results["mlx_vlm.server"]
+    rows = [
+        ("screenshot turn TTFT", ours["turns"][1]["ttft"], theirs["turns"][1]["ttft"]),
+        ("follow-up TTFT, image in history", ours["warm"]["ttft"], theirs["warm"]["ttft"]),
+        ("same request cold", ours["cold"]["ttft"], theirs["cold"]["ttft"]),
+    ]
+    for warm_system, label in ((False, "empty cache"), (True, "system prompt cached")):
+        for mode in ("one by one", "at once"):
+            key = (warm_system, mode)
+            rows.append((f"sessions {mode} ({label})", ours["walls"][key], theirs["walls"][key]))
+    print("| seconds | ours | mlx_vlm.server | mlx_vlm.server / ours |")
+    print("| --- | --- | --- | --- |")
+    for name, a, b in rows:
+        print(f"| {name} | {a:.3f} | {b:.3f} | {b / a:.2f}x |")
 
 
 if __name__ == "__main__":

@@ -37,12 +37,13 @@ def tiny_model(**kwargs) -> Path:
     return build_tiny_model(model_cache_dir() / f"tiny-{key}", **kwargs)
 
 
-def tiny_vlm(**kwargs) -> Path:
-    """A cached tiny random-weight vision-language model (`build_tiny_vlm`'s arguments)."""
-    from server.testing.tiny_vlm import build_tiny_vlm
+def tiny_vlm(family: str = "gemma3", **kwargs) -> Path:
+    """A cached tiny random-weight vision-language model of `family` (its builder's arguments)."""
+    from server.testing.tiny_vlm import BUILDERS
 
     key = "-".join(f"{k}{v}" for k, v in sorted(kwargs.items())) or "default"
-    return build_tiny_vlm(model_cache_dir() / f"tiny-vlm-{key}", **kwargs)
+    prefix = "tiny-vlm" if family == "gemma3" else f"tiny-vlm-{family}"
+    return BUILDERS[family](model_cache_dir() / f"{prefix}-{key}", **kwargs)
 
 
 def wait_until(predicate, timeout: float = 10.0) -> bool:

@@ -29,8 +29,9 @@ def checkpoints(
     return sorted({n for n in (system_len, last) if n_cached < n <= end})
 
 
-# embed(pos, end): the model's input rows for tokens[pos:end] where images are (else None).
-Embedder = Callable[[int, int], Any]
+# embed(cache, pos, end): runs tokens[pos:end] into cache with the prompt's images; False when
+# that chunk needs none (token ids alone serve).
+Embedder = Callable[[list[Any], int, int], bool]
 
 
 def embedder_for(loaded: Any, rendered: Any) -> Embedder | None:
@@ -39,7 +40,7 @@ def embedder_for(loaded: Any, rendered: Any) -> Embedder | None:
     if not rendered.images or vision is None:
         return None
     tokens, spans = rendered.tokens, rendered.images
-    return lambda pos, end: vision.chunk_embeddings(loaded.model, tokens, spans, pos, end)
+    return lambda cache, pos, end: vision.run_chunk(loaded.model, cache, tokens, spans, pos, end)
 
 
 def prefill_chunk(
@@ -59,12 +60,8 @@ def prefill_chunk(
 
     nxt = min([pos + step, end, *(s for s in stops if s > pos)])
     with mx.stream(generation_stream):
-        ids = mx.array(tokens[pos:nxt])[None]
-        rows = embed(pos, nxt) if embed is not None else None
-        if rows is None:
-            model(ids, cache=cache)
-        else:  # the vision tower's rows stand where the images are
-            model(ids, cache=cache, input_embeddings=rows[None])
+        if embed is None or not embed(cache, pos, nxt):
+            model(mx.array(tokens[pos:nxt])[None], cache=cache)
         mx.eval([c.state for c in cache])
     mx.clear_cache()
     return nxt

@@ -40,7 +40,7 @@ class PrefillTask:
 
         rendered = job.rendered
         tokens = rendered.tokens
-        prompt_cache, n_cached = runner.cache_for(tokens)
+        prompt_cache, n_cached = runner.cache_for(tokens, rendered.images)
         end = len(tokens) - 1
         stops = checkpoints(prompt_cache, n_cached, end, rendered.system_len, rendered.turn_start)
         # Trimmable: the prompt's state serves every shorter prefix at once. Not past a

@@ -76,8 +76,11 @@ class Runner:
 
     # -- before the first token ---------------------------------------------------------------
 
-    def cache_for(self, tokens: list[int]) -> tuple[list[Any], int]:
-        """The prefix cache's state for `tokens` (or a fresh one), and how many it holds."""
+    def cache_for(
+        self, tokens: list[int], images: list[Any] | None = None
+    ) -> tuple[list[Any], int]:
+        """The prefix cache's state for `tokens` (or a fresh one), and how many it holds, placed
+        for the prompt's `images` (M-RoPE models decode at positions they shift)."""
         from mlx_lm.models.cache import make_prompt_cache, trim_prompt_cache
 
         try:
@@ -91,6 +94,8 @@ class Runner:
             # At least one prompt token must run through the model to get the first logits.
             trim_prompt_cache(prompt_cache, n_cached - len(tokens) + 1)
             n_cached = len(tokens) - 1
+        if images and (vision := self.loaded.vision) is not None:
+            prompt_cache = vision.place(prompt_cache, images)
         return prompt_cache, n_cached
 
     def max_tokens(self, request: ChatRequest, prompt_tokens: int) -> int:

@@ -38,7 +38,7 @@ def _run(runner: Runner, job: Job) -> None:
     if job.cancelled:
         return runner.finish_cancelled(job, Usage(), 0.0)
     tokens = job.rendered.tokens
-    prompt_cache, n_cached = runner.cache_for(tokens)
+    prompt_cache, n_cached = runner.cache_for(tokens, job.rendered.images)
     usage = Usage(prompt_tokens=len(tokens), cached_tokens=n_cached)
     job.emit(Started(len(tokens), n_cached))
     parser = runner.parser(job)
@@ -122,7 +122,7 @@ def _warm_one(runner: Runner, name: str, request: ChatRequest) -> None:
     greedy = dataclasses.replace(request, sampling=Sampling(temperature=0.0))
     job = Job(request=greedy, rendered=rendered, loop=None)
     tokens = rendered.tokens
-    prompt_cache, n_cached = runner.cache_for(tokens)
+    prompt_cache, n_cached = runner.cache_for(tokens, rendered.images)
     run = Generation(prompt_cache, n_cached)
     generate_alone(runner, job, run, runner.parser(job), max_tokens=1)
     seconds = (run.first_token_at or time.perf_counter()) - run.started

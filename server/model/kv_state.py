@@ -50,12 +50,15 @@ def snapshot(cache: list[Any], n: int, detach: bool = True) -> list[Any] | None:
     import mlx.core as mx
     from mlx_lm.models.cache import KVCache
 
+    from server.model.mrope import PositionedKVCache
+
     total = cache_len(cache)
     if n > total or (n < total and not trimmable(cache)):
         return None
     out = []
     for c in cache:
-        if type(c) is KVCache and c.keys is not None:
+        # A positioned layer is stored plain: its delta is the prompt's, not the entry's.
+        if type(c) in (KVCache, PositionedKVCache) and c.keys is not None:
             assert c.values is not None  # set together with keys
             k = KVCache()
             k.keys, k.values, k.offset = c.keys[..., :n, :], c.values[..., :n, :], n

@@ -51,6 +51,7 @@ def load_model(
 
     from server.model import tool_parsers as parsers
     from server.model.vision import load_vision
+    from server.model.vision_mrope import MROPE_FAMILIES, load_mrope_vision
 
     if slow := os.environ.get(SLOW_LOAD_ENV):
         time.sleep(float(slow))
@@ -66,7 +67,10 @@ def load_model(
     loaded = _prepared(model, tokenizer, config, path, dequantize_on_cpu)
     loaded.tool_parser = parsers.describe(tokenizer, source)
     float32 = loaded.backend == "cpu" and dequantize_on_cpu
-    loaded.vision = load_vision(str(path), loaded.model, config, float32)
+    mrope = config.get("vision_config") and config.get("model_type") in MROPE_FAMILIES
+    loaded.vision = (load_mrope_vision if mrope else load_vision)(
+        str(path), loaded.model, config, float32
+    )
     return loaded
 
 

@@ -17,18 +17,22 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+# Families whose image tokens we lay out: Gemma 3's here, the Qwen-VLs' in vision_mrope.
+KNOWN_LAYOUTS = ("gemma3", "qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe", "qwen2_5_vl")
 FEATURES_KEPT = 16  # images whose features stay on hand (a prefill chunked across one)
 PIXELS_KEPT = 32  # images whose pixels stay on hand: a session resends its screenshots each turn
 
 
 @dataclass(frozen=True)
 class ImageSpan:
-    """One image in a rendered prompt: its tokens [start, end) and its pixels (numpy)."""
+    """One image in a rendered prompt: its tokens [start, end), its processor's output (numpy
+    `pixel_values`, and `image_grid_thw` where the layout has a grid) and its (t, h, w) grid."""
 
     start: int
     end: int
     digest: str
     pixels: Any = field(compare=False, repr=False)
+    grid: tuple[int, int, int] | None = None
 
 
 @dataclass
@@ -42,8 +46,15 @@ class ImageLayout:
     _kept: OrderedDict = field(default_factory=OrderedDict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def pixels(self, data: bytes, digest: str) -> Any:
-        """The processor's pixels for an image (numpy), kept by digest: processing a 1080p
+    def expansion_for(self, data: bytes, digest: str) -> str:
+        """The text standing for this image (a layout whose count follows its size reads it)."""
+        return self.expansion
+
+    def grid(self, pixels: dict) -> tuple[int, int, int] | None:
+        return None
+
+    def pixels(self, data: bytes, digest: str) -> dict:
+        """The processor's output for an image (numpy), kept by digest: processing a 1080p
         screenshot takes ~0.2 s, which every later turn resending it would pay again."""
         from PIL import Image
 
@@ -53,7 +64,7 @@ class ImageLayout:
                 return hit
         with Image.open(io.BytesIO(data)) as image:
             rgb = image.convert("RGB")
-        pixels = self.image_processor(images=[rgb], return_tensors="np")["pixel_values"]
+        pixels = dict(self.image_processor(images=[rgb], return_tensors="np"))
         with self._lock:
             self._kept[digest] = pixels
             while len(self._kept) > PIXELS_KEPT:
@@ -77,7 +88,7 @@ class Vision:
         n = span.end - span.start
         ids = mx.full((1, n), self.layout.image_token_id, dtype=mx.int32)
         out = self.tower.get_input_embeddings(
-            input_ids=ids, pixel_values=mx.array(span.pixels), mask=mx.ones((1, n))
+            input_ids=ids, pixel_values=mx.array(span.pixels["pixel_values"]), mask=mx.ones((1, n))
         )
         rows = out.inputs_embeds[0]
         mx.eval(rows)
@@ -85,6 +96,29 @@ class Vision:
         while len(self._features) > FEATURES_KEPT:
             self._features.popitem(last=False)
         return rows
+
+    def run_chunk(
+        self,
+        model: Any,
+        cache: list[Any],
+        tokens: list[int],
+        spans: list[ImageSpan],
+        pos: int,
+        end: int,
+    ) -> bool:
+        """Run tokens[pos:end] into `cache` with image rows where images are; False when the
+        chunk holds none (plain token ids serve)."""
+        import mlx.core as mx
+
+        rows = self.chunk_embeddings(model, tokens, spans, pos, end)
+        if rows is None:
+            return False
+        model(mx.array(tokens[pos:end])[None], cache=cache, input_embeddings=rows[None])
+        return True
+
+    def place(self, cache: list[Any], spans: list[ImageSpan]) -> list[Any]:
+        """The cache a prompt with `spans` decodes on (Gemma 3's positions are plain)."""
+        return cache
 
     def chunk_embeddings(
         self, model: Any, tokens: list[int], spans: list[ImageSpan], pos: int, end: int
@@ -128,7 +162,14 @@ def load_vision(path: str, model: Any, config: dict, float32: bool) -> Vision | 
         processor = load_processor(local, add_detokenizer=False)
         expansion = getattr(processor, "full_image_sequence", None)
         if expansion is None or not hasattr(processor, "image_token_id"):
-            log.warning("%s: images not read (no image layout known for this processor)", path)
+            family = config.get("model_type")
+            log.warning(
+                "%s: images not read, the model serves text (no image layout known for %s; "
+                "known: %s)",
+                path,
+                family,
+                ", ".join(KNOWN_LAYOUTS),
+            )
             return None
         # Lazy: the language weights stay on disk; mlx-lm's copy embeds the text.
         tower = load_model(local, lazy=True)

@@ -33,7 +33,7 @@ def expand_markers(text: str, images: list[ImageInput], layout: ImageLayout) -> 
             raise BadRequest(f"the text {match.group(0)!r} is reserved for images")
         seen.add(n)
         order.append(images[n])
-        return layout.expansion
+        return layout.expansion_for(images[n].data, images[n].digest)
 
     return _MARKER.sub(expand, text), order
 
@@ -65,7 +65,8 @@ def key_images(
     for (start, end), image in zip(runs, order, strict=True):
         keyed[start:end] = key_ids(image.digest, end - start)
         data = layout.pixels(image.data, image.digest) if pixels else None
-        spans.append(ImageSpan(start, end, image.digest, data))
+        grid = layout.grid(data) if data is not None else None
+        spans.append(ImageSpan(start, end, image.digest, data, grid))
     return keyed, spans
 
 

@@ -5,15 +5,19 @@ decodes in the batch like any other; Qwen3-VL's M-RoPE positions would follow th
 into decode. A SigLIP tower of one layer reads 224x224 images into 256 image tokens, as the
 real model does; the language side is mlx-lm's `gemma3` with every layer global (a plain,
 trimmable KV cache). The tokenizer and Hermes chat template are tiny_model's (tools work),
-with Gemma 3's image tokens added. `python -m server.testing.tiny_vlm OUT_DIR [--context N]`.
+with Gemma 3's image tokens added. `python -m server.testing.tiny_vlm OUT_DIR [--context N]`;
+`--family qwen3_vl` (`qwen3_5`, `qwen3_5_moe`, `qwen2_5_vl`) builds server.testing.tiny_qwen_vl's.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+from server.testing import tiny_qwen_vl
 from server.testing.staging import staged
 from server.testing.tiny_model import CHAT_TEMPLATE, train_tokenizer
 
@@ -145,6 +149,24 @@ def build_tiny_vlm(
     return destination
 
 
+BUILDERS: dict[str, Callable[..., Path]] = {
+    "gemma3": build_tiny_vlm,
+    "qwen3_vl": tiny_qwen_vl.build_tiny_qwen_vl,
+    "qwen3_5": functools.partial(tiny_qwen_vl.build_tiny_qwen_vl, family="qwen3_5"),
+    "qwen3_5_moe": functools.partial(tiny_qwen_vl.build_tiny_qwen_vl, family="qwen3_5_moe"),
+    "qwen2_5_vl": functools.partial(tiny_qwen_vl.build_tiny_qwen_vl, family="qwen2_5_vl"),
+    "qwen3_vl_moe": functools.partial(tiny_qwen_vl.build_tiny_qwen_vl, family="qwen3_vl_moe"),
+}
+REAL_TOWERS = {
+    "gemma3": REAL_TOWER,
+    "qwen3_vl": tiny_qwen_vl.REAL_TOWER,
+    "qwen3_5": tiny_qwen_vl.REAL_TOWER,
+    "qwen3_5_moe": tiny_qwen_vl.REAL_TOWER,
+    "qwen2_5_vl": tiny_qwen_vl.REAL_TOWER_2_5,
+    "qwen3_vl_moe": tiny_qwen_vl.REAL_TOWER,
+}
+
+
 def main(argv: list[str]) -> int:
     import argparse
 
@@ -152,11 +174,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--context", type=int, default=32768, help="context window in tokens")
     parser.add_argument(
-        "--real-tower", action="store_true", help="Gemma 3's SigLIP So400m tower size (896 px)"
+        "--family", choices=sorted(BUILDERS), default="gemma3", help="the architecture"
+    )
+    parser.add_argument(
+        "--real-tower",
+        action="store_true",
+        help="the real model's tower size (Gemma 3: SigLIP So400m, 896 px; Qwen3-VL-8B's)",
     )
     args = parser.parse_args(argv)
-    tower = REAL_TOWER if args.real_tower else {}
-    print(build_tiny_vlm(args.out_dir, context=args.context, **tower))
+    tower = REAL_TOWERS[args.family] if args.real_tower else {}
+    print(BUILDERS[args.family](args.out_dir, context=args.context, **tower))
     return 0
 
 

@@ -30,7 +30,7 @@ def test_an_images_rows_stand_where_its_tokens_are_and_text_keeps_its_own(tower)
     vision = loaded.vision
     assert vision is not None and vision.layout.tokens_per_image == 256
     pixels = vision.layout.pixels(png((200, 30, 30)), "red")
-    assert pixels.shape[-1] == (tower.get("image_size") or 224)
+    assert pixels["pixel_values"].shape[-1] == (tower.get("image_size") or 224)
     span = ImageSpan(3, 259, "red", pixels)
     tokens = [5, 6, 7] + [1 << 30] * 256 + [8, 9]  # image positions hold key ids
     rows = vision.chunk_embeddings(loaded.model, tokens, [span], 0, len(tokens))
@@ -47,3 +47,17 @@ def test_an_images_rows_stand_where_its_tokens_are_and_text_keeps_its_own(tower)
         ImageSpan(3, 259, "blue", vision.layout.pixels(png((30, 30, 200)), "b"))
     )
     assert not mx.allclose(other, features).item()  # another image, other rows
+
+
+def test_a_family_with_no_known_layout_serves_text_and_the_log_says_why(caplog):
+    from server.model.loading import load_model
+    from server.model.vision import load_vision
+
+    path = str(tiny_vlm("qwen3_vl"))
+    loaded = load_model(path)
+    config = {**loaded.config, "model_type": "llava"}  # read the Gemma 3 way: no layout
+    with caplog.at_level("WARNING"):
+        assert load_vision(path, loaded.model, config, float32=True) is None
+    assert "images not read, the model serves text (no image layout known for llava" in (
+        caplog.text
+    )
