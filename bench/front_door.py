@@ -1,7 +1,7 @@
 """The front door: what it costs beside a direct connection, and switches under load.
 
     uv run python bench/front_door.py [--model PATH] [--runs 20] [--clients 4]
-        [--http h11,httptools] [--loops asyncio,uvloop] [--no-switches]
+        [--http h11,httptools] [--loops asyncio,uvloop] [--no-switches] [--fake-worker]
 
 Starts a private service (its own MLXCTL_HOME, the tests' tiny model unless --model) on a port
 given to `start`. Part 1 alternates the same greedy stream through the front door and straight
@@ -9,10 +9,11 @@ to the worker's private port: time to first token, time per streamed token, a 1-
 the door's added cost and the ratio (goal: under 2 ms a request, no decode slowdown); beside the
 service's own door, a door per `--http` parser (uvicorn's h11 or httptools) and `--loops` event
 loop (asyncio's or uvloop) runs in a process of its own before the same worker, so they compare in
-one run. Part 2
-keeps N clients streaming through the door while `mlxctl migrate`, `mlxctl rollback` and a
-`kill -9` of the worker happen: failed requests, the longest wait a client saw (first token or
-a gap between tokens) beside the steady state's, and the address before and after.
+one run, with each door process's CPU per round. `--fake-worker` runs the doors alone before
+bench/fake_sse_worker.py instead (no model, no service): the door's own cost. Part 2 keeps N
+clients streaming through the door while `mlxctl migrate`, `mlxctl rollback` and a `kill -9` of
+the worker happen: failed requests, the longest wait a client saw (first token or a gap between
+tokens) beside the steady state's, and the address before and after.
 """
 
 from __future__ import annotations
@@ -166,18 +167,21 @@ def installed(names: list[str]) -> list[str]:
     return [n for n in names if n and n not in missing]
 
 
-def overhead(service: Service, runs: int, max_tokens: int, parsers: list[str],
+def overhead(status: dict, model: str, runs: int, max_tokens: int, parsers: list[str],
              loops: list[str]) -> None:  # fmt: skip
-    status = service.status()
-    sides = {"direct": status["worker_url"], "service's door": status["url"]}
+    """Part 1: `status` has the worker's `worker_url`, and the service's door `url` and
+    `supervisor_pid` unless the worker is the fake one (then only doors alone run)."""
+    sides = {"direct": status["worker_url"]}
+    pids = {}  # whose CPU each path costs: the supervisor's whole process for the service's door
+    if "url" in status:
+        sides["service's door"] = status["url"]
+        pids["service's door"] = status["supervisor_pid"]
     kinds = [(http, loop) for http in parsers for loop in loops]
     doors = {f"door alone, {h}/{lp}": VariantDoor(h, lp, status["worker_url"]) for h, lp in kinds}
     sides.update({name: door.url for name, door in doors.items()})
-    # Whose CPU each path costs: the supervisor's whole process for the service's door.
-    pids = {"service's door": status["supervisor_pid"]}
     pids.update({name: door.process.pid for name, door in doors.items()})
     try:
-        med = measure(service, sides, runs, max_tokens, pids)
+        med = measure(model, sides, runs, max_tokens, pids)
     finally:
         for door in doors.values():
             door.stop()
@@ -197,8 +201,8 @@ def overhead(service: Service, runs: int, max_tokens: int, parsers: list[str],
         print(f"| added by {side} | {w['ttft'] - d['ttft']:+.2f} | {w['tok'] - d['tok']:+.3f} | "
               f"x{d['tok'] / w['tok']:.3f} | {w['req'] - d['req']:+.2f} | |")  # fmt: skip
     print(f"\nA round is one {max_tokens}-token stream and one 1-token request; its CPU is the "
-          "door process's user + system time over both (a figure the machine's load barely "
-          "moves, unlike the times).")  # fmt: skip
+          "door process's user + system time over both, a mean (the machine's load sways it "
+          "less than the times).")  # fmt: skip
 
 
 def cpu_seconds(pid: int | None) -> float:
@@ -210,7 +214,7 @@ def cpu_seconds(pid: int | None) -> float:
     return times.user + times.system
 
 
-def measure(service: Service, sides: dict[str, str], runs: int, max_tokens: int,
+def measure(model: str, sides: dict[str, str], runs: int, max_tokens: int,
             pids: dict[str, int]) -> dict:  # fmt: skip
     """Medians in ms per path (a door's mean CPU per round): every path runs once per round, in
     turn."""
@@ -219,16 +223,16 @@ def measure(service: Service, sides: dict[str, str], runs: int, max_tokens: int,
     }
     clients = {side: httpx.Client(timeout=300) for side in sides}  # a keep-alive connection each
     for side, url in sides.items():  # warm every path
-        stream_once(clients[side], url, service.model, 8)
+        stream_once(clients[side], url, model, 8)
     for _ in range(runs):
         for side, url in sides.items():
             cpu_before = cpu_seconds(pids.get(side))
-            run = stream_once(clients[side], url, service.model, max_tokens)
+            run = stream_once(clients[side], url, model, max_tokens)
             if "error" in run:
                 raise SystemExit(f"{side}: {run['error']}")
             figures[side]["ttft"].append(run["ttft"])
             figures[side]["tok"].append(statistics.mean(run["gaps"]))
-            figures[side]["req"].append(one_token(clients[side], url, service.model))
+            figures[side]["req"].append(one_token(clients[side], url, model))
             figures[side]["cpu"].append(cpu_seconds(pids.get(side)) - cpu_before)
     # CPU as a mean: the kernel counts it in 10 ms ticks, too coarse for a median of rounds.
     pick = {"cpu": statistics.mean}
@@ -309,6 +313,28 @@ def crash(service: Service) -> None:
         time.sleep(0.1)
 
 
+def against_fake_worker(runs: int, max_tokens: int, parsers: list[str], loops: list[str]) -> int:
+    """`--fake-worker`: the doors' own cost, with no model's time or CPU in the figures."""
+    from mlxctl.system.processes import free_port
+
+    port = free_port()
+    fake = subprocess.Popen([sys.executable, str(ROOT / "bench" / "fake_sse_worker.py"), str(port)])
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        with httpx.Client() as probe:
+            while not stream_once(probe, url, "fake", 1).get("ttft"):
+                if time.monotonic() > deadline:
+                    raise SystemExit("the fake worker did not come up")
+                time.sleep(0.1)
+        print(f"fake worker on {url} (bench/fake_sse_worker.py: 1 ms between events)")
+        overhead({"worker_url": url}, "fake", runs, max_tokens, parsers, loops)
+    finally:
+        fake.terminate()
+        fake.wait(10)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="an MLX directory (default: tiny model)")
@@ -318,11 +344,16 @@ def main() -> int:
     parser.add_argument("--http", default="h11,httptools", help="door parsers to compare")
     parser.add_argument("--loops", default="asyncio,uvloop", help="door event loops to compare")
     parser.add_argument("--no-switches", action="store_true", help="part 1 only")
+    alone = "part 1 only: doors alone before bench/fake_sse_worker.py (no model)"
+    parser.add_argument("--fake-worker", action="store_true", help=alone)
     parser.add_argument("--serve-door", metavar="WORKER_URL", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_door:
         return serve_door(args.serve_door, args.http, args.loops, args.port)
+    parsers, loops = installed(args.http.split(",")), installed(args.loops.split(","))
+    if args.fake_worker:
+        return against_fake_worker(args.runs, args.max_tokens, parsers, loops)
     model = args.model or str(default_model())
     with tempfile.TemporaryDirectory(prefix="front-door-bench-") as tmp:
         service = Service(model, Path(tmp) / "home")
@@ -331,8 +362,7 @@ def main() -> int:
         service.ctl("start", "--port", str(service.port))
         try:
             print(f"model {model}; front door on port {service.port}")
-            parsers, loops = installed(args.http.split(",")), installed(args.loops.split(","))
-            overhead(service, args.runs, args.max_tokens, parsers, loops)
+            overhead(service.status(), model, args.runs, args.max_tokens, parsers, loops)
             if not args.no_switches:
                 switches(service, args.clients, 32)
         finally:
