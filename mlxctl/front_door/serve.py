@@ -22,8 +22,8 @@ from server.hosts import is_loopback
 
 START_SECONDS = 10.0
 HTTP = "h11"  # httptools measured no better here (bench/front_door.py compares them)
-# uvloop where it is installed (not on Windows): 5 to 20% less of the door's CPU per stream
-# than asyncio's loop over seven runs (bench/front_door.py --loops asyncio,uvloop).
+# uvloop where it is installed (not on Windows): 4 to 22% less of the door's CPU per stream
+# than asyncio's loop over nine runs (bench/front_door.py --loops asyncio,uvloop).
 LOOP = "auto"
 
 
