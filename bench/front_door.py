@@ -1,17 +1,19 @@
 """The front door: what it costs beside a direct connection, and switches under load.
 
     uv run python bench/front_door.py [--model PATH] [--runs 20] [--clients 4]
-        [--http h11,httptools] [--no-switches]
+        [--http h11,httptools] [--loops asyncio,uvloop] [--no-switches] [--fake-worker]
 
 Starts a private service (its own MLXCTL_HOME, the tests' tiny model unless --model) on a port
 given to `start`. Part 1 alternates the same greedy stream through the front door and straight
 to the worker's private port: time to first token, time per streamed token, a 1-token request;
 the door's added cost and the ratio (goal: under 2 ms a request, no decode slowdown); beside the
-service's own door, a door per `--http` parser (uvicorn's h11 or httptools) runs in a process of
-its own before the same worker, so the parsers compare in one run. Part 2
-keeps N clients streaming through the door while `mlxctl migrate`, `mlxctl rollback` and a
-`kill -9` of the worker happen: failed requests, the longest wait a client saw (first token or
-a gap between tokens) beside the steady state's, and the address before and after.
+service's own door, a door per `--http` parser (uvicorn's h11 or httptools) and `--loops` event
+loop (asyncio's or uvloop) runs in a process of its own before the same worker, so they compare in
+one run, with each door process's CPU per round. `--fake-worker` runs the doors alone before
+bench/fake_sse_worker.py instead (no model, no service): the door's own cost. Part 2 keeps N
+clients streaming through the door while `mlxctl migrate`, `mlxctl rollback` and a `kill -9` of
+the worker happen: failed requests, the longest wait a client saw (first token or a gap between
+tokens) beside the steady state's, and the address before and after.
 """
 
 from __future__ import annotations
@@ -111,15 +113,16 @@ def one_token(client: httpx.Client, url: str, model: str) -> float:
 
 
 class VariantDoor:
-    """A front door of its own process, with the HTTP parser given, before the service's worker."""
+    """A front door of its own process, with the HTTP parser and loop given, before the service's
+    worker."""
 
-    def __init__(self, http: str, worker_url: str):
+    def __init__(self, http: str, loop: str, worker_url: str):
         from mlxctl.system.processes import free_port
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         argv = [sys.executable, __file__, "--serve-door", worker_url, "--http", http,
-                "--port", str(self.port)]  # fmt: skip
+                "--loops", loop, "--port", str(self.port)]  # fmt: skip
         self.process = subprocess.Popen(argv)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -129,14 +132,14 @@ class VariantDoor:
             except httpx.HTTPError:
                 time.sleep(0.1)
         self.stop()
-        raise SystemExit(f"the {http} door did not come up")
+        raise SystemExit(f"the {http}/{loop} door did not come up")
 
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(30)
 
 
-def serve_door(worker_url: str, http: str, port: int) -> int:
+def serve_door(worker_url: str, http: str, loop: str, port: int) -> int:
     """`--serve-door`: one front door routed to `worker_url` until SIGTERM."""
     from mlxctl.front_door.guard import Guard
     from mlxctl.front_door.routes import Route
@@ -144,7 +147,7 @@ def serve_door(worker_url: str, http: str, port: int) -> int:
 
     stops = {signal.SIGTERM, signal.SIGINT}
     signal.pthread_sigmask(signal.SIG_BLOCK, stops)  # the door's thread inherits the mask
-    door = FrontDoor("127.0.0.1", port, Guard("", "127.0.0.1"), 60.0, http=http)
+    door = FrontDoor("127.0.0.1", port, Guard("", "127.0.0.1"), 60.0, http=http, loop=loop)
     door.routes.set(Route(url=worker_url))
     door.start()
     signal.sigwait(stops)
@@ -152,58 +155,89 @@ def serve_door(worker_url: str, http: str, port: int) -> int:
     return 0
 
 
-def installed(parsers: list[str]) -> list[str]:
-    """The parsers uvicorn can load here (httptools is not a dependency: measured no better)."""
+def installed(names: list[str]) -> list[str]:
+    """The parsers and loops uvicorn can load here (httptools is not a dependency: measured no
+    better; uvloop is one where it builds, not on Windows)."""
     import importlib.util
 
-    missing = [p for p in parsers if p == "httptools" and not importlib.util.find_spec(p)]
-    for parser in missing:
-        print(f"skipping the {parser} door: not installed (`uv pip install {parser}`)")
-    return [p for p in parsers if p and p not in missing]
+    optional = ("httptools", "uvloop")
+    missing = [n for n in names if n in optional and not importlib.util.find_spec(n)]
+    for name in missing:
+        print(f"skipping the {name} doors: not installed (`uv pip install {name}`)")
+    return [n for n in names if n and n not in missing]
 
 
-def overhead(service: Service, runs: int, max_tokens: int, parsers: list[str]) -> None:
-    status = service.status()
-    sides = {"direct": status["worker_url"], "service's door": status["url"]}
-    doors = [VariantDoor(http, status["worker_url"]) for http in parsers]
-    sides.update({f"door, {http}": door.url for http, door in zip(parsers, doors, strict=True)})
+def overhead(status: dict, model: str, runs: int, max_tokens: int, parsers: list[str],
+             loops: list[str]) -> None:  # fmt: skip
+    """Part 1: `status` has the worker's `worker_url`, and the service's door `url` and
+    `supervisor_pid` unless the worker is the fake one (then only doors alone run)."""
+    sides = {"direct": status["worker_url"]}
+    pids = {}  # whose CPU each path costs: the supervisor's whole process for the service's door
+    if "url" in status:
+        sides["service's door"] = status["url"]
+        pids["service's door"] = status["supervisor_pid"]
+    kinds = [(http, loop) for http in parsers for loop in loops]
+    doors = {f"door alone, {h}/{lp}": VariantDoor(h, lp, status["worker_url"]) for h, lp in kinds}
+    sides.update({name: door.url for name, door in doors.items()})
+    pids.update({name: door.process.pid for name, door in doors.items()})
     try:
-        med = measure(service, sides, runs, max_tokens)
+        med = measure(model, sides, runs, max_tokens, pids)
     finally:
-        for door in doors:
+        for door in doors.values():
             door.stop()
     print(f"\n## Proxy overhead ({runs} alternating runs, {max_tokens}-token greedy streams, "
           "medians)\n")  # fmt: skip
-    print("| path | TTFT ms | ms per streamed token | decode tok/s | 1-token request ms |")
-    print("|---|---:|---:|---:|---:|")
+    print("| path | TTFT ms | ms per streamed token | decode tok/s | 1-token request ms | "
+          "door CPU ms per round |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|")
     for side in sides:
         m = med[side]
+        cpu = f"{m['cpu']:.2f}" if side in pids else "-"
         print(f"| {side} | {m['ttft']:.2f} | {m['tok']:.3f} | {1000 / m['tok']:.0f} | "
-              f"{m['req']:.2f} |")  # fmt: skip
+              f"{m['req']:.2f} | {cpu} |")  # fmt: skip
     d = med["direct"]
     for side in list(sides)[1:]:
         w = med[side]
         print(f"| added by {side} | {w['ttft'] - d['ttft']:+.2f} | {w['tok'] - d['tok']:+.3f} | "
-              f"x{d['tok'] / w['tok']:.3f} | {w['req'] - d['req']:+.2f} |")  # fmt: skip
+              f"x{d['tok'] / w['tok']:.3f} | {w['req'] - d['req']:+.2f} | |")  # fmt: skip
+    print(f"\nA round is one {max_tokens}-token stream and one 1-token request; its CPU is the "
+          "door process's user + system time over both, a mean (the machine's load sways it "
+          "less than the times).")  # fmt: skip
 
 
-def measure(service: Service, sides: dict[str, str], runs: int, max_tokens: int) -> dict:
-    """Medians in ms per path: every path runs once per round, in turn."""
+def cpu_seconds(pid: int | None) -> float:
+    if pid is None:
+        return 0.0
+    import psutil
+
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
+def measure(model: str, sides: dict[str, str], runs: int, max_tokens: int,
+            pids: dict[str, int]) -> dict:  # fmt: skip
+    """Medians in ms per path (a door's mean CPU per round): every path runs once per round, in
+    turn."""
     figures: dict[str, dict[str, list[float]]] = {
-        side: {"ttft": [], "tok": [], "req": []} for side in sides
+        side: {"ttft": [], "tok": [], "req": [], "cpu": []} for side in sides
     }
     clients = {side: httpx.Client(timeout=300) for side in sides}  # a keep-alive connection each
     for side, url in sides.items():  # warm every path
-        stream_once(clients[side], url, service.model, 8)
+        stream_once(clients[side], url, model, 8)
     for _ in range(runs):
         for side, url in sides.items():
-            run = stream_once(clients[side], url, service.model, max_tokens)
+            cpu_before = cpu_seconds(pids.get(side))
+            run = stream_once(clients[side], url, model, max_tokens)
             if "error" in run:
                 raise SystemExit(f"{side}: {run['error']}")
             figures[side]["ttft"].append(run["ttft"])
             figures[side]["tok"].append(statistics.mean(run["gaps"]))
-            figures[side]["req"].append(one_token(clients[side], url, service.model))
-    return {s: {k: statistics.median(v) * 1000 for k, v in f.items()} for s, f in figures.items()}
+            figures[side]["req"].append(one_token(clients[side], url, model))
+            figures[side]["cpu"].append(cpu_seconds(pids.get(side)) - cpu_before)
+    # CPU as a mean: the kernel counts it in 10 ms ticks, too coarse for a median of rounds.
+    pick = {"cpu": statistics.mean}
+    return {s: {k: pick.get(k, statistics.median)(v) * 1000 for k, v in f.items()}
+            for s, f in figures.items()}  # fmt: skip
 
 
 class Clients:
@@ -279,6 +313,28 @@ def crash(service: Service) -> None:
         time.sleep(0.1)
 
 
+def against_fake_worker(runs: int, max_tokens: int, parsers: list[str], loops: list[str]) -> int:
+    """`--fake-worker`: the doors' own cost, with no model's time or CPU in the figures."""
+    from mlxctl.system.processes import free_port
+
+    port = free_port()
+    fake = subprocess.Popen([sys.executable, str(ROOT / "bench" / "fake_sse_worker.py"), str(port)])
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        with httpx.Client() as probe:
+            while not stream_once(probe, url, "fake", 1).get("ttft"):
+                if time.monotonic() > deadline:
+                    raise SystemExit("the fake worker did not come up")
+                time.sleep(0.1)
+        print(f"fake worker on {url} (bench/fake_sse_worker.py: 1 ms between events)")
+        overhead({"worker_url": url}, "fake", runs, max_tokens, parsers, loops)
+    finally:
+        fake.terminate()
+        fake.wait(10)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="an MLX directory (default: tiny model)")
@@ -286,12 +342,18 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--http", default="h11,httptools", help="door parsers to compare")
+    parser.add_argument("--loops", default="asyncio,uvloop", help="door event loops to compare")
     parser.add_argument("--no-switches", action="store_true", help="part 1 only")
+    alone = "part 1 only: doors alone before bench/fake_sse_worker.py (no model)"
+    parser.add_argument("--fake-worker", action="store_true", help=alone)
     parser.add_argument("--serve-door", metavar="WORKER_URL", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_door:
-        return serve_door(args.serve_door, args.http, args.port)
+        return serve_door(args.serve_door, args.http, args.loops, args.port)
+    parsers, loops = installed(args.http.split(",")), installed(args.loops.split(","))
+    if args.fake_worker:
+        return against_fake_worker(args.runs, args.max_tokens, parsers, loops)
     model = args.model or str(default_model())
     with tempfile.TemporaryDirectory(prefix="front-door-bench-") as tmp:
         service = Service(model, Path(tmp) / "home")
@@ -300,7 +362,7 @@ def main() -> int:
         service.ctl("start", "--port", str(service.port))
         try:
             print(f"model {model}; front door on port {service.port}")
-            overhead(service, args.runs, args.max_tokens, installed(args.http.split(",")))
+            overhead(service.status(), model, args.runs, args.max_tokens, parsers, loops)
             if not args.no_switches:
                 switches(service, args.clients, 32)
         finally:
