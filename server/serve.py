@@ -159,7 +159,7 @@ def serve(settings: Settings, engine: Engine | None = None, cache_factory=None) 
         log_level=settings.log_level,
         timeout_graceful_shutdown=int(request_grace + 1),
         lifespan="off",
-        loop="asyncio",  # not uvloop, which the front door brings: the worker is measured on this
+        loop="asyncio",  # not uvloop where one is installed: the worker is measured on this
         # No WebSocket protocol: an upgrade stays a plain GET, which the Responses route answers
         # 405 (with a WebSocket library installed, uvicorn would refuse it 403 itself).
         ws="none",

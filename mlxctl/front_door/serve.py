@@ -22,9 +22,9 @@ from server.hosts import is_loopback
 
 START_SECONDS = 10.0
 HTTP = "h11"  # httptools measured no better here (bench/front_door.py compares them)
-# uvloop where it is installed (not on Windows): 4 to 22% less of the door's CPU per stream
-# than asyncio's loop over nine runs (bench/front_door.py --loops asyncio,uvloop).
-LOOP = "auto"
+# asyncio's loop: uvloop took 4 to 22% off the door's CPU per stream over nine runs, none off a
+# plain request and no clear time off either, which did not earn a dependency.
+LOOP = "asyncio"
 
 
 class FrontDoor:
