@@ -8,9 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mlxctl.cache_admin import Listing, Plan, Target, act, list_entries, stats
+from mlxctl.cache_admin import Listing, Plan, Target, act, list_entries, stats, why
+from mlxctl.errors import MlxctlError
 
 TIER_SUMS = ("entries", "bytes", "budget_bytes", "bytes_written_total")
+# The running workers' counters that add up across models (their rates are worked out again).
+COUNTER_SUMS = ("hits", "ram_hits", "disk_hits", "misses", "lookup_tokens", "tokens_reused",
+                "prefill_seconds_saved")  # fmt: skip
 
 
 def _source(sources: list[str]) -> str:
@@ -63,9 +67,45 @@ def stats_all(targets: list[Target]) -> dict:
         "source": _source([one["source"] for one in each]),
         "ram": sum_tier([one.get("ram") for one in each]),
         "disk": sum_tier([one.get("disk") for one in each]),
+        **sum_counters(each),
         "notes": [note for one in each for note in one["notes"]],
         "models": each,
     }
+
+
+def sum_counters(each: list[dict]) -> dict:
+    """The lookup counters summed over the models whose worker answered, with the hit and token
+    reuse rates of the sums; nothing when no worker did."""
+    counted = [one for one in each if one["source"] == "worker"]
+    if not counted:
+        return {}
+    out = {}
+    for key in COUNTER_SUMS:
+        values = [one[key] for one in counted if isinstance(one.get(key), int | float)]
+        if values:
+            out[key] = sum(values)
+    lookups = out.get("hits", 0) + out.get("misses", 0)
+    out["hit_rate"] = out.get("hits", 0) / lookups if lookups else 0.0
+    asked = out.get("lookup_tokens", 0)
+    out["token_reuse_rate"] = out.get("tokens_reused", 0) / asked if asked else 0.0
+    return out
+
+
+def why_any(request_id: str | None, targets: list[Target]) -> dict:
+    """`cache why` over several models: the running worker that knows the request (or, with no
+    id, the one whose last request is the newest), its report naming the model."""
+    running = [where for where in targets if where.url]
+    if len(targets) == 1 or not running:
+        return why(request_id, targets[0])
+    reports, refusals = [], []
+    for where in running:
+        try:
+            reports.append({**why(request_id, where), "served_model": where.name})
+        except MlxctlError as exc:  # not among its recent requests, or no endpoint
+            refusals.append(exc)
+    if not reports:
+        raise refusals[0]
+    return max(reports, key=lambda report: report.get("time") or 0)
 
 
 @dataclass

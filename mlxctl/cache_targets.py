@@ -66,7 +66,7 @@ def served(settings: dict[str, Any] | None = None, now: Any = None) -> Served:
     targets = {default_name: default}
     for name in (*entries, *extra):
         row = rows.get(name) or {}
-        url = row.get("worker_url") if running and row.get("state") == "running" else None
+        url = row.get("worker_url") if row.get("state") == "running" else None
         folder = row.get("cache_dir") if name in extra else None
         own = entries[name].settings if name in entries else {}
         keys = {k: own.get(k, settings.get(k)) for k in CACHE_KEYS}

@@ -112,6 +112,9 @@ def stats_command(
             prefix = f"{one['name']}: " if models else ""
             for line in worker_lines(one):
                 output.print(prefix + line)
+    if models and "hits" in stats:  # the sums over the running workers
+        for line in worker_lines(stats):
+            output.print(f"all: {line}")
 
 
 def tier_rows(stats: dict) -> list[tuple[str, str, str, str]]:
@@ -260,17 +263,16 @@ def why_command(
     ),
     last: bool = typer.Option(False, "--last", help="The newest request (the default)."),
     model: str = typer.Option(
-        None, "--model", help="The served model that answered it; default: the default model."
+        None, "--model", help="The served model that answered it; default: any that knows it."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Why a recent request missed the cache: the prefix it found, and where its prompt left
     the nearest earlier one (system block N, the tools list, message N), with excerpts."""
-    from mlxctl import cache_admin
+    from mlxctl import cache_across
     from mlxctl.cli.cache_why_view import show_why
 
-    where = _targets(model)[0]  # without --model: the default model, first
-    report = cache_admin.why(None if last else request_id, where)
+    report = cache_across.why_any(None if last else request_id, _targets(model))
     if as_json:
         output.json(report)
         return

@@ -83,6 +83,9 @@ def test_each_models_entries_by_name_and_all_together(door):
     assert shown.returncode == 0, shown.stderr
     assert "fast: lookups:" in shown.stdout and f"{door.model}: lookups:" in shown.stdout
 
+    assert cache(door, "why")["served_model"] == door.model  # the newest request of all
+    assert cache(door, "why", "--model", "fast")["prompt_tokens"] > 80
+
     unknown = door.run("cache", "ls", "--model", "nobody")
     assert unknown.returncode == 1
     assert "no served model is named 'nobody'" in unknown.stderr and "fast" in unknown.stderr

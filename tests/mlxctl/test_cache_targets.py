@@ -146,3 +146,37 @@ def test_a_clear_across_models_leaves_a_model_with_nothing_alone(monkeypatch):
     assert across.act() == [32, 0] and acted == ["a"]
     alone = cache_across.Across([full])
     assert alone.whole.to_dict()["model"] == "a"  # --model: the answer names it
+
+
+def test_a_models_running_worker_counts_while_the_default_restarts(settings):
+    fast_row = {"name": "fast", "state": "running", "worker_url": "http://127.0.0.1:40002"}
+    now = running(fast_row)
+    now.state = "BACKOFF"
+    default, fast, _ = cache_targets.served(settings, now).pick(None)
+    assert default.url is None and fast.url == "http://127.0.0.1:40002"
+
+
+def test_the_lookup_counters_add_up_and_their_rates_are_worked_out_again():
+    each = [
+        {"source": "worker", "hits": 3, "misses": 1, "lookup_tokens": 100, "tokens_reused": 50},
+        {"source": "worker", "hits": 1, "misses": 3, "lookup_tokens": 300, "tokens_reused": 50},
+        {"source": "disk", "hits": 99},  # no worker answered: its counters are not known
+    ]
+    sums = cache_across.sum_counters(each)
+    assert (sums["hits"], sums["misses"], sums["tokens_reused"]) == (4, 4, 100)
+    assert sums["hit_rate"] == 0.5 and sums["token_reuse_rate"] == 0.25
+    assert cache_across.sum_counters(each[2:]) == {}
+
+
+def test_why_asks_every_running_worker_and_keeps_the_one_that_knows(monkeypatch):
+    def why(request_id, where):
+        if where.name == "b":
+            return {"request_id": "r9", "time": 9.0}
+        raise CacheAdminError("request 'r9' is not among the worker's recent requests")
+
+    monkeypatch.setattr(cache_across, "why", why)
+    targets = [Target("http://a", name="a"), Target("http://b", name="b"), Target(None, name="c")]
+    assert cache_across.why_any("r9", targets) == {"request_id": "r9", "time": 9.0,
+                                                   "served_model": "b"}  # fmt: skip
+    with pytest.raises(CacheAdminError, match="not among"):
+        cache_across.why_any("r9", targets[:1] + targets[2:])
