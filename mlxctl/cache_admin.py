@@ -1,7 +1,8 @@
-"""The core of `mlxctl cache ls/stats/clear/prune`: no Typer, no Rich, no mlx.
+"""The core of `mlxctl cache ls/stats/clear/prune` for one model: no Typer, no Rich, no mlx.
 
 With a running worker it goes through the worker's admin endpoints (the worker owns its RAM tier
 and writes the disk tier); without one it reads and edits the disk tier's index directly.
+Which models and where each lives: cache_targets.py; all of them at once: cache_across.py.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ T = TypeVar("T")
 
 
 def kv_root() -> Path:
-    """The disk tier, shared by every model (one folder per model fingerprint)."""
+    """The default model's disk tier (one folder per model fingerprint)."""
     return paths.kv_cache_dir()
 
 
@@ -38,6 +39,18 @@ class Target:
     model: str | None = None
     release: str | None = None
     notes: list[str] = field(default_factory=list)
+    # The served model's name where `[models.NAME]` entries are configured (rows and notes
+    # carry it); None when the default is the only model, as before them.
+    name: str | None = None
+    folder: Path | None = None  # its disk tier; None: the default's
+    settings: dict | None = None  # its effective cache keys (budgets); None: the config's
+
+    @property
+    def disk(self) -> Path:
+        return self.folder or kv_root()
+
+    def note(self, text: str) -> str:
+        return f"{self.name}: {text}" if self.name else text
 
 
 def target() -> Target:
@@ -62,8 +75,8 @@ def _ask(url: str, call: Callable[[WorkerClient], T]) -> T:
         raise CacheAdminError(str(exc), hint=exc.hint) from exc
 
 
-def _fallback_note(reason: str) -> str:
-    return f"{reason}; showing the disk tier from its index (RAM entries unknown)"
+def _fallback_note(where: Target, reason: str) -> str:
+    return where.note(f"{reason}; showing the disk tier from its index (RAM entries unknown)")
 
 
 # -- ls ----------------------------------------------------------------------------------------
@@ -71,16 +84,19 @@ def _fallback_note(reason: str) -> str:
 
 @dataclass
 class Listing:
-    source: str  # "worker" or "disk"
+    source: str  # "worker" or "disk" ("mixed" across models)
     entries: list[dict]
     notes: list[str] = field(default_factory=list)
+    models: list[dict] | None = None  # across several models: each one's source and totals
 
     def to_dict(self) -> dict:
-        return {"source": self.source, "entries": self.entries, "notes": self.notes}
+        out = {"source": self.source, "entries": self.entries, "notes": self.notes}
+        return out if self.models is None else {**out, "models": self.models}
 
 
 def list_entries(where: Target | None = None) -> Listing:
-    """Every entry, most recently used first: tier, id, tokens, bytes, created, last_used, model."""
+    """Every entry, most recently used first: tier, id, tokens, bytes, created, last_used, model
+    (and `served_model`, the name it is served by, where [models.NAME] entries exist)."""
     where = where or target()
     if where.url:
         try:
@@ -89,39 +105,46 @@ def list_entries(where: Target | None = None) -> Listing:
                 row.setdefault("release", where.release)
                 row.setdefault("model_name", where.model)
             rows.sort(key=lambda r: r.get("last_used") or 0, reverse=True)
-            return Listing("worker", rows)
+            return Listing("worker", _named(where, rows))
         except WorkerUnavailable as exc:
-            return Listing("disk", _disk_rows(), [_fallback_note(str(exc))])
-    return Listing("disk", _disk_rows(), [NO_WORKER_NOTE])
+            return Listing("disk", _disk_rows(where), [_fallback_note(where, str(exc))])
+    return Listing("disk", _disk_rows(where), [where.note(NO_WORKER_NOTE)])
 
 
-def _disk_rows() -> list[dict]:
-    return disk_index.list_entries(kv_root())
+def _named(where: Target, rows: list[dict]) -> list[dict]:
+    if where.name:
+        for row in rows:
+            row["served_model"] = where.name
+    return rows
+
+
+def _disk_rows(where: Target) -> list[dict]:
+    return _named(where, disk_index.list_entries(where.disk))
 
 
 # -- stats -------------------------------------------------------------------------------------
 
 
-def _budget(key: str) -> int | None:
+def _budget(where: Target, key: str) -> int | None:
     try:
-        return int(config.load()[key])
+        return int((where.settings or config.load())[key])
     except Exception:
         return None
 
 
-def _empty_ram() -> dict:
-    return {"entries": 0, "bytes": 0, "budget_bytes": _budget("cache.ram_bytes")}
+def _empty_ram(where: Target) -> dict:
+    return {"entries": 0, "bytes": 0, "budget_bytes": _budget(where, "cache.ram_bytes")}
 
 
-def _disk_totals() -> dict:
-    per_model = disk_index.disk_stats(kv_root())
+def _disk_totals(where: Target) -> dict:
+    per_model = disk_index.disk_stats(where.disk)
     return {
         "entries": sum(m["entries"] for m in per_model.values()),
         "bytes": sum(m["bytes"] for m in per_model.values()),
-        "budget_bytes": _budget("cache.disk_bytes"),
+        "budget_bytes": _budget(where, "cache.disk_bytes"),
         "bytes_written_total": sum(m["bytes_written"] for m in per_model.values()),
         "models": per_model,
-        "folder": str(kv_root()),
+        "folder": str(where.disk),
     }
 
 
@@ -133,8 +156,8 @@ def stats(where: Target | None = None) -> dict:
             cache = _ask(where.url, WorkerClient.status).get("cache")
             if isinstance(cache, dict):
                 out = {"source": "worker", **cache, "notes": []}
-                out["ram"] = cache.get("ram") or _empty_ram()
-                out["disk"] = cache.get("disk") or _disk_totals()
+                out["ram"] = cache.get("ram") or _empty_ram(where)
+                out["disk"] = cache.get("disk") or _disk_totals(where)
                 return out
             reason = "the worker reports no prefix cache in /v1/status"
         except WorkerUnavailable as exc:
@@ -142,14 +165,14 @@ def stats(where: Target | None = None) -> dict:
         return {
             "source": "disk",
             "ram": None,
-            "disk": _disk_totals(),
-            "notes": [_fallback_note(reason)],
+            "disk": _disk_totals(where),
+            "notes": [_fallback_note(where, reason)],
         }
     return {
         "source": "disk",
-        "ram": _empty_ram(),
-        "disk": _disk_totals(),
-        "notes": [NO_WORKER_NOTE],
+        "ram": _empty_ram(where),
+        "disk": _disk_totals(where),
+        "notes": [where.note(NO_WORKER_NOTE)],
     }
 
 
@@ -167,6 +190,8 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     older_than_seconds: float | None = None
     url: str | None = None
+    folder: Path | None = None  # the disk tier it acts on; None: the default's
+    name: str | None = None  # the served model's name, as Target.name
 
     @property
     def bytes(self) -> int:
@@ -181,6 +206,7 @@ class Plan:
             "bytes": self.bytes,
             "older_than_seconds": self.older_than_seconds,
             "notes": self.notes,
+            **({"model": self.name} if self.name else {}),
         }
 
 
@@ -199,34 +225,39 @@ def plan_clear(tier: str = "both", where: Target | None = None) -> Plan:
     notes = list(listing.notes)
     url = where.url if listing.source == "worker" else None
     if listing.source == "disk" and "ram" in tiers and where.url:
-        notes.append("the RAM tier cannot be cleared without the worker's /v1/cache endpoint")
-    return Plan("clear", tier, listing.source, entries, notes, url=url)
+        notes.append(
+            where.note("the RAM tier cannot be cleared without the worker's /v1/cache endpoint")
+        )
+    return Plan("clear", tier, listing.source, entries, notes, url=url, folder=where.folder,
+                name=where.name)  # fmt: skip
 
 
 def plan_prune(older_than_seconds: float, where: Target | None = None) -> Plan:
     """Disk entries not used for `older_than_seconds` (the worker keeps its RAM tier by LRU)."""
     where = where or target()
     cutoff = time.time() - older_than_seconds
-    entries = [e for e in _disk_rows() if (e.get("last_used") or 0) < cutoff]
-    notes = [] if where.url is None else ["the running worker's RAM tier is not pruned"]
-    return Plan("prune", "disk", "disk", entries, notes, older_than_seconds=older_than_seconds)
+    entries = [e for e in _disk_rows(where) if (e.get("last_used") or 0) < cutoff]
+    notes = [] if where.url is None else [where.note("the running worker's RAM tier is not pruned")]
+    return Plan("prune", "disk", "disk", entries, notes, older_than_seconds=older_than_seconds,
+                folder=where.folder, name=where.name)  # fmt: skip
 
 
 def act(plan: Plan) -> int:
     """Carry out `plan`; returns the bytes actually freed."""
+    folder = plan.folder or kv_root()
     if plan.action == "prune":
         assert plan.older_than_seconds is not None  # plan_prune always sets it
-        return disk_index.prune(kv_root(), plan.older_than_seconds)
+        return disk_index.prune(folder, plan.older_than_seconds)
     if plan.url:
         try:
             body = _ask(plan.url, lambda client: client.cache_clear(plan.tier))
             return _freed(body, plan)
         except WorkerUnavailable as exc:
             # It went away between plan and act (a restart): the disk part still can be done.
-            plan.notes.append(_fallback_note(str(exc)))
+            plan.notes.append(_fallback_note(Target(None, name=plan.name), str(exc)))
     if plan.tier == "ram":
         return 0
-    return disk_index.clear(kv_root())
+    return disk_index.clear(folder)
 
 
 def _freed(body, plan: Plan) -> int:
@@ -240,11 +271,12 @@ def _freed(body, plan: Plan) -> int:
     return plan.bytes
 
 
-def why(request_id: str | None = None) -> dict:
+def why(request_id: str | None = None, where: Target | None = None) -> dict:
     """The running worker's account of where a recent request left the prefix cache."""
-    where = target()
+    where = where or target()
     if where.url is None:
         raise CacheAdminError(
-            "no worker is running", hint="`cache why` asks the worker about its recent requests"
+            where.note("no worker is running"),
+            hint="`cache why` asks the worker about its recent requests",
         )
     return _ask(where.url, lambda client: client.cache_why(request_id))

@@ -10,6 +10,11 @@ from server.contract import home, kv_cache_dir, models_dir, traces_dir
 __all__ = ["home", "kv_cache_dir", "models_dir", "traces_dir"]
 
 
+def model_cache_dir(name: str) -> Path:
+    """A `[models.NAME]` entry's disk tier, beside the default model's (kv_cache_dir())."""
+    return kv_cache_dir().parent / "models" / name
+
+
 def downloads_dir() -> Path:
     return home() / "downloads"
 

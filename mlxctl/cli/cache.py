@@ -12,9 +12,17 @@ from mlxctl.units import human_bytes, human_duration, parse_duration
 
 cache_app = typer.Typer(
     help="See and manage the prefix KV cache (RAM and disk tiers).\n\nWith a running worker the "
-    "commands go through it; without one they work on the disk tier alone.",
+    "commands go through it; without one they work on the disk tier alone. With [models.NAME] "
+    "entries they cover every served model, or the one --model names.",
     no_args_is_help=True,
 )
+MODEL_HELP = "Only this served model (its name or an alias); default: every model."
+
+
+def _targets(model: str | None) -> list:
+    from mlxctl import cache_targets
+
+    return cache_targets.served().pick(model)
 
 
 def _notes(notes: list[str]) -> None:
@@ -27,11 +35,14 @@ def _ago(timestamp: float | None) -> str:
 
 
 @cache_app.command("ls")
-def ls_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def ls_command(
+    model: str = typer.Option(None, "--model", help=MODEL_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
     """List cache entries, most recently used first: tier, tokens, bytes, last used, model."""
-    from mlxctl import cache_admin
+    from mlxctl import cache_across
 
-    listing = cache_admin.list_entries()
+    listing = cache_across.list_all(_targets(model))
     if as_json:
         output.json(listing.to_dict())
         return
@@ -39,8 +50,10 @@ def ls_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.")
     if not listing.entries:
         output.print("the cache is empty")
         return
+    named = any("served_model" in e for e in listing.entries)
     rows = [
         (
+            *((e.get("served_model", "-"),) if named else ()),
             e.get("tier", "?"),
             str(e.get("tokens", "-")),
             human_bytes(e.get("bytes")),
@@ -50,9 +63,14 @@ def ls_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.")
         )
         for e in listing.entries
     ]
-    output.table("tier", "tokens", "bytes", "last used", "model / release", "id", rows=rows)
+    loaded = "loaded as / release" if named else "model / release"
+    columns = ("model",) * named + ("tier", "tokens", "bytes", "last used", loaded, "id")
+    output.table(*columns, rows=rows)
+    for one in listing.models or []:
+        output.print(f"{one['name']}: {one['entries']} entries, {human_bytes(one['bytes'])}")
     total = sum(int(e.get("bytes") or 0) for e in listing.entries)
-    output.print(f"{len(listing.entries)} entries, {human_bytes(total)}")
+    across = f" across {len(listing.models)} models" if listing.models else ""
+    output.print(f"{len(listing.entries)} entries, {human_bytes(total)}{across}")
 
 
 def _model_of(entry: dict) -> str:
@@ -65,15 +83,42 @@ def _model_of(entry: dict) -> str:
 
 
 @cache_app.command("stats")
-def stats_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """Entries and bytes per tier, hit rate, tokens reused, disk bytes written."""
-    from mlxctl import cache_admin
+def stats_command(
+    model: str = typer.Option(None, "--model", help=MODEL_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Entries and bytes per tier, hit rate, tokens reused, disk bytes written; with several
+    models, each one's and their sum."""
+    from mlxctl import cache_across
 
-    stats = cache_admin.stats()
+    stats = cache_across.stats_all(_targets(model))
     if as_json:
         output.json(stats)
         return
     _notes(stats["notes"])
+    models = stats.get("models")
+    if models is None:
+        output.table("tier", "entries", "bytes", "budget", rows=tier_rows(stats))
+    else:
+        rows = [(one["name"], *row) for one in models for row in tier_rows(one)]
+        rows += [("all", *row) for row in tier_rows(stats)]
+        output.table("model", "tier", "entries", "bytes", "budget", rows=rows)
+    disk = stats.get("disk") or {}
+    written = disk.get("bytes_written_total")
+    if written is not None:
+        output.print(f"disk bytes written (lifetime): {human_bytes(written)}")
+    for one in models or [stats]:
+        if one["source"] == "worker":
+            prefix = f"{one['name']}: " if models else ""
+            for line in worker_lines(one):
+                output.print(prefix + line)
+    if models and "hits" in stats:  # the sums over the running workers
+        for line in worker_lines(stats):
+            output.print(f"all: {line}")
+
+
+def tier_rows(stats: dict) -> list[tuple[str, str, str, str]]:
+    """(tier, entries, bytes, budget) for the RAM and disk tiers; "?" where unknown."""
     rows = []
     for tier in ("ram", "disk"):
         t = stats.get(tier)
@@ -81,30 +126,25 @@ def stats_command(as_json: bool = typer.Option(False, "--json", help="Print JSON
             rows.append((tier, "?", "?", "-"))
             continue
         budget = t.get("budget_bytes")
-        rows.append(
-            (tier, str(t.get("entries", 0)), human_bytes(t.get("bytes", 0)), human_bytes(budget))
-        )
-    output.table("tier", "entries", "bytes", "budget", rows=rows)
-    disk = stats.get("disk") or {}
-    written = disk.get("bytes_written_total")
-    if written is not None:
-        output.print(f"disk bytes written (lifetime): {human_bytes(written)}")
-    if stats["source"] == "worker":
-        hit_rate = stats.get("hit_rate")
-        reuse = stats.get("token_reuse_rate")
-        output.print(
-            f"lookups: {stats.get('hits', 0)} hits, {stats.get('misses', 0)} misses"
-            + (f" (hit rate {hit_rate:.0%})" if isinstance(hit_rate, float) else "")
-        )
-        output.print(
-            f"tokens reused: {stats.get('tokens_reused', 0)}"
-            + (f" ({reuse:.0%} of prompt tokens)" if isinstance(reuse, float) else "")
-        )
-        saved = stats.get("prefill_seconds_saved")
-        if isinstance(saved, int | float):
-            output.print(f"prefill time saved: {human_duration(saved)}")
-        for line in life_cycle_lines(stats):
-            output.print(line)
+        shown = "10% of RAM" if isinstance(budget, int) and budget < 0 else human_bytes(budget)
+        rows.append((tier, str(t.get("entries", 0)), human_bytes(t.get("bytes", 0)), shown))
+    return rows
+
+
+def worker_lines(stats: dict) -> list[str]:
+    """A running worker's lookups, tokens reused, prefill time saved and cache life cycle."""
+    hit_rate = stats.get("hit_rate")
+    reuse = stats.get("token_reuse_rate")
+    lines = [
+        f"lookups: {stats.get('hits', 0)} hits, {stats.get('misses', 0)} misses"
+        + (f" (hit rate {hit_rate:.0%})" if isinstance(hit_rate, float) else ""),
+        f"tokens reused: {stats.get('tokens_reused', 0)}"
+        + (f" ({reuse:.0%} of prompt tokens)" if isinstance(reuse, float) else ""),
+    ]
+    saved = stats.get("prefill_seconds_saved")
+    if isinstance(saved, int | float):
+        lines.append(f"prefill time saved: {human_duration(saved)}")
+    return lines + life_cycle_lines(stats)
 
 
 def life_cycle_lines(stats: dict) -> list[str]:
@@ -125,39 +165,55 @@ def life_cycle_lines(stats: dict) -> list[str]:
     return lines
 
 
-def _run(plan, dry_run: bool, yes: bool, as_json: bool) -> None:
-    """Preview the plan, then (unless --dry-run) confirm, act and report the bytes freed."""
-    from mlxctl import cache_admin
-
+def _run(across, dry_run: bool, yes: bool, as_json: bool) -> None:
+    """Preview the plan, then (unless --dry-run) confirm once, act on each model's part and
+    report the bytes freed (per model, when there are several)."""
+    plan = across.whole
     tier_word = "" if plan.tier == "both" else f"{plan.tier} "
     what = f"{len(plan.entries)} {tier_word}entries"
     if not as_json:
         _notes(plan.notes)
-    if dry_run:
+    if dry_run or not plan.entries:
         if as_json:
-            output.json({**plan.to_dict(), "dry_run": True, "freed_bytes": 0})
-        else:
+            output.json(_report(across, plan, [0] * len(across.plans), dry_run))
+        elif dry_run:
+            _each(across, "would free", [p.bytes for p in across.plans])
             size = human_bytes(plan.bytes)
             output.print(f"would free {size} ({what}); nothing deleted (dry run)")
-        return
-    if not plan.entries:
-        if as_json:
-            output.json({**plan.to_dict(), "dry_run": False, "freed_bytes": 0})
         else:
             output.print("nothing to delete")
         return
-    question = f"delete {what} ({human_bytes(plan.bytes)})?"
+    models = f" of {len(across.plans)} models" if across.several else ""
+    question = f"delete {what}{models} ({human_bytes(plan.bytes)})?"
     if not output.confirm(question, yes=yes, action="delete cache entries"):
         output.print("nothing deleted")
         raise typer.Exit(exit_codes.FAILURE)
-    shown = len(plan.notes)
-    freed = cache_admin.act(plan)
-    if not as_json:
-        _notes(plan.notes[shown:])
+    shown = [len(p.notes) for p in across.plans]
+    freed = across.act()
     if as_json:
-        output.json({**plan.to_dict(), "dry_run": False, "freed_bytes": freed})
-    else:
-        output.print(f"freed {human_bytes(freed)} ({freed} bytes, {what})")
+        output.json(_report(across, plan, freed, False))
+        return
+    _notes([n for p, seen in zip(across.plans, shown, strict=True) for n in p.notes[seen:]])
+    _each(across, "freed", freed)
+    total = sum(freed)
+    output.print(f"freed {human_bytes(total)} ({total} bytes, {what})")
+
+
+def _each(across, verb: str, sizes: list[int]) -> None:
+    if across.several:
+        for part, size in zip(across.plans, sizes, strict=True):
+            output.print(f"{part.name}: {verb} {human_bytes(size)} ({len(part.entries)} entries)")
+
+
+def _report(across, plan, freed: list[int], dry_run: bool) -> dict:
+    """The JSON answer: today's shape, plus each model's part when there are several."""
+    out = {**plan.to_dict(), "dry_run": dry_run, "freed_bytes": sum(freed)}
+    if across.several:
+        out["models"] = [
+            {**part.to_dict(), "freed_bytes": size}
+            for part, size in zip(across.plans, freed, strict=True)
+        ]
+    return out
 
 
 @cache_app.command("clear")
@@ -168,13 +224,16 @@ def clear_command(
         False, "--dry-run", help="Show what would be freed; delete nothing."
     ),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask; required without a terminal."),
+    model: str = typer.Option(None, "--model", help=MODEL_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Delete cache entries (both tiers unless --ram or --disk) and report the bytes freed."""
     from mlxctl import cache_admin
+    from mlxctl.cache_across import Across
 
     tier = "ram" if ram and not disk else "disk" if disk and not ram else "both"
-    _run(cache_admin.plan_clear(tier), dry_run, yes, as_json)
+    plans = [cache_admin.plan_clear(tier, where) for where in _targets(model)]
+    _run(Across(plans), dry_run, yes, as_json)
 
 
 @cache_app.command("prune")
@@ -186,12 +245,15 @@ def prune_command(
         False, "--dry-run", help="Show what would be freed; delete nothing."
     ),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask; required without a terminal."),
+    model: str = typer.Option(None, "--model", help=MODEL_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Delete disk entries not used for longer than --older-than; report the bytes freed."""
     from mlxctl import cache_admin
+    from mlxctl.cache_across import Across
 
-    _run(cache_admin.plan_prune(parse_duration(older_than)), dry_run, yes, as_json)
+    age = parse_duration(older_than)
+    _run(Across([cache_admin.plan_prune(age, w) for w in _targets(model)]), dry_run, yes, as_json)
 
 
 @cache_app.command("why")
@@ -200,14 +262,17 @@ def why_command(
         None, help="A request id from `mlxctl status` (a prefix will do); default: the last."
     ),
     last: bool = typer.Option(False, "--last", help="The newest request (the default)."),
+    model: str = typer.Option(
+        None, "--model", help="The served model that answered it; default: any that knows it."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Why a recent request missed the cache: the prefix it found, and where its prompt left
     the nearest earlier one (system block N, the tools list, message N), with excerpts."""
-    from mlxctl import cache_admin
+    from mlxctl import cache_across
     from mlxctl.cli.cache_why_view import show_why
 
-    report = cache_admin.why(None if last else request_id)
+    report = cache_across.why_any(None if last else request_id, _targets(model))
     if as_json:
         output.json(report)
         return

@@ -19,8 +19,10 @@ def show_why(report: dict) -> None:
     at = report.get("time")
     when = time.strftime("%H:%M:%S", time.localtime(at)) if isinstance(at, int | float) else "-"
     share = f" ({min(100 * cached / prompt, 99):.0f}%)" if prompt else ""
+    model = report.get("served_model")  # one of several models answered it
+    on = f", {escape(model)}" if model else ""
     output.print(
-        f"request [bold]{report.get('request_id')}[/] ({report.get('protocol')}, {when}): "
+        f"request [bold]{report.get('request_id')}[/] ({report.get('protocol')}{on}, {when}): "
         f"{prompt:,} prompt tokens, {cached:,} from the cache{share}",
         soft_wrap=True,
     )

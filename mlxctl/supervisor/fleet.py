@@ -40,7 +40,7 @@ COUNT_EVERY = 1.0  # seconds between state writes for request counts alone
 
 
 def cache_dir_of(name: str) -> Path:
-    return paths.kv_cache_dir().parent / "models" / name
+    return paths.model_cache_dir(name)
 
 
 def log_of(name: str) -> Path:
