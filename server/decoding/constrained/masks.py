@@ -6,15 +6,18 @@ import numpy as np
 
 
 def unpack(words: np.ndarray, vocab: int) -> np.ndarray:
-    """The bitmask (int32 words, bit i of word w = token 32w+i) as `vocab` booleans."""
-    bits = np.unpackbits(words.reshape(-1).view(np.uint8), bitorder="little")[:vocab]
-    if bits.size < vocab:  # the model's embedding may be padded past the tokenizer's vocab
-        bits = np.concatenate([bits, np.zeros(vocab - bits.size, np.uint8)])
+    """The bitmask (int32 words, bit i of word w = token 32w+i) as `vocab` booleans; each row
+    of a (rows, words) mask as a row of booleans."""
+    rows = words.reshape(-1, words.shape[-1])
+    bits = np.unpackbits(rows.view(np.uint8), axis=-1, bitorder="little")[:, :vocab]
+    if bits.shape[-1] < vocab:  # the model's embedding may be padded past the tokenizer's vocab
+        bits = np.pad(bits, ((0, 0), (0, vocab - bits.shape[-1])))
     return bits.view(np.bool_)
 
 
 def apply(logits, words: np.ndarray):
-    """`logits` (1, V) with every token the mask forbids at -inf."""
+    """`logits` (rows, V) with every token the mask forbids at -inf: one mask row per logits
+    row, or one for all."""
     import mlx.core as mx
 
     allowed = mx.array(unpack(words, logits.shape[-1]))
