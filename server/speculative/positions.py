@@ -32,7 +32,8 @@ def at_once(
     context: Any,
     deliver: Callable[[int], bool],
 ) -> Counted:
-    """Every position sampled with one sync; `logits` may still be computing."""
+    """Every position sampled with one sync; `logits` may still be computing. The processors
+    are given the fed tokens, not `context` (the token buffer of those without a batch path)."""
     import mlx.core as mx
 
     began = time.perf_counter()
@@ -46,8 +47,6 @@ def at_once(
     delivered, pending, shown = _count(fed[: len(sampled)], sampled, deliver)
     for processor in processors:
         processor.commit(shown)
-    if context is not None and shown:  # the processors' view of the reply, as plain steps keep it
-        context.update_and_fetch(mx.array(fed[:shown]))
     host = (masked - began) + (time.perf_counter() - synced)
     return Counted(delivered, pending, host)
 
