@@ -15,13 +15,15 @@ def unpack(words: np.ndarray, vocab: int) -> np.ndarray:
     return bits.view(np.bool_)
 
 
-def apply(logits, words: np.ndarray):
+def apply(logits, words: np.ndarray, only_rows: np.ndarray | None = None):
     """`logits` (rows, V) with every token the mask forbids at -inf: one mask row per logits
-    row, or one for all."""
+    row, or one for all; `only_rows` (booleans): the rows masked, the others left whole."""
     import mlx.core as mx
 
-    allowed = mx.array(unpack(words, logits.shape[-1]))
-    return mx.where(allowed, logits, mx.array(-mx.inf, dtype=logits.dtype))
+    allowed = unpack(words, logits.shape[-1])
+    if only_rows is not None:
+        allowed[~only_rows] = True  # (a padded vocabulary's tail stays allowed there too)
+    return mx.where(mx.array(allowed), logits, mx.array(-mx.inf, dtype=logits.dtype))
 
 
 def only(words: np.ndarray, ids: np.ndarray) -> np.ndarray:

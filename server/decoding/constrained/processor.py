@@ -69,18 +69,18 @@ class CallProcessor:
         position i (the pending token, then the drafts) and `logits[i]` scores the token after
         it. A draft the grammar forbids cannot be accepted: the rows stop before it."""
         rows = np.full((len(fed), self.words.shape[-1]), -1, dtype=np.int32)
+        masked = np.zeros(len(fed), dtype=bool)
         self._marks, self._consumed = [], []
-        masked = False
         for i, token in enumerate(fed):
             if i and self._forbids(token):
-                rows = rows[:i]
+                rows, masked = rows[:i], masked[:i]
                 break
             self._marks.append(self._mark())
             words = self._mask(token if self.seen else None, logits[i : i + 1])
             if words is not None:
-                rows[i], masked = words.reshape(-1), True
-        rows_logits = logits[: len(rows)]
-        return masks.apply(rows_logits, rows) if masked else rows_logits
+                rows[i], masked[i] = words.reshape(-1), True
+        kept = logits[: len(rows)]
+        return masks.apply(kept, rows, masked) if masked.any() else kept
 
     def commit(self, kept: int) -> None:
         """Keep the verify's first `kept` positions: the state is what plain decoding leaves

@@ -174,3 +174,17 @@ def test_an_auto_call_opened_and_closed_inside_verifies_leaves_the_same_state(to
     assert constraint.opener in script
     verifies, rolled = check_verifies(constraint, len(script) + 8, model)
     assert verifies > 4 and rolled > 0, (verifies, rolled)
+
+
+def test_a_verifys_unmasked_rows_stay_whole_past_the_tokenizers_vocabulary():
+    # Plain decoding leaves a row without a mask as it is: a padded vocabulary's tail included.
+    import mlx.core as mx
+    import numpy as np
+
+    from server.decoding.constrained import masks
+
+    words = np.array([[1], [0]], dtype=np.int32)  # row 0 allows token 0 alone
+    logits = mx.zeros((2, 40))  # the model's vocabulary padded past the mask's 32 tokens
+    out = masks.apply(logits, words, np.array([True, False]))
+    assert (out[0] > -mx.inf).tolist() == [True] + [False] * 39
+    assert (out[1] > -mx.inf).tolist() == [True] * 40
