@@ -44,7 +44,7 @@ def at_once(
     logprobs = rows - mx.logsumexp(rows, axis=-1, keepdims=True)
     sampled = [int(t) for t in sampler(logprobs).tolist()]  # the one sync
     synced = time.perf_counter()
-    delivered, pending, shown = _count(fed[: len(sampled)], sampled, deliver)
+    delivered, pending, shown = accept(fed[: len(sampled)], sampled, deliver)
     for processor in processors:
         processor.commit(shown)
     host = (masked - began) + (time.perf_counter() - synced)
@@ -82,7 +82,7 @@ def one_by_one(
     return Counted(delivered, pending, time.perf_counter() - began)
 
 
-def _count(
+def accept(
     fed: list[int], sampled: list[int], deliver: Callable[[int], bool]
 ) -> tuple[list[int], int | None, int]:
     """The tokens delivered, the one sampled after them, and how many positions a processor

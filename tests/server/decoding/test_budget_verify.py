@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from server.decoding.reasoning_budget import LazyReasoningBudget, ReasoningBudget
-from server.speculative.positions import _count
+from server.speculative.positions import accept
 
 VOCAB = 16
 START, WRONG = 8, 15
@@ -64,7 +64,7 @@ def test_a_verify_at_once_leaves_the_budget_as_plain_decoding_does(kind, end):
         fed = [out[step - 1], *drafts][: len(out) - step]
         rows = p.process_many(fed, mx.concatenate([row(step + j) for j in range(len(fed))]))
         sampled = mx.argmax(rows, axis=-1).tolist()
-        _, _, shown = _count(fed, sampled, lambda token: False)
+        _, _, shown = accept(fed, sampled, lambda token: False)
         p.commit(shown)
         rolled += shown < len(fed)
         assert sampled[:shown] == out[step : step + shown]

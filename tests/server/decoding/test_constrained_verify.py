@@ -9,7 +9,7 @@ import pytest
 
 from server.decoding.constrained.plan import plan
 from server.decoding.constrained.processor import CallProcessor
-from server.speculative.positions import _count
+from server.speculative.positions import accept
 from server.testing.scripts import call_text
 
 FORMATS = ["json_tools", "qwen3_coder"]
@@ -139,7 +139,7 @@ def check_verifies(constraint, max_tokens: int, model: Model) -> tuple[int, int]
         rows = processor.process_many(fed, logits)
         sampled = mx.argmax(rows, axis=-1).tolist()
 
-        _, pending, shown = _count(fed[: len(sampled)], sampled, Ends(step, max_tokens, eos))
+        _, pending, shown = accept(fed[: len(sampled)], sampled, Ends(step, max_tokens, eos))
         processor.commit(shown)
         rolled += shown < len(sampled)
         for j in range(shown):  # the kept positions: plain decoding's masks and choices
