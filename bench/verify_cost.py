@@ -5,8 +5,11 @@
 A prompt of `--context` tokens is prefilled once; then each row feeds 1 + k tokens on top of it,
 evaluates the greedy choice at every position (one sync), and trims the cache back, `--repeats`
 times after two untimed runs (first-use kernel compiles). The last rows run the worker's own
-verify step (server/speculative/verify.py) with and without a logits processor, which samples
-position by position. Separates the forward's cost from the verify loop's.
+verify step (server/speculative/verify.py): without a logits processor, with one that has no
+batch path (its positions sampled one at a time, a sync each), and with every draft accepted
+(forced) under the forcing processor and under the tool-call grammar (inside a call's string
+argument), each at once (the processors' batch path: one sync) and one position at a time.
+Separates the forward's cost from the verify loop's.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ import argparse
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -32,7 +37,7 @@ def main() -> int:
     ap.add_argument("--context", type=int, default=1400)
     ap.add_argument("--repeats", type=int, default=10)
     args = ap.parse_args()
-    model, _ = load(args.model)
+    model, tokenizer = load(args.model)
     cache = make_prompt_cache(model)
     mx.random.seed(0)
     prompt = mx.random.randint(0, 1000, (1, args.context))
@@ -79,6 +84,37 @@ def main() -> int:
     def keep(tokens, logits):
         return logits
 
+    def accepted(k: int, grammar: Any, at_once: bool):
+        """A verify of 1 + k whose drafts are all accepted: forced, under the grammar if any
+        (fed a continuous text, so it stays inside the call's string)."""
+        from server.testing.forcing import ForceTokens
+
+        stream = tokenizer.encode(" Paris Lyon Nice Lille Metz Brest Dijon" * 400)
+        at = {"i": 0}
+
+        def run():
+            i = at["i"]
+            at["i"] += k + 1
+            fed = stream[i : i + k + 1]
+            forcing = ForceTokens(stream[i + 1 : i + k + 2], 0)
+            processors = [forcing] if grammar is None else [forcing, grammar]
+            if not at_once:  # a plain function has no batch path
+                processors = [partial(_call, p) for p in processors]
+            step = verify(
+                model,
+                cache,
+                fed[0],
+                fed[1:],
+                sampler=lambda lp: mx.argmax(lp, axis=-1),
+                processors=processors,
+                context=TokenBuffer(),
+                deliver=lambda token: False,
+            )
+            assert step.accepted == k, step
+            trim_prompt_cache(cache, cache[0].offset - args.context)
+
+        return run
+
     def growing(sizes: tuple[int, ...]):
         """As the worker decodes: the cache grows each step, the fed size changes."""
         state = {"i": 0}
@@ -106,7 +142,46 @@ def main() -> int:
     for k, processors, label in ((4, [], "no processor"), (4, [keep], "a processor")):
         ms = timed(verifying(k, processors))
         print(f"| verify 1+{k}, {label} | {ms:.2f} | {ms / plain:.2f}x |")
+    for k in (4, 8):
+        for name in ("forcing", "forcing + grammar"):
+            for at_once in (False, True):
+                grammar = call_grammar(tokenizer) if name != "forcing" else None
+                if name != "forcing" and grammar is None:
+                    continue
+                ms = timed(accepted(k, grammar, at_once))
+                how = "at once" if at_once else "one by one"
+                print(
+                    f"| verify 1+{k} all accepted, {name}, {how} | {ms:.2f} | {ms / plain:.2f}x |"
+                )
     return 0
+
+
+def _call(processor: Any, tokens: Any, logits: Any) -> Any:
+    return processor(tokens, logits)
+
+
+def call_grammar(tokenizer: Any) -> Any:
+    """The tool-call processor of a forced call, inside its string argument (None: the model's
+    template writes no tool calls)."""
+    import mlx.core as mx
+
+    from server.decoding.constrained.plan import plan
+    from server.decoding.constrained.processor import CallProcessor
+    from server.testing.scripts import WEATHER_TOOL, call_text
+
+    try:
+        constraint = plan(tokenizer, [WEATHER_TOOL], "get_weather", parallel=False)
+    except Exception:
+        return None
+    processor = CallProcessor(constraint, 1 << 30)
+    text = call_text(
+        "get_weather", {"city": "Pa"}, "xml" if constraint.fmt == "qwen3_coder" else "json"
+    )
+    opening = tokenizer.encode(text[: text.index("Pa") + 2], add_special_tokens=False)
+    zeros = mx.zeros((1, constraint.tokenizer.vocab_size))
+    for i in range(len(opening) + 1):  # the prompt's last token, then the call so far
+        processor(mx.array([0, *opening[:i]]), zeros)
+    return processor
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Once `budget` tokens were reasoned, the think-end marker's tokens are forced one
 the model is free again and writes its answer. The reasoning state is followed from the tokens
 fed in (the last of `tokens` is the token being fed: the prompt's last on the first call), so it
 holds on both decode paths and for templates that open `<think>` themselves or let the model.
+A verify step runs every position at once and keeps the state its accepted positions leave.
 """
 
 from __future__ import annotations
@@ -30,7 +31,40 @@ def _only(token: int, logits: Any) -> Any:
     return mx.where(allowed, mx.zeros_like(logits), mx.full(logits.shape, -mx.inf, logits.dtype))
 
 
-class LazyReasoningBudget:
+class _Rewinds:
+    """The batch path of a processor whose state is a few values: each position's state is
+    kept, and `commit` puts back the one after the accepted positions."""
+
+    _marks: list[tuple]
+
+    def _step(self, token: int, logits: Any) -> Any:
+        raise NotImplementedError
+
+    def _state(self) -> tuple:
+        raise NotImplementedError
+
+    def _restore(self, state: tuple) -> None:
+        raise NotImplementedError
+
+    def process_many(self, fed: list[int], logits: Any) -> Any:
+        """A verify's rows, as if every draft is accepted (`fed[i]` is fed at position i)."""
+        import mlx.core as mx
+
+        self._marks = []
+        rows = []
+        for i, token in enumerate(fed):
+            self._marks.append(self._state())
+            rows.append(self._step(token, logits[i : i + 1]))
+        return mx.concatenate(rows)
+
+    def commit(self, kept: int) -> None:
+        """A verify kept its first `kept` positions."""
+        marks, self._marks = self._marks, []
+        if kept < len(marks):
+            self._restore(marks[kept])
+
+
+class LazyReasoningBudget(_Rewinds):
     """Single-token markers (`<think>` / `</think>` in the vocabulary): the state is kept in MLX
     arrays and updated lazily, so no step waits for the token being fed in (decoding runs one
     step ahead; reading the token on the host would stall that pipeline every step)."""
@@ -44,11 +78,14 @@ class LazyReasoningBudget:
         self.calls = 0
 
     def __call__(self, tokens: Any, logits: Any) -> Any:
+        return self._step(tokens[-1], logits)
+
+    def _step(self, token: Any, logits: Any) -> Any:
         import mlx.core as mx
 
         self.calls += 1
         if self.calls > 1:  # the first call feeds the prompt's last token, not a reply token
-            token = tokens[-1]
+            token = mx.array(token)  # (a verify's positions give it as an int)
             ends = token == self.end
             self.used = self.used + (self.reasoning & ~ends).astype(mx.int32)
             # One budget for the whole reply, however many think blocks it opens.
@@ -56,8 +93,14 @@ class LazyReasoningBudget:
         force = self.reasoning & (self.used >= self.budget)
         return mx.where(force, _only(self.end, logits), logits)
 
+    def _state(self) -> tuple:
+        return self.reasoning, self.used, self.calls
 
-class ReasoningBudget:
+    def _restore(self, state: tuple) -> None:
+        self.reasoning, self.used, self.calls = state
+
+
+class ReasoningBudget(_Rewinds):
     """Markers of several tokens: followed on the host, token by token."""
 
     def __init__(self, budget: int, start: tuple[int, ...], end: tuple[int, ...], reasoning: bool):
@@ -70,14 +113,24 @@ class ReasoningBudget:
         self._tail: list[int] = []  # the last generated tokens, to spot a marker
 
     def __call__(self, tokens: Any, logits: Any) -> Any:
+        return self._step(int(tokens[-1].item()) if self.calls else 0, logits)
+
+    def _step(self, token: int, logits: Any) -> Any:
         self.calls += 1
         if self.calls > 1:  # the first call feeds the prompt's last token, not a reply token
-            self._saw(int(tokens[-1].item()))
+            self._saw(token)
         if not self.forcing and self.reasoning and self.used >= self.budget:
             self.forcing = list(self.end)
         if not self.forcing:
             return logits
         return _only(self.forcing.pop(0), logits)
+
+    def _state(self) -> tuple:
+        return self.reasoning, self.used, list(self.forcing), self.calls, list(self._tail)
+
+    def _restore(self, state: tuple) -> None:
+        self.reasoning, self.used, forcing, self.calls, tail = state
+        self.forcing, self._tail = list(forcing), list(tail)
 
     def _saw(self, token: int) -> None:
         self._tail = (self._tail + [token])[-max(len(self.start), len(self.end)) :]

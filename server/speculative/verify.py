@@ -1,12 +1,13 @@
 """One verify step: the pending token and `k` drafts go through the model in one forward; each
-position's token is sampled as plain decoding would sample it, and drafts count while they match.
+position's token is sampled as plain decoding would sample it, and drafts count while they match
+(server.speculative.positions).
 
 Sampling the model's own choice and accepting a draft only where it equals it is the standard
 speculative-sampling rule for a deterministic draft (q a point mass on d): d is accepted with
 probability p(d), and a rejection leaves a token drawn from p without d, renormalised. Greedy
-decoding is its special case (argmax equality). Logits processors run position by position and
-only on tokens that were accepted, so each sees the reply as if decoded one token at a time and
-none ever needs rolling back.
+decoding is its special case (argmax equality). Logits processors leave the state plain decoding
+leaves: those with a batch path roll back what the rejected drafts did, the others only ever see
+accepted tokens.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from server.decoding.processors import all_at_once
 from server.model.mtp import logits_and_hidden
+from server.speculative import positions
 from server.speculative.rollback import Checkpoint
 
 
@@ -27,8 +30,8 @@ class Verified:
     drafted: int
     accepted: int  # drafts among `delivered`
     rerun: bool  # the accepted tokens ran again (a hybrid's recurrent state saw a rejection)
-    forward_s: float = 0.0  # the forward, to its logits
-    positions_s: float = 0.0  # sampling each position, the processors and the rollback
+    forward_s: float = 0.0  # the forward and the sampling the host waited for
+    positions_s: float = 0.0  # the host's work on the positions (processors too), the rollback
 
 
 def verify(
@@ -60,38 +63,18 @@ def verify(
     else:
         out, hidden = logits_and_hidden(model, mx.array([fed]), cache)
         logits = out[0]
-    mx.eval(logits)  # here the forward is done: what follows is the positions' (timed apart)
-    forwarded = time.perf_counter()
-    chosen = None if processors else _sample_all(sampler, logits)
-    delivered: list[int] = []
-    nxt: int | None = None
-    for i, token in enumerate(fed):
-        delivered.append(token)
-        if deliver(token):
-            nxt = None
-            break
-        if chosen is not None:
-            nxt = chosen[i]
-        else:
-            tokens = context.update_and_fetch(mx.array([token]))
-            row = logits[i : i + 1]
-            for processor in processors:
-                row = processor(tokens, row)
-            nxt = int(sampler(row - mx.logsumexp(row, axis=-1, keepdims=True)).item())
-        if i == len(drafts) or nxt != drafts[i]:
-            break
+    mx.async_eval(logits)  # the forward runs while the processors mask the positions
+    count = positions.at_once if all_at_once(processors) else positions.one_by_one
+    counted = count(
+        logits, fed, sampler=sampler, processors=processors, context=context, deliver=deliver
+    )
+    sampled = time.perf_counter()
+    delivered, nxt = counted.delivered, counted.pending
     if hidden_to is not None:
         hidden_to(hidden, delivered, nxt)
     rerun = checkpoint.keep(model, fed, len(delivered))
     done = time.perf_counter()
     step = Verified(delivered, nxt, len(drafts), len(delivered) - 1, rerun)
-    step.forward_s, step.positions_s = forwarded - began, done - forwarded
+    step.forward_s = sampled - began - counted.host_s
+    step.positions_s = counted.host_s + (done - sampled)
     return step
-
-
-def _sample_all(sampler: Any, logits: Any) -> list[int]:
-    """Every position's token at once (one sync): no processor depends on the ones before."""
-    import mlx.core as mx
-
-    logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-    return [int(t) for t in sampler(logprobs).tolist()]

@@ -18,15 +18,27 @@ class ForceTokens:
     def __init__(self, tokens: list[int], end: int):
         self.tokens, self.end = list(tokens), end
         self.calls = 0
+        self._before = 0  # `calls` before a verify's positions
 
     def __call__(self, tokens: Any, logits: Any) -> Any:
+        return self.process_many([0], logits)
+
+    def process_many(self, fed: list[int], logits: Any) -> Any:
+        """Each row forced to its position's token (a verify's rows: as if every draft counts)."""
         import mlx.core as mx
 
-        position = self.calls
-        self.calls += 1
-        target = self.tokens[position] if position < len(self.tokens) else self.end
-        allowed = mx.arange(logits.shape[-1]) == target
+        self._before = self.calls
+        self.calls += logits.shape[0]
+        targets = [self._target(i) for i in range(self._before, self.calls)]
+        allowed = mx.arange(logits.shape[-1])[None] == mx.array(targets)[:, None]
         return mx.where(allowed, logits, mx.array(-mx.inf, logits.dtype))
+
+    def commit(self, kept: int) -> None:
+        """A verify kept its first `kept` positions."""
+        self.calls = self._before + kept
+
+    def _target(self, position: int) -> int:
+        return self.tokens[position] if position < len(self.tokens) else self.end
 
 
 FORCE_ENV = "MLXCTL_TEST_FORCE_REPLIES"  # a JSON file: [{"marker": str, "reply": str}, ...]

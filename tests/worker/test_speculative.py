@@ -97,21 +97,29 @@ def test_a_hybrids_next_turn_from_its_cache_after_drafting_equals_a_cold_prefill
 
 
 def test_a_forced_tool_call_under_drafting_is_schema_valid(workers):
-    copy, _ = workers
-    client = openai_client(copy)
+    # The grammar masks each verify's positions at once and rolls back past rejected drafts:
+    # the call is the one plain decoding writes.
+    copy, plain = workers
+    before = speculative_status(copy)["verify_steps"]
     for i in range(3):
-        out = client.chat.completions.create(
-            model=MODEL,
-            messages=[{"role": "user", "content": f"{CODE}\nWeather in f{i}?"}],
-            tools=[WEATHER_TOOL],
-            tool_choice={"type": "function", "function": {"name": "get_weather"}},
-            max_tokens=64,
-            temperature=0,
-        )
-        (call,) = out.choices[0].message.tool_calls
-        assert call.function.name == "get_weather"
-        arguments = json.loads(call.function.arguments)
-        assert set(arguments) == {"city"} and isinstance(arguments["city"], str)
+        calls = []
+        for handle in (copy, plain):
+            out = openai_client(handle).chat.completions.create(
+                model=MODEL,
+                messages=[{"role": "user", "content": f"{CODE}\nWeather in f{i}?"}],
+                tools=[WEATHER_TOOL],
+                tool_choice={"type": "function", "function": {"name": "get_weather"}},
+                max_tokens=64,
+                temperature=0,
+            )
+            (call,) = out.choices[0].message.tool_calls
+            calls.append((call.function.name, call.function.arguments))
+        name, arguments = calls[0]
+        assert name == "get_weather"
+        parsed = json.loads(arguments)
+        assert set(parsed) == {"city"} and isinstance(parsed["city"], str)
+        assert calls[0] == calls[1]
+    assert speculative_status(copy)["verify_steps"] > before  # it drafted inside the calls
 
 
 def test_metrics_show_the_drafting_figures(workers):

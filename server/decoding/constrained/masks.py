@@ -6,19 +6,24 @@ import numpy as np
 
 
 def unpack(words: np.ndarray, vocab: int) -> np.ndarray:
-    """The bitmask (int32 words, bit i of word w = token 32w+i) as `vocab` booleans."""
-    bits = np.unpackbits(words.reshape(-1).view(np.uint8), bitorder="little")[:vocab]
-    if bits.size < vocab:  # the model's embedding may be padded past the tokenizer's vocab
-        bits = np.concatenate([bits, np.zeros(vocab - bits.size, np.uint8)])
+    """The bitmask (int32 words, bit i of word w = token 32w+i) as `vocab` booleans; each row
+    of a (rows, words) mask as a row of booleans."""
+    rows = words.reshape(-1, words.shape[-1])
+    bits = np.unpackbits(rows.view(np.uint8), axis=-1, bitorder="little")[:, :vocab]
+    if bits.shape[-1] < vocab:  # the model's embedding may be padded past the tokenizer's vocab
+        bits = np.pad(bits, ((0, 0), (0, vocab - bits.shape[-1])))
     return bits.view(np.bool_)
 
 
-def apply(logits, words: np.ndarray):
-    """`logits` (1, V) with every token the mask forbids at -inf."""
+def apply(logits, words: np.ndarray, only_rows: np.ndarray | None = None):
+    """`logits` (rows, V) with every token the mask forbids at -inf: one mask row per logits
+    row, or one for all; `only_rows` (booleans): the rows masked, the others left whole."""
     import mlx.core as mx
 
-    allowed = mx.array(unpack(words, logits.shape[-1]))
-    return mx.where(allowed, logits, mx.array(-mx.inf, dtype=logits.dtype))
+    allowed = unpack(words, logits.shape[-1])
+    if only_rows is not None:
+        allowed[~only_rows] = True  # (a padded vocabulary's tail stays allowed there too)
+    return mx.where(mx.array(allowed), logits, mx.array(-mx.inf, dtype=logits.dtype))
 
 
 def only(words: np.ndarray, ids: np.ndarray) -> np.ndarray:

@@ -4,11 +4,16 @@ mlx-lm calls it with the tokens so far (the last one being fed in) and the next 
 previous sampled token advances the matcher, then the matcher's mask goes onto the logits.
 A forced call is constrained from the first token; with `auto` the matcher starts when the model
 writes the call's opening token and stops at the call's end. Generation thread only.
+
+A verify step masks all its positions at once (`process_many`, as if every draft is accepted:
+llguidance consumes them speculatively) and `commit` rolls the matcher and the counters back to
+what the accepted ones leave, as vllm's structured output does under speculative decoding.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,6 +23,21 @@ from server.decoding.constrained.plan import CallConstraint
 from server.decoding.constrained.text_format import JSON_TEXT
 
 log = logging.getLogger("server.engine")
+
+
+@dataclass
+class _Mark:
+    """The processor's state before a verify's position: what `commit` puts back."""
+
+    seen: int
+    generated: int
+    off: bool
+    closing: bool
+    cut_short: bool
+    need: int | None
+    matcher: Any
+    call: bytes | None
+    consumed: int  # tokens the verify's matchers had consumed by then
 
 
 class CallProcessor:
@@ -40,34 +60,102 @@ class CallProcessor:
         # The shortest forced reply (checked at admission) bounds the first dry run's answer.
         self._smallest = constraint.smallest_reply() if constraint.forced else 0
         self._end = self.llt.decode_bytes(self.llt.tokenize_str(constraint.end))
+        self._broken = False  # a constraint bug or a matcher error: no rollback undoes it
+        self._marks: list[_Mark] = []  # a verify's positions, until `commit`
+        self._consumed: list[Any] | None = None  # while verifying: each consuming matcher
+
+    def process_many(self, fed: list[int], logits):
+        """A verify's rows masked at once, as if every draft is accepted: `fed[i]` is fed at
+        position i (the pending token, then the drafts) and `logits[i]` scores the token after
+        it. A draft the grammar forbids cannot be accepted: the rows stop before it."""
+        rows = np.full((len(fed), self.words.shape[-1]), -1, dtype=np.int32)
+        masked = np.zeros(len(fed), dtype=bool)
+        self._marks, self._consumed = [], []
+        for i, token in enumerate(fed):
+            if i and self._forbids(token):
+                rows, masked = rows[:i], masked[:i]
+                break
+            self._marks.append(self._mark())
+            words = self._mask(token if self.seen else None, logits[i : i + 1])
+            if words is not None:
+                rows[i], masked[i] = words.reshape(-1), True
+        kept = logits[: len(rows)]
+        return masks.apply(kept, rows, masked) if masked.any() else kept
+
+    def commit(self, kept: int) -> None:
+        """Keep the verify's first `kept` positions: the state is what plain decoding leaves
+        after them (the matcher rolled back past the rest)."""
+        marks, self._marks = self._marks, []
+        consumed, self._consumed = self._consumed or [], None
+        if kept >= len(marks):
+            return
+        mark = marks[kept]
+        undo = sum(1 for m in consumed[mark.consumed :] if m is mark.matcher)
+        if undo and not mark.matcher.rollback(undo):
+            self._give_up(mark.matcher.get_error())
+        self.seen, self.generated, self.matcher = mark.seen, mark.generated, mark.matcher
+        self.closing, self.cut_short, self._need = mark.closing, mark.cut_short, mark.need
+        self.call = None if mark.call is None else bytearray(mark.call)
+        self.off = mark.off or self._broken
+
+    def _mark(self) -> _Mark:
+        call = None if self.call is None else bytes(self.call)
+        consumed = len(self._consumed or [])
+        return _Mark(
+            self.seen,
+            self.generated,
+            self.off,
+            self.closing,
+            self.cut_short,
+            self._need,
+            self.matcher,
+            call,
+            consumed,
+        )
+
+    def _forbids(self, token: int) -> bool:
+        """Whether the grammar refuses `token` next (it is consumed only where it allows it)."""
+        m = self.matcher
+        if self.off or m is None or m.is_stopped():
+            return False
+        return not m.validate_tokens([token])
 
     def __call__(self, tokens, logits):
-        try:
-            return self._process(tokens, logits)
-        except Exception:  # a constraint bug must not fail the request: decode freely
-            log.exception("constrained decoding stopped for request %s", self.request_id)
-            self.off = True
-            return logits
-
-    def _process(self, tokens, logits):
         import mlx.core as mx
 
         mx.async_eval(logits)  # the forward pass runs while the mask is computed below
-        if self.seen:
-            self._advance(int(tokens.reshape(-1)[-1].item()))
+        token = int(tokens.reshape(-1)[-1].item()) if self.seen else None
+        return self._step(token, logits)
+
+    def _step(self, token: int | None, logits):
+        """Advance by `token` (None on the first call: the prompt's last) and mask `logits`."""
+        words = self._mask(token, logits)
+        return logits if words is None else masks.apply(logits, words)
+
+    def _mask(self, token: int | None, logits) -> np.ndarray | None:
+        """Advance by `token` and give the mask for the next token (None: anything goes)."""
+        try:
+            return self._process(token, logits)
+        except Exception:  # a constraint bug must not fail the request: decode freely
+            log.exception("constrained decoding stopped for request %s", self.request_id)
+            self.off = self._broken = True
+            return None
+
+    def _process(self, token: int | None, logits) -> np.ndarray | None:
+        if token is not None:
+            self._advance(token)
         self.seen += 1
         matcher = self.matcher
         if self.off or matcher is None:
-            return logits
+            return None
         if matcher.is_stopped():  # the grammar is complete: only the end of turn may follow
-            eos = np.array(self.llt.eos_tokens, dtype=np.int64)
-            return masks.apply(logits, masks.only(self.words, eos))
+            return masks.only(self.words, np.array(self.llt.eos_tokens, dtype=np.int64))
         from llguidance.numpy import fill_next_token_bitmask
 
         fill_next_token_bitmask(matcher, self.words)
         if matcher.is_error():
             self._give_up(matcher.get_error())
-            return logits
+            return None
         return self._closing(self.words, logits)
 
     def _advance(self, token: int) -> None:
@@ -84,6 +172,8 @@ class CallProcessor:
         if not self.matcher.consume_token(token):
             self._give_up(self.matcher.get_error())
             return
+        if self._consumed is not None:
+            self._consumed.append(self.matcher)
         if token == self.constraint.opener:
             self.call = bytearray()
         elif self.call is not None:
@@ -91,15 +181,15 @@ class CallProcessor:
         if not self.constraint.forced and self.matcher.is_accepting():
             self.matcher, self.call = None, None  # the call is complete: back to free text
 
-    def _closing(self, words: np.ndarray, logits):
-        """Masked logits. In the budget's last tokens the call grows no new items where it can
+    def _closing(self, words: np.ndarray, logits) -> np.ndarray:
+        """The mask to apply. In the budget's last tokens the call grows no new items where it can
         close instead; just before closing must start, a JSON call only writes string text that
         keeps closing's cost as it is (so no sampled token can put the end out of reach); and
         when closing needs all that is left, only the token that closes it soonest is allowed
         (the call counts as cut short where that was not the model's pick)."""
         left = (self.max_tokens or 0) - self.generated
         if not self.max_tokens or self.call is None or left > self._horizon():
-            return masks.apply(logits, words)
+            return words
         fmt, call, end = self.constraint.fmt, bytes(self.call), self._end
         done = closing.target(fmt, call, end) is None
         slack = closing.SLACK.get(fmt, 2)
@@ -119,13 +209,10 @@ class CallProcessor:
             chosen = self._holding(call, end, words, logits, left)
         else:
             chosen = closing.no_new_structure(self.llt, fmt, call, words)
-        if chosen is words:
-            return masks.apply(logits, words)
-        out = masks.apply(logits, chosen)
-        if not done and not self.cut_short:
-            free = masks.apply(logits, words)
+        if chosen is not words and not done and not self.cut_short:
+            free, out = masks.apply(logits, words), masks.apply(logits, chosen)
             self.cut_short = int(free.argmax().item()) != int(out.argmax().item())
-        return out
+        return chosen
 
     def _horizon(self) -> int:
         """How far from the end closing is watched: further where the call costs more to close
@@ -167,7 +254,7 @@ class CallProcessor:
             self.request_id,
             error.splitlines()[0] if error else "matcher error",
         )
-        self.off = True
+        self.off = self._broken = True
 
 
 def factory(request: Any, rendered: Any, loaded: Any) -> CallProcessor | None:

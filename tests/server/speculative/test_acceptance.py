@@ -21,17 +21,46 @@ class FixedModel:
         return mx.broadcast_to(logits, (1, inputs.shape[1], len(PROBS)))
 
 
+class Without:
+    """A processor that forbids one token, position by position."""
+
+    def __init__(self, token: int):
+        self.token = token
+
+    def __call__(self, tokens, logits):
+        import mlx.core as mx
+
+        return mx.where(mx.arange(logits.shape[-1]) == self.token, -mx.inf, logits)
+
+
+class WithoutAtOnce(Without):
+    """The same with the batch path: a verify's rows at once."""
+
+    def process_many(self, fed, logits):
+        return self(None, logits)
+
+    def commit(self, kept):
+        pass
+
+
+@pytest.mark.parametrize("processor", [None, Without(2), WithoutAtOnce(2)])
 @pytest.mark.parametrize("draft", [0, 3])  # the likeliest token, and a rare one
-def test_sampled_tokens_after_a_draft_follow_the_models_distribution(draft):
+def test_sampled_tokens_after_a_draft_follow_the_models_distribution(draft, processor):
     # A draft is accepted with probability p(d); a rejection samples p without d. Together the
-    # next token must be drawn from p. 6000 draws: 4 standard errors at p=0.5 is 0.026.
+    # next token must be drawn from p (masked by the processor, if any). 6000 draws: 4 standard
+    # errors at p=0.5 is 0.026.
     import mlx.core as mx
+    from mlx_lm.models.cache import TokenBuffer
     from mlx_lm.sample_utils import make_sampler
 
     from server.speculative.verify import verify
 
     mx.random.seed(0)
     sampler = make_sampler(temp=1.0)
+    probs = list(PROBS)
+    if processor is not None:
+        probs[processor.token] = 0.0
+    probs = [p / sum(probs) for p in probs]
     counts = [0] * len(PROBS)
     n = 6000
     for _ in range(n):
@@ -41,14 +70,14 @@ def test_sampled_tokens_after_a_draft_follow_the_models_distribution(draft):
             pending=1,
             drafts=[draft, draft],
             sampler=sampler,
-            processors=[],
-            context=None,
+            processors=[processor] if processor else [],
+            context=TokenBuffer([1]) if processor else None,
             deliver=lambda token: False,
         )
         following = step.delivered[1] if step.accepted else step.pending
         counts[following] += 1
-    for got, want in zip(counts, PROBS, strict=True):
-        assert abs(got / n - want) < 0.03, (counts, PROBS)
+    for got, want in zip(counts, probs, strict=True):
+        assert abs(got / n - want) < 0.03, (counts, probs)
 
 
 class Ratios(CostModel):

@@ -1,6 +1,8 @@
 """The lone-sequence decode with copy drafts: the same tokens as plain decoding on a plain KV model
 and on a hybrid one (ArraysCache + KVCache), the same cache state after rejected drafts, the
-processors shown each token once and in order, and `auto` stepping back when drafts fail."""
+processors keeping what plain decoding shows them (each token once and in order without a batch
+path; every position at once, then the accepted ones, with it), and `auto` stepping back when
+drafts fail."""
 
 from __future__ import annotations
 
@@ -36,6 +38,21 @@ class Seen:
     def __call__(self, tokens, logits):
         self.seen.append(int(tokens[-1].item()))
         return logits
+
+
+class SeenAtOnce(Seen):
+    """The same, with the batch path: records each verify's positions and what `commit` keeps."""
+
+    def __init__(self):
+        super().__init__()
+        self.verifies: list[list[int]] = []
+
+    def process_many(self, fed, logits):
+        self.verifies.append(list(fed))
+        return logits
+
+    def commit(self, kept):
+        self.seen += self.verifies[-1][:kept]
 
 
 def decode(loaded, prompt, steps, *, mode=None, processors=(), costs=None, drafting=None):
@@ -88,8 +105,26 @@ def test_greedy_tokens_and_processor_calls_are_those_of_plain_decoding(loaded):
     record = drafting.record
     assert record.accepted > 10 and record.accepted < record.drafted  # some drafts failed
     assert record.verify_steps < len(tokens) / 2
-    # Each fed token shown once, in order: none of the rejected drafts.
+    # Without a batch path: each fed token shown once, in order, none of the rejected drafts.
     assert copy_seen.seen == plain_seen.seen[: len(copy_seen.seen)]
+
+
+def test_processors_with_a_batch_path_see_every_position_and_keep_the_accepted_ones(loaded):
+    prompt = loaded.tokenizer.encode(PROMPT)
+    steps = len(loaded.tokenizer.encode(REPLY)) + 4
+    plain_seen, copy_seen = Seen(), SeenAtOnce()
+    plain, _, _ = decode(loaded, prompt, steps, processors=[forced(loaded), plain_seen])
+    tokens, _, drafting = decode(
+        loaded, prompt, steps, mode="copy", processors=[forced(loaded), copy_seen]
+    )
+    assert tokens == plain
+    # One call per verify, shown every position (rejected drafts too)...
+    assert len(copy_seen.verifies) == drafting.record.verify_steps > 0
+    shown = sum(len(fed) for fed in copy_seen.verifies)
+    assert shown == drafting.record.drafted + drafting.record.verify_steps
+    # ...and what the commits kept is what plain decoding showed, in order.
+    assert copy_seen.seen == plain_seen.seen[: len(copy_seen.seen)]
+    assert len(copy_seen.seen) >= len(plain_seen.seen) - 1
 
 
 def test_free_decoding_is_unchanged_by_drafting(loaded):
