@@ -58,11 +58,13 @@ class CostModel:
         return sizes[largest] * (1.0 + PRIOR_SLOPE * more) + self.draft_cost * more
 
     def known(self) -> dict[str, float]:
-        """Measured ratios at the longest context seen (for /v1/status, from any thread)."""
+        """Measured ratios at the longest context with a plain cycle measured (for /v1/status,
+        from any thread; `copy` may draft on past the last plain cycle's context length)."""
         seconds = dict(self.seconds)  # one C-level copy: the generation thread adds keys
-        if not seconds:
+        plains = [b for fed, b in seconds if fed == 1]
+        if not plains:
             return {}
-        bucket = max(b for _, b in seconds)
+        bucket = max(plains)
         plain = seconds.get((1, bucket))
         return {
             str(fed): round(s / plain, 3)

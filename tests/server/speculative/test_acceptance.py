@@ -130,6 +130,8 @@ def test_the_cost_model_measures_ratios_and_a_larger_feed_bounds_a_smaller_one()
     costs.record(9, 1000, 0.025)  # the second is what the shape costs
     assert costs.ratio(9, 1000) == pytest.approx(2.5)
     assert costs.ratio(5, 100_000) == pytest.approx(1.12)  # another context length: unmeasured
+    costs.record(5, 5000, 0.030)  # drafting went on past the last plain cycle's context length
+    assert costs.known()["5"] == pytest.approx(2.0)  # the longest context with a plain measure
 
 
 def test_the_guard_holds_auto_off_where_drafting_came_out_slower_and_probes_now_and_then():
