@@ -215,6 +215,23 @@ _QWEN3_NEXT = {
 FAMILIES = ("qwen2", "qwen3_next", "qwen3_5", "gemma3_text")
 
 
+def tokenizer_config(context: int, chat_template: str, **extra: object) -> dict:
+    """`tokenizer_config.json` for the ChatML tokenizer `train_tokenizer` writes (every tiny
+    builder's), with `extra` keys (a VLM's image tokens)."""
+    return {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": None,
+        "eos_token": "<|im_end|>",
+        "pad_token": "<|endoftext|>",
+        "unk_token": None,
+        "add_bos_token": False,
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": context,
+        **extra,
+        "chat_template": chat_template,
+    }
+
+
 def build_tiny_model(
     destination: Path,
     *,
@@ -274,22 +291,8 @@ def build_tiny_model(
             save_mtp_head(staging / "mtp.safetensors", model)
         (staging / "config.json").write_text(json.dumps(config, indent=2))
         tokenizer.save(str(staging / "tokenizer.json"))
-        (staging / "tokenizer_config.json").write_text(
-            json.dumps(
-                {
-                    "tokenizer_class": "PreTrainedTokenizerFast",
-                    "bos_token": None,
-                    "eos_token": "<|im_end|>",
-                    "pad_token": "<|endoftext|>",
-                    "unk_token": None,
-                    "add_bos_token": False,
-                    "clean_up_tokenization_spaces": False,
-                    "model_max_length": context,
-                    "chat_template": spec.text if spec else hermes,
-                },
-                indent=2,
-            )
-        )
+        config = tokenizer_config(context, spec.text if spec else hermes)
+        (staging / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
         if scripted:
             pairs = thinking_templates.thinking_script(template) if spec else script(tool_format)
             train_on_script(model, staging, pairs)

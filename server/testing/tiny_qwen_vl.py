@@ -20,7 +20,7 @@ from pathlib import Path
 
 from server.testing.staging import staged
 from server.testing.tiny_model import CHAT_TEMPLATE as TEMPLATE
-from server.testing.tiny_model import train_tokenizer
+from server.testing.tiny_model import tokenizer_config, train_tokenizer
 
 VISION_START, VISION_END = "<|vision_start|>", "<|vision_end|>"
 IMAGE, VIDEO = "<|image_pad|>", "<|video_pad|>"
@@ -187,17 +187,7 @@ def _processor_files(staging: Path, context: int, max_pixels: int, family: str) 
     (staging / "processor_config.json").write_text(
         json.dumps({"processor_class": image["processor_class"]}, indent=2)
     )
-    tokenizer = {
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        "bos_token": None,
-        "eos_token": "<|im_end|>",
-        "pad_token": "<|endoftext|>",
-        "unk_token": None,
-        "add_bos_token": False,
-        "clean_up_tokenization_spaces": False,
-        "model_max_length": context,
-        "chat_template": CHAT_TEMPLATE,
-    }
+    tokenizer = tokenizer_config(context, CHAT_TEMPLATE)
     (staging / "tokenizer_config.json").write_text(json.dumps(tokenizer, indent=2))
 
 

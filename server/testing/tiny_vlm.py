@@ -19,7 +19,7 @@ from pathlib import Path
 
 from server.testing import tiny_qwen_vl
 from server.testing.staging import staged
-from server.testing.tiny_model import CHAT_TEMPLATE, train_tokenizer
+from server.testing.tiny_model import CHAT_TEMPLATE, tokenizer_config, train_tokenizer
 
 BOI, EOI, IMAGE = "<start_of_image>", "<end_of_image>", "<image_soft_token>"
 IMAGE_SIZE, PATCH, TOKENS_PER_IMAGE = 224, 14, 256
@@ -95,18 +95,8 @@ def _processor_files(staging: Path, context: int, image_size: int) -> None:
     (staging / "preprocessor_config.json").write_text(json.dumps(image, indent=2))
     processor = {"processor_class": "Gemma3Processor", "image_seq_length": TOKENS_PER_IMAGE}
     (staging / "processor_config.json").write_text(json.dumps(processor, indent=2))
-    tokenizer = {
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        "bos_token": None,
-        "eos_token": "<|im_end|>",
-        "pad_token": "<|endoftext|>",
-        "unk_token": None,
-        "add_bos_token": False,
-        "clean_up_tokenization_spaces": False,
-        "model_max_length": context,
-        "extra_special_tokens": {"boi_token": BOI, "eoi_token": EOI, "image_token": IMAGE},
-        "chat_template": CHAT_TEMPLATE,
-    }
+    images = {"boi_token": BOI, "eoi_token": EOI, "image_token": IMAGE}
+    tokenizer = tokenizer_config(context, CHAT_TEMPLATE, extra_special_tokens=images)
     (staging / "tokenizer_config.json").write_text(json.dumps(tokenizer, indent=2))
 
 
