@@ -19,9 +19,11 @@ from mlxctl import config, paths, worker_client
 from mlxctl.errors import PortInUseError
 from mlxctl.front_door.serve import FrontDoor, open_front_door
 from mlxctl.logs import RotatingWriter
+from mlxctl.supervisor import leftovers
 from mlxctl.supervisor import state as state_file
-from mlxctl.supervisor.budget import planned_need
-from mlxctl.supervisor.fleet import Default, Fleet, open_fleet
+from mlxctl.supervisor.daemon_state import count_failed_start, snapshot
+from mlxctl.supervisor.fleet import Fleet
+from mlxctl.supervisor.fleet_wiring import open_fleet
 from mlxctl.supervisor.handover import base_of
 from mlxctl.supervisor.machine import Supervisor, Timing
 from mlxctl.supervisor.memory import MemoryGuard, MemoryLimits
@@ -31,7 +33,7 @@ from mlxctl.supervisor.states import State
 from mlxctl.supervisor.switches import Switches, weights_bytes
 from mlxctl.supervisor.worker_command import WORKER_HOST, worker_command
 from mlxctl.supervisor.worker_output import SPAWN_MARK, WorkerOutput
-from mlxctl.system import identity, processes, statefile
+from mlxctl.system import identity, processes
 from mlxctl.system.lock import FileLock
 from mlxctl.system.processes import WorkerSpec
 
@@ -112,54 +114,12 @@ class Daemon:
 
     # -- state file ----------------------------------------------------------------------------
 
-    def snapshot(self, sup: Supervisor | None) -> state_file.SupervisorState:
-        mono, wall = time.monotonic(), time.time()
-
-        def to_wall(t: float | None) -> float | None:
-            return None if t is None else wall - (mono - t)
-
-        now = state_file.SupervisorState(
-            supervisor=self.me.to_dict(),
-            supervisor_started_at=self.started_wall,
-            start_id=self.args.start_id,
-            error=self.error,
-            model=self.args.model_name,
-            model_path=self.args.model,
-            host=self.args.host,
-            port=self.args.port,
-            url=self.url,
-            configured_address=state_file.configured_address(self.settings),
-            release=self.args.release or None,
-            switch=self.switches.verdict,
-            updated_at=wall,
-        )
-        if sup is None:
-            return now
-        now.state = sup.state.value
-        if sup.handle is not None:
-            h = sup.handle
-            now.worker = identity.Identity(h.pid, h.create_time, h.nonce).to_dict()
-            now.worker_started_at = to_wall(sup.spawned_at)
-        if sup.handle is not None and sup.spec is not None:
-            now.worker_url = base_of(sup.spec.url)
-            now.worker_port = int(now.worker_url.rsplit(":", 1)[1])
-        if sup.last_exit is not None:
-            e = sup.last_exit
-            now.last_exit = {"code": e.code, "reason": e.reason, "at": to_wall(e.at)}
-        now.running_since = to_wall(sup.running_since)
-        now.restarts = sup.restarts
-        if self.memory is not None:
-            now.memory_limits = self.memory.limits.to_dict()
-        now.fatal_reason = sup.fatal_reason
-        if self.fleet is not None:
-            now.models = self.fleet.rows(to_wall, now.worker, now.worker_url)
-        return now
-
     def write_state(self, sup: Supervisor | None) -> None:
         # A full disk must not take the service down: log it, keep serving, retry (the loop).
         try:
-            state_file.write(self.snapshot(sup))
-            self._count_failed_start(sup)
+            state_file.write(snapshot(self, sup))
+            if not self.counted:
+                self.counted = count_failed_start(sup, self.settings["restart.stable_after"])
         except OSError as exc:
             if self.state_failing is None:
                 self.log(f"state write failed ({exc}); still serving, retrying every "
@@ -177,36 +137,6 @@ class Daemon:
                 f"  export ANTHROPIC_BASE_URL={self.url}",
                 f"  export OPENAI_BASE_URL={self.url}/v1",
             )
-
-    def _count_failed_start(self, sup: Supervisor | None) -> None:
-        """FATAL counts against `restart.start_limit`; a stable run forgives earlier ones."""
-        if sup is None or self.counted:
-            return
-        if sup.state is State.FATAL:
-            state_file.record_failed_start(sup.fatal_reason)
-            self.counted = True  # after the write: a failed one is tried again
-        elif sup.running_since is not None:
-            stable = time.monotonic() - sup.running_since >= self.settings["restart.stable_after"]
-            if stable and state_file.failed_starts()["count"]:
-                state_file.reset_failed_starts()
-                self.counted = True
-
-    # -- orphans from a supervisor that was SIGKILLed -------------------------------------------
-
-    def clean_up_orphan(self) -> None:
-        previous = state_file.read_or_none()
-        workers = [previous.worker_identity] if previous else []
-        for row in previous.models if previous else []:  # the [models.NAME] workers too
-            if isinstance(row, dict) and not row.get("default"):
-                workers.append(identity.Identity.from_dict(row.get("worker")))
-        for worker in workers:
-            orphan = identity.process_of(worker)
-            if orphan is not None:  # else gone, or the pid is another's: never signal it
-                self.log(f"stopping the worker left by a dead supervisor (pid {orphan.pid})")
-                processes.stop_group(orphan, self.settings["restart.stop_timeout"])
-            swept = processes.sweep(worker)  # its children outlive it (external commands)
-            if swept:
-                self.log(f"killed {len(swept)} processes left behind by that worker: {swept}")
 
     # -- main loop -------------------------------------------------------------------------------
 
@@ -238,10 +168,8 @@ class Daemon:
             s["restart.canary_interval"],
             s["restart.canary_timeout"],
         )
-        self.clean_up_orphan()
-        for folder in (paths.run_dir(), paths.home()):
-            for tmp in statefile.clean_stale_temp(folder):
-                self.log(f"removed {tmp.name}, left by a write that was killed")
+        leftovers.stop_orphans(s["restart.stop_timeout"], self.log)
+        leftovers.remove_stale_temps(self.log)
         state_file.clear_requests()
         self.log(f"supervisor started (pid {os.getpid()}), model {self.args.model_name}")
         try:
@@ -273,7 +201,8 @@ class Daemon:
             on_handover=lambda verdict: self._changed(sup, verdict),
         )
         self.memory = self._memory_guard(sup)
-        fleet = self.fleet = self._fleet(sup, policy, timing)
+        door = self.front_door
+        fleet = self.fleet = open_fleet(s, self.args, sup, policy, timing, door, self.log)
         seam.others = fleet.others_than_default()
 
         def on_signal(signum: int, frame: object) -> None:
@@ -333,13 +262,6 @@ class Daemon:
         guard = MemoryGuard(limits, current, s["api_key"] or None, self.log)
         guard.start()
         return guard
-
-    def _fleet(self, sup: Supervisor, policy: RestartPolicy, timing: Timing) -> Fleet:
-        """The [models.NAME] workers, started on demand; the front door routes by name."""
-        assert self.front_door is not None
-        need = planned_need(self.args.model, self.settings["cache.ram_bytes"])
-        default = Default(sup, need, self.args.model_name, self.args.model)
-        return open_fleet(self.settings, policy, timing, self.front_door, default, self.log)
 
     def _stop_timeout(self) -> float | None:
         return state_file.take_stop_request()

@@ -11,7 +11,6 @@ wanting requests when even that is not enough. An unpinned model with nothing in
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import time
 from collections.abc import Callable
@@ -22,9 +21,8 @@ from typing import Any
 from mlxctl import paths, worker_client
 from mlxctl.errors import MlxctlError
 from mlxctl.front_door.routes import Route, RouteTable
-from mlxctl.front_door.serve import FrontDoor
-from mlxctl.models.served import DEFAULT, Catalog, ServedModel
-from mlxctl.supervisor.budget import Loaded, default_budget, make_room, planned_need
+from mlxctl.models.served import DEFAULT, ServedModel
+from mlxctl.supervisor.budget import Loaded, make_room, planned_need
 from mlxctl.supervisor.handover import base_of
 from mlxctl.supervisor.machine import Supervisor, Timing
 from mlxctl.supervisor.policy import RestartPolicy, auto_startup_timeout
@@ -55,22 +53,6 @@ class Default:
     need: int
     name: str = ""
     path: str = ""
-
-
-def open_fleet(settings: dict[str, Any], policy: RestartPolicy, timing: Timing, door: FrontDoor,
-               default: Default, log: Callable[[str], None]) -> Fleet:  # fmt: skip
-    """The [models.NAME] workers, and the front door told which names go where."""
-    budget = default_budget(settings["memory.models_budget"])
-    models = settings["models"]
-    fleet = Fleet(models, settings, policy, timing, door.routes, default, budget, log)
-    names = (default.name, default.path, os.path.basename(default.path.rstrip("/")))
-    door.app.catalog = Catalog(tuple(dict.fromkeys(n for n in names if n)), models)
-    longest = [w.sup.timing.startup_timeout for w in fleet.workers.values()]
-    door.app.hold_seconds = max([door.app.hold_seconds, *longest])  # a first load may be long
-    if fleet.workers:
-        log(f"models served by name: {', '.join(fleet.workers)} (each started on its first "
-            f"request; memory budget {budget >> 20} MiB)")  # fmt: skip
-    return fleet
 
 
 class ModelWorker:

@@ -12,6 +12,7 @@ import sysconfig
 from pathlib import Path
 
 from server.testing.staging import staged
+from server.testing.tiny_families import model_config
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 # Not special: they must survive decoding so the tool parser can see them.
@@ -115,106 +116,6 @@ def train_tokenizer(vocab_size: int = 8192, extra_tokens: tuple[str, ...] = ()):
     return tokenizer
 
 
-def _model_config(
-    vocab_size: int, layers: int, hidden: int, context: int, eos_id: int, family: str, window: int
-) -> dict:
-    heads = max(1, hidden // 16)
-    if family == "qwen3_next":
-        # Hybrid: linear-attention layers (ArraysCache) with a full-attention one every 2nd.
-        return {
-            **_QWEN3_NEXT,
-            "hidden_size": hidden,
-            "num_hidden_layers": layers,
-            "intermediate_size": hidden * 2,
-            "num_attention_heads": heads,
-            "num_key_value_heads": max(1, heads // 2),
-            "max_position_embeddings": context,
-            "vocab_size": vocab_size,
-            "eos_token_id": eos_id,
-        }
-    if family == "qwen3_5":
-        # Qwen3.5's hybrid inside its multimodal wrapper (text only here): a text_config.
-        text = {
-            **_model_config(vocab_size, layers, hidden, context, eos_id, "qwen3_next", window),
-            "model_type": "qwen3_5_text",
-            "rope_parameters": ROPE_3_5,
-        }
-        return {
-            "model_type": "qwen3_5",
-            "architectures": ["Qwen3_5ForConditionalGeneration"],
-            "text_config": text,
-            "tie_word_embeddings": True,
-            "max_position_embeddings": context,
-            "eos_token_id": eos_id,
-        }
-    if family == "gemma3_text":
-        # Sliding window (RotatingKVCache of `window` tokens) with a global layer every 2nd.
-        return {
-            "model_type": "gemma3_text",
-            "architectures": ["Gemma3ForCausalLM"],
-            "hidden_size": hidden,
-            "num_hidden_layers": layers,
-            "intermediate_size": hidden * 2,
-            "num_attention_heads": heads,
-            "num_key_value_heads": 1,
-            "head_dim": 16,
-            "query_pre_attn_scalar": 16,
-            "sliding_window": window,
-            "sliding_window_pattern": 2,
-            "rms_norm_eps": 1e-6,
-            "max_position_embeddings": context,
-            "vocab_size": vocab_size,
-            "eos_token_id": eos_id,
-        }
-    if family != "qwen2":
-        raise ValueError(f"unknown tiny model family {family!r}")
-    return {
-        "model_type": "qwen2",
-        "architectures": ["Qwen2ForCausalLM"],
-        "hidden_size": hidden,
-        "num_hidden_layers": layers,
-        "intermediate_size": hidden * 2,
-        "num_attention_heads": heads,
-        "num_key_value_heads": max(1, heads // 2),
-        "rms_norm_eps": 1e-6,
-        "rope_theta": 1000000.0,
-        "max_position_embeddings": context,
-        "vocab_size": vocab_size,
-        "tie_word_embeddings": True,
-        "eos_token_id": eos_id,
-    }
-
-
-ROPE_3_5 = {
-    "type": "default",
-    "rope_theta": 1e6,
-    "partial_rotary_factor": 0.25,
-    "mrope_section": [1, 1, 0],
-}
-_QWEN3_NEXT = {
-    "model_type": "qwen3_next",
-    "architectures": ["Qwen3NextForCausalLM"],
-    "linear_num_value_heads": 2,
-    "linear_num_key_heads": 2,
-    "linear_key_head_dim": 16,
-    "linear_value_head_dim": 16,
-    "linear_conv_kernel_dim": 4,
-    "num_experts": 0,
-    "num_experts_per_tok": 1,
-    "decoder_sparse_step": 1,
-    "shared_expert_intermediate_size": 0,
-    "mlp_only_layers": [],
-    "moe_intermediate_size": 0,
-    "rms_norm_eps": 1e-6,
-    "rope_theta": 1000000.0,
-    "partial_rotary_factor": 0.25,
-    "head_dim": 16,
-    "full_attention_interval": 2,
-    "tie_word_embeddings": True,
-}
-FAMILIES = ("qwen2", "qwen3_next", "qwen3_5", "gemma3_text")
-
-
 def tokenizer_config(context: int, chat_template: str, **extra: object) -> dict:
     """`tokenizer_config.json` for the ChatML tokenizer `train_tokenizer` writes (every tiny
     builder's), with `extra` keys (a VLM's image tokens)."""
@@ -274,7 +175,7 @@ def build_tiny_model(
     hermes = CHAT_TEMPLATE_XML if tool_format == "xml" else CHAT_TEMPLATE
     tokenizer = train_tokenizer(vocab_size, spec.tokens if spec else ())
     eos_id = tokenizer.token_to_id("<|im_end|>")
-    config = _model_config(
+    config = model_config(
         tokenizer.get_vocab_size(), layers, hidden, context, eos_id, family, window
     )
     model_class, args_class = _get_classes(config)

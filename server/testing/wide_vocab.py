@@ -69,7 +69,8 @@ def build_wide_model(destination: Path, vocab_size: int = QWEN2_VOCAB, seed: int
     from mlx_lm.utils import _get_classes
     from tokenizers import Tokenizer
 
-    from server.testing.tiny_model import CHAT_TEMPLATE, _model_config
+    from server.testing.tiny_families import model_config
+    from server.testing.tiny_model import CHAT_TEMPLATE
 
     destination = Path(destination)
     if (destination / "config.json").exists():
@@ -78,7 +79,7 @@ def build_wide_model(destination: Path, vocab_size: int = QWEN2_VOCAB, seed: int
     tokenizer = Tokenizer.from_str(text)
     eos = tokenizer.token_to_id("<|im_end|>")
     assert eos is not None, "the tiny model's added tokens include <|im_end|>"
-    config = _model_config(tokenizer.get_vocab_size(), 2, 64, 32768, eos, "qwen2", 64)
+    config = model_config(tokenizer.get_vocab_size(), 2, 64, 32768, eos, "qwen2", 64)
     model_class, args_class = _get_classes(config)
     mx.random.seed(seed)
     model = model_class(args_class.from_dict(config))

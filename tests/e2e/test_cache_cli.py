@@ -208,7 +208,7 @@ def test_parse_duration():
 
 
 def test_stats_show_the_write_behind_and_restore_figures():
-    from mlxctl.cli.cache import life_cycle_lines
+    from mlxctl.cli.cache_stats_view import life_cycle_lines
 
     stats = {
         "dirty_entries": 2,

@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from mlxctl.supervisor.daemon import SPAWN_MARK
+from mlxctl.supervisor.worker_output import SPAWN_MARK
 from mlxctl.system.processes import free_port
 from tests.fixtures_supervisor import _make
 

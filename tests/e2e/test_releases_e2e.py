@@ -12,7 +12,7 @@ import httpx
 import psutil
 import pytest
 
-from mlxctl.supervisor.daemon import SPAWN_MARK
+from mlxctl.supervisor.worker_output import SPAWN_MARK
 from tests.fixtures_supervisor import FAKE_WORKER_SCRIPT, REPO_ROOT, _make
 
 pytestmark = pytest.mark.slow

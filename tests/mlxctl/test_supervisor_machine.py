@@ -303,8 +303,8 @@ def test_a_worker_that_says_it_cannot_load_is_fatal_with_its_reason():
 
 
 def test_the_default_startup_timeout_grows_with_the_model_size(tmp_path):
-    from mlxctl.supervisor.daemon import weights_bytes
     from mlxctl.supervisor.policy import auto_startup_timeout
+    from mlxctl.supervisor.switches import weights_bytes
 
     (tmp_path / "model.safetensors").write_bytes(b"x" * 4096)
     assert weights_bytes(str(tmp_path)) == 4096
