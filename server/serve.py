@@ -10,10 +10,12 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import uvicorn
 
 from server.api.app import create_app
+from server.api.last_request import LastRequest
 from server.engine.engine import Engine, SchedulerFactory
 from server.engine.job import JobQueue
 from server.engine.runner import Runner
@@ -85,7 +87,21 @@ def build_engine(settings: Settings, cache_factory=None, group=None, rank=None) 
         from server.api.warm_prompts import read_prompts
 
         engine.warm(read_prompts(settings.warm_prompts))
+    kept = last_request_path(settings) if cache_factory is not None else None
+    if kept is not None and kept.is_file():
+        from server.api.warm_prompts import read_prompts
+
+        engine.replay(read_prompts([str(kept)]))
     return engine
+
+
+def last_request_path(settings: Settings) -> Path | None:
+    """Where the newest request is kept for a restart's replay: beside the disk tier, if any."""
+    if not settings.cache_enabled or not settings.cache_dir or settings.cache_disk_bytes == 0:
+        return None
+    from server.prefix_cache.disk_index import LAST_REQUEST
+
+    return Path(settings.cache_dir) / LAST_REQUEST
 
 
 def _rank_parts(group, rank) -> tuple[Callable[[str], LoadedModel], SchedulerFactory]:
@@ -149,7 +165,8 @@ def serve(settings: Settings, engine: Engine | None = None, cache_factory=None) 
         return follow(engine, request_grace + flush_s)
     # The HTTP server comes up first (503 on /health) while the model loads on its own thread.
     engine.start()
-    app = create_app(settings, engine)
+    kept = last_request_path(settings)
+    app = create_app(settings, engine, LastRequest(kept) if kept is not None else None)
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -111,6 +111,8 @@ def clear_cache(request: Request, tier: Literal["ram", "disk", "both"] = "both")
     cache = request.app.state.engine.cache
     try:
         freed = cache.clear(tier)
+        if tier != "ram" and (kept := request.app.state.last_request) is not None:
+            kept.forget()
     except UnknownTier as exc:
         raise BadRequest(str(exc), param="tier") from None
     except OSError as exc:  # the cache disk failed under it (read-only, replaced): say so

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from server.api import admin, anthropic, openai, responses
+from server.api.last_request import LastRequest
 from server.api.openapi import document
 from server.api.request_ring import RequestRing
 from server.api.serving import STATS_KEY
@@ -177,7 +178,9 @@ class WorkerMiddleware:
         )
 
 
-def create_app(settings: Settings, engine: Engine) -> TraceMiddleware:
+def create_app(
+    settings: Settings, engine: Engine, last_request: LastRequest | None = None
+) -> TraceMiddleware:
     # The schema is served (behind the key) so schemathesis can check every route in CI.
     app = FastAPI(title="mlxctl worker", docs_url=None, redoc_url=None, openapi_url="/openapi.json")
     app.state.settings = settings
@@ -187,6 +190,7 @@ def create_app(settings: Settings, engine: Engine) -> TraceMiddleware:
         settings.trace_dir, settings.trace_max_bytes, settings.trace_max_files, settings.api_key
     )
     app.state.responses = responses.open_store(settings)  # what `store: true` keeps
+    app.state.last_request = last_request  # replayed before ready after a restart
 
     @app.exception_handler(WorkerError)
     async def worker_error(request: Request, exc: WorkerError):

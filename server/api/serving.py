@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from server.api.images import warning_header
+from server.api.last_request import REPLAYED_PATHS
 from server.api.request_ring import Recorded
 from server.engine.engine import Engine
 from server.engine.job import Job
@@ -174,7 +175,11 @@ async def start(request: Request, chat: ChatRequest) -> Job:
     chat.request_id = request.scope["state"]["request_id"]
     for note in chat.dropped:
         log.warning("request %s: %s", chat.request_id, note)
-    return submit(engine, chat, await prepare(engine, chat))
+    job = submit(engine, chat, await prepare(engine, chat))
+    kept = request.app.state.last_request
+    if kept is not None and request.url.path in REPLAYED_PATHS:
+        kept.keep(await request.body())  # the body FastAPI already read: no second read
+    return job
 
 
 # An encoder: encode(events, on_finish=f) -> SSE text; f(Finished | None) once, None: failed.

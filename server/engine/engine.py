@@ -16,6 +16,7 @@ from collections.abc import Callable
 from server.decoding.processors import ProcessorFactory, default_factories
 from server.engine.batch_limits import cannot_batch
 from server.engine.job import Job, JobQueue
+from server.engine.replay import replay_last
 from server.engine.runner import NO_MEMORY, Runner
 from server.engine.scheduler import Scheduler
 from server.engine.sequential import run_alone, warm_up
@@ -70,6 +71,7 @@ class Engine:
         self.started_at = time.time()
         self.watchdog = Watchdog(settings.progress_timeout)  # beats at every token and chunk
         self._warm: list[tuple[str, ChatRequest]] = []
+        self._replay: list[tuple[str, ChatRequest]] = []
         # Per-request logits processors (reasoning budgets, constrained calls by default).
         self._processor_factories = processor_factories or default_factories()
 
@@ -120,6 +122,11 @@ class Engine:
         """Prefill these (name, request) pairs into the prefix cache after the model loads, before
         ready. Call before `start`; a prompt that fails is logged and skipped, never fatal."""
         self._warm = list(prompts)
+
+    def replay(self, prompts: list[tuple[str, ChatRequest]]) -> None:
+        """Run these (the newest request before a restart) once before ready, storing nothing:
+        the first turn after the restart then finds every first-use cost paid. Before `start`."""
+        self._replay = list(prompts)
 
     def memory(self) -> dict:
         """The last MLX memory snapshot plus the process's RSS (safe on the event loop)."""
@@ -236,6 +243,7 @@ class Engine:
             self.cache.prefetch(_after_one_entry())
         except Exception:
             log.exception("prefix cache prefetch failed")
+        replay_last(runner, self._replay)
         self._ready.set()
         try:  # the other disk entries into RAM, most recent first, until the first job comes
             self.cache.prefetch(lambda: len(self._queue) > 0)

@@ -4,6 +4,7 @@
                                                  versions (the token ids are in the file header)
     <root>/<model-fingerprint>/<id>.safetensors  one KV cache each (written by `disk.DiskTier`)
     <root>/<model-fingerprint>/.lock             flock held while the index changes
+    <root>/last-request.json                     the newest request, replayed after a restart
 
 The index is the source of truth: a file it does not name (a crash between rename and index
 write) is an orphan and is deleted; an entry whose file is gone is dropped.
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 INDEX_NAME = "index.json"
+LAST_REQUEST = "last-request.json"  # server.api.last_request writes it at the root
 SUFFIX = ".safetensors"
 TMP_PREFIX = ".tmp-"
 
@@ -263,10 +265,13 @@ def _select(root, model: str | None, keep) -> list[tuple[Path, list[str], int]]:
 
 
 def clear(root: str | os.PathLike, *, model: str | None = None, dry_run: bool = False) -> int:
-    """Delete every disk entry (of one model folder when `model` is given); returns bytes freed."""
+    """Delete every disk entry (of one model folder when `model` is given); returns bytes freed.
+    A whole clear takes the kept last request too: it holds a conversation's text."""
     plan = _select(root, model, keep=lambda e: False)
     if dry_run:
         return sum(b for _, _, b in plan)
+    if model is None:
+        (Path(root) / LAST_REQUEST).unlink(missing_ok=True)
     return sum(remove_entries(folder, keys) for folder, keys, _ in plan)
 
 

@@ -1,9 +1,12 @@
 """A restart reads the newest disk entries while the model loads: a real worker, a few turns, a
-stop, a restart whose load is slow (test hook), and the next turn served from what was read."""
+stop, a restart whose load is slow (test hook), and the next turn served from what was read.
+Before it says ready it replays the newest request it kept, so that turn pays no first use."""
 
 from __future__ import annotations
 
+import json
 import re
+import time
 
 import httpx
 
@@ -33,6 +36,8 @@ def test_a_restart_reads_the_newest_entries_while_the_model_loads(tmp_path):
             messages += [{"role": "assistant", "content": "Ok."}, {"role": "user", "content": turn}]
     finally:
         assert handle.stop() == 0  # the stop writes the conversation to disk
+    kept = json.loads((tmp_path / "kv" / "last-request.json").read_text())
+    assert kept["messages"][-1]["content"] == "Go on."  # the newest request, as it was sent
 
     # Test hook: a load that takes seconds, as a large model's does.
     env = {"MLXCTL_TEST_SLOW_LOAD_S": "3"}
@@ -53,3 +58,28 @@ def test_a_restart_reads_the_newest_entries_while_the_model_loads(tmp_path):
     # The newest entry went into RAM before the worker said ready (a pass of its own), the rest
     # after: the first turn never waits for the disk.
     assert re.findall(r"prefetched (\d+) entries", log) == ["1", "0"], log
+    # The kept request ran once before ready, on the restored entry: only the tokens the cache
+    # can run again (64 at most), never a cold prefill; the turn after it got its full reuse.
+    replayed = re.search(r"replayed \S+last-request.json \((\d+) tokens, (\d+) run\)", log)
+    assert replayed is not None, log
+    assert 1 <= int(replayed.group(2)) <= 64
+    assert replayed.start() < log.index("POST /v1/chat/completions")
+
+
+def test_a_cache_clear_takes_the_kept_request_with_it(tmp_path):
+    cache_dir = tmp_path / "kv"
+    handle = start_worker(tiny_model(), "--cache-dir", str(cache_dir), api_key=API_KEY)
+    try:
+        _ask(handle, [{"role": "user", "content": "Hello."}])
+        kept = cache_dir / "last-request.json"
+        for _ in range(100):  # written off the event loop
+            if kept.exists():
+                break
+            time.sleep(0.05)
+        assert kept.exists()
+        cleared = httpx.delete(handle.base_url + "/v1/cache?tier=ram", headers=AUTH)
+        assert cleared.status_code == 200 and kept.exists()  # the RAM tier only: kept
+        cleared = httpx.delete(handle.base_url + "/v1/cache?tier=both", headers=AUTH)
+        assert cleared.status_code == 200 and not kept.exists()
+    finally:
+        handle.stop()
