@@ -20,6 +20,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from server.api import token_marks
 from server.api.images import warning_header
 from server.api.request_ring import Recorded
 from server.engine.engine import Engine
@@ -168,13 +169,16 @@ def record(request: Request, job: Job, figures: dict) -> None:
 # -- the route half -----------------------------------------------------------------------------
 
 
-async def start(request: Request, chat: ChatRequest) -> Job:
-    """Render and queue `chat` under the request's id (set by the middleware)."""
+async def start(request: Request, chat: ChatRequest, body: Any = None) -> Job:
+    """Render and queue `chat` under the request's id (set by the middleware); `body`, the
+    request model, may carry the front door's resumed tokens (server.api.token_marks)."""
     engine = request.app.state.engine
     chat.request_id = request.scope["state"]["request_id"]
+    token_marks.take(chat, request.headers, body)
     for note in chat.dropped:
         log.warning("request %s: %s", chat.request_id, note)
-    return submit(engine, chat, await prepare(engine, chat))
+    rendered = await prepare(engine, chat)
+    return submit(engine, chat, engine.resumed(chat, rendered))
 
 
 # An encoder: encode(events, on_finish=f) -> SSE text; f(Finished | None) once, None: failed.
@@ -190,8 +194,14 @@ def stream(request: Request, job: Job, encode: Encoder) -> StreamingResponse:
         if finished is None:
             engine.metrics.stream_failed()
 
+    job_events = events(job, settings.heartbeat_s)
+    if job.request.token_marks:
+        marks = token_marks.Marks()
+        encoded = marks.text(encode(marks.events(job_events), on_finish=on_finish))
+    else:
+        encoded = encode(job_events, on_finish=on_finish)
     response = _StreamWithStats(
-        encode(events(job, settings.heartbeat_s), on_finish=on_finish),
+        encoded,
         media_type="text/event-stream",
         headers={"cache-control": "no-cache", **warning_header(job.request.dropped)},
     )
