@@ -1,9 +1,6 @@
-"""The front door's side of a stream: token marks written ahead of the events they produce, and
-the resumed tokens a re-sent request carries (mlxctl.front_door.resume reads and writes them).
-
-A stream asked with RESUMABLE_HEADER gets, in the same write as the events new tokens produced
-and before them, an SSE comment with their ids; the door strips it. A request re-sent after its
-worker died carries the tokens so far under RESUME_KEY in its JSON body.
+"""The worker's side of a resumable stream (server.resume_wire): token marks written in the same
+write as the events the new tokens produced and before them (the front door strips them), and
+the resumed tokens a re-sent request carries.
 """
 
 from __future__ import annotations
@@ -13,15 +10,13 @@ from typing import Any
 
 from server.errors import BadRequest
 from server.request import ChatRequest, TokenMark
-
-RESUMABLE_HEADER = "x-mlxctl-resumable"
-RESUME_KEY = "mlxctl_resume"
-MARK_PREFIX = ": mlxctl-tokens "
+from server.resume_wire import MARK_PREFIX, RESUMABLE_HEADER, RESUME_KEY
 
 
 def take(chat: ChatRequest, headers: Any, body: Any) -> None:
     """Mark `chat`'s tokens where the stream asked, and take its resumed tokens off `body`."""
-    chat.token_marks = headers.get(RESUMABLE_HEADER) == "1"
+    streaming = getattr(body, "stream", False) is True  # the door asks it of every chat POST
+    chat.token_marks = streaming and headers.get(RESUMABLE_HEADER) == "1"
     extra = getattr(body, "model_extra", None)
     resume = extra.pop(RESUME_KEY, None) if extra else None  # never seen by anything after
     if resume is None:

@@ -9,7 +9,7 @@ import json
 import httpx
 import pytest
 
-from server.api.token_marks import MARK_PREFIX, RESUMABLE_HEADER, RESUME_KEY
+from server.resume_wire import MARK_PREFIX, RESUMABLE_HEADER, RESUME_KEY
 from tests.fixtures_worker import API_KEY, start_worker
 from tests.worker.test_api import ANTHROPIC_TOOL, MODEL
 
