@@ -17,6 +17,9 @@ from mlxctl.front_door import shapes
 from server.resume_wire import MARK_PREFIX, RESUMABLE_HEADER, RESUME_KEY
 
 MAX_RESUMES = 2  # a request that kills workers must not kill every next one
+# Events forwarded before any crash are counted only when one comes (most streams never see
+# one), or once this many wait: the door's cost per token stays a split and an append.
+FOLD_EVERY = 4096
 _MARK = MARK_PREFIX.encode()
 HEADER = (RESUMABLE_HEADER.encode(), b"1")
 
@@ -204,14 +207,22 @@ class StreamResume:
         self.ended = False  # the reply's end went out: nothing to resume
         self._base: list[int] = []  # the tokens known before this attempt
         self._tokens: list[int] = []  # those this attempt marked (a replay marks them again)
+        self._marks: list[bytes] = []  # ...the latest of them still as the worker wrote them
+        self._unread: list[bytes] = []  # events forwarded, not counted in the ledger yet
         self._rest = b""  # an event not complete yet
 
     @property
     def tokens(self) -> list[int]:
+        if self._marks:
+            self._tokens += [int(t) for m in self._marks for t in m.split(b",")]
+            self._marks = []
         return self._tokens if len(self._tokens) >= len(self._base) else self._base
 
     def can_resume(self) -> bool:
-        return not self.ended and self.resumes < MAX_RESUMES
+        if self.ended or self.resumes >= MAX_RESUMES:
+            return False
+        tail = self._unread[-2:]  # whether the reply's end went out (it is the last event)
+        return not any(b == b"data: [DONE]" or b.startswith(b"event: message_stop") for b in tail)
 
     def body(self, body: bytes) -> bytes:
         """The request re-sent to the next worker: the reply's tokens so far go with it."""
@@ -220,6 +231,7 @@ class StreamResume:
 
     def begin_attempt(self) -> None:
         """A crash: the next worker starts over, so its marks and events count from the start."""
+        self._fold()
         self.resumes += 1
         self._base, self._tokens, self._rest = self.tokens, [], b""
         self.ledger.new_attempt()
@@ -235,10 +247,21 @@ class StreamResume:
         out = []
         for block in data[:end].split(b"\n\n"):
             if block.startswith(_MARK):
-                self._tokens += [int(t) for t in block[len(_MARK) :].split(b",")]
+                self._marks.append(block[len(_MARK) :])
+            elif not self.resumes:
+                self._unread.append(block)
+                out.append(block + b"\n\n")
             elif (kept := self._event(block)) is not None:
                 out.append(kept)
+        if len(self._unread) > FOLD_EVERY:
+            self._fold()
         return b"".join(out)
+
+    def _fold(self) -> None:
+        """Count the events forwarded so far in the ledger."""
+        unread, self._unread = self._unread, []
+        for block in unread:
+            self._event(block)
 
     def _event(self, block: bytes) -> bytes | None:
         """One event as the client gets it (None: it has it already)."""
