@@ -84,11 +84,14 @@ async def events(job: Job, heartbeat_s: float = 5.0) -> AsyncIterator[Any]:
     try:
         while True:
             wait = heartbeat_s if first_token else min(heartbeat_s, WAITING_HEARTBEAT_S)
-            try:
-                event = await asyncio.wait_for(job.events.get(), timeout=wait)
-            except TimeoutError:
-                yield Heartbeat()
-                continue
+            try:  # a step's events arrive together: only the first waits (wait_for makes a task)
+                event = job.events.get_nowait()
+            except asyncio.QueueEmpty:
+                try:
+                    event = await asyncio.wait_for(job.events.get(), timeout=wait)
+                except TimeoutError:
+                    yield Heartbeat()
+                    continue
             first_token = first_token or isinstance(
                 event, TextDelta | ThinkingDelta | ToolCallDelta | ToolCallBegin
             )
