@@ -67,7 +67,7 @@ class ChatRequest:
 
 
 # Events the generation thread sends to a request's HTTP handler, in this order:
-# Started, then any of Progress / TokenMark / ThinkingDelta / TextDelta / ToolCallDelta (a
+# Started, then any of Progress / ThinkingDelta / TextDelta / ToolCallDelta (a
 # streamed call: ToolCallBegin, ToolCallArgs..., then its ToolCallDelta), then exactly one
 # Finished or Failed.
 # Between any two the HTTP side may add a Heartbeat.
@@ -77,13 +77,6 @@ class ChatRequest:
 class Started:
     prompt_tokens: int
     cached_tokens: int
-
-
-@dataclass
-class TokenMark:
-    """The reply's next token ids, ahead of the events they produce (asked by `token_marks`)."""
-
-    ids: list[int]
 
 
 @dataclass

@@ -198,11 +198,9 @@ def stream(request: Request, job: Job, encode: Encoder) -> StreamingResponse:
             engine.metrics.stream_failed()
 
     job_events = events(job, settings.heartbeat_s)
+    encoded = encode(job_events, on_finish=on_finish)
     if job.request.token_marks:
-        marks = token_marks.Marks()
-        encoded = marks.text(encode(marks.events(job_events), on_finish=on_finish))
-    else:
-        encoded = encode(job_events, on_finish=on_finish)
+        encoded = token_marks.marked(encoded, job.sampled)
     response = _StreamWithStats(
         encoded,
         media_type="text/event-stream",

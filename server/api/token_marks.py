@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from server.errors import BadRequest
-from server.request import ChatRequest, TokenMark
+from server.request import ChatRequest
 from server.resume_wire import MARK_PREFIX, RESUMABLE_HEADER, RESUME_KEY
 
 
@@ -30,23 +30,13 @@ def mark(ids: list[int]) -> str:
     return MARK_PREFIX + ",".join(map(str, ids)) + "\n\n"
 
 
-class Marks:
-    """Between a job's events and its encoder: token marks leave the events and go out in front
-    of the encoder's next text."""
-
-    def __init__(self) -> None:
-        self.pending: list[int] = []
-
-    async def events(self, events: AsyncIterator[Any]) -> AsyncIterator[Any]:
-        async for event in events:
-            if isinstance(event, TokenMark):
-                self.pending.extend(event.ids)
-            else:
-                yield event
-
-    async def text(self, encoded: AsyncIterator[str]) -> AsyncIterator[str]:
-        async for text in encoded:
-            if self.pending:
-                text = mark(self.pending) + text
-                self.pending = []
-            yield text
+async def marked(encoded: AsyncIterator[str], sampled: list[int]) -> AsyncIterator[str]:
+    """The encoder's text, each piece after a mark of the tokens sampled since the last one.
+    The generation thread appends a token to `sampled` before it emits the token's events, so
+    a piece's mark holds every token its events came from (and maybe some sampled after)."""
+    sent = 0
+    async for text in encoded:
+        if (now := len(sampled)) > sent:
+            text = mark(sampled[sent:now]) + text
+            sent = now
+        yield text

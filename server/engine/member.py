@@ -10,7 +10,6 @@ from typing import Any
 from server.decoding.reply_parser import ReplyParser
 from server.engine.job import Generation, Job
 from server.engine.solo_decode import SoloDecode
-from server.request import TokenMark
 
 
 @dataclass
@@ -31,7 +30,7 @@ class Member:
             run.first_token_at = time.perf_counter()
         run.generated.append(token)
         if self.job.request.token_marks:  # ahead of its events: the front door resumes by it
-            self.job.emit(TokenMark([token]))
+            self.job.sampled.append(token)
         if finish_reason == "stop":
             self.detokenizer.finalize()  # the end-of-turn token itself is not text
         else:

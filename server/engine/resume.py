@@ -15,7 +15,6 @@ from typing import Any
 
 from server.errors import BadRequest
 from server.prompt.render import Rendered
-from server.request import TokenMark
 
 CHUNK = 32  # positions a processor is advanced over at once (their rows of logits)
 
@@ -74,7 +73,7 @@ def replay(job: Any, generated: list[int], parser: Any, detokenizer: Any) -> Non
     if not resumed:
         return
     if job.request.token_marks:
-        job.emit(TokenMark(list(resumed)))
+        job.sampled.extend(resumed)
     for token in resumed:
         generated.append(token)
         detokenizer.add_token(token)

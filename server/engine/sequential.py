@@ -12,7 +12,7 @@ from server.engine import resume
 from server.engine.job import Cancelled, Generation, Job
 from server.engine.runner import Runner
 from server.errors import InternalError
-from server.request import ChatRequest, Failed, Sampling, Started, TokenMark, Usage
+from server.request import ChatRequest, Failed, Sampling, Started, Usage
 
 log = logging.getLogger("server.engine")
 
@@ -106,7 +106,7 @@ def generate_alone(
             raise Cancelled
         run.generated.append(response.token)
         if marks:  # ahead of its events: the front door resumes by it
-            job.emit(TokenMark([response.token]))
+            job.sampled.append(response.token)
         text = response.text
         if detokenizer is not None:  # as member.Member.take does
             if response.finish_reason != "stop":
