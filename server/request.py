@@ -60,11 +60,16 @@ class ChatRequest:
     # the reply says it (server.api.images).
     dropped: list[str] = field(default_factory=list)
     images: list[ImageInput] = field(default_factory=list)  # for a model that reads them
+    # The front door's resume of a stream a worker died in: the reply's first tokens, as the
+    # dead worker sampled them (server.engine.resume); `token_marks`: say each new token's id.
+    resume: list[int] = field(default_factory=list)
+    token_marks: bool = False
 
 
 # Events the generation thread sends to a request's HTTP handler, in this order:
-# Started, then any of Progress / ThinkingDelta / TextDelta / ToolCallDelta (a streamed call:
-# ToolCallBegin, ToolCallArgs..., then its ToolCallDelta), then exactly one Finished or Failed.
+# Started, then any of Progress / ThinkingDelta / TextDelta / ToolCallDelta (a
+# streamed call: ToolCallBegin, ToolCallArgs..., then its ToolCallDelta), then exactly one
+# Finished or Failed.
 # Between any two the HTTP side may add a Heartbeat.
 
 

@@ -43,6 +43,7 @@ EDGE = (
     "logfile",
     "hosts",
     "model_listing",
+    "resume_wire",
     "prefix_cache.disk_index",
 )
 SKIP_WIRING = ("server/prefix_cache/", "server/serve.py", "server/testing/")

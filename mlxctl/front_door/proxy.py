@@ -4,6 +4,7 @@ A request waits (held) while no worker is live: a stream gets its 200 and keep-a
 protocol's shape, any other request just waits. A request no worker received (its port was
 closed: it died) goes to the next live worker; one a worker died on before answering goes to the
 next one once, then is a 502 (a request that crashes workers must not take down every next one).
+A chat stream a worker died in resumes on the next one (resume.py), at most twice.
 A client that goes away closes the upstream stream, which the worker takes as a cancel.
 With `[models.NAME]` entries the request's `model` picks the route (by_model.py); one asleep
 is wanted (the supervisor starts its worker) and the request waits for it like any held one.
@@ -21,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from mlxctl.front_door import shapes
+from mlxctl.front_door import resume, shapes
 from mlxctl.front_door.by_model import LISTING, listing, one_model, route_request
 from mlxctl.front_door.guard import Guard
 from mlxctl.front_door.routes import RouteTable
@@ -64,6 +65,10 @@ class NotDelivered(Exception):
 
 class WorkerGone(Exception):
     """The worker took the request and died before it answered."""
+
+
+class StreamCut(Exception):
+    """The worker died mid-stream and the stream resumes on the next one (resume.py)."""
 
 
 class FrontDoorApp:
@@ -163,6 +168,9 @@ class Exchange:
         self.started = False  # a held stream's 200 went out: errors become events
         self.retried = False  # a worker died on it once already
         self._streaming: bool | None = None
+        # A chat POST asks for token marks; its stream, once one comes, can resume on a crash.
+        self.resumable = resume.resumable(scope["method"], self.path)
+        self.marks: resume.StreamResume | None = None
 
     @property
     def streaming(self) -> bool:
@@ -196,6 +204,8 @@ class Exchange:
                     return
                 except NotDelivered:
                     pass  # it died (the supervisor will notice): wait for the next one
+                except StreamCut:  # held again until the restarted worker is live
+                    deadline, next_ping = loop.time() + self.app.hold_seconds, 0.0
                 except WorkerGone as exc:
                     if self.retried:
                         await self._fail(502, f"the worker went away before it answered ({exc})")
@@ -224,8 +234,13 @@ class Exchange:
         if self.scope.get("query_string"):
             target += "?" + self.scope["query_string"].decode("latin-1")
         headers = _without(self.scope["headers"], _REQUEST_DROP)
+        body = self.body
+        if self.resumable:
+            headers.append(resume.HEADER)
+            if self.marks is not None:  # a resume: the reply's tokens so far go with it
+                body = self.marks.body(body)
         method = self.scope["method"]
-        request = httpx.Request(method, target, headers=headers, content=self.body,
+        request = httpx.Request(method, target, headers=headers, content=body,
                                 extensions={"timeout": TIMEOUTS})  # fmt: skip
         with self.app.routes.serving(url, self.target):
             try:
@@ -251,13 +266,22 @@ class Exchange:
             start = {"type": "http.response.start", "status": response.status_code}
             await self.send({**start, "headers": headers})
             self.started = True
+        sse = "text/event-stream" in response.headers.get("content-type", "")
+        if self.marks is None and self.resumable and sse and response.status_code == 200:
+            self.marks = resume.StreamResume(self.path)
+        marks = self.marks
         try:
             # The transport's own stream: bytes as the worker sent them, errors as httpx's.
             async for chunk in response.stream:  # type: ignore[union-attr]
+                if marks is not None and not (chunk := marks.feed(chunk)):
+                    continue  # marks only, or an event not complete yet
                 await self.send(_chunk(chunk))
         except httpx.TransportError:
+            if marks is not None and marks.can_resume():
+                marks.begin_attempt()
+                raise StreamCut() from None
             # The worker died mid-answer: a stream ends with an error, never just stops.
-            if "text/event-stream" in response.headers.get("content-type", ""):
+            if sse:
                 body = shapes.error_body(self.path, 502, "the worker went away mid-answer")
                 await self.send(_chunk(shapes.stream_error(self.path, body)))
         await self.send(_chunk(b"", more=False))

@@ -20,6 +20,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from server.api import token_marks
 from server.api.images import warning_header
 from server.api.last_request import REPLAYED_PATHS
 from server.api.request_ring import Recorded
@@ -84,11 +85,14 @@ async def events(job: Job, heartbeat_s: float = 5.0) -> AsyncIterator[Any]:
     try:
         while True:
             wait = heartbeat_s if first_token else min(heartbeat_s, WAITING_HEARTBEAT_S)
-            try:
-                event = await asyncio.wait_for(job.events.get(), timeout=wait)
-            except TimeoutError:
-                yield Heartbeat()
-                continue
+            try:  # a step's events arrive together: only the first waits (wait_for makes a task)
+                event = job.events.get_nowait()
+            except asyncio.QueueEmpty:
+                try:
+                    event = await asyncio.wait_for(job.events.get(), timeout=wait)
+                except TimeoutError:
+                    yield Heartbeat()
+                    continue
             first_token = first_token or isinstance(
                 event, TextDelta | ThinkingDelta | ToolCallDelta | ToolCallBegin
             )
@@ -169,15 +173,18 @@ def record(request: Request, job: Job, figures: dict) -> None:
 # -- the route half -----------------------------------------------------------------------------
 
 
-async def start(request: Request, chat: ChatRequest) -> Job:
-    """Render and queue `chat` under the request's id (set by the middleware)."""
+async def start(request: Request, chat: ChatRequest, body: Any = None) -> Job:
+    """Render and queue `chat` under the request's id (set by the middleware); `body`, the
+    request model, may carry the front door's resumed tokens (server.api.token_marks)."""
     engine = request.app.state.engine
     chat.request_id = request.scope["state"]["request_id"]
+    token_marks.take(chat, request.headers, body)
     for note in chat.dropped:
         log.warning("request %s: %s", chat.request_id, note)
-    job = submit(engine, chat, await prepare(engine, chat))
+    rendered = await prepare(engine, chat)
+    job = submit(engine, chat, engine.resumed(chat, rendered))
     kept = request.app.state.last_request
-    if kept is not None and request.url.path in REPLAYED_PATHS:
+    if kept is not None and not chat.resume and request.url.path in REPLAYED_PATHS:
         kept.keep(await request.body())  # the body FastAPI already read: no second read
     return job
 
@@ -195,8 +202,12 @@ def stream(request: Request, job: Job, encode: Encoder) -> StreamingResponse:
         if finished is None:
             engine.metrics.stream_failed()
 
+    job_events = events(job, settings.heartbeat_s)
+    encoded = encode(job_events, on_finish=on_finish)
+    if job.request.token_marks:
+        encoded = token_marks.marked(encoded, job.sampled)
     response = _StreamWithStats(
-        encode(events(job, settings.heartbeat_s), on_finish=on_finish),
+        encoded,
         media_type="text/event-stream",
         headers={"cache-control": "no-cache", **warning_header(job.request.dropped)},
     )

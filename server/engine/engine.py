@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 
 from server.decoding.processors import ProcessorFactory, default_factories
+from server.engine import resume
 from server.engine.batch_limits import cannot_batch
 from server.engine.job import Job, JobQueue
 from server.engine.replay import replay_last
@@ -25,7 +26,7 @@ from server.errors import Overloaded, ServiceUnavailable
 from server.metrics import Metrics
 from server.model.loading import LoadedModel
 from server.prefix_cache.seam import NoPrefixCache, PrefixCache, Prepares
-from server.prompt.render import PromptRenderer
+from server.prompt.render import PromptRenderer, Rendered
 from server.request import ChatRequest, Failed
 from server.settings import Settings
 
@@ -114,6 +115,16 @@ class Engine:
             "waiting": len(self._queue),
             "batch_size": 1 if self.current is not None else 0,
         }
+
+    def resumed(self, request: ChatRequest, rendered: Rendered) -> Rendered:
+        """`rendered` with the reply's resumed tokens after the prompt (server.engine.resume)."""
+        runner, loaded = self.runner, self.loaded
+        if not request.resume or runner is None or loaded is None:
+            return rendered
+        tokenizer = loaded.tokenizer
+        limit = runner.max_tokens(request, rendered.prompt_tokens)
+        eos = set(tokenizer.eos_token_ids)
+        return resume.extend(rendered, request.resume, eos, limit, len(tokenizer))
 
     def _waiting(self) -> int:
         return len(self._queue) + (self.scheduler.status()["waiting"] if self.scheduler else 0)

@@ -55,6 +55,9 @@ class Job:
     waits_for_memory: bool = False  # admission found no room for it yet
     logits_processors: list = field(default_factory=list)  # set at admission (decoding.processors)
     outbox: Outbox | None = None  # set while in a batch: events leave once per step
+    # The reply's tokens, appended before the events they produce (only where the request asked
+    # for token marks): the HTTP side marks them in the stream from any thread.
+    sampled: list[int] = field(default_factory=list)
     # A non-stream request still queued this long answers 429/529 (Claude Code retries at 300).
     queue_timeout_s: float = 240.0
 

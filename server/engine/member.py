@@ -29,6 +29,8 @@ class Member:
         if run.first_token_at is None:
             run.first_token_at = time.perf_counter()
         run.generated.append(token)
+        if self.job.request.token_marks:  # ahead of its events: the front door resumes by it
+            self.job.sampled.append(token)
         if finish_reason == "stop":
             self.detokenizer.finalize()  # the end-of-turn token itself is not text
         else:

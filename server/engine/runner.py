@@ -16,6 +16,7 @@ from server.decoding.constrained.streaming import call_streamer
 from server.decoding.processors import ProcessorFactory, processors_for
 from server.decoding.reasoning import reply_parser
 from server.decoding.reply_parser import ReplyParser
+from server.engine import resume
 from server.engine.job import Generation, Job
 from server.engine.watchdog import Watchdog
 from server.errors import ServiceUnavailable
@@ -108,11 +109,20 @@ class Runner:
             budget.append(self.settings.max_output_tokens)
         return max(1, min(budget))
 
+    def reply_limit(self, job: Job) -> int:
+        """The whole reply's limit (resumed tokens included)."""
+        return self.max_tokens(job.request, job.rendered.prompt_tokens)
+
+    def decode_limit(self, job: Job) -> int:
+        """The tokens left to decode: the reply's limit less those it resumed with."""
+        return max(1, self.reply_limit(job) - job.rendered.resumed)
+
     def attach_processors(self, job: Job) -> None:
         # Factories see the limit the request decodes under (the worker's cap included).
-        limit = self.max_tokens(job.request, len(job.rendered.tokens))
+        limit = self.reply_limit(job)
         seen = dataclasses.replace(job, request=dataclasses.replace(job.request, max_tokens=limit))
         job.logits_processors = processors_for(self.processor_factories, seen, self.loaded)
+        resume.fast_forward(job.logits_processors, job.rendered)
 
     def drafting(self, job: Job) -> Drafting | None:
         """A lone sequence's drafting (None: --speculative off)."""

@@ -13,6 +13,7 @@ import logging
 import time
 from typing import Any
 
+from server.engine import resume
 from server.engine.admission import on_device, waits_for_shared_prefill
 from server.engine.decode_meter import DecodeMeter
 from server.engine.job import Generation, Job, JobQueue, Outbox
@@ -163,9 +164,8 @@ class Scheduler:
                 continue
             if waits_for_shared_prefill(job, self.prefills):
                 continue
-            tokens = job.rendered.tokens
-            max_tokens = runner.max_tokens(job.request, len(tokens))
-            estimate = self.admission.estimate(len(tokens), max_tokens)
+            max_tokens = runner.decode_limit(job)
+            estimate = self.admission.estimate(len(job.rendered.tokens), max_tokens)
             if not self._fits(job, estimate):
                 return
             job.waits_for_memory = False
@@ -179,7 +179,8 @@ class Scheduler:
         self._held = store_held(runner, self._held, self._held)  # its lookup sees them all
         runner.attach_processors(job)
         task = PrefillTask.start(runner, job, max_tokens, estimate)
-        job.emit(Started(len(job.rendered.tokens), task.n_cached))
+        usage = _usage(job, task.n_cached)
+        job.emit(Started(usage.prompt_tokens, usage.cached_tokens))
         if not self._busy():
             runner.watchdog.begin("a batch of requests")
         self.prefills.append(task)
@@ -230,6 +231,7 @@ class Scheduler:
         cache = run.prompt_cache
         assert cache is not None, "a prefilled prompt holds its cache until it joins"
         run.prefilled = True
+        resume.replay(job, run.generated, parser, detokenizer)  # a resumed reply's first tokens
         if (lone := self._lone()) is not None:
             self._into_batch(*lone)  # it may end on the token it had sampled ahead
         if not self.active:
@@ -357,4 +359,6 @@ class Scheduler:
 def _usage(job: Job, n_cached: int = 0):
     from server.request import Usage
 
-    return Usage(prompt_tokens=len(job.rendered.tokens), cached_tokens=n_cached)
+    # A resumed reply's tokens prefill with its prompt but are no prompt tokens.
+    prompt = job.rendered.prompt_tokens
+    return Usage(prompt_tokens=prompt, cached_tokens=min(n_cached, prompt))

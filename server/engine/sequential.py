@@ -8,6 +8,7 @@ import logging
 import time
 
 from server.decoding.reply_parser import ReplyParser
+from server.engine import resume
 from server.engine.job import Cancelled, Generation, Job
 from server.engine.runner import Runner
 from server.errors import InternalError
@@ -39,13 +40,14 @@ def _run(runner: Runner, job: Job) -> None:
         return runner.finish_cancelled(job, Usage(), 0.0)
     tokens = job.rendered.tokens
     prompt_cache, n_cached = runner.cache_for(tokens, job.rendered.images)
-    usage = Usage(prompt_tokens=len(tokens), cached_tokens=n_cached)
-    job.emit(Started(len(tokens), n_cached))
+    prompt = job.rendered.prompt_tokens  # a resumed reply's first tokens are none of it
+    usage = Usage(prompt_tokens=prompt, cached_tokens=min(n_cached, prompt))
+    job.emit(Started(usage.prompt_tokens, usage.cached_tokens))
     parser = runner.parser(job)
     runner.attach_processors(job)
     run = Generation(prompt_cache, n_cached)
     try:
-        generate_alone(runner, job, run, parser, runner.max_tokens(job.request, len(tokens)))
+        generate_alone(runner, job, run, parser, runner.decode_limit(job))
     except Cancelled:
         if not run.prefilled:
             # A prefill cut short keeps what it computed: a retry resumes from there.
@@ -82,6 +84,12 @@ def generate_alone(
         embed=embedder_for(runner.loaded, job.rendered),
     )
     run.prefilled = True
+    # A resumed reply's tokens go through one detokenizer with the rest: a character split
+    # across where it resumed still decodes whole.
+    detokenizer = runner.loaded.tokenizer.detokenizer if job.rendered.resumed else None
+    if detokenizer is not None:
+        resume.replay(job, run.generated, parser, detokenizer)
+    marks = job.request.token_marks
     for response in stream_generate(
         runner.loaded.model,
         runner.loaded.tokenizer,
@@ -97,7 +105,16 @@ def generate_alone(
         if job.cancelled:
             raise Cancelled
         run.generated.append(response.token)
-        for event in parser.feed(response.text):
+        if marks:  # ahead of its events: the front door resumes by it
+            job.sampled.append(response.token)
+        text = response.text
+        if detokenizer is not None:  # as member.Member.take does
+            if response.finish_reason != "stop":
+                detokenizer.add_token(response.token)
+            if response.finish_reason:
+                detokenizer.finalize()
+            text = detokenizer.last_segment
+        for event in parser.feed(text):
             job.emit(event)
         if parser.stopped:
             run.reason = "stop_sequence"

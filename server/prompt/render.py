@@ -41,6 +41,12 @@ class Rendered:
     # The tool-call grammar decoding keeps to (server.decoding.constrained); None: unconstrained.
     constraint: Any = None
     images: list[ImageSpan] = field(default_factory=list)  # where the prompt's images are
+    # The last `resumed` of `tokens` are the reply's first (a resumed stream): no prompt tokens.
+    resumed: int = 0
+
+    @property
+    def prompt_tokens(self) -> int:
+        return len(self.tokens) - self.resumed
 
 
 def context_length(config: dict, tokenizer: Any) -> int | None:

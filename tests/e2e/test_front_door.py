@@ -179,3 +179,95 @@ def test_a_crash_holds_requests_and_they_succeed(door):
     assert results == [True] * 6
     after = serving(door)
     assert after["restarts"] > before["restarts"] and after["worker_pid"] != before["worker_pid"]
+
+
+# A stream the worker is killed in: long enough that the kill lands mid-answer (greedy, ended by
+# max_tokens), cut after this many events.
+RESUMED_TOKENS, CUT_AFTER = 1500, 40
+WEATHER = {
+    "name": "get_weather",
+    "description": "Current weather for a city.",
+    "input_schema": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+    },
+}
+
+
+def killed_after(ctl, events, cut_after: int = CUT_AFTER) -> list:
+    """Every event of `events`, the serving worker SIGKILLed once `cut_after` came."""
+    pid, seen = serving(ctl)["worker_pid"], []
+    for event in events:
+        seen.append(event)
+        if len(seen) == cut_after:
+            os.kill(pid, signal.SIGKILL)
+    return seen
+
+
+def restarted_from(ctl, pid: int) -> None:
+    ctl.wait_for(lambda: ctl.status()[0].get("worker_pid") not in (None, pid), timeout=120,
+                 what="the restarted worker")  # fmt: skip
+
+
+def anthropic_client(ctl):
+    from anthropic import Anthropic
+
+    return Anthropic(base_url=ctl.url, api_key="none", max_retries=0, timeout=300)
+
+
+def test_an_anthropic_stream_the_worker_dies_in_ends_as_the_whole_one(door):
+    kwargs = dict(
+        model=door.model,
+        max_tokens=RESUMED_TOKENS,
+        extra_body={"temperature": 0},  # this SDK has no sampling arguments; the API takes it
+        messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+        tools=[WEATHER],
+        tool_choice={"type": "tool", "name": "get_weather"},  # its input is cut mid-arguments
+    )
+    with anthropic_client(door) as client:
+        whole = client.messages.create(**kwargs)
+        pid = serving(door)["worker_pid"]
+        with client.messages.stream(**kwargs) as stream:
+            killed_after(door, stream)
+            resumed = stream.get_final_message()
+    restarted_from(door, pid)
+    assert [b.model_dump() for b in resumed.content] != []
+    assert resumed.content[0].input == whole.content[0].input  # type: ignore[union-attr]
+    assert (resumed.stop_reason, resumed.usage.output_tokens) == (
+        whole.stop_reason,
+        whole.usage.output_tokens,
+    )
+
+
+def test_an_openai_stream_the_worker_dies_in_ends_as_the_whole_one(door):
+    kwargs = dict(
+        model=door.model,
+        max_tokens=RESUMED_TOKENS,
+        temperature=0.0,
+        messages=[{"role": "user", "content": "Tell me a long story."}],
+    )
+    whole = client(door).chat.completions.create(**kwargs)
+    pid = serving(door)["worker_pid"]
+    answered: list = []  # a request answered whole, in flight at the crash: sent again whole
+
+    def ask_whole() -> None:
+        reply = client(door).chat.completions.create(
+            **{**kwargs, "messages": [{"role": "user", "content": "Another story."}]}
+        )
+        answered.append(reply.choices[0].finish_reason)
+
+    asker = threading.Thread(target=ask_whole, daemon=True)
+    asker.start()
+    chunks = client(door).chat.completions.create(
+        **kwargs, stream=True, stream_options={"include_usage": True}
+    )
+    seen = killed_after(door, chunks)
+    asker.join(300)
+    restarted_from(door, pid)
+    text = "".join(c.choices[0].delta.content or "" for c in seen if c.choices)
+    assert text == whole.choices[0].message.content
+    assert {c.id for c in seen} == {seen[0].id}  # one consistent stream
+    assert seen[-1].usage is not None
+    assert seen[-1].usage.completion_tokens == whole.usage.completion_tokens  # type: ignore[union-attr]
+    assert answered == ["length"]

@@ -24,7 +24,8 @@ router = APIRouter()
 @router.post("/v1/messages")
 async def messages(body: MessagesRequest, request: Request):
     check_model(request.app.state.settings, body.model)
-    job = await serving.start(request, await serving.to_internal(request, to_chat_request, body))
+    chat = await serving.to_internal(request, to_chat_request, body)
+    job = await serving.start(request, chat, body)
     message_id, show_thinking = f"msg_{uuid.uuid4().hex[:24]}", shows_thinking(body)
     if body.stream:
         sse = partial(encode, message_id=message_id, model=body.model, show_thinking=show_thinking)

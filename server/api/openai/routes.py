@@ -20,7 +20,8 @@ router = APIRouter()
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request):
     check_model(request.app.state.settings, body.model)
-    job = await serving.start(request, await serving.to_internal(request, to_chat_request, body))
+    chat = await serving.to_internal(request, to_chat_request, body)
+    job = await serving.start(request, chat, body)
     completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)

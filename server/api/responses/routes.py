@@ -112,7 +112,7 @@ async def responses(body: ResponsesRequest, request: Request):
         store.hold(response, items)
         return asyncio.get_running_loop().run_in_executor(None, store.write, response["id"])
 
-    job = await serving.start(request, chat)
+    job = await serving.start(request, chat, body)
     if frame.background:
         return await _runs(request).start(request, job, frame, keep)
     if body.stream:
