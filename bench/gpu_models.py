@@ -1,11 +1,12 @@
 """Random-weight models of real shapes for the GPU benches, 4-bit group 64 (mlx-lm quantize).
 
-    python bench/gpu_models.py {moe,dense,dense8} TOKENIZER_DIR OUT_DIR [--tiny]
+    python bench/gpu_models.py {moe,dense,dense8,small} TOKENIZER_DIR OUT_DIR [--tiny]
 
 `moe`: the Qwen3-Coder-30B-A3B shape (qwen3_moe, 48 layers, 128 experts, 8 a token).
 `dense`: a ~27B dense shape (qwen3, 64 layers, hidden 5120, 40 heads, 8 KV heads).
 `dense8`: the Qwen3-8B shape left in bf16 (MLX CUDA's 4-bit matmuls cost nearly k times one
 token's for k tokens, its bf16 ones do not: the case where verifying drafts is cheap).
+`small`: the Qwen3-1.7B shape (qwen3, 28 layers, hidden 2048), the fast model served beside one.
 Weights are drawn on the default device and quantized one layer at a time, so the bf16
 transients stay small. The tokenizer comes from TOKENIZER_DIR with a Hermes-style tool template
 (mlx-lm infers its json_tools parser); lm_head rows past the tokenizer's vocab are zero, so greedy
@@ -86,6 +87,18 @@ SHAPES = {
             num_hidden_layers=36,
             intermediate_size=12288,
             num_attention_heads=32,
+            num_key_value_heads=8,
+            head_dim=128,
+        ),
+    ),
+    "small": (
+        qwen3,
+        dict(
+            model_type="qwen3",
+            hidden_size=2048,
+            num_hidden_layers=28,
+            intermediate_size=6144,
+            num_attention_heads=16,
             num_key_value_heads=8,
             head_dim=128,
         ),

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Benches on a lent GPU machine, step by step: bash bench/gpu_run.sh STEP [STEP...]
-#   moe | dense | dense8   build the random-weight shape (bench/gpu_models.py) once per machine
+#   moe | dense | dense8 | small   build the random-weight shape (bench/gpu_models.py) once
 #                          (GPU_DRY=1 MODEL_ARGS=--tiny: a dry run here on 2-layer models)
 #   spec-moe | spec-dense  bench/speculative.py on it (turns from .gpu/turns.json: no git there)
 #   verify-SHAPE           bench/verify_cost.py: a verify forward's cost against a plain step
 #   n8                     bench/concurrency.py, 8 sessions of ~21K tokens on the MoE
 #   restart                bench/agentic.py, ours only: restart and kill -9 to first token
-# Each step has its own time limit (STEP_S, default 300) so one slow step leaves the rest a turn.
+#   models                 bench/models.py: the small shape's requests while the MoE streams
+#   door                   bench/front_door.py on the MoE: the front door's cost, no switches
+# Each step has its own time limit (STEP_S, default 300) so one slow step leaves the rest a turn;
+# it ends on SIGINT, so a bench stops the service it started before it exits.
 set -uo pipefail
 source bench/gpu_setup.sh
 LIMIT=${STEP_S:-300}
@@ -16,12 +19,14 @@ WATCH=$!
 for step in "$@"; do
   echo "== $(date +%T) $step" | tee -a $OUT/steps.txt
   case $step in
-    moe|dense|dense8) [ -f /tmp/$step/config.json ] || timeout $LIMIT $PY bench/gpu_models.py $step .gpu/tok /tmp/$step ${MODEL_ARGS:-} 2>&1 | tail -2 | tee -a $OUT/build.txt ;;
-    spec-*) timeout $LIMIT $PY bench/speculative.py --model /tmp/${step#spec-} --turns-file .gpu/turns.json ${SPEC_ARGS:---per-kind 2 --repeats 1 --max-tokens 768 --sessions 8} 2>&1 | tee $OUT/$step.txt
+    moe|dense|dense8|small) [ -f /tmp/$step/config.json ] || timeout -s INT -k 30 $LIMIT $PY bench/gpu_models.py $step .gpu/tok /tmp/$step ${MODEL_ARGS:-} 2>&1 | tail -2 | tee -a $OUT/build.txt ;;
+    spec-*) timeout -s INT -k 30 $LIMIT $PY bench/speculative.py --model /tmp/${step#spec-} --turns-file .gpu/turns.json ${SPEC_ARGS:---per-kind 2 --repeats 1 --max-tokens 768 --sessions 8} 2>&1 | tee $OUT/$step.txt
             cp /tmp/spec-bench-*/spec-*.log $OUT/ 2>/dev/null; rm -rf /tmp/spec-bench-* ;;
-    verify-*) timeout $LIMIT $PY bench/verify_cost.py /tmp/${step#verify-} 2>&1 | grep -v Warning | tee $OUT/$step.txt ;;
-    n8) timeout $LIMIT $PY bench/concurrency.py --model /tmp/moe --sessions 8 --servers ours --json $OUT/n8.json 2>&1 | tee $OUT/n8.txt ;;
-    restart) timeout $LIMIT $PY bench/agentic.py --model /tmp/moe --servers ours --turns 3 --keep-logs 2>&1 | tee $OUT/restart.txt ;;
+    verify-*) timeout -s INT -k 30 $LIMIT $PY bench/verify_cost.py /tmp/${step#verify-} 2>&1 | grep -v Warning | tee $OUT/$step.txt ;;
+    n8) timeout -s INT -k 30 $LIMIT $PY bench/concurrency.py --model /tmp/moe --sessions 8 --servers ours --json $OUT/n8.json 2>&1 | tee $OUT/n8.txt ;;
+    models) timeout -s INT -k 30 $LIMIT $PY bench/models.py --big /tmp/moe --small /tmp/small --runs 8 --starts 2 --max-tokens 1500 2>&1 | tee $OUT/models.txt ;;
+    door) timeout -s INT -k 30 $LIMIT $PY bench/front_door.py --model /tmp/moe --no-switches --runs 20 --http h11 2>&1 | tee $OUT/door.txt ;;
+    restart) timeout -s INT -k 30 $LIMIT $PY bench/agentic.py --model /tmp/moe --servers ours --turns 3 --keep-logs 2>&1 | tee $OUT/restart.txt ;;
   esac
   echo "== $(date +%T) $step done rc=$?" | tee -a $OUT/steps.txt
 done
