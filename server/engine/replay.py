@@ -4,8 +4,9 @@ The first turn after a restart continues the newest conversation, so it would pa
 cost itself: the chat template and tool grammar compiled, llguidance's tokenizer built, the
 restored entry copied where the model reads it (MLX CUDA pages host-made arrays in on first use),
 the kernels at that context length loaded. One replayed token pays them before `/health` says
-ready, where the supervisor already waits. A replay that would prefill much (its entry is gone)
-only renders: a restart must not wait for a cold prefill.
+ready, where the supervisor already waits. After a crash the newest turn's entry may not have
+reached the disk: a replay that prefilled it stores it, so the next turn starts from it. One that
+would prefill much (its entry is gone) only renders: a restart must not wait for a cold prefill.
 """
 
 from __future__ import annotations
@@ -54,10 +55,14 @@ def _replay_one(runner: Runner, name: str, request: ChatRequest) -> None:
         n_cached -= extra
     run = Generation(prompt_cache, n_cached)
     generate_alone(runner, job, run, runner.parser(job), max_tokens=1)
+    stored = uncached > 1 and not run.checkpointed  # new KV state, not what the entry held
+    if stored:
+        runner.store(tokens[:-1], prompt_cache)
     log.info(
-        "kv cache: replayed %s (%d tokens, %d run) in %.2fs",
+        "kv cache: replayed %s (%d tokens, %d run%s) in %.2fs",
         name,
         len(tokens),
         len(tokens) - n_cached,
+        ", stored" if stored else "",
         time.perf_counter() - started,
     )

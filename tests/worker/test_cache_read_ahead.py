@@ -61,9 +61,43 @@ def test_a_restart_reads_the_newest_entries_while_the_model_loads(tmp_path):
     # The kept request ran once before ready, on the restored entry: only the tokens the cache
     # can run again (64 at most), never a cold prefill; the turn after it got its full reuse.
     replayed = re.search(r"replayed \S+last-request.json \((\d+) tokens, (\d+) run\)", log)
+    # (no ", stored": the graceful stop wrote the newest entry, so nothing new was computed)
     assert replayed is not None, log
     assert 1 <= int(replayed.group(2)) <= 64
     assert replayed.start() < log.index("POST /v1/chat/completions")
+
+
+def test_after_a_crash_the_replay_stores_the_turn_the_disk_missed(tmp_path):
+    cache_dir = str(tmp_path / "kv")
+    messages = [
+        {"role": "system", "content": long_text(600, seed=29)},
+        {"role": "user", "content": "Start."},
+    ]
+    handle = start_worker(tiny_model(), "--cache-dir", cache_dir, api_key=API_KEY)
+    try:
+        _ask(handle, messages)
+        time.sleep(4)  # the write-behind (2 s) writes this turn's entry
+        messages += [
+            {"role": "assistant", "content": "Ok."},
+            {"role": "user", "content": "Go on. " * 80},
+        ]
+        newest = _ask(handle, messages)  # its entry never reaches the disk: a crash comes first
+        handle.process.kill()
+        handle.process.wait(10)
+    finally:
+        handle.stop()
+    handle = start_worker(tiny_model(), "--cache-dir", cache_dir, api_key=API_KEY)
+    try:
+        messages += [{"role": "assistant", "content": "Ok."}, {"role": "user", "content": "Next."}]
+        resumed = _ask(handle, messages)
+    finally:
+        handle.stop()
+    log = handle.log()
+    replayed = re.search(r"replayed \S+ \((\d+) tokens, (\d+) run, stored\)", log)
+    assert replayed is not None, log
+    assert int(replayed.group(1)) == newest.usage.prompt_tokens
+    # The next turn starts where the lost turn's prompt ended, not where the disk's entry did.
+    assert resumed.usage.prompt_tokens_details.cached_tokens >= newest.usage.prompt_tokens - 1
 
 
 def test_a_cache_clear_takes_the_kept_request_with_it(tmp_path):
