@@ -99,6 +99,14 @@ SCHEMA: list[Key] = [
     Key("batch.prompt_concurrency", int, 8, "prompts that prefill together in one batch", 1),
     Key("batch.turn_seconds", float, 1.0, "longest decode or prefill turn while both wait", 0.05),
     Key(
+        "batch.prefill_streams",
+        int,
+        0,
+        "prompts whose chunks prefill at once, a stream each (0 = a core each on the CPU "
+        "backend, at most 4; 1 on a GPU)",
+        0,
+    ),
+    Key(
         "batch.kv_budget_bytes",
         int,
         0,
@@ -331,6 +339,7 @@ def worker_options(values: dict[str, Any]) -> dict[str, Any]:
         "decode_concurrency": values["batch.decode_concurrency"],
         "prompt_concurrency": values["batch.prompt_concurrency"],
         "turn_seconds": values["batch.turn_seconds"],
+        "prefill_streams": values["batch.prefill_streams"] or None,
         "kv_budget_bytes": values["batch.kv_budget_bytes"] or None,
         **distributed_options(values),
         "tool_parser": values["tool_parser"] or None,

@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         decode_concurrency=args.decode_concurrency,
         prompt_concurrency=args.prompt_concurrency,
         turn_seconds=args.turn_seconds,
+        prefill_streams=args.prefill_streams,
         kv_budget_bytes=args.kv_budget_bytes,
         speculative=args.speculative,
         draft_model_path=draft_model_path,

@@ -71,6 +71,7 @@ def worker_argv(
     decode_concurrency: int | None = None,
     prompt_concurrency: int | None = None,
     turn_seconds: float | None = None,
+    prefill_streams: int | None = None,
     kv_budget_bytes: int | None = None,
     speculative: str | None = None,
     draft_model: str | None = None,
@@ -121,6 +122,8 @@ def worker_argv(
         argv += ["--prompt-concurrency", str(prompt_concurrency)]
     if turn_seconds is not None:
         argv += ["--turn-seconds", str(turn_seconds)]
+    if prefill_streams:
+        argv += ["--prefill-streams", str(prefill_streams)]
     if kv_budget_bytes:
         argv += ["--kv-budget-bytes", str(kv_budget_bytes)]
     if speculative:

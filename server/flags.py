@@ -121,6 +121,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "more smoothly, longer batches more replies together (default 1)",
     )
     parser.add_argument(
+        "--prefill-streams",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="prompts whose chunks prefill at once, each on its own stream: on the CPU backend a "
+        "core each (default: one per core on the CPU backend, at most 4; 1 on a GPU)",
+    )
+    parser.add_argument(
         "--kv-budget-bytes",
         type=positive_int,
         default=None,

@@ -46,6 +46,7 @@ class Settings:
     decode_concurrency: int = 32  # sequences decoding in one batch (mlx_lm.server's default)
     prompt_concurrency: int = 8  # prompts prefilling in one batch (mlx_lm.server's default)
     turn_seconds: float = 1.0  # longest decode or prefill turn while the other side waits
+    prefill_streams: int | None = None  # prompts prefilling at once, a stream each (None: auto)
     kv_budget_bytes: int | None = None  # None: admission plans on the device's memory
     speculative: str = "auto"  # drafting while one sequence decodes: auto, off, copy, mtp, draft
     draft_model_path: str | None = None  # --draft-model, resolved; None: no draft model

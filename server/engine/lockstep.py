@@ -130,6 +130,7 @@ class LockstepScheduler(Scheduler):
 
     # Ranks must take the same steps: draft lengths chosen from each rank's own timings would not.
     drafts = False
+    prefill_streams = False  # each rank's collectives run in one order: one stream
 
     def __init__(self, runner: Runner, queue: JobQueue, group: Any):
         import mlx.core as mx

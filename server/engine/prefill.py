@@ -58,13 +58,28 @@ def prefill_chunk(
     import mlx.core as mx
     from mlx_lm.generate import generation_stream
 
-    nxt = min([pos + step, end, *(s for s in stops if s > pos)])
+    nxt = chunk_end(pos, end, step, stops)
     with mx.stream(generation_stream):
-        if embed is None or not embed(cache, pos, nxt):
-            model(mx.array(tokens[pos:nxt])[None], cache=cache)
+        queue_chunk(model, cache, tokens, pos, nxt, embed)
         mx.eval([c.state for c in cache])
     mx.clear_cache()
     return nxt
+
+
+def chunk_end(pos: int, end: int, step: int, stops=()) -> int:
+    """Where a chunk from `pos` ends: at most `step` tokens, never past `end` or the next stop."""
+    return min([pos + step, end, *(s for s in stops if s > pos)])
+
+
+def queue_chunk(
+    model: Any, cache: list[Any], tokens: list[int], pos: int, nxt: int, embed: Embedder | None
+) -> None:
+    """Build `tokens[pos:nxt]`'s forward into `cache` on the current stream, unevaluated (an
+    image's tower runs now: its rows are evaluated once and kept)."""
+    import mlx.core as mx
+
+    if embed is None or not embed(cache, pos, nxt):
+        model(mx.array(tokens[pos:nxt])[None], cache=cache)
 
 
 def prefill(

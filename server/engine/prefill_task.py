@@ -66,14 +66,33 @@ class PrefillTask:
         from server.engine.prefill import embedder_for, prefill_chunk
 
         tokens = self.job.rendered.tokens
+        embed = embedder_for(runner.loaded, self.job.rendered)
+        pos = prefill_chunk(
+            runner.loaded.model, self.cache, tokens, self.pos, self.end, step, self.stops, embed
+        )
+        self.reached(runner, pos)
+
+    def queue(self, runner: Runner, step: int) -> int:
+        """Build the next chunk's forward on the current stream, unevaluated (the caller evaluates
+        the cache, then calls `reached`); returns where it ends."""
+        from server.engine.prefill import chunk_end, embedder_for, queue_chunk
+
+        nxt = chunk_end(self.pos, self.end, step, self.stops)
+        embed = embedder_for(runner.loaded, self.job.rendered)
+        queue_chunk(runner.loaded.model, self.cache, self.job.rendered.tokens, self.pos, nxt, embed)
+        return nxt
+
+    def reached(self, runner: Runner, pos: int) -> None:
+        """The cache holds exactly `pos` tokens now: a checkpoint there is stored."""
+        self.pos = pos
+        if self.pos in self.stops and not (self.end_later and self.pos == self.end):
+            self.store(runner, self.cache)
+
+    @property
+    def cache(self) -> list[Any]:
         cache = self.run.prompt_cache
         assert cache is not None, "a prompt prefills into its own cache"
-        embed = embedder_for(runner.loaded, self.job.rendered)
-        self.pos = prefill_chunk(
-            runner.loaded.model, cache, tokens, self.pos, self.end, step, self.stops, embed
-        )
-        if self.pos in self.stops and not (self.end_later and self.pos == self.end):
-            self.store(runner, cache)
+        return cache
 
     def store(self, runner: Runner, cache: list[Any] | None) -> None:
         """Keep the state at `pos` (a trimmable cache may hold more: the store trims it)."""

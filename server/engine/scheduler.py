@@ -2,8 +2,9 @@
 
 Running sequences decode together in the BatchGenerator. New prompts prefill outside it, on their
 own prefix-cache state as when alone (`prefill_task.PrefillTask`), one chunk between two decode
-steps, taking turns; each stores its checkpoints as it reaches them and then joins the batch
-with its last prompt token.
+steps, taking turns (on the CPU backend, chunks of several prompts at once, a core each:
+`prefill_streams`); each stores its checkpoints as it reaches them and then joins the batch with
+its last prompt token.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from server.engine.admission import on_device, waits_for_shared_prefill
 from server.engine.decode_meter import DecodeMeter
 from server.engine.job import Generation, Job, JobQueue, Outbox
 from server.engine.member import Member
+from server.engine.prefill_streams import PrefillStreams, streams_for
 from server.engine.prefill_task import PrefillTask, store_held
 from server.engine.runner import Runner
 from server.engine.sequential import run_alone
@@ -32,6 +34,7 @@ class Scheduler:
     """Admits queued jobs, prefills them between decode steps, decodes them in one batch."""
 
     drafts = True  # a lone sequence may draft (server.speculative)
+    prefill_streams = True  # prompts may prefill on streams of their own (the CPU backend)
 
     def __init__(self, runner: Runner, queue: JobQueue):
         import mlx.core as mx
@@ -59,11 +62,14 @@ class Scheduler:
         self.meter = DecodeMeter()
         self.turns = TimeSlices(slice_s=settings.turn_seconds)  # decode and prefill take turns
         self._held: list[PrefillTask] = []  # end states to store once due (or a prompt comes)
+        streams = streams_for(settings.prefill_streams, runner.loaded.backend)
+        self.streams = PrefillStreams(streams if self.prefill_streams else 1)
         limit, source = self.admission.limit
         log.info(
-            "scheduler: batched (decode %d, prefill %d at once; KV %d B/token; %s)",
+            "scheduler: batched (decode %d, prefill %d at once, %d streams; KV %d B/token; %s)",
             settings.decode_concurrency,
             settings.prompt_concurrency,
+            self.streams.count,
             self.admission.kv_per_token,
             f"KV budget {settings.kv_budget_bytes / 1e9:.2f} GB"
             if settings.kv_budget_bytes
@@ -93,6 +99,7 @@ class Scheduler:
             "decoding_alone": SOLO_UID in self.active,
             "turn_seconds": self.turns.slice_s,
             "prefilling": len(prefills),
+            **self.streams.status(),
             **self.meter.status(),
             "kv_bytes_estimate": sum(s.estimate for s in members + prefills),
             "memory": self.admission.status(),
@@ -191,7 +198,10 @@ class Scheduler:
         if turn == DECODE:
             self._decode()
         elif turn == PREFILL:
-            self._prefill_chunk(self.prefills[0])
+            if len(together := self.streams.pick(self.prefills)) > 1:
+                self._prefill_together(together)
+            else:
+                self._prefill_chunk(self.prefills[0])
         if ready := [t for t in self._held if t.end_due(time.perf_counter())]:
             self.outbox.flush()  # the tokens go out before the copies of the end states
             self._held = store_held(self.runner, self._held, ready)
@@ -200,12 +210,25 @@ class Scheduler:
         """Whose turn it is (it depends on time: server.engine.lockstep shares rank 0's)."""
         return self.turns.next(bool(self.active), bool(self.prefills))
 
+    def _chunk(self) -> int:
+        # Smaller chunks while replies wait: the turn ends closer to its slice.
+        return max(128, self.step_size // 4) if self.active else self.step_size
+
     def _prefill_chunk(self, task: PrefillTask) -> None:
         if not task.done:  # an all-cached prompt joins at once
-            # Smaller chunks while replies wait: the turn ends closer to its slice.
-            chunk = max(128, self.step_size // 4) if self.active else self.step_size
-            task.advance(self.runner, chunk)
+            task.advance(self.runner, self._chunk())
             self.runner.watchdog.beat()
+        self._chunk_done(task)
+
+    def _prefill_together(self, tasks: list[PrefillTask]) -> None:
+        """A chunk of each of `tasks` at once, a stream each (server.engine.prefill_streams)."""
+        self.streams.advance(self.runner, tasks, self._chunk())
+        self.runner.watchdog.beat()
+        for task in tasks:
+            self._chunk_done(task)
+
+    def _chunk_done(self, task: PrefillTask) -> None:
+        """A prefilled prompt joins the batch; one still prefilling goes to the back of the turn."""
         if task.done:
             if task.end_later:  # now if a prompt waits for it, else once due
                 waited = any(job.waits_on == id(task) for job in self.waiting)

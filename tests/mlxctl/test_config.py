@@ -158,6 +158,19 @@ def test_the_batch_turn_length_reaches_the_worker_and_a_too_short_one_is_refused
     assert result.exit_code != 0 and "batch.turn_seconds" in result.output
 
 
+def test_prefill_streams_reach_the_worker_only_when_set(mlxctl_home):
+    from server.contract import worker_argv
+    from server.flags import parse_args
+
+    values = config.load()
+    assert "--prefill-streams" not in worker_argv(
+        "m", "127.0.0.1", 1, **config.worker_options(values)
+    )
+    values["batch.prefill_streams"] = 3
+    argv = worker_argv("m", "127.0.0.1", 1, **config.worker_options(values))
+    assert parse_args(argv[argv.index("-m") + 2 :]).prefill_streams == 3
+
+
 def test_the_bounds_of_stored_responses_reach_the_worker(mlxctl_home):
     from server.contract import worker_argv
     from server.flags import parse_args

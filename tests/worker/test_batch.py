@@ -48,7 +48,13 @@ def status(handle) -> dict:
 def batch_worker(tiny_model_path):
     # Short turns: a prompt arriving while others decode prefills within 0.2 s, well before a
     # few-hundred-token reply ends on any machine (the default turn is 1 s).
-    handle = start_worker(tiny_model_path, "--no-cache", "--turn-seconds", "0.2", api_key=API_KEY)
+    # Two prefill streams whatever this machine's cores, in chunks short enough to take turns.
+    handle = start_worker(
+        tiny_model_path,
+        *("--no-cache", "--turn-seconds", "0.2"),
+        *("--prefill-streams", "2", "--prefill-step-size", "512"),
+        api_key=API_KEY,
+    )
     yield handle
     handle.stop()
 
@@ -90,6 +96,20 @@ def test_concurrent_streams_give_the_greedy_text_of_one_by_one(batch_worker):
     assert scheduler["mode"] == "batched"
     assert scheduler["peak_batch_size"] >= 2  # they did decode together
     assert status(batch_worker)["batch_capacity"] > 1
+
+
+def test_long_prompts_sent_at_once_prefill_together_and_reply_as_one_by_one(batch_worker):
+    # Two prompts of a few thousand tokens that share no prefix: chunks of both run at once.
+    prompts = [long_text(2500, seed=11) + " Summarise.", long_text(2500, seed=12) + " Go on."]
+    alone = [stream_text(batch_worker, p, 16) for p in prompts]
+    before = status(batch_worker)["scheduler"]["chunks_prefilled_together"]
+    with ThreadPoolExecutor(len(prompts)) as pool:
+        together = list(pool.map(lambda p: stream_text(batch_worker, p, 16), prompts))
+    assert together == alone
+    assert alone[0] != alone[1] and all(n == 16 for _, n in alone)
+    scheduler = status(batch_worker)["scheduler"]
+    assert scheduler["prefill_streams"] == 2
+    assert scheduler["chunks_prefilled_together"] > before  # both prompts' chunks ran at once
 
 
 def test_the_turn_length_is_a_flag_and_a_bad_one_a_usage_error(tiny_model_path):

@@ -364,7 +364,7 @@ def test_image_requests_decode_together_as_they_do_one_by_one(tmp_path):
     handle = start_worker(
         tiny_vlm(),
         *("--cache-dir", str(tmp_path), "--max-output-tokens", "2000"),
-        *("--turn-seconds", "0.2", "--speculative", "off"),
+        *("--turn-seconds", "0.2", "--speculative", "off", "--prefill-streams", "2"),
         api_key=API_KEY,
     )
     lengths = [2000, 120, 120, 120]
@@ -384,6 +384,9 @@ def test_image_requests_decode_together_as_they_do_one_by_one(tmp_path):
         assert len({text for text, _ in alone}) > 1  # the images make the replies differ
         scheduler = status(handle)["scheduler"]
         assert scheduler["mode"] == "batched" and scheduler["peak_batch_size"] >= 2
+        # The three sent at once waited for the decode turn together: their images prefilled
+        # two at a time, a stream each.
+        assert scheduler["chunks_prefilled_together"] >= 2
     finally:
         handle.stop()
 

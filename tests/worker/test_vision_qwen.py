@@ -183,7 +183,8 @@ def test_image_requests_decode_in_a_batch_at_their_own_offsets(family, tmp_path,
     handle = start_worker(
         tiny_vlm(family),
         *("--cache-dir", str(tmp_path), "--max-output-tokens", "1500"),
-        *("--turn-seconds", "0.2", "--speculative", "off"),
+        # Images that prefill at once, a stream each, keep their own deltas too.
+        *("--turn-seconds", "0.2", "--speculative", "off", "--prefill-streams", "2"),
         api_key=API_KEY,
     )
     # Images of three sizes: three deltas in one batch.
