@@ -174,9 +174,9 @@ def anthropic_thinking(datas: list) -> tuple[str, str, dict]:
 # Cut inside the reasoning, at the budget (the next token is the forced end), and after it.
 @pytest.mark.parametrize("cut", [2, 6, 9])
 def test_a_thinking_reply_resumes_with_its_reasoning_and_budget_intact(thinker, cut):
-    thinking = {"type": "enabled", "budget_tokens": 6}
+    enabled = {"type": "enabled", "budget_tokens": 6}
     body = {"model": MODEL, "max_tokens": 20, "temperature": 0, "stream": True,
-            "messages": STORY, "thinking": thinking}  # fmt: skip
+            "messages": STORY, "thinking": enabled}  # fmt: skip
     tokens, whole = streamed(thinker, "/v1/messages", body)
     thinking, text, _ = anthropic_thinking(whole)
     assert thinking and text  # the budget closed the reasoning, and the answer came
