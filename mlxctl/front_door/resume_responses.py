@@ -49,8 +49,9 @@ class ResponsesLedger(Ledger):
             self.held[key] = self.held.get(key, 0) + len(text)
             return
         self.said.add(key)
-        if kind == "response.output_item.added" and isinstance(data.get("item"), dict):
-            self.items[data["output_index"]] = data["item"].get("id")
+        item_id = (data.get("item") or {}).get("id")
+        if kind == "response.output_item.added" and isinstance(item_id, str):
+            self.items[data["output_index"]] = item_id
 
     def new_attempt(self) -> None:
         self.at, self._start = {}, False
@@ -58,7 +59,9 @@ class ResponsesLedger(Ledger):
     def resume_fields(self) -> dict:
         if self.response is None:
             return {}
-        items = [self.items[i] for i in range(len(self.items)) if i in self.items]
+        items: list[str] = []  # by output index, from the first: as far as the client has them
+        while len(items) in self.items:
+            items.append(self.items[len(items)])
         said = {"id": self.response[0], "created_at": self.response[1], "items": items}
         return {RESUME_RESPONSE_KEY: said}
 
