@@ -1,16 +1,21 @@
 """The worker's side of a resumable stream (server.resume_wire): token marks written in the same
 write as the events the new tokens produced and before them (the front door strips them), and
-the resumed tokens a re-sent request carries.
+the resumed tokens a re-sent request carries, and a Responses request's ids the client has.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from server.errors import BadRequest
 from server.request import ChatRequest
-from server.resume_wire import MARK_PREFIX, RESUMABLE_HEADER, RESUME_KEY
+from server.resume_wire import MARK_PREFIX, RESUMABLE_HEADER, RESUME_KEY, RESUME_RESPONSE_KEY
+
+_RESPONSE_ID = re.compile(r"resp_[A-Za-z0-9]{1,64}")  # what the response store takes
+_ITEM_ID = re.compile(r"[a-z]{1,8}_[A-Za-z0-9]{1,64}")
 
 
 def take(chat: ChatRequest, headers: Any, body: Any) -> None:
@@ -24,6 +29,30 @@ def take(chat: ChatRequest, headers: Any, body: Any) -> None:
     if not isinstance(resume, list) or not all(type(t) is int and t >= 0 for t in resume):
         raise BadRequest(f"`{RESUME_KEY}` must be a list of token ids")
     chat.resume = resume
+
+
+@dataclass(frozen=True)
+class ResponseIds:
+    """The ids a resumed Responses stream's client already has: the reply keeps them, so the
+    response stored under its id is the one the client saw."""
+
+    response_id: str
+    created_at: int
+    items: list[str]  # output item ids by output index
+
+
+def response_ids(body: Any) -> ResponseIds | None:
+    """Take the client's ids off a resumed Responses request's `body` (None: not resumed)."""
+    extra = getattr(body, "model_extra", None)
+    said = extra.pop(RESUME_RESPONSE_KEY, None) if extra else None
+    if said is None:
+        return None
+    ok = isinstance(said, dict) and isinstance(said.get("id"), str)
+    ok = ok and _RESPONSE_ID.fullmatch(said["id"]) is not None
+    ok = ok and type(said.get("created_at")) is int and isinstance(said.get("items"), list)
+    if not ok or not all(isinstance(i, str) and _ITEM_ID.fullmatch(i) for i in said["items"]):
+        raise BadRequest(f"`{RESUME_RESPONSE_KEY}` must be {{id, created_at, items: [item ids]}}")
+    return ResponseIds(said["id"], said["created_at"], said["items"])
 
 
 def mark(ids: list[int]) -> str:

@@ -24,11 +24,14 @@ LONG_STREAM = 12000  # greedy on random weights: seconds of decode, ended only b
 @pytest.fixture(scope="module")
 def door(tmp_path_factory, tiny_model_path):
     """A service on a port given to `start` (not the config's), two releases to switch between,
-    and a stop grace long enough for a stream to finish on the replaced worker."""
+    a stop grace long enough for a stream to finish on the replaced worker, and room for the
+    crashes of the resume tests."""
     ctl = _make(tmp_path_factory.mktemp("door"), "", str(tiny_model_path))
     ctl.env.pop("MLXCTL_WORKER_COMMAND")  # releases decide what runs
     config = ctl.home / "config.toml"
-    config.write_text(config.read_text().replace("stop_timeout = 3.0", "stop_timeout = 60.0"))
+    said = config.read_text().replace("stop_timeout = 3.0", "stop_timeout = 60.0")
+    # A kill -9 per resume test, each soon after the last restart: never FATAL here.
+    config.write_text(said.replace("max_fast_failures = 3", "max_fast_failures = 20"))
     ctl.run("release", "archive", "--note", "first", check=True)
     ctl.run("release", "archive", "--note", "second", check=True)
     ctl.given = free_port()
@@ -271,3 +274,62 @@ def test_an_openai_stream_the_worker_dies_in_ends_as_the_whole_one(door):
     assert seen[-1].usage is not None
     assert seen[-1].usage.completion_tokens == whole.usage.completion_tokens  # type: ignore[union-attr]
     assert answered == ["length"]
+
+
+RESPONSES_WEATHER = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "Current weather for a city.",
+    "parameters": WEATHER["input_schema"],
+}
+
+
+def consistent_ids(seen: list) -> dict:
+    """Check one response id, rising sequence numbers and each item's one id across `seen`
+    (the Responses events of one stream); the final response object."""
+    assert [e.sequence_number for e in seen] == list(range(len(seen)))
+    final = seen[-1].response
+    responses = [e.response for e in seen if hasattr(e, "response")]
+    assert {r.id for r in responses} == {final.id}
+    assert len({r.created_at for r in responses}) == 1
+    items: dict = {}
+    for event in seen:
+        if event.type == "response.output_item.added":
+            assert event.output_index not in items  # announced once
+            items[event.output_index] = event.item.id
+        elif hasattr(event, "item_id"):
+            assert items[event.output_index] == event.item_id, event
+    assert [item.id for item in final.output] == [items[i] for i in sorted(items)]
+    return final
+
+
+@pytest.mark.parametrize("forced_call", [False, True], ids=["text", "call"])
+def test_a_responses_stream_the_worker_dies_in_ends_as_the_whole_one(door, forced_call):
+    kwargs: dict = dict(model=door.model, max_output_tokens=RESUMED_TOKENS, temperature=0.0)
+    if forced_call:  # the kill lands in its arguments
+        kwargs.update(input="What is the weather in Paris?", tools=[RESPONSES_WEATHER],
+                      tool_choice={"type": "function", "name": "get_weather"})  # fmt: skip
+    else:
+        kwargs.update(input="Tell me a long story.")
+    openai_client = client(door)
+    whole = openai_client.responses.create(**kwargs)
+    pid = serving(door)["worker_pid"]
+    seen = killed_after(door, openai_client.responses.create(**kwargs, stream=True))
+    restarted_from(door, pid)
+    final = consistent_ids(seen)
+    assert (final.status, final.usage.output_tokens) == (whole.status, whole.usage.output_tokens)  # type: ignore[union-attr]
+    if forced_call:
+        arguments = "".join(
+            e.delta for e in seen if e.type == "response.function_call_arguments.delta"
+        )
+        assert arguments == final.output[0].arguments == whole.output[0].arguments  # type: ignore[union-attr]
+    else:
+        text = "".join(e.delta for e in seen if e.type == "response.output_text.delta")
+        assert text == final.output_text == whole.output_text
+    # Stored by the worker that finished it, under the id the client has: a chain finds it.
+    stored = openai_client.responses.retrieve(final.id)
+    assert [item.id for item in stored.output] == [item.id for item in final.output]
+    chained = openai_client.responses.create(
+        model=door.model, max_output_tokens=4, previous_response_id=final.id, input="Go on."
+    )
+    assert chained.previous_response_id == final.id

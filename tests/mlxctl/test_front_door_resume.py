@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 from mlxctl.front_door.resume import MAX_RESUMES, StreamResume
-from server.resume_wire import MARK_PREFIX, RESUME_KEY
+from server.resume_wire import MARK_PREFIX, RESUME_KEY, RESUME_RESPONSE_KEY
 
 
 def mark(*ids: int) -> bytes:
@@ -124,3 +124,104 @@ def test_a_stream_resumes_at_most_twice():
         assert door.can_resume()
         door.begin_attempt()
     assert not door.can_resume()
+
+
+class Responses:
+    """A Responses stream's events as the worker writes them: numbered from 0, under the ids
+    one worker minted (`tag` tells the workers apart)."""
+
+    def __init__(self, tag: str):
+        self.tag, self.seq = tag, 0
+
+    def event(self, kind: str, **fields) -> bytes:
+        data = {"type": kind, "sequence_number": self.seq, **fields}
+        self.seq += 1
+        return f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode()
+
+    def response(self, status: str, output: list) -> dict:
+        return {"id": f"resp_{self.tag}", "created_at": ord(self.tag), "status": status,
+                "output": output}  # fmt: skip
+
+    def start(self) -> bytes:
+        said = self.response("in_progress", [])
+        return self.event("response.created", response=said) + self.event(
+            "response.in_progress", response=said
+        )
+
+    def item(self, kind: str, index: int, done: bool = False, **fields) -> bytes:
+        item = {"type": kind, "id": f"{kind[:3]}_{self.tag}{index}", **fields}
+        name = "response.output_item.done" if done else "response.output_item.added"
+        return self.event(name, output_index=index, item=item)
+
+    def on(self, kind: str, index: int, **fields) -> bytes:
+        """An event of output item `index` (its id as this worker minted it)."""
+        return self.event(kind, output_index=index, item_id=f"xxx_{self.tag}{index}", **fields)
+
+
+def test_a_responses_replay_goes_on_under_the_clients_ids_and_numbers():
+    door = StreamResume("/v1/responses")
+    first = Responses("a")
+    door.feed(first.start() + mark(1) + first.item("reasoning", 0))
+    door.feed(first.on("response.reasoning_summary_part.added", 0, summary_index=0))
+    door.feed(first.on("response.reasoning_summary_text.delta", 0, summary_index=0, delta="hmm"))
+    door.feed(mark(2) + first.on("response.reasoning_summary_text.done", 0, summary_index=0))
+    door.feed(first.item("reasoning", 0, done=True) + mark(3) + first.item("message", 1))
+    door.feed(first.on("response.content_part.added", 1, content_index=0))
+    door.feed(first.on("response.output_text.delta", 1, content_index=0, delta="Hello"))
+    assert door.can_resume()
+    door.begin_attempt()
+    body = json.loads(door.body(b'{"model": "m", "stream": true}'))
+    assert body[RESUME_KEY] == [1, 2, 3]
+    assert body[RESUME_RESPONSE_KEY] == {"id": "resp_a", "created_at": ord("a"),
+                                         "items": ["rea_a0", "mes_a1"]}  # fmt: skip
+    again = Responses("b")  # a worker that minted ids of its own
+    replay = again.start() + mark(1, 2, 3) + again.item("reasoning", 0)
+    replay += again.on("response.reasoning_summary_part.added", 0, summary_index=0)
+    replay += again.on("response.reasoning_summary_text.delta", 0, summary_index=0, delta="hm")
+    replay += again.on("response.reasoning_summary_text.delta", 0, summary_index=0, delta="m")
+    replay += again.on("response.reasoning_summary_text.done", 0, summary_index=0, text="hmm")
+    replay += again.item("reasoning", 0, done=True) + again.item("message", 1)
+    replay += again.on("response.content_part.added", 1, content_index=0)
+    replay += again.on("response.output_text.delta", 1, content_index=0, delta="Hel")
+    replay += again.on("response.output_text.delta", 1, content_index=0, delta="lo, w")
+    replay += mark(4) + again.on("response.output_text.delta", 1, content_index=0, delta="orld")
+    replay += again.on("response.output_text.done", 1, content_index=0, text="Hello, world")
+    replay += again.item("message", 1, done=True)
+    replay += again.event("response.in_progress", response=again.response("in_progress", []))
+    output = [{"type": "reasoning", "id": "rea_b0"}, {"type": "message", "id": "mes_b1"}]
+    replay += again.event("response.completed", response=again.response("completed", output))
+    out = events(door.feed(replay))
+    assert [(e["type"], e["sequence_number"]) for e in out] == [
+        ("response.output_text.delta", 10),
+        ("response.output_text.delta", 11),
+        ("response.output_text.done", 12),
+        ("response.output_item.done", 13),
+        ("response.in_progress", 14),  # the worker's keep-alive goes out
+        ("response.completed", 15),
+    ]
+    assert [e["delta"] for e in out[:2]] == [", w", "orld"]
+    assert {e["item_id"] for e in out[:3]} == {"mes_a1"} and out[3]["item"]["id"] == "mes_a1"
+    final = out[-1]["response"]
+    assert (final["id"], final["created_at"]) == ("resp_a", ord("a"))
+    assert [o["id"] for o in final["output"]] == ["rea_a0", "mes_a1"]
+    assert out[4]["response"]["id"] == "resp_a"
+    assert door.tokens == [1, 2, 3, 4] and not door.can_resume()  # it ended
+
+
+def test_a_responses_replay_trims_call_arguments_and_announces_a_new_item():
+    door = StreamResume("/v1/responses")
+    first = Responses("a")
+    door.feed(first.start() + mark(1) + first.item("function_call", 0, arguments=""))
+    door.feed(mark(2) + first.on("response.function_call_arguments.delta", 0, delta='{"ci'))
+    door.begin_attempt()
+    again = Responses("b")
+    replay = again.start() + mark(1, 2) + again.item("function_call", 0, arguments="")
+    replay += again.on("response.function_call_arguments.delta", 0, delta='{"city')
+    replay += again.on("response.function_call_arguments.delta", 0, delta='": "x"}')
+    replay += again.on("response.function_call_arguments.done", 0, arguments='{"city": "x"}')
+    replay += again.item("function_call", 0, done=True) + again.item("function_call", 1)
+    out = events(door.feed(replay))
+    assert [e.get("delta") for e in out[:2]] == ["ty", '": "x"}']
+    assert [e["sequence_number"] for e in out] == list(range(4, 4 + len(out)))
+    assert out[3]["item"]["id"] == "fun_a0" and out[4]["item"]["id"] == "fun_b1"  # new: its own
+    assert door.can_resume()  # no end yet: a second crash resumes again

@@ -68,6 +68,11 @@ class Frame:
     background: bool = False  # run detached, polled with GET
     response_id: str = field(default_factory=lambda: new_id("resp"))
     created_at: int = field(default_factory=lambda: int(time.time()))
+    item_ids: list[str] = field(default_factory=list)  # a resumed stream's, by output index
+
+    def item_id(self, index: int, prefix: str) -> str:
+        """The id of output item `index`: the one its client has where the stream resumed."""
+        return self.item_ids[index] if index < len(self.item_ids) else new_id(prefix)
 
     def response(
         self,

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
-from server.api import serving
+from server.api import serving, token_marks
 from server.api.model_names import check_model
 from server.api.responses import background
 from server.api.responses.history import (
@@ -104,6 +104,10 @@ async def responses(body: ResponsesRequest, request: Request):
     # OpenAI stores unless told not to (`store` defaults to true), and so do we.
     stored = body.store is not False and store.enabled
     frame = Frame(body, tools, stored=stored, background=bool(body.background))
+    resumed = token_marks.response_ids(body)  # the front door resumes a stream a worker died in
+    if resumed is not None:
+        frame.response_id, frame.created_at = resumed.response_id, resumed.created_at
+        frame.item_ids = resumed.items
     if frame.background:
         background.refused(body, frame.stored)
 

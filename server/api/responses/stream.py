@@ -19,7 +19,6 @@ from server.api.responses.protocol import error_body
 from server.api.responses.reply import (
     Frame,
     message_item,
-    new_id,
     reasoning_item,
     status_of,
 )
@@ -74,6 +73,10 @@ class _Encoder:
         and none acts on (the SDK's stream only takes items its `output` lists, here none)."""
         return self.event("response.in_progress", response=self.frame.keep_alive())
 
+    def new_id(self, prefix: str) -> str:
+        """The next output item's id (a resumed stream's client has some already)."""
+        return self.frame.item_id(len(self.output), prefix)
+
     def open(self, kind: str, item: dict) -> str:
         self.kind, self.item_id, self.text = kind, item["id"], []
         return self.event("response.output_item.added", output_index=len(self.output), item=item)
@@ -90,7 +93,12 @@ class _Encoder:
         out = ""
         if self.kind != "reasoning":
             out += self.close()
-            item = {"type": "reasoning", "id": new_id("rs"), "summary": [], "status": "in_progress"}
+            item = {
+                "type": "reasoning",
+                "id": self.new_id("rs"),
+                "summary": [],
+                "status": "in_progress",
+            }
             out += self.open("reasoning", item)
             part = {"type": "summary_text", "text": ""}
             out += self.item_event(
@@ -105,7 +113,7 @@ class _Encoder:
         out = ""
         if self.kind != "message":
             out += self.close()
-            out += self.open("message", message_item(new_id("msg"), "", status="in_progress"))
+            out += self.open("message", message_item(self.new_id("msg"), "", status="in_progress"))
             part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
             out += self.item_event("response.content_part.added", content_index=0, part=part)
         self.text.append(text)
@@ -119,7 +127,7 @@ class _Encoder:
         out = self.close()
         self.call = ToolCall(call_id, name, {})
         custom = is_custom(name, self.frame.tools)
-        item = output_item(self.call, self.frame.tools, new_id("ctc" if custom else "fc"))
+        item = output_item(self.call, self.frame.tools, self.new_id("ctc" if custom else "fc"))
         item.update({"input": ""} if custom else {"arguments": "", "status": "in_progress"})
         return out + self.open("call", item)
 
