@@ -300,8 +300,8 @@ class Scheduler:
             return False
         run.reason = reason
         if reason == "stop_sequence":  # mlx-lm does not know it ended: take its state back
-            if seq.solo is not None:
-                run.prompt_cache = seq.solo.cache
+            if seq.solo is not None:  # a verify it had queued is undone
+                run.prompt_cache = seq.solo.close()
             else:
                 final = self.gen.remove([seq.uid], return_prompt_caches=not run.checkpointed)
                 run.prompt_cache = final.get(seq.uid, (None,))[0]
@@ -321,6 +321,8 @@ class Scheduler:
         for seq in [s for s in self.active.values() if s.job.cancelled]:
             if seq.solo is None:
                 self.gen.remove([seq.uid])
+            else:
+                seq.solo.close()
             self.active.pop(seq.uid, None)
             self._cancelled(seq.job, seq.run)
 
