@@ -34,8 +34,9 @@ class Verified:
     drafted: int
     accepted: int  # drafts among `delivered`
     rerun: bool  # the accepted tokens ran again (a hybrid's recurrent state saw a rejection)
-    # Where its seconds went: the graph's build, the host's wait for the device, the host's work
-    # on the positions (processors too), the rollback.
+    # Where its seconds went: the graph's build (Python), queueing it (MLX encodes the kernels:
+    # on the CPU it runs part of the work there), the host's wait for the device, the host's
+    # work on the positions (processors too), the rollback.
     split: dict[str, float] = field(default_factory=dict)
 
 
@@ -56,8 +57,9 @@ class Launched:
             self.logits = out[0]
         else:
             self.logits = model(mx.array([self.fed]), cache=cache)[0]
+        built = time.perf_counter()
         mx.async_eval(self.logits)  # the device runs it while the host goes on
-        self.build_s = time.perf_counter() - began
+        self.build_s, self.queue_s = built - began, time.perf_counter() - built
 
     def settle(
         self,
@@ -91,6 +93,7 @@ class Launched:
         step = Verified(delivered, nxt, len(self.drafts), len(delivered) - 1, rerun)
         step.split = {
             "build": self.build_s,
+            "queue": self.queue_s,
             "wait": counted.wait_s,
             "positions": counted.host_s,
             "rollback": time.perf_counter() - began,
