@@ -36,7 +36,7 @@ class Scheduler:
         import mlx.core as mx
         from mlx_lm.generate import BatchGenerator, make_stop_sequences
 
-        from server.model import batch_attention
+        from server.model import batch_attention, verify_attention
 
         self.runner, self.queue = runner, queue
         settings = runner.settings
@@ -49,6 +49,7 @@ class Scheduler:
             prefill_batch_size=settings.decode_concurrency,  # joins only: prompts prefill here
         )
         if not mx.metal.is_available():  # Metal's fused decode attention takes the mask itself
+            verify_attention.install(model)  # and Metal builds no graph per verify's shape
             batch_attention.install(model)
         self.stop_sequences = make_stop_sequences(runner.loaded.tokenizer)
         self.active: dict[int, Member] = {}
