@@ -7,7 +7,9 @@ moves into the batch, state and all, only when a second one is ready to join.
 
 Alone, it may also draft (server.speculative): a step then verifies the pending token and its
 drafts in one forward and gives every accepted token. Plain steps stay in the GenerationBatch,
-one step ahead; a step that drafts leaves it and a plain step after drafting rebuilds it.
+one step ahead; a step that drafts leaves it and a plain step after drafting rebuilds it. Verifies
+run one ahead too (server.speculative.pipeline): the next one is queued before a call returns its
+tokens, and `close` or `handover` drop a queued one no longer wanted.
 """
 
 from __future__ import annotations
