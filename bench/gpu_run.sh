@@ -4,6 +4,7 @@
 #                          (GPU_DRY=1 MODEL_ARGS=--tiny: a dry run here on 2-layer models)
 #   spec-moe | spec-dense  bench/speculative.py on it (turns from .gpu/turns.json: no git there)
 #   verify-SHAPE           bench/verify_cost.py: a verify forward's cost against a plain step
+#   pipeline-SHAPE         bench/verify_pipeline.py: verify cycles one after the other vs pipelined
 #   n8                     bench/concurrency.py, 8 sessions of ~21K tokens on the MoE
 #   restart                bench/agentic.py, ours only: restart and kill -9 to first token
 #   models                 bench/models.py: the small shape's requests while the MoE streams
@@ -23,6 +24,7 @@ for step in "$@"; do
     spec-*) timeout -s INT -k 30 $LIMIT $PY bench/speculative.py --model /tmp/${step#spec-} --turns-file .gpu/turns.json ${SPEC_ARGS:---per-kind 2 --repeats 1 --max-tokens 768 --sessions 8} 2>&1 | tee $OUT/$step.txt
             cp /tmp/spec-bench-*/spec-*.log $OUT/ 2>/dev/null; rm -rf /tmp/spec-bench-* ;;
     verify-*) timeout -s INT -k 30 $LIMIT $PY bench/verify_cost.py /tmp/${step#verify-} 2>&1 | grep -v Warning | tee $OUT/$step.txt ;;
+    pipeline-*) timeout -s INT -k 30 $LIMIT $PY bench/verify_pipeline.py /tmp/${step#pipeline-} 2>&1 | grep -v Warning | tee $OUT/$step.txt ;;
     n8) timeout -s INT -k 30 $LIMIT $PY bench/concurrency.py --model /tmp/moe --sessions 8 --servers ours --json $OUT/n8.json 2>&1 | tee $OUT/n8.txt ;;
     models) timeout -s INT -k 30 $LIMIT $PY bench/models.py --big /tmp/moe --small /tmp/small --runs 8 --starts 2 --max-tokens 1500 2>&1 | tee $OUT/models.txt ;;
     door) timeout -s INT -k 30 $LIMIT $PY bench/front_door.py --model /tmp/moe --no-switches --runs 20 --http h11 2>&1 | tee $OUT/door.txt ;;

@@ -9,7 +9,9 @@ verify step (server/speculative/verify.py): without a logits processor, with one
 batch path (its positions sampled one at a time, a sync each), and with every draft accepted
 (forced) under the forcing processor and under the tool-call grammar (inside a call's string
 argument), each at once (the processors' batch path: one sync) and one position at a time.
-Separates the forward's cost from the verify loop's.
+Separates the forward's cost from the verify loop's. The last rows run the growing cache and the
+forwards again through the worker's own attention for a verify's few queries, installed as the
+worker installs it off Metal (server/model/verify_attention.py).
 """
 
 from __future__ import annotations
@@ -153,6 +155,19 @@ def main() -> int:
                 print(
                     f"| verify 1+{k} all accepted, {name}, {how} | {ms:.2f} | {ms / plain:.2f}x |"
                 )
+    # The worker's attention for 2-32 queries (server/model/verify_attention.py), as it installs
+    # it off Metal: on MLX CUDA the rows above build a cuDNN graph per new key length.
+    from server.model import verify_attention
+
+    if verify_attention.install(model):
+        for sizes in ((5,), (5, 7, 9, 13)):
+            ms = timed(growing(sizes))
+            trim_prompt_cache(cache, cache[0].offset - offset)
+            label = f"growing cache, feeding {'/'.join(map(str, sizes))}, attention unfused"
+            print(f"| {label} | {ms:.2f} | {ms / plain:.2f}x |")
+        for n in (5, 17):
+            ms = timed(forward(n))
+            print(f"| forward {n} tokens, attention unfused | {ms:.2f} | {ms / plain:.2f}x |")
     return 0
 
 

@@ -40,7 +40,7 @@ class Scheduler:
         import mlx.core as mx
         from mlx_lm.generate import BatchGenerator, make_stop_sequences
 
-        from server.model import batch_attention
+        from server.model import batch_attention, verify_attention
 
         self.runner, self.queue = runner, queue
         settings = runner.settings
@@ -53,6 +53,7 @@ class Scheduler:
             prefill_batch_size=settings.decode_concurrency,  # joins only: prompts prefill here
         )
         if not mx.metal.is_available():  # Metal's fused decode attention takes the mask itself
+            verify_attention.install(model)  # and Metal builds no graph per verify's shape
             batch_attention.install(model)
         self.stop_sequences = make_stop_sequences(runner.loaded.tokenizer)
         self.active: dict[int, Member] = {}
@@ -325,8 +326,8 @@ class Scheduler:
             return False
         run.reason = reason
         if reason == "stop_sequence":  # mlx-lm does not know it ended: take its state back
-            if seq.solo is not None:
-                run.prompt_cache = seq.solo.cache
+            if seq.solo is not None:  # a verify it had queued is undone
+                run.prompt_cache = seq.solo.close()
             else:
                 final = self.gen.remove([seq.uid], return_prompt_caches=not run.checkpointed)
                 run.prompt_cache = final.get(seq.uid, (None,))[0]
@@ -346,6 +347,8 @@ class Scheduler:
         for seq in [s for s in self.active.values() if s.job.cancelled]:
             if seq.solo is None:
                 self.gen.remove([seq.uid])
+            else:
+                seq.solo.close()
             self.active.pop(seq.uid, None)
             self._cancelled(seq.job, seq.run)
 

@@ -7,7 +7,9 @@ moves into the batch, state and all, only when a second one is ready to join.
 
 Alone, it may also draft (server.speculative): a step then verifies the pending token and its
 drafts in one forward and gives every accepted token. Plain steps stay in the GenerationBatch,
-one step ahead; a step that drafts leaves it and a plain step after drafting rebuilds it.
+one step ahead; a step that drafts leaves it and a plain step after drafting rebuilds it. Verifies
+run one ahead too (server.speculative.pipeline): the next one is queued before a call returns its
+tokens, and `close` or `handover` drop a queued one no longer wanted.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, cast
 
+from server.speculative.pipeline import VerifyPipeline
 from server.speculative.rollback import verify_room
 from server.speculative.session import Drafting
-from server.speculative.verify import verify
+from server.speculative.verify import Launched
 
 SOLO_UID = -1  # the scheduler's key for the lone sequence (the batch's uids start at 0)
 _NO_LIMIT = 1 << 62  # length and stop tokens are checked here: the batch never finishes it
@@ -64,13 +67,16 @@ class SoloDecode:
         self.count = 0
         self._matcher = stop_sequences.matcher()
         self._mx, self._stream = mx, generation_stream  # per token: no imports on that path
-        # Plain: the GenerationBatch. Drafting: the tokens in the cache and the one sampled next.
-        self._fed: list[int] = []
-        self._pending: int | None = None
-        self._context: Any = None  # the processors' token buffer while drafting
+        # Plain: the GenerationBatch. Drafting: the verify pipeline (the verify queued).
+        self._verifies = (
+            VerifyPipeline(model, cache, drafting, sampler, logits_processors)
+            if drafting is not None
+            else None
+        )
         # The last step: its start, tokens fed (0: a switch, not a size to cost), context, whether
         # it counts as drafting (switches do) and the tokens it gave.
         self._cycle: tuple[float, int, int, bool, int] | None = None
+        self._returned = 0.0  # when the last call returned (its tokens' handling began)
         self._steady = True  # plain steps run one step ahead (not just back from drafting)
         # Set by the scheduler: others wait to prefill or join, so this one decodes plainly (a
         # verify cycle would hold them up, and the batch they form decodes plainly anyway).
@@ -98,15 +104,18 @@ class SoloDecode:
 
     def next(self) -> list[SoloResponse]:
         """The next tokens: one from a plain step (the step after it is already queued), the
-        pending one and the accepted drafts from a verify step."""
+        pending one and the accepted drafts from a verify (the next verify already queued)."""
         started = time.perf_counter()
         if self.drafting is not None and self._cycle is not None:
-            self.drafting.cycle(*self._cycle, started)
-        if self._batch is None:
-            if self.others_waiting:
-                cast(Drafting, self.drafting).delivered([cast(int, self._pending)])
-                return [self._rejoin(started)]
-            return self._draft_step(started)
+            self.drafting.cycle(*self._cycle, started, started - self._returned)
+        if self._verifies is not None and self._verifies.launched is not None:
+            out = self._settle(started)
+        else:
+            out = self._plain_step(started)
+        self._returned = time.perf_counter()
+        return out
+
+    def _plain_step(self, started: float) -> list[SoloResponse]:
         with self._mx.stream(self._stream):  # where mlx-lm's generators run
             (r,) = self._batch.next()
         if self.count % 256 == 255:
@@ -121,10 +130,12 @@ class SoloDecode:
                 and self.drafting.guessing
                 and self.drafting.length(context + 1, self._limit())
             )
-            if leaving:
-                self._leave_batch()
             plain = steady and not leaving  # a switch's cost is drafting's
-            self._cycle = (started, 1 if plain else 0, context, not plain, 1)
+            out = [response]
+            if leaving and (back := self._leave_batch()) is not None:
+                out.append(back)
+            self._cycle = (started, 1 if plain else 0, context, not plain, len(out))
+            return out
         return [response]
 
     def _limit(self) -> int:
@@ -134,25 +145,20 @@ class SoloDecode:
         limit = self.max_tokens - self.count - 1
         return limit if room is None else min(limit, room - 1)
 
-    def _leave_batch(self) -> None:
-        """Take the pending token and the fed tokens out of the GenerationBatch."""
-        batch = self._batch
-        self._pending = cast(int, batch._next_tokens.item())
-        self._fed = batch.tokens[0]
-        self._context = batch._token_context[0] if self.logits_processors else None
+    def _leave_batch(self) -> SoloResponse | None:
+        """Take the pending token and the fed tokens out of the GenerationBatch and queue the
+        first verify; when none is worth it, the pending token's response (plain again)."""
+        batch, verifies = self._batch, cast(VerifyPipeline, self._verifies)
+        context = batch._token_context[0] if self.logits_processors else None
+        verifies.take(cast(int, batch._next_tokens.item()), batch.tokens[0], context)
         self._batch = None
+        with self._mx.stream(self._stream):
+            return None if verifies.launch(self._limit()) else self._rejoin()
 
-    def _draft_step(self, started: float) -> list[SoloResponse]:
-        """Verify the pending token and its drafts, or go back to plain steps with it."""
-        drafting, pending = cast(Drafting, self.drafting), cast(int, self._pending)
-        k = drafting.length(len(self._fed) + 1, self._limit())
-        if not k:
-            drafting.delivered([pending])
-            return [self._rejoin(started)]
-        drafts = drafting.drafts(pending, k)
-        priming = not drafts and drafting.priming
-        if not drafts and not priming:
-            return [self._rejoin(started)]
+    def _settle(self, started: float) -> list[SoloResponse]:
+        """The queued verify's tokens; the next verify queued before they are handled, or
+        plain steps again from the token after them."""
+        verifies = cast(VerifyPipeline, self._verifies)
         out: list[SoloResponse] = []
 
         def deliver(token: int) -> bool:
@@ -160,34 +166,32 @@ class SoloDecode:
             return out[-1].finish_reason is not None
 
         with self._mx.stream(self._stream):
-            step = verify(
-                self.model,
-                self.cache,
-                pending,
-                drafts,
-                sampler=self.sampler,
-                processors=self.logits_processors,
-                context=self._context,
-                deliver=deliver,
-                hidden_to=drafting.hidden_to,
-            )
+            fed = len(cast(Launched, verifies.launched).fed)
+            step, context = verifies.settle(deliver)
+            if step.pending is not None:
+                if self.others_waiting:  # a verify would hold them up: plain from here
+                    cast(Drafting, self.drafting).delivered([step.pending])
+                    out.append(self._rejoin())
+                elif not verifies.launch(self._limit()):
+                    out.append(self._rejoin())
         if self.count // 256 != (self.count - len(out)) // 256:
             self._mx.clear_cache()  # as on plain steps: freed buffers do not pile up
-        if not priming:  # a priming step is a plain one, off the pipeline: a switch's cost
-            drafting.verified(step.delivered[1:], step.drafted, step.forward_s, step.positions_s)
-        self._cycle = (started, len(drafts) and 1 + len(drafts), len(self._fed), True, len(out))
-        self._fed.extend(step.delivered)
-        self._pending = step.pending
+        self._cycle = (started, step.drafted and fed, context, True, len(out))
         return out
 
-    def _rejoin(self, started: float) -> SoloResponse:
+    def _rejoin(self) -> SoloResponse:
         """A plain step from drafting: the pending token is delivered and fed, one step ahead."""
-        pending = cast(int, self._pending)
-        self._plain(self._mx.array([pending]), self._fed)
-        self._pending, self._context = None, None
-        self._cycle = (started, 0, len(self._fed), True, 1)
+        pending, fed = cast(VerifyPipeline, self._verifies).leave()
+        self._plain(self._mx.array([pending]), fed)
         self._steady = False  # the next plain step waits for this one's forward
         return self._response(pending)
+
+    def close(self) -> list[Any]:
+        """The reply ended on a token handed out (or was cancelled): the cache, a queued verify
+        undone, holding what it held after the last tokens delivered."""
+        if self._verifies is not None:
+            self._verifies.drop()
+        return self.cache
 
     def handover(self) -> tuple[SoloResponse, dict]:
         """Stop decoding alone: the token already sampled ahead, and what the batch needs to go on
@@ -197,7 +201,8 @@ class SoloDecode:
             token = cast(int, self._batch._next_tokens.item())
             fed = list(self._batch.tokens[0])
         else:
-            token, fed = cast(int, self._pending), list(self._fed)
+            token, fed = cast(VerifyPipeline, self._verifies).leave()
+            fed = list(fed)
         response = self._response(token)
         joining = {  # BatchGenerator.insert's arguments for this one sequence
             "prompts": [[token]],

@@ -20,19 +20,15 @@ class SpeedGuard:
 
     def __init__(self) -> None:
         self._spent: dict[tuple[bool, int], list[float]] = {}  # (drafting, bucket) -> [s, tokens]
-        # Where a verify cycle's time goes: the forward, the positions, the rest (the scheduler's
-        # handling of the tokens, proposing, leaving and rejoining plain decoding).
-        self._cycles = [0, 0.0]  # verify cycles, their seconds
-        self._splits = [0, 0.0, 0.0]  # verify steps, forward seconds, positions seconds
+        # Where a verify cycle's time goes, by part: its build, the wait for the device, the
+        # positions, the rollback, proposing the next drafts, the scheduler's handling of the
+        # tokens, and the whole cycle (the parts overlap the device where it runs ahead).
+        self._parts: dict[str, list[float]] = {}  # part -> [times, seconds]
 
-    def verify_cycle(self, seconds: float) -> None:
-        self._cycles[0] += 1
-        self._cycles[1] += seconds
-
-    def split(self, forward_s: float, positions_s: float) -> None:
-        self._splits[0] += 1
-        self._splits[1] += forward_s
-        self._splits[2] += positions_s
+    def spent(self, part: str, seconds: float) -> None:
+        acc = self._parts.setdefault(part, [0, 0.0])
+        acc[0] += 1
+        acc[1] += seconds
 
     def record(self, drafting: bool, context: int, tokens: int, seconds: float) -> None:
         acc = self._spent.setdefault((drafting, _bucket(context)), [0.0, 0.0])
@@ -61,9 +57,8 @@ class SpeedGuard:
             acc = spent.get((drafting, bucket))
             if acc and acc[1]:
                 out[name] = round(1000 * acc[0] / acc[1], 3)
-        cycles, (steps, forward, positions) = self._cycles, self._splits
-        if cycles[0] and steps:
-            out["verify_cycle_ms"] = round(1000 * cycles[1] / cycles[0], 3)
-            out["verify_forward_ms"] = round(1000 * forward / steps, 3)
-            out["verify_positions_ms"] = round(1000 * positions / steps, 3)
+        parts = dict(self._parts)  # the generation thread adds keys
+        if "cycle" in parts:
+            for part, (times, seconds) in parts.items():
+                out[f"verify_{part}_ms"] = round(1000 * seconds / times, 3)
         return out

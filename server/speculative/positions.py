@@ -21,6 +21,7 @@ class Counted:
     delivered: list[int]  # the fed tokens given, in order
     pending: int | None  # the token sampled after them (None: the reply ended inside)
     host_s: float  # the host's time on the positions (masks, acceptance, processors)
+    wait_s: float  # the host's wait for the forward
 
 
 def at_once(
@@ -48,7 +49,7 @@ def at_once(
     for processor in processors:
         processor.commit(shown)
     host = (masked - began) + (time.perf_counter() - synced)
-    return Counted(delivered, pending, host)
+    return Counted(delivered, pending, host, synced - masked)
 
 
 def one_by_one(
@@ -63,6 +64,7 @@ def one_by_one(
     """Each position in turn, its processors shown only counted tokens (a sync per position)."""
     import mlx.core as mx
 
+    waited = time.perf_counter()
     mx.eval(logits)
     began = time.perf_counter()
     delivered: list[int] = []
@@ -79,7 +81,7 @@ def one_by_one(
         pending = int(sampler(row - mx.logsumexp(row, axis=-1, keepdims=True)).item())
         if i + 1 == len(fed) or pending != fed[i + 1]:
             break
-    return Counted(delivered, pending, time.perf_counter() - began)
+    return Counted(delivered, pending, time.perf_counter() - began, began - waited)
 
 
 def accept(

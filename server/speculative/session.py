@@ -7,6 +7,7 @@ model writes, at no cost, so `auto` notices when copying starts paying again.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -88,28 +89,41 @@ class Drafting:
         return choose(self.acceptance.rate, self.costs, context, limit)
 
     def cycle(
-        self, began: float, fed: int, context: int, drafting: bool, tokens: int, now: float
+        self,
+        began: float,
+        fed: int,
+        context: int,
+        drafting: bool,
+        tokens: int,
+        now: float,
+        handled_s: float = 0.0,
     ) -> None:
         """A decode cycle ended: its cost by tokens fed (0: a switch in or out of drafting,
-        no size of its own) and its seconds per token, drafting or plain."""
+        no size of its own) and its seconds per token, drafting or plain; `handled_s` of it
+        went to the scheduler's handling of its tokens."""
         if fed:
             self.costs.record(fed, context, now - began)
         if fed > 1:
-            self.guard.verify_cycle(now - began)
+            self.guard.spent("cycle", now - began)
+            self.guard.spent("handling", handled_s)
         self.guard.record(drafting, context, tokens, now - began)
 
     def drafts(self, pending: int, k: int) -> list[int]:
         """The source's guesses after the pending token (which the next step delivers)."""
+        began = time.perf_counter()
         self.source.extend([pending])
         self._guess = None
-        return self.source.propose(k)
+        drafts = self.source.propose(k)
+        self.guard.spent("propose", time.perf_counter() - began)
+        return drafts
 
     def verified(
-        self, accepted: list[int], drafted: int, forward_s: float = 0.0, positions_s: float = 0.0
+        self, accepted: list[int], drafted: int, split: dict[str, float] | None = None
     ) -> None:
-        """A verify step accepted `accepted` of `drafted` drafts (the rest were wrong); its
-        forward and its positions took these seconds."""
-        self.guard.split(forward_s, positions_s)
+        """A verify step accepted `accepted` of `drafted` drafts (the rest were wrong); `split`:
+        where its seconds went, by part (server.speculative.guard)."""
+        for part, seconds in (split or {}).items():
+            self.guard.spent(part, seconds)
         self.source.extend(accepted)
         self._probing = False
         right = len(accepted)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import httpx
 import pytest
@@ -120,6 +121,59 @@ def test_a_forced_tool_call_under_drafting_is_schema_valid(workers):
         assert set(parsed) == {"city"} and isinstance(parsed["city"], str)
         assert calls[0] == calls[1]
     assert speculative_status(copy)["verify_steps"] > before  # it drafted inside the calls
+
+
+def test_a_stop_string_inside_a_verify_ends_the_reply_where_plain_decoding_does(workers):
+    # The scheduler finds a stop string among a verify's tokens while the next verify is
+    # queued: it is dropped, and the next turn from the cache is plain decoding's.
+    copy, plain = workers
+    messages = [{"role": "user", "content": f"{CODE}\nStop test. {ASK}"}]
+    full = reply(plain, "openai", False, messages, max_tokens=64)
+    stop = full[2 * len(full) // 3 :][:3]
+    answers = []
+    for handle in (copy, plain):
+        out = openai_client(handle).chat.completions.create(
+            model=MODEL, messages=messages, max_tokens=64, temperature=0, stop=[stop]
+        )
+        answers.append((out.choices[0].message.content, out.choices[0].finish_reason))
+        turn = [*messages, {"role": "assistant", "content": answers[-1][0]}]
+        answers.append(reply(handle, "openai", False, [*turn, {"role": "user", "content": "?"}]))
+    assert answers[0] == answers[2] and answers[0][1] == "stop"
+    assert answers[1] == answers[3]
+
+
+def test_a_reply_cancelled_mid_stream_leaves_the_next_ones_as_plain_decoding_writes(workers):
+    copy, plain = workers
+    messages = [{"role": "user", "content": f"{CODE}\nCancel test. {ASK}"}]
+    chunks = openai_client(copy).chat.completions.create(
+        model=MODEL, messages=messages, max_tokens=400, temperature=0, stream=True
+    )
+    for i, _ in enumerate(chunks):
+        if i == 12:
+            break
+    chunks.close()  # the worker cancels it between two verifies, one of them queued
+    assert reply(copy, "openai", True, messages) == reply(plain, "openai", True, messages)
+
+
+def test_a_second_request_arriving_while_one_drafts_gets_plain_decodings_replies(workers):
+    # The first drafts alone with a verify queued; the second's prefill makes it decode plainly
+    # and then move into the batch, mid-reply.
+    from concurrent.futures import ThreadPoolExecutor
+
+    copy, plain = workers
+    asks = [
+        [{"role": "user", "content": f"{CODE}\nFirst of two. {ASK}"}],
+        [{"role": "user", "content": f"Second of two. {ASK}\n{CODE}"}],
+    ]
+    alone = [reply(plain, "openai", False, m, max_tokens=96) for m in asks]
+    before = speculative_status(copy)["verify_steps"]
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(reply, copy, "openai", True, asks[0], 96)
+        while speculative_status(copy)["verify_steps"] == before and not first.done():
+            time.sleep(0.005)  # until the first one drafts
+        second = pool.submit(reply, copy, "openai", False, asks[1], 96)
+        together = [first.result(), second.result()]
+    assert together == alone
 
 
 def test_metrics_show_the_drafting_figures(workers):
