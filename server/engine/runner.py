@@ -236,7 +236,11 @@ class Runner:
         if not run.checkpointed:  # the prompt but its last token, which the next re-renders
             self.store(job.rendered.tokens[:-1], run.prompt_cache)
 
-    def finish_cancelled(self, job: Job, usage: Usage, seconds: float) -> None:
+    def finish_cancelled(
+        self, job: Job, usage: Usage, seconds: float, run: Generation | None = None
+    ) -> None:
+        """Report the cancel; a reply cut short after its prefill keeps its prompt's state as
+        `finish` would (the next turn of that conversation starts from it)."""
         self.metrics.generation_done(
             usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens, seconds, True
         )
@@ -244,6 +248,8 @@ class Runner:
             job.emit(Failed(ServiceUnavailable(job.abort_reason)))
         else:
             job.emit(Finished("cancelled", usage))
+        if run is not None and run.prefilled and not run.checkpointed:
+            self.store(job.rendered.tokens[:-1], run.prompt_cache)
 
     @staticmethod
     def settle() -> None:

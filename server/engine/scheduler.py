@@ -326,11 +326,7 @@ class Scheduler:
             return False
         run.reason = reason
         if reason == "stop_sequence":  # mlx-lm does not know it ended: take its state back
-            if seq.solo is not None:  # a verify it had queued is undone
-                run.prompt_cache = seq.solo.close()
-            else:
-                final = self.gen.remove([seq.uid], return_prompt_caches=not run.checkpointed)
-                run.prompt_cache = final.get(seq.uid, (None,))[0]
+            self._take_back(seq)
         else:
             run.prompt_cache = r.prompt_cache
         self.runner.finish(job, run, seq.parser, _usage(job, run.n_cached))
@@ -345,17 +341,26 @@ class Scheduler:
                 log.info("prefill cancelled; kept its KV state (%d tokens) for a retry", kept)
             self._cancelled(task.job, task.run)
         for seq in [s for s in self.active.values() if s.job.cancelled]:
-            if seq.solo is None:
-                self.gen.remove([seq.uid])
-            else:
-                seq.solo.close()
+            self._take_back(seq)  # its prompt's state is stored as a finished reply's is
             self.active.pop(seq.uid, None)
             self._cancelled(seq.job, seq.run)
+        if ended := [t for t in self._held if t.job.done]:  # now, not at the next step
+            self._held = store_held(self.runner, self._held, ended)
+
+    def _take_back(self, seq: Member) -> None:
+        """Take a member out of the batch before it finishes there, with its KV state where
+        the end store needs it (the prefill's checkpoints hold it otherwise)."""
+        run = seq.run
+        if seq.solo is not None:  # a verify it had queued is undone
+            run.prompt_cache = seq.solo.close()
+            return
+        final = self.gen.remove([seq.uid], return_prompt_caches=not run.checkpointed)
+        run.prompt_cache = final.get(seq.uid, (None,))[0]
 
     def _cancelled(self, job: Job, run: Generation) -> None:
         usage = _usage(job, run.n_cached)
         usage.completion_tokens = len(run.generated)
-        self.runner.finish_cancelled(job, usage, time.perf_counter() - run.started)
+        self.runner.finish_cancelled(job, usage, time.perf_counter() - run.started, run)
         self._release(job)
 
     def _fail_all(self) -> None:

@@ -54,7 +54,7 @@ def _run(runner: Runner, job: Job) -> None:
             runner.store(tokens, run.prompt_cache)
             log.info("prefill cancelled; kept its KV state for a retry")
         usage.completion_tokens = len(run.generated)
-        return runner.finish_cancelled(job, usage, time.perf_counter() - run.started)
+        return runner.finish_cancelled(job, usage, time.perf_counter() - run.started, run)
     runner.finish(job, run, parser, usage)
 
 
