@@ -19,7 +19,6 @@ import httpx
 
 # Past this many bytes unread the socket stops reading: a slow client slows the worker.
 HIGH_WATER = 1 << 20
-FLUSH_BYTES = 1 << 16
 
 
 class _Reader(asyncio.Protocol):
@@ -70,13 +69,9 @@ class _Reader(asyncio.Protocol):
 class AsyncioStream(httpcore.AsyncNetworkStream):
     def __init__(self, transport: asyncio.Transport, reader: _Reader):
         self.transport, self.reader = transport, reader
-        self.pending: list[bytes] = []  # written, not sent yet
-        self.pending_bytes = 0
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         reader = self.reader
-        if self.pending:
-            self._flush()
         if not reader.buffer and not reader.ended:
             reader.waiter = asyncio.get_running_loop().create_future()
             try:
@@ -101,19 +96,9 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
             return
         if self.reader.ended or self.transport.is_closing():
             raise httpcore.WriteError("the connection to the worker is closed")
-        # httpcore writes a request's head and body apart: they leave together on the first
-        # read, one segment the worker takes in one wakeup (a large body goes as it comes).
-        self.pending.append(buffer)
-        self.pending_bytes += len(buffer)
-        if self.pending_bytes >= FLUSH_BYTES:
-            self._flush()
-            if (writable := self.reader.writable) is not None:  # wait for the worker to read
-                await (asyncio.wait_for(writable, timeout) if timeout else writable)
-
-    def _flush(self) -> None:
-        self.transport.write(b"".join(self.pending))
-        self.pending.clear()
-        self.pending_bytes = 0
+        self.transport.write(buffer)
+        if (writable := self.reader.writable) is not None:  # a large body: wait for the worker
+            await (asyncio.wait_for(writable, timeout) if timeout else writable)
 
     async def aclose(self) -> None:
         self.transport.close()
