@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from mlxctl.front_door import resume, shapes, upstream
+from mlxctl.front_door import resume, shapes
 from mlxctl.front_door.by_model import LISTING, listing, one_model, route_request
 from mlxctl.front_door.guard import Guard
 from mlxctl.front_door.routes import RouteTable
@@ -99,7 +99,7 @@ class FrontDoorApp:
                 # Headers and body leave in two writes: without TCP_NODELAY the body waits for
                 # the worker's delayed ACK (up to 40 ms).
                 nodelay = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
-                self.transport = upstream.transport(limits, nodelay)
+                self.transport = httpx.AsyncHTTPTransport(limits=limits, socket_options=nodelay)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self.transport is not None:
