@@ -14,10 +14,10 @@ import logging
 import time
 from typing import Any
 
-from server.engine import resume
 from server.engine.admission import on_device, waits_for_shared_prefill
 from server.engine.decode_meter import DecodeMeter
 from server.engine.job import Generation, Job, JobQueue, Outbox
+from server.engine.joining import start_decoding
 from server.engine.member import Member
 from server.engine.prefill_streams import PrefillStreams, streams_for
 from server.engine.prefill_task import PrefillTask, store_held
@@ -245,47 +245,11 @@ class Scheduler:
     def _join(self, task: PrefillTask) -> None:
         """The prefilled prompt decodes alone when nothing else does; otherwise it joins the batch
         with its last token (mlx-lm merges its cache), a sequence decoding alone first."""
-        from server.engine.prefill import sampler_for
-
-        runner, job, run = self.runner, task.job, task.run
-        tokens = job.rendered.tokens
-        parser = runner.parser(job)
-        detokenizer = runner.loaded.tokenizer.detokenizer
-        sampler = sampler_for(job.request.sampling)
-        cache = run.prompt_cache
-        assert cache is not None, "a prefilled prompt holds its cache until it joins"
-        run.prefilled = True
-        resume.replay(job, run.generated, parser, detokenizer)  # a resumed reply's first tokens
         if (lone := self._lone()) is not None:
             self._into_batch(*lone)  # it may end on the token it had sampled ahead
-        if not self.active:
-            drafting = runner.drafting(job) if self.drafts else None  # only a lone one drafts
-            run.drafts = drafting.record if drafting is not None else None
-            solo = SoloDecode(
-                runner.loaded.model,
-                cache,
-                tokens,
-                task.end,
-                max_tokens=task.max_tokens,
-                sampler=sampler,
-                logits_processors=job.logits_processors,
-                stop_sequences=self.stop_sequences,
-                drafting=drafting,
-            )
-            seq = Member(job, SOLO_UID, run, parser, detokenizer, task.estimate, solo)
-            self.active[SOLO_UID] = seq
-            return
-        (uid,) = self.gen.insert(
-            [tokens[task.end :]],
-            max_tokens=[task.max_tokens],
-            caches=[cache],
-            all_tokens=[tokens[: task.end]],
-            samplers=[sampler],
-            logits_processors=[job.logits_processors],
-            stop_sequences=[self.stop_sequences],
-        )
-        run.prompt_cache = None  # the batch holds its own copy now
-        self.active[uid] = Member(job, uid, run, parser, detokenizer, task.estimate)
+        seq = start_decoding(self.runner, self.gen, task, self.stop_sequences,
+                             alone=not self.active, drafts=self.drafts)  # fmt: skip
+        self.active[seq.uid] = seq
 
     def _lone(self) -> tuple[Member, SoloDecode] | None:
         """The sequence decoding alone and its decode (None: the batch decodes, or nothing)."""
