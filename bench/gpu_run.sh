@@ -7,6 +7,7 @@
 #   pipeline-SHAPE         bench/verify_pipeline.py: verify cycles one after the other vs pipelined
 #   n8                     bench/concurrency.py, 8 sessions of ~21K tokens on the MoE
 #   restart                bench/agentic.py, ours only: restart and kill -9 to first token
+#                          (on /tmp/$RESTART_MODEL, default moe)
 #   models                 bench/models.py: the small shape's requests while the MoE streams
 #   door                   bench/front_door.py on the MoE: the front door's cost, no switches
 # Each step has its own time limit (STEP_S, default 300) so one slow step leaves the rest a turn;
@@ -28,7 +29,7 @@ for step in "$@"; do
     n8) timeout -s INT -k 30 $LIMIT $PY bench/concurrency.py --model /tmp/moe --sessions 8 --servers ours --json $OUT/n8.json 2>&1 | tee $OUT/n8.txt ;;
     models) timeout -s INT -k 30 $LIMIT $PY bench/models.py --big /tmp/moe --small /tmp/small --runs 8 --starts 2 --max-tokens 1500 2>&1 | tee $OUT/models.txt ;;
     door) timeout -s INT -k 30 $LIMIT $PY bench/front_door.py --model /tmp/moe --no-switches --runs 20 --http h11 2>&1 | tee $OUT/door.txt ;;
-    restart) timeout -s INT -k 30 $LIMIT $PY bench/agentic.py --model /tmp/moe --servers ours --turns 3 --keep-logs 2>&1 | tee $OUT/restart.txt ;;
+    restart) timeout -s INT -k 30 $LIMIT $PY bench/agentic.py --model /tmp/${RESTART_MODEL:-moe} --servers ours --turns 3 --keep-logs 2>&1 | tee $OUT/restart.txt ;;
   esac
   echo "== $(date +%T) $step done rc=$?" | tee -a $OUT/steps.txt
 done
