@@ -157,7 +157,17 @@ def stats(finished: Finished | None) -> dict:
 
 
 def record(request: Request, job: Job, figures: dict) -> None:
-    """Keep the finished request in the worker's ring (status "recent", `cache why`)."""
+    """Keep the finished request in the worker's ring (status "recent", `cache why`), and its
+    body for a restart's replay. Only a reply that finished is kept: one that failed, hung or
+    was cut off with its worker may be what killed it, and must not be run again at start."""
+    body = getattr(request.state, "replay_body", None)
+    kept = getattr(request.app.state, "last_request", None)
+    if (
+        body is not None
+        and kept is not None
+        and figures.get("finish") not in ("error", "cancelled")
+    ):
+        kept.keep(body)
     ring = getattr(request.app.state, "ring", None)
     if ring is None:
         return
@@ -183,9 +193,9 @@ async def start(request: Request, chat: ChatRequest, body: Any = None) -> Job:
         log.warning("request %s: %s", chat.request_id, note)
     rendered = await prepare(engine, chat)
     job = submit(engine, chat, engine.resumed(chat, rendered))
-    kept = request.app.state.last_request
-    if kept is not None and not chat.resume and request.url.path in REPLAYED_PATHS:
-        kept.keep(await request.body())  # the body FastAPI already read: no second read
+    replayed = request.url.path in REPLAYED_PATHS and not chat.resume
+    if replayed and request.app.state.last_request is not None:  # kept once finished (record)
+        request.state.replay_body = await request.body()  # read already: no second read
     return job
 
 

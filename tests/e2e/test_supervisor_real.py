@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 
-import httpx
 import openai
 import psutil
 import pytest
@@ -33,15 +32,15 @@ def test_real_worker_lifecycle_and_sigkill_mid_stream(make_ctl):
         temperature=1.0,
         stream=True,
     )
-    received = 0
-    with pytest.raises(Exception) as failure:  # noqa: B017 (the exact type is checked below)
-        for _chunk in stream:
-            received += 1
-            if received == 3:
-                os.kill(first_worker, signal.SIGKILL)
-    # The client saw the connection die: an error, not a clean end of the stream.
-    assert received >= 3
-    assert isinstance(failure.value, (openai.APIError, httpx.TransportError)), failure.value
+    received, finish = 0, None
+    for chunk in stream:
+        received += 1
+        if received == 3:
+            os.kill(first_worker, signal.SIGKILL)
+        if chunk.choices and chunk.choices[0].finish_reason:
+            finish = chunk.choices[0].finish_reason
+    # The front door resumed the stream on the restarted worker: it ends as a whole one does.
+    assert received > 3 and finish in ("stop", "length")
 
     st = running_status(ctl, restarts=1)
     assert st["worker_pid"] != first_worker

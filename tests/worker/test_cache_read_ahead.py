@@ -82,6 +82,11 @@ def test_after_a_crash_the_replay_stores_the_turn_the_disk_missed(tmp_path):
             {"role": "user", "content": "Go on. " * 80},
         ]
         newest = _ask(handle, messages)  # its entry never reaches the disk: a crash comes first
+        kept = tmp_path / "kv" / "last-request.json"
+        for _ in range(200):  # kept once it finished, written off the event loop
+            if kept.exists() and "Go on." in kept.read_text():
+                break
+            time.sleep(0.01)
         handle.process.kill()
         handle.process.wait(10)
     finally:
