@@ -289,7 +289,8 @@ class Scheduler:
         if reason is None:
             return False
         run.reason = reason
-        if reason == "stop_sequence":  # mlx-lm does not know it ended: take its state back
+        # mlx-lm does not know a stop sequence ended it; a lone one's drafting ends too.
+        if reason == "stop_sequence" or seq.solo is not None:
             self._take_back(seq)
         else:
             run.prompt_cache = r.prompt_cache
