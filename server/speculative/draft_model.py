@@ -61,7 +61,7 @@ class DraftModel:
         self._whole = True  # the cache holds exactly `cached` (a feed that failed midway: not)
         self.record.draft_reused = len(self.cached)
         if rest := self.context[len(self.cached) : -1]:
-            self._feed(rest)
+            self._feed(rest, logits_wanted=False)
             self.record.draft_prefilled = len(rest)
         self._agreed = len(self.cached)  # leading tokens of `cached` known to be the context's
         self._checkpoint: Checkpoint | None = None  # a recurrent state before the last guesses
@@ -166,8 +166,9 @@ class DraftModel:
         del self.cached[shared:]
         self._agreed, self._checkpoint, self._whole = shared, None, True
 
-    def _feed(self, tokens: list[int]) -> Any:
-        """Run `tokens` through the draft model in chunks; the last chunk's logits."""
+    def _feed(self, tokens: list[int], logits_wanted: bool = True) -> Any:
+        """Run `tokens` through the draft model in chunks; the last chunk's logits (only its
+        cache states are evaluated otherwise: the LM head over a prompt is a large matmul)."""
         import mlx.core as mx
 
         logits = None
@@ -175,7 +176,8 @@ class DraftModel:
         for at in range(0, len(tokens), self.prefill_step):
             chunk = tokens[at : at + self.prefill_step]
             logits = self.model(mx.array([chunk]), cache=self.cache)
-            mx.eval(logits if at + len(chunk) == len(tokens) else [c.state for c in self.cache])
+            last = logits_wanted and at + len(chunk) == len(tokens)
+            mx.eval(logits if last else [c.state for c in self.cache])
         self.cached.extend(tokens)
         self._whole = True
         return logits
