@@ -334,6 +334,8 @@ class Scheduler:
 
         uids = [uid for uid in self.active if uid != SOLO_UID]
         jobs = [s.job for s in self.active.values()] + [t.job for t in self.prefills]
+        if (lone := self._lone()) is not None and lone[1].drafting is not None:
+            lone[1].drafting.close()  # a draft cache whole after the failure is kept
         self.active.clear()
         self.prefills.clear()
         self._held.clear()

@@ -136,6 +136,8 @@ class DraftModel:
         """The reply ended: its draft cache, back in step with the context, goes to the store
         (unless a feed failed midway: it may not hold what `cached` says)."""
         store, self.store = self.store, None  # once
+        if not self._whole:
+            return
         try:
             self._rewind(unfed=0)  # a guess the reply did not take would spoil a recurrent state
         except Exception:
@@ -161,10 +163,11 @@ class DraftModel:
         elif drop and (point := self._checkpoint) is not None and shared >= self._agreed:
             self._whole = False
             point.keep(self.model, self.cached[self._agreed :], shared - self._agreed)
+            self._whole = True
         elif drop:  # a wrapped window cannot forget: start over
             self.cache, self.cached, shared = self._fresh(), [], 0
         del self.cached[shared:]
-        self._agreed, self._checkpoint, self._whole = shared, None, True
+        self._agreed, self._checkpoint = shared, None
 
     def _feed(self, tokens: list[int], logits_wanted: bool = True) -> Any:
         """Run `tokens` through the draft model in chunks; the last chunk's logits (only its

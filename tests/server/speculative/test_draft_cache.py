@@ -1,7 +1,8 @@
 """The draft model across requests and with copies: a conversation's next turn feeds the draft only
 its new tokens (a recurrent draft state only where it holds a whole prefix) and decodes the same
 tokens; the kept caches are bounded by count and bytes; copies of the context stacked on the
-draft's guesses lead inside a copied stretch, with the same greedy tokens."""
+draft's guesses lead inside a copied stretch, with the same greedy tokens; a recurrent draft state
+goes back before rejected guesses instead of prefilling the prompt again."""
 
 from __future__ import annotations
 
@@ -17,10 +18,11 @@ class Counting:
     """A model that counts the tokens it runs (the draft's fed tokens)."""
 
     def __init__(self, model):
-        self.model, self.fed = model, 0
+        self.model, self.fed, self.runs = model, 0, []
 
     def __call__(self, inputs, cache=None):
         self.fed += inputs.shape[1]
+        self.runs.append(inputs.shape[1])
         return self.model(inputs, cache=cache)
 
     def __getattr__(self, name):
@@ -147,3 +149,18 @@ def test_copies_stacked_on_the_draft_lead_inside_a_copied_stretch():
     assert stacked.tokens_per_step > alone.tokens_per_step
     assert stacked.accepted / stacked.drafted > alone.accepted / alone.drafted
     assert stacked_fed < alone_fed  # fewer draft forwards
+
+
+def test_a_recurrent_draft_state_goes_back_before_its_rejected_guesses():
+    from server.speculative.draft_model import DraftModel
+    from server.speculative.policy import CostModel
+    from server.speculative.session import Drafting
+
+    target = load(family="qwen3_next")
+    draft = Counting(load(family="qwen3_next", seed=1).model)
+    prompt = target.tokenizer.encode(PROMPT)
+    drafting = Drafting("draft", prompt, CostModel(), source=DraftModel(draft, prompt))
+    tokens, _, _ = decode(target, prompt, 48, drafting=drafting)
+    assert tokens == decode(target, prompt, 48)[0]
+    assert drafting.record.accepted < drafting.record.drafted  # guesses were rejected
+    assert sum(n >= len(prompt) - 1 for n in draft.runs) == 1  # the prompt never ran again
