@@ -812,7 +812,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     from rich.console import Console
 
-    from server.blas import worker_env
+    from server.edge.blas import worker_env
 
     args = parse_args(argv)
     # Wide enough for the table when piped to a file (Rich assumes 80 columns there).

@@ -368,7 +368,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     from rich.console import Console
 
-    from server.blas import worker_env
+    from server.edge.blas import worker_env
 
     args = parse_args(argv)
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 130)

@@ -53,7 +53,7 @@ def measure(model_path: str, dequantize: bool, decode_tokens: int) -> dict:
 
 
 def run_config(model_path: str, dequantize: bool, openblas: bool, decode: int) -> dict:
-    from server.blas import find_openblas, worker_env
+    from server.edge.blas import find_openblas, worker_env
 
     env = dict(os.environ)
     env.pop("LD_PRELOAD", None)

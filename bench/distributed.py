@@ -1,7 +1,7 @@
 """One model on 1 vs 2 ranks on this machine (ring over loopback, tensor parallel), and a paper
 estimate for two Macs over Thunderbolt from the bytes the ranks measurably exchange per token.
 
-Each configuration is the worker's own command line (`server.contract.worker_argv`, which runs
+Each configuration is the worker's own command line (`server.edge.contract.worker_argv`, which runs
 ranks under `python -m server.launch`, i.e. mlx.launch). Per configuration: TTFT and decode tok/s
 of greedy streams over the OpenAI API (median of --runs), and for 2 ranks the TCP bytes the ranks
 sent on their ring ports (`ss -tin` counters) during decode, per generated token.
@@ -32,8 +32,8 @@ PROMPT = [{"role": "user", "content": "Tell me everything about rivers and the s
 
 
 def start(model: str, ranks: int, port: int) -> tuple[subprocess.Popen, int | None]:
-    from server import contract
-    from server.blas import worker_env
+    from server.edge import contract
+    from server.edge.blas import worker_env
 
     kv = tempfile.mkdtemp(prefix="bench-dist-kv-")
     argv = contract.worker_argv(model, "127.0.0.1", port, cache_disk_bytes=0, cache_dir=kv)
@@ -147,7 +147,7 @@ def main() -> None:
 
     key = f"tiny-bench-h{args.hidden}-l{args.layers}"
     model = str(build_tiny_model(model_cache_dir() / key, hidden=args.hidden, layers=args.layers))
-    from server.contract import free_port_run
+    from server.edge.contract import free_port_run
 
     rows = [measure(model, n, args.tokens, args.runs, free_port_run(1)) for n in (1, 2)]
     print(

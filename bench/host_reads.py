@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def main(argv=None) -> int:
-    from server.blas import reexec_with_openblas
+    from server.edge.blas import reexec_with_openblas
 
     reexec_with_openblas()  # the CPU worker's BLAS (a no-op where none is installed)
     import mlx.core as mx

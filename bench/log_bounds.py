@@ -3,7 +3,7 @@
 A real child process writes blocks of log lines at a set rate (or as fast as it can) for a few
 seconds or up to --mb, in the two ways worker output reaches disk:
 
-  owned     the worker rotates its own log (`--log-file`: server/logfile.py's OwnedLog)
+  owned     the worker rotates its own log (`--log-file`: server/edge/logfile.py's OwnedLog)
   external  any other command writes through an O_APPEND fd; the supervisor rotates it
             (mlxctl/supervisor/worker_output.py), here beside a loop that ticks like the daemon's
 
@@ -31,7 +31,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 # Just what the two log modules need: no mlx, no web stack.
-MODULES = ("server/logfile.py", "server/contract.py", "mlxctl/supervisor/worker_output.py")
+MODULES = (
+    "server/edge/logfile.py",
+    "server/edge/contract.py",
+    "mlxctl/supervisor/worker_output.py",
+)
 PACKAGES = ("server", "mlxctl", "mlxctl/supervisor")
 MAX_BYTES = 1024 * 1024
 BACKUPS = 2
@@ -43,7 +47,7 @@ import os, sys, time
 mode, path = sys.argv[1], sys.argv[2]
 rate, total, seconds = float(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
 if mode == "owned":
-    from server.logfile import OwnedLog
+    from server.edge.logfile import OwnedLog
     OwnedLog(path, int(sys.argv[6]), int(sys.argv[7])).watch()
 block = b"".join(b"flood line %08d " % i + b"x" * 100 + b"\\n" for i in range(500))
 began = time.monotonic()
@@ -87,7 +91,7 @@ def trial(mode: str, rate: float, total: int, seconds: float) -> dict:
     """One flood, run in a child interpreter whose path holds one tree (see main)."""
     from mlxctl.supervisor import worker_output
     from mlxctl.supervisor.worker_output import WorkerOutput
-    from server import logfile
+    from server.edge import logfile
 
     folder = Path(tempfile.mkdtemp(prefix="log-bounds-"))
     log = folder / "worker.log"

@@ -205,7 +205,7 @@ class Worker:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from server.blas import worker_env
+    from server.edge.blas import worker_env
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--model", default=None, help="a model folder (default: a tiny test model)")

@@ -153,7 +153,7 @@ def sessions_wall(url: str, base: dict, args, mode: str, first: int = 1) -> floa
 
 
 def main(argv=None) -> int:
-    from server.blas import worker_env
+    from server.edge.blas import worker_env
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="a vision-language model (default: the tiny VLM)")

@@ -112,7 +112,7 @@ def main() -> int:
     parser.add_argument("--verbose", action="store_true", help="print every run")
     args = parser.parse_args()
     # Both sides must use the same BLAS; the worker preloads it, so this process does too.
-    from server.blas import reexec_with_openblas
+    from server.edge.blas import reexec_with_openblas
 
     reexec_with_openblas()
 

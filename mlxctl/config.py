@@ -305,7 +305,8 @@ def ensure_file() -> Path:
 
 
 def cache_options(values: dict[str, Any]) -> dict[str, Any]:
-    """The worker's cache flags from loaded config `values` (see server.contract.worker_argv)."""
+    """The worker's cache flags from loaded config `values` (see
+    server.edge.contract.worker_argv)."""
     return {
         "cache_dir": paths.kv_cache_dir(),
         # -1: no flag, so the worker takes its own default (10% of this machine's RAM).
@@ -319,7 +320,7 @@ PARALLEL = ("tensor", "pipeline")
 
 
 def distributed_options(values: dict[str, Any]) -> dict[str, Any]:
-    """The worker's across-ranks flags (server.contract.worker_argv), checked; {} for one."""
+    """The worker's across-ranks flags (server.edge.contract.worker_argv), checked; {} for one."""
     backend, parallel = values["distributed.backend"], values["distributed.parallel"]
     if backend not in BACKENDS:
         raise ConfigError(

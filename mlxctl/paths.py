@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 # The home rule is the worker's (a standalone worker finds installed models the same way).
-from server.contract import home, kv_cache_dir, models_dir, traces_dir
+from server.edge.contract import home, kv_cache_dir, models_dir, traces_dir
 
 __all__ = ["home", "kv_cache_dir", "models_dir", "traces_dir"]
 

@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from server import contract
+from server.edge import contract
 from server.flags import EXIT_USAGE, parse_args
 from server.model.distributed import launched_rank
 
@@ -22,7 +22,7 @@ def _warm_prompts(given: list[str] | None) -> list[str]:
 def _draft_model(args, model_path: str, log: logging.Logger) -> tuple[str | None, bool]:
     """--draft-model resolved and its tokenizer checked against the model's (True: refused).
     A user's --speculative copy or off wins: the draft model is not loaded then."""
-    from server.model_ref import ModelRefError, resolve_model_ref
+    from server.edge.model_ref import ModelRefError, resolve_model_ref
 
     if not args.draft_model:
         if args.speculative == "draft":
@@ -47,7 +47,7 @@ def _draft_model(args, model_path: str, log: logging.Logger) -> tuple[str | None
 
 def main(argv: list[str] | None = None) -> int:
     if sys.platform.startswith("linux") and argv is None:
-        from server.blas import reexec_with_openblas
+        from server.edge.blas import reexec_with_openblas
 
         reexec_with_openblas()
     args = parse_args(argv)
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             log_path = Path(args.log_file)
             args.log_file = str(log_path.with_name(f"{log_path.stem}.rank{rank}{log_path.suffix}"))
     if args.log_file:
-        from server.logfile import OwnedLog
+        from server.edge.logfile import OwnedLog
 
         # The worker owns its log: a supervisor that stops reading costs nothing here.
         OwnedLog(args.log_file, args.log_max_bytes, args.log_backups).watch()
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     log = logging.getLogger("server")
 
-    from server.model_ref import ModelRefError, resolve_model_ref
+    from server.edge.model_ref import ModelRefError, resolve_model_ref
     from server.settings import Settings, is_loopback
 
     api_key = args.api_key or os.environ.get(contract.API_KEY_ENV) or None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 
-from server import contract
+from server.edge import contract
 
 # Exit code when the command line cannot run (0 is a graceful stop, 1 a failed start).
 EXIT_USAGE = 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from server.hosts import host_of, is_loopback, name_allowed
+from server.edge.hosts import host_of, is_loopback, name_allowed
 
 __all__ = ["Settings", "host_allowed", "host_of", "is_loopback", "stop_budget"]
 
@@ -63,7 +63,8 @@ class Settings:
 
 
 def host_allowed(name: str, settings: Settings) -> bool:
-    """Loopback names, the bind address and `allowed_hosts` (server.hosts, shared with mlxctl)."""
+    """Loopback names, the bind address and `allowed_hosts` (server.edge.hosts, shared with
+    mlxctl)."""
     return name_allowed(name, settings.host, settings.allowed_hosts)
 
 

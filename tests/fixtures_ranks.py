@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psutil
 
-from server.contract import free_port_run
+from server.edge.contract import free_port_run
 from tests.fixtures_worker import (
     REPO_ROOT,
     WorkerHandle,
@@ -62,7 +62,7 @@ def start_ranks(
     timeout: float = 300.0,
 ) -> RanksHandle:
     """`mlx.launch --backend ring -n RANKS -- python -m server ...`; waits for rank 0's /health."""
-    from server.blas import worker_env
+    from server.edge.blas import worker_env
 
     port = free_port()
     fd, log_name = tempfile.mkstemp(prefix=f"ranks-{port}-", suffix=".log")

@@ -61,7 +61,7 @@ def start_worker(
     api_key: str | None = None,
 ) -> WorkerHandle:
     """Start `python -m server --model model_path --port <free>`; wait for /health 200."""
-    from server.blas import worker_env
+    from server.edge.blas import worker_env
 
     port = free_port()
     fd, log_name = tempfile.mkstemp(prefix=f"worker-{port}-", suffix=".log")

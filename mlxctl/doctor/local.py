@@ -33,7 +33,7 @@ def check_python() -> Check:
 
 
 def probe_mlx() -> tuple[Check, str | None]:
-    from server.blas import worker_env
+    from server.edge.blas import worker_env
 
     try:
         result = subprocess.run(
@@ -54,7 +54,7 @@ def probe_mlx() -> tuple[Check, str | None]:
 
 
 def check_openblas(backend: str | None) -> Check:
-    from server.blas import find_openblas
+    from server.edge.blas import find_openblas
 
     if not sys.platform.startswith("linux") or backend not in ("CPU", None):
         return Check("openblas", PASS, "not needed on this backend")

@@ -12,7 +12,7 @@ import time
 
 from mlxctl.front_door.routes import Route, RouteTable
 from mlxctl.models.served import DEFAULT, Catalog
-from server.model_listing import model_entry
+from server.edge.model_listing import model_entry
 
 LISTING = "/v1/models"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 
-from server.hosts import host_of, name_allowed
+from server.edge.hosts import host_of, name_allowed
 
 OPEN_PATHS = {"/health"}  # as the worker: probes need no key
 

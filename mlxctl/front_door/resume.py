@@ -1,4 +1,4 @@
-"""A stream resumed across a worker crash: the door's half (server.resume_wire is the wire).
+"""A stream resumed across a worker crash: the door's half (server.edge.resume_wire is the wire).
 
 The door asks a streamed generation for token marks, strips them, and keeps the tokens whose
 events it forwarded (the mark comes first in the same write, so it knows each one, and at most
@@ -15,7 +15,7 @@ import json
 from mlxctl.front_door import shapes
 from mlxctl.front_door.resume_chat import AnthropicLedger, Ledger, OpenAILedger
 from mlxctl.front_door.resume_responses import ResponsesLedger
-from server.resume_wire import MARK_PREFIX, RESUMABLE_HEADER, RESUME_KEY
+from server.edge.resume_wire import MARK_PREFIX, RESUMABLE_HEADER, RESUME_KEY
 
 MAX_RESUMES = 2  # a request that kills workers must not kill every next one
 # Events forwarded before any crash are counted only when one comes (most streams never see

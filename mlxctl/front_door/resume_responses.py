@@ -12,7 +12,7 @@ differs, and renumbers `sequence_number` on from the last one sent.
 from __future__ import annotations
 
 from mlxctl.front_door.resume_chat import Ledger, cut
-from server.resume_wire import RESUME_RESPONSE_KEY
+from server.edge.resume_wire import RESUME_RESPONSE_KEY
 
 
 def _part(data: dict) -> tuple[str, int, int]:

@@ -18,7 +18,7 @@ from mlxctl.front_door.guard import Guard
 from mlxctl.front_door.proxy import FrontDoorApp
 from mlxctl.front_door.routes import RouteTable
 from mlxctl.system.processes import port_in_use
-from server.hosts import is_loopback
+from server.edge.hosts import is_loopback
 
 START_SECONDS = 10.0
 HTTP = "h11"  # httptools measured no better here (bench/front_door.py compares them)

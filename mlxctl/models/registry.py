@@ -10,8 +10,8 @@ from pathlib import Path
 from mlxctl import paths
 from mlxctl.errors import ModelError
 from mlxctl.models.gguf_import import import_gguf  # mlx is imported inside, on use
-from server.model_ref import DEMO_MODEL, MODEL_NAME_RE, ModelRefError, is_model_dir
-from server.model_ref import resolve_model_ref as _resolve_ref
+from server.edge.model_ref import DEMO_MODEL, MODEL_NAME_RE, ModelRefError, is_model_dir
+from server.edge.model_ref import resolve_model_ref as _resolve_ref
 
 __all__ = ["DEMO_MODEL", "is_model_dir"]
 

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from server.contract import worker_argv
+from server.edge.contract import worker_argv
 
 BUILTIN = "builtin"
 COMMAND = "command"
@@ -83,7 +83,7 @@ def launch(
 ) -> Launch:
     """The command line and environment that run `release` on host:port.
 
-    `worker_options` (server.contract.worker_argv's: cache budgets, allowed hosts, log file...)
+    `worker_options` (server.edge.contract.worker_argv's: cache budgets, allowed hosts, log file...)
     go to our own worker only, and only those its snapshot accepts; an external server has
     flags of its own.
     """

@@ -11,7 +11,7 @@ from pathlib import Path
 import server
 from mlxctl.releases.record import BUILTIN, Release, new_release_id
 from mlxctl.releases.store import ReleaseStore
-from server.contract import option_names
+from server.edge.contract import option_names
 
 # The worker stands alone (it imports nothing from mlxctl): a release is the worker package.
 PACKAGES = (server,)

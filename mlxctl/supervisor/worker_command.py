@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mlxctl import config, paths
-from server import contract
+from server.edge import contract
 
 WORKER_COMMAND_ENV = "MLXCTL_WORKER_COMMAND"  # override the worker command (tests, custom servers)
 WORKER_HOST = "127.0.0.1"  # workers listen on loopback only: the front door is the way in

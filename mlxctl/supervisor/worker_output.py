@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from server import contract, logfile
+from server.edge import contract, logfile
 
 KEEP_EVERY = 0.1  # seconds between size/existence checks
 FLOOD_KEEP_EVERY = 0.01  # right after a rotation: a flood is checked ten times as often

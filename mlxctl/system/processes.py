@@ -22,7 +22,7 @@ import psutil
 
 from mlxctl.errors import PortInUseError, StateError
 from mlxctl.system import identity, statefile
-from server import blas, contract
+from server.edge import blas, contract
 
 # Runs in the worker before exec: die with the parent (Linux), and never start as an orphan.
 DIE_WITH_PARENT = """\

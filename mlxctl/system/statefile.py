@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from mlxctl.errors import StateError
-from server.atomic import fsync_dir, write_bytes
+from server.edge.atomic import fsync_dir, write_bytes
 
 __all__ = [
     "clean_stale_temp",

@@ -14,7 +14,7 @@ import logging
 import threading
 from pathlib import Path
 
-from server.atomic import write_bytes
+from server.edge.atomic import write_bytes
 
 log = logging.getLogger("server.cache")
 

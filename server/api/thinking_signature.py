@@ -19,7 +19,7 @@ import tempfile
 import zlib
 from functools import cache
 
-from server.contract import home
+from server.edge.contract import home
 
 log = logging.getLogger(__name__)
 

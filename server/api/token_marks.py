@@ -1,6 +1,7 @@
-"""The worker's side of a resumable stream (server.resume_wire): token marks written in the same
-write as the events the new tokens produced and before them (the front door strips them), and
-the resumed tokens a re-sent request carries, and a Responses request's ids the client has.
+"""The worker's side of a resumable stream (server.edge.resume_wire): token marks written in
+the same write as the events the new tokens produced and before them (the front door strips
+them), and the resumed tokens a re-sent request carries, and a Responses request's ids the
+client has.
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from server.edge.resume_wire import MARK_PREFIX, RESUMABLE_HEADER, RESUME_KEY, RESUME_RESPONSE_KEY
 from server.errors import BadRequest
 from server.request import ChatRequest
-from server.resume_wire import MARK_PREFIX, RESUMABLE_HEADER, RESUME_KEY, RESUME_RESPONSE_KEY
 
 _RESPONSE_ID = re.compile(r"resp_[A-Za-z0-9]{1,64}")  # what the response store takes
 _ITEM_ID = re.compile(r"[a-z]{1,8}_[A-Za-z0-9]{1,64}")

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from server.atomic import fsync_dir
+from server.edge.atomic import fsync_dir
 from server.model.kv_state import cache_len, evaluate
 
 from . import disk_index as di

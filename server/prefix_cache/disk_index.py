@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from server.atomic import write_bytes
+from server.edge.atomic import write_bytes
 
 log = logging.getLogger(__name__)
 

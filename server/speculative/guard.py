@@ -34,6 +34,9 @@ class SpeedGuard:
         acc = self._spent.setdefault((drafting, _bucket(context)), [0.0, 0.0])
         if acc[1] >= 8:  # one-time work (a kernel compiled on first use) must not hold for long
             seconds = min(seconds, _OUTLIER * tokens * acc[0] / acc[1])
+        plain = self.per_token(False, context)
+        if drafting and plain is not None:  # nor one before drafting has a mean of its own
+            seconds = min(seconds, _OUTLIER * tokens * plain)
         acc[0] = acc[0] * _DECAY + seconds
         acc[1] = acc[1] * _DECAY + tokens
 

@@ -3,7 +3,9 @@
 A verify step of k drafts gives 1 + a + a^2 + ... + a^k tokens on average (a: the chance the next
 draft is right) and costs what a forward of 1 + k tokens costs at this context length, measured on
 the running model as whole decode cycles (forward, sampling, rollback and the replies' handling).
-k maximises tokens per second; 0 (plain decoding) unless some k beats it by a margin. A draft
+k maximises tokens per second; 0 (plain decoding) unless some k beats it by a margin. Leaving
+plain decoding's one-step-ahead pipeline and coming back costs cycles of their own (measured too),
+so a step that starts drafting from plain decoding must pay for them as well. A draft
 model's k forwards are part of the measured cycle; before a size is measured, the prior counts
 them at the draft's weight bytes over the target's (decoding is bound by reading the weights).
 """
@@ -13,6 +15,8 @@ from __future__ import annotations
 CANDIDATES = (1, 2, 3, 4, 6, 8, 12, 16)  # draft lengths tried (each is measured once used)
 MARGIN = 1.05  # a k must promise this much over plain before a step drafts
 PRIOR_SLOPE = 0.03  # an unmeasured size is assumed this much dearer per token: it gets tried
+SWITCH = 0  # the size a switch cycle is recorded under (it feeds no size of its own)
+PRIOR_SWITCH = 0.25  # a switch out of plain decoding or back, over a plain cycle, until measured
 _EMA = 0.2
 _OUTLIER = 4.0  # a cycle this much slower than usual had other work in it (a prefill turn)
 
@@ -22,7 +26,8 @@ def _bucket(context: int) -> int:
 
 
 class CostModel:
-    """Seconds per decode cycle by tokens fed (1: plain) and context length; one per worker."""
+    """Seconds per decode cycle by tokens fed (1: plain, 0: a switch) and context length; one per
+    worker."""
 
     def __init__(self, draft_cost: float = 0.0) -> None:
         """`draft_cost`: one draft forward over one plain cycle, assumed until measured."""
@@ -41,6 +46,18 @@ class CostModel:
         elif seconds <= _OUTLIER * old:
             self.seconds[key] = old + _EMA * (seconds - old)
 
+    def switch(self, context: int) -> float:
+        """What one switch costs beyond a plain cycle, in plain cycles."""
+        bucket = _bucket(context)
+        plain, seconds = self.seconds.get((1, bucket)), self.seconds.get((SWITCH, bucket))
+        if not plain or seconds is None:
+            return PRIOR_SWITCH
+        return max(0.0, seconds / plain - 1.0)
+
+    def first_seen(self, fed: int, context: int) -> bool:
+        """Whether the one cycle measured of this size here is its first (a compile's, maybe)."""
+        return self.samples.get((fed, _bucket(context)), 0) <= 1
+
     def ratio(self, fed: int, context: int) -> float:
         """A cycle feeding `fed` tokens over a plain one's cycle, here. Feeding more never costs
         less, so a larger size's measure bounds a smaller one (a cycle that caught other work
@@ -49,7 +66,7 @@ class CostModel:
         plain = self.seconds.get((1, bucket))
         if not plain:
             return 1.0 + (PRIOR_SLOPE + self.draft_cost) * (fed - 1)
-        sizes = {f: s / plain for (f, b), s in self.seconds.items() if b == bucket}
+        sizes = {f: s / plain for (f, b), s in self.seconds.items() if b == bucket and f != SWITCH}
         above = [r for f, r in sizes.items() if f >= fed]
         if above:
             return min(above)
@@ -69,7 +86,7 @@ class CostModel:
         return {
             str(fed): round(s / plain, 3)
             for (fed, b), s in sorted(seconds.items())
-            if b == bucket and plain
+            if b == bucket and plain and fed != SWITCH
         }
 
 
@@ -95,13 +112,15 @@ def expected_tokens(rate: float, k: int) -> float:
     return sum(rate**i for i in range(k + 1))
 
 
-def choose(rate: float, costs: CostModel, context: int, limit: int) -> int:
-    """The draft length that gives the most tokens per second; 0 when none beats plain."""
+def choose(rate: float, costs: CostModel, context: int, limit: int, entering: bool = False) -> int:
+    """The draft length that gives the most tokens per second; 0 when none beats plain.
+    `entering`: the step would leave plain decoding, so it pays the way out and back too."""
     best, best_gain = 0, MARGIN
+    switches = 2 * costs.switch(context) if entering else 0.0
     for k in CANDIDATES:
         if k > limit:
             break
-        gain = expected_tokens(rate, k) / costs.ratio(k + 1, context)
+        gain = expected_tokens(rate, k) / (costs.ratio(k + 1, context) + switches)
         if gain > best_gain:
             best, best_gain = k, gain
     return best

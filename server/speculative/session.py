@@ -41,10 +41,12 @@ class Drafting:
             self.source.name
         )
         self._guess: int | None = None  # the source's guess at the next token while plain
+        self._verifying = False  # the last step verified: drafting on costs no switch
 
     def delivered(self, tokens: list[int]) -> None:
         """Tokens given by plain steps: check the last guess, then guess the next."""
         self._probing = False
+        self._verifying = False
         if not self.source.free:  # a guess would cost a draft forward per plain token
             self.source.extend(tokens)
             return
@@ -88,7 +90,8 @@ class Drafting:
             if self._held % PROBE_EVERY:
                 return 0
             self._probing = True
-        return choose(self.acceptance.rate, self.costs, context, limit)
+        entering = not self._verifying
+        return choose(self.acceptance.rate, self.costs, context, limit, entering)
 
     def cycle(
         self,
@@ -103,11 +106,13 @@ class Drafting:
         """A decode cycle ended: its cost by tokens fed (0: a switch in or out of drafting,
         no size of its own) and its seconds per token, drafting or plain; `handled_s` of it
         went to the scheduler's handling of its tokens."""
-        if fed:
+        if fed or drafting:  # fed 0 while drafting: a switch in or out
             self.costs.record(fed, context, now - began)
         if fed > 1:
             self.guard.spent("cycle", now - began)
             self.guard.spent("handling", handled_s)
+            if self.costs.first_seen(fed, context):
+                return  # on MLX CUDA a size's first verify compiles its kernels: not the speed
         self.guard.record(drafting, context, tokens, now - began)
 
     def drafts(self, pending: int, k: int) -> list[int]:
@@ -130,6 +135,7 @@ class Drafting:
             settled(len(accepted))  # a source that stacks copies measures each one's share
         self.source.extend(accepted)
         self._probing = False
+        self._verifying = True
         right = len(accepted)
         self.acceptance.observe(right, right + (1 if right < drafted else 0))
         r = self.record

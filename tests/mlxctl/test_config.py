@@ -121,7 +121,7 @@ def test_edit_reports_an_invalid_result(mlxctl_home, monkeypatch, tmp_path):
 
 def test_the_ram_cache_default_is_the_workers_ten_percent_of_ram():
     from mlxctl import config
-    from server.contract import worker_argv
+    from server.edge.contract import worker_argv
 
     argv = worker_argv("m", "127.0.0.1", 1, **config.cache_options(config.load()))
     assert "--cache-ram-bytes" not in argv  # the worker's default: 10% of RAM (README)
@@ -147,7 +147,7 @@ def test_the_distributed_layout_becomes_worker_flags_and_bad_values_are_refused(
 
 
 def test_the_batch_turn_length_reaches_the_worker_and_a_too_short_one_is_refused(mlxctl_home):
-    from server.contract import worker_argv
+    from server.edge.contract import worker_argv
 
     values = config.load()
     assert "--turn-seconds" in worker_argv("m", "127.0.0.1", 1, **config.worker_options(values))
@@ -159,7 +159,7 @@ def test_the_batch_turn_length_reaches_the_worker_and_a_too_short_one_is_refused
 
 
 def test_prefill_streams_reach_the_worker_only_when_set(mlxctl_home):
-    from server.contract import worker_argv
+    from server.edge.contract import worker_argv
     from server.flags import parse_args
 
     values = config.load()
@@ -172,7 +172,7 @@ def test_prefill_streams_reach_the_worker_only_when_set(mlxctl_home):
 
 
 def test_the_bounds_of_stored_responses_reach_the_worker(mlxctl_home):
-    from server.contract import worker_argv
+    from server.edge.contract import worker_argv
     from server.flags import parse_args
 
     values = {**config.load(), "responses.max_count": 0, "responses.max_bytes": 4096}

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 from mlxctl.front_door.resume import MAX_RESUMES, StreamResume
-from server.resume_wire import MARK_PREFIX, RESUME_KEY, RESUME_RESPONSE_KEY
+from server.edge.resume_wire import MARK_PREFIX, RESUME_KEY, RESUME_RESPONSE_KEY
 
 
 def mark(*ids: int) -> bytes:

@@ -185,7 +185,7 @@ def test_launch_gives_a_snapshot_only_the_options_it_accepts(mlxctl_home, tmp_pa
 
 def test_an_archive_records_every_option_of_its_worker(mlxctl_home):
     from mlxctl.releases.snapshot import archive_installed
-    from server.contract import option_names
+    from server.edge.contract import option_names
 
     release = archive_installed(ReleaseStore(), "demo")
     assert release.worker_options == option_names()

@@ -102,7 +102,7 @@ def test_draft_mode_without_a_draft_model_is_a_usage_error():
 
 def test_config_draft_model_reaches_the_worker_command_line():
     from mlxctl.config import SCHEMA, worker_options
-    from server.contract import option_names, worker_argv
+    from server.edge.contract import option_names, worker_argv
 
     values = {key.path: key.default for key in SCHEMA}
     assert "--draft-model" not in worker_argv("m", "127.0.0.1", 8080, **worker_options(values))

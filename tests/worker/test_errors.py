@@ -271,7 +271,7 @@ def test_loopback_names_and_local_origins_are_served(worker):
 
 def test_allowed_hosts_config_reaches_the_worker_and_extends_the_names():
     from mlxctl import config
-    from server.contract import worker_argv
+    from server.edge.contract import worker_argv
     from server.settings import Settings, host_allowed
 
     values = {**config.load(), "allowed_hosts": "my.box,other.box"}

@@ -13,7 +13,7 @@ from tests.fixtures_worker import REPO_ROOT, start_worker, wait_healthy
 
 
 def test_refuses_non_loopback_bind_without_key(tiny_model_path):
-    from server.blas import worker_env
+    from server.edge.blas import worker_env
 
     env = worker_env()
     env.pop("MLXCTL_API_KEY", None)
@@ -73,7 +73,7 @@ def test_loading_then_ready_then_sigterm_ends_stream_cleanly():
 
 
 def test_the_worker_fits_its_stop_into_the_grace_the_supervisor_passes():
-    from server.contract import worker_argv
+    from server.edge.contract import worker_argv
     from server.flags import parse_args
     from server.settings import Settings, stop_budget
 

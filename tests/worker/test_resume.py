@@ -10,7 +10,7 @@ import json
 import httpx
 import pytest
 
-from server.resume_wire import MARK_PREFIX, RESUMABLE_HEADER, RESUME_KEY, RESUME_RESPONSE_KEY
+from server.edge.resume_wire import MARK_PREFIX, RESUMABLE_HEADER, RESUME_KEY, RESUME_RESPONSE_KEY
 from tests.conftest import tiny_model
 from tests.fixtures_worker import API_KEY, start_worker
 from tests.worker.test_api import ANTHROPIC_TOOL, MODEL

@@ -206,7 +206,7 @@ def test_a_draft_source_the_model_cannot_use_is_a_clear_usage_error(family, mode
 
 def test_config_speculative_reaches_the_worker_command_line():
     from mlxctl.config import SCHEMA, worker_options
-    from server.contract import option_names, worker_argv
+    from server.edge.contract import option_names, worker_argv
 
     values = {key.path: key.default for key in SCHEMA}
     argv = worker_argv("m", "127.0.0.1", 8080, **worker_options(values))

@@ -87,7 +87,7 @@ def test_an_unknown_tool_parser_is_a_usage_error(tiny_model_path):
 
 def test_config_tool_parser_reaches_the_worker_command_line():
     from mlxctl.config import SCHEMA, worker_options
-    from server.contract import option_names, worker_argv
+    from server.edge.contract import option_names, worker_argv
 
     values = {key.path: key.default for key in SCHEMA}
     assert worker_options(values)["tool_parser"] is None  # '' = inferred: no flag

@@ -12,7 +12,7 @@ from server.api.model_names import check_model, listed_names
 from server.api.openai.protocol import ChatCompletionRequest, to_chat_request
 from server.api.openai.reply import completion_body
 from server.api.openai.stream import encode
-from server.model_listing import model_entry
+from server.edge.model_listing import model_entry
 
 router = APIRouter()
 

@@ -21,8 +21,8 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from server.atomic import write_bytes
-from server.contract import responses_dir
+from server.edge.atomic import write_bytes
+from server.edge.contract import responses_dir
 from server.settings import Settings
 
 log = logging.getLogger("server.api")

@@ -13,8 +13,8 @@ import threading
 import time
 from pathlib import Path
 
-from server import atomic, contract
 from server.api.traces.record import Exchange, encode
+from server.edge import atomic, contract
 
 log = logging.getLogger("server.traces")
 MAX_QUEUED = 256  # exchanges waiting for the thread; past it a trace is dropped, not memory

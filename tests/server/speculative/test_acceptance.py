@@ -101,8 +101,12 @@ def test_the_policy_drafts_only_where_the_expected_gain_beats_the_cost():
 
 def test_auto_turns_drafting_off_when_drafts_keep_failing_and_on_when_they_match_again():
     drafting = Drafting("auto", [5, 6, 7, 8, 5, 6], Ratios(0.1))
-    assert drafting.length(100, 64) > 0  # the prior gives drafting a try
-    for _ in range(10):
+    # Leaving plain decoding costs its switches: the prior alone does not pay for them, but
+    # plain steps check the guesses at no cost, and a few right ones do.
+    assert drafting.length(100, 64) == 0
+    drafting.delivered([7, 8, 5, 6] * 3)
+    assert drafting.length(100, 64) > 0
+    for _ in range(20):
         drafting.verified([], 4)  # four drafts, the first already wrong
     assert drafting.length(100, 64) == 0
     # Plain steps still check the guesses, at no cost: copying resumes once they match.
@@ -112,6 +116,21 @@ def test_auto_turns_drafting_off_when_drafts_keep_failing_and_on_when_they_match
     for _ in range(10):
         copy.verified([], 4)
     assert copy.length(100, 64) == 16  # `copy` drafts whatever the acceptance
+
+
+def test_starting_to_draft_pays_the_switches_and_drafting_on_does_not():
+    costs = Ratios(0.1)
+    costs.record(1, 1000, 0.010)
+    costs.record(0, 1000, 0.030)  # a switch cycle: 2 plain cycles more each way
+    assert costs.switch(1000) == pytest.approx(2.0)
+    assert costs.known() == {"1": 1.0}  # a switch is no size of its own
+    drafting = Drafting("auto", [5, 6, 7, 8, 5, 6], costs)
+    drafting.acceptance.observe(6, 10)  # a middling rate: drafting pays only once under way
+    assert drafting.length(1000, 64) == 0  # from plain decoding: not worth the way out and back
+    drafting.verified([7], 2)  # a verify just ran (the step drafts on from it)
+    assert drafting.length(1000, 64) > 0
+    drafting.delivered([8])  # plain again
+    assert drafting.length(1000, 64) == 0
 
 
 def test_the_cost_model_measures_ratios_and_a_larger_feed_bounds_a_smaller_one():
@@ -162,6 +181,24 @@ def test_the_guard_holds_auto_off_where_drafting_came_out_slower_and_probes_now_
     guard.record(True, 1000, 4, 12.0)  # a kernel compiled on first use: counted at 4x the mean
     assert guard.per_token(True, 1000) < 0.010
     assert not guard.holds_off(1000)
+
+
+def test_the_first_drafting_cycles_of_a_new_size_do_not_hold_auto_off():
+    """On MLX CUDA the first verify of each size compiles its kernels (seconds): before the guard
+    has a drafting mean to bound them by, they held `auto` off for the rest of the turn."""
+    from server.speculative.guard import SpeedGuard
+
+    guard = SpeedGuard()
+    drafting = Drafting("auto", [5, 6, 7, 8, 5, 6], CostModel(), guard)
+    for step in range(20):
+        drafting.cycle(step * 0.01, 1, 1000, False, 1, step * 0.01 + 0.010)  # plain: 10 ms
+    drafting.cycle(1.0, 5, 1000, True, 3, 3.0)  # size 5's first cycle: a 2 s compile
+    drafting.cycle(3.0, 0, 1000, True, 1, 3.5)  # a switch that caught one too
+    drafting.cycle(3.5, 9, 1000, True, 5, 5.5)  # size 9's first
+    for step in range(3):
+        drafting.cycle(6.0 + step, 5, 1000, True, 3, 6.0 + step + 0.015)  # 5 ms a token
+    assert not guard.holds_off(1000)
+    assert drafting.costs.ratio(5, 1000) == pytest.approx(1.5)  # the second cycle's measure
 
 
 def test_the_guard_says_where_a_verify_cycles_time_goes():

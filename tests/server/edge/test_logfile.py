@@ -7,16 +7,16 @@ import sys
 from pathlib import Path
 
 from mlxctl.logs import tail
-from server.logfile import cap_rotated
+from server.edge.logfile import cap_rotated
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 MAX_BYTES = 64 * 1024
 BACKUPS = 2
 
 # Takes over its stdout and stderr like the worker, floods them, then idles past a check.
 FLOOD = """
 import os, sys, time
-from server.logfile import OwnedLog
+from server.edge.logfile import OwnedLog
 log = OwnedLog(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
 log.watch()
 block = b"".join(b"flood line %08d " % i + b"x" * 100 + b"\\n" for i in range(1000))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from server.contract import models_dir
+from server.edge.contract import models_dir
 
 DEMO_MODEL = "demo"
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")

@@ -1,0 +1,137 @@
+"""The drafting policy replayed on real turns against a measured cost table, no model run.
+
+    uv run python bench/draft_policy.py [--turns-file F] [--tokenizer DIR] [--costs moe|dense8]
+
+`auto`'s choices (server.speculative.session.Drafting over copy drafts) are taken token by token
+on the speculative bench's turns (their replies are known text: the copies a real reply would
+find), and each cycle is charged what the worker measured for a verify of that size on a GPU
+(`/v1/status` `speculative.cost_ratios`, the H100 runs in the README). The output is the speedup
+over plain decoding that the choices would give at those costs, per turn kind, beside `copy`
+(always drafting its longest): a way to compare policies in seconds, not a device's measure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import statistics
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+# A verify cycle feeding n tokens over a plain cycle, as the workers measured them on an H100
+# (the bf16 8B and the 4-bit 30B-A3B MoE; between measured sizes the dearer neighbour counts).
+# 0: a switch out of plain decoding or back, beyond a plain cycle (a verify's graph build that
+# nothing overlaps: 3-7 ms of a 12-22 ms cycle there).
+COSTS = {
+    "dense8": {0: 0.25, 1: 1.0, 5: 1.12, 9: 1.23, 13: 1.34, 17: 1.63},
+    "moe": {0: 0.35, 1: 1.0, 5: 1.22, 9: 1.39, 13: 1.50, 17: 1.64},
+}
+
+
+def fixed_costs(table: dict[int, float]):
+    """A CostModel whose ratios and switch cost are a measured table (the replay learns none)."""
+    from server.speculative.policy import CostModel
+
+    class FixedCosts(CostModel):
+        def ratio(self, fed: int, context: int) -> float:
+            return table[min(f for f in table if f >= fed)]
+
+        def switch(self, context: int) -> float:
+            return table[0]
+
+    return FixedCosts()
+
+
+def replay(prompt: list[int], reply: list[int], mode: str, costs) -> dict:
+    """Decode `reply` as the policy would, charging each cycle the table's cost: plain cycles'
+    cost, the charged cost, verify steps and the tokens they gave."""
+    from server.speculative.session import Drafting
+
+    drafting = Drafting(mode, prompt, costs)
+    spent, verifies, verified, drafting_now = 0.0, 0, 0, False
+    drafting.delivered([reply[0]])  # the first token comes from the prefill
+    at = 1
+    while at < len(reply):
+        context = len(prompt) + at
+        k = drafting.length(context, len(reply) - at - 1) if drafting.guessing else 0
+        drafts = drafting.drafts(reply[at], k) if k else []
+        if drafts:
+            right = 0
+            while right < len(drafts) and at + 1 + right < len(reply):
+                if drafts[right] != reply[at + 1 + right]:
+                    break
+                right += 1
+            drafting.verified(drafts[:right], len(drafts))
+            cost = costs.ratio(len(drafts) + 1, context) + (0 if drafting_now else costs.switch(0))
+            drafting.cycle(spent, len(drafts) + 1, context, True, right + 1, spent + cost)
+            spent, drafting_now = spent + cost, True
+            verifies, verified, at = verifies + 1, verified + 1 + right, at + 1 + right
+            continue
+        if not k:  # a step that drafted nothing after all delivered its token in drafts()
+            drafting.delivered([reply[at]])
+        cost = 1.0 + (costs.switch(0) if drafting_now else 0)
+        drafting.cycle(spent, 1, context, False, 1, spent + cost)
+        spent, drafting_now, at = spent + cost, False, at + 1
+    plain = float(len(reply) - 1)
+    return {"plain": plain, "spent": spent, "verifies": verifies, "verified": verified}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--turns-file", help="turns dumped by bench/speculative.py --dump-turns")
+    parser.add_argument("--tokenizer", default=None, help="a model folder (default: the demo)")
+    parser.add_argument("--max-tokens", type=int, default=768, help="replies are cut here")
+    parser.add_argument("--costs", choices=sorted(COSTS), default=None, help="default: all")
+    args = parser.parse_args(argv)
+
+    from transformers import AutoTokenizer
+
+    spec = importlib.util.spec_from_file_location("speculative", REPO / "bench/speculative.py")
+    speculative = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(speculative)  # type: ignore[union-attr]
+    turns = (
+        [tuple(t) for t in json.loads(Path(args.turns_file).read_text())]
+        if args.turns_file
+        else speculative.turns()
+    )
+    folder = args.tokenizer or str(demo_model())
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    rendered = []
+    for kind, _, messages, reply in turns:
+        plain = [{**m, "content": m.get("content") or ""} for m in messages]
+        prompt = tokenizer.apply_chat_template(
+            plain, tools=speculative.TOOLS, add_generation_prompt=True, tokenize=False
+        )
+        reply_tokens = tokenizer.encode(reply, add_special_tokens=False)[: args.max_tokens]
+        rendered.append((kind, tokenizer.encode(prompt, add_special_tokens=False), reply_tokens))
+
+    print("\nspeedup over plain decoding at the table's costs (plain cycles / charged cycles)\n")
+    print("| costs | turn kind | turns | reply tokens | auto | auto t/v | copy | copy t/v |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name in [args.costs] if args.costs else sorted(COSTS):
+        for kind in ("edit", "write", "prose"):
+            mine = [(p, r) for k, p, r in rendered if k == kind]
+            cells = []
+            for mode in ("auto", "copy"):
+                runs = [replay(p, r, mode, fixed_costs(COSTS[name])) for p, r in mine]
+                speed = sum(x["plain"] for x in runs) / sum(x["spent"] for x in runs)
+                verifies = sum(x["verifies"] for x in runs)
+                per = sum(x["verified"] for x in runs) / max(1, verifies)
+                cells += [f"{speed:.2f}x", f"{per:.2f}" if verifies else "-"]
+            tokens = statistics.median(len(r) for _, r in mine)
+            print(f"| {name} | {kind} | {len(mine)} | {tokens:.0f} | " + " | ".join(cells) + " |")
+    return 0
+
+
+def demo_model() -> Path:
+    from mlxctl import paths
+
+    return paths.models_dir() / "demo"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
