@@ -54,6 +54,20 @@ SCHEMA: list[Key] = [
         "",
         "a small model with the model's tokenizer that drafts for it ('' = none)",
     ),
+    Key(
+        "draft_cache.entries",
+        int,
+        4,
+        "the draft model's caches of recent requests kept in RAM (0 = none)",
+        0,
+    ),
+    Key(
+        "draft_cache.max_bytes",
+        int,
+        4 << 30,
+        "the most bytes the draft model's kept caches hold together",
+        1,
+    ),
     Key("restart.backoff_initial", float, 1.0, "seconds before the first restart", 0),
     Key("restart.backoff_factor", float, 2.0, "each fast failure multiplies the delay", 1),
     Key("restart.backoff_max", float, 60.0, "cap on the restart delay in seconds", 0),
@@ -346,6 +360,8 @@ def worker_options(values: dict[str, Any]) -> dict[str, Any]:
         "tool_parser": values["tool_parser"] or None,
         "speculative": values["speculative"] or None,
         "draft_model": values["draft_model"] or None,
+        "draft_cache_entries": values["draft_cache.entries"],
+        "draft_cache_bytes": values["draft_cache.max_bytes"],
         **trace_options(values),
     }
 

@@ -42,6 +42,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"not a whole number of 0 or more: {text!r}")
+    return value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m server",
@@ -153,6 +163,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="PATH",
         help="a small model with this model's tokenizer that drafts for it (a local MLX "
         "directory, an installed name or a repo id); used by --speculative auto and draft",
+    )
+    parser.add_argument(
+        "--draft-cache-entries",
+        type=non_negative_int,
+        default=4,
+        metavar="N",
+        help="the draft model's KV caches of recent requests kept in RAM, so a conversation's "
+        "next turn feeds the draft only its new tokens (0 keeps none; default 4)",
+    )
+    parser.add_argument(
+        "--draft-cache-bytes",
+        type=positive_int,
+        default=4 << 30,
+        metavar="BYTES",
+        help="the most bytes those caches hold together, least recently kept going first "
+        "(default 4 GiB: a 0.6B draft holds about 112 KiB a token)",
     )
     parser.add_argument(
         "--queue-timeout",

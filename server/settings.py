@@ -50,6 +50,8 @@ class Settings:
     kv_budget_bytes: int | None = None  # None: admission plans on the device's memory
     speculative: str = "auto"  # drafting while one sequence decodes: auto, off, copy, mtp, draft
     draft_model_path: str | None = None  # --draft-model, resolved; None: no draft model
+    draft_cache_entries: int = 4  # the draft's caches of recent requests kept in RAM
+    draft_cache_bytes: int = 4 << 30  # together (a 0.6B draft: ~112 KiB/token, 2.2 GiB at 20K)
     queue_timeout_s: float = 240.0  # a non-stream request queued this long gets 429/529
     parallel: str = "tensor"  # how ranks under mlx.launch split the model: tensor or pipeline
     tool_parser: str | None = None  # an mlx-lm tool parser module; None: inferred

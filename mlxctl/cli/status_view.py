@@ -169,6 +169,9 @@ def _drafting(d: dict) -> list[tuple[str, str]]:
     drafted, accepted = d.get("drafted") or 0, d.get("accepted") or 0
     mode = str(d.get("mode") or "-")
     model = str(d.get("draft_model") or "").rstrip("/").rsplit("/", 1)[-1]  # a path's last part
+    kept = d.get("draft_caches") or {}
+    if model and kept:  # a conversation's next turn starts from its draft cache
+        model += f" (caches {_count(kept.get('entries'))} kept, {_count(kept.get('hits'))} hits)"
     named = [("draft model", model)] if model else []
     named += [("MTP head", "loaded")] if d.get("mtp") else []
     if not drafted:

@@ -23,6 +23,8 @@ WORKER_KEYS = (
     "tool_parser",
     "speculative",
     "draft_model",
+    "draft_cache.entries",
+    "draft_cache.max_bytes",
     "cache.ram_bytes",
     "cache.disk_bytes",
     "batch.decode_concurrency",

@@ -75,6 +75,8 @@ def worker_argv(
     kv_budget_bytes: int | None = None,
     speculative: str | None = None,
     draft_model: str | None = None,
+    draft_cache_entries: int | None = None,
+    draft_cache_bytes: int | None = None,
     ranks: int | None = None,
     hosts: str | None = None,
     hostfile: str | Path | None = None,
@@ -130,6 +132,10 @@ def worker_argv(
         argv += ["--speculative", speculative]
     if draft_model:
         argv += ["--draft-model", draft_model]
+    if draft_cache_entries is not None:
+        argv += ["--draft-cache-entries", str(draft_cache_entries)]
+    if draft_cache_bytes is not None:
+        argv += ["--draft-cache-bytes", str(draft_cache_bytes)]
     if tool_parser:
         argv += ["--tool-parser", tool_parser]
     if trace_dir is not None:

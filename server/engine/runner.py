@@ -30,7 +30,8 @@ from server.prompt.render import PromptRenderer
 from server.request import ChatRequest, Failed, Finished, Usage
 from server.settings import Settings
 from server.speculative.copy_drafts import NOT_A_TOKEN
-from server.speculative.draft_model import DraftModel
+from server.speculative.draft_model import DRAFT_TOKENS, DraftModel
+from server.speculative.draft_store import DraftCaches
 from server.speculative.guard import SpeedGuard
 from server.speculative.mtp_drafts import MTPDrafts
 from server.speculative.policy import CANDIDATES, Acceptance, CostModel, choose
@@ -70,6 +71,9 @@ class Runner:
         self.draft = draft  # --draft-model's model: `auto` and `draft` draft with it
         self.copy_costs = CostModel()
         self.draft_costs = CostModel(weight_ratio(draft.model, loaded.model)) if draft else None
+        # The draft's caches of recent requests: a conversation's next turn feeds it new tokens.
+        entries, max_bytes = settings.draft_cache_entries, settings.draft_cache_bytes
+        self.draft_caches = DraftCaches(entries, max_bytes) if draft else None
         self.mtp = mtp  # the model's own MTP head: `auto` and `mtp` draft with it
         self.mtp_costs = CostModel(mtp.nbytes() / weight_bytes(loaded.model)) if mtp else None
         self.draft_guard = SpeedGuard()
@@ -138,7 +142,13 @@ class Runner:
             return Drafting(mode, context, mtp_costs, self.draft_guard, mtp_source)
         if self.draft is not None and self.draft_costs and mode not in ("copy", "mtp"):
             if self._pays(self.draft_costs, job, forced=mode == "draft"):
-                source = DraftModel(self.draft.model, context, self.settings.prefill_step_size)
+                source = DraftModel(
+                    self.draft.model,
+                    context,
+                    self.settings.prefill_step_size,
+                    store=self.draft_caches,
+                    chain=DRAFT_TOKENS if mode == "draft" else None,  # auto's k is measured
+                )
                 return Drafting(mode, context, self.draft_costs, self.draft_guard, source)
             mode = "auto"
         return Drafting(mode, context, self.copy_costs, self.draft_guard)
@@ -162,6 +172,7 @@ class Runner:
             **self.draft_stats.status(costs.known()),
             "measured": self.draft_guard.status(),
             "draft_model": self.draft.path if self.draft else None,
+            "draft_caches": self.draft_caches.status() if self.draft_caches else None,
             "mtp": self.mtp is not None,
         }
 

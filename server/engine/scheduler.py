@@ -289,7 +289,8 @@ class Scheduler:
         if reason is None:
             return False
         run.reason = reason
-        if reason == "stop_sequence":  # mlx-lm does not know it ended: take its state back
+        # mlx-lm does not know a stop sequence ended it; a lone one's drafting ends too.
+        if reason == "stop_sequence" or seq.solo is not None:
             self._take_back(seq)
         else:
             run.prompt_cache = r.prompt_cache
@@ -333,6 +334,8 @@ class Scheduler:
 
         uids = [uid for uid in self.active if uid != SOLO_UID]
         jobs = [s.job for s in self.active.values()] + [t.job for t in self.prefills]
+        if (lone := self._lone()) is not None and lone[1].drafting is not None:
+            lone[1].drafting.close()  # a draft cache whole after the failure is kept
         self.active.clear()
         self.prefills.clear()
         self._held.clear()

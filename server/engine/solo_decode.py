@@ -188,9 +188,11 @@ class SoloDecode:
 
     def close(self) -> list[Any]:
         """The reply ended on a token handed out (or was cancelled): the cache, a queued verify
-        undone, holding what it held after the last tokens delivered."""
+        undone, holding what it held after the last tokens delivered; drafting ends."""
         if self._verifies is not None:
             self._verifies.drop()
+        if self.drafting is not None:
+            self.drafting.close()
         return self.cache
 
     def handover(self) -> tuple[SoloResponse, dict]:
@@ -203,6 +205,8 @@ class SoloDecode:
         else:
             token, fed = cast(VerifyPipeline, self._verifies).leave()
             fed = list(fed)
+        if self.drafting is not None:  # the batch never drafts
+            self.drafting.close()
         response = self._response(token)
         joining = {  # BatchGenerator.insert's arguments for this one sequence
             "prompts": [[token]],

@@ -24,6 +24,7 @@ class CopyDrafts:
         self.min_match, self.max_match = min_match, max_match
         self._buf = np.zeros(max(64, 2 * len(tokens)), dtype=np.int64)
         self._n = 0
+        self.matched = 0  # the last proposal's match length (0: no guess)
         self.extend(tokens)
 
     def extend(self, tokens: list[int]) -> None:
@@ -36,6 +37,7 @@ class CopyDrafts:
 
     def propose(self, k: int) -> list[int]:
         n, ctx = self._n, self._buf[: self._n]
+        self.matched = 0
         if k <= 0 or n <= self.min_match:
             return []
         # Occurrences of the last token, before it, with a token after them.
@@ -52,6 +54,7 @@ class CopyDrafts:
             return []
         start = int(ends[-1]) + 1  # the latest of the longest matches
         draft = ctx[start : min(start + k, n)].tolist()
+        self.matched = length
         return draft[: draft.index(NOT_A_TOKEN)] if NOT_A_TOKEN in draft else draft
 
     def propose_after(self, guesses: list[int], k: int) -> list[int]:

@@ -34,6 +34,12 @@ def verify_room(cache: list[Any]) -> int | None:
     return room
 
 
+def restorable(cache: list[Any]) -> bool:
+    """Whether a Checkpoint taken now can undo what is fed next: every layer recurrent (put
+    back) or trimmable (a window that has not wrapped)."""
+    return all(_recurrent(layer) or layer.is_trimmable() for layer in cache)
+
+
 class Checkpoint:
     """The recurrent layers' state before a verify (nothing to keep for KV-only caches)."""
 

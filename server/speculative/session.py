@@ -37,7 +37,9 @@ class Drafting:
         self._held = 0  # steps `auto` held drafting off since its last try
         self._probing = False  # a try was granted: the step's second ask must not refuse it
         self.acceptance = Acceptance()
-        self.record = DraftRecord(self.source.name)
+        self.record: DraftRecord = getattr(self.source, "record", None) or DraftRecord(
+            self.source.name
+        )
         self._guess: int | None = None  # the source's guess at the next token while plain
         self._verifying = False  # the last step verified: drafting on costs no switch
 
@@ -129,6 +131,8 @@ class Drafting:
         where its seconds went, by part (server.speculative.guard)."""
         for part, seconds in (split or {}).items():
             self.guard.spent(part, seconds)
+        if (settled := getattr(self.source, "settled", None)) is not None:
+            settled(len(accepted))  # a source that stacks copies measures each one's share
         self.source.extend(accepted)
         self._probing = False
         self._verifying = True
@@ -139,3 +143,9 @@ class Drafting:
         r.accepted += right
         r.verify_steps += 1
         r.verified_tokens += right + 1
+
+    def close(self) -> None:
+        """The reply stopped drafting (it ended, or joined the batch): a source holding state
+        worth keeping for later requests (a draft model's cache) gives it back."""
+        if (close := getattr(self.source, "close", None)) is not None:
+            close()

@@ -15,7 +15,10 @@ FORCED = ("copy", "mtp", "draft")  # modes that draft whenever the source guesse
 class DraftSource(Protocol):
     name: str
     free: bool  # proposing costs nothing: plain steps may check a guess at every token
-    longest: int  # the drafts a forced mode verifies each step
+
+    @property
+    def longest(self) -> int:
+        """The drafts a forced mode verifies each step."""
 
     def extend(self, tokens: list[int]) -> None:
         """The context grew by `tokens` (fed or about to be fed, in order)."""

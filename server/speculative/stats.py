@@ -17,6 +17,9 @@ class DraftRecord:
     accepted: int = 0
     verify_steps: int = 0
     verified_tokens: int = 0  # tokens the verify steps gave (accepted drafts and the model's own)
+    copied: int = 0  # drafts a draft model's source took from copies of the context instead
+    draft_reused: int = 0  # context tokens the draft model's cache held from an earlier request
+    draft_prefilled: int = 0  # context tokens the draft model prefilled when the reply began
 
     @property
     def tokens_per_step(self) -> float:

@@ -49,6 +49,7 @@ RECENT = [
 SPECULATIVE = {
     "mode": "auto",
     "draft_model": "/models/tiny",
+    "draft_caches": {"entries": 3, "hits": 12},
     "mtp": True,
     "drafted": 1200,
     "accepted": 900,
@@ -92,7 +93,7 @@ def test_status_panels_against_a_fake_worker(make_ctl):
     assert "3 running, 2 decoding" in text and "1 waiting, 41.2 tok/s" in text
     words = " ".join(text.split())  # the label column is as wide as its longest label
     assert "│ drafting auto, 75% of 1,200 accepted │" in words
-    assert "│ draft model tiny" in words and "│ MTP head loaded" in words
+    assert "│ draft model tiny (caches 3 kept, 12 hits)" in words and "│ MTP head loaded" in words
     assert "│ verify 4.0 tokens/step; last copy 3.5 │" in words
     assert "██████░░░░ 5.0 GiB / 8.0 GiB" in text
 

@@ -1,6 +1,8 @@
-"""A draft model in a real worker: greedy replies over the OpenAI API, streamed and not, equal
-those of a worker that does not draft; /v1/status names the source and the draft model; a draft
-with another tokenizer, or `--speculative draft` without one, is a usage error at startup."""
+"""A draft model in a real worker: greedy replies over both APIs, streamed and not, equal those
+of a worker that does not draft, copies stacked on its guesses and a conversation's next turn
+feeding the draft only its new tokens; /v1/status names the source, the draft model and its kept
+caches; a draft with another tokenizer, or `--speculative draft` without one, is a usage error at
+startup."""
 
 from __future__ import annotations
 
@@ -45,16 +47,35 @@ def test_auto_drafts_copies_where_the_draft_model_cannot_pay(workers):
         auto.stop()
 
 
-@pytest.mark.parametrize("stream", [False, True])
-def test_greedy_replies_are_the_same_with_a_draft_model(workers, stream):
+@pytest.mark.parametrize(("protocol", "stream"), [("openai", False), ("anthropic", True)])
+def test_greedy_replies_are_the_same_with_a_draft_model(workers, protocol, stream):
     drafting, plain, draft = workers
-    messages = [{"role": "user", "content": f"{CODE}\n{ASK} (draft, {stream})"}]
+    messages = [{"role": "user", "content": f"{CODE}\n{ASK} (draft, {protocol})"}]
     before = speculative_status(drafting)
-    assert reply(drafting, "openai", stream, messages) == reply(plain, "openai", stream, messages)
+    assert reply(drafting, protocol, stream, messages) == reply(plain, protocol, stream, messages)
     after = speculative_status(drafting)
     assert after["mode"] == "draft" and after["draft_model"] == str(draft)
     assert after["verify_steps"] > before["verify_steps"]  # it drafted
     assert after["recent"][-1]["source"] == "draft"
+
+
+@pytest.mark.parametrize("protocol", ["openai", "anthropic"])
+def test_the_next_turn_feeds_the_draft_only_its_new_tokens(workers, protocol):
+    drafting, plain, _ = workers
+    first = [{"role": "user", "content": f"{CODE}\n{ASK} (turn 1, {protocol})"}]
+    answer = reply(drafting, protocol, False, first)
+    assert answer == reply(plain, protocol, False, first)
+    one = speculative_status(drafting)["recent"][-1]
+    kept = speculative_status(drafting)["draft_caches"]
+    second = [*first, {"role": "assistant", "content": answer}, {"role": "user", "content": "f10?"}]
+    assert reply(drafting, protocol, True, second) == reply(plain, protocol, True, second)
+    status = speculative_status(drafting)
+    two = status["recent"][-1]
+    # Turn 1's whole prompt came from its draft cache; only the reply and the new message ran.
+    assert two["draft_reused"] >= one["draft_reused"] + one["draft_prefilled"]
+    assert 0 < two["draft_prefilled"] < one["draft_reused"] + one["draft_prefilled"]
+    assert status["draft_caches"]["hits"] > kept["hits"]
+    assert 0 < status["draft_caches"]["entries"] <= status["draft_caches"]["max_entries"] == 4
 
 
 def start_failing(*flags: str) -> subprocess.CompletedProcess:
@@ -86,6 +107,9 @@ def test_config_draft_model_reaches_the_worker_command_line():
     values = {key.path: key.default for key in SCHEMA}
     assert "--draft-model" not in worker_argv("m", "127.0.0.1", 8080, **worker_options(values))
     values["draft_model"] = "/models/small"
+    values["draft_cache.entries"] = 0  # the user's value wins: no draft caches kept
     argv = worker_argv("m", "127.0.0.1", 8080, **worker_options(values))
     assert argv[argv.index("--draft-model") + 1] == "/models/small"
-    assert "draft_model" in option_names()  # new releases record that they accept it
+    assert argv[argv.index("--draft-cache-entries") + 1] == "0"
+    assert argv[argv.index("--draft-cache-bytes") + 1] == str(4 << 30)
+    assert {"draft_model", "draft_cache_entries"} <= set(option_names())  # releases record them
