@@ -34,21 +34,24 @@ async def read_request(reader: asyncio.StreamReader) -> bytes:
 def test_bytes_before_a_cut_are_read_and_the_cut_is_an_error():
     async def answer(reader, writer):
         await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n" + b"x" * 10)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n")
         await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b"x" * 10)
         writer.close()  # 90 bytes short
 
     async def main():
         server, url = await serve(answer)
         async with server, httpcore.AsyncConnectionPool(network_backend=ProtocolBackend()) as pool:
             reply = await pool.handle_async_request(request(url, b"{}"))
+            await asyncio.sleep(0.2)  # the last bytes and the end both wait, unread
             got = []
             with pytest.raises(httpcore.RemoteProtocolError):
                 async for chunk in reply.aiter_stream():
                     got.append(chunk)
             assert b"".join(got) == b"x" * 10
 
-    asyncio.run(main())
+    asyncio.run(asyncio.wait_for(main(), 20))
 
 
 def test_a_kept_alive_connection_the_peer_closed_is_not_reused():
@@ -71,7 +74,7 @@ def test_a_kept_alive_connection_the_peer_closed_is_not_reused():
                 await asyncio.sleep(0.05)  # the peer's close arrives while the connection idles
         assert len(connections) == 3
 
-    asyncio.run(main())
+    asyncio.run(asyncio.wait_for(main(), 20))
 
 
 def test_a_reply_past_the_pause_threshold_arrives_whole_to_a_slow_reader(monkeypatch):
@@ -104,4 +107,4 @@ def test_a_reply_past_the_pause_threshold_arrives_whole_to_a_slow_reader(monkeyp
                 await reply.aclose()
                 assert got == payload and not stream._conn.paused
 
-    asyncio.run(main())
+    asyncio.run(asyncio.wait_for(main(), 20))
