@@ -101,8 +101,8 @@ class FrontDoorApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                # Headers and body leave in two writes: without TCP_NODELAY the body waits for
-                # the worker's delayed ACK (up to 40 ms).
+                # A request's head and body leave in one write (socket_io.py), but a large body
+                # goes in several: without TCP_NODELAY one waits for the worker's delayed ACK.
                 nodelay = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
                 self.transport = httpcore.AsyncConnectionPool(
                     max_connections=None, max_keepalive_connections=64, socket_options=nodelay,
