@@ -2,6 +2,7 @@
 
     uv run python bench/front_door.py [--model PATH] [--runs 20] [--clients 4]
         [--http h11,httptools] [--loops asyncio,uvloop] [--no-switches] [--fake-worker]
+        [--door-from DIR]
 
 Starts a private service (its own MLXCTL_HOME, the tests' tiny model unless --model) on a port
 given to `start`. Part 1 alternates the same greedy stream through the front door and straight
@@ -9,7 +10,8 @@ to the worker's private port: time to first token, time per streamed token, a 1-
 the door's added cost and the ratio (goal: under 2 ms a request, no decode slowdown); beside the
 service's own door, a door per `--http` parser (uvicorn's h11 or httptools) and `--loops` event
 loop (asyncio's or uvloop) runs in a process of its own before the same worker, so they compare in
-one run, with each door process's CPU per round. `--fake-worker` runs the doors alone before
+one run, with each door process's CPU per round; `--door-from DIR` adds a door of another checkout
+(say main's, before a change) per parser and loop. `--fake-worker` runs the doors alone before
 bench/fake_sse_worker.py instead (no model, no service): the door's own cost. Part 2 keeps N
 clients streaming through the door while `mlxctl migrate`, `mlxctl rollback` and a `kill -9` of
 the worker happen: failed requests, the longest wait a client saw (first token or a gap between
@@ -116,12 +118,13 @@ class VariantDoor:
     """A front door of its own process, with the HTTP parser and loop given, before the service's
     worker."""
 
-    def __init__(self, http: str, loop: str, worker_url: str):
+    def __init__(self, http: str, loop: str, worker_url: str, root: Path = ROOT):
         from mlxctl.system.processes import free_port
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        argv = [sys.executable, __file__, "--serve-door", worker_url, "--http", http,
+        script = root / "bench" / "front_door.py"  # that checkout's code: its ROOT comes first
+        argv = [sys.executable, str(script), "--serve-door", worker_url, "--http", http,
                 "--loops", loop, "--port", str(self.port)]  # fmt: skip
         self.process = subprocess.Popen(argv)
         deadline = time.monotonic() + 60
@@ -168,7 +171,7 @@ def installed(names: list[str]) -> list[str]:
 
 
 def overhead(status: dict, model: str, runs: int, max_tokens: int, parsers: list[str],
-             loops: list[str]) -> None:  # fmt: skip
+             loops: list[str], other: Path | None = None) -> None:  # fmt: skip
     """Part 1: `status` has the worker's `worker_url`, and the service's door `url` and
     `supervisor_pid` unless the worker is the fake one (then only doors alone run)."""
     sides = {"direct": status["worker_url"]}
@@ -178,6 +181,10 @@ def overhead(status: dict, model: str, runs: int, max_tokens: int, parsers: list
         pids["service's door"] = status["supervisor_pid"]
     kinds = [(http, loop) for http in parsers for loop in loops]
     doors = {f"door alone, {h}/{lp}": VariantDoor(h, lp, status["worker_url"]) for h, lp in kinds}
+    if other is not None:
+        for h, lp in kinds:
+            door = VariantDoor(h, lp, status["worker_url"], other)
+            doors[f"{other.name}'s door, {h}/{lp}"] = door
     sides.update({name: door.url for name, door in doors.items()})
     pids.update({name: door.process.pid for name, door in doors.items()})
     try:
@@ -313,7 +320,8 @@ def crash(service: Service) -> None:
         time.sleep(0.1)
 
 
-def against_fake_worker(runs: int, max_tokens: int, parsers: list[str], loops: list[str]) -> int:
+def against_fake_worker(runs: int, max_tokens: int, parsers: list[str], loops: list[str],
+                        other: Path | None = None) -> int:  # fmt: skip
     """`--fake-worker`: the doors' own cost, with no model's time or CPU in the figures."""
     from mlxctl.system.processes import free_port
 
@@ -328,7 +336,7 @@ def against_fake_worker(runs: int, max_tokens: int, parsers: list[str], loops: l
                     raise SystemExit("the fake worker did not come up")
                 time.sleep(0.1)
         print(f"fake worker on {url} (bench/fake_sse_worker.py: 1 ms between events)")
-        overhead({"worker_url": url}, "fake", runs, max_tokens, parsers, loops)
+        overhead({"worker_url": url}, "fake", runs, max_tokens, parsers, loops, other)
     finally:
         fake.terminate()
         fake.wait(10)
@@ -346,6 +354,8 @@ def main() -> int:
     parser.add_argument("--no-switches", action="store_true", help="part 1 only")
     alone = "part 1 only: doors alone before bench/fake_sse_worker.py (no model)"
     parser.add_argument("--fake-worker", action="store_true", help=alone)
+    other = "a door from another checkout too (its root), e.g. main's before a change"
+    parser.add_argument("--door-from", type=Path, default=None, help=other)
     parser.add_argument("--serve-door", metavar="WORKER_URL", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -353,7 +363,7 @@ def main() -> int:
         return serve_door(args.serve_door, args.http, args.loops, args.port)
     parsers, loops = installed(args.http.split(",")), installed(args.loops.split(","))
     if args.fake_worker:
-        return against_fake_worker(args.runs, args.max_tokens, parsers, loops)
+        return against_fake_worker(args.runs, args.max_tokens, parsers, loops, args.door_from)
     model = args.model or str(default_model())
     with tempfile.TemporaryDirectory(prefix="front-door-bench-") as tmp:
         service = Service(model, Path(tmp) / "home")
@@ -362,7 +372,8 @@ def main() -> int:
         service.ctl("start", "--port", str(service.port))
         try:
             print(f"model {model}; front door on port {service.port}")
-            overhead(service.status(), model, args.runs, args.max_tokens, parsers, loops)
+            overhead(service.status(), model, args.runs, args.max_tokens, parsers, loops,
+                     args.door_from)  # fmt: skip
             if not args.no_switches:
                 switches(service, args.clients, 32)
         finally:

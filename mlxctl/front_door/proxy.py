@@ -13,6 +13,7 @@ is wanted (the supervisor starts its worker) and the request waits for it like a
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import socket
@@ -20,12 +21,13 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-import httpx
+import httpcore
 
 from mlxctl.front_door import resume, shapes
 from mlxctl.front_door.by_model import LISTING, listing, one_model, route_request
 from mlxctl.front_door.guard import Guard
 from mlxctl.front_door.routes import RouteTable
+from mlxctl.front_door.socket_io import ProtocolBackend
 from mlxctl.models.served import DEFAULT, Catalog
 
 log = logging.getLogger("mlxctl.front_door")
@@ -37,22 +39,26 @@ Send = Callable[[Message], Awaitable[None]]
 POLL_SECONDS = 0.05  # how often a held request looks at the route table
 KEEP_ALIVE_SECONDS = 5.0
 # No read timeout: a long prefill sends nothing for minutes (the worker pings).
-TIMEOUTS = httpx.Timeout(None, connect=5.0).as_dict()
+TIMEOUTS = {"connect": 5.0, "read": None, "write": None, "pool": None}
+# httpcore's errors past connecting: the worker took the request, or was taking it.
+TRANSPORT_ERRORS = (httpcore.NetworkError, httpcore.ProtocolError, httpcore.TimeoutException)
 # Per hop, never forwarded (RFC 9110 7.6.1); Host and Origin were checked here and the worker
-# sees its own loopback address instead; httpx sets the length of the body it sends.
+# sees its own loopback address instead; the length is the body's the door sends.
 _REQUEST_DROP = {
-    "connection",
-    "keep-alive",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authorization",
-    "host",
-    "origin",
-    "content-length",
+    b"connection",
+    b"keep-alive",
+    b"te",
+    b"trailer",
+    b"transfer-encoding",
+    b"upgrade",
+    b"proxy-authorization",
+    b"host",
+    b"origin",
+    b"content-length",
 }
-_RESPONSE_DROP = {"connection", "keep-alive", "transfer-encoding", "upgrade", "trailer"}
+_RESPONSE_DROP = {b"connection", b"keep-alive", b"transfer-encoding", b"upgrade", b"trailer"}
+_SENDS_BODY = {"POST", "PUT", "PATCH"}  # a Content-Length even of 0, as httpx sent
+_URL = httpcore.URL
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
@@ -77,9 +83,9 @@ class FrontDoorApp:
         self.guard = guard
         self.hold_seconds = hold_seconds  # the longest a request waits for a worker
         self.keep_alive_seconds = KEEP_ALIVE_SECONDS
-        # httpx's transport, not its client: a proxy wants none of the client's cookie jar,
-        # redirects or auth, which cost a fifth of the door's time per request (profiled).
-        self.transport: httpx.AsyncHTTPTransport | None = None
+        # httpcore's pool, not httpx's client or transport: a proxy wants none of the client's
+        # cookie jar, redirects or auth, nor httpx's URL and header models (profiled).
+        self.transport: httpcore.AsyncConnectionPool | None = None
         self.catalog: Catalog | None = None  # several models by name (the daemon sets it)
         self.started = time.time()
 
@@ -95,11 +101,13 @@ class FrontDoorApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
-                # Headers and body leave in two writes: without TCP_NODELAY the body waits for
-                # the worker's delayed ACK (up to 40 ms).
+                # A request's head and body leave in one write (socket_io.py), but a large body
+                # goes in several: without TCP_NODELAY one waits for the worker's delayed ACK.
                 nodelay = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
-                self.transport = httpx.AsyncHTTPTransport(limits=limits, socket_options=nodelay)
+                self.transport = httpcore.AsyncConnectionPool(
+                    max_connections=None, max_keepalive_connections=64, socket_options=nodelay,
+                    network_backend=ProtocolBackend(),
+                )  # fmt: skip
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self.transport is not None:
@@ -132,15 +140,21 @@ class FrontDoorApp:
                 await _send_json(send, 404, shapes.error_body(path, 404, said))
                 return
             target = routed
+        # The exchange runs in this task (no task of its own to start); a client gone cancels
+        # it, which closes the upstream stream (the worker's cue).
+        this = asyncio.current_task()
+        assert this is not None
         exchange = Exchange(self, scope, body, send, target)
-        forward = asyncio.ensure_future(exchange.run())
-        watch = asyncio.ensure_future(_disconnected(receive))
-        await asyncio.wait({forward, watch}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (forward, watch):
-            task.cancel()  # a client gone: the cancel closes the upstream stream (the worker's cue)
-        for result in await asyncio.gather(forward, watch, return_exceptions=True):
-            if isinstance(result, Exception):
-                log.error("front door: %s %s failed: %r", scope["method"], path, result)
+        watch = asyncio.ensure_future(_cancel_when_gone(receive, this, exchange))
+        try:
+            await exchange.run()
+        except asyncio.CancelledError:
+            if not exchange.client_gone or this.uncancel() > 0:
+                raise  # not the client's leaving: the server's shutdown
+        except Exception as exc:
+            log.error("front door: %s %s failed: %r", scope["method"], path, exc)
+        finally:
+            watch.cancel()
 
     async def _models(self, catalog: Catalog, path: str, send: Send) -> None:
         if path == LISTING:
@@ -164,7 +178,9 @@ class Exchange:
         self.scope = scope
         self.path: str = scope["path"]
         self.body = body
-        self.send = send
+        self._client_send = send
+        self.answered = False  # the answer's last byte went to the client
+        self.client_gone = False  # the client left before that
         self.started = False  # a held stream's 200 went out: errors become events
         self.retried = False  # a worker died on it once already
         self._streaming: bool | None = None
@@ -230,53 +246,61 @@ class Exchange:
     async def _forward(self, url: str) -> None:
         transport = self.app.transport
         assert transport is not None, "the front door's lifespan did not start"
-        target = url + self.scope["raw_path"].decode("latin-1")
+        host, port, authority = _origin(url)
+        target = self.scope["raw_path"]
         if self.scope.get("query_string"):
-            target += "?" + self.scope["query_string"].decode("latin-1")
-        headers = _without(self.scope["headers"], _REQUEST_DROP)
+            target += b"?" + self.scope["query_string"]
         body = self.body
+        headers = _without(self.scope["headers"], _REQUEST_DROP)
+        headers.append((b"host", authority))
         if self.resumable:
             headers.append(resume.HEADER)
             if self.marks is not None:  # a resume: the reply's tokens so far go with it
                 body = self.marks.body(body)
-        method = self.scope["method"]
-        request = httpx.Request(method, target, headers=headers, content=body,
-                                extensions={"timeout": TIMEOUTS})  # fmt: skip
+        if body or self.scope["method"] in _SENDS_BODY:
+            headers.append((b"content-length", b"%d" % len(body)))
+        request = httpcore.Request(self.scope["method"], _URL(scheme=b"http", host=host, port=port,
+                                   target=target), headers=headers, content=body,
+                                   extensions={"timeout": TIMEOUTS})  # fmt: skip
         with self.app.routes.serving(url, self.target):
             try:
                 response = await transport.handle_async_request(request)
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 raise NotDelivered(str(exc)) from exc
-            except httpx.TransportError as exc:
+            except TRANSPORT_ERRORS as exc:
                 raise WorkerGone(type(exc).__name__) from exc
             try:
                 await self._relay(response)
             finally:
                 await response.aclose()
 
-    async def _relay(self, response: httpx.Response) -> None:
-        if self.started and response.status_code != 200:
-            said = (await response.aread()).decode(errors="replace")
-            error = _json_or(said, self.path, response.status_code)
+    async def _relay(self, response: httpcore.Response) -> None:
+        if self.started and response.status != 200:
+            try:
+                said = (await response.aread()).decode(errors="replace")
+            except TRANSPORT_ERRORS:
+                said = "the worker went away mid-answer"
+            error = _json_or(said, self.path, response.status)
             await self.send(_chunk(shapes.stream_error(self.path, error)))
             await self.send(_chunk(b"", more=False))
             return
+        sse = any(k.lower() == b"content-type" and b"text/event-stream" in v
+                  for k, v in response.headers)  # fmt: skip
         if not self.started:
-            headers = _without(response.headers.raw, _RESPONSE_DROP)
-            start = {"type": "http.response.start", "status": response.status_code}
-            await self.send({**start, "headers": headers})
+            headers = _without(response.headers, _RESPONSE_DROP)
+            await self.send({"type": "http.response.start", "status": response.status,
+                             "headers": headers})  # fmt: skip
             self.started = True
-        sse = "text/event-stream" in response.headers.get("content-type", "")
-        if self.marks is None and self.resumable and sse and response.status_code == 200:
+        if self.marks is None and self.resumable and sse and response.status == 200:
             self.marks = resume.StreamResume(self.path)
         marks = self.marks
         try:
-            # The transport's own stream: bytes as the worker sent them, errors as httpx's.
+            # The pool's own stream: bytes as the worker sent them.
             async for chunk in response.stream:  # type: ignore[union-attr]
                 if marks is not None and not (chunk := marks.feed(chunk)):
                     continue  # marks only, or an event not complete yet
                 await self.send(_chunk(chunk))
-        except httpx.TransportError:
+        except TRANSPORT_ERRORS:
             if marks is not None and marks.can_resume():
                 marks.begin_attempt()
                 raise StreamCut() from None
@@ -285,6 +309,11 @@ class Exchange:
                 body = shapes.error_body(self.path, 502, "the worker went away mid-answer")
                 await self.send(_chunk(shapes.stream_error(self.path, body)))
         await self.send(_chunk(b"", more=False))
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            self.answered = True
+        await self._client_send(message)
 
     async def _start_stream(self) -> None:
         if not self.started:
@@ -300,8 +329,16 @@ class Exchange:
             await _send_json(self.send, status, body)
 
 
-def _without(headers, names: set[str]) -> list[tuple[bytes, bytes]]:
-    return [(k, v) for k, v in headers if k.decode("latin-1").lower() not in names]
+def _without(headers, names: set[bytes]) -> list[tuple[bytes, bytes]]:
+    return [(k, v) for k, v in headers if k.lower() not in names]
+
+
+@functools.lru_cache(maxsize=64)
+def _origin(url: str) -> tuple[bytes, int, bytes]:
+    """A worker's base URL (`http://127.0.0.1:PORT`) as (host, port, Host header)."""
+    authority = url.split("://", 1)[1].rstrip("/")
+    host, _, port = authority.rpartition(":")
+    return host.strip("[]").encode(), int(port), authority.encode()
 
 
 def _json_or(text: str, path: str, status: int) -> dict:
@@ -334,6 +371,11 @@ async def _read_body(receive: Receive) -> bytes | None:
             return b"".join(parts)
 
 
-async def _disconnected(receive: Receive) -> None:
+async def _cancel_when_gone(receive: Receive, task: asyncio.Task, exchange: Exchange) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
+    # uvicorn says the same once the answer is complete: the exchange then only tidies up
+    # (its connection back to the pool), which a cancel would leave half done.
+    if not exchange.answered:
+        exchange.client_gone = True
+        task.cancel()

@@ -23,7 +23,8 @@ KEY = "sekrit"
 
 async def chat(request: Request):
     body = await request.json()
-    seen = {"host": request.headers.get("host"), "key": request.headers.get("x-api-key")}
+    seen = {"host": request.headers.get("host"), "key": request.headers.get("x-api-key"),
+            "query": request.url.query, "peer": request.client and request.client.port}  # fmt: skip
     return JSONResponse({"echo": body, "seen": seen})
 
 
@@ -106,3 +107,14 @@ def test_no_worker_coming_is_a_503_and_a_closed_port_is_tried_again(door, upstre
     go_live_later(door, upstream)
     reply = httpx.post(f"{door.url}/v1/chat/completions", json={"b": 2}, headers=HEADERS)
     assert reply.status_code == 200 and reply.json()["echo"] == {"b": 2}
+
+
+def test_requests_in_turn_share_one_upstream_connection_and_keep_their_query(door, upstream):
+    door.routes.set(Route(url=upstream))
+    with httpx.Client(headers=HEADERS) as client:
+        seen = [client.post(f"{door.url}/v1/chat/completions?n={n}", json={"n": n}).json()
+                for n in range(6)]  # fmt: skip
+    assert [said["echo"] for said in seen] == [{"n": n} for n in range(6)]
+    assert [said["seen"]["query"] for said in seen] == [f"n={n}" for n in range(6)]
+    # An answer's end is no client leaving: its connection goes back to the pool, reused.
+    assert len({said["seen"]["peer"] for said in seen}) == 1
