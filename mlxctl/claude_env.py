@@ -1,6 +1,6 @@
 """The environment `mlxctl claude` gives Claude Code, derived from what the worker reports.
 
-Names checked against Claude Code 2.1.332 (read from its own binary): it raises
+Names checked against Claude Code 2.1.337 (read from its own binary): it raises
 CLAUDE_CODE_AUTO_COMPACT_WINDOW below 100K to 100K, warning on every run (so we send the floor),
 clamps CLAUDE_STREAM_IDLE_TIMEOUT_MS to at least 300 s, compacts at
 min(window * CLAUDE_AUTOCOMPACT_PCT_OVERRIDE %, window - 13K), and

@@ -59,8 +59,11 @@ def batch_worker(tiny_model_path):
     handle.stop()
 
 
-def stream_text(handle, question: str, max_tokens: int = 24) -> tuple[str, int]:
-    """The greedy streamed reply and its completion tokens (OpenAI SDK)."""
+def stream_text(
+    handle, question: str, max_tokens: int = 24, streaming: threading.Event | None = None
+) -> tuple[str, int]:
+    """The greedy streamed reply and its completion tokens (OpenAI SDK); `streaming` is set on
+    its first text."""
     with openai_client(handle) as client:
         chunks = client.chat.completions.create(
             model="claude-x",
@@ -74,6 +77,8 @@ def stream_text(handle, question: str, max_tokens: int = 24) -> tuple[str, int]:
         for chunk in chunks:
             if chunk.choices and chunk.choices[0].delta.content:
                 text += chunk.choices[0].delta.content
+                if streaming is not None:
+                    streaming.set()
             if chunk.usage:
                 completion = chunk.usage.completion_tokens
         return text, completion
@@ -85,9 +90,10 @@ def test_concurrent_streams_give_the_greedy_text_of_one_by_one(batch_worker):
     alone = [stream_text(batch_worker, q, 400) for q in QUESTIONS]
     assert alone[0][1] == 400
     with ThreadPoolExecutor(len(QUESTIONS)) as pool:
-        first = pool.submit(stream_text, batch_worker, QUESTIONS[0], 400)
-        while status(batch_worker)["scheduler"]["batch_size"] < 1 and not first.done():
-            time.sleep(0.02)
+        # The rest start on the first's first text: a status poll can answer late.
+        streaming = threading.Event()
+        first = pool.submit(stream_text, batch_worker, QUESTIONS[0], 400, streaming)
+        assert streaming.wait(60)
         rest = list(pool.map(lambda q: stream_text(batch_worker, q, 400), QUESTIONS[1:]))
         together = [first.result(), *rest]
     assert together == alone

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import os
-import time
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -339,7 +339,11 @@ def test_a_responses_image_not_inline_or_broken_is_a_400_naming_the_item(vlm_wor
     assert "input[0].content[1]" in error["message"] and says in error["message"]
 
 
-def greedy_stream(worker, image: bytes, max_tokens: int = 120) -> tuple[str, int]:
+def greedy_stream(
+    worker, image: bytes, max_tokens: int = 120, streaming: threading.Event | None = None
+) -> tuple[str, int]:
+    """The greedy streamed reply and its completion tokens; `streaming` is set on its first
+    text."""
     with openai(worker) as client:
         chunks = client.chat.completions.create(
             model=MODEL,
@@ -353,6 +357,8 @@ def greedy_stream(worker, image: bytes, max_tokens: int = 120) -> tuple[str, int
         for chunk in chunks:
             if chunk.choices and chunk.choices[0].delta.content:
                 text += chunk.choices[0].delta.content
+                if streaming is not None:
+                    streaming.set()
             if chunk.usage:
                 completion = chunk.usage.completion_tokens
     return text, completion
@@ -375,9 +381,10 @@ def test_image_requests_decode_together_as_they_do_one_by_one(tmp_path):
         assert status(handle)["scheduler"]["peak_batch_size"] == 1
         clear(handle)  # together, each prefills its image again, inside the batch
         with ThreadPoolExecutor(len(images)) as pool:
-            first = pool.submit(greedy_stream, handle, images[0], lengths[0])
-            while status(handle)["scheduler"]["batch_size"] < 1 and not first.done():
-                time.sleep(0.02)
+            # The others start on the first's first text: a status poll can answer late.
+            streaming = threading.Event()
+            first = pool.submit(greedy_stream, handle, images[0], lengths[0], streaming)
+            assert streaming.wait(60)
             rest = list(pool.map(lambda image: greedy_stream(handle, image), images[1:]))
             together = [first.result(), *rest]
         assert together == alone

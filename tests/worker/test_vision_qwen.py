@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import os
-import time
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -91,8 +91,11 @@ def reference(family, tmp_path_factory):
     return run
 
 
-def greedy(worker, image: bytes, max_tokens: int) -> tuple[str, int, int]:
-    """(text, prompt tokens, cached tokens) of a greedy OpenAI reply, streamed."""
+def greedy(
+    worker, image: bytes, max_tokens: int, streaming: threading.Event | None = None
+) -> tuple[str, int, int]:
+    """(text, prompt tokens, cached tokens) of a greedy OpenAI reply, streamed; `streaming` is
+    set on its first text."""
     with openai(worker) as client:
         chunks = client.chat.completions.create(
             model=MODEL,
@@ -106,6 +109,8 @@ def greedy(worker, image: bytes, max_tokens: int) -> tuple[str, int, int]:
         for chunk in chunks:
             if chunk.choices and chunk.choices[0].delta.content:
                 text += chunk.choices[0].delta.content
+                if streaming is not None:
+                    streaming.set()
             usage = chunk.usage or usage
     assert usage is not None and usage.prompt_tokens_details is not None
     return text, usage.prompt_tokens, usage.prompt_tokens_details.cached_tokens or 0
@@ -194,9 +199,11 @@ def test_image_requests_decode_in_a_batch_at_their_own_offsets(family, tmp_path,
         assert alone[1] == reference(WIDE, 80)
         clear(handle)
         with ThreadPoolExecutor(len(jobs)) as pool:
-            first = pool.submit(greedy, handle, *jobs[0])
-            while status(handle)["scheduler"]["batch_size"] < 1 and not first.done():
-                time.sleep(0.02)
+            # The others start on the first's first text, not on a status poll: a poll can
+            # answer late, once most of the first reply is out.
+            streaming = threading.Event()
+            first = pool.submit(greedy, handle, *jobs[0], streaming)
+            assert streaming.wait(60)
             rest = list(pool.map(lambda job: greedy(handle, *job), jobs[1:]))
             together = [first.result()[:2], *(r[:2] for r in rest)]
         assert together == alone
