@@ -46,12 +46,34 @@ def fixed_costs(table: dict[int, float]):
     return FixedCosts()
 
 
-def replay(prompt: list[int], reply: list[int], mode: str, costs) -> dict:
-    """Decode `reply` as the policy would, charging each cycle the table's cost: plain cycles'
-    cost, the charged cost, verify steps and the tokens they gave."""
+def learned_costs(compile_cycles: float):
+    """The worker's own CostModel, learning from the cycles the replay charges, where a size's
+    first cycle also holds `compile_cycles` plain cycles of one-time work (MLX CUDA compiles a
+    verify size's kernels on its first use: seconds against a 12-35 ms cycle)."""
+    from server.speculative.policy import CostModel
+
+    class LearnedCosts(CostModel):
+        compiled: set[int] = set()
+
+        def record(self, fed: int, context: int, seconds: float) -> None:
+            if fed > 1 and fed not in self.compiled:
+                self.compiled.add(fed)
+                seconds += compile_cycles
+            super().record(fed, context, seconds)
+
+    costs = LearnedCosts()
+    costs.compiled = set()
+    return costs
+
+
+def replay(prompt: list[int], reply: list[int], mode: str, costs, policy=None, guard=None) -> dict:
+    """Decode `reply` as the policy would, charging each cycle the table's cost (`costs`): plain
+    cycles' cost, the charged cost, verify steps and the tokens they gave. `policy` is the cost
+    model the choices read (default: the table itself), `guard` the worker's speed guard (both
+    last across a worker's turns)."""
     from server.speculative.session import Drafting
 
-    drafting = Drafting(mode, prompt, costs)
+    drafting = Drafting(mode, prompt, policy or costs, guard)
     spent, verifies, verified, drafting_now = 0.0, 0, 0, False
     drafting.delivered([reply[0]])  # the first token comes from the prefill
     at = 1
@@ -86,6 +108,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokenizer", default=None, help="a model folder (default: the demo)")
     parser.add_argument("--max-tokens", type=int, default=768, help="replies are cut here")
     parser.add_argument("--costs", choices=sorted(COSTS), default=None, help="default: all")
+    parser.add_argument("--per-kind", type=int, default=0, help="the first N turns of each kind")
+    parser.add_argument(
+        "--learn-compile",
+        type=float,
+        default=None,
+        metavar="CYCLES",
+        help="the policy learns its costs as a worker does, a size's first cycle CYCLES dearer",
+    )
     args = parser.parse_args(argv)
 
     from transformers import AutoTokenizer
@@ -109,22 +139,42 @@ def main(argv: list[str] | None = None) -> int:
         reply_tokens = tokenizer.encode(reply, add_special_tokens=False)[: args.max_tokens]
         rendered.append((kind, tokenizer.encode(prompt, add_special_tokens=False), reply_tokens))
 
-    print("\nspeedup over plain decoding at the table's costs (plain cycles / charged cycles)\n")
-    print("| costs | turn kind | turns | reply tokens | auto | auto t/v | copy | copy t/v |")
+    if args.per_kind:
+        seen: dict[str, int] = {}
+        rendered = [t for t in rendered if seen.setdefault(t[0], 0) < args.per_kind and
+                    not seen.__setitem__(t[0], seen[t[0]] + 1)]  # fmt: skip
+    learning = args.learn_compile is not None
+    print("\nspeedup over plain decoding at the table's costs (plain cycles / charged cycles)")
+    if learning:
+        print(f"the policy learns its costs, a size's first cycle {args.learn_compile:g} dearer")
+    print("\n| costs | turn kind | turns | reply tokens | auto | auto t/v | copy | copy t/v |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name in [args.costs] if args.costs else sorted(COSTS):
+        runs = {mode: worker_runs(rendered, mode, COSTS[name], args.learn_compile)
+                for mode in ("auto", "copy")}  # fmt: skip
         for kind in ("edit", "write", "prose"):
-            mine = [(p, r) for k, p, r in rendered if k == kind]
+            mine = [i for i, (k, _, _) in enumerate(rendered) if k == kind]
             cells = []
             for mode in ("auto", "copy"):
-                runs = [replay(p, r, mode, fixed_costs(COSTS[name])) for p, r in mine]
-                speed = sum(x["plain"] for x in runs) / sum(x["spent"] for x in runs)
-                verifies = sum(x["verifies"] for x in runs)
-                per = sum(x["verified"] for x in runs) / max(1, verifies)
+                done = [runs[mode][i] for i in mine]
+                speed = sum(x["plain"] for x in done) / sum(x["spent"] for x in done)
+                verifies = sum(x["verifies"] for x in done)
+                per = sum(x["verified"] for x in done) / max(1, verifies)
                 cells += [f"{speed:.2f}x", f"{per:.2f}" if verifies else "-"]
-            tokens = statistics.median(len(r) for _, r in mine)
+            tokens = statistics.median(len(rendered[i][2]) for i in mine)
             print(f"| {name} | {kind} | {len(mine)} | {tokens:.0f} | " + " | ".join(cells) + " |")
     return 0
+
+
+def worker_runs(rendered: list, mode: str, table: dict, compile_cycles: float | None) -> list:
+    """Every turn, in order, through one worker's state: its cost model (the table itself, or
+    learning with `compile_cycles`) and its speed guard, as the bench's workers keep them."""
+    from server.speculative.guard import SpeedGuard
+
+    charge = fixed_costs(table)
+    policy = learned_costs(compile_cycles) if compile_cycles is not None else charge
+    guard = SpeedGuard()
+    return [replay(p, r, mode, charge, policy, guard) for _, p, r in rendered]
 
 
 def demo_model() -> Path:

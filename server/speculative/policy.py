@@ -33,16 +33,20 @@ class CostModel:
         """`draft_cost`: one draft forward over one plain cycle, assumed until measured."""
         self.seconds: dict[tuple[int, int], float] = {}
         self.samples: dict[tuple[int, int], int] = {}
+        self._first: dict[tuple[int, int], float] = {}  # a key's first cycle, until its second
         self.draft_cost = draft_cost
 
     def record(self, fed: int, context: int, seconds: float) -> None:
         key = (fed, _bucket(context))
-        old = self.seconds.get(key)
         seen = self.samples[key] = self.samples.get(key, 0) + 1
+        if seen == 1:
+            # A shape's first cycle may hold one-time work (MLX CUDA compiles kernels: seconds),
+            # and a size priced by it would never be chosen again to be measured: it waits.
+            self._first[key] = seconds
+            return
+        old = self.seconds.get(key)
         if old is None:
-            self.seconds[key] = seconds
-        elif seen == 2:  # a shape's first cycle may hold one-time work (MLX CUDA compiles kernels)
-            self.seconds[key] = min(old, seconds)
+            self.seconds[key] = min(self._first.pop(key), seconds)
         elif seconds <= _OUTLIER * old:
             self.seconds[key] = old + _EMA * (seconds - old)
 
