@@ -3,10 +3,10 @@ slots, shared prefills, and memory.
 
 Memory is planned on what the device really has: its limit less what MLX holds now (weights, KV,
 the prefix cache's RAM tier, the buffer pool), less what the prefix cache may still add, less what
-the running sequences may still grow to (their prompt and whole reply). A job that does not fit
-first makes room (the pool, then the cache's RAM tier), else waits; the HTTP side keeps its
-client alive meanwhile. A user's `--kv-budget-bytes` replaces the plan: the sequences' KV
-estimates alone are held to it.
+the running sequences may still grow to (their prompt and whole reply, and a draft model's cache
+of them). A job that does not fit first makes room (the pool, the draft model's kept caches, then
+the cache's RAM tier), else waits; the HTTP side keeps its client alive meanwhile. A user's
+`--kv-budget-bytes` replaces the plan: the sequences' KV estimates alone are held to it.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from server.engine.runner import Runner
 from server.model.kv_state import host_reads_move_buffers
 from server.model.memory import DeviceMemory, device_limit, release_pool
 from server.model.memory import snapshot as memory_snapshot
+from server.speculative.draft_store import DraftCaches
 
 log = logging.getLogger("server.engine")
 
@@ -54,13 +55,15 @@ class Admission:
     limit: tuple[int, str] = (0, "")  # the device's limit and its source, for the log
     cache_growth: Callable[[], int] = lambda: 0  # what the prefix cache may still add
     kv_budget: int | None = None  # the user's --kv-budget-bytes
+    draft_kv_per_token: int = 0  # a draft model's, beside it: a reply may draft with it
     reliefs: list[Relief] = field(default_factory=list)  # cheapest first
     last: dict = field(default_factory=dict)  # the last memory check, for /v1/status
     waited: int = 0  # jobs that waited for memory since start
 
     def estimate(self, prompt_tokens: int, max_tokens: int) -> int:
-        """The KV bytes a sequence may grow to: its prompt and its whole reply."""
-        return self.kv_per_token * (prompt_tokens + max_tokens)
+        """The KV bytes a sequence may grow to: its prompt and its whole reply (and its draft
+        model's cache of them)."""
+        return (self.kv_per_token + self.draft_kv_per_token) * (prompt_tokens + max_tokens)
 
     def fits(
         self, job: Job, estimate: int, running: list[tuple[int, int]], prefilling: int
@@ -134,19 +137,29 @@ def on_device(runner: Runner, held_kv: Callable[[], list[tuple[int, int]]]) -> A
     def shed() -> int:  # dirty entries are written first: a shed costs RAM, not history
         return runner.cache.shed(SHED_WRITE_S)["freed_bytes"] + release_pool()
 
+    reliefs = [Relief("the buffer pool", release_pool, every_s=1.0)]
+    if (drafts := runner.draft_caches) is not None:  # cheaper to prefill a draft again
+        reliefs.append(Relief("the draft model's kept caches", lambda: _shed(drafts), every_s=5.0))
+    reliefs.append(Relief("the prefix cache's RAM tier", shed, every_s=30.0))
+    draft = runner.draft
     return Admission(
         kv_per_token=kv_bytes_per_token(runner.loaded.model),
+        draft_kv_per_token=kv_bytes_per_token(draft.model) if draft is not None else 0,
         decode_concurrency=settings.decode_concurrency,
         prompt_concurrency=settings.prompt_concurrency,
         memory=lambda: memory_snapshot(limit),
         limit=limit,
         cache_growth=lambda: store_reserve((e for e, _ in held_kv()), copies),
         kv_budget=settings.kv_budget_bytes,
-        reliefs=[
-            Relief("the buffer pool", release_pool, every_s=1.0),
-            Relief("the prefix cache's RAM tier", shed, every_s=30.0),
-        ],
+        reliefs=reliefs,
     )
+
+
+def _shed(drafts: DraftCaches) -> int:
+    """The draft caches' bytes, dropped and given back to the device (MLX pools freed buffers)."""
+    freed = drafts.shed()
+    release_pool()
+    return freed
 
 
 def waits_for_shared_prefill(job: Job, prefills: Iterable[PrefillTask]) -> bool:

@@ -83,6 +83,14 @@ class DraftCaches:
             self._bytes -= self._kept.popitem(last=False)[1][2]
             self.evicted += 1
 
+    def shed(self) -> int:
+        """Drop every kept cache (device memory is short: a draft prefills again, cheaply, rather
+        than a request wait); the bytes they held."""
+        freed, self._bytes = self._bytes, 0
+        self.evicted += len(self._kept)
+        self._kept.clear()
+        return freed
+
     @property
     def nbytes(self) -> int:
         return self._bytes

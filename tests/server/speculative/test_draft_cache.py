@@ -164,3 +164,48 @@ def test_a_recurrent_draft_state_goes_back_before_its_rejected_guesses():
     assert tokens == decode(target, prompt, 48)[0]
     assert drafting.record.accepted < drafting.record.drafted  # guesses were rejected
     assert sum(n >= len(prompt) - 1 for n in draft.runs) == 1  # the prompt never ran again
+
+
+def test_admission_counts_the_drafts_kv_and_drops_its_kept_caches_before_the_ram_tier():
+    """The draft model's caches are device memory too: a reply's estimate holds its draft's KV,
+    and a job short of memory drops the kept draft caches (a draft prefills again, cheaply)
+    before the prefix cache's RAM tier is written out and dropped."""
+    from types import SimpleNamespace
+
+    from server.engine.admission import on_device
+    from server.engine.batch_limits import kv_bytes_per_token
+    from server.model.memory import HEADROOM, DeviceMemory
+    from server.speculative.draft_store import DraftCaches
+
+    target, draft = load(), load(seed=1, layers=1)
+    caches = DraftCaches(4, 1 << 30)
+    tokens = list(range(10, 50))
+    caches.put(tokens, kv_cache(draft.model, tokens))
+    held, shed = caches.nbytes, []
+    cache = SimpleNamespace(shed=lambda s: shed.append(s) or {"freed_bytes": 0})
+    settings = SimpleNamespace(decode_concurrency=4, prompt_concurrency=2, kv_budget_bytes=None)
+    runner = SimpleNamespace(
+        loaded=target, draft=draft, draft_caches=caches, cache=cache, settings=settings
+    )
+    plan = on_device(runner, lambda: [(1, 1)])  # type: ignore[arg-type]
+    per_token = kv_bytes_per_token(target.model) + kv_bytes_per_token(draft.model)
+    assert plan.estimate(100, 28) == per_token * 128
+    # A device with room for `held` bytes, where dropping the kept caches frees `held` more.
+    device = {"active": 19 * held}
+    limit = int(20 * held / (1 - HEADROOM))
+    plan.memory = lambda: DeviceMemory(limit, "fake", device["active"], 0)
+    names = [r.name for r in plan.reliefs]
+    assert names.index("the draft model's kept caches") < names.index("the prefix cache's RAM tier")
+    relief = next(r for r in plan.reliefs if r.name == "the draft model's kept caches")
+    drop = relief.free
+
+    def drop_and_free() -> int:
+        freed = drop()
+        device["active"] -= freed
+        return freed
+
+    relief.free = drop_and_free
+    job = SimpleNamespace(waits_for_memory=False, request=SimpleNamespace(request_id="r"))
+    assert plan.fits(job, held + held // 2, [(1, 1)], prefilling=0)  # type: ignore[arg-type]
+    assert len(caches) == 0 and caches.nbytes == 0 and caches.evicted == 1
+    assert shed == []  # the prefix cache's RAM tier was not touched
