@@ -66,14 +66,16 @@ def learned_costs(compile_cycles: float):
     return costs
 
 
-def replay(prompt: list[int], reply: list[int], mode: str, costs, policy=None, guard=None) -> dict:
+def replay(
+    prompt: list[int], reply: list[int], mode: str, costs, policy=None, guard=None, views=()
+) -> dict:
     """Decode `reply` as the policy would, charging each cycle the table's cost (`costs`): plain
     cycles' cost, the charged cost, verify steps and the tokens they gave. `policy` is the cost
     model the choices read (default: the table itself), `guard` the worker's speed guard (both
-    last across a worker's turns)."""
+    last across a worker's turns); `views`: the prompt's JSON-escaped pieces copies read too."""
     from server.speculative.session import Drafting
 
-    drafting = Drafting(mode, prompt, policy or costs, guard)
+    drafting = Drafting(mode, prompt, policy or costs, guard, views=views)
     spent, verifies, verified, drafting_now = 0.0, 0, 0, False
     drafting.delivered([reply[0]])  # the first token comes from the prefill
     at = 1
@@ -116,9 +118,17 @@ def main(argv: list[str] | None = None) -> int:
         metavar="CYCLES",
         help="the policy learns its costs as a worker does, a size's first cycle CYCLES dearer",
     )
+    parser.add_argument(
+        "--compare-json-views",
+        action="store_true",
+        help="also copies of the raw prompt only (without its JSON-escaped pieces)",
+    )
     args = parser.parse_args(argv)
 
-    from transformers import AutoTokenizer
+    from mlx_lm.utils import load_tokenizer
+
+    from server.prompt.json_views import escaped_pieces
+    from server.prompt.segments import SegmentEncoder
 
     spec = importlib.util.spec_from_file_location("speculative", REPO / "bench/speculative.py")
     speculative = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
@@ -128,8 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.turns_file
         else speculative.turns()
     )
-    folder = args.tokenizer or str(demo_model())
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer = load_tokenizer(Path(args.tokenizer or demo_model()))
+    encoder = SegmentEncoder(tokenizer)  # the worker's: the views are its pieces, escaped
     rendered = []
     for kind, _, messages, reply in turns:
         plain = [{**m, "content": m.get("content") or ""} for m in messages]
@@ -137,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
             plain, tools=speculative.TOOLS, add_generation_prompt=True, tokenize=False
         )
         reply_tokens = tokenizer.encode(reply, add_special_tokens=False)[: args.max_tokens]
-        rendered.append((kind, tokenizer.encode(prompt, add_special_tokens=False), reply_tokens))
+        views = escaped_pieces(encoder, prompt)
+        rendered.append((kind, encoder.encode(prompt), reply_tokens, views))
 
     if args.per_kind:
         seen: dict[str, int] = {}
@@ -147,16 +158,21 @@ def main(argv: list[str] | None = None) -> int:
     print("\nspeedup over plain decoding at the table's costs (plain cycles / charged cycles)")
     if learning:
         print(f"the policy learns its costs, a size's first cycle {args.learn_compile:g} dearer")
-    print("\n| costs | turn kind | turns | reply tokens | auto | auto t/v | copy | copy t/v |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    modes = [("auto", True), ("copy", True)]
+    if args.compare_json_views:  # copies of the raw prompt only, as before the views
+        modes += [("auto", False), ("copy", False)]
+    names = [f"{mode}{'' if views else ' raw'}" for mode, views in modes]
+    head = " | ".join(f"{n} | {n} t/v" for n in names)
+    print(f"\n| costs | turn kind | turns | reply tokens | {head} |")
+    print("| --- | --- | ---: | ---: | " + " | ".join(["---: | ---:"] * len(modes)) + " |")
     for name in [args.costs] if args.costs else sorted(COSTS):
-        runs = {mode: worker_runs(rendered, mode, COSTS[name], args.learn_compile)
-                for mode in ("auto", "copy")}  # fmt: skip
+        runs = [worker_runs(rendered, mode, COSTS[name], args.learn_compile, views)
+                for mode, views in modes]  # fmt: skip
         for kind in ("edit", "write", "prose"):
-            mine = [i for i, (k, _, _) in enumerate(rendered) if k == kind]
+            mine = [i for i, turn in enumerate(rendered) if turn[0] == kind]
             cells = []
-            for mode in ("auto", "copy"):
-                done = [runs[mode][i] for i in mine]
+            for run in runs:
+                done = [run[i] for i in mine]
                 speed = sum(x["plain"] for x in done) / sum(x["spent"] for x in done)
                 verifies = sum(x["verifies"] for x in done)
                 per = sum(x["verified"] for x in done) / max(1, verifies)
@@ -166,15 +182,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def worker_runs(rendered: list, mode: str, table: dict, compile_cycles: float | None) -> list:
+def worker_runs(
+    rendered: list, mode: str, table: dict, compile_cycles: float | None, views: bool
+) -> list:
     """Every turn, in order, through one worker's state: its cost model (the table itself, or
-    learning with `compile_cycles`) and its speed guard, as the bench's workers keep them."""
+    learning with `compile_cycles`) and its speed guard, as the bench's workers keep them;
+    `views`: copies read the prompt's JSON-escaped pieces too."""
     from server.speculative.guard import SpeedGuard
 
     charge = fixed_costs(table)
     policy = learned_costs(compile_cycles) if compile_cycles is not None else charge
     guard = SpeedGuard()
-    return [replay(p, r, mode, charge, policy, guard) for _, p, r in rendered]
+    return [
+        replay(p, r, mode, charge, policy, guard, v if views else ()) for _, p, r, v in rendered
+    ]
 
 
 def demo_model() -> Path:

@@ -136,9 +136,10 @@ class Runner:
         context = list(job.rendered.tokens)
         for span in job.rendered.images:  # an image's cache-key ids are no tokens to copy
             context[span.start : span.end] = [NOT_A_TOKEN] * (span.end - span.start)
+        views = job.rendered.json_views  # copies read the prompt JSON-escaped too
         mtp, mtp_costs = self.mtp, self.mtp_costs
         if mtp and mtp_costs and (mode == "mtp" or (mode == "auto" and self._pays(mtp_costs, job))):
-            mtp_source = MTPDrafts(mtp, context)  # its guess reads hidden states, not images
+            mtp_source = MTPDrafts(mtp, context, views=views)  # its guess reads no images
             return Drafting(mode, context, mtp_costs, self.draft_guard, mtp_source)
         if self.draft is not None and self.draft_costs and mode not in ("copy", "mtp"):
             if self._pays(self.draft_costs, job, forced=mode == "draft"):
@@ -148,10 +149,11 @@ class Runner:
                     self.settings.prefill_step_size,
                     store=self.draft_caches,
                     chain=DRAFT_TOKENS if mode == "draft" else None,  # auto's k is measured
+                    views=views,
                 )
                 return Drafting(mode, context, self.draft_costs, self.draft_guard, source)
             mode = "auto"
-        return Drafting(mode, context, self.copy_costs, self.draft_guard)
+        return Drafting(mode, context, self.copy_costs, self.draft_guard, views=views)
 
     @staticmethod
     def _pays(costs: CostModel, job: Job, forced: bool = False) -> bool:

@@ -68,6 +68,14 @@ class SegmentEncoder:
             return [(text, self._plain(text))]
         return [(p, self._piece(p)) for p in self._split.split(text) if p]
 
+    def split(self, text: str) -> list[str]:
+        """The pieces of `text` between added tokens (the whole text where none are known)."""
+        return [p for p in self._split.split(text) if p] if self._split is not None else [text]
+
+    def remembered(self, piece: str) -> list[int]:
+        """The ids of a piece with no added tokens in it, remembered like the prompt's pieces."""
+        return self._piece(piece)
+
     def _piece(self, piece: str) -> list[int]:
         with self._lock:
             ids = self._memo.get(piece)

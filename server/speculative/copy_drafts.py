@@ -5,6 +5,8 @@ a repeated identifier: the text a coding agent writes is largely in its context 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 MIN_MATCH = 2  # a single repeated token predicts too little to be worth a verify
@@ -20,11 +22,22 @@ class CopyDrafts:
     free = True
     longest = 16  # a forced verify's length: policy.CANDIDATES' largest
 
-    def __init__(self, tokens: list[int], min_match: int = MIN_MATCH, max_match: int = MAX_MATCH):
+    def __init__(
+        self,
+        tokens: list[int],
+        min_match: int = MIN_MATCH,
+        max_match: int = MAX_MATCH,
+        views: Sequence[Sequence[int]] = (),
+    ):
+        """`views`: more text to copy from, ahead of the context (the prompt's pieces as a JSON
+        string holds them: server.prompt.json_views); no draft runs from one into the next."""
         self.min_match, self.max_match = min_match, max_match
-        self._buf = np.zeros(max(64, 2 * len(tokens)), dtype=np.int64)
+        size = len(tokens) + sum(len(v) + 1 for v in views)
+        self._buf = np.zeros(max(64, 2 * size), dtype=np.int64)
         self._n = 0
         self.matched = 0  # the last proposal's match length (0: no guess)
+        for view in views:
+            self.extend([*view, NOT_A_TOKEN])
         self.extend(tokens)
 
     def extend(self, tokens: list[int]) -> None:

@@ -12,6 +12,7 @@ copy_lead): inside a long match they lead, and the draft model's forwards are sa
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any, cast
 
 from server.speculative.copy_drafts import NOT_A_TOKEN, CopyDrafts
@@ -41,18 +42,19 @@ class DraftModel:
         store: DraftCaches | None = None,
         chain: int | None = None,
         stack: bool = True,
+        views: Sequence[Sequence[int]] = (),
     ):
         """Takes `store`'s entry sharing the longest prefix with `tokens` (or a fresh cache) and
         feeds it the rest but the last token (its logits come with the first proposal).
         `chain`: the most guesses of the model per proposal (None: as many as asked); `stack`:
-        copies of the context may lead or extend them."""
+        copies of the context (and of `views`, as copy drafts read them) may lead or extend them."""
         from mlx_lm.models.cache import make_prompt_cache
 
         self.model = model
         self.prefill_step = prefill_step or PREFILL_STEP
         self.context = list(tokens)
         self.store, self.chain = store, chain
-        self.copies = CopyDrafts(self.context) if stack else None
+        self.copies = CopyDrafts(self.context, views=views) if stack else None
         self.lead = CopyLead()
         self.record = DraftRecord(self.name)
         self._fresh = lambda: make_prompt_cache(model)

@@ -12,6 +12,7 @@ them it starts again from an empty cache (its attention is relative: positions n
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, cast
 
 from server.speculative.copy_drafts import CopyDrafts
@@ -29,10 +30,17 @@ class MTPDrafts:
     reads_hidden = True  # verify steps hand it the model's hidden states
     longest = LONGEST
 
-    def __init__(self, head: Any, tokens: list[int], chain: int = MTP_CHAIN):
+    def __init__(
+        self,
+        head: Any,
+        tokens: list[int],
+        chain: int = MTP_CHAIN,
+        views: Sequence[Sequence[int]] = (),
+    ):
+        """`views`: more text the copies read (server.prompt.json_views)."""
         self.head = head
         self.chain = chain
-        self.copies = CopyDrafts(tokens)
+        self.copies = CopyDrafts(tokens, views=views)
         self.cache = head.make_cache()
         self._feed: tuple[Any, list[int]] | None = None  # pairs the head has not read yet
         self._ready_at: int | None = None  # the context length the feed leads up to

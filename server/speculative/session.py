@@ -8,7 +8,7 @@ model writes, at no cost, so `auto` notices when copying starts paying again.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from server.speculative.copy_drafts import CopyDrafts
@@ -26,12 +26,13 @@ class Drafting:
         costs: CostModel,
         guard: SpeedGuard | None = None,
         source: DraftSource | None = None,
+        views: Sequence[Sequence[int]] = (),
     ):
         """`mode` is "auto" (the cost model decides, the guard checks), or "copy" or "draft"
         (draft whenever there is a guess, at the source's longest length); `source` holds the
-        prompt (copy drafts by default)."""
+        prompt (copy drafts by default, which also copy from `views`)."""
         self.mode = mode
-        self.source: DraftSource = source or CopyDrafts(prompt)
+        self.source: DraftSource = source or CopyDrafts(prompt, views=views)
         self.costs = costs
         self.guard = guard or SpeedGuard()
         self._held = 0  # steps `auto` held drafting off since its last try
