@@ -72,7 +72,8 @@ def replay(
     """Decode `reply` as the policy would, charging each cycle the table's cost (`costs`): plain
     cycles' cost, the charged cost, verify steps and the tokens they gave. `policy` is the cost
     model the choices read (default: the table itself), `guard` the worker's speed guard (both
-    last across a worker's turns); `views`: the prompt's JSON-escaped pieces copies read too."""
+    last across a worker's turns); `views`: the prompt's pieces as the model writes them back
+    (server.prompt.copy_views), which copies read too."""
     from server.speculative.session import Drafting
 
     drafting = Drafting(mode, prompt, policy or costs, guard, views=views)
@@ -119,15 +120,20 @@ def main(argv: list[str] | None = None) -> int:
         help="the policy learns its costs as a worker does, a size's first cycle CYCLES dearer",
     )
     parser.add_argument(
-        "--compare-json-views",
+        "--compare-copy-views",
         action="store_true",
-        help="also copies of the raw prompt only (without its JSON-escaped pieces)",
+        help="also copies of the prompt as it is only (without server.prompt.copy_views)",
+    )
+    parser.add_argument(
+        "--numbered-reads",
+        action="store_true",
+        help="tool results show the file as Claude Code's Read does (a line number and a tab)",
     )
     args = parser.parse_args(argv)
 
     from mlx_lm.utils import load_tokenizer
 
-    from server.prompt.json_views import escaped_pieces
+    from server.prompt.copy_views import CopyViews
     from server.prompt.segments import SegmentEncoder
 
     spec = importlib.util.spec_from_file_location("speculative", REPO / "bench/speculative.py")
@@ -139,15 +145,18 @@ def main(argv: list[str] | None = None) -> int:
         else speculative.turns()
     )
     tokenizer = load_tokenizer(Path(args.tokenizer or demo_model()))
-    encoder = SegmentEncoder(tokenizer)  # the worker's: the views are its pieces, escaped
+    encoder = SegmentEncoder(tokenizer)  # the worker's: the views are of its pieces
+    views_of = CopyViews(encoder, json_calls=True)  # the turns' replies are Hermes JSON calls
     rendered = []
     for kind, _, messages, reply in turns:
         plain = [{**m, "content": m.get("content") or ""} for m in messages]
+        if args.numbered_reads:
+            plain = [numbered(m) if m["role"] == "tool" else m for m in plain]
         prompt = tokenizer.apply_chat_template(
             plain, tools=speculative.TOOLS, add_generation_prompt=True, tokenize=False
         )
         reply_tokens = tokenizer.encode(reply, add_special_tokens=False)[: args.max_tokens]
-        views = escaped_pieces(encoder, prompt)
+        views = views_of(prompt, tools=True)
         rendered.append((kind, encoder.encode(prompt), reply_tokens, views))
 
     if args.per_kind:
@@ -159,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     if learning:
         print(f"the policy learns its costs, a size's first cycle {args.learn_compile:g} dearer")
     modes = [("auto", True), ("copy", True)]
-    if args.compare_json_views:  # copies of the raw prompt only, as before the views
+    if args.compare_copy_views:  # copies of the raw prompt only, as before the views
         modes += [("auto", False), ("copy", False)]
     names = [f"{mode}{'' if views else ' raw'}" for mode, views in modes]
     head = " | ".join(f"{n} | {n} t/v" for n in names)
@@ -187,7 +196,7 @@ def worker_runs(
 ) -> list:
     """Every turn, in order, through one worker's state: its cost model (the table itself, or
     learning with `compile_cycles`) and its speed guard, as the bench's workers keep them;
-    `views`: copies read the prompt's JSON-escaped pieces too."""
+    `views`: copies read the prompt as the model writes it back too."""
     from server.speculative.guard import SpeedGuard
 
     charge = fixed_costs(table)
@@ -196,6 +205,13 @@ def worker_runs(
     return [
         replay(p, r, mode, charge, policy, guard, v if views else ()) for _, p, r, v in rendered
     ]
+
+
+def numbered(message: dict) -> dict:
+    """A tool result as Claude Code's `Read` shows a file: `12\tcode`, a bare number when empty."""
+    lines = message["content"].split("\n")
+    shown = [f"{i}\t{line}" if line else str(i) for i, line in enumerate(lines, 1)]
+    return {**message, "content": "\n".join(shown)}
 
 
 def demo_model() -> Path:

@@ -284,7 +284,7 @@ class Engine:
             loaded.config,
             self.settings.max_output_tokens,
             images=loaded.vision.layout if getattr(loaded, "vision", None) else None,
-            json_views=self.settings.speculative != "off",  # copy drafts read them
+            copy_views=self.settings.speculative != "off",  # copy drafts read them
         )
         if self._cache_factory is not None:
             self.cache = self._cache_factory(loaded)

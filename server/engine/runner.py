@@ -136,7 +136,7 @@ class Runner:
         context = list(job.rendered.tokens)
         for span in job.rendered.images:  # an image's cache-key ids are no tokens to copy
             context[span.start : span.end] = [NOT_A_TOKEN] * (span.end - span.start)
-        views = job.rendered.json_views  # copies read the prompt JSON-escaped too
+        views = job.rendered.copy_views  # copies read the prompt as the model writes it too
         mtp, mtp_costs = self.mtp, self.mtp_costs
         if mtp and mtp_costs and (mode == "mtp" or (mode == "auto" and self._pays(mtp_costs, job))):
             mtp_source = MTPDrafts(mtp, context, views=views)  # its guess reads no images

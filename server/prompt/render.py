@@ -14,8 +14,8 @@ from server.decoding.constrained.text_format import plan_text
 from server.decoding.reasoning import opens_reasoning
 from server.errors import BadRequest, ContextLengthExceeded
 from server.model.vision import ImageLayout, ImageSpan
+from server.prompt.copy_views import CopyViews, writes_json_calls
 from server.prompt.image_tokens import expand_markers, key_images
-from server.prompt.json_views import escaped_pieces, writes_json_calls
 from server.prompt.long_prompts import LengthBound, give_back_memory
 from server.prompt.normalize import normalize
 from server.prompt.segments import SegmentEncoder
@@ -44,8 +44,8 @@ class Rendered:
     images: list[ImageSpan] = field(default_factory=list)  # where the prompt's images are
     # The last `resumed` of `tokens` are the reply's first (a resumed stream): no prompt tokens.
     resumed: int = 0
-    # The prompt's pieces as a JSON string holds them, for copy drafts (server.prompt.json_views).
-    json_views: list[list[int]] = field(default_factory=list)
+    # The prompt's pieces as the model writes them back, for copy drafts (server.prompt.copy_views).
+    copy_views: list[list[int]] = field(default_factory=list)
 
     @property
     def prompt_tokens(self) -> int:
@@ -85,10 +85,10 @@ class PromptRenderer:
         config: dict,
         max_output_tokens: int | None = None,
         images: ImageLayout | None = None,
-        json_views: bool = False,
+        copy_views: bool = False,
     ):
-        """`json_views`: give tool requests their prompt's pieces JSON-escaped, for copy drafts,
-        where the model's tool calls are JSON."""
+        """`copy_views`: give requests their prompt's pieces as the model writes them back (line
+        numbers off, JSON-escaped where its tool calls are JSON), for copy drafts."""
         self.tokenizer = tokenizer
         self.images = images  # how this model reads images (None: text only)
         self.context_length = context_length(config, tokenizer)
@@ -96,7 +96,7 @@ class PromptRenderer:
         self.has_tools = bool(getattr(tokenizer, "has_tool_calling", False))
         self.encoder = SegmentEncoder(tokenizer)
         self.length_bound = LengthBound(tokenizer, self.encoder.encode, self.context_length)
-        self.json_views = json_views and writes_json_calls(tokenizer)
+        self.views = CopyViews(self.encoder, writes_json_calls(tokenizer)) if copy_views else None
 
     @functools.cached_property
     def drops_tools(self) -> bool:
@@ -228,7 +228,7 @@ class PromptRenderer:
             turn_start=turn_start,
             constraint=constraint,
             images=spans,
-            json_views=escaped_pieces(self.encoder, text) if tools and self.json_views else [],
+            copy_views=self.views(text, tools=bool(tools)) if self.views is not None else [],
         )
 
     def _text_constraint(self, request: ChatRequest, tools: list[dict] | None) -> Any:

@@ -29,8 +29,8 @@ class CopyDrafts:
         max_match: int = MAX_MATCH,
         views: Sequence[Sequence[int]] = (),
     ):
-        """`views`: more text to copy from, ahead of the context (the prompt's pieces as a JSON
-        string holds them: server.prompt.json_views); no draft runs from one into the next."""
+        """`views`: more text to copy from, ahead of the context (the prompt's pieces as the model
+        writes them back: server.prompt.copy_views); no draft runs from one into the next."""
         self.min_match, self.max_match = min_match, max_match
         size = len(tokens) + sum(len(v) + 1 for v in views)
         self._buf = np.zeros(max(64, 2 * size), dtype=np.int64)

@@ -37,7 +37,7 @@ class MTPDrafts:
         chain: int = MTP_CHAIN,
         views: Sequence[Sequence[int]] = (),
     ):
-        """`views`: more text the copies read (server.prompt.json_views)."""
+        """`views`: more text the copies read (server.prompt.copy_views)."""
         self.head = head
         self.chain = chain
         self.copies = CopyDrafts(tokens, views=views)

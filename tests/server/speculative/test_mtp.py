@@ -246,7 +246,7 @@ def test_auto_drafts_with_the_head_where_its_prior_pays(head, mode, head_cost, i
         _pays=Runner._pays,
     )
     spans = [SimpleNamespace(start=2, end=5)] if images else []
-    rendered = SimpleNamespace(tokens=list(range(100, 140)), images=spans, json_views=[])
+    rendered = SimpleNamespace(tokens=list(range(100, 140)), images=spans, copy_views=[])
     job = SimpleNamespace(rendered=rendered)
     drafting = Runner.drafting(runner, job)
     assert drafting.source.name == source and drafting.mode == mode

@@ -1,0 +1,89 @@
+"""The prompt's text as the model writes it back, for copy drafts.
+
+Copy drafts continue the longest match of the reply in the prompt; two things the model does
+while copying break that match at every line:
+- Claude Code's `Read` shows a file with a line number and a tab before each line (`12\tcode`),
+  which an `Edit`'s old_string or a `Write`'s content leaves out;
+- a template whose tool calls are JSON (Hermes `<tool_call>`, Mistral, Kimi K2) has the model
+  write the file as an escaped string: each newline `\\n`, each quote `\\"`.
+So each piece of the prompt between added tokens that either changes is also given as the model
+would write it (line numbers off; JSON-escaped where calls are JSON), tokenized once (the segment
+encoder remembers pieces across turns).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections import OrderedDict
+
+from server.prompt.segments import SegmentEncoder
+
+# mlx-lm's tool parsers whose calls carry their arguments as a JSON object.
+JSON_CALL_PARSERS = frozenset({"json_tools", "mistral", "kimi_k2"})
+MIN_CHARS = 64  # a shorter piece holds too little to copy
+MIN_NUMBERED = 3  # lines with a line number before a piece counts as a numbered file
+MAX_CHARS = 4 << 20  # memo bound: total characters of the pieces remembered
+_ESCAPED = re.compile(r'[\n"\\\t]')
+# `Read`'s line numbers: `12\t` (`   12→` in older Claude Code); an empty line is the bare number.
+_NUMBER = re.compile(r"^ *\d+(?:\t|\u2192|$)", re.MULTILINE)
+
+
+def writes_json_calls(tokenizer: object) -> bool:
+    """Whether the model's tool calls are JSON (mlx-lm's parser for its template)."""
+    module = getattr(getattr(tokenizer, "tool_parser", None), "__module__", "") or ""
+    return module.rsplit(".", 1)[-1] in JSON_CALL_PARSERS
+
+
+def without_line_numbers(piece: str) -> str | None:
+    """`piece` with `Read`'s line numbers taken off (None: it shows no numbered file)."""
+    numbered = len(_NUMBER.findall(piece))
+    if numbered < MIN_NUMBERED or 2 * numbered < piece.count("\n") + 1:
+        return None
+    return _NUMBER.sub("", piece)
+
+
+class CopyViews:
+    """A prompt's pieces as the model writes them back, each piece's worked out once (thread-safe:
+    requests render on a pool)."""
+
+    def __init__(self, encoder: SegmentEncoder, json_calls: bool):
+        """`json_calls`: the model's tool calls are JSON (`writes_json_calls`)."""
+        self.encoder, self.json_calls = encoder, json_calls
+        self._memo: OrderedDict[tuple[str, bool], list[list[int]]] = OrderedDict()
+        self._chars = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, text: str, tools: bool) -> list[list[int]]:
+        """The ids of each piece of `text` as the model writes it back, where that differs: line
+        numbers off, and, where a tool call (`tools`) is JSON, escaped as a JSON string's contents
+        are (non-ASCII kept as it is, as models write it)."""
+        escape = tools and self.json_calls
+        out: list[list[int]] = []
+        for piece in self.encoder.split(text):
+            if len(piece) >= MIN_CHARS:
+                out += self._piece(piece, escape)
+        return out
+
+    def _piece(self, piece: str, escape: bool) -> list[list[int]]:
+        with self._lock:
+            views = self._memo.get((piece, escape))
+            if views is not None:
+                self._memo.move_to_end((piece, escape))
+                return views
+        views = []
+        bare = without_line_numbers(piece)
+        if bare is not None:
+            views.append(self.encoder.remembered(bare))
+        for raw in (piece, bare) if escape else ():
+            if raw is not None and _ESCAPED.search(raw):
+                views.append(self.encoder.remembered(json.dumps(raw, ensure_ascii=False)[1:-1]))
+        with self._lock:
+            if (piece, escape) not in self._memo:
+                self._memo[(piece, escape)] = views
+                self._chars += len(piece)
+                while self._chars > MAX_CHARS:
+                    (old, _), _ = self._memo.popitem(last=False)
+                    self._chars -= len(old)
+        return views
