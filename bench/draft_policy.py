@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     for kind, _, messages, reply in turns:
         plain = [{**m, "content": m.get("content") or ""} for m in messages]
         if args.numbered_reads:
-            plain = [numbered(m) if m["role"] == "tool" else m for m in plain]
+            plain = [speculative.numbered(m) for m in plain]
         prompt = tokenizer.apply_chat_template(
             plain, tools=speculative.TOOLS, add_generation_prompt=True, tokenize=False
         )
@@ -205,13 +205,6 @@ def worker_runs(
     return [
         replay(p, r, mode, charge, policy, guard, v if views else ()) for _, p, r, v in rendered
     ]
-
-
-def numbered(message: dict) -> dict:
-    """A tool result as Claude Code's `Read` shows a file: `12\tcode`, a bare number when empty."""
-    lines = message["content"].split("\n")
-    shown = [f"{i}\t{line}" if line else str(i) for i, line in enumerate(lines, 1)]
-    return {**message, "content": "\n".join(shown)}
 
 
 def demo_model() -> Path:

@@ -169,6 +169,15 @@ def ask_tokens(url: str, messages: list[dict], max_tokens: int) -> int:
     return r.json()["usage"]["completion_tokens"]
 
 
+def numbered(message: dict) -> dict:
+    """A tool result as Claude Code's `Read` shows a file: `12\tcode`, a bare number when empty."""
+    if message["role"] != "tool":
+        return message
+    lines = message["content"].split("\n")
+    shown = [f"{i}\t{line}" if line else str(i) for i, line in enumerate(lines, 1)]
+    return {**message, "content": "\n".join(shown)}
+
+
 def pick_turns(args) -> list:
     """The turns to take: from `--turns-file` (a machine without this repository's history) or
     built from git, then the first `--per-kind` of each kind."""
@@ -176,6 +185,8 @@ def pick_turns(args) -> list:
         loaded = [tuple(t) for t in json.loads(Path(args.turns_file).read_text())]
     else:
         loaded = turns()
+    if args.numbered_reads:
+        loaded = [(k, m, [numbered(x) for x in msgs], r) for k, m, msgs, r in loaded]
     if args.per_kind:
         counts: dict[str, int] = {}
         kept = []
@@ -212,6 +223,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--turns-file", default=None, help="turns written by --dump-turns")
     ap.add_argument("--dump-turns", default=None, help="write the turns to this file and stop")
     ap.add_argument("--per-kind", type=int, default=0, help="take the first N turns of each kind")
+    ap.add_argument(
+        "--numbered-reads",
+        action="store_true",
+        help="the files read shown as Claude Code's Read shows them (a line number and a tab)",
+    )
     ap.add_argument("--startup-timeout", type=float, default=600.0)
     ap.add_argument(
         "--warmup-tokens",
