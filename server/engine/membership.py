@@ -8,43 +8,16 @@ its KV state, for the end store.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from server.engine.member import Member
 from server.engine.solo_decode import SOLO_UID, SoloDecode
-
-# Finishes a member's ended reply and releases its place (the scheduler's).
-End = Callable[[Member], None]
 
 
 def lone(active: dict[int, Member]) -> tuple[Member, SoloDecode] | None:
     """The sequence decoding alone and its decode (None: the batch decodes, or nothing)."""
     seq = active.get(SOLO_UID)
     return (seq, seq.solo) if seq is not None and seq.solo is not None else None
-
-
-def into_batch(
-    gen: Any, active: dict[int, Member], seq: Member, solo: SoloDecode, end: End
-) -> None:
-    """The lone sequence moves into the batch: the token it sampled ahead is delivered, and
-    the batch feeds it next on the same state."""
-    response, joining = solo.handover()
-    del active[SOLO_UID]
-    if deliver(gen, seq, response, end):
-        return  # that token ended it
-    (uid,) = gen.insert(**joining)
-    seq.uid, seq.solo, seq.run.prompt_cache = uid, None, None  # the batch holds the state
-    active[uid] = seq
-
-
-def disband(active: dict[int, Member]) -> list[int]:
-    """Every member leaves at once (a failed step): the batch's uids, for mlx-lm to drop."""
-    uids = [uid for uid in active if uid != SOLO_UID]
-    if (alone := lone(active)) is not None and alone[1].drafting is not None:
-        alone[1].drafting.close()  # a draft cache whole after the failure is kept
-    active.clear()
-    return uids
 
 
 def decode_step(gen: Any, active: dict[int, Member], others_waiting: bool) -> tuple[list, int]:
@@ -58,9 +31,9 @@ def decode_step(gen: Any, active: dict[int, Member], others_waiting: bool) -> tu
     return alone[1].next(), 1
 
 
-def deliver(gen: Any, seq: Member, response: Any, end: End) -> bool:
+def deliver(gen: Any, seq: Member, response: Any) -> bool:
     """Deliver one token; True when it ended the reply: the member then leaves with its KV
-    state where the end store needs it, and `end` finishes it."""
+    state where the end store needs it, for the scheduler to finish."""
     run = seq.run
     reason = seq.take(response.token, response.finish_reason)
     if reason is None:
@@ -71,8 +44,21 @@ def deliver(gen: Any, seq: Member, response: Any, end: End) -> bool:
         take_back(gen, seq)
     else:
         run.prompt_cache = response.prompt_cache
-    end(seq)
     return True
+
+
+def into_batch(gen: Any, active: dict[int, Member], seq: Member, solo: SoloDecode) -> bool:
+    """The lone sequence moves into the batch: the token it sampled ahead is delivered, and
+    the batch feeds it next on the same state. True when that token ended its reply (it then
+    stays out, for the scheduler to finish)."""
+    response, joining = solo.handover()
+    del active[SOLO_UID]
+    if deliver(gen, seq, response):
+        return True
+    (uid,) = gen.insert(**joining)
+    seq.uid, seq.solo, seq.run.prompt_cache = uid, None, None  # the batch holds the state
+    active[uid] = seq
+    return False
 
 
 def take_back(gen: Any, seq: Member) -> None:
@@ -84,3 +70,12 @@ def take_back(gen: Any, seq: Member) -> None:
         return
     final = gen.remove([seq.uid], return_prompt_caches=not run.checkpointed)
     run.prompt_cache = final.get(seq.uid, (None,))[0]
+
+
+def disband(active: dict[int, Member]) -> list[int]:
+    """Every member leaves at once (a failed step): the batch's uids, for mlx-lm to drop."""
+    uids = [uid for uid in active if uid != SOLO_UID]
+    if (alone := lone(active)) is not None and alone[1].drafting is not None:
+        alone[1].drafting.close()  # a draft cache whole after the failure is kept
+    active.clear()
+    return uids

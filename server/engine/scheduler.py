@@ -245,9 +245,9 @@ class Scheduler:
     def _join(self, task: PrefillTask) -> None:
         """The prefilled prompt decodes alone when nothing else does; otherwise it joins the batch
         with its last token (mlx-lm merges its cache), a sequence decoding alone first."""
-        if (lone := membership.lone(self.active)) is not None:
-            # It may end on the token it had sampled ahead.
-            membership.into_batch(self.gen, self.active, *lone, end=self._end)
+        lone = membership.lone(self.active)
+        if lone is not None and membership.into_batch(self.gen, self.active, *lone):
+            self._end(lone[0])  # it ended on the token it had sampled ahead
         seq = start_decoding(self.runner, self.gen, task, self.stop_sequences,
                              alone=not self.active, drafts=self.drafts)  # fmt: skip
         self.active[seq.uid] = seq
@@ -261,8 +261,8 @@ class Scheduler:
         self.runner.watchdog.beat()
         for r in responses:
             seq = self.active.get(r.uid)
-            if seq is not None:
-                membership.deliver(self.gen, seq, r, self._end)
+            if seq is not None and membership.deliver(self.gen, seq, r):
+                self._end(seq)
 
     def _end(self, seq: Member) -> None:
         """Finish a member's ended reply (its KV state already where the end store needs it)."""
