@@ -30,7 +30,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: `server` and `bench` come from the checkout
 
-from bench.agentic import Server, default_model, free_port, mlx_lm_argv  # noqa: E402
+from bench.agentic_servers import Server, default_model, free_port, mlx_lm_argv  # noqa: E402
 
 SESSIONS = ROOT / "tests" / "fixtures" / "codex-0.171.0"
 FOLLOW_UP_VS_COLD = 20.0  # targets of issue 24 (ratios of TTFT), and reuse of the prompt

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import os
 import statistics
@@ -33,18 +32,20 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-# The repository on the path (server, tests), and the agentic bench's helpers loaded by path.
+# The repository on the path (server, tests, and the agentic bench's helpers).
 _HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(_HERE.parent))
-_spec = importlib.util.spec_from_file_location("agentic", _HERE / "agentic.py")
-agentic = sys.modules["agentic"] = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(agentic)
 
 import httpx  # noqa: E402
 
-DEFAULT_FIXTURES, Server, Session = agentic.DEFAULT_FIXTURES, agentic.Server, agentic.Session
-_sse, build_session, default_model = agentic._sse, agentic.build_session, agentic.default_model
-free_port, load_fixture = agentic.free_port, agentic.load_fixture
+from bench.agentic_requests import openai_stream_body, sse_events  # noqa: E402
+from bench.agentic_servers import Server, default_model, free_port, mlx_lm_argv  # noqa: E402
+from bench.agentic_session import (  # noqa: E402
+    DEFAULT_FIXTURES,
+    Session,
+    build_session,
+    load_fixture,
+)
 
 
 @dataclass
@@ -85,7 +86,7 @@ def ask_ours(url: str, session: Session, turn: int, args) -> Result:
 
 
 def ask_mlx(url: str, session: Session, turn: int, args) -> Result:
-    body = agentic.openai_stream_body(session, turn, args.max_tokens)
+    body = openai_stream_body(session, turn, args.max_tokens)
     return _stream(url + "/v1/chat/completions", body, {}, args, _openai_event)
 
 
@@ -123,7 +124,7 @@ def _stream(url: str, body: dict, headers: dict, args, on_event) -> Result:
                 response.read()
                 r.error = f"HTTP {response.status_code}: {response.text[:200]}"
             else:
-                for event in _sse(response):
+                for event in sse_events(response):
                     if on_event(r, event) and r.first is None:
                         r.first = time.perf_counter()
     except httpx.HTTPError as exc:
@@ -385,7 +386,7 @@ def main(argv=None) -> int:
         port, home = free_port(), work / f"{name}-{n}"
         env = worker_env({**os.environ, "MLXCTL_HOME": str(home)})
         if name == "mlx_lm":
-            argv = agentic.mlx_lm_argv(model, port, args.max_tokens) + args.mlx_lm_args.split()
+            argv = mlx_lm_argv(model, port, args.max_tokens) + args.mlx_lm_args.split()
         else:
             argv = [
                 sys.executable,

@@ -202,7 +202,7 @@ class Worker:
     """`python -m server` under the bench's key, private cache folders, the given flags."""
 
     def __init__(self, model: str, flags: list[str], env: dict, work: Path, name: str):
-        from bench.agentic import Server, free_port
+        from bench.agentic_servers import Server, free_port
 
         port = free_port()
         argv = [sys.executable, "-m", "server", "--model", model, "--port", str(port)]

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import importlib.util
 import io
 import json
 import os
@@ -44,11 +43,10 @@ from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(_HERE.parent))
-_spec = importlib.util.spec_from_file_location("agentic", _HERE / "agentic.py")
-agentic = sys.modules["agentic"] = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(agentic)
 
 import httpx  # noqa: E402
+
+from bench import agentic_requests, agentic_servers, agentic_session  # noqa: E402
 
 HEADERS = {"anthropic-version": "2023-06-01", "x-api-key": "bench"}
 
@@ -105,7 +103,7 @@ def ask(url: str, base: dict, messages: list[dict], max_tokens: int) -> dict:
         if response.status_code != 200:
             response.read()
             raise RuntimeError(f"HTTP {response.status_code}: {response.text[:300]}")
-        for event in agentic._sse(response):
+        for event in agentic_requests.sse_events(response):
             kind = event.get("type")
             if kind == "message_start":
                 usage = event["message"]["usage"]
@@ -163,7 +161,7 @@ def main(argv=None) -> int:
         choices=("gemma3", "qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe", "qwen2_5_vl"),
         help="the tiny VLM's",
     )
-    parser.add_argument("--fixtures", type=Path, default=agentic.DEFAULT_FIXTURES)
+    parser.add_argument("--fixtures", type=Path, default=agentic_session.DEFAULT_FIXTURES)
     parser.add_argument("--quick", action="store_true", help="a cut system prompt, 3 tools")
     parser.add_argument("--sessions", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=48)
@@ -185,23 +183,23 @@ def main(argv=None) -> int:
         from tests.conftest import tiny_vlm
 
         model = str(tiny_vlm(args.family))
-    body = agentic.load_fixture(args.fixtures)
-    session = agentic.build_session(body, 0, 0, args.quick)
+    body = agentic_session.load_fixture(args.fixtures)
+    session = agentic_session.build_session(body, 0, 0, args.quick)
     base = {"system": session.system, "tools": session.tools, "messages": [session.first_user]}
 
     work = Path(tempfile.mkdtemp(prefix="bench-vision-"))
     env = worker_env({**os.environ, "MLXCTL_HOME": str(work / "home")})
-    port = agentic.free_port()
+    port = agentic_servers.free_port()
     argv = [sys.executable, "-m", "server", "--model", model, "--port", str(port)]
     argv += ["--cache-dir", str(work / "kv"), "--api-key", "bench", *shlex.split(args.worker_args)]
-    results = {"ours": measure(agentic.Server("ours", argv, port, env, work), base, args)}
+    results = {"ours": measure(agentic_servers.Server("ours", argv, port, env, work), base, args)}
     if args.against_mlx_vlm:  # its own Anthropic route; it loads the model the body names
-        port = agentic.free_port()
+        port = agentic_servers.free_port()
         argv = [sys.executable, "-m", "mlx_vlm.server", "--model", model, "--port", str(port)]
         # Its automatic prefix cache is off unless asked for: on, as ours is, in RAM only (its
         # reset route empties no disk tier) and under the run's own folder.
         apc = {"APC_ENABLED": "1", "APC_DISK_ENABLED": "0", "MLX_VLM_CACHE_HOME": str(work)}
-        server = agentic.Server("mlx_vlm.server", argv, port, {**env, **apc}, work)
+        server = agentic_servers.Server("mlx_vlm.server", argv, port, {**env, **apc}, work)
         results["mlx_vlm.server"] = measure(server, {**base, "model": model}, args)
     print(f"\nmodel {model}\n")
     for name, result in results.items():

@@ -12,8 +12,8 @@ from __future__ import annotations
 import collections
 import logging
 import time
-from typing import Any
 
+from server.engine import membership
 from server.engine.admission import on_device, waits_for_shared_prefill
 from server.engine.decode_meter import DecodeMeter
 from server.engine.job import Generation, Job, JobQueue, Outbox
@@ -23,7 +23,7 @@ from server.engine.prefill_streams import PrefillStreams, streams_for
 from server.engine.prefill_task import PrefillTask, store_held
 from server.engine.runner import Runner
 from server.engine.sequential import run_alone
-from server.engine.solo_decode import SOLO_UID, SoloDecode
+from server.engine.solo_decode import SOLO_UID
 from server.engine.turns import DECODE, PREFILL, TimeSlices
 from server.request import Progress, Started
 
@@ -245,58 +245,30 @@ class Scheduler:
     def _join(self, task: PrefillTask) -> None:
         """The prefilled prompt decodes alone when nothing else does; otherwise it joins the batch
         with its last token (mlx-lm merges its cache), a sequence decoding alone first."""
-        if (lone := self._lone()) is not None:
-            self._into_batch(*lone)  # it may end on the token it had sampled ahead
+        lone = membership.lone(self.active)
+        if lone is not None and membership.into_batch(self.gen, self.active, *lone):
+            self._end(lone[0])  # it ended on the token it had sampled ahead
         seq = start_decoding(self.runner, self.gen, task, self.stop_sequences,
                              alone=not self.active, drafts=self.drafts)  # fmt: skip
         self.active[seq.uid] = seq
 
-    def _lone(self) -> tuple[Member, SoloDecode] | None:
-        """The sequence decoding alone and its decode (None: the batch decodes, or nothing)."""
-        seq = self.active.get(SOLO_UID)
-        return (seq, seq.solo) if seq is not None and seq.solo is not None else None
-
-    def _into_batch(self, seq: Member, solo: SoloDecode) -> None:
-        """The lone sequence moves into the batch: the token it sampled ahead is delivered, and
-        the batch feeds it next on the same state."""
-        response, joining = solo.handover()
-        del self.active[SOLO_UID]
-        if self._token(seq, response):
-            return  # that token ended it
-        (uid,) = self.gen.insert(**joining)
-        seq.uid, seq.solo, seq.run.prompt_cache = uid, None, None  # the batch holds the state
-        self.active[uid] = seq
-
     def _decode(self) -> None:
         """One decode step of the batch (or of the lone sequence), then each member's token."""
         started = time.perf_counter()
-        lone = self._lone()
-        if lone is not None:
-            lone[1].others_waiting = bool(self.prefills or self.waiting)
-        responses = lone[1].next() if lone is not None else self.gen.next()[1]
-        sequences = 1 if lone is not None else len(responses)
+        waiting = bool(self.prefills or self.waiting)
+        responses, sequences = membership.decode_step(self.gen, self.active, waiting)
         self.meter.step(len(responses), time.perf_counter() - started, sequences)  # not replies
         self.runner.watchdog.beat()
         for r in responses:
             seq = self.active.get(r.uid)
-            if seq is not None:
-                self._token(seq, r)
+            if seq is not None and membership.deliver(self.gen, seq, r):
+                self._end(seq)
 
-    def _token(self, seq: Member, r: Any) -> bool:
-        """Deliver one token; True when it ended the reply."""
-        run, job = seq.run, seq.job
-        reason = seq.take(r.token, r.finish_reason)
-        if reason is None:
-            return False
-        run.reason = reason
-        # mlx-lm does not know a stop sequence ended it; a lone one's drafting ends too.
-        if reason == "stop_sequence" or seq.solo is not None:
-            self._take_back(seq)
-        else:
-            run.prompt_cache = r.prompt_cache
+    def _end(self, seq: Member) -> None:
+        """Finish a member's ended reply (its KV state already where the end store needs it)."""
+        job, run = seq.job, seq.run
         self.runner.finish(job, run, seq.parser, _usage(job, run.n_cached))
-        self._release(seq.job, seq.uid)  # done only once stored: the next may count on it
-        return True
+        self._release(job, seq.uid)  # done only once stored: the next may count on it
 
     def _reap_cancelled(self) -> None:
         """Remove cancelled members at once; a prefill cut short keeps its state for a retry."""
@@ -306,21 +278,12 @@ class Scheduler:
                 log.info("prefill cancelled; kept its KV state (%d tokens) for a retry", kept)
             self._cancelled(task.job, task.run)
         for seq in [s for s in self.active.values() if s.job.cancelled]:
-            self._take_back(seq)  # its prompt's state is stored as a finished reply's is
+            # Its prompt's state is stored as a finished reply's is.
+            membership.take_back(self.gen, seq)
             self.active.pop(seq.uid, None)
             self._cancelled(seq.job, seq.run)
         if ended := [t for t in self._held if t.job.done]:  # now, not at the next step
             self._held = store_held(self.runner, self._held, ended)
-
-    def _take_back(self, seq: Member) -> None:
-        """Take a member out of the batch before it finishes there, with its KV state where
-        the end store needs it (the prefill's checkpoints hold it otherwise)."""
-        run = seq.run
-        if seq.solo is not None:  # a verify it had queued is undone
-            run.prompt_cache = seq.solo.close()
-            return
-        final = self.gen.remove([seq.uid], return_prompt_caches=not run.checkpointed)
-        run.prompt_cache = final.get(seq.uid, (None,))[0]
 
     def _cancelled(self, job: Job, run: Generation) -> None:
         usage = _usage(job, run.n_cached)
@@ -332,11 +295,8 @@ class Scheduler:
         from server.errors import InternalError
         from server.request import Failed
 
-        uids = [uid for uid in self.active if uid != SOLO_UID]
         jobs = [s.job for s in self.active.values()] + [t.job for t in self.prefills]
-        if (lone := self._lone()) is not None and lone[1].drafting is not None:
-            lone[1].drafting.close()  # a draft cache whole after the failure is kept
-        self.active.clear()
+        uids = membership.disband(self.active)
         self.prefills.clear()
         self._held.clear()
         for job in jobs:

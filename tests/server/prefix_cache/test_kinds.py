@@ -9,7 +9,7 @@ import pytest
 from server.engine.prefill import checkpoints, prefill
 from server.model.kv_state import cache_len, snapshot, trimmable
 from tests.conftest import tiny_model, wait_until
-from tests.server.prefix_cache.test_store import assert_close, make, rand_tokens
+from tests.server.prefix_cache.store_helpers import assert_close, make, rand_tokens
 
 mx = pytest.importorskip("mlx.core")
 

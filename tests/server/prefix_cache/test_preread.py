@@ -13,7 +13,7 @@ from server.prefix_cache import disk_index, preread
 from server.prefix_cache.fingerprint import model_fingerprint
 from server.prefix_cache.preread import ReadAhead, likely_folder
 from server.prefix_cache.store import PrefixStore
-from tests.server.prefix_cache.test_store import cold, rand_tokens
+from tests.server.prefix_cache.store_helpers import cold, rand_tokens
 
 pytest.importorskip("mlx.core")
 
