@@ -228,7 +228,8 @@ class PromptRenderer:
             turn_start=turn_start,
             constraint=constraint,
             images=spans,
-            copy_views=self.views(text, tools=bool(tools)) if self.views is not None else [],
+            # Copy drafts read them (a token count decodes nothing).
+            copy_views=self.views(text, bool(tools)) if self.views and check_context else [],
         )
 
     def _text_constraint(self, request: ChatRequest, tools: list[dict] | None) -> Any:
