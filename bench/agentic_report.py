@@ -45,8 +45,9 @@ def print_life(console, ours: Run | None, mlx: Run | None, turns: int) -> None:
     bound = load + 2 + statistics.median(follow) if load and follow else None
     for row in a or b:
         target = ""
-        if row != "cold start to first token" and bound is not None and a.get(row) is not None:
-            met = "met" if a[row] <= bound else "MISSED"
+        value = a.get(row)
+        if row != "cold start to first token" and bound is not None and value is not None:
+            met = "met" if value <= bound else "MISSED"
             target = f"<= {bound:.2f} (load + 2 s + follow-up): {met}"
         table.add_row(row, _fmt(a.get(row), ""), _fmt(b.get(row), ""), target)
     life = ours.life if ours else {}
@@ -102,8 +103,8 @@ def targets(ours: Run | None, mlx: Run | None, turns: int) -> list[tuple[str, st
         )
     )
     labels = [s.label for s in ours.samples] if ours else []
-    pairs = [(lbl, _ttft(ours, lbl), _ttft(mlx, lbl)) for lbl in labels]
-    pairs = [(lbl, a, b) for lbl, a, b in pairs if a is not None and b is not None]
+    timed = [(lbl, _ttft(ours, lbl), _ttft(mlx, lbl)) for lbl in labels]
+    pairs = [(lbl, a, b) for lbl, a, b in timed if a is not None and b is not None]
     worse = [lbl for lbl, a, b in pairs if a > b * NO_WORSE_SLACK]
     out.append(
         (
@@ -139,7 +140,7 @@ def print_report(console, ours: Run | None, mlx: Run | None, args) -> None:
         "ours cold / this",
     ):
         table.add_column(col, justify="right")
-    labels = [s.label for s in (ours or mlx).samples] if (ours or mlx) else []
+    labels = [s.label for s in either.samples] if (either := ours or mlx) else []
     cold = _ttft(ours, "0 (cold)")
 
     def sample(run, label):

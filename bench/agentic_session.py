@@ -10,6 +10,7 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_FIXTURES = REPO_ROOT / "tests" / "fixtures" / "claude-code-2.1.328"
@@ -138,7 +139,7 @@ def to_openai(session: Session, turn: int) -> tuple[list[dict], list[dict]]:
                 for b in blocks
                 if b["type"] == "tool_use"
             ]
-            msg = {"role": "assistant", "content": text}
+            msg: dict[str, Any] = {"role": "assistant", "content": text}
             if calls:
                 msg["tool_calls"] = calls
             messages.append(msg)

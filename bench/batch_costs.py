@@ -16,6 +16,7 @@ import copy
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 _HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(_HERE.parent))  # the repository: server, tests
@@ -44,6 +45,7 @@ def alone(model, tokenizer, cache, new: list[int], steps: int) -> dict:
         if first is None:
             first = time.perf_counter()
     end = time.perf_counter()
+    assert first is not None, "no token came"
     return {
         "ttft": first - t0,
         "step_ms": (end - first) / max(1, n - 1) * 1000,
@@ -67,7 +69,7 @@ def batched(model, cache, prompt_len: int, new: list[int], b: int, steps: int) -
     got: dict[int, int] = {}
     tokens: dict[int, list[int]] = {u: [] for u in uids}
     first_all = None
-    step_times = []
+    step_times: list[float] = []
     while len(step_times) < steps:
         ts = time.perf_counter()
         _, responses = gen.next()
@@ -79,6 +81,7 @@ def batched(model, cache, prompt_len: int, new: list[int], b: int, steps: int) -
                 first_all = time.perf_counter()
             continue
         step_times.append(time.perf_counter() - ts)
+    assert first_all is not None, "no step ran"
     decode = sum(step_times)
     (_, t_remove) = timed_sync(lambda: gen.remove(uids))
     gen.close()
@@ -154,7 +157,7 @@ def main(argv=None) -> int:
     )
     import server.model.batch_attention as batch_attention
 
-    module = sys.modules[type(model).__module__]
+    module: Any = sys.modules[type(model).__module__]  # the model's own file: its attention
     masked = module.scaled_dot_product_attention
     runs = [(kind, int(b)) for kind in args.attention.split(",") for b in args.batch.split(",")]
     reference: dict[int, list] = {}

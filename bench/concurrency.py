@@ -164,14 +164,14 @@ def summary(results: list[Result], wall: float) -> dict:
     follow_ups = [r.ttft for r in results if r.ttft is not None and r.turn > 0]
     # Decode seconds: the union of the [first token, end] spans of all replies.
     spans = sorted((r.first, r.end) for r in results if r.first is not None)
-    busy, cur_a, cur_b = 0.0, None, None
+    busy, current = 0.0, None  # the span being merged: (start, end)
     for a, b in spans:
-        if cur_b is None or a > cur_b:
-            busy += (cur_b - cur_a) if cur_b is not None else 0.0
-            cur_a, cur_b = a, b
+        if current is None or a > current[1]:
+            busy += (current[1] - current[0]) if current is not None else 0.0
+            current = (a, b)
         else:
-            cur_b = max(cur_b, b)
-    busy += (cur_b - cur_a) if cur_b is not None else 0.0
+            current = (current[0], max(current[1], b))
+    busy += (current[1] - current[0]) if current is not None else 0.0
     out_tokens = sum(r.output_tokens for r in results)
     return {
         "requests": len(results),

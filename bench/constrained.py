@@ -94,6 +94,7 @@ def mask_table(tokenizer, tools) -> None:
     from server.testing.scripts import call_text
 
     constraint = plan(tokenizer, tools, "required")
+    assert constraint is not None, "the model's template writes no tool calls"
     llt = constraint.tokenizer
     args = {
         "file_path": "/tmp/notes/todo.md",

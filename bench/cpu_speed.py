@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -39,7 +40,8 @@ def measure(model_path: str, dequantize: bool, decode_tokens: int) -> dict:
     vocab = loaded.config["vocab_size"]
     result: dict = {"backend": loaded.backend}
     for length in PROMPT_LENGTHS:
-        prompt = mx.random.randint(100, vocab - 100, (length,), key=mx.random.key(length)).tolist()
+        tokens = mx.random.randint(100, vocab - 100, (length,), key=mx.random.key(length))
+        prompt = cast(list[int], tokens.tolist())  # a 1-D array's tolist: a list of ints
         # Warm up kernels once on a short prompt so the first size does not pay for it.
         for _ in stream_generate(loaded.model, loaded.tokenizer, prompt[:32], max_tokens=1):
             pass

@@ -68,7 +68,8 @@ def tiny_model(**kwargs) -> Path:
 
 def long_code(tokenizer, tokens: int) -> list[int]:
     """A file of functions of about `tokens` tokens."""
-    lines, i = [], 0
+    lines: list[str] = []
+    i = 0
     while len(tokenizer.encode("".join(lines))) < tokens:
         lines += [f"def f{i}(x):\n    return x * {i} + f{max(0, i - 1)}(x)\n\n" for _ in range(1)]
         i += 1

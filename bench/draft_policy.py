@@ -13,7 +13,6 @@ over plain decoding that the choices would give at those costs, per turn kind, b
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import statistics
 import sys
@@ -133,12 +132,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from mlx_lm.utils import load_tokenizer
 
+    from bench import speculative
     from server.prompt.copy_views import CopyViews
     from server.prompt.segments import SegmentEncoder
 
-    spec = importlib.util.spec_from_file_location("speculative", REPO / "bench/speculative.py")
-    speculative = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(speculative)  # type: ignore[union-attr]
     turns = (
         [tuple(t) for t in json.loads(Path(args.turns_file).read_text())]
         if args.turns_file
@@ -161,8 +158,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.per_kind:
         seen: dict[str, int] = {}
-        rendered = [t for t in rendered if seen.setdefault(t[0], 0) < args.per_kind and
-                    not seen.__setitem__(t[0], seen[t[0]] + 1)]  # fmt: skip
+        kept = []
+        for turn in rendered:  # the first --per-kind turns of each kind, in order
+            if seen.get(turn[0], 0) < args.per_kind:
+                seen[turn[0]] = seen.get(turn[0], 0) + 1
+                kept.append(turn)
+        rendered = kept
     learning = args.learn_compile is not None
     print("\nspeedup over plain decoding at the table's costs (plain cycles / charged cycles)")
     if learning:

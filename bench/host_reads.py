@@ -66,7 +66,7 @@ def main(argv=None) -> int:
         writer.join()
         return time.perf_counter() - t0
 
-    rows = []
+    rows: list[tuple[str, float | None, float | None, list[float]]] = []
     kv = entry()
     attend(kv)  # compile and warm up
     rows.append(("fresh arrays", None, None, [attend(kv) for _ in range(3)]))
@@ -91,11 +91,11 @@ def main(argv=None) -> int:
     )
     for col in ("arrays", "copy", "save", "1st attention", "2nd", "3rd"):
         table.add_column(col, justify="left" if col == "arrays" else "right")
-    for label, copied, saved, times in rows:
+    for label, copy_s, save_s, times in rows:
         table.add_row(
             label,
-            "-" if copied is None else f"{copied * 1000:.1f} ms",
-            "-" if saved is None else f"{saved:.2f} s",
+            "-" if copy_s is None else f"{copy_s * 1000:.1f} ms",
+            "-" if save_s is None else f"{save_s:.2f} s",
             *(f"{t * 1000:.1f} ms" for t in times),
         )
     Console(highlight=False).print(table)

@@ -120,7 +120,7 @@ def trial(mode: str, rate: float, total: int, seconds: float) -> dict:
     while child.poll() is None:  # the supervision loop: tick, keep the log the old way, sleep
         began = time.monotonic()
         if not threaded:
-            output.keep(began)  # type: ignore[call-arg]  (the old signature took the clock)
+            output.keep(began)  # type: ignore[call-arg]  # the old signature took the clock
         time.sleep(TICK)
         stall = max(stall, time.monotonic() - began - TICK)
     sampling = False

@@ -100,7 +100,7 @@ def call_text(name: str, arguments: dict) -> str:
 
 
 def read_turn(marker: str, path: str, before: str, ask: str) -> list[dict]:
-    read = {"id": "call_read", "type": "function"}
+    read: dict[str, object] = {"id": "call_read", "type": "function"}
     read["function"] = {"name": "Read", "arguments": json.dumps({"file_path": path})}
     return [
         {"role": "system", "content": "You are a coding agent. Use the tools."},

@@ -64,7 +64,7 @@ def session(url: str, shape: str, system: str, turns: int, max_tokens: int):
             kept_previous.append(min(1.0, usage["cache_read_input_tokens"] / (previous - 1)))
         kept = [b for b in reply["content"] if b["type"] in ("thinking", "text")]
         if shape == "tool loop":
-            call = {"type": "tool_use", "id": f"toolu_{n}", "name": "read_file"}
+            call: dict[str, object] = {"type": "tool_use", "id": f"toolu_{n}", "name": "read_file"}
             call["input"] = {"path": f"src/file{n}.py"}
             result = {"type": "tool_result", "tool_use_id": f"toolu_{n}", "content": f"x = {n}\n"}
             messages += [

@@ -22,7 +22,7 @@ import sys
 import time
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -39,7 +39,8 @@ def main() -> int:
     ap.add_argument("--context", type=int, default=1400)
     ap.add_argument("--repeats", type=int, default=10)
     args = ap.parse_args()
-    model, tokenizer = load(args.model)
+    # mlx-lm types both return shapes as one union; without return_config it gives two.
+    model, tokenizer = cast(tuple[Any, Any], load(args.model))
     cache = make_prompt_cache(model)
     mx.random.seed(0)
     prompt = mx.random.randint(0, 1000, (1, args.context))
@@ -187,6 +188,8 @@ def call_grammar(tokenizer: Any) -> Any:
     try:
         constraint = plan(tokenizer, [WEATHER_TOOL], "get_weather", parallel=False)
     except Exception:
+        return None
+    if constraint is None:  # plan's own answer for a syntax it cannot write
         return None
     processor = CallProcessor(constraint, 1 << 30)
     text = call_text(

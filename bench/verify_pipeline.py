@@ -69,7 +69,7 @@ def main() -> int:
         launched = launch(at) if pipelined else None
         for i in range(args.cycles + 2):
             began = time.perf_counter()
-            step = settle(launched) if pipelined else settle(launch(at))
+            step = settle(launched) if launched is not None else settle(launch(at))  # pipelined
             assert step.accepted == k, step
             at += k + 1
             if pipelined:

@@ -96,7 +96,8 @@ def ask(url: str, base: dict, messages: list[dict], max_tokens: int) -> dict:
         "temperature": 0,
         "stream": True,
     }
-    start, first, out = time.perf_counter(), None, {"cached": 0, "prompt": 0}
+    start, first = time.perf_counter(), None
+    out: dict[str, float] = {"cached": 0, "prompt": 0}
     with httpx.stream(
         "POST", url + "/v1/messages", json=body, headers=HEADERS, timeout=3600, trust_env=False
     ) as response:
@@ -219,7 +220,7 @@ def measure(server, base: dict, args) -> dict:
         turns = run_session(url, base, session_messages(base, 0), args.max_tokens)
         clear(url)
         cold = ask(url, base, session_messages(base, 0)[2], args.max_tokens)
-        walls = {}
+        walls: dict[tuple[bool, str], float] = {}
         for warm_system in (False, True):
             for mode in ("one by one", "at once"):
                 clear(url)

@@ -61,6 +61,7 @@ def in_process(loaded, tokens: list[int], max_tokens: int) -> dict:
             first = first or now
         last = now
         count = response.generation_tokens
+    assert first is not None and last is not None, "the model wrote no visible text"
     return {
         "ttft": first - started,
         "tokens": count,
@@ -80,6 +81,7 @@ def over_http(base_url: str, model: str, messages: list[dict], max_tokens: int) 
     started = time.perf_counter()
     first = last = None
     usage = None
+    assert CLIENT is not None, "main opens the client"
     with CLIENT.stream("POST", base_url + "/v1/chat/completions", json=body) as r:
         r.raise_for_status()
         request_id = r.headers["x-request-id"]
@@ -93,6 +95,8 @@ def over_http(base_url: str, model: str, messages: list[dict], max_tokens: int) 
                 now = time.perf_counter()
                 first = first or now
                 last = now
+    assert usage is not None, "the stream carried no usage"
+    assert first is not None and last is not None, "the stream carried no text"
     count = usage["completion_tokens"]
     return {
         "ttft": first - started,
