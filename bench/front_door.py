@@ -188,63 +188,105 @@ def overhead(status: dict, model: str, runs: int, max_tokens: int, parsers: list
     sides.update({name: door.url for name, door in doors.items()})
     pids.update({name: door.process.pid for name, door in doors.items()})
     try:
-        med = measure(model, sides, runs, max_tokens, pids)
+        med = measure(model, sides, runs, max_tokens, pids, status["worker_url"])
     finally:
         for door in doors.values():
             door.stop()
     print(f"\n## Proxy overhead ({runs} alternating runs, {max_tokens}-token greedy streams, "
           "medians)\n")  # fmt: skip
-    print("| path | TTFT ms | ms per streamed token | decode tok/s | 1-token request ms | "
-          "door CPU ms per round |")  # fmt: skip
-    print("|---|---:|---:|---:|---:|---:|")
+    print(
+        "| path | TTFT ms | ms per streamed token | decode tok/s | worker's own decode tok/s "
+        "| 1-token request ms | door CPU ms per round | door CPU us per streamed token |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for side in sides:
         m = med[side]
-        cpu = f"{m['cpu']:.2f}" if side in pids else "-"
-        print(f"| {side} | {m['ttft']:.2f} | {m['tok']:.3f} | {1000 / m['tok']:.0f} | "
+        cpu = f"{m['cpu']:.2f} | {m['cpu_token']:.1f}" if side in pids else "- | -"
+        own = f"{m['worker']:.0f}" if m["worker"] else "-"
+        print(f"| {side} | {m['ttft']:.2f} | {m['tok']:.3f} | {1000 / m['tok']:.0f} | {own} | "
               f"{m['req']:.2f} | {cpu} |")  # fmt: skip
     d = med["direct"]
     for side in list(sides)[1:]:
         w = med[side]
+        own = f"x{w['worker'] / d['worker']:.3f}" if w["worker"] and d["worker"] else ""
         print(f"| added by {side} | {w['ttft'] - d['ttft']:+.2f} | {w['tok'] - d['tok']:+.3f} | "
-              f"x{d['tok'] / w['tok']:.3f} | {w['req'] - d['req']:+.2f} | |")  # fmt: skip
+              f"x{d['tok'] / w['tok']:.3f} | {own} | {w['req'] - d['req']:+.2f} | | |")  # fmt: skip
     print(f"\nA round is one {max_tokens}-token stream and one 1-token request; its CPU is the "
-          "door process's user + system time over both, a mean (the machine's load sways it "
-          "less than the times).")  # fmt: skip
+          "door process's (for the service's door, the supervisor's), a mean over the rounds; "
+          "per streamed token, a stream's CPU less a 1-token request's, over its tokens past the "
+          "first. The worker's own decode is its tokens over the seconds inside its decode steps "
+          "(/v1/status) during the streams: slower behind a door, the door's CPU took cores "
+          "its decode wanted.")  # fmt: skip
 
 
 def cpu_seconds(pid: int | None) -> float:
+    """A process's CPU time: to the nanosecond from each thread's schedstat where Linux has it
+    (psutil counts 10 ms ticks, too coarse for one stream's share)."""
     if pid is None:
         return 0.0
-    import psutil
+    try:
+        tasks = Path(f"/proc/{pid}/task").iterdir()
+        return sum(int((t / "schedstat").read_text().split()[0]) for t in tasks) / 1e9
+    except (OSError, ValueError, IndexError):
+        import psutil
 
-    times = psutil.Process(pid).cpu_times()
-    return times.user + times.system
+        times = psutil.Process(pid).cpu_times()
+        return times.user + times.system
+
+
+def worker_decode(probe: httpx.Client, worker_url: str) -> tuple[int, float]:
+    """The worker's own count: tokens decoded and seconds inside its decode steps (not the
+    replies' handling), from /v1/status; (0, 0.0) where it has none (the stand-in worker)."""
+    try:
+        said = probe.get(f"{worker_url}/v1/status").json().get("scheduler") or {}
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return 0, 0.0
+    return int(said.get("decode_tokens") or 0), float(said.get("decode_seconds") or 0.0)
 
 
 def measure(model: str, sides: dict[str, str], runs: int, max_tokens: int,
-            pids: dict[str, int]) -> dict:  # fmt: skip
-    """Medians in ms per path (a door's mean CPU per round): every path runs once per round, in
-    turn."""
-    figures: dict[str, dict[str, list[float]]] = {
-        side: {"ttft": [], "tok": [], "req": [], "cpu": []} for side in sides
-    }
+            pids: dict[str, int], worker_url: str) -> dict:  # fmt: skip
+    """Per path, medians in ms of the times; a door's CPU and the worker's own decode speed over
+    all rounds. Every path runs once per round, in turn."""
+    keys = ("ttft", "tok", "req", "stream_cpu", "req_cpu", "decoded", "decode_s")
+    figures: dict[str, dict[str, list[float]]] = {side: {k: [] for k in keys} for side in sides}
     clients = {side: httpx.Client(timeout=300) for side in sides}  # a keep-alive connection each
+    # Kept alive too: a new connection per status read delayed the next path's first token.
+    probe = httpx.Client(timeout=30)
     for side, url in sides.items():  # warm every path
         stream_once(clients[side], url, model, 8)
     for _ in range(runs):
         for side, url in sides.items():
-            cpu_before = cpu_seconds(pids.get(side))
+            pid, got = pids.get(side), figures[side]
+            decoded, decode_s = worker_decode(probe, worker_url)
+            cpu = cpu_seconds(pid)
             run = stream_once(clients[side], url, model, max_tokens)
             if "error" in run:
                 raise SystemExit(f"{side}: {run['error']}")
-            figures[side]["ttft"].append(run["ttft"])
-            figures[side]["tok"].append(statistics.mean(run["gaps"]))
-            figures[side]["req"].append(one_token(clients[side], url, model))
-            figures[side]["cpu"].append(cpu_seconds(pids.get(side)) - cpu_before)
-    # CPU as a mean: the kernel counts it in 10 ms ticks, too coarse for a median of rounds.
-    pick = {"cpu": statistics.mean}
-    return {s: {k: pick.get(k, statistics.median)(v) * 1000 for k, v in f.items()}
-            for s, f in figures.items()}  # fmt: skip
+            got["stream_cpu"].append(cpu_seconds(pid) - cpu)
+            decoded_after, decode_s_after = worker_decode(probe, worker_url)
+            got["decoded"].append(decoded_after - decoded)
+            got["decode_s"].append(decode_s_after - decode_s)
+            got["ttft"].append(run["ttft"])
+            got["tok"].append(statistics.mean(run["gaps"]))
+            cpu = cpu_seconds(pid)
+            got["req"].append(one_token(clients[side], url, model))
+            got["req_cpu"].append(cpu_seconds(pid) - cpu)
+    return {side: summary(got, max_tokens) for side, got in figures.items()}
+
+
+def summary(got: dict[str, list[float]], max_tokens: int) -> dict[str, float | None]:
+    """A path's figures: times as medians in ms; the door's CPU per round in ms and per
+    streamed token in microseconds (a stream's CPU less a 1-token request's, over the tokens
+    past the first), and the worker's own decode tok/s (None: no /v1/status figures)."""
+    stream_cpu, req_cpu = statistics.mean(got["stream_cpu"]), statistics.mean(got["req_cpu"])
+    decode_s = sum(got["decode_s"])
+    return {
+        **{k: statistics.median(got[k]) * 1000 for k in ("ttft", "tok", "req")},
+        "cpu": (stream_cpu + req_cpu) * 1000,
+        "cpu_token": (stream_cpu - req_cpu) / max(1, max_tokens - 1) * 1e6,
+        "worker": sum(got["decoded"]) / decode_s if decode_s > 0 else None,
+    }
 
 
 class Clients:
