@@ -10,9 +10,12 @@ to the worker's private port: time to first token, time per streamed token, a 1-
 the door's added cost and the ratio (goal: under 2 ms a request, no decode slowdown); beside the
 service's own door, a door per `--http` parser (uvicorn's h11 or httptools) and `--loops` event
 loop (asyncio's or uvloop) runs in a process of its own before the same worker, so they compare in
-one run, with each door process's CPU per round; `--door-from DIR` adds a door of another checkout
-(say main's, before a change) per parser and loop. `--fake-worker` runs the doors alone before
-bench/fake_sse_worker.py instead (no model, no service): the door's own cost. Part 2 keeps N
+one run, with each door process's CPU per round and per streamed token, the worker's CPU per
+streamed token and its own decode speed (tokens over the seconds inside its decode steps, from
+/v1/status: slower behind a door, the door took cores the decode wanted); `--door-from DIR` adds a
+door of another checkout (say main's, before a change) per parser and loop. `--fake-worker` runs
+the doors alone before bench/fake_sse_worker.py instead (no model, no service): the door's own
+cost. Part 2 keeps N
 clients streaming through the door while `mlxctl migrate`, `mlxctl rollback` and a `kill -9` of
 the worker happen: failed requests, the longest wait a client saw (first token or a gap between
 tokens) beside the steady state's, and the address before and after.
@@ -188,7 +191,8 @@ def overhead(status: dict, model: str, runs: int, max_tokens: int, parsers: list
     sides.update({name: door.url for name, door in doors.items()})
     pids.update({name: door.process.pid for name, door in doors.items()})
     try:
-        med = measure(model, sides, runs, max_tokens, pids, status["worker_url"])
+        med = measure(model, sides, runs, max_tokens, pids, status["worker_url"],
+                      status.get("worker_pid"))  # fmt: skip
     finally:
         for door in doors.values():
             door.stop()
@@ -196,27 +200,30 @@ def overhead(status: dict, model: str, runs: int, max_tokens: int, parsers: list
           "medians)\n")  # fmt: skip
     print(
         "| path | TTFT ms | ms per streamed token | decode tok/s | worker's own decode tok/s "
-        "| 1-token request ms | door CPU ms per round | door CPU us per streamed token |"
+        "| worker CPU us per streamed token | 1-token request ms | door CPU ms per round "
+        "| door CPU us per streamed token |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for side in sides:
         m = med[side]
         cpu = f"{m['cpu']:.2f} | {m['cpu_token']:.1f}" if side in pids else "- | -"
         own = f"{m['worker']:.0f}" if m["worker"] else "-"
         print(f"| {side} | {m['ttft']:.2f} | {m['tok']:.3f} | {1000 / m['tok']:.0f} | {own} | "
-              f"{m['req']:.2f} | {cpu} |")  # fmt: skip
+              f"{m['worker_cpu']:.1f} | {m['req']:.2f} | {cpu} |")  # fmt: skip
     d = med["direct"]
     for side in list(sides)[1:]:
         w = med[side]
         own = f"x{w['worker'] / d['worker']:.3f}" if w["worker"] and d["worker"] else ""
         print(f"| added by {side} | {w['ttft'] - d['ttft']:+.2f} | {w['tok'] - d['tok']:+.3f} | "
-              f"x{d['tok'] / w['tok']:.3f} | {own} | {w['req'] - d['req']:+.2f} | | |")  # fmt: skip
+              f"x{d['tok'] / w['tok']:.3f} | {own} | {w['worker_cpu'] - d['worker_cpu']:+.1f} | "
+              f"{w['req'] - d['req']:+.2f} | | |")  # fmt: skip
     print(f"\nA round is one {max_tokens}-token stream and one 1-token request; its CPU is the "
           "door process's (for the service's door, the supervisor's), a mean over the rounds; "
           "per streamed token, a stream's CPU less a 1-token request's, over its tokens past the "
-          "first. The worker's own decode is its tokens over the seconds inside its decode steps "
-          "(/v1/status) during the streams: slower behind a door, the door's CPU took cores "
-          "its decode wanted.")  # fmt: skip
+          "first. The worker's CPU is its process's over each stream (its prompt's included), "
+          "over the tokens. The worker's own decode is its tokens over the seconds inside its "
+          "decode steps (/v1/status) during the streams: slower behind a door, the door's CPU "
+          "took cores its decode wanted.")  # fmt: skip
 
 
 def cpu_seconds(pid: int | None) -> float:
@@ -245,10 +252,10 @@ def worker_decode(probe: httpx.Client, worker_url: str) -> tuple[int, float]:
 
 
 def measure(model: str, sides: dict[str, str], runs: int, max_tokens: int,
-            pids: dict[str, int], worker_url: str) -> dict:  # fmt: skip
-    """Per path, medians in ms of the times; a door's CPU and the worker's own decode speed over
-    all rounds. Every path runs once per round, in turn."""
-    keys = ("ttft", "tok", "req", "stream_cpu", "req_cpu", "decoded", "decode_s")
+            pids: dict[str, int], worker_url: str, worker_pid: int | None) -> dict:  # fmt: skip
+    """Per path, medians in ms of the times; a door's CPU, the worker's and its own decode
+    speed over all rounds. Every path runs once per round, in turn."""
+    keys = ("ttft", "tok", "req", "stream_cpu", "req_cpu", "decoded", "decode_s", "worker_cpu")
     figures: dict[str, dict[str, list[float]]] = {side: {k: [] for k in keys} for side in sides}
     clients = {side: httpx.Client(timeout=300) for side in sides}  # a keep-alive connection each
     # Kept alive too: a new connection per status read delayed the next path's first token.
@@ -259,11 +266,12 @@ def measure(model: str, sides: dict[str, str], runs: int, max_tokens: int,
         for side, url in sides.items():
             pid, got = pids.get(side), figures[side]
             decoded, decode_s = worker_decode(probe, worker_url)
-            cpu = cpu_seconds(pid)
+            worker_cpu, cpu = cpu_seconds(worker_pid), cpu_seconds(pid)
             run = stream_once(clients[side], url, model, max_tokens)
             if "error" in run:
                 raise SystemExit(f"{side}: {run['error']}")
             got["stream_cpu"].append(cpu_seconds(pid) - cpu)
+            got["worker_cpu"].append(cpu_seconds(worker_pid) - worker_cpu)
             decoded_after, decode_s_after = worker_decode(probe, worker_url)
             got["decoded"].append(decoded_after - decoded)
             got["decode_s"].append(decode_s_after - decode_s)
@@ -278,7 +286,8 @@ def measure(model: str, sides: dict[str, str], runs: int, max_tokens: int,
 def summary(got: dict[str, list[float]], max_tokens: int) -> dict[str, float | None]:
     """A path's figures: times as medians in ms; the door's CPU per round in ms and per
     streamed token in microseconds (a stream's CPU less a 1-token request's, over the tokens
-    past the first), and the worker's own decode tok/s (None: no /v1/status figures)."""
+    past the first); the worker's CPU per streamed token (its prompt's included) and its own
+    decode tok/s (None: no /v1/status figures)."""
     stream_cpu, req_cpu = statistics.mean(got["stream_cpu"]), statistics.mean(got["req_cpu"])
     decode_s = sum(got["decode_s"])
     return {
@@ -286,6 +295,7 @@ def summary(got: dict[str, list[float]], max_tokens: int) -> dict[str, float | N
         "cpu": (stream_cpu + req_cpu) * 1000,
         "cpu_token": (stream_cpu - req_cpu) / max(1, max_tokens - 1) * 1e6,
         "worker": sum(got["decoded"]) / decode_s if decode_s > 0 else None,
+        "worker_cpu": statistics.mean(got["worker_cpu"]) / max_tokens * 1e6,
     }
 
 
@@ -378,7 +388,8 @@ def against_fake_worker(runs: int, max_tokens: int, parsers: list[str], loops: l
                     raise SystemExit("the fake worker did not come up")
                 time.sleep(0.1)
         print(f"fake worker on {url} (bench/fake_sse_worker.py: 1 ms between events)")
-        overhead({"worker_url": url}, "fake", runs, max_tokens, parsers, loops, other)
+        said = {"worker_url": url, "worker_pid": fake.pid}
+        overhead(said, "fake", runs, max_tokens, parsers, loops, other)
     finally:
         fake.terminate()
         fake.wait(10)
