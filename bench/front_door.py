@@ -220,10 +220,10 @@ def overhead(status: dict, model: str, runs: int, max_tokens: int, parsers: list
     print(f"\nA round is one {max_tokens}-token stream and one 1-token request; its CPU is the "
           "door process's (for the service's door, the supervisor's), a mean over the rounds; "
           "per streamed token, a stream's CPU less a 1-token request's, over its tokens past the "
-          "first. The worker's CPU is its process's over each stream (its prompt's included), "
-          "over the tokens. The worker's own decode is its tokens over the seconds inside its "
-          "decode steps (/v1/status) during the streams: slower behind a door, the door's CPU "
-          "took cores its decode wanted.")  # fmt: skip
+          "first, each less the process's CPU while idle over its time. The worker's CPU is its "
+          "process's over each stream (its prompt's included), over the tokens. The worker's own "
+          "decode is its tokens over the seconds inside its decode steps (/v1/status) during the "
+          "streams: slower behind a door, the door took cores its decode wanted.")  # fmt: skip
 
 
 def cpu_seconds(pid: int | None) -> float:
@@ -255,22 +255,26 @@ def measure(model: str, sides: dict[str, str], runs: int, max_tokens: int,
             pids: dict[str, int], worker_url: str, worker_pid: int | None) -> dict:  # fmt: skip
     """Per path, medians in ms of the times; a door's CPU, the worker's and its own decode
     speed over all rounds. Every path runs once per round, in turn."""
-    keys = ("ttft", "tok", "req", "stream_cpu", "req_cpu", "decoded", "decode_s", "worker_cpu")
+    keys = ("ttft", "tok", "req", "stream_cpu", "req_cpu", "stream_busy", "req_busy", "decoded",
+            "decode_s", "worker_cpu")  # fmt: skip
     figures: dict[str, dict[str, list[float]]] = {side: {k: [] for k in keys} for side in sides}
     clients = {side: httpx.Client(timeout=300) for side in sides}  # a keep-alive connection each
     # Kept alive too: a new connection per status read delayed the next path's first token.
     probe = httpx.Client(timeout=30)
     for side, url in sides.items():  # warm every path
         stream_once(clients[side], url, model, 8)
+    idle = idle_rates(pids)
     for _ in range(runs):
         for side, url in sides.items():
             pid, got = pids.get(side), figures[side]
             decoded, decode_s = worker_decode(probe, worker_url)
-            worker_cpu, cpu = cpu_seconds(worker_pid), cpu_seconds(pid)
+            worker_cpu, cpu, began = cpu_seconds(worker_pid), cpu_seconds(pid), time.perf_counter()
             run = stream_once(clients[side], url, model, max_tokens)
             if "error" in run:
                 raise SystemExit(f"{side}: {run['error']}")
+            took = time.perf_counter() - began
             got["stream_cpu"].append(cpu_seconds(pid) - cpu)
+            got["stream_busy"].append(got["stream_cpu"][-1] - idle.get(side, 0.0) * took)
             got["worker_cpu"].append(cpu_seconds(worker_pid) - worker_cpu)
             decoded_after, decode_s_after = worker_decode(probe, worker_url)
             got["decoded"].append(decoded_after - decoded)
@@ -280,20 +284,30 @@ def measure(model: str, sides: dict[str, str], runs: int, max_tokens: int,
             cpu = cpu_seconds(pid)
             got["req"].append(one_token(clients[side], url, model))
             got["req_cpu"].append(cpu_seconds(pid) - cpu)
+            got["req_busy"].append(got["req_cpu"][-1] - idle.get(side, 0.0) * got["req"][-1])
     return {side: summary(got, max_tokens) for side, got in figures.items()}
+
+
+def idle_rates(pids: dict[str, int], seconds: float = 3.0) -> dict[str, float]:
+    """Each door process's CPU per second with no request (the supervisor's own loop and probes
+    for the service's door), taken off its CPU per streamed token."""
+    before = {side: cpu_seconds(pid) for side, pid in pids.items()}
+    time.sleep(seconds)
+    return {side: (cpu_seconds(pid) - before[side]) / seconds for side, pid in pids.items()}
 
 
 def summary(got: dict[str, list[float]], max_tokens: int) -> dict[str, float | None]:
     """A path's figures: times as medians in ms; the door's CPU per round in ms and per
     streamed token in microseconds (a stream's CPU less a 1-token request's, over the tokens
-    past the first); the worker's CPU per streamed token (its prompt's included) and its own
-    decode tok/s (None: no /v1/status figures)."""
+    past the first, each less the process's idle CPU over its time); the worker's CPU per
+    streamed token (its prompt's included) and its own decode tok/s (None: no /v1/status)."""
     stream_cpu, req_cpu = statistics.mean(got["stream_cpu"]), statistics.mean(got["req_cpu"])
+    stream_busy, req_busy = statistics.mean(got["stream_busy"]), statistics.mean(got["req_busy"])
     decode_s = sum(got["decode_s"])
     return {
         **{k: statistics.median(got[k]) * 1000 for k in ("ttft", "tok", "req")},
         "cpu": (stream_cpu + req_cpu) * 1000,
-        "cpu_token": (stream_cpu - req_cpu) / max(1, max_tokens - 1) * 1e6,
+        "cpu_token": (stream_busy - req_busy) / max(1, max_tokens - 1) * 1e6,
         "worker": sum(got["decoded"]) / decode_s if decode_s > 0 else None,
         "worker_cpu": statistics.mean(got["worker_cpu"]) / max_tokens * 1e6,
     }
