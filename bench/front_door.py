@@ -300,15 +300,17 @@ def summary(got: dict[str, list[float]], max_tokens: int) -> dict[str, float | N
     """A path's figures: times as medians in ms; the door's CPU per round in ms and per
     streamed token in microseconds (a stream's CPU less a 1-token request's, over the tokens
     past the first, each less the process's idle CPU over its time); the worker's CPU per
-    streamed token (its prompt's included) and its own decode tok/s (None: no /v1/status)."""
+    streamed token (its prompt's included) and its own decode tok/s, a median of the streams'
+    (None: no /v1/status)."""
     stream_cpu, req_cpu = statistics.mean(got["stream_cpu"]), statistics.mean(got["req_cpu"])
     stream_busy, req_busy = statistics.mean(got["stream_busy"]), statistics.mean(got["req_busy"])
-    decode_s = sum(got["decode_s"])
+    # Per stream, as the client's pace is (a median): one slow stream sways a sum.
+    rates = [n / t for n, t in zip(got["decoded"], got["decode_s"], strict=True) if t > 0]
     return {
         **{k: statistics.median(got[k]) * 1000 for k in ("ttft", "tok", "req")},
         "cpu": (stream_cpu + req_cpu) * 1000,
         "cpu_token": (stream_busy - req_busy) / max(1, max_tokens - 1) * 1e6,
-        "worker": sum(got["decoded"]) / decode_s if decode_s > 0 else None,
+        "worker": statistics.median(rates) if rates else None,
         "worker_cpu": statistics.mean(got["worker_cpu"]) / max_tokens * 1e6,
     }
 
