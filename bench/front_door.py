@@ -10,9 +10,12 @@ to the worker's private port: time to first token, time per streamed token, a 1-
 the door's added cost and the ratio (goal: under 2 ms a request, no decode slowdown); beside the
 service's own door, a door per `--http` parser (uvicorn's h11 or httptools) and `--loops` event
 loop (asyncio's or uvloop) runs in a process of its own before the same worker, so they compare in
-one run, with each door process's CPU per round; `--door-from DIR` adds a door of another checkout
-(say main's, before a change) per parser and loop. `--fake-worker` runs the doors alone before
-bench/fake_sse_worker.py instead (no model, no service): the door's own cost. Part 2 keeps N
+one run, with each door process's CPU per round and per streamed token, the worker's CPU per
+streamed token and its own decode speed (tokens over the seconds inside its decode steps, from
+/v1/status: slower behind a door, the door took cores the decode wanted); `--door-from DIR` adds a
+door of another checkout (say main's, before a change) per parser and loop. `--fake-worker` runs
+the doors alone before bench/fake_sse_worker.py instead (no model, no service): the door's own
+cost. Part 2 keeps N
 clients streaming through the door while `mlxctl migrate`, `mlxctl rollback` and a `kill -9` of
 the worker happen: failed requests, the longest wait a client saw (first token or a gap between
 tokens) beside the steady state's, and the address before and after.
@@ -188,63 +191,128 @@ def overhead(status: dict, model: str, runs: int, max_tokens: int, parsers: list
     sides.update({name: door.url for name, door in doors.items()})
     pids.update({name: door.process.pid for name, door in doors.items()})
     try:
-        med = measure(model, sides, runs, max_tokens, pids)
+        med = measure(model, sides, runs, max_tokens, pids, status["worker_url"],
+                      status.get("worker_pid"))  # fmt: skip
     finally:
         for door in doors.values():
             door.stop()
     print(f"\n## Proxy overhead ({runs} alternating runs, {max_tokens}-token greedy streams, "
           "medians)\n")  # fmt: skip
-    print("| path | TTFT ms | ms per streamed token | decode tok/s | 1-token request ms | "
-          "door CPU ms per round |")  # fmt: skip
-    print("|---|---:|---:|---:|---:|---:|")
+    print(
+        "| path | TTFT ms | ms per streamed token | decode tok/s | worker's own decode tok/s "
+        "| worker CPU us per streamed token | 1-token request ms | door CPU ms per round "
+        "| door CPU us per streamed token |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for side in sides:
         m = med[side]
-        cpu = f"{m['cpu']:.2f}" if side in pids else "-"
-        print(f"| {side} | {m['ttft']:.2f} | {m['tok']:.3f} | {1000 / m['tok']:.0f} | "
-              f"{m['req']:.2f} | {cpu} |")  # fmt: skip
+        cpu = f"{m['cpu']:.2f} | {m['cpu_token']:.1f}" if side in pids else "- | -"
+        own = f"{m['worker']:.0f}" if m["worker"] else "-"
+        print(f"| {side} | {m['ttft']:.2f} | {m['tok']:.3f} | {1000 / m['tok']:.0f} | {own} | "
+              f"{m['worker_cpu']:.1f} | {m['req']:.2f} | {cpu} |")  # fmt: skip
     d = med["direct"]
     for side in list(sides)[1:]:
         w = med[side]
+        own = f"x{w['worker'] / d['worker']:.3f}" if w["worker"] and d["worker"] else ""
         print(f"| added by {side} | {w['ttft'] - d['ttft']:+.2f} | {w['tok'] - d['tok']:+.3f} | "
-              f"x{d['tok'] / w['tok']:.3f} | {w['req'] - d['req']:+.2f} | |")  # fmt: skip
+              f"x{d['tok'] / w['tok']:.3f} | {own} | {w['worker_cpu'] - d['worker_cpu']:+.1f} | "
+              f"{w['req'] - d['req']:+.2f} | | |")  # fmt: skip
     print(f"\nA round is one {max_tokens}-token stream and one 1-token request; its CPU is the "
-          "door process's user + system time over both, a mean (the machine's load sways it "
-          "less than the times).")  # fmt: skip
+          "door process's (for the service's door, the supervisor's), a mean over the rounds; "
+          "per streamed token, a stream's CPU less a 1-token request's, over its tokens past the "
+          "first, each less the process's CPU while idle over its time. The worker's CPU is its "
+          "process's over each stream (its prompt's included), over the tokens. The worker's own "
+          "decode is its tokens over the seconds inside its decode steps (/v1/status) during the "
+          "streams: slower behind a door, the door took cores its decode wanted.")  # fmt: skip
 
 
 def cpu_seconds(pid: int | None) -> float:
+    """A process's CPU time: to the nanosecond from each thread's schedstat where Linux has it
+    (psutil counts 10 ms ticks, too coarse for one stream's share)."""
     if pid is None:
         return 0.0
-    import psutil
+    try:
+        tasks = Path(f"/proc/{pid}/task").iterdir()
+        return sum(int((t / "schedstat").read_text().split()[0]) for t in tasks) / 1e9
+    except (OSError, ValueError, IndexError):
+        import psutil
 
-    times = psutil.Process(pid).cpu_times()
-    return times.user + times.system
+        times = psutil.Process(pid).cpu_times()
+        return times.user + times.system
+
+
+def worker_decode(probe: httpx.Client, worker_url: str) -> tuple[int, float]:
+    """The worker's own count: tokens decoded and seconds inside its decode steps (not the
+    replies' handling), from /v1/status; (0, 0.0) where it has none (the stand-in worker)."""
+    try:
+        said = probe.get(f"{worker_url}/v1/status").json().get("scheduler") or {}
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return 0, 0.0
+    return int(said.get("decode_tokens") or 0), float(said.get("decode_seconds") or 0.0)
 
 
 def measure(model: str, sides: dict[str, str], runs: int, max_tokens: int,
-            pids: dict[str, int]) -> dict:  # fmt: skip
-    """Medians in ms per path (a door's mean CPU per round): every path runs once per round, in
-    turn."""
-    figures: dict[str, dict[str, list[float]]] = {
-        side: {"ttft": [], "tok": [], "req": [], "cpu": []} for side in sides
-    }
+            pids: dict[str, int], worker_url: str, worker_pid: int | None) -> dict:  # fmt: skip
+    """Per path, medians in ms of the times; a door's CPU, the worker's and its own decode
+    speed over all rounds. Every path runs once per round, in turn."""
+    keys = ("ttft", "tok", "req", "stream_cpu", "req_cpu", "stream_busy", "req_busy", "decoded",
+            "decode_s", "worker_cpu")  # fmt: skip
+    figures: dict[str, dict[str, list[float]]] = {side: {k: [] for k in keys} for side in sides}
     clients = {side: httpx.Client(timeout=300) for side in sides}  # a keep-alive connection each
+    # Kept alive too: a new connection per status read delayed the next path's first token.
+    probe = httpx.Client(timeout=30)
     for side, url in sides.items():  # warm every path
         stream_once(clients[side], url, model, 8)
+    idle = idle_rates(pids)
     for _ in range(runs):
         for side, url in sides.items():
-            cpu_before = cpu_seconds(pids.get(side))
+            pid, got = pids.get(side), figures[side]
+            decoded, decode_s = worker_decode(probe, worker_url)
+            worker_cpu, cpu, began = cpu_seconds(worker_pid), cpu_seconds(pid), time.perf_counter()
             run = stream_once(clients[side], url, model, max_tokens)
             if "error" in run:
                 raise SystemExit(f"{side}: {run['error']}")
-            figures[side]["ttft"].append(run["ttft"])
-            figures[side]["tok"].append(statistics.mean(run["gaps"]))
-            figures[side]["req"].append(one_token(clients[side], url, model))
-            figures[side]["cpu"].append(cpu_seconds(pids.get(side)) - cpu_before)
-    # CPU as a mean: the kernel counts it in 10 ms ticks, too coarse for a median of rounds.
-    pick = {"cpu": statistics.mean}
-    return {s: {k: pick.get(k, statistics.median)(v) * 1000 for k, v in f.items()}
-            for s, f in figures.items()}  # fmt: skip
+            took = time.perf_counter() - began
+            got["stream_cpu"].append(cpu_seconds(pid) - cpu)
+            got["stream_busy"].append(got["stream_cpu"][-1] - idle.get(side, 0.0) * took)
+            got["worker_cpu"].append(cpu_seconds(worker_pid) - worker_cpu)
+            decoded_after, decode_s_after = worker_decode(probe, worker_url)
+            got["decoded"].append(decoded_after - decoded)
+            got["decode_s"].append(decode_s_after - decode_s)
+            got["ttft"].append(run["ttft"])
+            got["tok"].append(statistics.mean(run["gaps"]))
+            cpu = cpu_seconds(pid)
+            got["req"].append(one_token(clients[side], url, model))
+            got["req_cpu"].append(cpu_seconds(pid) - cpu)
+            got["req_busy"].append(got["req_cpu"][-1] - idle.get(side, 0.0) * got["req"][-1])
+    return {side: summary(got, max_tokens) for side, got in figures.items()}
+
+
+def idle_rates(pids: dict[str, int], seconds: float = 3.0) -> dict[str, float]:
+    """Each door process's CPU per second with no request (the supervisor's own loop and probes
+    for the service's door), taken off its CPU per streamed token."""
+    before = {side: cpu_seconds(pid) for side, pid in pids.items()}
+    time.sleep(seconds)
+    return {side: (cpu_seconds(pid) - before[side]) / seconds for side, pid in pids.items()}
+
+
+def summary(got: dict[str, list[float]], max_tokens: int) -> dict[str, float | None]:
+    """A path's figures: times as medians in ms; the door's CPU per round in ms and per
+    streamed token in microseconds (a stream's CPU less a 1-token request's, over the tokens
+    past the first, each less the process's idle CPU over its time); the worker's CPU per
+    streamed token (its prompt's included) and its own decode tok/s, a median of the streams'
+    (None: no /v1/status)."""
+    stream_cpu, req_cpu = statistics.mean(got["stream_cpu"]), statistics.mean(got["req_cpu"])
+    stream_busy, req_busy = statistics.mean(got["stream_busy"]), statistics.mean(got["req_busy"])
+    # Per stream, as the client's pace is (a median): one slow stream sways a sum.
+    rates = [n / t for n, t in zip(got["decoded"], got["decode_s"], strict=True) if t > 0]
+    return {
+        **{k: statistics.median(got[k]) * 1000 for k in ("ttft", "tok", "req")},
+        "cpu": (stream_cpu + req_cpu) * 1000,
+        "cpu_token": (stream_busy - req_busy) / max(1, max_tokens - 1) * 1e6,
+        "worker": statistics.median(rates) if rates else None,
+        "worker_cpu": statistics.mean(got["worker_cpu"]) / max_tokens * 1e6,
+    }
 
 
 class Clients:
@@ -336,7 +404,8 @@ def against_fake_worker(runs: int, max_tokens: int, parsers: list[str], loops: l
                     raise SystemExit("the fake worker did not come up")
                 time.sleep(0.1)
         print(f"fake worker on {url} (bench/fake_sse_worker.py: 1 ms between events)")
-        overhead({"worker_url": url}, "fake", runs, max_tokens, parsers, loops, other)
+        said = {"worker_url": url, "worker_pid": fake.pid}
+        overhead(said, "fake", runs, max_tokens, parsers, loops, other)
     finally:
         fake.terminate()
         fake.wait(10)
