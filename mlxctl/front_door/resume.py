@@ -11,6 +11,7 @@ ids the client already knows.
 from __future__ import annotations
 
 import json
+from collections import deque
 
 from mlxctl.front_door import shapes
 from mlxctl.front_door.resume_chat import AnthropicLedger, Ledger, OpenAILedger
@@ -19,7 +20,8 @@ from server.edge.resume_wire import MARK_PREFIX, RESUMABLE_HEADER, RESUME_KEY
 
 MAX_RESUMES = 2  # a request that kills workers must not kill every next one
 # Events forwarded before any crash are counted only when one comes (most streams never see
-# one), or once this many wait: the door's cost per token stays a split and an append.
+# one): the door's cost per token stays a split and an append. Past this many waiting, each new
+# event counts the oldest, so a long reply never pauses to count thousands at once.
 FOLD_EVERY = 4096
 _MARK = MARK_PREFIX.encode()
 HEADER = (RESUMABLE_HEADER.encode(), b"1")
@@ -47,7 +49,7 @@ class StreamResume:
         self._base: list[int] = []  # the tokens known before this attempt
         self._tokens: list[int] = []  # those this attempt marked (a replay marks them again)
         self._marks: list[bytes] = []  # ...the latest of them still as the worker wrote them
-        self._unread: list[bytes] = []  # events forwarded, not counted in the ledger yet
+        self._unread: deque[bytes] = deque()  # events forwarded, not counted in the ledger yet
         self._rest = b""  # an event not complete yet
 
     @property
@@ -60,7 +62,7 @@ class StreamResume:
     def can_resume(self) -> bool:
         if self.ended or self.resumes >= MAX_RESUMES:
             return False
-        tail = self._unread[-2:]  # whether the reply's end went out (it is the last event)
+        tail = list(self._unread)[-2:]  # whether the reply's end went out (the last event)
         return not any(b == b"data: [DONE]" or _event_name(b) in _ENDS for b in tail)
 
     def body(self, body: bytes) -> bytes:
@@ -93,15 +95,14 @@ class StreamResume:
                 out.append(block + b"\n\n")
             elif (kept := self._event(block)) is not None:
                 out.append(kept)
-        if len(self._unread) > FOLD_EVERY:
-            self._fold()
+        while len(self._unread) > FOLD_EVERY:
+            self._event(self._unread.popleft())
         return b"".join(out)
 
     def _fold(self) -> None:
         """Count the events forwarded so far in the ledger."""
-        unread, self._unread = self._unread, []
-        for block in unread:
-            self._event(block)
+        while self._unread:
+            self._event(self._unread.popleft())
 
     def _event(self, block: bytes) -> bytes | None:
         """One event as the client gets it (None: it has it already)."""

@@ -225,3 +225,41 @@ def test_a_responses_replay_trims_call_arguments_and_announces_a_new_item():
     assert [e["sequence_number"] for e in out] == list(range(4, 4 + len(out)))
     assert out[3]["item"]["id"] == "fun_a0" and out[4]["item"]["id"] == "fun_b1"  # new: its own
     assert door.can_resume()  # no end yet: a second crash resumes again
+
+
+def test_a_long_stream_counts_its_events_one_at_a_time_and_still_resumes(monkeypatch):
+    """Past FOLD_EVERY events waiting, each new event counts the oldest: a long reply never
+    pauses to count thousands at once (about 100 ms at 4096 on a loaded machine), and a crash
+    after that still forwards only what the client lacks."""
+    from mlxctl.front_door import resume
+
+    monkeypatch.setattr(resume, "FOLD_EVERY", 8)
+    door = StreamResume("/v1/messages")
+    counted = []
+    count = door._event
+
+    def counting(block):
+        counted.append(block)
+        return count(block)
+
+    monkeypatch.setattr(door, "_event", counting)
+    door.feed(START + BLOCK)
+    for i in range(40):
+        before = len(counted)
+        door.feed(mark(i) + text_delta(0, f"w{i} "))
+        assert len(counted) - before <= 1  # never a pause to count a backlog
+    assert len(counted) == 42 - 8  # all but the last FOLD_EVERY counted as they came
+    door.begin_attempt()  # the crash counts the rest
+    text = "".join(f"w{i} " for i in range(40))
+    replay = (
+        anthropic("message_start", message={"id": "msg_second"})
+        + mark(*range(41))
+        + BLOCK
+        + text_delta(0, text[:-3])
+        + text_delta(0, text[-3:] + "end")  # straddles: the client has all but "end"
+        + anthropic("content_block_stop", index=0)
+        + anthropic("message_stop")
+    )
+    out = events(door.feed(replay))
+    assert [e["type"] for e in out] == ["content_block_delta", "content_block_stop", "message_stop"]
+    assert out[0]["delta"]["text"] == "end"
