@@ -150,10 +150,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.numbered_reads:
             plain = [speculative.numbered(m) for m in plain]
         prompt = tokenizer.apply_chat_template(
-            plain, tools=speculative.TOOLS, add_generation_prompt=True, tokenize=False
+            plain, tools=speculative.tools_for(plain), add_generation_prompt=True, tokenize=False
         )
         reply_tokens = tokenizer.encode(reply, add_special_tokens=False)[: args.max_tokens]
-        views = views_of(prompt, tools=True)
+        tools = {t["function"]["name"] for t in speculative.tools_for(plain)}
+        views = views_of(prompt, tools=True, patches="apply_patch" in tools)
         rendered.append((kind, encoder.encode(prompt), reply_tokens, views))
 
     if args.per_kind:
@@ -178,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in [args.costs] if args.costs else sorted(COSTS):
         runs = [worker_runs(rendered, mode, COSTS[name], args.learn_compile, views)
                 for mode, views in modes]  # fmt: skip
-        for kind in ("edit", "write", "prose"):
+        for kind in dict.fromkeys(turn[0] for turn in rendered):
             mine = [i for i, turn in enumerate(rendered) if turn[0] == kind]
             cells = []
             for run in runs:

@@ -71,6 +71,33 @@ TOOLS = [
     )
 ]
 
+# Codex's own tools for the patch turns: it reads with `shell` and edits with `apply_patch`, whose
+# freeform input the worker's Responses API gives the model as one string parameter.
+CODEX_TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": name,
+            "description": description,
+            "parameters": {
+                "type": "object",
+                "properties": {param: kind},
+                "required": [param],
+            },
+        },
+    }
+    for name, description, param, kind in (
+        ("shell", "Run a command.", "command", {"type": "array", "items": {"type": "string"}}),
+        ("apply_patch", "Edit files with a patch.", "input", {"type": "string"}),
+    )
+]
+
+
+def tools_for(messages: list[dict]) -> list[dict]:
+    """A patch turn's tools are Codex's (it read the file with `shell`); the others', ours."""
+    calls = [c["function"]["name"] for m in messages for c in m.get("tool_calls") or []]
+    return CODEX_TOOLS if "shell" in calls else TOOLS
+
 
 def git(*args: str) -> str:
     return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout
@@ -92,6 +119,34 @@ def first_hunk(commit: str, path: str) -> tuple[str, str]:
             if line[:1] in (" ", "+"):
                 new.append(line[1:])
     return "\n".join(old), "\n".join(new)
+
+
+def first_patch(commit: str, path: str) -> str:
+    """The commit's first hunk in `path` as Codex's `apply_patch` input (three lines of context,
+    each line marked ` `, `-` or `+`)."""
+    lines = ["*** Begin Patch", f"*** Update File: {path}"]
+    inside = False
+    for line in git("diff", "-U3", f"{commit}^", commit, "--", path).splitlines():
+        if line.startswith("@@"):
+            if inside:
+                break
+            inside = True
+            lines.append("@@")
+        elif inside and not line.startswith("\\"):
+            lines.append(line)
+    return "\n".join([*lines, "*** End Patch"])
+
+
+def shell_read_turn(marker: str, path: str, before: str, ask: str) -> list[dict]:
+    """Codex's turn: it read the file with `shell` (`cat`), and its output is the file."""
+    read: dict[str, object] = {"id": "call_read", "type": "function"}
+    read["function"] = {"name": "shell", "arguments": json.dumps({"command": ["cat", path]})}
+    return [
+        {"role": "system", "content": "You are a coding agent. Use the tools."},
+        {"role": "user", "content": f"{ask} {marker}"},
+        {"role": "assistant", "content": None, "tool_calls": [read]},
+        {"role": "tool", "tool_call_id": "call_read", "content": before},
+    ]
 
 
 def call_text(name: str, arguments: dict) -> str:
@@ -125,6 +180,10 @@ def turns() -> list[tuple[str, str, list[dict], str]]:
         out.append(
             ("write", marker, messages, call_text("Write", {"file_path": path, "content": after}))
         )
+        marker = f"[patch {i}]"
+        messages = shell_read_turn(marker, path, before, f"Apply commit {commit} to {path}.")
+        patch = call_text("apply_patch", {"input": first_patch(commit, path)})
+        out.append(("patch", marker, messages, patch))
     readme = (REPO / "README.md").read_text().split("\n## ")
     for i in range(2):
         marker = f"[prose {i}]"
@@ -136,7 +195,8 @@ def turns() -> list[tuple[str, str, list[dict], str]]:
 
 def ask(url: str, messages: list[dict], max_tokens: int) -> tuple[dict, dict]:
     """One greedy request; (its message, its figures from /v1/status recent)."""
-    body = {"model": MODEL, "messages": messages, "tools": TOOLS, "max_tokens": max_tokens}
+    body: dict[str, object] = {"model": MODEL, "messages": messages, "tools": tools_for(messages)}
+    body["max_tokens"] = max_tokens
     body["temperature"] = 0
     r = httpx.post(url + "/v1/chat/completions", json=body, headers=HEADERS, timeout=600)
     r.raise_for_status()
@@ -162,7 +222,8 @@ def concurrent(url: str, messages: list[dict], n: int, max_tokens: int) -> float
 
 
 def ask_tokens(url: str, messages: list[dict], max_tokens: int) -> int:
-    body = {"model": MODEL, "messages": messages, "tools": TOOLS, "max_tokens": max_tokens}
+    body: dict[str, object] = {"model": MODEL, "messages": messages, "tools": tools_for(messages)}
+    body["max_tokens"] = max_tokens
     body["temperature"] = 0
     r = httpx.post(url + "/v1/chat/completions", json=body, headers=HEADERS, timeout=600)
     r.raise_for_status()

@@ -14,7 +14,7 @@ from server.decoding.constrained.text_format import plan_text
 from server.decoding.reasoning import opens_reasoning
 from server.errors import BadRequest, ContextLengthExceeded
 from server.model.vision import ImageLayout, ImageSpan
-from server.prompt.copy_views import CopyViews, writes_json_calls
+from server.prompt.copy_views import PATCH_TOOL, CopyViews, writes_json_calls
 from server.prompt.image_tokens import expand_markers, key_images
 from server.prompt.long_prompts import LengthBound, give_back_memory
 from server.prompt.normalize import normalize
@@ -229,8 +229,15 @@ class PromptRenderer:
             constraint=constraint,
             images=spans,
             # Copy drafts read them (a token count decodes nothing).
-            copy_views=self.views(text, bool(tools)) if self.views and check_context else [],
+            copy_views=self._copy_views(text, tools) if check_context else [],
         )
+
+    def _copy_views(self, text: str, tools: list[dict] | None) -> list[list[int]]:
+        """The prompt's pieces as the model writes them back (server.prompt.copy_views)."""
+        if self.views is None:
+            return []
+        names = {t.get("function", {}).get("name") for t in tools or []}
+        return self.views(text, bool(tools), patches=PATCH_TOOL in names)
 
     def _text_constraint(self, request: ChatRequest, tools: list[dict] | None) -> Any:
         """The JSON reply's grammar; None where the model may call a tool instead (a call is

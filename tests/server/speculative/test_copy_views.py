@@ -119,3 +119,41 @@ def test_a_reply_copying_a_numbered_read_copies_it_without_the_numbers(loaded):
     raw, bare = runs["raw"][1], runs["bare"][1]
     assert raw is not None and bare is not None
     assert bare.verified_tokens / bare.verify_steps > 2 * raw.verified_tokens / raw.verify_steps
+
+
+def test_a_patch_quoting_the_file_copies_its_marked_lines(loaded):
+    """Codex's `apply_patch` quotes the lines it keeps and removes with ` ` or `-` first: with
+    the marked views a patch verifies more tokens a step, with plain decoding's tokens."""
+    from server.prompt.render import PromptRenderer
+    from server.speculative.policy import CostModel
+    from server.speculative.session import Drafting
+
+    patch_tool = {"name": "apply_patch", "description": "Patch", "parameters": {"type": "object"}}
+    body = request()
+    body.tools = [{"type": "function", "function": t} for t in (READ, patch_tool)]
+    renderer = PromptRenderer(loaded.tokenizer, {}, copy_views=True)
+    rendered = renderer.render(body)
+    assert renderer.views is not None
+    unmarked = renderer.views(rendered.text, True, patches=False)
+    assert len(rendered.copy_views) > len(unmarked)  # the marked lines, escaped
+    lines = FILE.split("\n")
+    hunk = [" " + line for line in lines[:8]] + ["-" + lines[8], "+    return 0"]
+    hunk += [" " + line for line in lines[9:16]]
+    patch = "\n".join(["*** Begin Patch", "*** Update File: a.py", "@@", *hunk, "*** End Patch"])
+    call = json.dumps({"name": "apply_patch", "arguments": {"input": patch}})
+    reply = f"<tool_call>\n{call}\n</tool_call>"
+    prompt, steps = list(rendered.tokens), len(loaded.tokenizer.encode(reply)) + 1
+    runs = {}
+    for name, views in (("plain", None), ("unmarked", unmarked), ("marked", rendered.copy_views)):
+        drafting = None if views is None else Drafting("copy", prompt, CostModel(), views=views)
+        tokens, _, _ = decode(loaded, prompt, steps, processors=[forced(loaded, reply)],
+                              drafting=drafting)  # fmt: skip
+        runs[name] = (tokens, drafting.record if drafting else None)
+    assert runs["unmarked"][0] == runs["plain"][0] and runs["marked"][0] == runs["plain"][0]
+    unmarked_run, marked_run = runs["unmarked"][1], runs["marked"][1]
+    assert unmarked_run is not None and marked_run is not None
+    per_step = {
+        name: r.verified_tokens / r.verify_steps
+        for name, r in (("unmarked", unmarked_run), ("marked", marked_run))
+    }
+    assert per_step["marked"] > 1.5 * per_step["unmarked"], per_step
