@@ -137,26 +137,18 @@ def first_patch(commit: str, path: str) -> str:
     return "\n".join([*lines, "*** End Patch"])
 
 
-def shell_read_turn(marker: str, path: str, before: str, ask: str) -> list[dict]:
-    """Codex's turn: it read the file with `shell` (`cat`), and its output is the file."""
-    read: dict[str, object] = {"id": "call_read", "type": "function"}
-    read["function"] = {"name": "shell", "arguments": json.dumps({"command": ["cat", path]})}
-    return [
-        {"role": "system", "content": "You are a coding agent. Use the tools."},
-        {"role": "user", "content": f"{ask} {marker}"},
-        {"role": "assistant", "content": None, "tool_calls": [read]},
-        {"role": "tool", "tool_call_id": "call_read", "content": before},
-    ]
-
-
 def call_text(name: str, arguments: dict) -> str:
     """A tool call as the Hermes template's model writes it."""
     return f'<tool_call>\n{{"name": "{name}", "arguments": {json.dumps(arguments)}}}\n</tool_call>'
 
 
-def read_turn(marker: str, path: str, before: str, ask: str) -> list[dict]:
+def read_turn(
+    marker: str, path: str, before: str, ask: str, tool: str = "Read", arguments: dict | None = None
+) -> list[dict]:
+    """A turn where the agent read `path` with `tool` (Claude Code's `Read` by default) and got
+    the file back."""
     read: dict[str, object] = {"id": "call_read", "type": "function"}
-    read["function"] = {"name": "Read", "arguments": json.dumps({"file_path": path})}
+    read["function"] = {"name": tool, "arguments": json.dumps(arguments or {"file_path": path})}
     return [
         {"role": "system", "content": "You are a coding agent. Use the tools."},
         {"role": "user", "content": f"{ask} {marker}"},
@@ -181,7 +173,8 @@ def turns() -> list[tuple[str, str, list[dict], str]]:
             ("write", marker, messages, call_text("Write", {"file_path": path, "content": after}))
         )
         marker = f"[patch {i}]"
-        messages = shell_read_turn(marker, path, before, f"Apply commit {commit} to {path}.")
+        ask, cat = f"Apply commit {commit} to {path}.", {"command": ["cat", path]}
+        messages = read_turn(marker, path, before, ask, "shell", cat)  # Codex reads with `cat`
         patch = call_text("apply_patch", {"input": first_patch(commit, path)})
         out.append(("patch", marker, messages, patch))
     readme = (REPO / "README.md").read_text().split("\n## ")

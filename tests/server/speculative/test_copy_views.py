@@ -44,6 +44,19 @@ def holds(tokens: list[int], run: list[int]) -> bool:
     return any(tokens[i : i + len(run)] == run for i in range(len(tokens) - len(run) + 1))
 
 
+def drafted(loaded, prompt: list[int], reply: str, views):
+    """The tokens of a forced `reply` after `prompt`, and the draft record of copy drafts that
+    also read `views` (None: plain decoding, no record)."""
+    from server.speculative.policy import CostModel
+    from server.speculative.session import Drafting
+
+    steps = len(loaded.tokenizer.encode(reply)) + 1
+    drafting = None if views is None else Drafting("copy", prompt, CostModel(), views=views)
+    tokens, _, _ = decode(loaded, prompt, steps, processors=[forced(loaded, reply)],
+                          drafting=drafting)  # fmt: skip
+    return tokens, drafting.record if drafting else None
+
+
 def test_tool_requests_carry_the_prompts_pieces_escaped(loaded):
     from server.prompt.copy_views import writes_json_calls
     from server.prompt.render import PromptRenderer
@@ -62,21 +75,15 @@ def test_tool_requests_carry_the_prompts_pieces_escaped(loaded):
 
 def test_a_write_of_a_file_read_copies_it_escaped_with_plain_decodings_tokens(loaded):
     from server.prompt.render import PromptRenderer
-    from server.speculative.policy import CostModel
-    from server.speculative.session import Drafting
 
     rendered = PromptRenderer(loaded.tokenizer, {}, copy_views=True).render(request())
     content = json.dumps(FILE + "\ndef f9(x):\n    return x * 9\n")
     reply = f'<tool_call>\n{{"name": "Write", "arguments": {{"content": {content}}}}}\n</tool_call>'
-    prompt, steps = list(rendered.tokens), len(loaded.tokenizer.encode(reply)) + 1
-    runs = {}
-    for name, views in (("plain", None), ("raw", ()), ("escaped", rendered.copy_views)):
-        drafting = None if views is None else Drafting("copy", prompt, CostModel(), views=views)
-        tokens, _, _ = decode(loaded, prompt, steps, processors=[forced(loaded, reply)],
-                              drafting=drafting)  # fmt: skip
-        runs[name] = (tokens, drafting.record if drafting else None)
-    assert runs["raw"][0] == runs["plain"][0] and runs["escaped"][0] == runs["plain"][0]
-    raw, escaped = runs["raw"][1], runs["escaped"][1]
+    prompt = list(rendered.tokens)
+    plain, _ = drafted(loaded, prompt, reply, None)
+    tokens_raw, raw = drafted(loaded, prompt, reply, ())
+    tokens_escaped, escaped = drafted(loaded, prompt, reply, rendered.copy_views)
+    assert tokens_raw == plain and tokens_escaped == plain
     assert raw is not None and escaped is not None
     per_step = {n: r.verified_tokens / r.verify_steps for n, r in (("raw", raw), ("esc", escaped))}
     assert per_step["esc"] > 2 * per_step["raw"], per_step  # whole lines at once, not words
@@ -101,22 +108,16 @@ def test_line_numbers_come_off_a_file_read_and_only_off_one():
 
 def test_a_reply_copying_a_numbered_read_copies_it_without_the_numbers(loaded):
     from server.prompt.render import PromptRenderer
-    from server.speculative.policy import CostModel
-    from server.speculative.session import Drafting
 
     renderer = PromptRenderer(loaded.tokenizer, {}, copy_views=True)
     rendered = renderer.render(request(tools=False, read=numbered(FILE)))
     assert rendered.copy_views  # no tools: the file without its numbers, not escaped
     reply = "Here it is again:\n" + FILE
-    prompt, steps = list(rendered.tokens), len(loaded.tokenizer.encode(reply)) + 1
-    runs = {}
-    for name, views in (("plain", None), ("raw", ()), ("bare", rendered.copy_views)):
-        drafting = None if views is None else Drafting("copy", prompt, CostModel(), views=views)
-        tokens, _, _ = decode(loaded, prompt, steps, processors=[forced(loaded, reply)],
-                              drafting=drafting)  # fmt: skip
-        runs[name] = (tokens, drafting.record if drafting else None)
-    assert runs["raw"][0] == runs["plain"][0] and runs["bare"][0] == runs["plain"][0]
-    raw, bare = runs["raw"][1], runs["bare"][1]
+    prompt = list(rendered.tokens)
+    plain, _ = drafted(loaded, prompt, reply, None)
+    tokens_raw, raw = drafted(loaded, prompt, reply, ())
+    tokens_bare, bare = drafted(loaded, prompt, reply, rendered.copy_views)
+    assert tokens_raw == plain and tokens_bare == plain
     assert raw is not None and bare is not None
     assert bare.verified_tokens / bare.verify_steps > 2 * raw.verified_tokens / raw.verify_steps
 
@@ -125,8 +126,6 @@ def test_a_patch_quoting_the_file_copies_its_marked_lines(loaded):
     """Codex's `apply_patch` quotes the lines it keeps and removes with ` ` or `-` first: with
     the marked views a patch verifies more tokens a step, with plain decoding's tokens."""
     from server.prompt.render import PromptRenderer
-    from server.speculative.policy import CostModel
-    from server.speculative.session import Drafting
 
     patch_tool = {"name": "apply_patch", "description": "Patch", "parameters": {"type": "object"}}
     body = request()
@@ -142,15 +141,11 @@ def test_a_patch_quoting_the_file_copies_its_marked_lines(loaded):
     patch = "\n".join(["*** Begin Patch", "*** Update File: a.py", "@@", *hunk, "*** End Patch"])
     call = json.dumps({"name": "apply_patch", "arguments": {"input": patch}})
     reply = f"<tool_call>\n{call}\n</tool_call>"
-    prompt, steps = list(rendered.tokens), len(loaded.tokenizer.encode(reply)) + 1
-    runs = {}
-    for name, views in (("plain", None), ("unmarked", unmarked), ("marked", rendered.copy_views)):
-        drafting = None if views is None else Drafting("copy", prompt, CostModel(), views=views)
-        tokens, _, _ = decode(loaded, prompt, steps, processors=[forced(loaded, reply)],
-                              drafting=drafting)  # fmt: skip
-        runs[name] = (tokens, drafting.record if drafting else None)
-    assert runs["unmarked"][0] == runs["plain"][0] and runs["marked"][0] == runs["plain"][0]
-    unmarked_run, marked_run = runs["unmarked"][1], runs["marked"][1]
+    prompt = list(rendered.tokens)
+    plain, _ = drafted(loaded, prompt, reply, None)
+    tokens_unmarked, unmarked_run = drafted(loaded, prompt, reply, unmarked)
+    tokens_marked, marked_run = drafted(loaded, prompt, reply, rendered.copy_views)
+    assert tokens_unmarked == plain and tokens_marked == plain
     assert unmarked_run is not None and marked_run is not None
     per_step = {
         name: r.verified_tokens / r.verify_steps
