@@ -199,22 +199,26 @@ def overhead(status: dict, model: str, runs: int, max_tokens: int, parsers: list
     print(f"\n## Proxy overhead ({runs} alternating runs, {max_tokens}-token greedy streams, "
           "medians)\n")  # fmt: skip
     print(
-        "| path | TTFT ms | ms per streamed token | decode tok/s | worker's own decode tok/s "
+        "| path | TTFT ms | TTFT p10-p90 ms | ms per streamed token | decode tok/s "
+        "| worker's own decode tok/s "
         "| worker CPU us per streamed token | 1-token request ms | door CPU ms per round "
         "| door CPU us per streamed token |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for side in sides:
         m = med[side]
         cpu = f"{m['cpu']:.2f} | {m['cpu_token']:.1f}" if side in pids else "- | -"
         own = f"{m['worker']:.0f}" if m["worker"] else "-"
-        print(f"| {side} | {m['ttft']:.2f} | {m['tok']:.3f} | {1000 / m['tok']:.0f} | {own} | "
-              f"{m['worker_cpu']:.1f} | {m['req']:.2f} | {cpu} |")  # fmt: skip
+        spread = f"{m['ttft_p10']:.2f}-{m['ttft_p90']:.2f}"
+        print(f"| {side} | {m['ttft']:.2f} | {spread} | {m['tok']:.3f} | {1000 / m['tok']:.0f} "
+              f"| {own} | {m['worker_cpu']:.1f} | {m['req']:.2f} | {cpu} |")  # fmt: skip
     d = med["direct"]
     for side in list(sides)[1:]:
         w = med[side]
         own = f"x{w['worker'] / d['worker']:.3f}" if w["worker"] and d["worker"] else ""
-        print(f"| added by {side} | {w['ttft'] - d['ttft']:+.2f} | {w['tok'] - d['tok']:+.3f} | "
+        spread = f"{w['ttft_p10'] - d['ttft_p10']:+.2f} / {w['ttft_p90'] - d['ttft_p90']:+.2f}"
+        print(f"| added by {side} | {w['ttft'] - d['ttft']:+.2f} | {spread} | "
+              f"{w['tok'] - d['tok']:+.3f} | "
               f"x{d['tok'] / w['tok']:.3f} | {own} | {w['worker_cpu'] - d['worker_cpu']:+.1f} | "
               f"{w['req'] - d['req']:+.2f} | | |")  # fmt: skip
     print(f"\nA round is one {max_tokens}-token stream and one 1-token request; its CPU is the "
@@ -306,8 +310,11 @@ def summary(got: dict[str, list[float]], max_tokens: int) -> dict[str, float | N
     stream_busy, req_busy = statistics.mean(got["stream_busy"]), statistics.mean(got["req_busy"])
     # Per stream, as the client's pace is (a median): one slow stream sways a sum.
     rates = [n / t for n, t in zip(got["decoded"], got["decode_s"], strict=True) if t > 0]
+    deciles = statistics.quantiles(got["ttft"], n=10) if len(got["ttft"]) > 1 else got["ttft"] * 9
     return {
         **{k: statistics.median(got[k]) * 1000 for k in ("ttft", "tok", "req")},
+        "ttft_p10": deciles[0] * 1000,
+        "ttft_p90": deciles[-1] * 1000,
         "cpu": (stream_cpu + req_cpu) * 1000,
         "cpu_token": (stream_busy - req_busy) / max(1, max_tokens - 1) * 1e6,
         "worker": statistics.median(rates) if rates else None,

@@ -10,16 +10,17 @@
 #                          (on /tmp/$RESTART_MODEL, default moe)
 #   models                 bench/models.py: the small shape's requests while the MoE streams
 #   door                   bench/front_door.py on the MoE: the front door's cost, no switches
-# Each step has its own time limit (STEP_S, default 300) so one slow step leaves the rest a turn;
+# Each step has its own time limit (STEP_S, default 300; STEP_S_spec_moe etc. for one step) so
+# one slow step leaves the rest a turn;
 # it ends on SIGINT, so a bench stops the service it started before it exits.
 set -uo pipefail
 source bench/gpu_setup.sh
-LIMIT=${STEP_S:-300}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee -a $OUT/gpu.txt
 ( while sleep 2; do nvidia-smi --query-gpu=memory.used --format=csv,noheader >> $OUT/mem.txt; done ) &
 WATCH=$!
 for step in "$@"; do
   echo "== $(date +%T) $step" | tee -a $OUT/steps.txt
+  own_limit="STEP_S_${step//-/_}"; LIMIT=${!own_limit:-${STEP_S:-300}}
   case $step in
     moe|dense|dense8|small) [ -f /tmp/$step/config.json ] || timeout -s INT -k 30 $LIMIT $PY bench/gpu_models.py $step .gpu/tok /tmp/$step ${MODEL_ARGS:-} 2>&1 | tail -2 | tee -a $OUT/build.txt ;;
     spec-*) timeout -s INT -k 30 $LIMIT $PY bench/speculative.py --model /tmp/${step#spec-} --turns-file .gpu/turns.json ${SPEC_ARGS:---per-kind 2 --repeats 1 --max-tokens 768 --sessions 8} 2>&1 | tee $OUT/$step.txt
