@@ -7,8 +7,8 @@ from __future__ import annotations
 
 _DECAY = 0.97  # per cycle: the last few dozen cycles of each kind count
 PROBE_EVERY = 64  # plain steps with a guess between two tries while drafting is held off
-_SLACK = 0.98  # drafting must come out at least this much faster per token than plain
-_OUTLIER = 4.0  # a cycle this much slower per token than the running mean counts at that bound
+SLACK = 0.98  # drafting must come out at least this much faster per token than plain
+OUTLIER = 4.0  # a cycle this much slower per token than the running mean counts at that bound
 
 
 def _bucket(context: int) -> int:
@@ -33,10 +33,10 @@ class SpeedGuard:
     def record(self, drafting: bool, context: int, tokens: int, seconds: float) -> None:
         acc = self._spent.setdefault((drafting, _bucket(context)), [0.0, 0.0])
         if acc[1] >= 8:  # one-time work (a kernel compiled on first use) must not hold for long
-            seconds = min(seconds, _OUTLIER * tokens * acc[0] / acc[1])
+            seconds = min(seconds, OUTLIER * tokens * acc[0] / acc[1])
         plain = self.per_token(False, context)
         if drafting and plain is not None:  # nor one before drafting has a mean of its own
-            seconds = min(seconds, _OUTLIER * tokens * plain)
+            seconds = min(seconds, OUTLIER * tokens * plain)
         acc[0] = acc[0] * _DECAY + seconds
         acc[1] = acc[1] * _DECAY + tokens
 
@@ -47,7 +47,7 @@ class SpeedGuard:
     def holds_off(self, context: int) -> bool:
         """Whether drafting came out slower than plain decoding here."""
         drafted, plain = self.per_token(True, context), self.per_token(False, context)
-        return drafted is not None and plain is not None and drafted * _SLACK > plain
+        return drafted is not None and plain is not None and drafted * SLACK > plain
 
     def status(self, context: int | None = None) -> dict:
         """Measured seconds per token at the longest context seen (for /v1/status)."""

@@ -12,10 +12,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from server.speculative.copy_drafts import CopyDrafts
-from server.speculative.guard import PROBE_EVERY, SpeedGuard
+from server.speculative.guard import OUTLIER, PROBE_EVERY, SLACK, SpeedGuard
 from server.speculative.policy import Acceptance, CostModel, choose
 from server.speculative.sources import FORCED, DraftSource
 from server.speculative.stats import DraftRecord
+
+MOST_PROBE_EVERY = 1024  # a request whose tries keep failing tries at most this seldom
+_OWN_DECAY = 0.9  # per drafting cycle: this request's last dozen or so
+_OWN_CYCLES = 4  # drafting cycles this request must have before its own speed counts
 
 
 class Drafting:
@@ -36,6 +40,11 @@ class Drafting:
         self.costs = costs
         self.guard = guard or SpeedGuard()
         self._held = 0  # steps `auto` held drafting off since its last try
+        self._probe_every = PROBE_EVERY  # doubles with each try while drafting is held off
+        # This request's drafting, decayed seconds and tokens: the worker's guard mixes turns
+        # that copy with turns whose drafts keep failing (prose), so each request checks its own.
+        self._own = [0.0, 0.0]
+        self._own_cycles = 0
         self._probing = False  # a try was granted: the step's second ask must not refuse it
         self.acceptance = Acceptance()
         self.record: DraftRecord = getattr(self.source, "record", None) or DraftRecord(
@@ -86,13 +95,27 @@ class Drafting:
             return 0
         if self.mode in FORCED:
             return min(self.source.longest, limit)
-        if self.guard.holds_off(context) and not self._probing:
-            self._held += 1
-            if self._held % PROBE_EVERY:
-                return 0
-            self._probing = True
+        if not self._probing:
+            if self._held_off(context):
+                self._held += 1
+                if self._held < self._probe_every:
+                    return 0
+                self._held, self._probing = 0, True
+                self._probe_every = min(2 * self._probe_every, MOST_PROBE_EVERY)
+            else:
+                self._probe_every = PROBE_EVERY
         entering = not self._verifying
         return choose(self.acceptance.rate, self.costs, context, limit, entering)
+
+    def _held_off(self, context: int) -> bool:
+        """Drafting came out slower than plain decoding here: the worker's or this request's."""
+        if self.guard.holds_off(context):
+            return True
+        plain = self.guard.per_token(False, context)
+        spent, tokens = self._own
+        if plain is None or self._own_cycles < _OWN_CYCLES or not tokens:
+            return False
+        return spent / tokens * SLACK > plain
 
     def cycle(
         self,
@@ -115,6 +138,11 @@ class Drafting:
             if self.costs.first_seen(fed, context):
                 return  # on MLX CUDA a size's first verify compiles its kernels: not the speed
         self.guard.record(drafting, context, tokens, now - began)
+        if drafting:
+            plain = self.guard.per_token(False, context)
+            spent = now - began if plain is None else min(now - began, OUTLIER * tokens * plain)
+            self._own = [self._own[0] * _OWN_DECAY + spent, self._own[1] * _OWN_DECAY + tokens]
+            self._own_cycles += 1
 
     def drafts(self, pending: int, k: int) -> list[int]:
         """The source's guesses after the pending token (which the next step delivers)."""
