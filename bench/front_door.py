@@ -268,6 +268,8 @@ def measure(model: str, sides: dict[str, str], runs: int, max_tokens: int,
     for side, url in sides.items():  # warm every path
         stream_once(clients[side], url, model, 8)
     idle = idle_rates(pids)
+    print("door processes' CPU while idle, ms per second: "
+          + ", ".join(f"{side} {rate * 1000:.1f}" for side, rate in idle.items()))  # fmt: skip
     for _ in range(runs):
         for side, url in sides.items():
             pid, got = pids.get(side), figures[side]
