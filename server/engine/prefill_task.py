@@ -105,7 +105,7 @@ class PrefillTask:
         """How many tokens another prompt shares with this one and should wait for: a long
         uncached prefix whose checkpoint this prefill has not stored yet (0: none)."""
         shared = _common_prefix(tokens, self.job.rendered.tokens)
-        if shared < MIN_SHARED or shared <= self.n_cached:
+        if shared - self.n_cached < MIN_SHARED:  # what waiting would save: the uncached part
             return 0
         # This prompt's checkpoints at or below `shared` that the other could start from.
         useful = [b for b in self.stops if b <= shared]
