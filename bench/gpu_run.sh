@@ -29,7 +29,7 @@ for step in "$@"; do
     pipeline-*) timeout -s INT -k 30 $LIMIT $PY bench/verify_pipeline.py /tmp/${step#pipeline-} 2>&1 | grep -v Warning | tee $OUT/$step.txt ;;
     n8) timeout -s INT -k 30 $LIMIT $PY bench/concurrency.py --model /tmp/moe --sessions 8 --servers ours --json $OUT/n8.json 2>&1 | tee $OUT/n8.txt ;;
     models) timeout -s INT -k 30 $LIMIT $PY bench/models.py --big /tmp/moe --small /tmp/small --runs 8 --starts 2 --max-tokens 1500 2>&1 | tee $OUT/models.txt ;;
-    door) timeout -s INT -k 30 $LIMIT $PY bench/front_door.py --model /tmp/moe --no-switches --runs 20 --http h11 2>&1 | tee $OUT/door.txt ;;
+    door) timeout -s INT -k 30 $LIMIT $PY bench/front_door.py --model /tmp/moe ${DOOR_ARGS:---no-switches --runs 20 --http h11} 2>&1 | tee $OUT/door.txt ;;
     restart) timeout -s INT -k 30 $LIMIT $PY bench/agentic.py --model /tmp/${RESTART_MODEL:-moe} --servers ours --turns 3 --keep-logs 2>&1 | tee $OUT/restart.txt ;;
   esac
   echo "== $(date +%T) $step done rc=$?" | tee -a $OUT/steps.txt
