@@ -45,23 +45,24 @@ def fixed_costs(table: dict[int, float]):
     return FixedCosts()
 
 
-def learned_costs(compile_cycles: float):
+def learned_costs(compile_cycles: float, second: float = 0.0):
     """The worker's own CostModel, learning from the cycles the replay charges, where a size's
     first cycle also holds `compile_cycles` plain cycles of one-time work (MLX CUDA compiles a
-    verify size's kernels on its first use: seconds against a 12-35 ms cycle)."""
+    verify size's kernels on its first use: seconds against a 12-35 ms cycle), and its second
+    `second` (an H100's longest verify was priced 3.8 plain cycles where it cost 2.6)."""
     from server.speculative.policy import CostModel
 
     class LearnedCosts(CostModel):
-        compiled: set[int] = set()
+        cycles: dict[int, int] = {}
 
         def record(self, fed: int, context: int, seconds: float) -> None:
-            if fed > 1 and fed not in self.compiled:
-                self.compiled.add(fed)
-                seconds += compile_cycles
+            if fed > 1:
+                seen = self.cycles[fed] = self.cycles.get(fed, 0) + 1
+                seconds += compile_cycles if seen == 1 else second if seen == 2 else 0.0
             super().record(fed, context, seconds)
 
     costs = LearnedCosts()
-    costs.compiled = set()
+    costs.cycles = {}
     return costs
 
 
@@ -119,6 +120,13 @@ def main(argv: list[str] | None = None) -> int:
         help="the policy learns its costs as a worker does, a size's first cycle CYCLES dearer",
     )
     parser.add_argument(
+        "--second-compile",
+        type=float,
+        default=0.0,
+        metavar="CYCLES",
+        help="with --learn-compile: a size's second cycle this many plain cycles dearer too",
+    )
+    parser.add_argument(
         "--compare-copy-views",
         action="store_true",
         help="also copies of the prompt as it is only (without server.prompt.copy_views)",
@@ -168,7 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     learning = args.learn_compile is not None
     print("\nspeedup over plain decoding at the table's costs (plain cycles / charged cycles)")
     if learning:
-        print(f"the policy learns its costs, a size's first cycle {args.learn_compile:g} dearer")
+        said = f"the policy learns its costs, a size's first cycle {args.learn_compile:g} dearer"
+        if args.second_compile:
+            said += f", its second {args.second_compile:g}"
+        print(said)
     modes = [("auto", True), ("copy", True)]
     if args.compare_copy_views:  # copies of the raw prompt only, as before the views
         modes += [("auto", False), ("copy", False)]
@@ -177,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n| costs | turn kind | turns | reply tokens | {head} |")
     print("| --- | --- | ---: | ---: | " + " | ".join(["---: | ---:"] * len(modes)) + " |")
     for name in [args.costs] if args.costs else sorted(COSTS):
-        runs = [worker_runs(rendered, mode, COSTS[name], args.learn_compile, views)
+        compiles = (args.learn_compile, args.second_compile)
+        runs = [worker_runs(rendered, mode, COSTS[name], compiles, views)
                 for mode, views in modes]  # fmt: skip
         for kind in dict.fromkeys(turn[0] for turn in rendered):
             mine = [i for i, turn in enumerate(rendered) if turn[0] == kind]
@@ -194,15 +206,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def worker_runs(
-    rendered: list, mode: str, table: dict, compile_cycles: float | None, views: bool
+    rendered: list, mode: str, table: dict, compiles: tuple[float | None, float], views: bool
 ) -> list:
     """Every turn, in order, through one worker's state: its cost model (the table itself, or
-    learning with `compile_cycles`) and its speed guard, as the bench's workers keep them;
+    learning with `compiles`: a size's first and second cycles' extra plain cycles) and its speed
+    guard, as the bench's workers keep them;
     `views`: copies read the prompt as the model writes it back too."""
     from server.speculative.guard import SpeedGuard
 
     charge = fixed_costs(table)
-    policy = learned_costs(compile_cycles) if compile_cycles is not None else charge
+    first, second = compiles
+    policy = learned_costs(first, second) if first is not None else charge
     guard = SpeedGuard()
     return [
         replay(p, r, mode, charge, policy, guard, v if views else ()) for _, p, r, v in rendered
