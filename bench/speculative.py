@@ -341,13 +341,15 @@ def main(argv: list[str] | None = None) -> int:
                     ask(workers[mode].base_url, messages, args.warmup_tokens)
                 print(f"{mode} warm-up {time.perf_counter() - began:.1f}s", flush=True)
         rows: dict[str, dict[str, list]] = {}
+        runs = 0
         for kind, _, messages, _ in all_turns:
             row = rows.setdefault(kind, {"identical": [], "tokens": []})
             for _ in range(args.repeats):
                 replies = {}
-                turn = len(row["identical"])
-                first = turn % len(modes)
-                for mode in modes[first:] + modes[:first]:  # each goes first in turn
+                first, runs = runs % len(modes), runs + 1
+                # Each goes first in turn, across kinds too: on MLX CUDA the first worker to
+                # verify a new size compiles its kernels for all (they share the kernel cache).
+                for mode in modes[first:] + modes[:first]:
                     message, figures = ask(workers[mode].base_url, messages, args.max_tokens)
                     replies[mode] = same_parts(message)
                     row.setdefault(f"{mode} tps", []).append(figures["tokens_per_second"])
