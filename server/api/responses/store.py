@@ -13,6 +13,7 @@ serves (the folder is its own).
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import logging
 import re
@@ -43,6 +44,10 @@ class ResponseStore:
         self._pending: dict[str, dict[str, Any]] = {}  # held, not written yet
         self._sizes: OrderedDict[str, int] = OrderedDict()  # written: id -> bytes, oldest first
         self._dropped: list[str] = []  # evicted, their files not removed yet
+        # The order records came in (held first, or found on disk): a write may land after a
+        # newer record's, and the oldest must still go first.
+        self._born: dict[str, int] = {}
+        self._births = itertools.count()
         self._scan()
 
     @property
@@ -64,6 +69,7 @@ class ResponseStore:
                 log.warning("stored responses in %s unreadable: %s", self.folder, exc)
         for _, response_id, size in sorted(found):
             self._sizes[response_id] = size
+            self._born[response_id] = next(self._births)
         if self._sizes:
             log.info("%d stored responses in %s", len(self._sizes), self.folder)
         if self.enabled:  # storing turned off keeps what is there, untouched
@@ -78,6 +84,8 @@ class ResponseStore:
         record = {"format": FORMAT, "response": response, "input_items": input_items}
         with self._lock:
             self._pending[response["id"]] = record
+            if response["id"] not in self._born:
+                self._born[response["id"]] = next(self._births)
             self._evict()  # the count bound holds at once; bytes are known once written
         return True
 
@@ -157,19 +165,36 @@ class ResponseStore:
         with self._lock:
             held = self._pending.pop(response_id, None) is not None
             known = self._sizes.pop(response_id, None) is not None
+            self._born.pop(response_id, None)
             if known:
                 self._dropped.append(response_id)
         self._remove_dropped()
         return held or known
 
     def _evict(self) -> None:
-        """Drop the oldest written records past either bound (the lock is held)."""
-        count = len(self._sizes) + sum(1 for k in self._pending if k not in self._sizes)
-        total = sum(self._sizes.values())
-        while self._sizes and (count > self.max_count or total > self.max_bytes):
-            oldest, size = self._sizes.popitem(last=False)
-            if oldest not in self._pending:  # one held again (a run's end) is written anew
-                self._dropped.append(oldest)
+        """Drop the oldest records past either bound (the lock is held): past the count, one
+        held but not written yet goes unwritten where it is the oldest (its write lagged)."""
+        unwritten = [k for k in self._pending if k not in self._sizes]
+        count, total = len(self._sizes) + len(unwritten), sum(self._sizes.values())
+        while count > self.max_count or total > self.max_bytes:
+            held = min(unwritten, key=self._born.__getitem__, default=None)
+            written = next(iter(self._sizes), None)
+            if (
+                count > self.max_count
+                and held is not None
+                and (written is None or self._born[held] < self._born[written])
+            ):
+                unwritten.remove(held)
+                del self._pending[held]
+                del self._born[held]
+                count -= 1
+                continue
+            if written is None:
+                return
+            size = self._sizes.pop(written)
+            if written not in self._pending:  # one held again (a run's end) is written anew
+                self._dropped.append(written)
+                self._born.pop(written, None)
                 count -= 1
             total -= size
 

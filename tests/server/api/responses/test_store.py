@@ -126,3 +126,22 @@ def test_a_record_deleted_before_its_write_stays_deleted(tmp_path):
     assert store.delete("resp_0001")
     store.write("resp_0001")
     assert store.get("resp_0001") is None and list(tmp_path.iterdir()) == []
+
+
+def test_the_count_bound_holds_at_once_when_an_older_records_write_lags(tmp_path):
+    """Each record is written in a thread after its reply is sent: a client's next requests can
+    be held before an earlier one's write ran, and the oldest must still go first, at once."""
+    store = ResponseStore(tmp_path, max_count=2, max_bytes=1 << 20)
+    for n in (1, 2, 3):
+        assert store.hold(response(n), [])
+    store.write("resp_0002")  # written out of order: the first one's write lags
+    assert store.get("resp_0001") is None
+    assert store.get("resp_0002") is not None and store.get("resp_0003") is not None
+    for n in (3, 1):
+        store.write(f"resp_{n:04d}")  # the evicted one's late write writes nothing
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        f"resp_0002{SUFFIX}",
+        f"resp_0003{SUFFIX}",
+    ]
+    put(store, 4)  # past the count again: the oldest written one goes
+    assert [store.get(f"resp_{n:04d}") is not None for n in (2, 3, 4)] == [False, True, True]
