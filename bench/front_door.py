@@ -2,7 +2,7 @@
 
     uv run python bench/front_door.py [--model PATH] [--runs 20] [--clients 4]
         [--http h11,httptools] [--loops asyncio,uvloop] [--no-switches] [--fake-worker]
-        [--door-from DIR]
+        [--door-from DIR] [--py-spy BIN --spy-dir DIR]
 
 Starts a private service (its own MLXCTL_HOME, the tests' tiny model unless --model) on a port
 given to `start`. Part 1 alternates the same greedy stream through the front door and straight
@@ -13,7 +13,9 @@ loop (asyncio's or uvloop) runs in a process of its own before the same worker, 
 one run, with each door process's CPU per round and per streamed token, the worker's CPU per
 streamed token and its own decode speed (tokens over the seconds inside its decode steps, from
 /v1/status: slower behind a door, the door took cores the decode wanted); `--door-from DIR` adds a
-door of another checkout (say main's, before a change) per parser and loop. `--fake-worker` runs
+door of another checkout (say main's, before a change) per parser and loop; `--py-spy BIN` samples
+each door process's threads through part 1 into `--spy-dir` (collapsed stacks, thread ids: which
+thread was on the CPU when). `--fake-worker` runs
 the doors alone before bench/fake_sse_worker.py instead (no model, no service): the door's own
 cost. Part 2 keeps N
 clients streaming through the door while `mlxctl migrate`, `mlxctl rollback` and a `kill -9` of
@@ -173,8 +175,25 @@ def installed(names: list[str]) -> list[str]:
     return [n for n in names if n and n not in missing]
 
 
+def spy_on(pids: dict[str, int], spy: tuple[str, Path] | None) -> list[subprocess.Popen]:
+    """py-spy on each door process without pausing it, until SIGINT (then it writes its file)."""
+    if spy is None:
+        return []
+    binary, folder = spy
+    folder.mkdir(parents=True, exist_ok=True)
+    spies = []
+    for side, pid in pids.items():
+        name = "".join(c if c.isalnum() else "-" for c in side).strip("-")
+        argv = [binary, "record", "--nonblocking", "--threads", "--rate", "500", "--format", "raw",
+                "--output", str(folder / f"spy-{name}.txt"), "--pid", str(pid)]  # fmt: skip
+        spies.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL))
+    time.sleep(1.0)  # attached before the first round
+    return spies
+
+
 def overhead(status: dict, model: str, runs: int, max_tokens: int, parsers: list[str],
-             loops: list[str], other: Path | None = None) -> None:  # fmt: skip
+             loops: list[str], other: Path | None = None,
+             spy: tuple[str, Path] | None = None) -> None:  # fmt: skip
     """Part 1: `status` has the worker's `worker_url`, and the service's door `url` and
     `supervisor_pid` unless the worker is the fake one (then only doors alone run)."""
     sides = {"direct": status["worker_url"]}
@@ -190,10 +209,14 @@ def overhead(status: dict, model: str, runs: int, max_tokens: int, parsers: list
             doors[f"{other.name}'s door, {h}/{lp}"] = door
     sides.update({name: door.url for name, door in doors.items()})
     pids.update({name: door.process.pid for name, door in doors.items()})
+    spies = spy_on(pids, spy)
     try:
         med = measure(model, sides, runs, max_tokens, pids, status["worker_url"],
                       status.get("worker_pid"))  # fmt: skip
     finally:
+        for process in spies:
+            process.send_signal(signal.SIGINT)
+            process.wait(60)
         for door in doors.values():
             door.stop()
     print(f"\n## Proxy overhead ({runs} alternating runs, {max_tokens}-token greedy streams, "
@@ -265,8 +288,12 @@ def measure(model: str, sides: dict[str, str], runs: int, max_tokens: int,
     clients = {side: httpx.Client(timeout=300) for side in sides}  # a keep-alive connection each
     # Kept alive too: a new connection per status read delayed the next path's first token.
     probe = httpx.Client(timeout=30)
-    for side, url in sides.items():  # warm every path
+    firsts = {}
+    for side, url in sides.items():  # warm every path; a new door's first request is its own cost
+        firsts[side] = one_token(clients[side], url, model)
         stream_once(clients[side], url, model, 8)
+    print("first 1-token request per path, ms: "
+          + ", ".join(f"{side} {took * 1000:.1f}" for side, took in firsts.items()))  # fmt: skip
     idle = idle_rates(pids)
     print("door processes' CPU while idle, ms per second: "
           + ", ".join(f"{side} {rate * 1000:.1f}" for side, rate in idle.items()))  # fmt: skip
@@ -398,7 +425,8 @@ def crash(service: Service) -> None:
 
 
 def against_fake_worker(runs: int, max_tokens: int, parsers: list[str], loops: list[str],
-                        other: Path | None = None) -> int:  # fmt: skip
+                        other: Path | None = None,
+                        spy: tuple[str, Path] | None = None) -> int:  # fmt: skip
     """`--fake-worker`: the doors' own cost, with no model's time or CPU in the figures."""
     from mlxctl.system.processes import free_port
 
@@ -414,7 +442,7 @@ def against_fake_worker(runs: int, max_tokens: int, parsers: list[str], loops: l
                 time.sleep(0.1)
         print(f"fake worker on {url} (bench/fake_sse_worker.py: 1 ms between events)")
         said = {"worker_url": url, "worker_pid": fake.pid}
-        overhead(said, "fake", runs, max_tokens, parsers, loops, other)
+        overhead(said, "fake", runs, max_tokens, parsers, loops, other, spy)
     finally:
         fake.terminate()
         fake.wait(10)
@@ -434,14 +462,17 @@ def main() -> int:
     parser.add_argument("--fake-worker", action="store_true", help=alone)
     other = "a door from another checkout too (its root), e.g. main's before a change"
     parser.add_argument("--door-from", type=Path, default=None, help=other)
+    parser.add_argument("--py-spy", default=None, help="a py-spy binary: sample the doors")
+    parser.add_argument("--spy-dir", type=Path, default=Path("door-spy"), help="py-spy's files")
     parser.add_argument("--serve-door", metavar="WORKER_URL", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_door:
         return serve_door(args.serve_door, args.http, args.loops, args.port)
     parsers, loops = installed(args.http.split(",")), installed(args.loops.split(","))
+    spy = (args.py_spy, args.spy_dir) if args.py_spy else None
     if args.fake_worker:
-        return against_fake_worker(args.runs, args.max_tokens, parsers, loops, args.door_from)
+        return against_fake_worker(args.runs, args.max_tokens, parsers, loops, args.door_from, spy)
     model = args.model or str(default_model())
     with tempfile.TemporaryDirectory(prefix="front-door-bench-") as tmp:
         service = Service(model, Path(tmp) / "home")
@@ -451,7 +482,7 @@ def main() -> int:
         try:
             print(f"model {model}; front door on port {service.port}")
             overhead(service.status(), model, args.runs, args.max_tokens, parsers, loops,
-                     args.door_from)  # fmt: skip
+                     args.door_from, spy)  # fmt: skip
             if not args.no_switches:
                 switches(service, args.clients, 32)
         finally:
