@@ -10,6 +10,9 @@
 #                          (on /tmp/$RESTART_MODEL, default moe)
 #   models                 bench/models.py: the small shape's requests while the MoE streams
 #   door                   bench/front_door.py on the MoE: the front door's cost, no switches
+#   vlm                    a tiny Qwen3-VL language side under Qwen3-VL-8B's vision tower (27
+#                          layers of 1152), random weights: mlx-vlm's wheels from .gpu/wheels_vlm
+#   vision                 bench/vision.py on it (VISION_ARGS, default --sessions 4)
 # Each step has its own time limit (STEP_S, default 300; STEP_S_spec_moe etc. for one step) so
 # one slow step leaves the rest a turn;
 # it ends on SIGINT, so a bench stops the service it started before it exits.
@@ -29,6 +32,8 @@ for step in "$@"; do
     pipeline-*) timeout -s INT -k 30 $LIMIT $PY bench/verify_pipeline.py /tmp/${step#pipeline-} 2>&1 | grep -v Warning | tee $OUT/$step.txt ;;
     n8) timeout -s INT -k 30 $LIMIT $PY bench/concurrency.py --model /tmp/moe --sessions 8 --servers ours --json $OUT/n8.json 2>&1 | tee $OUT/n8.txt ;;
     models) timeout -s INT -k 30 $LIMIT $PY bench/models.py --big /tmp/moe --small /tmp/small --runs 8 --starts 2 --max-tokens 1500 2>&1 | tee $OUT/models.txt ;;
+    vlm) vlm_site; [ -f /tmp/vlm/config.json ] || timeout -s INT -k 30 $LIMIT $PY -m server.testing.tiny_vlm /tmp/vlm --family qwen3_vl --real-tower 2>&1 | tail -3 | tee -a $OUT/build.txt ;;
+    vision) vlm_site; timeout -s INT -k 30 $LIMIT $PY bench/vision.py --model /tmp/vlm ${VISION_ARGS:---sessions 4} 2>&1 | tee $OUT/vision.txt ;;
     door) timeout -s INT -k 30 $LIMIT $PY bench/front_door.py --model /tmp/moe ${DOOR_ARGS:---no-switches --runs 20 --http h11} 2>&1 | tee $OUT/door.txt ;;
     restart) timeout -s INT -k 30 $LIMIT $PY bench/agentic.py --model /tmp/${RESTART_MODEL:-moe} --servers ours --turns 3 --keep-logs 2>&1 | tee $OUT/restart.txt ;;
   esac

@@ -1,5 +1,9 @@
 # Sourced by the GPU scripts: MLX CUDA and the worker's Python needs from a carried .gpu/ folder
 # (site.tar.xz, wheels/, llguidance.tar.gz, the PTX cache), unpacked once per machine.
+vlm_site() {  # mlx-vlm and Pillow, which the device lacks, for the vision steps (once)
+  [ -n "${GPU_DRY:-}" ] || [ -f /tmp/site/.vlm ] || {
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .gpu/wheels_vlm/*.whl && touch /tmp/site/.vlm; }
+}
 if [ -n "${GPU_DRY:-}" ]; then  # a dry run here, on the project's own environment
   PY=$PWD/.venv/bin/python; return 0
 fi
