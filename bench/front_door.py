@@ -14,8 +14,8 @@ one run, with each door process's CPU per round and per streamed token, the work
 streamed token and its own decode speed (tokens over the seconds inside its decode steps, from
 /v1/status: slower behind a door, the door took cores the decode wanted); `--door-from DIR` adds a
 door of another checkout (say main's, before a change) per parser and loop; `--py-spy BIN` samples
-each door process's threads through part 1 into `--spy-dir` (collapsed stacks, thread ids: which
-thread was on the CPU when). `--fake-worker` runs
+each door process's threads through part 1 into `--spy-dir` (collapsed stacks per thread: on the
+CPU, and holding the GIL). `--fake-worker` runs
 the doors alone before bench/fake_sse_worker.py instead (no model, no service): the door's own
 cost. Part 2 keeps N
 clients streaming through the door while `mlxctl migrate`, `mlxctl rollback` and a `kill -9` of
@@ -184,9 +184,12 @@ def spy_on(pids: dict[str, int], spy: tuple[str, Path] | None) -> list[subproces
     spies = []
     for side, pid in pids.items():
         name = "".join(c if c.isalnum() else "-" for c in side).strip("-")
-        argv = [binary, "record", "--nonblocking", "--threads", "--rate", "500", "--format", "raw",
-                "--output", str(folder / f"spy-{name}.txt"), "--pid", str(pid)]  # fmt: skip
-        spies.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL))
+        # Each thread on the CPU, and which one held the GIL (another's held it, the door waited).
+        for kind, extra in (("cpu", []), ("gil", ["--gil"])):
+            argv = [binary, "record", "--nonblocking", "--threads", *extra, "--rate", "500",
+                    "--format", "raw", "--output", str(folder / f"spy-{kind}-{name}.txt"),
+                    "--pid", str(pid)]  # fmt: skip
+            spies.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL))
     time.sleep(1.0)  # attached before the first round
     return spies
 
