@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from server.api.documents import ImageText, document_text, reads_as_text
 from server.api.image_input import Images
 from server.api.images import MEDIA_TYPES, dropped_note, placeholder
 from server.api.thinking_signature import reasoning_of
@@ -99,6 +100,8 @@ def _tool_result_text(block: dict[str, Any], where: str, images: Images | None) 
                 parts.append(str(inner.get("text", "")))
             elif inner["type"] == "image" and images is not None:
                 parts.append(images.anthropic(inner, f"{where}.content[{j}]"))
+            elif inner["type"] == "document" and reads_as_text(inner):
+                parts.append(document_text(inner, f"{where}.content[{j}]", _image_text(images)))
             elif inner["type"] in ("image", "document"):
                 # A tool's screenshot must not fail an agent's whole turn: say what was dropped.
                 parts.append(placeholder(inner["type"], images is not None))
@@ -106,6 +109,13 @@ def _tool_result_text(block: dict[str, Any], where: str, images: Images | None) 
     elif not isinstance(content, str):
         content = json.dumps(content)
     return f"Error: {content}" if block.get("is_error") else content
+
+
+def _image_text(images: Images | None) -> ImageText:
+    """How a document's image becomes prompt text: read where the model reads images."""
+    if images is not None:
+        return images.anthropic
+    return lambda block, where: placeholder("image")
 
 
 def _messages(
@@ -161,6 +171,8 @@ def _messages(
                 text.append(str(block.get("text", "")))
             elif kind == "image" and images is not None:
                 text.append(images.anthropic(block, f"{where}.content[{j}]"))
+            elif kind == "document" and reads_as_text(block):
+                text.append(document_text(block, f"{where}.content[{j}]", _image_text(images)))
             elif kind in MEDIA_TYPES:
                 text.append(placeholder(kind, images is not None))
                 if i == len(body.messages) - 1:

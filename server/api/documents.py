@@ -1,0 +1,60 @@
+"""Anthropic `document` blocks a model reads as text: a plain-text source or a content source.
+
+Every model reads these; a PDF, a URL or a file id is still a note (images.placeholder): no PDF
+reader ships with the worker, and a worker that fetches URLs is a way in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from server.errors import BadRequest
+
+ImageText = Callable[[dict[str, Any], str], str]  # an image block -> its prompt text
+
+TEXT_SOURCES = ("text", "content")
+
+
+def reads_as_text(block: dict[str, Any]) -> bool:
+    source = block.get("source")
+    return isinstance(source, dict) and source.get("type") in TEXT_SOURCES
+
+
+def document_text(block: dict[str, Any], where: str, image_text: ImageText) -> str:
+    """The prompt text of a text or content document: its title and context, then its text
+    (a content document's images as `image_text` makes them: read, or a note)."""
+    source = block["source"]
+    if source["type"] == "text":
+        data = source.get("data")
+        if not isinstance(data, str):
+            raise BadRequest(f"{where}.source.data: a text document's data must be a string")
+        media = source.get("media_type", "text/plain")
+        if media != "text/plain":
+            said = f"a text document is text/plain, not {media!r}"
+            raise BadRequest(f"{where}.source.media_type: {said}")
+        body = data
+    else:
+        body = _content_text(source.get("content"), f"{where}.source.content", image_text)
+    head = [f"Document: {block['title']}"] if isinstance(block.get("title"), str) else []
+    if isinstance(block.get("context"), str) and block["context"]:
+        head.append(block["context"])
+    return "\n".join([*head, body])
+
+
+def _content_text(content: Any, where: str, image_text: ImageText) -> str:
+    """A content source: a string, or text and image blocks."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise BadRequest(f"{where}: a content document holds a string or a list of blocks")
+    parts = []
+    for i, block in enumerate(content):
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "image":
+            parts.append(image_text(block, f"{where}[{i}]"))
+        elif kind == "text" and isinstance(block.get("text"), str):
+            parts.append(block["text"])
+        else:
+            raise BadRequest(f"{where}[{i}]: a content document holds text and image blocks")
+    return "\n".join(parts)
