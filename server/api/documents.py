@@ -1,7 +1,7 @@
-"""Anthropic `document` blocks a model reads as text: a plain-text source or a content source.
+"""Anthropic `document` blocks a model reads as text: a plain-text, content or base64 PDF source.
 
-Every model reads these; a PDF, a URL or a file id is still a note (images.placeholder): no PDF
-reader ships with the worker, and a worker that fetches URLs is a way in.
+Every model reads these; a URL or a file id is still a note (images.placeholder): a worker that
+fetches URLs is a way in, and there is no Files API here.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from server.api.pdf_text import PDF_MEDIA, pdf_text
 from server.errors import BadRequest
 
 ImageText = Callable[[dict[str, Any], str], str]  # an image block -> its prompt text
@@ -18,7 +19,27 @@ TEXT_SOURCES = ("text", "content")
 
 def reads_as_text(block: dict[str, Any]) -> bool:
     source = block.get("source")
-    return isinstance(source, dict) and source.get("type") in TEXT_SOURCES
+    return isinstance(source, dict) and (source.get("type") in TEXT_SOURCES or _is_pdf(source))
+
+
+def _is_pdf(source: dict[str, Any]) -> bool:
+    return source.get("type") == "base64" and source.get("media_type") == PDF_MEDIA
+
+
+def carries_pdf(messages: list[Any]) -> bool:
+    """Whether any message holds a PDF (its reading belongs off the event loop)."""
+    for message in messages:
+        for block in message.content if isinstance(message.content, list) else []:
+            inner = block.get("content") if block.get("type") == "tool_result" else None
+            for b in [block, *(inner if isinstance(inner, list) else [])]:
+                if isinstance(b, dict) and b.get("type") == "document" and _pdf_block(b):
+                    return True
+    return False
+
+
+def _pdf_block(block: dict[str, Any]) -> bool:
+    source = block.get("source")
+    return isinstance(source, dict) and _is_pdf(source)
 
 
 def document_text(block: dict[str, Any], where: str, image_text: ImageText) -> str:
@@ -34,6 +55,8 @@ def document_text(block: dict[str, Any], where: str, image_text: ImageText) -> s
             said = f"a text document is text/plain, not {media!r}"
             raise BadRequest(f"{where}.source.media_type: {said}")
         body = data
+    elif source["type"] == "base64":
+        body = pdf_text(source.get("data"), where)
     else:
         body = _content_text(source.get("content"), f"{where}.source.content", image_text)
     head = [f"Document: {block['title']}"] if isinstance(block.get("title"), str) else []

@@ -60,10 +60,12 @@ def reads_images(request: Request) -> bool:
     return renderer is not None and renderer.images is not None
 
 
-async def to_internal(request: Request, convert: Callable[..., ChatRequest], body) -> ChatRequest:
-    """`convert(body)` into a ChatRequest; off the event loop where images are decoded."""
+async def to_internal(request: Request, convert: Callable[..., ChatRequest], body,
+                      heavy: bool = False) -> ChatRequest:  # fmt: skip
+    """`convert(body)` into a ChatRequest; off the event loop where images are decoded or the
+    body is `heavy` (a PDF to read)."""
     if not reads_images(request):
-        return convert(body)
+        return await run_in_threadpool(convert, body) if heavy else convert(body)
     return await run_in_threadpool(convert, body, vision=True)
 
 

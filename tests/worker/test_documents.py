@@ -1,12 +1,16 @@
-"""Anthropic `document` blocks with a text or content source reach the prompt as text, on every
-model; a malformed one is the API's 400 naming the block. Through the official SDK."""
+"""Anthropic `document` blocks with a text, content or PDF source reach the prompt as text, on
+every model; a malformed one is the API's 400 naming the block. Through the official SDK."""
 
 from __future__ import annotations
+
+import base64
 
 import anthropic as sdk
 import pytest
 
 from server.api.images import placeholder
+from server.api.pdf_text import PDF_MEDIA as PDF
+from tests.pdf_files import text_pdf
 from tests.worker.test_images import AN_IMAGE, anthropic
 
 TEXT_DOC = {
@@ -84,3 +88,51 @@ def test_a_malformed_text_document_is_a_400_naming_it(worker, source, named):
     assert caught.value.status_code == 400
     assert caught.value.body["error"]["type"] == "invalid_request_error"
     assert f"messages[0].content[1].{named}" in caught.value.body["error"]["message"]
+
+
+def pdf_document(data: bytes | str, title: str | None = "spec.pdf") -> dict:
+    encoded = data if isinstance(data, str) else base64.b64encode(data).decode()
+    block = {"type": "document", "source": {"type": "base64", "media_type": PDF, "data": encoded}}
+    return {**block, "title": title} if title else block
+
+
+def test_a_pdf_is_read_page_by_page_over_the_sdk_and_in_a_tool_result(worker):
+    pdf = pdf_document(text_pdf(["Ports: 8080 and 18555.", "", "The door keeps its address."]))
+    pages = "--- page 1 ---\nPorts: 8080 and 18555.\n\n--- page 2 ---\n\n\n--- page 3 ---\n"
+    as_text = f"Document: spec.pdf\n{pages}The door keeps its address."
+    with anthropic(worker) as client:
+        reply = client.messages.with_raw_response.create(
+            model="claude-x", max_tokens=4, messages=ask(pdf)
+        )
+        assert reply.http_response.status_code == 200
+        assert "warning" not in reply.headers  # read, not dropped
+        with_pdf = client.messages.count_tokens(model="claude-x", messages=ask(pdf))
+        with_text = client.messages.count_tokens(model="claude-x", messages=ask(text(as_text)))
+    assert with_pdf.input_tokens == with_text.input_tokens
+
+
+def test_a_pdf_without_a_text_layer_reads_as_a_note_saying_so(worker):
+    pdf = pdf_document(text_pdf(["", ""]), title=None)
+    note = "[a PDF of 2 pages with no text layer (scanned?): its text cannot be read]"
+    with anthropic(worker) as client:
+        with_pdf = client.messages.count_tokens(model="claude-x", messages=ask(pdf))
+        with_note = client.messages.count_tokens(model="claude-x", messages=ask(text(note)))
+    assert with_pdf.input_tokens == with_note.input_tokens
+
+
+@pytest.mark.parametrize(
+    ("data", "said"),
+    [
+        ("not base64!", "not valid base64"),
+        (b"GIF89a not a pdf", "not a PDF"),
+        (b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog", "could not be read"),
+        (text_pdf(["page"] * 101), "101 pages (at most 100)"),
+    ],
+    ids=["base64", "not-pdf", "truncated", "pages"],
+)
+def test_a_bad_pdf_is_a_400_naming_the_block(worker, data, said):
+    with anthropic(worker) as client, pytest.raises(sdk.BadRequestError) as caught:
+        client.messages.create(model="claude-x", max_tokens=4, messages=ask(pdf_document(data)))
+    message = caught.value.body["error"]["message"]
+    assert caught.value.status_code == 400
+    assert "messages[0].content[1]" in message and said in message

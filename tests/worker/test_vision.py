@@ -239,9 +239,9 @@ def test_url_sources_are_refused_clearly(vlm_worker):
 
 
 def test_a_document_on_a_vision_model_is_a_note_that_says_images_are_read(vlm_worker):
-    pdf = {
+    pdf = {  # a PDF by URL: never fetched
         "type": "document",
-        "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0xLjQK"},
+        "source": {"type": "url", "url": "https://example.invalid/spec.pdf"},
     }
     body = {"model": MODEL, "max_tokens": 4, "messages": screenshot_turn(pdf, "Summarise it.")}
     r = post(vlm_worker, "/v1/messages", body)

@@ -16,6 +16,7 @@ from server.api.anthropic.protocol import (
 )
 from server.api.anthropic.reply import message_body
 from server.api.anthropic.stream import encode
+from server.api.documents import carries_pdf
 from server.api.model_names import check_model
 
 router = APIRouter()
@@ -24,7 +25,7 @@ router = APIRouter()
 @router.post("/v1/messages")
 async def messages(body: MessagesRequest, request: Request):
     check_model(request.app.state.settings, body.model)
-    chat = await serving.to_internal(request, to_chat_request, body)
+    chat = await serving.to_internal(request, to_chat_request, body, carries_pdf(body.messages))
     job = await serving.start(request, chat, body)
     message_id, show_thinking = f"msg_{uuid.uuid4().hex[:24]}", shows_thinking(body)
     if body.stream:
@@ -40,6 +41,6 @@ async def messages(body: MessagesRequest, request: Request):
 async def count_tokens(body: CountTokensRequest, request: Request):
     engine, settings = request.app.state.engine, request.app.state.settings
     check_model(settings, body.model)
-    chat = await serving.to_internal(request, to_chat_request, body)
+    chat = await serving.to_internal(request, to_chat_request, body, carries_pdf(body.messages))
     rendered = await serving.prepare(engine, chat, check_context=False)
     return {"input_tokens": len(rendered.tokens)}
