@@ -27,7 +27,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.front_door import Service, stream_once  # noqa: E402
+from bench.front_door_service import Service, stream_once  # noqa: E402
 
 IDLE_UNLOAD_S = 3.0
 SMALL = """
