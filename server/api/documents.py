@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from server.api.pdf_text import PDF_MEDIA, pdf_text
+from server.api.pdf_text import PDF_MEDIA, is_pdf_data_url, pdf_data_url, pdf_text
 from server.errors import BadRequest
 
 ImageText = Callable[[dict[str, Any], str], str]  # an image block -> its prompt text
@@ -81,3 +81,25 @@ def _content_text(content: Any, where: str, image_text: ImageText) -> str:
         else:
             raise BadRequest(f"{where}[{i}]: a content document holds text and image blocks")
     return "\n".join(parts)
+
+
+def inline_file_text(file: dict[str, Any], where: str) -> str | None:
+    """An OpenAI file part's (chat `file.file_data`, Responses `input_file`) PDF as text, named by
+    its filename; None where it holds no inline PDF (a file id or a URL: a note as before)."""
+    data = file.get("file_data")
+    if not isinstance(data, str) or not is_pdf_data_url(data):
+        return None
+    name = file.get("filename")
+    head = [f"Document: {name}"] if isinstance(name, str) and name else []
+    return "\n".join([*head, pdf_data_url(data, where)])
+
+
+def parts_carry_pdf(parts: Any, part_type: str) -> bool:
+    """Whether a list of content parts holds an inline PDF (its reading belongs off the event
+    loop): chat's `file` parts (`part_type` "file") or Responses' `input_file` ones."""
+    for part in parts if isinstance(parts, list) else []:
+        if isinstance(part, dict) and part.get("type") == part_type:
+            file = part.get("file") if part_type == "file" else part
+            if isinstance(file, dict) and is_pdf_data_url(file.get("file_data")):
+                return True
+    return False

@@ -44,6 +44,18 @@ def pdf_text(data: object, where: str) -> str:
     return text
 
 
+def pdf_data_url(url: str, where: str) -> str:
+    """The text of a `data:application/pdf;base64,...` URL's PDF (OpenAI's inline files)."""
+    head, _, payload = url.partition(",")
+    if head != f"data:{PDF_MEDIA};base64":
+        raise BadRequest(f"{where}: a file's data must be a base64 PDF data URL ({head[:40]}...)")
+    return pdf_text(payload, where)
+
+
+def is_pdf_data_url(value: object) -> bool:
+    return isinstance(value, str) and value.startswith(f"data:{PDF_MEDIA}")
+
+
 def _decode(data: object, where: str) -> bytes:
     if not isinstance(data, str) or not data:
         raise BadRequest(f"{where}.source.data: the PDF has no data")

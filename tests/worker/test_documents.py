@@ -1,17 +1,19 @@
-"""Anthropic `document` blocks with a text, content or PDF source reach the prompt as text, on
-every model; a malformed one is the API's 400 naming the block. Through the official SDK."""
+"""Documents reach the prompt as text on every model: Anthropic `document` blocks (text, content
+or PDF sources), OpenAI `file` parts and Responses `input_file` parts holding an inline PDF; a
+malformed one is the protocol's 400 naming it. Through the official SDKs."""
 
 from __future__ import annotations
 
 import base64
 
 import anthropic as sdk
+import openai as openai_sdk
 import pytest
 
 from server.api.images import placeholder
 from server.api.pdf_text import PDF_MEDIA as PDF
 from tests.pdf_files import text_pdf
-from tests.worker.test_images import AN_IMAGE, anthropic
+from tests.worker.test_images import AN_IMAGE, anthropic, openai
 
 TEXT_DOC = {
     "type": "document",
@@ -136,3 +138,49 @@ def test_a_bad_pdf_is_a_400_naming_the_block(worker, data, said):
     message = caught.value.body["error"]["message"]
     assert caught.value.status_code == 400
     assert "messages[0].content[1]" in message and said in message
+
+
+PAGES = ["Ports: 8080 and 18555.", "The door keeps its address."]
+PAGES_TEXT = "--- page 1 ---\nPorts: 8080 and 18555.\n\n--- page 2 ---\nThe door keeps its address."
+
+
+def pdf_url(data: bytes) -> str:
+    return f"data:{PDF};base64," + base64.b64encode(data).decode()
+
+
+def test_an_openai_file_part_with_a_pdf_is_read_as_text(worker):
+    part = {"type": "file", "file": {"filename": "spec.pdf", "file_data": pdf_url(text_pdf(PAGES))}}
+
+    def prompt_tokens(client, extra: dict) -> int:
+        content = [{"type": "text", "text": "Which ports?"}, extra]
+        messages = [{"role": "user", "content": content}]
+        reply = client.chat.completions.create(model="claude-x", max_tokens=1, messages=messages)
+        return reply.usage.prompt_tokens
+
+    with openai(worker) as client:
+        with_pdf = prompt_tokens(client, part)
+        with_text = prompt_tokens(client, text(f"Document: spec.pdf\n{PAGES_TEXT}"))
+        with pytest.raises(openai_sdk.BadRequestError) as caught:
+            prompt_tokens(client, {"type": "file", "file": {"file_data": pdf_url(b"%PDF-1.4")}})
+    assert with_pdf == with_text
+    error = caught.value.body
+    assert error["param"] == "messages" and "messages[0].content[1]" in error["message"]
+
+
+def test_a_responses_input_file_with_a_pdf_is_read_as_text(worker):
+    part = {"type": "input_file", "filename": "spec.pdf", "file_data": pdf_url(text_pdf(PAGES))}
+
+    def count(client, extra: dict) -> int:
+        content = [{"type": "input_text", "text": "Which ports?"}, extra]
+        said = client.responses.input_tokens.count(
+            model="claude-x", input=[{"role": "user", "content": content}]
+        )
+        return said.input_tokens
+
+    as_text = {"type": "input_text", "text": f"Document: spec.pdf\n{PAGES_TEXT}"}
+    with openai(worker) as client:
+        assert count(client, part) == count(client, as_text)
+        with pytest.raises(openai_sdk.BadRequestError) as caught:
+            count(client, {"type": "input_file", "file_data": pdf_url(b"GIF89a")})
+    assert caught.value.body["param"] == "input"
+    assert "not a PDF" in caught.value.body["message"]

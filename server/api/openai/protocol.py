@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from server.api.documents import inline_file_text
 from server.api.image_input import Images
 from server.api.images import MEDIA_TYPES, dropped_note, placeholder
 from server.api.unicode_text import replace_unencodable
@@ -98,6 +99,8 @@ def _text(
             parts.append(str(part.get("text", "")))
         elif kind == "image_url" and images is not None:
             parts.append(images.openai(part, f"{where}.content[{j}]"))
+        elif kind == "file" and (read := _file_text(part, f"{where}.content[{j}]")) is not None:
+            parts.append(read)
         elif kind in MEDIA_TYPES:
             parts.append(placeholder(kind, images is not None))
             if dropped is not None:
@@ -105,6 +108,17 @@ def _text(
         else:
             raise BadRequest(f"{where}: unsupported content part type {kind!r}", param="messages")
     return "".join(parts)
+
+
+def _file_text(part: dict[str, Any], where: str) -> str | None:
+    file = part.get("file")
+    if not isinstance(file, dict):
+        return None
+    try:
+        return inline_file_text(file, where)
+    except BadRequest as exc:
+        exc.param = exc.param or "messages"
+        raise
 
 
 def _arguments(raw: str | dict[str, Any], where: str) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from functools import partial
 from fastapi import APIRouter, Request
 
 from server.api import serving
+from server.api.documents import parts_carry_pdf
 from server.api.model_names import check_model, listed_names
 from server.api.openai.protocol import ChatCompletionRequest, to_chat_request
 from server.api.openai.reply import completion_body
@@ -20,7 +21,8 @@ router = APIRouter()
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request):
     check_model(request.app.state.settings, body.model)
-    chat = await serving.to_internal(request, to_chat_request, body)
+    pdf = any(parts_carry_pdf(m.content, "file") for m in body.messages)
+    chat = await serving.to_internal(request, to_chat_request, body, pdf)
     job = await serving.start(request, chat, body)
     completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
     if body.stream:

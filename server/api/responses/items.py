@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from server.api.documents import inline_file_text
 from server.api.image_input import Images
 from server.api.images import dropped_note, placeholder
 from server.api.responses.tools import CUSTOM_INPUT, call_arguments, flat_name
@@ -44,6 +45,8 @@ def _text(
             parts.append(str(part.get("text") or part.get("refusal") or ""))
         elif kind == "input_image" and images is not None:
             parts.append(images.responses(part, f"{where}.content[{j}]"))
+        elif kind == "input_file" and (read := _file_text(part, f"{where}.content[{j}]")):
+            parts.append(read)
         elif kind in _MEDIA_PARTS:
             parts.append(placeholder(kind, images is not None))
             if dropped is not None:
@@ -53,6 +56,14 @@ def _text(
                 f"{where}.content[{j}]: unsupported content part type {kind!r}", param="input"
             )
     return "".join(parts)
+
+
+def _file_text(part: dict[str, Any], where: str) -> str | None:
+    try:
+        return inline_file_text(part, where)
+    except BadRequest as exc:
+        exc.param = exc.param or "input"
+        raise
 
 
 def _reasoning_text(item: dict[str, Any]) -> str:

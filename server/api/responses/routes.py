@@ -16,6 +16,7 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from server.api import serving, token_marks
+from server.api.documents import parts_carry_pdf
 from server.api.model_names import check_model
 from server.api.responses import background
 from server.api.responses.history import (
@@ -89,9 +90,11 @@ async def _conversation(request: Request, body: InputTokensRequest) -> list[Any]
 async def _convert(
     request: Request, body: InputTokensRequest, items: list[Any]
 ) -> tuple[ChatRequest, ToolSet]:
-    """`convert`, off the event loop where the model reads images (they are decoded there)."""
+    """`convert`, off the event loop where the model reads images (they are decoded there) or
+    an item holds a PDF (read there)."""
+    pdf = any(parts_carry_pdf(i.get("content"), "input_file") for i in items if isinstance(i, dict))
     if not serving.reads_images(request):
-        return convert(body, items)
+        return await run_in_threadpool(convert, body, items) if pdf else convert(body, items)
     return await run_in_threadpool(partial(convert, body, items, vision=True))
 
 
