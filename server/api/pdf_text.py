@@ -70,7 +70,7 @@ def _decode(data: object, where: str) -> bytes:
 def _read(raw: bytes, where: str) -> str:
     from pypdf import PdfReader
 
-    if not raw.lstrip()[:5] == b"%PDF-":
+    if b"%PDF-" not in raw[:1024]:  # readers allow bytes before the header, up to 1 KB
         raise BadRequest(f"{where}: the document is not a PDF (no %PDF- header)")
     logging.getLogger("pypdf").setLevel(logging.ERROR)  # a damaged file's repairs: not news
     try:
